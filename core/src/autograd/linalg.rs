@@ -1,0 +1,160 @@
+//! Matrix products: the one GEMM entry point, batched `matmul`, and the fused `linear` (x·Wᵀ + b).
+
+use ndarray::{linalg::general_mat_mul, Array2, ArrayView2, Axis, Ix2, IxDyn};
+
+use super::elementwise::{broadcast_shape, sum_to};
+use super::tape::{Tape, Tensor, Var};
+use crate::{shape_err, Result};
+
+/// `c = alpha · a·b + beta · c`: every matrix product in kiln goes through here, so the kernel can be
+/// swapped in one place. Views may be transposed; the kernel handles strides.
+pub fn gemm(alpha: f32, a: &ArrayView2<f32>, b: &ArrayView2<f32>, beta: f32, c: &mut ndarray::ArrayViewMut2<f32>) {
+    general_mat_mul(alpha, a, b, beta, c);
+}
+
+/// `a·b` for 2-D views.
+pub fn matmul2d(a: &ArrayView2<f32>, b: &ArrayView2<f32>) -> Array2<f32> {
+    let mut c = Array2::zeros((a.nrows(), b.ncols()));
+    gemm(1.0, a, b, 0.0, &mut c.view_mut());
+    c
+}
+
+fn as2d(t: &Tensor) -> ArrayView2<'_, f32> {
+    t.view().into_dimensionality::<Ix2>().expect("2-D")
+}
+
+/// Batched matrix product with numpy's `matmul` broadcasting over the leading (batch) dimensions.
+fn batched_matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
+    let (m, k, n) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1], b.shape()[b.ndim() - 1]);
+    let mut full_a = batch.to_vec();
+    full_a.extend([m, k]);
+    let mut full_b = batch.to_vec();
+    full_b.extend([k, n]);
+    let a = a.broadcast(IxDyn(&full_a)).unwrap();
+    let b = b.broadcast(IxDyn(&full_b)).unwrap();
+    let count: usize = batch.iter().product();
+    let a3 = a.to_shape((count, m, k)).unwrap();
+    let b3 = b.to_shape((count, k, n)).unwrap();
+    let mut out = ndarray::Array3::<f32>::zeros((count, m, n));
+    for i in 0..count {
+        let mut o = out.index_axis_mut(Axis(0), i);
+        gemm(1.0, &a3.index_axis(Axis(0), i), &b3.index_axis(Axis(0), i), 0.0, &mut o);
+    }
+    let mut shape = batch.to_vec();
+    shape.extend([m, n]);
+    out.into_shape_with_order(IxDyn(&shape)).unwrap()
+}
+
+fn swap_last2(t: &Tensor) -> Tensor {
+    let n = t.ndim();
+    let mut v = t.view();
+    v.swap_axes(n - 2, n - 1);
+    v.to_owned()
+}
+
+impl Tape {
+    /// Matrix product of the last two axes, broadcasting the leading axes as numpy's `matmul` does.
+    /// Both operands need at least two dimensions.
+    ///
+    /// # Shapes
+    /// `a: [..., m, k]`, `b: [..., k, n]` → `[broadcast(...), m, n]`
+    pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
+        let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
+        if sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
+            shape_err!("matmul: shapes {sa:?} and {sb:?} do not fit (need [..., m, k] and [..., k, n])");
+        }
+        let batch = broadcast_shape("matmul (batch dimensions)", &sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+        let y = if sa.len() == 2 && sb.len() == 2 {
+            matmul2d(&as2d(self.value(a)), &as2d(self.value(b))).into_dyn()
+        } else {
+            batched_matmul(self.value(a), self.value(b), &batch)
+        };
+        Ok(self.push(y, &[a, b], move |c, g| {
+            let (a, b) = (c.input(0), c.input(1));
+            if a.ndim() == 2 && b.ndim() == 2 {
+                let g2 = as2d(g);
+                return vec![
+                    c.needs(0).then(|| matmul2d(&g2, &as2d(b).t()).into_dyn()),
+                    c.needs(1).then(|| matmul2d(&as2d(a).t(), &g2).into_dyn()),
+                ];
+            }
+            // dA = G·Bᵀ, dB = Aᵀ·G, then summed back over broadcast batch dimensions.
+            vec![
+                c.needs(0).then(|| sum_to(&batched_matmul(g, &swap_last2(b), &batch), a.shape())),
+                c.needs(1).then(|| sum_to(&batched_matmul(&swap_last2(a), g, &batch), b.shape())),
+            ]
+        }))
+    }
+
+    /// `x·Wᵀ + b`, PyTorch's `Linear`: one GEMM forward, two backward.
+    ///
+    /// # Shapes
+    /// `x: [N, in]`, `weight: [out, in]`, `bias: [out]` → `[N, out]`
+    pub fn linear(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Result<Var> {
+        let (sx, sw) = (self.shape(x).to_vec(), self.shape(weight).to_vec());
+        if sx.len() != 2 || sw.len() != 2 || sx[1] != sw[1] {
+            shape_err!("Linear: input of shape {sx:?} does not fit weight of shape {sw:?} (expects [N, {}])", sw.get(1).copied().unwrap_or(0));
+        }
+        if let Some(b) = bias {
+            if self.shape(b) != [sw[0]] {
+                shape_err!("Linear: bias of shape {:?} does not fit weight {sw:?}", self.shape(b));
+            }
+        }
+        let mut y = match bias {
+            Some(b) => {
+                let bv = self.value(b);
+                bv.broadcast((sx[0], sw[0])).unwrap().to_owned()
+            }
+            None => Array2::zeros((sx[0], sw[0])),
+        };
+        let beta = if bias.is_some() { 1.0 } else { 0.0 };
+        gemm(1.0, &as2d(self.value(x)), &as2d(self.value(weight)).t(), beta, &mut y.view_mut());
+        let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
+        Ok(self.push(y.into_dyn(), &inputs, |c, g| {
+            let g2 = as2d(g);
+            let mut out = vec![
+                c.needs(0).then(|| matmul2d(&g2, &as2d(c.input(1))).into_dyn()),
+                c.needs(1).then(|| matmul2d(&g2.t(), &as2d(c.input(0))).into_dyn()),
+            ];
+            if c.inputs_len() == 3 {
+                out.push(c.needs(2).then(|| g.sum_axis(Axis(0))));
+            }
+            out
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gradcheck::check;
+    use super::*;
+    use ndarray::ArrayD;
+
+    #[test]
+    fn matmul_gradients_2d_and_batched() {
+        check(&[&[3, 4], &[4, 2]], |t, v| t.matmul(v[0], v[1]).unwrap());
+        check(&[&[2, 3, 4], &[2, 4, 5]], |t, v| t.matmul(v[0], v[1]).unwrap());
+        // batch dimensions broadcast: [2,1,3,4] x [3,4,2] -> [2,3,3,2]
+        check(&[&[2, 1, 3, 4], &[3, 4, 2]], |t, v| t.matmul(v[0], v[1]).unwrap());
+        check(&[&[2, 3, 4], &[4, 5]], |t, v| t.matmul(v[0], v[1]).unwrap());
+    }
+
+    #[test]
+    fn linear_gradients_with_and_without_bias() {
+        check(&[&[5, 3], &[4, 3], &[4]], |t, v| t.linear(v[0], v[1], Some(v[2])).unwrap());
+        check(&[&[5, 3], &[4, 3]], |t, v| t.linear(v[0], v[1], None).unwrap());
+    }
+
+    #[test]
+    fn matmul_values_and_errors() {
+        let mut t = Tape::inference();
+        let a = t.constant(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1., 2., 3., 4.]).unwrap());
+        let b = t.constant(ArrayD::from_shape_vec(IxDyn(&[2, 1]), vec![1., 1.]).unwrap());
+        let y = t.matmul(a, b).unwrap();
+        assert_eq!(t.value(y).as_slice().unwrap(), &[3., 7.]);
+        let e = t.matmul(b, b).unwrap_err().to_string();
+        assert!(e.contains("[2, 1]"), "{e}");
+        let e = t.linear(a, b, None).unwrap_err().to_string();
+        assert!(e.starts_with("Linear"), "{e}");
+    }
+}

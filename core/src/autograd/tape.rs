@@ -1,0 +1,201 @@
+//! The tape: every op appends a node holding its value and, when a gradient is wanted, the rule that
+//! turns the output's gradient into its inputs' gradients. `backward` walks the tape once in reverse.
+
+use ndarray::{ArrayD, IxDyn};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::{KilnError, Result};
+
+/// kiln's tensor: an n-dimensional array of f32.
+pub type Tensor = ArrayD<f32>;
+
+/// A handle to a value recorded on a [`Tape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Var(pub(crate) usize);
+
+/// What a backward rule sees: the op's inputs and output, and which inputs want a gradient.
+pub struct BackwardCtx<'a> {
+    tape: &'a Tape,
+    inputs: &'a [Var],
+    output: &'a Tensor,
+}
+
+impl BackwardCtx<'_> {
+    /// The value of the op's `i`-th input.
+    pub fn input(&self, i: usize) -> &Tensor {
+        &self.tape.nodes[self.inputs[i].0].value
+    }
+    /// The op's own output value.
+    pub fn output(&self) -> &Tensor {
+        self.output
+    }
+    /// How many inputs the op has.
+    pub fn inputs_len(&self) -> usize {
+        self.inputs.len()
+    }
+    /// Whether the `i`-th input needs a gradient (skip the work when it does not).
+    pub fn needs(&self, i: usize) -> bool {
+        self.tape.nodes[self.inputs[i].0].requires_grad
+    }
+}
+
+/// A backward rule: from the output's gradient, one gradient per input (None where not needed).
+pub type BackwardFn = Box<dyn Fn(&BackwardCtx, &Tensor) -> Vec<Option<Tensor>> + Send + Sync>;
+
+struct Node {
+    value: Tensor,
+    inputs: Vec<Var>,
+    backward: Option<BackwardFn>,
+    requires_grad: bool,
+}
+
+/// A recording of one forward pass. Create one per step; it owns every intermediate value.
+pub struct Tape {
+    nodes: Vec<Node>,
+    grads: Vec<Option<Tensor>>,
+    /// Whether layers behave as in training (dropout active, batch-norm on batch statistics).
+    pub training: bool,
+    record: bool,
+    rng: ChaCha8Rng,
+}
+
+impl Tape {
+    /// A tape that records backward rules. `training` selects layer behaviour; `seed` drives dropout.
+    pub fn new(training: bool, seed: u64) -> Self {
+        Tape {
+            nodes: Vec::with_capacity(64),
+            grads: Vec::new(),
+            training,
+            record: true,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// A tape for inference: no backward rules are kept and layers run in eval mode.
+    pub fn inference() -> Self {
+        Tape { record: false, ..Tape::new(false, 0) }
+    }
+
+    /// The random generator that dropout draws from.
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// A constant input (no gradient).
+    pub fn constant(&mut self, value: Tensor) -> Var {
+        self.leaf(value, false)
+    }
+
+    /// A leaf value; with `requires_grad` its gradient is kept by [`Tape::backward`].
+    pub fn leaf(&mut self, value: Tensor, requires_grad: bool) -> Var {
+        self.nodes.push(Node {
+            value,
+            inputs: Vec::new(),
+            backward: None,
+            requires_grad: requires_grad && self.record,
+        });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// The value held by `v`.
+    pub fn value(&self, v: Var) -> &Tensor {
+        &self.nodes[v.0].value
+    }
+
+    /// Take the value out of the tape (cheap; the tape keeps an empty array in its place).
+    pub fn take_value(&mut self, v: Var) -> Tensor {
+        std::mem::replace(&mut self.nodes[v.0].value, ArrayD::zeros(IxDyn(&[0])))
+    }
+
+    /// The shape of `v`'s value.
+    pub fn shape(&self, v: Var) -> &[usize] {
+        self.nodes[v.0].value.shape()
+    }
+
+    /// Whether `v` takes part in the gradient.
+    pub fn requires_grad(&self, v: Var) -> bool {
+        self.nodes[v.0].requires_grad
+    }
+
+    /// Record an op's output. The backward rule is dropped when no input needs a gradient.
+    pub fn push<F>(&mut self, value: Tensor, inputs: &[Var], backward: F) -> Var
+    where
+        F: Fn(&BackwardCtx, &Tensor) -> Vec<Option<Tensor>> + Send + Sync + 'static,
+    {
+        let requires_grad = self.record && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
+        self.nodes.push(Node {
+            value,
+            inputs: if requires_grad { inputs.to_vec() } else { Vec::new() },
+            backward: if requires_grad { Some(Box::new(backward)) } else { None },
+            requires_grad,
+        });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// Back-propagate from the scalar `loss` (gradient 1), filling every needed gradient.
+    pub fn backward(&mut self, loss: Var) -> Result<()> {
+        if self.nodes[loss.0].value.len() != 1 {
+            return Err(KilnError::shape(format!(
+                "backward: the loss must be a single value, got shape {:?}",
+                self.nodes[loss.0].value.shape()
+            )));
+        }
+        let seed = ArrayD::ones(self.nodes[loss.0].value.raw_dim());
+        self.backward_with(loss, seed)
+    }
+
+    /// Back-propagate from `out` with an explicit output gradient.
+    pub fn backward_with(&mut self, out: Var, grad: Tensor) -> Result<()> {
+        if grad.shape() != self.nodes[out.0].value.shape() {
+            return Err(KilnError::shape(format!(
+                "backward: gradient shape {:?} does not match the value's shape {:?}",
+                grad.shape(),
+                self.nodes[out.0].value.shape()
+            )));
+        }
+        self.grads = vec![None; self.nodes.len()];
+        self.grads[out.0] = Some(grad);
+        for i in (0..=out.0).rev() {
+            let Some(g) = self.grads[i].take() else { continue };
+            let node = &self.nodes[i];
+            let Some(rule) = &node.backward else {
+                // A leaf keeps its gradient for the caller; intermediate ones are dropped once used.
+                self.grads[i] = Some(g);
+                continue;
+            };
+            let ctx = BackwardCtx { tape: self, inputs: &node.inputs, output: &node.value };
+            let input_grads = rule(&ctx, &g);
+            let inputs = std::mem::take(&mut self.nodes[i].inputs);
+            for (v, ig) in inputs.iter().zip(input_grads) {
+                let Some(ig) = ig else { continue };
+                if !self.nodes[v.0].requires_grad {
+                    continue;
+                }
+                if ig.shape() != self.nodes[v.0].value.shape() {
+                    return Err(KilnError::shape(format!(
+                        "backward: internal gradient shape {:?} for a value of shape {:?}",
+                        ig.shape(),
+                        self.nodes[v.0].value.shape()
+                    )));
+                }
+                match &mut self.grads[v.0] {
+                    Some(acc) => *acc += &ig,
+                    slot => *slot = Some(ig),
+                }
+            }
+            self.nodes[i].inputs = inputs;
+        }
+        Ok(())
+    }
+
+    /// The gradient of a leaf after [`Tape::backward`], if it received one.
+    pub fn grad(&self, v: Var) -> Option<&Tensor> {
+        self.grads.get(v.0).and_then(|g| g.as_ref())
+    }
+
+    /// Move a leaf's gradient out of the tape.
+    pub fn take_grad(&mut self, v: Var) -> Option<Tensor> {
+        self.grads.get_mut(v.0).and_then(|g| g.take())
+    }
+}

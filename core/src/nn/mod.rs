@@ -1,0 +1,96 @@
+//! Layers with PyTorch's names, state-dict keys and default initialisation.
+//!
+//! A layer is a [`Module`]: it runs `forward` on a [`Tape`] and lists its tensors by name. Every layer
+//! can describe itself as a [`LayerSpec`], the serialisable architecture that checkpoints, the Python
+//! package and the ONNX exporter share.
+
+mod layers;
+mod sequential;
+mod simple;
+mod spec;
+
+pub use layers::{BatchNorm, Conv, Embedding, LayerNorm, Linear};
+pub use sequential::Sequential;
+pub use simple::{Activation, Dropout, Flatten, Pool};
+pub use spec::LayerSpec;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::autograd::{Tape, Tensor, Var};
+use crate::Result;
+
+/// A named tensor of a module: a trainable parameter or a buffer (such as batch-norm running statistics).
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// The current value.
+    pub value: Tensor,
+    /// The gradient from the last backward pass, if any.
+    pub grad: Option<Tensor>,
+    /// Whether optimizers update it. Buffers are never trainable; parameters can be frozen.
+    pub trainable: bool,
+    /// Whether this is a buffer (state, not a parameter).
+    pub is_buffer: bool,
+    var: Option<Var>,
+}
+
+impl Param {
+    /// A trainable parameter.
+    pub fn new(value: Tensor) -> Self {
+        Param { value, grad: None, trainable: true, is_buffer: false, var: None }
+    }
+
+    /// A buffer: saved and exported with the model, never trained.
+    pub fn buffer(value: Tensor) -> Self {
+        Param { value, grad: None, trainable: false, is_buffer: true, var: None }
+    }
+
+    /// Put the value on the tape, remembering where, so the gradient can be collected after backward.
+    pub fn bind(&mut self, t: &mut Tape) -> Var {
+        let v = t.leaf(self.value.clone(), self.trainable);
+        self.var = Some(v);
+        v
+    }
+
+    /// Take this parameter's gradient from the tape after backward (None when it had none).
+    pub fn collect_grad(&mut self, t: &mut Tape) {
+        if let Some(v) = self.var.take() {
+            self.grad = t.take_grad(v);
+        }
+    }
+}
+
+/// A layer or a container of layers.
+pub trait Module: Send + Sync {
+    /// Run the layer on `x`, recording on `t` (whose `training` flag selects train or eval behaviour).
+    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var>;
+
+    /// The layer's tensors with their state-dict names (`"weight"`, `"running_mean"`, `"0.weight"`…).
+    fn tensors(&self) -> Vec<(String, &Param)> {
+        Vec::new()
+    }
+
+    /// The same, mutable.
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Param)> {
+        Vec::new()
+    }
+
+    /// The layer's architecture, enough to rebuild it (weights aside).
+    fn spec(&self) -> LayerSpec;
+}
+
+/// PyTorch's default for Linear and Conv weights and biases: U(-1/√fan_in, 1/√fan_in)
+/// (`kaiming_uniform_(a=√5)` works out to this bound).
+pub(crate) fn uniform_fan_in(shape: &[usize], fan_in: usize, rng: &mut ChaCha8Rng) -> Tensor {
+    let bound = if fan_in > 0 { 1.0 / (fan_in as f32).sqrt() } else { 0.0 };
+    Tensor::from_shape_simple_fn(shape.to_vec(), || rng.random_range(-1.0..1.0) * bound)
+}
+
+/// Standard normal values (Box–Muller), PyTorch's default for `Embedding`.
+pub(crate) fn standard_normal(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
+    Tensor::from_shape_simple_fn(shape.to_vec(), || {
+        let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+        let u2: f32 = rng.random();
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    })
+}

@@ -1,0 +1,194 @@
+//! The serialisable architecture: one JSON object per layer, `{"type": "Linear", "in_features": 64, …}`.
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{Activation, BatchNorm, Conv, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Pool, Sequential};
+use crate::autograd::GeluApprox;
+use crate::{value_err, KilnError, Result};
+
+fn yes() -> bool {
+    true
+}
+fn eps() -> f32 {
+    1e-5
+}
+fn momentum() -> f32 {
+    0.1
+}
+fn one() -> usize {
+    1
+}
+fn ones2() -> [usize; 2] {
+    [1, 1]
+}
+fn zeros2() -> [usize; 2] {
+    [0, 0]
+}
+fn minus_one() -> isize {
+    -1
+}
+fn slope() -> f32 {
+    0.01
+}
+fn exact() -> GeluApprox {
+    GeluApprox::None
+}
+
+/// One layer's architecture, named and parameterised as in PyTorch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+#[allow(missing_docs)] // the fields are PyTorch's constructor arguments
+pub enum LayerSpec {
+    Linear { in_features: usize, out_features: usize, #[serde(default = "yes")] bias: bool },
+    Conv1d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+        #[serde(default = "one")]
+        dilation: usize,
+        #[serde(default = "one")]
+        groups: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    Conv2d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel_size: [usize; 2],
+        #[serde(default = "ones2")]
+        stride: [usize; 2],
+        #[serde(default = "zeros2")]
+        padding: [usize; 2],
+        #[serde(default = "ones2")]
+        dilation: [usize; 2],
+        #[serde(default = "one")]
+        groups: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    MaxPool2d { kernel_size: [usize; 2], stride: [usize; 2], #[serde(default = "zeros2")] padding: [usize; 2] },
+    AvgPool2d { kernel_size: [usize; 2], stride: [usize; 2], #[serde(default = "zeros2")] padding: [usize; 2] },
+    Flatten {
+        #[serde(default = "one_isize")]
+        start_dim: isize,
+        #[serde(default = "minus_one")]
+        end_dim: isize,
+    },
+    ReLU,
+    LeakyReLU { #[serde(default = "slope")] negative_slope: f32 },
+    GELU { #[serde(default = "exact")] approximate: GeluApprox },
+    Sigmoid,
+    Tanh,
+    Softmax { #[serde(default = "minus_one")] dim: isize },
+    Dropout { p: f32 },
+    BatchNorm1d { num_features: usize, #[serde(default = "eps")] eps: f32, #[serde(default = "momentum")] momentum: f32 },
+    BatchNorm2d { num_features: usize, #[serde(default = "eps")] eps: f32, #[serde(default = "momentum")] momentum: f32 },
+    LayerNorm { normalized_shape: Vec<usize>, #[serde(default = "eps")] eps: f32 },
+    Embedding { num_embeddings: usize, embedding_dim: usize },
+    Sequential { layers: Vec<LayerSpec> },
+}
+
+fn one_isize() -> isize {
+    1
+}
+
+fn positive(layer: &str, what: &str, v: usize) -> Result<()> {
+    if v == 0 {
+        value_err!("{layer}: {what} must be positive");
+    }
+    Ok(())
+}
+
+impl LayerSpec {
+    /// The layer's type name, as in PyTorch (`"Linear"`, `"Conv2d"`…).
+    pub fn type_name(&self) -> String {
+        let json = serde_json::to_value(self).unwrap_or_default();
+        json.get("type").and_then(|t| t.as_str()).unwrap_or("?").to_string()
+    }
+
+    /// Parse one layer from JSON, with a clear message for unknown types or fields.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| spec_error(&e))
+    }
+
+    /// Parse a list of layers from JSON.
+    pub fn list_from_json(json: &str) -> Result<Vec<Self>> {
+        serde_json::from_str(json).map_err(|e| spec_error(&e))
+    }
+
+    /// Build the layer with PyTorch's default initialisation drawn from `rng`.
+    pub fn build(&self, rng: &mut ChaCha8Rng) -> Result<Box<dyn Module>> {
+        use LayerSpec as S;
+        let name = self.type_name();
+        Ok(match self.clone() {
+            S::Linear { in_features, out_features, bias } => {
+                positive(&name, "in_features", in_features)?;
+                positive(&name, "out_features", out_features)?;
+                Box::new(Linear::new(in_features, out_features, bias, rng))
+            }
+            S::Conv1d { .. } | S::Conv2d { .. } => Box::new(Conv::new(self.clone(), rng)?),
+            S::MaxPool2d { kernel_size, stride, padding } => Box::new(Pool::new(true, kernel_size, stride, padding)?),
+            S::AvgPool2d { kernel_size, stride, padding } => Box::new(Pool::new(false, kernel_size, stride, padding)?),
+            S::Flatten { start_dim, end_dim } => Box::new(Flatten { start_dim, end_dim }),
+            S::ReLU | S::LeakyReLU { .. } | S::GELU { .. } | S::Sigmoid | S::Tanh | S::Softmax { .. } => Box::new(Activation(self.clone())),
+            S::Dropout { p } => {
+                if !(0.0..1.0).contains(&p) {
+                    value_err!("Dropout: p must be in [0, 1), got {p}");
+                }
+                Box::new(Dropout { p })
+            }
+            S::BatchNorm1d { num_features, eps, momentum } => Box::new(BatchNorm::new(num_features, eps, momentum, false)?),
+            S::BatchNorm2d { num_features, eps, momentum } => Box::new(BatchNorm::new(num_features, eps, momentum, true)?),
+            S::LayerNorm { normalized_shape, eps } => Box::new(LayerNorm::new(normalized_shape, eps)?),
+            S::Embedding { num_embeddings, embedding_dim } => {
+                positive(&name, "num_embeddings", num_embeddings)?;
+                positive(&name, "embedding_dim", embedding_dim)?;
+                Box::new(Embedding::new(num_embeddings, embedding_dim, rng))
+            }
+            S::Sequential { layers } => Box::new(Sequential::from_specs(&layers, rng)?),
+        })
+    }
+}
+
+fn spec_error(e: &serde_json::Error) -> KilnError {
+    let msg = e.to_string();
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let name = rest.split('`').nth(1).unwrap_or(rest).to_string();
+        return KilnError::Unknown {
+            kind: "layer",
+            name,
+            hint: ". Known layers: Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, Sequential".into(),
+        };
+    }
+    KilnError::value(format!("invalid architecture: {msg}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_with_pytorch_defaults() {
+        let s = LayerSpec::from_json(r#"{"type":"Conv2d","in_channels":1,"out_channels":8,"kernel_size":[3,3],"padding":[1,1]}"#).unwrap();
+        match &s {
+            LayerSpec::Conv2d { stride, dilation, groups, bias, .. } => assert_eq!((*stride, *dilation, *groups, *bias), ([1, 1], [1, 1], 1, true)),
+            other => panic!("{other:?}"),
+        }
+        let back = LayerSpec::from_json(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(s.type_name(), "Conv2d");
+    }
+
+    #[test]
+    fn unknown_layers_and_fields_are_named() {
+        let e = LayerSpec::from_json(r#"{"type":"Transformer"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown layer \"Transformer\""), "{e}");
+        let e = LayerSpec::from_json(r#"{"type":"Linear","in_features":3,"out_features":2,"bais":true}"#).unwrap_err().to_string();
+        assert!(e.contains("bais"), "{e}");
+    }
+}
