@@ -2,9 +2,16 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod datasets;
 pub mod error;
+pub mod model;
 pub mod nn;
+pub mod optim;
+pub mod train;
+
+pub use autograd::{Tape, Tensor, Var};
 pub use error::{KilnError, Result};
+pub use model::Model;
 
 #[cfg(feature = "onnx")]
 pub mod infer;

@@ -3,7 +3,7 @@
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
 
 use super::linalg::gemm;
-use super::tape::{Tape, Tensor, Var};
+use super::tape::{Tape, Var};
 use crate::{shape_err, Result};
 
 /// Geometry of a 2-D convolution or pooling window.
@@ -253,7 +253,7 @@ mod tests {
     use super::super::gradcheck::{check, check_at, random_inputs};
     use super::*;
 
-    fn to_vec(t: &Tensor) -> Vec<f32> {
+    fn to_vec(t: &super::super::Tensor) -> Vec<f32> {
         t.iter().copied().collect()
     }
 
@@ -284,7 +284,7 @@ mod tests {
     #[test]
     fn pooling_gradients() {
         // distinct values so the max is unique and small moves do not change the argmax
-        let x: Tensor = random_inputs(&[&[2, 3, 6, 6]], 9).remove(0);
+        let x = random_inputs(&[&[2, 3, 6, 6]], 9).remove(0);
         let spaced = ArrayD::from_shape_vec(x.raw_dim(), (0..x.len()).map(|i| ((i * 37) % 216) as f32 * 0.1).collect()).unwrap();
         check_at(vec![spaced.clone()], |t, v| t.max_pool2d(v[0], [2, 2], [2, 2], [0, 0]).unwrap());
         check_at(vec![spaced], |t, v| t.max_pool2d(v[0], [3, 3], [2, 2], [1, 1]).unwrap());

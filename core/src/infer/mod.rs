@@ -1,0 +1,331 @@
+//! Native ONNX inference through tract: kiln's own exports and models written by other tools
+//! (onnx.helper, skl2onnx, onnxruntime's quantizer, …).
+//!
+//! A session parses the model once, keeps free (batch, `dim_param`) dimensions symbolic,
+//! optimises the graph and then runs it for any value of those dimensions. Inputs are checked
+//! against the model before tract sees them, so a wrong shape or dtype gets a message in kiln's
+//! words; a model tract cannot load gets one naming the node.
+
+mod check;
+mod ops;
+mod tensor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use tract_onnx::model::Onnx;
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+pub use tensor::{DType, TensorData, TensorInfo};
+
+use crate::{KilnError, Result};
+
+/// A loaded, optimised ONNX model, ready to run many times (from several threads at once).
+pub struct InferenceSession {
+    plan: Arc<TypedRunnableModel>,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    /// Per input, per axis: the symbol naming a free dimension, so inputs sharing one (two
+    /// inputs with batch `N`) are checked against each other.
+    input_symbols: Vec<Vec<Option<String>>>,
+    input_types: Vec<DatumType>,
+    metadata: BTreeMap<String, String>,
+    optimized: bool,
+}
+
+/// tract's ONNX front end with kiln's extra operators registered, built once.
+fn framework() -> &'static Onnx {
+    static FRAMEWORK: OnceLock<Onnx> = OnceLock::new();
+    FRAMEWORK.get_or_init(|| {
+        let mut onnx = tract_onnx::onnx();
+        ops::register(&mut onnx.op_register);
+        onnx
+    })
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// tract's error chain in kiln's words: the node it concerns (when tract says) and the root
+/// cause, minus the solver state tract appends to some messages.
+fn describe(e: &TractError) -> String {
+    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let mut root = chain.last().cloned().unwrap_or_default();
+    if root.starts_with("Clashing resolution") {
+        if let Some(ix) = root.find(". (") {
+            root.truncate(ix);
+        }
+    }
+    match chain.iter().find_map(|s| node_reference(s)) {
+        Some((name, op)) => format!("node {name:?} ({op}): {root}"),
+        None => {
+            let mut parts: Vec<&str> = chain.iter().map(String::as_str).collect();
+            parts.dedup();
+            parts.pop();
+            parts.push(&root);
+            parts.join(": ")
+        }
+    }
+}
+
+/// The node named in a tract context message: `... #3 "name" OpName ...` (how tract prints a
+/// node) or `Building node name (Op)` (the ONNX parser).
+fn node_reference(s: &str) -> Option<(String, String)> {
+    if let Some(rest) = s.strip_prefix("Building node ") {
+        let open = rest.rfind(" (")?;
+        let op = rest[open + 2..].trim_end_matches(')');
+        return Some((rest[..open].to_string(), op.to_string()));
+    }
+    let hash = s.find(" #").map(|i| i + 1).or_else(|| s.starts_with('#').then_some(0))?;
+    let after = &s[hash + 1..];
+    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = after[digits..].strip_prefix(" \"")?;
+    let close = rest.find('"')?;
+    let op = rest[close + 1..].trim_start().split([' ', ':']).next()?;
+    let op = op.strip_suffix("Inference").unwrap_or(op);
+    Some((rest[..close].to_string(), op.to_string()))
+}
+
+impl InferenceSession {
+    /// Loads a model from the bytes of an `.onnx` file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let proto = decode(bytes)?;
+        Self::from_proto(proto, None)
+    }
+
+    /// Loads a model from an `.onnx` file (weights in external files next to it are found).
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| KilnError::io(path, e))?;
+        let proto = decode(&bytes).map_err(|e| KilnError::onnx(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().map(|p| p.to_string_lossy().into_owned());
+        Self::from_proto(proto, Some(dir.as_deref().unwrap_or(".")))
+    }
+
+    /// Builds a session from an already decoded protobuf (tests and tools build these directly).
+    pub fn from_proto(mut proto: ModelProto, model_dir: Option<&str>) -> Result<Self> {
+        let onnx = framework();
+        check::validate(&proto, &onnx.op_register, model_dir.is_some())?;
+        let metadata = check::metadata(&proto);
+        check::symbolize_inputs(&mut proto);
+        let output_names: Vec<String> =
+            proto.graph.as_ref().map(|g| g.output.iter().map(|o| o.name.clone()).collect()).unwrap_or_default();
+        let built = catch_unwind(AssertUnwindSafe(|| build_plan(onnx, &proto, model_dir)))
+            .map_err(|p| KilnError::onnx(format!("tract panicked while loading the model: {}", panic_message(p))))?;
+        let (plan, optimized) = built?;
+        let model = plan.model();
+        let mut inputs = Vec::new();
+        let mut input_symbols = Vec::new();
+        let mut input_types = Vec::new();
+        for (ix, outlet) in model.input_outlets().map_err(load_error)?.iter().enumerate() {
+            let fact = model.outlet_fact(*outlet).map_err(load_error)?;
+            let name = model.node(outlet.node).name.clone();
+            let dims = fact.shape.iter().map(|d| d.to_i64().ok().map(|v| v as usize)).collect();
+            let symbols = fact
+                .shape
+                .iter()
+                .map(|d| match d {
+                    TDim::Sym(s) => Some(s.to_string()),
+                    _ => None,
+                })
+                .collect();
+            let _ = ix;
+            inputs.push(TensorInfo { name, dims, dtype: DType::from_datum(fact.datum_type) });
+            input_symbols.push(symbols);
+            input_types.push(fact.datum_type);
+        }
+        let mut outputs = Vec::new();
+        for (ix, outlet) in model.output_outlets().map_err(load_error)?.iter().enumerate() {
+            let fact = model.outlet_fact(*outlet).map_err(load_error)?;
+            let dtype = DType::from_datum(fact.datum_type);
+            outputs.push(TensorInfo {
+                name: output_names.get(ix).cloned().unwrap_or_else(|| format!("output{ix}")),
+                dims: fact.shape.iter().map(|d| d.to_i64().ok().map(|v| v as usize)).collect(),
+                dtype: dtype.carried().unwrap_or(dtype),
+            });
+        }
+        Ok(InferenceSession { plan, inputs, outputs, input_symbols, input_types, metadata, optimized })
+    }
+
+    /// The model's inputs, in the order [`run`](Self::run) takes them.
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    /// The model's outputs, in the order `run` returns them. `dtype` is the type kiln returns:
+    /// float16 comes back as float32, int16/uint16 as int32, uint32 as int64.
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    /// The ONNX `metadata_props` (kiln writes `kiln.labels`, `kiln.input_scale`, …).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The class labels stored by `export_onnx` (metadata `kiln.labels`, a JSON list of
+    /// strings); `None` when absent or not such a list.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        serde_json::from_str(self.metadata.get("kiln.labels")?).ok()
+    }
+
+    /// Whether tract's optimiser ran; `false` when it failed on this graph and kiln fell back to
+    /// the decluttered (unoptimised but correct) plan.
+    pub fn is_optimized(&self) -> bool {
+        self.optimized
+    }
+
+    /// Runs the model on one tensor per input, in [`inputs`](Self::inputs) order.
+    pub fn run(&self, inputs: Vec<TensorData>) -> Result<Vec<TensorData>> {
+        if inputs.len() != self.inputs.len() {
+            let names: Vec<String> = self.inputs.iter().map(|i| format!("{:?}", i.name)).collect();
+            return Err(KilnError::shape(format!(
+                "the model takes {} input{} ({}), got {}",
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", "),
+                inputs.len()
+            )));
+        }
+        self.check_inputs(&inputs)?;
+        let mut values: TVec<TValue> = tvec![];
+        for (data, dt) in inputs.into_iter().zip(&self.input_types) {
+            values.push(data.into_tract(*dt)?.into_tvalue());
+        }
+        let plan = &self.plan;
+        let outputs = catch_unwind(AssertUnwindSafe(|| plan.run(values)))
+            .map_err(|p| KilnError::onnx(format!("tract panicked while running the model: {}", panic_message(p))))?
+            .map_err(|e| KilnError::onnx(format!("running the model failed: {}", describe(&e))))?;
+        outputs
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(v, info)| TensorData::from_tract(v.into_tensor(), &format!("output {:?}", info.name)))
+            .collect()
+    }
+
+    /// Runs the model on named inputs, in any order; every input is required.
+    pub fn run_named(&self, inputs: Vec<(String, TensorData)>) -> Result<Vec<TensorData>> {
+        let mut slots: Vec<Option<TensorData>> = vec![None; self.inputs.len()];
+        for (name, data) in inputs {
+            let Some(ix) = self.inputs.iter().position(|i| i.name == name) else {
+                let names: Vec<String> = self.inputs.iter().map(|i| format!("{:?}", i.name)).collect();
+                return Err(KilnError::value(format!(
+                    "the model has no input {name:?} (its inputs: {})",
+                    names.join(", ")
+                )));
+            };
+            if slots[ix].replace(data).is_some() {
+                return Err(KilnError::value(format!("input {name:?} was given twice")));
+            }
+        }
+        let missing: Vec<String> = self
+            .inputs
+            .iter()
+            .zip(&slots)
+            .filter(|(_, s)| s.is_none())
+            .map(|(i, _)| format!("{:?}", i.name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(KilnError::value(format!("missing input {}", missing.join(", "))));
+        }
+        self.run(slots.into_iter().flatten().collect())
+    }
+
+    /// dtype, rank, fixed dimensions, and free dimensions shared between inputs.
+    fn check_inputs(&self, inputs: &[TensorData]) -> Result<()> {
+        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
+        for ((data, info), symbols) in inputs.iter().zip(&self.inputs).zip(&self.input_symbols) {
+            let expected = info.dtype.carried().unwrap_or_else(|| info.dtype.clone());
+            let shape = data.shape();
+            let fits = data.dtype() == expected
+                && shape.len() == info.dims.len()
+                && shape.iter().zip(&info.dims).all(|(n, d)| d.is_none_or(|d| d == *n));
+            if !fits {
+                let carried = if expected != info.dtype {
+                    format!("{}, passed as {}", info.dtype, expected)
+                } else {
+                    info.dtype.to_string()
+                };
+                return Err(KilnError::shape(format!(
+                    "input {:?}: expected shape {} ({carried}), got {:?} ({})",
+                    info.name,
+                    info.shape_string(),
+                    shape,
+                    data.dtype()
+                )));
+            }
+            for (axis, sym) in symbols.iter().enumerate() {
+                let Some(sym) = sym else { continue };
+                match bound.get(sym.as_str()) {
+                    Some(&(n, other)) if n != shape[axis] => {
+                        return Err(KilnError::shape(format!(
+                            "input {:?}: dimension {axis} is {} but input {other:?} sets the same \
+                             free dimension to {n}",
+                            info.name, shape[axis]
+                        )));
+                    }
+                    _ => {
+                        bound.insert(sym, (shape[axis], &info.name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Protobuf bytes to a model, or kiln's message for bytes that are not one.
+fn decode(bytes: &[u8]) -> Result<ModelProto> {
+    if bytes.is_empty() {
+        return Err(KilnError::onnx("not a valid ONNX model: the data is empty"));
+    }
+    let proto = framework()
+        .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| KilnError::onnx(format!("not a valid ONNX model: {}", describe(&e))))?;
+    Ok(proto)
+}
+
+fn load_error(e: TractError) -> KilnError {
+    KilnError::onnx(format!("cannot load the ONNX model: {}", describe(&e)))
+}
+
+/// Parse, type, declutter and optimise. When the optimiser fails on a graph that declutters
+/// fine, the decluttered plan still computes the right answer, only slower: use it.
+fn build_plan(onnx: &Onnx, proto: &ModelProto, dir: Option<&str>) -> Result<(Arc<TypedRunnableModel>, bool)> {
+    let parsed = onnx.parse(proto, dir).map_err(load_error)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(KilnError::onnx(format!(
+            "cannot load the ONNX model: names {:?} are read but never defined",
+            parsed.unresolved_inputs
+        )));
+    }
+    let typed = parsed.model.into_typed().map_err(load_error)?;
+    let decluttered = typed.into_decluttered().map_err(load_error)?;
+    let optimized = catch_unwind(AssertUnwindSafe(|| decluttered.clone().into_optimized()));
+    if let Ok(Ok(model)) = optimized {
+        if let Ok(plan) = model.into_runnable() {
+            return Ok((plan, true));
+        }
+    }
+    Ok((decluttered.into_runnable().map_err(load_error)?, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<InferenceSession>();
+    }
+}

@@ -1,0 +1,437 @@
+//! Optimizers (SGD, Adam, AdamW, RMSprop) with PyTorch's update rules, learning-rate schedules and
+//! gradient clipping. Optimizers see named parameters only; they never know the model's type.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::Tensor;
+use crate::nn::Param;
+use crate::{value_err, Result};
+
+fn betas() -> [f32; 2] {
+    [0.9, 0.999]
+}
+fn adam_eps() -> f32 {
+    1e-8
+}
+fn adamw_decay() -> f32 {
+    1e-2
+}
+fn rms_alpha() -> f32 {
+    0.99
+}
+
+/// An optimizer and its hyper-parameters, with PyTorch's names and defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub enum OptimizerSpec {
+    SGD {
+        lr: f32,
+        #[serde(default)]
+        momentum: f32,
+        #[serde(default)]
+        dampening: f32,
+        #[serde(default)]
+        nesterov: bool,
+        #[serde(default)]
+        weight_decay: f32,
+    },
+    Adam {
+        lr: f32,
+        #[serde(default = "betas")]
+        betas: [f32; 2],
+        #[serde(default = "adam_eps")]
+        eps: f32,
+        #[serde(default)]
+        weight_decay: f32,
+        #[serde(default)]
+        amsgrad: bool,
+    },
+    AdamW {
+        lr: f32,
+        #[serde(default = "betas")]
+        betas: [f32; 2],
+        #[serde(default = "adam_eps")]
+        eps: f32,
+        #[serde(default = "adamw_decay")]
+        weight_decay: f32,
+        #[serde(default)]
+        amsgrad: bool,
+    },
+    RMSprop {
+        lr: f32,
+        #[serde(default = "rms_alpha")]
+        alpha: f32,
+        #[serde(default = "adam_eps")]
+        eps: f32,
+        #[serde(default)]
+        weight_decay: f32,
+        #[serde(default)]
+        momentum: f32,
+        #[serde(default)]
+        centered: bool,
+    },
+}
+
+impl OptimizerSpec {
+    /// Check the hyper-parameters and make the optimizer.
+    pub fn build(&self) -> Result<Optimizer> {
+        let (lr, wd) = match *self {
+            OptimizerSpec::SGD { lr, weight_decay, momentum, nesterov, dampening } => {
+                if momentum < 0.0 || (nesterov && (momentum <= 0.0 || dampening != 0.0)) {
+                    value_err!("SGD: momentum must be >= 0, and Nesterov needs momentum > 0 and dampening 0");
+                }
+                (lr, weight_decay)
+            }
+            OptimizerSpec::Adam { lr, weight_decay, betas, eps, .. } | OptimizerSpec::AdamW { lr, weight_decay, betas, eps, .. } => {
+                if !betas.iter().all(|b| (0.0..1.0).contains(b)) || eps <= 0.0 {
+                    value_err!("Adam: betas must be in [0, 1) and eps positive, got betas {betas:?}, eps {eps}");
+                }
+                (lr, weight_decay)
+            }
+            OptimizerSpec::RMSprop { lr, weight_decay, alpha, eps, momentum, .. } => {
+                if !(0.0..=1.0).contains(&alpha) || eps <= 0.0 || momentum < 0.0 {
+                    value_err!("RMSprop: alpha must be in [0, 1], eps positive and momentum >= 0");
+                }
+                (lr, weight_decay)
+            }
+        };
+        if !(lr > 0.0 && lr.is_finite()) {
+            value_err!("optimizer: the learning rate must be a positive number, got {lr}");
+        }
+        if wd < 0.0 {
+            value_err!("optimizer: weight_decay must be >= 0, got {wd}");
+        }
+        Ok(Optimizer { spec: self.clone(), lr, step: 0, state: HashMap::new() })
+    }
+
+    /// The configured (base) learning rate.
+    pub fn lr(&self) -> f32 {
+        match *self {
+            OptimizerSpec::SGD { lr, .. } | OptimizerSpec::Adam { lr, .. } | OptimizerSpec::AdamW { lr, .. } | OptimizerSpec::RMSprop { lr, .. } => lr,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    m: Option<Tensor>,
+    v: Option<Tensor>,
+    extra: Option<Tensor>,
+}
+
+/// An optimizer with its per-parameter state, keyed by parameter name.
+pub struct Optimizer {
+    spec: OptimizerSpec,
+    lr: f32,
+    step: u64,
+    state: HashMap<String, State>,
+}
+
+fn zeros_like(t: &Tensor) -> Tensor {
+    Tensor::zeros(t.raw_dim())
+}
+
+impl Optimizer {
+    /// The learning rate in use now (schedules change it).
+    pub fn lr(&self) -> f32 {
+        self.lr
+    }
+
+    /// Set the learning rate (used by schedules).
+    pub fn set_lr(&mut self, lr: f32) {
+        self.lr = lr;
+    }
+
+    /// The hyper-parameters.
+    pub fn spec(&self) -> &OptimizerSpec {
+        &self.spec
+    }
+
+    /// Update every trainable parameter that has a gradient, with PyTorch's rule for this optimizer.
+    pub fn step(&mut self, params: Vec<(String, &mut Param)>) {
+        self.step += 1;
+        let (lr, t) = (self.lr, self.step as i32);
+        for (name, p) in params {
+            if !p.trainable {
+                continue;
+            }
+            let Some(grad) = p.grad.as_ref() else { continue };
+            let s = self.state.entry(name).or_default();
+            match self.spec {
+                OptimizerSpec::SGD { momentum, dampening, nesterov, weight_decay, .. } => {
+                    let mut g = grad.clone();
+                    if weight_decay != 0.0 {
+                        g.scaled_add(weight_decay, &p.value);
+                    }
+                    if momentum != 0.0 {
+                        let buf = match s.m.take() {
+                            None => g.clone(),
+                            Some(mut b) => {
+                                b *= momentum;
+                                b.scaled_add(1.0 - dampening, &g);
+                                b
+                            }
+                        };
+                        if nesterov {
+                            g.scaled_add(momentum, &buf);
+                        } else {
+                            g.assign(&buf);
+                        }
+                        s.m = Some(buf);
+                    }
+                    p.value.scaled_add(-lr, &g);
+                }
+                OptimizerSpec::Adam { betas, eps, weight_decay, amsgrad, .. } | OptimizerSpec::AdamW { betas, eps, weight_decay, amsgrad, .. } => {
+                    let decoupled = matches!(self.spec, OptimizerSpec::AdamW { .. });
+                    let [b1, b2] = betas;
+                    let mut g = grad.clone();
+                    if decoupled {
+                        p.value *= 1.0 - lr * weight_decay;
+                    } else if weight_decay != 0.0 {
+                        g.scaled_add(weight_decay, &p.value);
+                    }
+                    let m = s.m.get_or_insert_with(|| zeros_like(&g));
+                    let v = s.v.get_or_insert_with(|| zeros_like(&g));
+                    ndarray::Zip::from(&mut *m).and(&mut *v).and(&g).for_each(|m, v, &g| {
+                        *m = b1 * *m + (1.0 - b1) * g;
+                        *v = b2 * *v + (1.0 - b2) * g * g;
+                    });
+                    let vv = if amsgrad {
+                        let vmax = s.extra.get_or_insert_with(|| zeros_like(&g));
+                        ndarray::Zip::from(&mut *vmax).and(&*v).for_each(|a, &b| *a = a.max(b));
+                        &*vmax
+                    } else {
+                        &*v
+                    };
+                    // PyTorch: p -= (lr / bc1) · m / (√v / √bc2 + eps)
+                    let bc1 = 1.0 - b1.powi(t);
+                    let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+                    let step = lr / bc1;
+                    ndarray::Zip::from(&mut p.value).and(&*m).and(vv).for_each(|p, &m, &v| *p -= step * m / (v.sqrt() / bc2_sqrt + eps));
+                }
+                OptimizerSpec::RMSprop { alpha, eps, weight_decay, momentum, centered, .. } => {
+                    let mut g = grad.clone();
+                    if weight_decay != 0.0 {
+                        g.scaled_add(weight_decay, &p.value);
+                    }
+                    let sq = s.v.get_or_insert_with(|| zeros_like(&g));
+                    ndarray::Zip::from(&mut *sq).and(&g).for_each(|s, &g| *s = alpha * *s + (1.0 - alpha) * g * g);
+                    let mut avg = sq.clone();
+                    if centered {
+                        let ga = s.extra.get_or_insert_with(|| zeros_like(&g));
+                        ndarray::Zip::from(&mut *ga).and(&g).for_each(|a, &g| *a = alpha * *a + (1.0 - alpha) * g);
+                        ndarray::Zip::from(&mut avg).and(&*ga).for_each(|a, &m| *a -= m * m);
+                    }
+                    avg.mapv_inplace(|a| a.sqrt() + eps);
+                    if momentum > 0.0 {
+                        let buf = s.m.get_or_insert_with(|| zeros_like(&g));
+                        ndarray::Zip::from(&mut *buf).and(&g).and(&avg).for_each(|b, &g, &a| *b = momentum * *b + g / a);
+                        p.value.scaled_add(-lr, buf);
+                    } else {
+                        ndarray::Zip::from(&mut p.value).and(&g).and(&avg).for_each(|p, &g, &a| *p -= lr * g / a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before clipping.
+pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> f32 {
+    let total: f32 = params.iter().filter_map(|(_, p)| p.grad.as_ref()).map(|g| g.iter().map(|v| v * v).sum::<f32>()).sum::<f32>().sqrt();
+    if total > max_norm {
+        let scale = max_norm / (total + 1e-6);
+        for (_, p) in params.iter_mut() {
+            if let Some(g) = p.grad.as_mut() {
+                *g *= scale;
+            }
+        }
+    }
+    total
+}
+
+/// A learning-rate schedule, stepped once per epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum Schedule {
+    /// Multiply by `gamma` every `step_size` epochs (PyTorch `StepLR`).
+    Step {
+        /// Epochs between decays.
+        step_size: usize,
+        /// Decay factor.
+        gamma: f32,
+    },
+    /// Cosine annealing from the base rate to `eta_min` over `t_max` epochs (PyTorch `CosineAnnealingLR`).
+    Cosine {
+        /// Epochs of one half cosine.
+        t_max: usize,
+        /// Final learning rate.
+        #[serde(default)]
+        eta_min: f32,
+    },
+    /// Linear warm-up from `start_factor` × base to the base rate over `warmup_epochs` (PyTorch `LinearLR`).
+    Warmup {
+        /// Epochs of warm-up.
+        warmup_epochs: usize,
+        /// Starting fraction of the base rate.
+        #[serde(default = "third")]
+        start_factor: f32,
+    },
+    /// Multiply by `factor` when the monitored value has not improved for `patience` epochs.
+    ReduceOnPlateau {
+        /// The log key watched ("val_loss" by default).
+        #[serde(default = "val_loss")]
+        monitor: String,
+        /// Decay factor.
+        #[serde(default = "tenth")]
+        factor: f32,
+        /// Epochs without improvement before a decay.
+        #[serde(default = "ten")]
+        patience: usize,
+        /// Lower bound on the rate.
+        #[serde(default)]
+        min_lr: f32,
+    },
+}
+
+fn third() -> f32 {
+    1.0 / 3.0
+}
+fn val_loss() -> String {
+    "val_loss".into()
+}
+fn tenth() -> f32 {
+    0.1
+}
+fn ten() -> usize {
+    10
+}
+
+/// A schedule's running state.
+pub struct Scheduler {
+    schedule: Schedule,
+    base: f32,
+    best: f64,
+    bad_epochs: usize,
+}
+
+impl Scheduler {
+    /// Track `schedule` starting from `base_lr`.
+    pub fn new(schedule: Schedule, base_lr: f32) -> Result<Self> {
+        match &schedule {
+            Schedule::Step { step_size: 0, .. } | Schedule::Cosine { t_max: 0, .. } => value_err!("schedule: step_size and t_max must be positive"),
+            Schedule::ReduceOnPlateau { factor, .. } if !(0.0..1.0).contains(factor) => value_err!("ReduceOnPlateau: factor must be in [0, 1)"),
+            _ => {}
+        }
+        Ok(Scheduler { schedule, base: base_lr, best: f64::INFINITY, bad_epochs: 0 })
+    }
+
+    /// The rate for epoch `epoch` (0-based), given the current rate and the previous epoch's logs.
+    pub fn lr_for(&mut self, epoch: usize, current: f32, last_logs: Option<&std::collections::BTreeMap<String, f64>>) -> f32 {
+        match &self.schedule {
+            Schedule::Step { step_size, gamma } => self.base * gamma.powi((epoch / step_size) as i32),
+            Schedule::Cosine { t_max, eta_min } => {
+                let e = (epoch.min(*t_max)) as f32 / *t_max as f32;
+                eta_min + (self.base - eta_min) * 0.5 * (1.0 + (std::f32::consts::PI * e).cos())
+            }
+            Schedule::Warmup { warmup_epochs, start_factor } => {
+                if epoch >= *warmup_epochs {
+                    self.base
+                } else {
+                    self.base * (start_factor + (1.0 - start_factor) * epoch as f32 / *warmup_epochs as f32)
+                }
+            }
+            Schedule::ReduceOnPlateau { monitor, factor, patience, min_lr } => {
+                let Some(v) = last_logs.and_then(|l| l.get(monitor).or_else(|| l.get("loss"))) else { return current };
+                if *v < self.best * (1.0 - 1e-4) {
+                    self.best = *v;
+                    self.bad_epochs = 0;
+                    current
+                } else {
+                    self.bad_epochs += 1;
+                    if self.bad_epochs > *patience {
+                        self.bad_epochs = 0;
+                        (current * factor).max(*min_lr)
+                    } else {
+                        current
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn};
+
+    fn param(v: &[f32], g: &[f32]) -> Param {
+        let mut p = Param::new(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap());
+        p.grad = Some(ArrayD::from_shape_vec(IxDyn(&[g.len()]), g.to_vec()).unwrap());
+        p
+    }
+
+    fn run(spec: OptimizerSpec, steps: usize) -> Vec<f32> {
+        let mut opt = spec.build().unwrap();
+        let mut p = param(&[1.0, -2.0], &[0.5, 0.25]);
+        for _ in 0..steps {
+            opt.step(vec![("w".into(), &mut p)]);
+        }
+        p.value.iter().copied().collect()
+    }
+
+    // Expected values computed with torch.optim on w=[1,-2], constant grad [0.5, 0.25], lr 0.1.
+    #[test]
+    fn updates_match_pytorch() {
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        let sgd = run(OptimizerSpec::SGD { lr: 0.1, momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 0.0 }, 2);
+        // buf1 = g, buf2 = 1.9g; nesterov steps: g + .9·buf → 1.9g, then 2.71g: total 4.61g·0.1
+        assert!(close(&sgd, &[1.0 - 0.2305, -2.0 - 0.11525]), "{sgd:?}");
+        let adam = run(OptimizerSpec::Adam { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0, amsgrad: false }, 3);
+        // with a constant gradient Adam moves by ≈ lr per step
+        assert!(close(&adam, &[0.7, -2.3]), "{adam:?}");
+        let adamw = run(OptimizerSpec::AdamW { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.1, amsgrad: false }, 1);
+        assert!(close(&adamw, &[0.99 - 0.1, -1.98 - 0.1]), "{adamw:?}");
+        let rms = run(OptimizerSpec::RMSprop { lr: 0.1, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false }, 1);
+        // sq = 0.01 g², step = lr·g/(0.1|g|) = 1.0 in magnitude
+        assert!(close(&rms, &[0.0, -3.0]), "{rms:?}");
+    }
+
+    #[test]
+    fn clipping_limits_the_global_norm() {
+        let mut a = param(&[0.0], &[3.0]);
+        let mut b = param(&[0.0], &[4.0]);
+        let mut ps = vec![("a".to_string(), &mut a), ("b".to_string(), &mut b)];
+        assert_eq!(clip_grad_norm(&mut ps, 1.0), 5.0);
+        let g = ps[0].1.grad.as_ref().unwrap()[[0]];
+        assert!((g - 0.6).abs() < 1e-5);
+    }
+
+    #[test]
+    fn schedules() {
+        let mut s = Scheduler::new(Schedule::Step { step_size: 2, gamma: 0.5 }, 1.0).unwrap();
+        assert_eq!((s.lr_for(1, 1.0, None), s.lr_for(2, 1.0, None), s.lr_for(5, 1.0, None)), (1.0, 0.5, 0.25));
+        let mut c = Scheduler::new(Schedule::Cosine { t_max: 10, eta_min: 0.0 }, 1.0).unwrap();
+        assert!((c.lr_for(5, 1.0, None) - 0.5).abs() < 1e-6 && c.lr_for(10, 1.0, None).abs() < 1e-6);
+        let mut w = Scheduler::new(Schedule::Warmup { warmup_epochs: 4, start_factor: 0.2 }, 1.0).unwrap();
+        assert!((w.lr_for(2, 1.0, None) - 0.6).abs() < 1e-6 && w.lr_for(4, 1.0, None) == 1.0);
+        let mut p = Scheduler::new(Schedule::ReduceOnPlateau { monitor: "val_loss".into(), factor: 0.5, patience: 1, min_lr: 0.0 }, 1.0).unwrap();
+        let logs = |v: f64| std::collections::BTreeMap::from([("val_loss".to_string(), v)]);
+        let mut lr = 1.0;
+        for v in [1.0, 0.9, 0.95, 0.95] {
+            lr = p.lr_for(0, lr, Some(&logs(v)));
+        }
+        assert_eq!(lr, 0.5);
+    }
+
+    #[test]
+    fn bad_hyper_parameters_are_errors() {
+        assert!(OptimizerSpec::Adam { lr: -1.0, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0, amsgrad: false }.build().is_err());
+        assert!(OptimizerSpec::SGD { lr: 0.1, momentum: 0.0, dampening: 0.0, nesterov: true, weight_decay: 0.0 }.build().is_err());
+        assert!(Scheduler::new(Schedule::Step { step_size: 0, gamma: 0.5 }, 1.0).is_err());
+    }
+}

@@ -1,0 +1,526 @@
+//! The fit loop, evaluation and prediction: batch after batch in Rust, with seeded shuffling, metrics,
+//! validation, early stopping with best-weights restore, and a progress callback that can stop it.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Axis, IxDyn};
+use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::{Tape, Tensor, Var};
+use crate::model::Model;
+use crate::nn::Module;
+use crate::optim::{clip_grad_norm, Schedule, Scheduler};
+use crate::{value_err, KilnError, Result};
+
+/// What the model is trained to predict: class indices or values shaped like the output.
+#[derive(Clone, Debug)]
+pub enum Targets {
+    /// Integer class labels, one per sample (for `cross_entropy`).
+    Classes(Vec<usize>),
+    /// Real-valued targets, first axis the sample (for regression and `binary_cross_entropy`).
+    Values(Tensor),
+}
+
+impl Targets {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::Classes(c) => c.len(),
+            Targets::Values(v) => v.shape().first().copied().unwrap_or(0),
+        }
+    }
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn select(&self, idx: &[usize]) -> Targets {
+        match self {
+            Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
+            Targets::Values(v) => Targets::Values(v.select(Axis(0), idx)),
+        }
+    }
+}
+
+/// A loss function by name, with its options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Loss {
+    /// Mean squared error.
+    Mse,
+    /// Mean absolute error.
+    Mae,
+    /// Huber loss with threshold `delta`.
+    Huber {
+        /// Where quadratic turns linear.
+        #[serde(default = "one")]
+        delta: f32,
+    },
+    /// Softmax cross-entropy on logits with integer labels.
+    CrossEntropy {
+        /// Label smoothing ε in [0, 1].
+        #[serde(default)]
+        label_smoothing: f32,
+        /// One weight per class.
+        #[serde(default)]
+        class_weights: Option<Vec<f32>>,
+    },
+    /// Sigmoid binary cross-entropy on logits.
+    BinaryCrossEntropy,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl Loss {
+    /// A loss from its short name ("mse", "mae", "huber", "cross_entropy", "binary_cross_entropy").
+    pub fn from_name(name: &str) -> Result<Loss> {
+        Ok(match name {
+            "mse" => Loss::Mse,
+            "mae" => Loss::Mae,
+            "huber" => Loss::Huber { delta: 1.0 },
+            "cross_entropy" => Loss::CrossEntropy { label_smoothing: 0.0, class_weights: None },
+            "binary_cross_entropy" => Loss::BinaryCrossEntropy,
+            other => {
+                return Err(KilnError::Unknown {
+                    kind: "loss",
+                    name: other.into(),
+                    hint: ". Known losses: mse, mae, huber, cross_entropy, binary_cross_entropy".into(),
+                })
+            }
+        })
+    }
+
+    /// Whether the targets are class indices.
+    pub fn wants_classes(&self) -> bool {
+        matches!(self, Loss::CrossEntropy { .. })
+    }
+
+    /// Record the loss of `out` against `y` on the tape.
+    pub fn apply(&self, t: &mut Tape, out: Var, y: &Targets) -> Result<Var> {
+        match (self, y) {
+            (Loss::CrossEntropy { label_smoothing, class_weights }, Targets::Classes(c)) => t.cross_entropy(out, c, class_weights.as_deref(), *label_smoothing),
+            (Loss::CrossEntropy { .. }, Targets::Values(_)) => value_err!("cross_entropy needs integer class labels as targets"),
+            (_, Targets::Classes(_)) => value_err!("this loss needs real-valued targets, not class labels"),
+            (loss, Targets::Values(v)) => {
+                let shape = t.shape(out).to_vec();
+                if v.len() != shape.iter().product::<usize>() {
+                    crate::shape_err!("loss: targets of shape {:?} do not match the model's output of shape {shape:?}", v.shape());
+                }
+                let v = v.to_shape(IxDyn(&shape)).unwrap().into_owned();
+                match loss {
+                    Loss::Mse => t.mse_loss(out, &v),
+                    Loss::Mae => t.mae_loss(out, &v),
+                    Loss::Huber { delta } => t.huber_loss(out, &v, *delta),
+                    _ => t.bce_with_logits(out, &v),
+                }
+            }
+        }
+    }
+}
+
+/// A metric reported per epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Fraction of correct predictions (argmax for multi-class logits, logit > 0 for binary).
+    Accuracy,
+    /// Mean absolute error.
+    Mae,
+    /// Mean squared error.
+    Mse,
+}
+
+impl Metric {
+    /// A metric from its name ("accuracy"/"acc", "mae", "mse").
+    pub fn from_name(name: &str) -> Result<Metric> {
+        Ok(match name {
+            "accuracy" | "acc" => Metric::Accuracy,
+            "mae" => Metric::Mae,
+            "mse" => Metric::Mse,
+            other => return Err(KilnError::Unknown { kind: "metric", name: other.into(), hint: ". Known metrics: accuracy, mae, mse".into() }),
+        })
+    }
+    /// The log key.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Mae => "mae",
+            Metric::Mse => "mse",
+        }
+    }
+    /// (sum over the batch, count) so batches can be combined exactly.
+    fn batch_sum(&self, out: &Tensor, y: &Targets) -> (f64, usize) {
+        match (self, y) {
+            (Metric::Accuracy, Targets::Classes(c)) => {
+                let correct = out.outer_iter().zip(c).filter(|(row, &l)| argmax(row.iter()) == l).count();
+                (correct as f64, c.len())
+            }
+            (Metric::Accuracy, Targets::Values(v)) => {
+                let correct = out.iter().zip(v.iter()).filter(|(&o, &t)| (o > 0.0) == (t > 0.5)).count();
+                (correct as f64, v.len())
+            }
+            (Metric::Mae | Metric::Mse, Targets::Values(v)) => {
+                let sq = *self == Metric::Mse;
+                let s = out.iter().zip(v.iter()).map(|(&o, &t)| if sq { ((o - t) as f64).powi(2) } else { (o - t).abs() as f64 }).sum();
+                (s, v.len())
+            }
+            (_, Targets::Classes(c)) => (0.0, c.len()),
+        }
+    }
+}
+
+fn argmax<'a>(it: impl Iterator<Item = &'a f32>) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in it.enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// Early stopping: stop when `monitor` has not improved by `min_delta` for `patience` epochs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    /// Log key watched ("val_loss" by default; falls back to "loss" without validation data).
+    pub monitor: String,
+    /// Epochs without improvement tolerated.
+    pub patience: usize,
+    /// Smallest change that counts as improvement.
+    pub min_delta: f64,
+    /// Put back the weights of the best epoch when stopping (and at the end of training).
+    pub restore_best_weights: bool,
+}
+
+/// Everything `fit` needs besides the data.
+#[derive(Clone, Debug)]
+pub struct FitConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Samples per gradient step.
+    pub batch_size: usize,
+    /// Reshuffle the training data every epoch (seeded).
+    pub shuffle: bool,
+    /// Fraction of the data, taken from the end before shuffling, held out for validation.
+    pub validation_split: f32,
+    /// Stop early when the monitored log stops improving.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Clip the gradients' global norm to this value.
+    pub clip_grad_norm: Option<f32>,
+    /// Learning-rate schedule, stepped per epoch.
+    pub schedule: Option<Schedule>,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig { epochs: 1, batch_size: 32, shuffle: true, validation_split: 0.0, early_stopping: None, clip_grad_norm: None, schedule: None }
+    }
+}
+
+/// Numbers logged after a batch or an epoch (`loss`, `accuracy`, `val_loss`, `lr`…).
+pub type Logs = BTreeMap<String, f64>;
+
+/// What the progress callback is told.
+pub enum Event<'a> {
+    /// A batch finished. Epochs and batches count from 1.
+    BatchEnd {
+        /// Current epoch.
+        epoch: usize,
+        /// Batch within the epoch.
+        batch: usize,
+        /// Batches per epoch.
+        batches: usize,
+        /// Running means over the epoch so far.
+        logs: &'a Logs,
+    },
+    /// An epoch finished (validation included).
+    EpochEnd {
+        /// Epoch just finished.
+        epoch: usize,
+        /// The epoch's logs.
+        logs: &'a Logs,
+    },
+}
+
+/// The callback's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Go on.
+    Continue,
+    /// Stop training now, keeping the weights reached.
+    Stop,
+}
+
+/// The per-epoch record of a `fit`, Keras style.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct History {
+    /// One list per log key, one value per completed epoch.
+    pub history: BTreeMap<String, Vec<f64>>,
+    /// Completed epochs.
+    pub epochs: usize,
+    /// Why training ended early, if it did ("early_stopping", "callback").
+    pub stopped_by: Option<String>,
+    /// Training samples per second in each epoch (gradient steps only; 0 where no clock exists).
+    pub samples_per_sec: Vec<f64>,
+}
+
+/// Optional hooks into the loop.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called after every batch and epoch; may stop training.
+    pub on_event: Option<&'a mut dyn FnMut(&Event) -> Control>,
+    /// Called after backward and before the optimizer step with the flat gradient of every trainable
+    /// parameter (state-dict order); it may change it in place (for gradient all-reduce).
+    pub on_gradient: Option<&'a mut dyn FnMut(&mut [f32])>,
+}
+
+struct Clock(#[cfg(not(target_arch = "wasm32"))] std::time::Instant);
+
+impl Clock {
+    fn start() -> Self {
+        Clock(
+            #[cfg(not(target_arch = "wasm32"))]
+            std::time::Instant::now(),
+        )
+    }
+    fn seconds(&self) -> f64 {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.0.elapsed().as_secs_f64();
+        #[cfg(target_arch = "wasm32")]
+        0.0
+    }
+}
+
+fn check_data(what: &str, x: &Tensor, y: &Targets) -> Result<()> {
+    if x.ndim() < 1 || x.shape()[0] == 0 {
+        value_err!("{what}: the input is empty (shape {:?})", x.shape());
+    }
+    if x.shape()[0] != y.len() {
+        crate::shape_err!("{what}: {} input samples but {} targets", x.shape()[0], y.len());
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        value_err!("{what}: the input contains {} at flat index {i}", x.iter().nth(i).unwrap());
+    }
+    if let Targets::Values(v) = y {
+        if v.iter().any(|v| !v.is_finite()) {
+            value_err!("{what}: the targets contain NaN or infinity");
+        }
+    }
+    Ok(())
+}
+
+/// Run the model on `x` in batches, in evaluation mode.
+pub fn predict(net: &mut dyn Module, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    if x.ndim() < 1 || x.shape()[0] == 0 {
+        value_err!("predict: the input is empty (shape {:?})", x.shape());
+    }
+    let mut outs = Vec::new();
+    let n = x.shape()[0];
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let xb = x.slice_axis(Axis(0), ndarray::Slice::from(start..(start + batch_size).min(n))).to_owned();
+        let mut t = Tape::inference();
+        let v = t.constant(xb);
+        let out = net.forward(&mut t, v)?;
+        outs.push(t.take_value(out));
+    }
+    let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+    Ok(ndarray::concatenate(Axis(0), &views).expect("batches share their trailing shape"))
+}
+
+/// Loss and metrics over a data set, in evaluation mode.
+pub fn evaluate(model: &mut Model, x: &Tensor, y: &Targets, batch_size: usize) -> Result<Logs> {
+    check_data("evaluate", x, y)?;
+    let loss = model.loss()?.clone();
+    let metrics = model.metrics.clone();
+    let n = x.shape()[0];
+    let mut sums = vec![0.0; metrics.len() + 1];
+    let mut counts = vec![0usize; metrics.len() + 1];
+    for start in (0..n).step_by(batch_size.max(1)) {
+        let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
+        let (xb, yb) = (x.select(Axis(0), &idx), y.select(&idx));
+        let mut t = Tape::inference();
+        let v = t.constant(xb);
+        let out = model.net.forward(&mut t, v)?;
+        let l = loss.apply(&mut t, out, &yb)?;
+        sums[0] += t.value(l).sum() as f64 * idx.len() as f64;
+        counts[0] += idx.len();
+        for (k, m) in metrics.iter().enumerate() {
+            let (s, c) = m.batch_sum(t.value(out), &yb);
+            sums[k + 1] += s;
+            counts[k + 1] += c;
+        }
+    }
+    let mut logs = Logs::new();
+    logs.insert("loss".into(), sums[0] / counts[0].max(1) as f64);
+    for (k, m) in metrics.iter().enumerate() {
+        logs.insert(m.name().into(), sums[k + 1] / counts[k + 1].max(1) as f64);
+    }
+    Ok(logs)
+}
+
+fn flat_grads(model: &mut Model) -> Vec<f32> {
+    let mut flat = Vec::new();
+    for p in model.net.trainable_mut() {
+        match &p.grad {
+            Some(g) => flat.extend(g.iter()),
+            None => flat.extend(std::iter::repeat_n(0.0, p.value.len())),
+        }
+    }
+    flat
+}
+
+fn set_flat_grads(model: &mut Model, flat: &[f32]) {
+    let mut at = 0;
+    for p in model.net.trainable_mut() {
+        let n = p.value.len();
+        let g = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + n].to_vec()).expect("sizes agree");
+        p.grad = Some(g);
+        at += n;
+    }
+}
+
+/// Train `model` (compiled) on `x`, `y`. Validation data, when given, overrides `validation_split`.
+pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tensor, &Targets)>, cfg: &FitConfig, hooks: &mut Hooks) -> Result<History> {
+    check_data("fit", x, y)?;
+    let loss = model.loss()?.clone();
+    if loss.wants_classes() != matches!(y, Targets::Classes(_)) {
+        value_err!("fit: the loss {loss:?} does not match the kind of targets given");
+    }
+    if cfg.batch_size == 0 {
+        value_err!("fit: batch_size must be positive");
+    }
+    if !(0.0..1.0).contains(&cfg.validation_split) {
+        value_err!("fit: validation_split must be in [0, 1), got {}", cfg.validation_split);
+    }
+    let n = x.shape()[0];
+    let (train_idx, split_val): (Vec<usize>, Option<Vec<usize>>) = match validation {
+        Some(_) => ((0..n).collect(), None),
+        None if cfg.validation_split > 0.0 => {
+            let n_val = ((n as f32) * cfg.validation_split) as usize;
+            if n_val == 0 || n_val >= n {
+                value_err!("fit: validation_split {} leaves {} of {n} samples for validation", cfg.validation_split, n_val);
+            }
+            ((0..n - n_val).collect(), Some((n - n_val..n).collect()))
+        }
+        None => ((0..n).collect(), None),
+    };
+    let split_data = split_val.map(|idx| (x.select(Axis(0), &idx), y.select(&idx)));
+    let val: Option<(&Tensor, &Targets)> = validation.or(split_data.as_ref().map(|(a, b)| (a, b)));
+    if let Some((vx, vy)) = val {
+        check_data("validation data", vx, vy)?;
+    }
+    model.remember_input(x)?;
+    let metrics = model.metrics.clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(model.seed ^ 0x6b69_6c6e_5f66_6974 ^ model.fits_done);
+    model.fits_done += 1;
+    let base_lr = model.optimizer()?.spec().lr();
+    let mut scheduler = cfg.schedule.clone().map(|s| Scheduler::new(s, base_lr)).transpose()?;
+    let mut history = History::default();
+    let mut best: Option<(f64, BTreeMap<String, Tensor>)> = None;
+    let mut waited = 0;
+    let batches = train_idx.len().div_ceil(cfg.batch_size);
+    let mut order = train_idx.clone();
+    let mut last_logs: Option<Logs> = None;
+    'epochs: for epoch in 1..=cfg.epochs {
+        if let Some(s) = scheduler.as_mut() {
+            let opt = model.optimizer_mut()?;
+            let lr = s.lr_for(epoch - 1, opt.lr(), last_logs.as_ref());
+            opt.set_lr(lr);
+        }
+        if cfg.shuffle {
+            order.shuffle(&mut rng);
+        }
+        let clock = Clock::start();
+        let mut sums = vec![0.0f64; metrics.len() + 1];
+        let mut counts = vec![0usize; metrics.len() + 1];
+        let mut logs = Logs::new();
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let (xb, yb) = (x.select(Axis(0), chunk), y.select(chunk));
+            let mut t = Tape::new(true, rng.next_u64());
+            let input = t.constant(xb);
+            let out = model.net.forward(&mut t, input)?;
+            let l = loss.apply(&mut t, out, &yb)?;
+            let lv = t.value(l).sum();
+            if !lv.is_finite() {
+                return Err(KilnError::NonFiniteLoss { epoch, batch: b + 1, value: lv });
+            }
+            t.backward(l)?;
+            model.net.collect_grads(&mut t);
+            if let Some(hook) = hooks.on_gradient.as_mut() {
+                let mut flat = flat_grads(model);
+                hook(&mut flat);
+                set_flat_grads(model, &flat);
+            }
+            let out_value = t.take_value(out);
+            drop(t);
+            let mut named: Vec<(String, &mut crate::nn::Param)> = model.net.tensors_mut().into_iter().filter(|(_, p)| p.trainable).collect();
+            if let Some(max) = cfg.clip_grad_norm {
+                clip_grad_norm(&mut named, max);
+            }
+            model.optimizer.as_mut().expect("checked by optimizer()").step(named);
+            sums[0] += lv as f64 * chunk.len() as f64;
+            counts[0] += chunk.len();
+            for (k, m) in metrics.iter().enumerate() {
+                let (s, c) = m.batch_sum(&out_value, &yb);
+                sums[k + 1] += s;
+                counts[k + 1] += c;
+            }
+            logs.insert("loss".into(), sums[0] / counts[0] as f64);
+            for (k, m) in metrics.iter().enumerate() {
+                logs.insert(m.name().into(), sums[k + 1] / counts[k + 1].max(1) as f64);
+            }
+            if let Some(cb) = hooks.on_event.as_mut() {
+                if cb(&Event::BatchEnd { epoch, batch: b + 1, batches, logs: &logs }) == Control::Stop {
+                    history.stopped_by = Some("callback".into());
+                    break 'epochs;
+                }
+            }
+        }
+        let secs = clock.seconds();
+        history.samples_per_sec.push(if secs > 0.0 { train_idx.len() as f64 / secs } else { 0.0 });
+        if let Some((vx, vy)) = val {
+            for (k, v) in evaluate(model, vx, vy, 256)? {
+                logs.insert(format!("val_{k}"), v);
+            }
+        }
+        logs.insert("lr".into(), model.optimizer()?.lr() as f64);
+        for (k, v) in &logs {
+            history.history.entry(k.clone()).or_default().push(*v);
+        }
+        history.epochs = epoch;
+        if let Some(cb) = hooks.on_event.as_mut() {
+            if cb(&Event::EpochEnd { epoch, logs: &logs }) == Control::Stop {
+                history.stopped_by = Some("callback".into());
+                break;
+            }
+        }
+        if let Some(es) = &cfg.early_stopping {
+            let key = if logs.contains_key(&es.monitor) { es.monitor.as_str() } else { "loss" };
+            let value = logs[key];
+            let improved = best.as_ref().is_none_or(|(b, _)| value < b - es.min_delta);
+            if improved {
+                best = Some((value, if es.restore_best_weights { model.net.state_dict() } else { BTreeMap::new() }));
+                waited = 0;
+            } else {
+                waited += 1;
+                if waited > es.patience {
+                    history.stopped_by = Some("early_stopping".into());
+                    break;
+                }
+            }
+        }
+        last_logs = Some(logs);
+    }
+    // An interrupted fit keeps the weights it reached; otherwise early stopping may restore the best.
+    let interrupted = history.stopped_by.as_deref() == Some("callback");
+    if let (Some(es), Some((_, weights)), false) = (&cfg.early_stopping, best, interrupted) {
+        if es.restore_best_weights && !weights.is_empty() {
+            model.net.load_state_dict(&weights)?;
+        }
+    }
+    Ok(history)
+}
