@@ -14,4 +14,6 @@ pub use error::{KilnError, Result};
 pub use model::Model;
 
 #[cfg(feature = "onnx")]
+pub mod export;
+#[cfg(feature = "onnx")]
 pub mod infer;

@@ -1,0 +1,108 @@
+//! Every layer exports to ONNX, and tract runs the export to the same numbers as `Model::predict`.
+//! (The Python suite checks the same files against onnxruntime and onnx.checker.)
+#![cfg(feature = "onnx")]
+
+use kiln_core::export::{export_onnx, ExportOptions};
+use kiln_core::infer::{InferenceSession, TensorData};
+use kiln_core::nn::LayerSpec;
+use kiln_core::{Model, Tensor};
+use ndarray::IxDyn;
+use rand::{Rng, SeedableRng};
+
+fn random(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    Tensor::from_shape_simple_fn(IxDyn(shape), || rng.random_range(-2.0f32..2.0))
+}
+
+/// Export `layers_json` for per-sample input `sample`, run batches of 1 and 37 through tract, and compare.
+fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model {
+    let layers = LayerSpec::list_from_json(layers_json).unwrap();
+    let mut model = Model::new(&layers, 5).unwrap();
+    // non-trivial batch-norm statistics and affine parameters
+    for (name, p) in model.net.state_dict() {
+        if name.contains("running_var") || name.ends_with("weight") && p.ndim() == 1 {
+            let v = p.mapv(|_| 0.0) + random(p.shape(), 9).mapv(|v| 1.0 + v.abs());
+            let mut d = model.net.state_dict();
+            d.insert(name.clone(), v);
+            model.net.load_state_dict(&d).unwrap();
+        } else if name.contains("running_mean") || name.ends_with("bias") && p.ndim() == 1 {
+            let mut d = model.net.state_dict();
+            d.insert(name.clone(), random(p.shape(), 10));
+            model.net.load_state_dict(&d).unwrap();
+        }
+    }
+    model.input_shape = Some(sample.to_vec());
+    let bytes = export_onnx(&model, &opts).unwrap();
+    let sess = InferenceSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("{layers_json}: {e}"));
+    assert_eq!(sess.inputs()[0].dims[0], None, "batch is symbolic");
+    for batch in [1, 37] {
+        let mut shape = vec![batch];
+        shape.extend(sample);
+        let mut x = random(&shape, batch as u64);
+        if layers_json.contains("Embedding") {
+            x.mapv_inplace(|v| (v.abs() * 2.0).floor());
+        }
+        let want = model.predict(&x, 16).unwrap();
+        let input = if layers_json.starts_with(r#"[{"type":"Embedding""#) { TensorData::I64(x.mapv(|v| v as i64)) } else { TensorData::F32(x) };
+        let got = match sess.run(vec![input]).unwrap().remove(0) {
+            TensorData::F32(a) => a,
+            other => panic!("unexpected output {:?}", other.dtype()),
+        };
+        assert_eq!(got.shape(), want.shape(), "{layers_json}");
+        let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-5, "{layers_json} batch {batch}: max |diff| {diff}");
+    }
+    model
+}
+
+#[test]
+fn each_layer_alone() {
+    let o = ExportOptions::default;
+    round_trip(r#"[{"type":"Linear","in_features":6,"out_features":4}]"#, &[6], o());
+    round_trip(r#"[{"type":"Linear","in_features":6,"out_features":4,"bias":false}]"#, &[6], o());
+    round_trip(r#"[{"type":"Conv2d","in_channels":2,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}]"#, &[2, 6, 6], o());
+    round_trip(r#"[{"type":"Conv2d","in_channels":4,"out_channels":6,"kernel_size":[3,2],"stride":[2,1],"padding":[1,0],"dilation":[1,2],"groups":2,"bias":false}]"#, &[4, 7, 7], o());
+    round_trip(r#"[{"type":"Conv1d","in_channels":3,"out_channels":5,"kernel_size":3,"stride":2,"padding":1}]"#, &[3, 10], o());
+    round_trip(r#"[{"type":"MaxPool2d","kernel_size":[2,2],"stride":[2,2]}]"#, &[3, 6, 6], o());
+    round_trip(r#"[{"type":"MaxPool2d","kernel_size":[3,3],"stride":[2,2],"padding":[1,1]}]"#, &[3, 7, 7], o());
+    round_trip(r#"[{"type":"AvgPool2d","kernel_size":[3,3],"stride":[2,2],"padding":[1,1]}]"#, &[3, 7, 7], o());
+    round_trip(r#"[{"type":"Flatten"}]"#, &[3, 4, 2], o());
+    round_trip(r#"[{"type":"Flatten","start_dim":2}]"#, &[3, 4, 2], o());
+    for act in [r#"{"type":"ReLU"}"#, r#"{"type":"LeakyReLU","negative_slope":0.2}"#, r#"{"type":"Sigmoid"}"#, r#"{"type":"Tanh"}"#, r#"{"type":"Softmax","dim":1}"#, r#"{"type":"Softmax"}"#, r#"{"type":"GELU"}"#, r#"{"type":"GELU","approximate":"tanh"}"#, r#"{"type":"Dropout","p":0.5}"#] {
+        round_trip(&format!("[{act}]"), &[5], o());
+    }
+    round_trip(r#"[{"type":"GELU"},{"type":"GELU","approximate":"tanh"}]"#, &[5], ExportOptions { opset: 20, ..o() });
+    round_trip(r#"[{"type":"BatchNorm1d","num_features":5}]"#, &[5], o());
+    round_trip(r#"[{"type":"BatchNorm2d","num_features":3}]"#, &[3, 4, 4], o());
+    round_trip(r#"[{"type":"LayerNorm","normalized_shape":[5]}]"#, &[5], o());
+    round_trip(r#"[{"type":"LayerNorm","normalized_shape":[2,5]}]"#, &[2, 5], o());
+    round_trip(r#"[{"type":"Embedding","num_embeddings":5,"embedding_dim":3},{"type":"Flatten"}]"#, &[4], o());
+}
+
+#[test]
+fn whole_models_and_metadata() {
+    let cnn = r#"[{"type":"Conv2d","in_channels":1,"out_channels":8,"kernel_size":[3,3],"padding":[1,1]},{"type":"BatchNorm2d","num_features":8},
+        {"type":"ReLU"},{"type":"MaxPool2d","kernel_size":[2,2],"stride":[2,2]},{"type":"Conv2d","in_channels":8,"out_channels":16,"kernel_size":[3,3],"padding":[1,1]},
+        {"type":"GELU"},{"type":"AvgPool2d","kernel_size":[2,2],"stride":[2,2]},{"type":"Flatten"},{"type":"Dropout","p":0.2},
+        {"type":"Linear","in_features":64,"out_features":10}]"#;
+    let labels: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let opts = ExportOptions { labels: Some(labels.clone()), input_scale: Some(1.0 / 16.0), input_offset: Some(0.0), ..Default::default() };
+    let model = round_trip(cnn, &[1, 8, 8], opts.clone());
+    let sess = InferenceSession::from_bytes(&export_onnx(&model, &opts).unwrap()).unwrap();
+    assert_eq!(sess.labels(), Some(labels));
+    assert_eq!(sess.metadata()["kiln.input_scale"], "0.0625");
+    assert_eq!(sess.inputs()[0].dims, vec![None, Some(1), Some(8), Some(8)]);
+    assert_eq!(sess.outputs()[0].dims, vec![None, Some(10)]);
+    let mlp = r#"[{"type":"Linear","in_features":8,"out_features":16},{"type":"LayerNorm","normalized_shape":[16]},{"type":"LeakyReLU"},
+        {"type":"Sequential","layers":[{"type":"Linear","in_features":16,"out_features":16},{"type":"Tanh"}]},{"type":"Linear","in_features":16,"out_features":3},{"type":"Softmax","dim":-1}]"#;
+    round_trip(mlp, &[8], ExportOptions::default());
+}
+
+#[test]
+fn export_errors() {
+    let layers = LayerSpec::list_from_json(r#"[{"type":"Linear","in_features":2,"out_features":2}]"#).unwrap();
+    let mut m = Model::new(&layers, 0).unwrap();
+    assert!(export_onnx(&m, &ExportOptions::default()).unwrap_err().to_string().contains("input shape"));
+    m.input_shape = Some(vec![2]);
+    assert!(export_onnx(&m, &ExportOptions { opset: 13, ..Default::default() }).is_err());
+}
