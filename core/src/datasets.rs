@@ -20,5 +20,8 @@ pub fn two_spirals(n: usize, noise: f32, seed: u64) -> (Tensor, Vec<usize>) {
             y.push(class);
         }
     }
-    (Tensor::from_shape_vec(vec![2 * n, 2], x).expect("2n × 2 values"), y)
+    (
+        Tensor::from_shape_vec(vec![2 * n, 2], x).expect("2n × 2 values"),
+        y,
+    )
 }

@@ -66,7 +66,10 @@ impl KilnError {
     }
     /// An I/O error on `path`.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        KilnError::Io { path: path.as_ref().display().to_string(), source }
+        KilnError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 }
 

@@ -6,9 +6,10 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, tensor_shape_proto::Dimension, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType,
+    tensor_shape_proto::dimension::Value as Dim, tensor_shape_proto::Dimension, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 use crate::autograd::{GeluApprox, Tape, Tensor};
@@ -37,7 +38,15 @@ pub struct ExportOptions {
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { labels: None, input_scale: None, input_offset: None, opset: 17, dynamic_batch: true, input_name: "input".into(), output_name: "output".into() }
+        ExportOptions {
+            labels: None,
+            input_scale: None,
+            input_offset: None,
+            opset: 17,
+            dynamic_batch: true,
+            input_name: "input".into(),
+            output_name: "output".into(),
+        }
     }
 }
 
@@ -48,16 +57,36 @@ struct Graph {
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Int as i32, i, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
 }
 fn attr_ints(name: &str, ints: &[usize]) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Ints as i32, ints: ints.iter().map(|&v| v as i64).collect(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: ints.iter().map(|&v| v as i64).collect(),
+        ..Default::default()
+    }
 }
 fn attr_float(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::Float as i32, f, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Float as i32,
+        f,
+        ..Default::default()
+    }
 }
 fn attr_str(name: &str, s: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), r#type: AttributeType::String as i32, s: s.as_bytes().to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: s.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 
 fn f32_tensor(name: &str, t: &Tensor) -> TensorProto {
@@ -82,7 +111,13 @@ fn i64_tensor(name: &str, values: &[i64]) -> TensorProto {
 
 impl Graph {
     /// Append a node; returns its (single) output name.
-    fn node(&mut self, scope: &str, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+    fn node(
+        &mut self,
+        scope: &str,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
         self.counter += 1;
         let output = format!("{scope}/{op}_{}", self.counter);
         self.nodes.push(NodeProto {
@@ -97,7 +132,8 @@ impl Graph {
     }
 
     fn constant_f32(&mut self, name: String, v: f32) -> String {
-        self.initializers.push(f32_tensor(&name, &Tensor::from_elem(IxDyn(&[]), v)));
+        self.initializers
+            .push(f32_tensor(&name, &Tensor::from_elem(IxDyn(&[]), v)));
         name
     }
 
@@ -109,7 +145,11 @@ impl Graph {
 
 fn gelu_nodes(g: &mut Graph, scope: &str, x: &str, approx: GeluApprox, opset: i64) -> String {
     if opset >= 20 {
-        let a = if approx == GeluApprox::Tanh { "tanh" } else { "none" };
+        let a = if approx == GeluApprox::Tanh {
+            "tanh"
+        } else {
+            "none"
+        };
         return g.node(scope, "Gelu", &[x], vec![attr_str("approximate", a)]);
     }
     let half = g.constant_f32(format!("{scope}/half"), 0.5);
@@ -139,10 +179,22 @@ fn gelu_nodes(g: &mut Graph, scope: &str, x: &str, approx: GeluApprox, opset: i6
 }
 
 /// Emit one layer. `input_shape` is the layer's input shape (batch first) from a dry run.
-fn emit(g: &mut Graph, spec: &LayerSpec, tensors: &[(String, &Param)], prefix: &str, x: &str, input_shape: &[usize], opset: i64) -> Result<String> {
+fn emit(
+    g: &mut Graph,
+    spec: &LayerSpec,
+    tensors: &[(String, &Param)],
+    prefix: &str,
+    x: &str,
+    input_shape: &[usize],
+    opset: i64,
+) -> Result<String> {
     let scope = format!("/{}", prefix.trim_end_matches('.'));
     let t = |name: &str| -> Result<&Param> {
-        tensors.iter().find(|(n, _)| n == name).map(|(_, p)| *p).ok_or_else(|| KilnError::onnx(format!("export: layer {prefix} has no tensor {name}")))
+        tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| KilnError::onnx(format!("export: layer {prefix} has no tensor {name}")))
     };
     use LayerSpec as S;
     Ok(match spec {
@@ -155,21 +207,81 @@ fn emit(g: &mut Graph, spec: &LayerSpec, tensors: &[(String, &Param)], prefix: &
             let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
             g.node(&scope, "Gemm", &ins, vec![attr_int("transB", 1)])
         }
-        S::Conv1d { kernel_size, stride, padding, dilation, groups, bias, .. } => {
-            conv(g, &scope, prefix, x, &t, *bias, &[*kernel_size], &[*stride], &[*padding], &[*dilation], *groups)?
+        S::Conv1d {
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            ..
+        } => conv(
+            g,
+            &scope,
+            prefix,
+            x,
+            &t,
+            *bias,
+            &[*kernel_size],
+            &[*stride],
+            &[*padding],
+            &[*dilation],
+            *groups,
+        )?,
+        S::Conv2d {
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            ..
+        } => conv(
+            g,
+            &scope,
+            prefix,
+            x,
+            &t,
+            *bias,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            *groups,
+        )?,
+        S::MaxPool2d {
+            kernel_size,
+            stride,
+            padding,
         }
-        S::Conv2d { kernel_size, stride, padding, dilation, groups, bias, .. } => conv(g, &scope, prefix, x, &t, *bias, kernel_size, stride, padding, dilation, *groups)?,
-        S::MaxPool2d { kernel_size, stride, padding } | S::AvgPool2d { kernel_size, stride, padding } => {
+        | S::AvgPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => {
             let is_max = matches!(spec, S::MaxPool2d { .. });
             let pads = [padding[0], padding[1], padding[0], padding[1]];
-            let mut attrs = vec![attr_ints("kernel_shape", kernel_size), attr_ints("strides", stride), attr_ints("pads", &pads)];
+            let mut attrs = vec![
+                attr_ints("kernel_shape", kernel_size),
+                attr_ints("strides", stride),
+                attr_ints("pads", &pads),
+            ];
             if !is_max {
                 attrs.push(attr_int("count_include_pad", 1));
             }
-            g.node(&scope, if is_max { "MaxPool" } else { "AveragePool" }, &[x], attrs)
+            g.node(
+                &scope,
+                if is_max { "MaxPool" } else { "AveragePool" },
+                &[x],
+                attrs,
+            )
         }
         S::Flatten { start_dim, end_dim } => {
-            let out = crate::nn::Flatten { start_dim: *start_dim, end_dim: *end_dim }.output_shape(input_shape)?;
+            let out = crate::nn::Flatten {
+                start_dim: *start_dim,
+                end_dim: *end_dim,
+            }
+            .output_shape(input_shape)?;
             if out.len() == 2 && *start_dim == 1 {
                 g.node(&scope, "Flatten", &[x], vec![attr_int("axis", 1)])
             } else {
@@ -182,25 +294,58 @@ fn emit(g: &mut Graph, spec: &LayerSpec, tensors: &[(String, &Param)], prefix: &
             }
         }
         S::ReLU => g.node(&scope, "Relu", &[x], vec![]),
-        S::LeakyReLU { negative_slope } => g.node(&scope, "LeakyRelu", &[x], vec![attr_float("alpha", *negative_slope)]),
+        S::LeakyReLU { negative_slope } => g.node(
+            &scope,
+            "LeakyRelu",
+            &[x],
+            vec![attr_float("alpha", *negative_slope)],
+        ),
         S::GELU { approximate } => gelu_nodes(g, &scope, x, *approximate, opset),
         S::Sigmoid => g.node(&scope, "Sigmoid", &[x], vec![]),
         S::Tanh => g.node(&scope, "Tanh", &[x], vec![]),
         S::Softmax { dim } => g.node(&scope, "Softmax", &[x], vec![attr_int("axis", *dim as i64)]),
         S::Dropout { .. } => x.to_string(),
         S::BatchNorm1d { eps, .. } | S::BatchNorm2d { eps, .. } => {
-            let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"].iter().map(|n| Ok(g.param(format!("{prefix}{n}"), t(n)?))).collect::<Result<_>>()?;
-            g.node(&scope, "BatchNormalization", &[x, &names[0], &names[1], &names[2], &names[3]], vec![attr_float("epsilon", *eps)])
+            let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
+                .iter()
+                .map(|n| Ok(g.param(format!("{prefix}{n}"), t(n)?)))
+                .collect::<Result<_>>()?;
+            g.node(
+                &scope,
+                "BatchNormalization",
+                &[x, &names[0], &names[1], &names[2], &names[3]],
+                vec![attr_float("epsilon", *eps)],
+            )
         }
-        S::LayerNorm { normalized_shape, eps } => {
+        S::LayerNorm {
+            normalized_shape,
+            eps,
+        } => {
             let w = g.param(format!("{prefix}weight"), t("weight")?);
             let b = g.param(format!("{prefix}bias"), t("bias")?);
-            g.node(&scope, "LayerNormalization", &[x, &w, &b], vec![attr_int("axis", -(normalized_shape.len() as i64)), attr_float("epsilon", *eps)])
+            g.node(
+                &scope,
+                "LayerNormalization",
+                &[x, &w, &b],
+                vec![
+                    attr_int("axis", -(normalized_shape.len() as i64)),
+                    attr_float("epsilon", *eps),
+                ],
+            )
         }
         S::Embedding { .. } => {
             let w = g.param(format!("{prefix}weight"), t("weight")?);
             // ids arrive as int64 when this is the first layer, otherwise as floats to cast
-            let ids = if x == "__int_input__" { x.to_string() } else { g.node(&scope, "Cast", &[x], vec![attr_int("to", DataType::Int64 as i64)]) };
+            let ids = if x == "__int_input__" {
+                x.to_string()
+            } else {
+                g.node(
+                    &scope,
+                    "Cast",
+                    &[x],
+                    vec![attr_int("to", DataType::Int64 as i64)],
+                )
+            };
             g.node(&scope, "Gather", &[&w, &ids], vec![attr_int("axis", 0)])
         }
         S::Sequential { .. } => value_err!("export: nested Sequential is flattened before export"),
@@ -232,19 +377,34 @@ fn conv<'a>(
         scope,
         "Conv",
         &ins,
-        vec![attr_ints("kernel_shape", kernel), attr_ints("strides", stride), attr_ints("pads", &pads), attr_ints("dilations", dilation), attr_int("group", groups as i64)],
+        vec![
+            attr_ints("kernel_shape", kernel),
+            attr_ints("strides", stride),
+            attr_ints("pads", &pads),
+            attr_ints("dilations", dilation),
+            attr_int("group", groups as i64),
+        ],
     ))
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[Option<usize>]) -> ValueInfoProto {
     let dim = dims
         .iter()
-        .map(|d| Dimension { value: Some(d.map_or_else(|| Dim::DimParam("batch".into()), |v| Dim::DimValue(v as i64))), ..Default::default() })
+        .map(|d| Dimension {
+            value: Some(d.map_or_else(
+                || Dim::DimParam("batch".into()),
+                |v| Dim::DimValue(v as i64),
+            )),
+            ..Default::default()
+        })
         .collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: elem as i32, shape: Some(TensorShapeProto { dim }) })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
             ..Default::default()
         }),
         ..Default::default()
@@ -255,7 +415,9 @@ fn value_info(name: &str, elem: DataType, dims: &[Option<usize>]) -> ValueInfoPr
 fn flatten_specs(specs: &[LayerSpec], prefix: &str, out: &mut Vec<(String, LayerSpec)>) {
     for (i, s) in specs.iter().enumerate() {
         match s {
-            LayerSpec::Sequential { layers } => flatten_specs(layers, &format!("{prefix}{i}."), out),
+            LayerSpec::Sequential { layers } => {
+                flatten_specs(layers, &format!("{prefix}{i}."), out)
+            }
             other => out.push((format!("{prefix}{i}."), other.clone())),
         }
     }
@@ -264,7 +426,10 @@ fn flatten_specs(specs: &[LayerSpec], prefix: &str, out: &mut Vec<(String, Layer
 /// The model as ONNX bytes.
 pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
     if opts.opset < 17 {
-        value_err!("export: opset must be 17 or later (LayerNormalization needs 17), got {}", opts.opset);
+        value_err!(
+            "export: opset must be 17 or later (LayerNormalization needs 17), got {}",
+            opts.opset
+        );
     }
     let Some(sample) = model.input_shape.clone() else {
         value_err!("export: the model does not know its input shape yet: fit or predict once, or give input_shape");
@@ -276,11 +441,25 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
     let mut shape = vec![1];
     shape.extend(&sample);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut g = Graph { nodes: Vec::new(), initializers: Vec::new(), counter: 0 };
+    let mut g = Graph {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        counter: 0,
+    };
     let int_input = matches!(flat.first(), Some((_, LayerSpec::Embedding { .. })));
-    let mut x = if int_input { "__int_input__".to_string() } else { opts.input_name.clone() };
+    let mut x = if int_input {
+        "__int_input__".to_string()
+    } else {
+        opts.input_name.clone()
+    };
     for (prefix, spec) in &flat {
-        let own: Vec<(String, &Param)> = tensors.iter().filter_map(|(n, p)| n.strip_prefix(prefix.as_str()).map(|rest| (rest.to_string(), *p))).collect();
+        let own: Vec<(String, &Param)> = tensors
+            .iter()
+            .filter_map(|(n, p)| {
+                n.strip_prefix(prefix.as_str())
+                    .map(|rest| (rest.to_string(), *p))
+            })
+            .collect();
         x = emit(&mut g, spec, &own, prefix, &x, &shape, opts.opset)?;
         let mut t = Tape::inference();
         let v = t.constant(Tensor::zeros(IxDyn(&shape)));
@@ -297,16 +476,29 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
         x = g.node("/output", "Identity", &[&x], vec![]);
     }
     for n in g.nodes.iter_mut() {
-        n.input.iter_mut().for_each(|i| rename(i, "__int_input__", &opts.input_name));
-        n.output.iter_mut().for_each(|o| rename(o, &x, &opts.output_name));
-        n.input.iter_mut().for_each(|i| rename(i, &x, &opts.output_name));
+        n.input
+            .iter_mut()
+            .for_each(|i| rename(i, "__int_input__", &opts.input_name));
+        n.output
+            .iter_mut()
+            .for_each(|o| rename(o, &x, &opts.output_name));
+        n.input
+            .iter_mut()
+            .for_each(|i| rename(i, &x, &opts.output_name));
     }
     let batch = if opts.dynamic_batch { None } else { Some(1) };
-    let in_dims: Vec<Option<usize>> = std::iter::once(batch).chain(sample.iter().map(|&d| Some(d))).collect();
-    let out_dims: Vec<Option<usize>> = std::iter::once(batch).chain(shape[1..].iter().map(|&d| Some(d))).collect();
+    let in_dims: Vec<Option<usize>> = std::iter::once(batch)
+        .chain(sample.iter().map(|&d| Some(d)))
+        .collect();
+    let out_dims: Vec<Option<usize>> = std::iter::once(batch)
+        .chain(shape[1..].iter().map(|&d| Some(d)))
+        .collect();
     let mut metadata = vec![("kiln.version".to_string(), VERSION.to_string())];
     if let Some(labels) = &opts.labels {
-        metadata.push(("kiln.labels".into(), serde_json::to_string(labels).expect("strings serialise")));
+        metadata.push((
+            "kiln.labels".into(),
+            serde_json::to_string(labels).expect("strings serialise"),
+        ));
     }
     if let Some(s) = opts.input_scale {
         metadata.push(("kiln.input_scale".into(), s.to_string()));
@@ -316,25 +508,47 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
     }
     let proto = ModelProto {
         // the IR version that goes with the opset (onnx's VERSION_TABLE)
-        ir_version: match opts.opset { ..=18 => 8, 19..=20 => 9, _ => 10 },
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opts.opset }],
+        ir_version: match opts.opset {
+            ..=18 => 8,
+            19..=20 => 9,
+            _ => 10,
+        },
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opts.opset,
+        }],
         producer_name: "kiln".into(),
         producer_version: VERSION.into(),
         graph: Some(GraphProto {
             name: "kiln".into(),
             node: g.nodes,
             initializer: g.initializers,
-            input: vec![value_info(&opts.input_name, if int_input { DataType::Int64 } else { DataType::Float }, &in_dims)],
+            input: vec![value_info(
+                &opts.input_name,
+                if int_input {
+                    DataType::Int64
+                } else {
+                    DataType::Float
+                },
+                &in_dims,
+            )],
             output: vec![value_info(&opts.output_name, DataType::Float, &out_dims)],
             ..Default::default()
         }),
-        metadata_props: metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect(),
+        metadata_props: metadata
+            .into_iter()
+            .map(|(key, value)| StringStringEntryProto { key, value })
+            .collect(),
         ..Default::default()
     };
     Ok(proto.encode_to_vec())
 }
 
 /// Export to a file, written atomically.
-pub fn export_onnx_to(model: &Model, path: impl AsRef<std::path::Path>, opts: &ExportOptions) -> Result<()> {
+pub fn export_onnx_to(
+    model: &Model,
+    path: impl AsRef<std::path::Path>,
+    opts: &ExportOptions,
+) -> Result<()> {
     crate::model::write_atomic(path.as_ref(), &export_onnx(model, opts)?)
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::autograd::Tensor;
 use crate::nn::{LayerSpec, Module, Sequential};
 use crate::optim::{Optimizer, OptimizerSpec};
-use crate::train::{self, FitConfig, History, Hooks, Logs, Loss, Metric, Targets};
+use crate::train::{self, FitConfig, History, Hooks, Input, Logs, Loss, Metric, Targets};
 use crate::{value_err, KilnError, Result};
 
 /// kiln's version, written into checkpoints and ONNX metadata.
@@ -52,11 +52,24 @@ impl Model {
             value_err!("a model needs at least one layer");
         }
         let net = Sequential::from_specs(layers, &mut ChaCha8Rng::seed_from_u64(seed))?;
-        Ok(Model { net, seed, input_shape: None, metrics: Vec::new(), loss: None, optimizer: None, fits_done: 0 })
+        Ok(Model {
+            net,
+            seed,
+            input_shape: None,
+            metrics: Vec::new(),
+            loss: None,
+            optimizer: None,
+            fits_done: 0,
+        })
     }
 
     /// Choose the optimizer, loss and metrics for `fit` and `evaluate`.
-    pub fn compile(&mut self, optimizer: &OptimizerSpec, loss: Loss, metrics: Vec<Metric>) -> Result<()> {
+    pub fn compile(
+        &mut self,
+        optimizer: &OptimizerSpec,
+        loss: Loss,
+        metrics: Vec<Metric>,
+    ) -> Result<()> {
         self.optimizer = Some(optimizer.build()?);
         self.loss = Some(loss);
         self.metrics = metrics;
@@ -79,7 +92,7 @@ impl Model {
     }
 
     /// Record (or check against) the per-sample input shape.
-    pub fn remember_input(&mut self, x: &Tensor) -> Result<()> {
+    pub fn remember_input(&mut self, x: &Input) -> Result<()> {
         let per_sample = x.shape()[1..].to_vec();
         match &self.input_shape {
             Some(s) if *s != per_sample => {
@@ -91,17 +104,24 @@ impl Model {
     }
 
     /// Train; see [`train::fit`].
-    pub fn fit(&mut self, x: &Tensor, y: &Targets, validation: Option<(&Tensor, &Targets)>, cfg: &FitConfig, hooks: &mut Hooks) -> Result<History> {
+    pub fn fit(
+        &mut self,
+        x: Input,
+        y: &Targets,
+        validation: Option<(Input, &Targets)>,
+        cfg: &FitConfig,
+        hooks: &mut Hooks,
+    ) -> Result<History> {
         train::fit(self, x, y, validation, cfg, hooks)
     }
 
     /// Loss and metrics on a data set, in evaluation mode.
-    pub fn evaluate(&mut self, x: &Tensor, y: &Targets, batch_size: usize) -> Result<Logs> {
+    pub fn evaluate(&mut self, x: Input, y: &Targets, batch_size: usize) -> Result<Logs> {
         train::evaluate(self, x, y, batch_size)
     }
 
     /// The model's raw outputs for `x`, in evaluation mode.
-    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+    pub fn predict(&mut self, x: Input, batch_size: usize) -> Result<Tensor> {
         if x.ndim() >= 1 && x.iter().any(|v| !v.is_finite()) {
             value_err!("predict: the input contains NaN or infinity");
         }
@@ -115,19 +135,28 @@ impl Model {
 
     /// Every trainable value in one flat buffer, in state-dict order.
     pub fn flat_params(&self) -> Vec<f32> {
-        self.net.tensors().into_iter().filter(|(_, p)| p.trainable).flat_map(|(_, p)| p.value.iter().copied().collect::<Vec<_>>()).collect()
+        self.net
+            .tensors()
+            .into_iter()
+            .filter(|(_, p)| p.trainable)
+            .flat_map(|(_, p)| p.value.iter().copied().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Overwrite every trainable value from one flat buffer (the layout of [`Model::flat_params`]).
     pub fn set_flat_params(&mut self, flat: &[f32]) -> Result<()> {
         let n = self.net.num_trainable();
         if flat.len() != n {
-            crate::shape_err!("set_flat_params: got {} values, the model has {n} trainable values", flat.len());
+            crate::shape_err!(
+                "set_flat_params: got {} values, the model has {n} trainable values",
+                flat.len()
+            );
         }
         let mut at = 0;
         for p in self.net.trainable_mut() {
             let len = p.value.len();
-            p.value = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + len].to_vec()).expect("sizes agree");
+            p.value = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + len].to_vec())
+                .expect("sizes agree");
             at += len;
         }
         Ok(())
@@ -135,14 +164,25 @@ impl Model {
 
     /// The architecture (layers and input shape).
     pub fn architecture(&self) -> Architecture {
-        Architecture { layers: self.net.specs(), input_shape: self.input_shape.clone() }
+        Architecture {
+            layers: self.net.specs(),
+            input_shape: self.input_shape.clone(),
+        }
     }
 
     /// The checkpoint as bytes: safetensors with the architecture in its metadata.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let dict = self.net.state_dict();
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-            dict.into_iter().map(|(k, v)| (k, v.shape().to_vec(), v.iter().flat_map(|f| f.to_le_bytes()).collect())).collect();
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = dict
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.shape().to_vec(),
+                    v.iter().flat_map(|f| f.to_le_bytes()).collect(),
+                )
+            })
+            .collect();
         let views = bytes
             .iter()
             .map(|(k, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (k.clone(), v)))
@@ -151,7 +191,10 @@ impl Model {
         let meta = HashMap::from([
             ("format".to_string(), "kiln".to_string()),
             ("kiln.version".to_string(), VERSION.to_string()),
-            ("kiln.architecture".to_string(), serde_json::to_string(&self.architecture()).expect("specs serialise")),
+            (
+                "kiln.architecture".to_string(),
+                serde_json::to_string(&self.architecture()).expect("specs serialise"),
+            ),
             ("kiln.seed".to_string(), self.seed.to_string()),
         ]);
         safetensors::serialize(views, Some(meta)).map_err(|e| KilnError::Checkpoint(e.to_string()))
@@ -159,26 +202,45 @@ impl Model {
 
     /// Rebuild a model from checkpoint bytes (not compiled).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| KilnError::Checkpoint(format!("not a kiln checkpoint (safetensors): {e}")))?;
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| KilnError::Checkpoint(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            KilnError::Checkpoint(format!("not a kiln checkpoint (safetensors): {e}"))
+        })?;
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| KilnError::Checkpoint(e.to_string()))?;
         let info = meta.metadata().clone().unwrap_or_default();
         let Some(arch) = info.get("kiln.architecture") else {
             return Err(KilnError::Checkpoint("the file has no kiln.architecture metadata: it is safetensors, but not saved by kiln".into()));
         };
-        let arch: Architecture = serde_json::from_str(arch).map_err(|e| match LayerSpec::list_from_json(&unknown_layer_probe(arch)) {
-            Err(inner @ KilnError::Unknown { .. }) => inner,
-            _ => KilnError::Checkpoint(format!("bad architecture: {e}")),
+        let arch: Architecture = serde_json::from_str(arch).map_err(|e| {
+            match LayerSpec::list_from_json(&unknown_layer_probe(arch)) {
+                Err(inner @ KilnError::Unknown { .. }) => inner,
+                _ => KilnError::Checkpoint(format!("bad architecture: {e}")),
+            }
         })?;
-        let seed = info.get("kiln.seed").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let seed = info
+            .get("kiln.seed")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut model = Model::new(&arch.layers, seed)?;
         model.input_shape = arch.input_shape;
         let mut dict = BTreeMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
-                return Err(KilnError::Checkpoint(format!("tensor {name:?} is {:?}, expected F32", view.dtype())));
+                return Err(KilnError::Checkpoint(format!(
+                    "tensor {name:?} is {:?}, expected F32",
+                    view.dtype()
+                )));
             }
-            let data: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            dict.insert(name, Tensor::from_shape_vec(view.shape().to_vec(), data).map_err(|e| KilnError::Checkpoint(e.to_string()))?);
+            let data: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            dict.insert(
+                name,
+                Tensor::from_shape_vec(view.shape().to_vec(), data)
+                    .map_err(|e| KilnError::Checkpoint(e.to_string()))?,
+            );
         }
         model.net.load_state_dict(&dict)?;
         Ok(model)
@@ -198,7 +260,10 @@ impl Model {
 
 /// The layer list of an architecture JSON, so an unknown layer type gets its own clear error.
 fn unknown_layer_probe(arch: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(arch).ok().and_then(|v| v.get("layers").map(|l| l.to_string())).unwrap_or_default()
+    serde_json::from_str::<serde_json::Value>(arch)
+        .ok()
+        .and_then(|v| v.get("layers").map(|l| l.to_string()))
+        .unwrap_or_default()
 }
 
 fn not_compiled() -> KilnError {
@@ -207,9 +272,18 @@ fn not_compiled() -> KilnError {
 
 /// Write `bytes` to `path` so that a crash leaves either the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| KilnError::value(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| KilnError::value(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -79,19 +79,45 @@ impl OptimizerSpec {
     /// Check the hyper-parameters and make the optimizer.
     pub fn build(&self) -> Result<Optimizer> {
         let (lr, wd) = match *self {
-            OptimizerSpec::SGD { lr, weight_decay, momentum, nesterov, dampening } => {
+            OptimizerSpec::SGD {
+                lr,
+                weight_decay,
+                momentum,
+                nesterov,
+                dampening,
+            } => {
                 if momentum < 0.0 || (nesterov && (momentum <= 0.0 || dampening != 0.0)) {
                     value_err!("SGD: momentum must be >= 0, and Nesterov needs momentum > 0 and dampening 0");
                 }
                 (lr, weight_decay)
             }
-            OptimizerSpec::Adam { lr, weight_decay, betas, eps, .. } | OptimizerSpec::AdamW { lr, weight_decay, betas, eps, .. } => {
+            OptimizerSpec::Adam {
+                lr,
+                weight_decay,
+                betas,
+                eps,
+                ..
+            }
+            | OptimizerSpec::AdamW {
+                lr,
+                weight_decay,
+                betas,
+                eps,
+                ..
+            } => {
                 if !betas.iter().all(|b| (0.0..1.0).contains(b)) || eps <= 0.0 {
                     value_err!("Adam: betas must be in [0, 1) and eps positive, got betas {betas:?}, eps {eps}");
                 }
                 (lr, weight_decay)
             }
-            OptimizerSpec::RMSprop { lr, weight_decay, alpha, eps, momentum, .. } => {
+            OptimizerSpec::RMSprop {
+                lr,
+                weight_decay,
+                alpha,
+                eps,
+                momentum,
+                ..
+            } => {
                 if !(0.0..=1.0).contains(&alpha) || eps <= 0.0 || momentum < 0.0 {
                     value_err!("RMSprop: alpha must be in [0, 1], eps positive and momentum >= 0");
                 }
@@ -104,13 +130,21 @@ impl OptimizerSpec {
         if wd < 0.0 {
             value_err!("optimizer: weight_decay must be >= 0, got {wd}");
         }
-        Ok(Optimizer { spec: self.clone(), lr, step: 0, state: HashMap::new() })
+        Ok(Optimizer {
+            spec: self.clone(),
+            lr,
+            step: 0,
+            state: HashMap::new(),
+        })
     }
 
     /// The configured (base) learning rate.
     pub fn lr(&self) -> f32 {
         match *self {
-            OptimizerSpec::SGD { lr, .. } | OptimizerSpec::Adam { lr, .. } | OptimizerSpec::AdamW { lr, .. } | OptimizerSpec::RMSprop { lr, .. } => lr,
+            OptimizerSpec::SGD { lr, .. }
+            | OptimizerSpec::Adam { lr, .. }
+            | OptimizerSpec::AdamW { lr, .. }
+            | OptimizerSpec::RMSprop { lr, .. } => lr,
         }
     }
 }
@@ -158,10 +192,18 @@ impl Optimizer {
             if !p.trainable {
                 continue;
             }
-            let Some(grad) = p.grad.as_ref() else { continue };
+            let Some(grad) = p.grad.as_ref() else {
+                continue;
+            };
             let s = self.state.entry(name).or_default();
             match self.spec {
-                OptimizerSpec::SGD { momentum, dampening, nesterov, weight_decay, .. } => {
+                OptimizerSpec::SGD {
+                    momentum,
+                    dampening,
+                    nesterov,
+                    weight_decay,
+                    ..
+                } => {
                     let mut g = grad.clone();
                     if weight_decay != 0.0 {
                         g.scaled_add(weight_decay, &p.value);
@@ -184,7 +226,20 @@ impl Optimizer {
                     }
                     p.value.scaled_add(-lr, &g);
                 }
-                OptimizerSpec::Adam { betas, eps, weight_decay, amsgrad, .. } | OptimizerSpec::AdamW { betas, eps, weight_decay, amsgrad, .. } => {
+                OptimizerSpec::Adam {
+                    betas,
+                    eps,
+                    weight_decay,
+                    amsgrad,
+                    ..
+                }
+                | OptimizerSpec::AdamW {
+                    betas,
+                    eps,
+                    weight_decay,
+                    amsgrad,
+                    ..
+                } => {
                     let decoupled = matches!(self.spec, OptimizerSpec::AdamW { .. });
                     let [b1, b2] = betas;
                     let mut g = grad.clone();
@@ -195,13 +250,18 @@ impl Optimizer {
                     }
                     let m = s.m.get_or_insert_with(|| zeros_like(&g));
                     let v = s.v.get_or_insert_with(|| zeros_like(&g));
-                    ndarray::Zip::from(&mut *m).and(&mut *v).and(&g).for_each(|m, v, &g| {
-                        *m = b1 * *m + (1.0 - b1) * g;
-                        *v = b2 * *v + (1.0 - b2) * g * g;
-                    });
+                    ndarray::Zip::from(&mut *m)
+                        .and(&mut *v)
+                        .and(&g)
+                        .for_each(|m, v, &g| {
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                        });
                     let vv = if amsgrad {
                         let vmax = s.extra.get_or_insert_with(|| zeros_like(&g));
-                        ndarray::Zip::from(&mut *vmax).and(&*v).for_each(|a, &b| *a = a.max(b));
+                        ndarray::Zip::from(&mut *vmax)
+                            .and(&*v)
+                            .for_each(|a, &b| *a = a.max(b));
                         &*vmax
                     } else {
                         &*v
@@ -210,28 +270,50 @@ impl Optimizer {
                     let bc1 = 1.0 - b1.powi(t);
                     let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
                     let step = lr / bc1;
-                    ndarray::Zip::from(&mut p.value).and(&*m).and(vv).for_each(|p, &m, &v| *p -= step * m / (v.sqrt() / bc2_sqrt + eps));
+                    ndarray::Zip::from(&mut p.value)
+                        .and(&*m)
+                        .and(vv)
+                        .for_each(|p, &m, &v| *p -= step * m / (v.sqrt() / bc2_sqrt + eps));
                 }
-                OptimizerSpec::RMSprop { alpha, eps, weight_decay, momentum, centered, .. } => {
+                OptimizerSpec::RMSprop {
+                    alpha,
+                    eps,
+                    weight_decay,
+                    momentum,
+                    centered,
+                    ..
+                } => {
                     let mut g = grad.clone();
                     if weight_decay != 0.0 {
                         g.scaled_add(weight_decay, &p.value);
                     }
                     let sq = s.v.get_or_insert_with(|| zeros_like(&g));
-                    ndarray::Zip::from(&mut *sq).and(&g).for_each(|s, &g| *s = alpha * *s + (1.0 - alpha) * g * g);
+                    ndarray::Zip::from(&mut *sq)
+                        .and(&g)
+                        .for_each(|s, &g| *s = alpha * *s + (1.0 - alpha) * g * g);
                     let mut avg = sq.clone();
                     if centered {
                         let ga = s.extra.get_or_insert_with(|| zeros_like(&g));
-                        ndarray::Zip::from(&mut *ga).and(&g).for_each(|a, &g| *a = alpha * *a + (1.0 - alpha) * g);
-                        ndarray::Zip::from(&mut avg).and(&*ga).for_each(|a, &m| *a -= m * m);
+                        ndarray::Zip::from(&mut *ga)
+                            .and(&g)
+                            .for_each(|a, &g| *a = alpha * *a + (1.0 - alpha) * g);
+                        ndarray::Zip::from(&mut avg)
+                            .and(&*ga)
+                            .for_each(|a, &m| *a -= m * m);
                     }
                     avg.mapv_inplace(|a| a.sqrt() + eps);
                     if momentum > 0.0 {
                         let buf = s.m.get_or_insert_with(|| zeros_like(&g));
-                        ndarray::Zip::from(&mut *buf).and(&g).and(&avg).for_each(|b, &g, &a| *b = momentum * *b + g / a);
+                        ndarray::Zip::from(&mut *buf)
+                            .and(&g)
+                            .and(&avg)
+                            .for_each(|b, &g, &a| *b = momentum * *b + g / a);
                         p.value.scaled_add(-lr, buf);
                     } else {
-                        ndarray::Zip::from(&mut p.value).and(&g).and(&avg).for_each(|p, &g, &a| *p -= lr * g / a);
+                        ndarray::Zip::from(&mut p.value)
+                            .and(&g)
+                            .and(&avg)
+                            .for_each(|p, &g, &a| *p -= lr * g / a);
                     }
                 }
             }
@@ -241,7 +323,12 @@ impl Optimizer {
 
 /// Scale gradients so their global L2 norm is at most `max_norm`; returns the norm before clipping.
 pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> f32 {
-    let total: f32 = params.iter().filter_map(|(_, p)| p.grad.as_ref()).map(|g| g.iter().map(|v| v * v).sum::<f32>()).sum::<f32>().sqrt();
+    let total: f32 = params
+        .iter()
+        .filter_map(|(_, p)| p.grad.as_ref())
+        .map(|g| g.iter().map(|v| v * v).sum::<f32>())
+        .sum::<f32>()
+        .sqrt();
     if total > max_norm {
         let scale = max_norm / (total + 1e-6);
         for (_, p) in params.iter_mut() {
@@ -322,30 +409,59 @@ impl Scheduler {
     /// Track `schedule` starting from `base_lr`.
     pub fn new(schedule: Schedule, base_lr: f32) -> Result<Self> {
         match &schedule {
-            Schedule::Step { step_size: 0, .. } | Schedule::Cosine { t_max: 0, .. } => value_err!("schedule: step_size and t_max must be positive"),
-            Schedule::ReduceOnPlateau { factor, .. } if !(0.0..1.0).contains(factor) => value_err!("ReduceOnPlateau: factor must be in [0, 1)"),
+            Schedule::Step { step_size: 0, .. } | Schedule::Cosine { t_max: 0, .. } => {
+                value_err!("schedule: step_size and t_max must be positive")
+            }
+            Schedule::ReduceOnPlateau { factor, .. } if !(0.0..1.0).contains(factor) => {
+                value_err!("ReduceOnPlateau: factor must be in [0, 1)")
+            }
             _ => {}
         }
-        Ok(Scheduler { schedule, base: base_lr, best: f64::INFINITY, bad_epochs: 0 })
+        Ok(Scheduler {
+            schedule,
+            base: base_lr,
+            best: f64::INFINITY,
+            bad_epochs: 0,
+        })
     }
 
     /// The rate for epoch `epoch` (0-based), given the current rate and the previous epoch's logs.
-    pub fn lr_for(&mut self, epoch: usize, current: f32, last_logs: Option<&std::collections::BTreeMap<String, f64>>) -> f32 {
+    pub fn lr_for(
+        &mut self,
+        epoch: usize,
+        current: f32,
+        last_logs: Option<&std::collections::BTreeMap<String, f64>>,
+    ) -> f32 {
         match &self.schedule {
-            Schedule::Step { step_size, gamma } => self.base * gamma.powi((epoch / step_size) as i32),
+            Schedule::Step { step_size, gamma } => {
+                self.base * gamma.powi((epoch / step_size) as i32)
+            }
             Schedule::Cosine { t_max, eta_min } => {
                 let e = (epoch.min(*t_max)) as f32 / *t_max as f32;
                 eta_min + (self.base - eta_min) * 0.5 * (1.0 + (std::f32::consts::PI * e).cos())
             }
-            Schedule::Warmup { warmup_epochs, start_factor } => {
+            Schedule::Warmup {
+                warmup_epochs,
+                start_factor,
+            } => {
                 if epoch >= *warmup_epochs {
                     self.base
                 } else {
-                    self.base * (start_factor + (1.0 - start_factor) * epoch as f32 / *warmup_epochs as f32)
+                    self.base
+                        * (start_factor
+                            + (1.0 - start_factor) * epoch as f32 / *warmup_epochs as f32)
                 }
             }
-            Schedule::ReduceOnPlateau { monitor, factor, patience, min_lr } => {
-                let Some(v) = last_logs.and_then(|l| l.get(monitor).or_else(|| l.get("loss"))) else { return current };
+            Schedule::ReduceOnPlateau {
+                monitor,
+                factor,
+                patience,
+                min_lr,
+            } => {
+                let Some(v) = last_logs.and_then(|l| l.get(monitor).or_else(|| l.get("loss")))
+                else {
+                    return current;
+                };
                 if *v < self.best * (1.0 - 1e-4) {
                     self.best = *v;
                     self.bad_epochs = 0;
@@ -388,15 +504,52 @@ mod tests {
     #[test]
     fn updates_match_pytorch() {
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
-        let sgd = run(OptimizerSpec::SGD { lr: 0.1, momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 0.0 }, 2);
+        let sgd = run(
+            OptimizerSpec::SGD {
+                lr: 0.1,
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: true,
+                weight_decay: 0.0,
+            },
+            2,
+        );
         // buf1 = g, buf2 = 1.9g; nesterov steps: g + .9·buf → 1.9g, then 2.71g: total 4.61g·0.1
         assert!(close(&sgd, &[1.0 - 0.2305, -2.0 - 0.11525]), "{sgd:?}");
-        let adam = run(OptimizerSpec::Adam { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0, amsgrad: false }, 3);
+        let adam = run(
+            OptimizerSpec::Adam {
+                lr: 0.1,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: 0.0,
+                amsgrad: false,
+            },
+            3,
+        );
         // with a constant gradient Adam moves by ≈ lr per step
         assert!(close(&adam, &[0.7, -2.3]), "{adam:?}");
-        let adamw = run(OptimizerSpec::AdamW { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.1, amsgrad: false }, 1);
+        let adamw = run(
+            OptimizerSpec::AdamW {
+                lr: 0.1,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: 0.1,
+                amsgrad: false,
+            },
+            1,
+        );
         assert!(close(&adamw, &[0.99 - 0.1, -1.98 - 0.1]), "{adamw:?}");
-        let rms = run(OptimizerSpec::RMSprop { lr: 0.1, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false }, 1);
+        let rms = run(
+            OptimizerSpec::RMSprop {
+                lr: 0.1,
+                alpha: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                momentum: 0.0,
+                centered: false,
+            },
+            1,
+        );
         // sq = 0.01 g², step = lr·g/(0.1|g|) = 1.0 in magnitude
         assert!(close(&rms, &[0.0, -3.0]), "{rms:?}");
     }
@@ -413,13 +566,52 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let mut s = Scheduler::new(Schedule::Step { step_size: 2, gamma: 0.5 }, 1.0).unwrap();
-        assert_eq!((s.lr_for(1, 1.0, None), s.lr_for(2, 1.0, None), s.lr_for(5, 1.0, None)), (1.0, 0.5, 0.25));
-        let mut c = Scheduler::new(Schedule::Cosine { t_max: 10, eta_min: 0.0 }, 1.0).unwrap();
-        assert!((c.lr_for(5, 1.0, None) - 0.5).abs() < 1e-6 && c.lr_for(10, 1.0, None).abs() < 1e-6);
-        let mut w = Scheduler::new(Schedule::Warmup { warmup_epochs: 4, start_factor: 0.2 }, 1.0).unwrap();
+        let mut s = Scheduler::new(
+            Schedule::Step {
+                step_size: 2,
+                gamma: 0.5,
+            },
+            1.0,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.lr_for(1, 1.0, None),
+                s.lr_for(2, 1.0, None),
+                s.lr_for(5, 1.0, None)
+            ),
+            (1.0, 0.5, 0.25)
+        );
+        let mut c = Scheduler::new(
+            Schedule::Cosine {
+                t_max: 10,
+                eta_min: 0.0,
+            },
+            1.0,
+        )
+        .unwrap();
+        assert!(
+            (c.lr_for(5, 1.0, None) - 0.5).abs() < 1e-6 && c.lr_for(10, 1.0, None).abs() < 1e-6
+        );
+        let mut w = Scheduler::new(
+            Schedule::Warmup {
+                warmup_epochs: 4,
+                start_factor: 0.2,
+            },
+            1.0,
+        )
+        .unwrap();
         assert!((w.lr_for(2, 1.0, None) - 0.6).abs() < 1e-6 && w.lr_for(4, 1.0, None) == 1.0);
-        let mut p = Scheduler::new(Schedule::ReduceOnPlateau { monitor: "val_loss".into(), factor: 0.5, patience: 1, min_lr: 0.0 }, 1.0).unwrap();
+        let mut p = Scheduler::new(
+            Schedule::ReduceOnPlateau {
+                monitor: "val_loss".into(),
+                factor: 0.5,
+                patience: 1,
+                min_lr: 0.0,
+            },
+            1.0,
+        )
+        .unwrap();
         let logs = |v: f64| std::collections::BTreeMap::from([("val_loss".to_string(), v)]);
         let mut lr = 1.0;
         for v in [1.0, 0.9, 0.95, 0.95] {
@@ -430,8 +622,31 @@ mod tests {
 
     #[test]
     fn bad_hyper_parameters_are_errors() {
-        assert!(OptimizerSpec::Adam { lr: -1.0, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0, amsgrad: false }.build().is_err());
-        assert!(OptimizerSpec::SGD { lr: 0.1, momentum: 0.0, dampening: 0.0, nesterov: true, weight_decay: 0.0 }.build().is_err());
-        assert!(Scheduler::new(Schedule::Step { step_size: 0, gamma: 0.5 }, 1.0).is_err());
+        assert!(OptimizerSpec::Adam {
+            lr: -1.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false
+        }
+        .build()
+        .is_err());
+        assert!(OptimizerSpec::SGD {
+            lr: 0.1,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: true,
+            weight_decay: 0.0
+        }
+        .build()
+        .is_err());
+        assert!(Scheduler::new(
+            Schedule::Step {
+                step_size: 0,
+                gamma: 0.5
+            },
+            1.0
+        )
+        .is_err());
     }
 }

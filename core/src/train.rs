@@ -10,6 +10,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::{Tape, Tensor, Var};
+
+/// A borrowed batch of inputs: the first axis is the sample.
+pub type Input<'a> = ndarray::ArrayViewD<'a, f32>;
 use crate::model::Model;
 use crate::nn::Module;
 use crate::optim::{clip_grad_norm, Schedule, Scheduler};
@@ -82,13 +85,17 @@ impl Loss {
             "mse" => Loss::Mse,
             "mae" => Loss::Mae,
             "huber" => Loss::Huber { delta: 1.0 },
-            "cross_entropy" => Loss::CrossEntropy { label_smoothing: 0.0, class_weights: None },
+            "cross_entropy" => Loss::CrossEntropy {
+                label_smoothing: 0.0,
+                class_weights: None,
+            },
             "binary_cross_entropy" => Loss::BinaryCrossEntropy,
             other => {
                 return Err(KilnError::Unknown {
                     kind: "loss",
                     name: other.into(),
-                    hint: ". Known losses: mse, mae, huber, cross_entropy, binary_cross_entropy".into(),
+                    hint: ". Known losses: mse, mae, huber, cross_entropy, binary_cross_entropy"
+                        .into(),
                 })
             }
         })
@@ -102,9 +109,19 @@ impl Loss {
     /// Record the loss of `out` against `y` on the tape.
     pub fn apply(&self, t: &mut Tape, out: Var, y: &Targets) -> Result<Var> {
         match (self, y) {
-            (Loss::CrossEntropy { label_smoothing, class_weights }, Targets::Classes(c)) => t.cross_entropy(out, c, class_weights.as_deref(), *label_smoothing),
-            (Loss::CrossEntropy { .. }, Targets::Values(_)) => value_err!("cross_entropy needs integer class labels as targets"),
-            (_, Targets::Classes(_)) => value_err!("this loss needs real-valued targets, not class labels"),
+            (
+                Loss::CrossEntropy {
+                    label_smoothing,
+                    class_weights,
+                },
+                Targets::Classes(c),
+            ) => t.cross_entropy(out, c, class_weights.as_deref(), *label_smoothing),
+            (Loss::CrossEntropy { .. }, Targets::Values(_)) => {
+                value_err!("cross_entropy needs integer class labels as targets")
+            }
+            (_, Targets::Classes(_)) => {
+                value_err!("this loss needs real-valued targets, not class labels")
+            }
             (loss, Targets::Values(v)) => {
                 let shape = t.shape(out).to_vec();
                 if v.len() != shape.iter().product::<usize>() {
@@ -141,7 +158,13 @@ impl Metric {
             "accuracy" | "acc" => Metric::Accuracy,
             "mae" => Metric::Mae,
             "mse" => Metric::Mse,
-            other => return Err(KilnError::Unknown { kind: "metric", name: other.into(), hint: ". Known metrics: accuracy, mae, mse".into() }),
+            other => {
+                return Err(KilnError::Unknown {
+                    kind: "metric",
+                    name: other.into(),
+                    hint: ". Known metrics: accuracy, mae, mse".into(),
+                })
+            }
         })
     }
     /// The log key.
@@ -156,16 +179,34 @@ impl Metric {
     fn batch_sum(&self, out: &Tensor, y: &Targets) -> (f64, usize) {
         match (self, y) {
             (Metric::Accuracy, Targets::Classes(c)) => {
-                let correct = out.outer_iter().zip(c).filter(|(row, &l)| argmax(row.iter()) == l).count();
+                let correct = out
+                    .outer_iter()
+                    .zip(c)
+                    .filter(|(row, &l)| argmax(row.iter()) == l)
+                    .count();
                 (correct as f64, c.len())
             }
             (Metric::Accuracy, Targets::Values(v)) => {
-                let correct = out.iter().zip(v.iter()).filter(|(&o, &t)| (o > 0.0) == (t > 0.5)).count();
+                let correct = out
+                    .iter()
+                    .zip(v.iter())
+                    .filter(|(&o, &t)| (o > 0.0) == (t > 0.5))
+                    .count();
                 (correct as f64, v.len())
             }
             (Metric::Mae | Metric::Mse, Targets::Values(v)) => {
                 let sq = *self == Metric::Mse;
-                let s = out.iter().zip(v.iter()).map(|(&o, &t)| if sq { ((o - t) as f64).powi(2) } else { (o - t).abs() as f64 }).sum();
+                let s = out
+                    .iter()
+                    .zip(v.iter())
+                    .map(|(&o, &t)| {
+                        if sq {
+                            ((o - t) as f64).powi(2)
+                        } else {
+                            (o - t).abs() as f64
+                        }
+                    })
+                    .sum();
                 (s, v.len())
             }
             (_, Targets::Classes(c)) => (0.0, c.len()),
@@ -185,6 +226,7 @@ fn argmax<'a>(it: impl Iterator<Item = &'a f32>) -> usize {
 
 /// Early stopping: stop when `monitor` has not improved by `min_delta` for `patience` epochs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EarlyStopping {
     /// Log key watched ("val_loss" by default; falls back to "loss" without validation data).
     pub monitor: String,
@@ -196,8 +238,21 @@ pub struct EarlyStopping {
     pub restore_best_weights: bool,
 }
 
-/// Everything `fit` needs besides the data.
-#[derive(Clone, Debug)]
+/// Save a checkpoint during training, atomically, after every epoch or only when `monitor` improves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpointing {
+    /// Where the .kiln file goes (replaced atomically each time).
+    pub path: String,
+    /// Log key watched with `save_best_only` ("val_loss"; falls back to "loss").
+    pub monitor: String,
+    /// Save only when the monitored value reaches a new minimum.
+    pub save_best_only: bool,
+}
+
+/// Everything `fit` needs besides the data (deserialisable, so bindings can pass it as JSON).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct FitConfig {
     /// Passes over the training data.
     pub epochs: usize,
@@ -213,11 +268,22 @@ pub struct FitConfig {
     pub clip_grad_norm: Option<f32>,
     /// Learning-rate schedule, stepped per epoch.
     pub schedule: Option<Schedule>,
+    /// Checkpoints written during training.
+    pub checkpoint: Option<Checkpointing>,
 }
 
 impl Default for FitConfig {
     fn default() -> Self {
-        FitConfig { epochs: 1, batch_size: 32, shuffle: true, validation_split: 0.0, early_stopping: None, clip_grad_norm: None, schedule: None }
+        FitConfig {
+            epochs: 1,
+            batch_size: 32,
+            shuffle: true,
+            validation_split: 0.0,
+            early_stopping: None,
+            clip_grad_norm: None,
+            schedule: None,
+            checkpoint: None,
+        }
     }
 }
 
@@ -247,12 +313,14 @@ pub enum Event<'a> {
 }
 
 /// The callback's answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Control {
     /// Go on.
     Continue,
     /// Stop training now, keeping the weights reached.
     Stop,
+    /// Go on with this learning rate from now on.
+    SetLr(f32),
 }
 
 /// The per-epoch record of a `fit`, Keras style.
@@ -295,15 +363,22 @@ impl Clock {
     }
 }
 
-fn check_data(what: &str, x: &Tensor, y: &Targets) -> Result<()> {
+fn check_data(what: &str, x: &Input, y: &Targets) -> Result<()> {
     if x.ndim() < 1 || x.shape()[0] == 0 {
         value_err!("{what}: the input is empty (shape {:?})", x.shape());
     }
     if x.shape()[0] != y.len() {
-        crate::shape_err!("{what}: {} input samples but {} targets", x.shape()[0], y.len());
+        crate::shape_err!(
+            "{what}: {} input samples but {} targets",
+            x.shape()[0],
+            y.len()
+        );
     }
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        value_err!("{what}: the input contains {} at flat index {i}", x.iter().nth(i).unwrap());
+        value_err!(
+            "{what}: the input contains {} at flat index {i}",
+            x.iter().nth(i).unwrap()
+        );
     }
     if let Targets::Values(v) = y {
         if v.iter().any(|v| !v.is_finite()) {
@@ -314,14 +389,19 @@ fn check_data(what: &str, x: &Tensor, y: &Targets) -> Result<()> {
 }
 
 /// Run the model on `x` in batches, in evaluation mode.
-pub fn predict(net: &mut dyn Module, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+pub fn predict(net: &mut dyn Module, x: Input, batch_size: usize) -> Result<Tensor> {
     if x.ndim() < 1 || x.shape()[0] == 0 {
         value_err!("predict: the input is empty (shape {:?})", x.shape());
     }
     let mut outs = Vec::new();
     let n = x.shape()[0];
     for start in (0..n).step_by(batch_size.max(1)) {
-        let xb = x.slice_axis(Axis(0), ndarray::Slice::from(start..(start + batch_size).min(n))).to_owned();
+        let xb = x
+            .slice_axis(
+                Axis(0),
+                ndarray::Slice::from(start..(start + batch_size).min(n)),
+            )
+            .to_owned();
         let mut t = Tape::inference();
         let v = t.constant(xb);
         let out = net.forward(&mut t, v)?;
@@ -332,8 +412,8 @@ pub fn predict(net: &mut dyn Module, x: &Tensor, batch_size: usize) -> Result<Te
 }
 
 /// Loss and metrics over a data set, in evaluation mode.
-pub fn evaluate(model: &mut Model, x: &Tensor, y: &Targets, batch_size: usize) -> Result<Logs> {
-    check_data("evaluate", x, y)?;
+pub fn evaluate(model: &mut Model, x: Input, y: &Targets, batch_size: usize) -> Result<Logs> {
+    check_data("evaluate", &x, y)?;
     let loss = model.loss()?.clone();
     let metrics = model.metrics.clone();
     let n = x.shape()[0];
@@ -377,15 +457,23 @@ fn set_flat_grads(model: &mut Model, flat: &[f32]) {
     let mut at = 0;
     for p in model.net.trainable_mut() {
         let n = p.value.len();
-        let g = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + n].to_vec()).expect("sizes agree");
+        let g = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + n].to_vec())
+            .expect("sizes agree");
         p.grad = Some(g);
         at += n;
     }
 }
 
 /// Train `model` (compiled) on `x`, `y`. Validation data, when given, overrides `validation_split`.
-pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tensor, &Targets)>, cfg: &FitConfig, hooks: &mut Hooks) -> Result<History> {
-    check_data("fit", x, y)?;
+pub fn fit(
+    model: &mut Model,
+    x: Input,
+    y: &Targets,
+    validation: Option<(Input, &Targets)>,
+    cfg: &FitConfig,
+    hooks: &mut Hooks,
+) -> Result<History> {
+    check_data("fit", &x, y)?;
     let loss = model.loss()?.clone();
     if loss.wants_classes() != matches!(y, Targets::Classes(_)) {
         value_err!("fit: the loss {loss:?} does not match the kind of targets given");
@@ -394,7 +482,10 @@ pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tens
         value_err!("fit: batch_size must be positive");
     }
     if !(0.0..1.0).contains(&cfg.validation_split) {
-        value_err!("fit: validation_split must be in [0, 1), got {}", cfg.validation_split);
+        value_err!(
+            "fit: validation_split must be in [0, 1), got {}",
+            cfg.validation_split
+        );
     }
     let n = x.shape()[0];
     let (train_idx, split_val): (Vec<usize>, Option<Vec<usize>>) = match validation {
@@ -402,29 +493,39 @@ pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tens
         None if cfg.validation_split > 0.0 => {
             let n_val = ((n as f32) * cfg.validation_split) as usize;
             if n_val == 0 || n_val >= n {
-                value_err!("fit: validation_split {} leaves {} of {n} samples for validation", cfg.validation_split, n_val);
+                value_err!(
+                    "fit: validation_split {} leaves {} of {n} samples for validation",
+                    cfg.validation_split,
+                    n_val
+                );
             }
             ((0..n - n_val).collect(), Some((n - n_val..n).collect()))
         }
         None => ((0..n).collect(), None),
     };
     let split_data = split_val.map(|idx| (x.select(Axis(0), &idx), y.select(&idx)));
-    let val: Option<(&Tensor, &Targets)> = validation.or(split_data.as_ref().map(|(a, b)| (a, b)));
-    if let Some((vx, vy)) = val {
+    let val: Option<(Input, &Targets)> =
+        validation.or(split_data.as_ref().map(|(a, b)| (a.view(), b)));
+    if let Some((vx, vy)) = &val {
         check_data("validation data", vx, vy)?;
     }
-    model.remember_input(x)?;
+    model.remember_input(&x)?;
     let metrics = model.metrics.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(model.seed ^ 0x6b69_6c6e_5f66_6974 ^ model.fits_done);
     model.fits_done += 1;
     let base_lr = model.optimizer()?.spec().lr();
-    let mut scheduler = cfg.schedule.clone().map(|s| Scheduler::new(s, base_lr)).transpose()?;
+    let mut scheduler = cfg
+        .schedule
+        .clone()
+        .map(|s| Scheduler::new(s, base_lr))
+        .transpose()?;
     let mut history = History::default();
     let mut best: Option<(f64, BTreeMap<String, Tensor>)> = None;
     let mut waited = 0;
     let batches = train_idx.len().div_ceil(cfg.batch_size);
     let mut order = train_idx.clone();
     let mut last_logs: Option<Logs> = None;
+    let mut best_checkpoint = f64::INFINITY;
     'epochs: for epoch in 1..=cfg.epochs {
         if let Some(s) = scheduler.as_mut() {
             let opt = model.optimizer_mut()?;
@@ -446,7 +547,11 @@ pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tens
             let l = loss.apply(&mut t, out, &yb)?;
             let lv = t.value(l).sum();
             if !lv.is_finite() {
-                return Err(KilnError::NonFiniteLoss { epoch, batch: b + 1, value: lv });
+                return Err(KilnError::NonFiniteLoss {
+                    epoch,
+                    batch: b + 1,
+                    value: lv,
+                });
             }
             t.backward(l)?;
             model.net.collect_grads(&mut t);
@@ -457,11 +562,20 @@ pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tens
             }
             let out_value = t.take_value(out);
             drop(t);
-            let mut named: Vec<(String, &mut crate::nn::Param)> = model.net.tensors_mut().into_iter().filter(|(_, p)| p.trainable).collect();
+            let mut named: Vec<(String, &mut crate::nn::Param)> = model
+                .net
+                .tensors_mut()
+                .into_iter()
+                .filter(|(_, p)| p.trainable)
+                .collect();
             if let Some(max) = cfg.clip_grad_norm {
                 clip_grad_norm(&mut named, max);
             }
-            model.optimizer.as_mut().expect("checked by optimizer()").step(named);
+            model
+                .optimizer
+                .as_mut()
+                .expect("checked by optimizer()")
+                .step(named);
             sums[0] += lv as f64 * chunk.len() as f64;
             counts[0] += chunk.len();
             for (k, m) in metrics.iter().enumerate() {
@@ -474,16 +588,29 @@ pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tens
                 logs.insert(m.name().into(), sums[k + 1] / counts[k + 1].max(1) as f64);
             }
             if let Some(cb) = hooks.on_event.as_mut() {
-                if cb(&Event::BatchEnd { epoch, batch: b + 1, batches, logs: &logs }) == Control::Stop {
-                    history.stopped_by = Some("callback".into());
-                    break 'epochs;
+                match cb(&Event::BatchEnd {
+                    epoch,
+                    batch: b + 1,
+                    batches,
+                    logs: &logs,
+                }) {
+                    Control::Stop => {
+                        history.stopped_by = Some("callback".into());
+                        break 'epochs;
+                    }
+                    Control::SetLr(lr) => model.optimizer_mut()?.set_lr(lr),
+                    Control::Continue => {}
                 }
             }
         }
         let secs = clock.seconds();
-        history.samples_per_sec.push(if secs > 0.0 { train_idx.len() as f64 / secs } else { 0.0 });
-        if let Some((vx, vy)) = val {
-            for (k, v) in evaluate(model, vx, vy, 256)? {
+        history.samples_per_sec.push(if secs > 0.0 {
+            train_idx.len() as f64 / secs
+        } else {
+            0.0
+        });
+        if let Some((vx, vy)) = &val {
+            for (k, v) in evaluate(model, vx.view(), vy, 256)? {
                 logs.insert(format!("val_{k}"), v);
             }
         }
@@ -493,17 +620,43 @@ pub fn fit(model: &mut Model, x: &Tensor, y: &Targets, validation: Option<(&Tens
         }
         history.epochs = epoch;
         if let Some(cb) = hooks.on_event.as_mut() {
-            if cb(&Event::EpochEnd { epoch, logs: &logs }) == Control::Stop {
-                history.stopped_by = Some("callback".into());
-                break;
+            match cb(&Event::EpochEnd { epoch, logs: &logs }) {
+                Control::Stop => {
+                    history.stopped_by = Some("callback".into());
+                    break;
+                }
+                Control::SetLr(lr) => model.optimizer_mut()?.set_lr(lr),
+                Control::Continue => {}
+            }
+        }
+        if let Some(ck) = &cfg.checkpoint {
+            let key = if logs.contains_key(&ck.monitor) {
+                ck.monitor.as_str()
+            } else {
+                "loss"
+            };
+            if !ck.save_best_only || logs[key] < best_checkpoint {
+                best_checkpoint = logs[key];
+                model.save(&ck.path)?;
             }
         }
         if let Some(es) = &cfg.early_stopping {
-            let key = if logs.contains_key(&es.monitor) { es.monitor.as_str() } else { "loss" };
+            let key = if logs.contains_key(&es.monitor) {
+                es.monitor.as_str()
+            } else {
+                "loss"
+            };
             let value = logs[key];
             let improved = best.as_ref().is_none_or(|(b, _)| value < b - es.min_delta);
             if improved {
-                best = Some((value, if es.restore_best_weights { model.net.state_dict() } else { BTreeMap::new() }));
+                best = Some((
+                    value,
+                    if es.restore_best_weights {
+                        model.net.state_dict()
+                    } else {
+                        BTreeMap::new()
+                    },
+                ));
                 waited = 0;
             } else {
                 waited += 1;

@@ -33,7 +33,8 @@ fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model
     }
     model.input_shape = Some(sample.to_vec());
     let bytes = export_onnx(&model, &opts).unwrap();
-    let sess = InferenceSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("{layers_json}: {e}"));
+    let sess =
+        InferenceSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("{layers_json}: {e}"));
     assert_eq!(sess.inputs()[0].dims[0], None, "batch is symbolic");
     for batch in [1, 37] {
         let mut shape = vec![batch];
@@ -42,15 +43,26 @@ fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model
         if layers_json.contains("Embedding") {
             x.mapv_inplace(|v| (v.abs() * 2.0).floor());
         }
-        let want = model.predict(&x, 16).unwrap();
-        let input = if layers_json.starts_with(r#"[{"type":"Embedding""#) { TensorData::I64(x.mapv(|v| v as i64)) } else { TensorData::F32(x) };
+        let want = model.predict(x.view(), 16).unwrap();
+        let input = if layers_json.starts_with(r#"[{"type":"Embedding""#) {
+            TensorData::I64(x.mapv(|v| v as i64))
+        } else {
+            TensorData::F32(x)
+        };
         let got = match sess.run(vec![input]).unwrap().remove(0) {
             TensorData::F32(a) => a,
             other => panic!("unexpected output {:?}", other.dtype()),
         };
         assert_eq!(got.shape(), want.shape(), "{layers_json}");
-        let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(diff < 1e-5, "{layers_json} batch {batch}: max |diff| {diff}");
+        let diff = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            diff < 1e-5,
+            "{layers_json} batch {batch}: max |diff| {diff}"
+        );
     }
     model
 }
@@ -58,25 +70,87 @@ fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model
 #[test]
 fn each_layer_alone() {
     let o = ExportOptions::default;
-    round_trip(r#"[{"type":"Linear","in_features":6,"out_features":4}]"#, &[6], o());
-    round_trip(r#"[{"type":"Linear","in_features":6,"out_features":4,"bias":false}]"#, &[6], o());
-    round_trip(r#"[{"type":"Conv2d","in_channels":2,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}]"#, &[2, 6, 6], o());
-    round_trip(r#"[{"type":"Conv2d","in_channels":4,"out_channels":6,"kernel_size":[3,2],"stride":[2,1],"padding":[1,0],"dilation":[1,2],"groups":2,"bias":false}]"#, &[4, 7, 7], o());
-    round_trip(r#"[{"type":"Conv1d","in_channels":3,"out_channels":5,"kernel_size":3,"stride":2,"padding":1}]"#, &[3, 10], o());
-    round_trip(r#"[{"type":"MaxPool2d","kernel_size":[2,2],"stride":[2,2]}]"#, &[3, 6, 6], o());
-    round_trip(r#"[{"type":"MaxPool2d","kernel_size":[3,3],"stride":[2,2],"padding":[1,1]}]"#, &[3, 7, 7], o());
-    round_trip(r#"[{"type":"AvgPool2d","kernel_size":[3,3],"stride":[2,2],"padding":[1,1]}]"#, &[3, 7, 7], o());
+    round_trip(
+        r#"[{"type":"Linear","in_features":6,"out_features":4}]"#,
+        &[6],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"Linear","in_features":6,"out_features":4,"bias":false}]"#,
+        &[6],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"Conv2d","in_channels":2,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}]"#,
+        &[2, 6, 6],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"Conv2d","in_channels":4,"out_channels":6,"kernel_size":[3,2],"stride":[2,1],"padding":[1,0],"dilation":[1,2],"groups":2,"bias":false}]"#,
+        &[4, 7, 7],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"Conv1d","in_channels":3,"out_channels":5,"kernel_size":3,"stride":2,"padding":1}]"#,
+        &[3, 10],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"MaxPool2d","kernel_size":[2,2],"stride":[2,2]}]"#,
+        &[3, 6, 6],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"MaxPool2d","kernel_size":[3,3],"stride":[2,2],"padding":[1,1]}]"#,
+        &[3, 7, 7],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"AvgPool2d","kernel_size":[3,3],"stride":[2,2],"padding":[1,1]}]"#,
+        &[3, 7, 7],
+        o(),
+    );
     round_trip(r#"[{"type":"Flatten"}]"#, &[3, 4, 2], o());
     round_trip(r#"[{"type":"Flatten","start_dim":2}]"#, &[3, 4, 2], o());
-    for act in [r#"{"type":"ReLU"}"#, r#"{"type":"LeakyReLU","negative_slope":0.2}"#, r#"{"type":"Sigmoid"}"#, r#"{"type":"Tanh"}"#, r#"{"type":"Softmax","dim":1}"#, r#"{"type":"Softmax"}"#, r#"{"type":"GELU"}"#, r#"{"type":"GELU","approximate":"tanh"}"#, r#"{"type":"Dropout","p":0.5}"#] {
+    for act in [
+        r#"{"type":"ReLU"}"#,
+        r#"{"type":"LeakyReLU","negative_slope":0.2}"#,
+        r#"{"type":"Sigmoid"}"#,
+        r#"{"type":"Tanh"}"#,
+        r#"{"type":"Softmax","dim":1}"#,
+        r#"{"type":"Softmax"}"#,
+        r#"{"type":"GELU"}"#,
+        r#"{"type":"GELU","approximate":"tanh"}"#,
+        r#"{"type":"Dropout","p":0.5}"#,
+    ] {
         round_trip(&format!("[{act}]"), &[5], o());
     }
-    round_trip(r#"[{"type":"GELU"},{"type":"GELU","approximate":"tanh"}]"#, &[5], ExportOptions { opset: 20, ..o() });
+    round_trip(
+        r#"[{"type":"GELU"},{"type":"GELU","approximate":"tanh"}]"#,
+        &[5],
+        ExportOptions { opset: 20, ..o() },
+    );
     round_trip(r#"[{"type":"BatchNorm1d","num_features":5}]"#, &[5], o());
-    round_trip(r#"[{"type":"BatchNorm2d","num_features":3}]"#, &[3, 4, 4], o());
-    round_trip(r#"[{"type":"LayerNorm","normalized_shape":[5]}]"#, &[5], o());
-    round_trip(r#"[{"type":"LayerNorm","normalized_shape":[2,5]}]"#, &[2, 5], o());
-    round_trip(r#"[{"type":"Embedding","num_embeddings":5,"embedding_dim":3},{"type":"Flatten"}]"#, &[4], o());
+    round_trip(
+        r#"[{"type":"BatchNorm2d","num_features":3}]"#,
+        &[3, 4, 4],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"LayerNorm","normalized_shape":[5]}]"#,
+        &[5],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"LayerNorm","normalized_shape":[2,5]}]"#,
+        &[2, 5],
+        o(),
+    );
+    round_trip(
+        r#"[{"type":"Embedding","num_embeddings":5,"embedding_dim":3},{"type":"Flatten"}]"#,
+        &[4],
+        o(),
+    );
 }
 
 #[test]
@@ -86,7 +160,12 @@ fn whole_models_and_metadata() {
         {"type":"GELU"},{"type":"AvgPool2d","kernel_size":[2,2],"stride":[2,2]},{"type":"Flatten"},{"type":"Dropout","p":0.2},
         {"type":"Linear","in_features":64,"out_features":10}]"#;
     let labels: Vec<String> = (0..10).map(|d| d.to_string()).collect();
-    let opts = ExportOptions { labels: Some(labels.clone()), input_scale: Some(1.0 / 16.0), input_offset: Some(0.0), ..Default::default() };
+    let opts = ExportOptions {
+        labels: Some(labels.clone()),
+        input_scale: Some(1.0 / 16.0),
+        input_offset: Some(0.0),
+        ..Default::default()
+    };
     let model = round_trip(cnn, &[1, 8, 8], opts.clone());
     let sess = InferenceSession::from_bytes(&export_onnx(&model, &opts).unwrap()).unwrap();
     assert_eq!(sess.labels(), Some(labels));
@@ -100,9 +179,21 @@ fn whole_models_and_metadata() {
 
 #[test]
 fn export_errors() {
-    let layers = LayerSpec::list_from_json(r#"[{"type":"Linear","in_features":2,"out_features":2}]"#).unwrap();
+    let layers =
+        LayerSpec::list_from_json(r#"[{"type":"Linear","in_features":2,"out_features":2}]"#)
+            .unwrap();
     let mut m = Model::new(&layers, 0).unwrap();
-    assert!(export_onnx(&m, &ExportOptions::default()).unwrap_err().to_string().contains("input shape"));
+    assert!(export_onnx(&m, &ExportOptions::default())
+        .unwrap_err()
+        .to_string()
+        .contains("input shape"));
     m.input_shape = Some(vec![2]);
-    assert!(export_onnx(&m, &ExportOptions { opset: 13, ..Default::default() }).is_err());
+    assert!(export_onnx(
+        &m,
+        &ExportOptions {
+            opset: 13,
+            ..Default::default()
+        }
+    )
+    .is_err());
 }

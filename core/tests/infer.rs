@@ -29,10 +29,16 @@ fn vi(name: &str, elem: DataType, dims: &[D]) -> ValueInfoProto {
             },
         })
         .collect();
-    let tensor = type_proto::Tensor { elem_type: elem as i32, shape: Some(TensorShapeProto { dim }) };
+    let tensor = type_proto::Tensor {
+        elem_type: elem as i32,
+        shape: Some(TensorShapeProto { dim }),
+    };
     ValueInfoProto {
         name: name.into(),
-        r#type: Some(TypeProto { value: Some(Value::TensorType(tensor)), ..Default::default() }),
+        r#type: Some(TypeProto {
+            value: Some(Value::TensorType(tensor)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -73,7 +79,10 @@ fn model(
     inits: Vec<TensorProto>,
     meta: &[(&str, &str)],
 ) -> ModelProto {
-    let opset = |domain: &str, version| OperatorSetIdProto { domain: domain.into(), version };
+    let opset = |domain: &str, version| OperatorSetIdProto {
+        domain: domain.into(),
+        version,
+    };
     ModelProto {
         ir_version: 8,
         opset_import: vec![opset("", 17), opset("ai.onnx.ml", 3)],
@@ -88,13 +97,18 @@ fn model(
         }),
         metadata_props: meta
             .iter()
-            .map(|(k, v)| StringStringEntryProto { key: k.to_string(), value: v.to_string() })
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
             .collect(),
         ..Default::default()
     }
 }
 
-const W: [f32; 12] = [0.5, -1.0, 2.0, 1.5, 0.25, -0.5, -2.0, 1.0, 0.0, 0.75, -0.25, 1.0];
+const W: [f32; 12] = [
+    0.5, -1.0, 2.0, 1.5, 0.25, -0.5, -2.0, 1.0, 0.0, 0.75, -0.25, 1.0,
+];
 const B: [f32; 3] = [0.1, -0.2, 0.3];
 
 /// y = relu(x @ W + b), x: [batch, 4] with a named batch dimension, y: [batch, 3].
@@ -131,7 +145,9 @@ fn load_err(m: ModelProto) -> String {
 }
 
 fn input(batch: usize, seed: f32) -> ArrayD<f32> {
-    ArrayD::from_shape_fn(IxDyn(&[batch, 4]), |ix| ((ix[0] * 4 + ix[1]) as f32 * 0.37 + seed).sin())
+    ArrayD::from_shape_fn(IxDyn(&[batch, 4]), |ix| {
+        ((ix[0] * 4 + ix[1]) as f32 * 0.37 + seed).sin()
+    })
 }
 
 fn f32_out(out: &TensorData) -> &ArrayD<f32> {
@@ -143,8 +159,15 @@ fn f32_out(out: &TensorData) -> &ArrayD<f32> {
 
 fn assert_close(got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) {
     assert_eq!(got.shape(), want.shape());
-    let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-    assert!(diff <= tol, "max |diff| {diff} > {tol}\ngot {got}\nwant {want}");
+    let diff = got
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff <= tol,
+        "max |diff| {diff} > {tol}\ngot {got}\nwant {want}"
+    );
 }
 
 #[test]
@@ -185,30 +208,48 @@ fn free_batch_dims_written_any_way_become_symbols() {
 fn metadata_and_labels() {
     let sess = load(dense_relu(
         D::P("batch"),
-        &[("kiln.labels", r#"["cat", "dog", "eel"]"#), ("kiln.version", "0.1.0")],
+        &[
+            ("kiln.labels", r#"["cat", "dog", "eel"]"#),
+            ("kiln.version", "0.1.0"),
+        ],
     ));
-    assert_eq!(sess.labels(), Some(vec!["cat".to_string(), "dog".into(), "eel".into()]));
-    assert_eq!(sess.metadata().get("kiln.version").map(String::as_str), Some("0.1.0"));
+    assert_eq!(
+        sess.labels(),
+        Some(vec!["cat".to_string(), "dog".into(), "eel".into()])
+    );
+    assert_eq!(
+        sess.metadata().get("kiln.version").map(String::as_str),
+        Some("0.1.0")
+    );
     assert_eq!(sess.metadata().len(), 2);
     assert_eq!(load(dense_relu(D::P("batch"), &[])).labels(), None);
     // Not a JSON list of strings: no labels rather than an error.
-    assert_eq!(load(dense_relu(D::P("batch"), &[("kiln.labels", "{oops")])).labels(), None);
+    assert_eq!(
+        load(dense_relu(D::P("batch"), &[("kiln.labels", "{oops")])).labels(),
+        None
+    );
 }
 
 #[test]
 fn wrong_inputs_get_kiln_messages() {
     let sess = load(dense_relu(D::P("batch"), &[]));
-    let wrong_shape = sess.run(vec![ArrayD::<f32>::zeros(IxDyn(&[1, 64])).into()]).unwrap_err();
+    let wrong_shape = sess
+        .run(vec![ArrayD::<f32>::zeros(IxDyn(&[1, 64])).into()])
+        .unwrap_err();
     assert_eq!(
         wrong_shape.to_string(),
         "input \"x\": expected shape [?, 4] (float32), got [1, 64] (float32)"
     );
-    let wrong_rank = sess.run(vec![ArrayD::<f32>::zeros(IxDyn(&[4])).into()]).unwrap_err();
+    let wrong_rank = sess
+        .run(vec![ArrayD::<f32>::zeros(IxDyn(&[4])).into()])
+        .unwrap_err();
     assert_eq!(
         wrong_rank.to_string(),
         "input \"x\": expected shape [?, 4] (float32), got [4] (float32)"
     );
-    let wrong_dtype = sess.run(vec![ArrayD::<f64>::zeros(IxDyn(&[2, 4])).into()]).unwrap_err();
+    let wrong_dtype = sess
+        .run(vec![ArrayD::<f64>::zeros(IxDyn(&[2, 4])).into()])
+        .unwrap_err();
     assert_eq!(
         wrong_dtype.to_string(),
         "input \"x\": expected shape [?, 4] (float32), got [2, 4] (float64)"
@@ -238,16 +279,31 @@ fn run_named_takes_inputs_in_any_order() {
     let sess = load(add_two());
     let a = array![[1.0f32, 2.0, 3.0]].into_dyn();
     let b = array![[10.0f32, 20.0, 30.0]].into_dyn();
-    let out = sess.run_named(vec![("b".into(), b.clone().into()), ("a".into(), a.clone().into())]);
+    let out = sess.run_named(vec![
+        ("b".into(), b.clone().into()),
+        ("a".into(), a.clone().into()),
+    ]);
     assert_close(f32_out(&out.unwrap()[0]), &(&a + &b), 0.0);
 
-    let unknown = sess.run_named(vec![("c".into(), a.clone().into())]).unwrap_err();
-    assert_eq!(unknown.to_string(), "the model has no input \"c\" (its inputs: \"a\", \"b\")");
-    let missing = sess.run_named(vec![("a".into(), a.clone().into())]).unwrap_err();
+    let unknown = sess
+        .run_named(vec![("c".into(), a.clone().into())])
+        .unwrap_err();
+    assert_eq!(
+        unknown.to_string(),
+        "the model has no input \"c\" (its inputs: \"a\", \"b\")"
+    );
+    let missing = sess
+        .run_named(vec![("a".into(), a.clone().into())])
+        .unwrap_err();
     assert_eq!(missing.to_string(), "missing input \"b\"");
-    let twice =
-        sess.run_named(vec![("a".into(), a.clone().into()), ("a".into(), a.clone().into())]);
-    assert_eq!(twice.unwrap_err().to_string(), "input \"a\" was given twice");
+    let twice = sess.run_named(vec![
+        ("a".into(), a.clone().into()),
+        ("a".into(), a.clone().into()),
+    ]);
+    assert_eq!(
+        twice.unwrap_err().to_string(),
+        "input \"a\" was given twice"
+    );
 }
 
 #[test]
@@ -268,9 +324,15 @@ fn integer_inputs_and_boolean_outputs() {
     let table = init_f32("table", &[3, 2], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
     let half = init_f32("half", &[], &[2.5]);
     let m = model(
-        vec![node("Gather", &["table", "idx"], &["rows"], "gather"), node("Greater", &["rows", "half"], &["big"], "gt")],
+        vec![
+            node("Gather", &["table", "idx"], &["rows"], "gather"),
+            node("Greater", &["rows", "half"], &["big"], "gt"),
+        ],
         vec![vi("idx", DataType::Int64, &[D::P("N")])],
-        vec![vi("rows", DataType::Float, &[]), vi("big", DataType::Bool, &[])],
+        vec![
+            vi("rows", DataType::Float, &[]),
+            vi("big", DataType::Bool, &[]),
+        ],
         vec![table, half],
         &[],
     );
@@ -278,8 +340,14 @@ fn integer_inputs_and_boolean_outputs() {
     assert_eq!(sess.inputs()[0].dtype, DType::I64);
     assert_eq!(sess.outputs()[1].dtype, DType::Bool);
     let out = sess.run(vec![array![2i64, 0].into_dyn().into()]).unwrap();
-    assert_eq!(f32_out(&out[0]), &array![[4.0f32, 5.0], [0.0, 1.0]].into_dyn());
-    assert_eq!(out[1], TensorData::Bool(array![[true, true], [false, false]].into_dyn()));
+    assert_eq!(
+        f32_out(&out[0]),
+        &array![[4.0f32, 5.0], [0.0, 1.0]].into_dyn()
+    );
+    assert_eq!(
+        out[1],
+        TensorData::Bool(array![[true, true], [false, false]].into_dyn())
+    );
 }
 
 #[test]
@@ -304,7 +372,10 @@ fn unknown_operators_are_named() {
         vec![],
         &[],
     );
-    assert_eq!(load_err(m), "unsupported ONNX operator \"Bar\" (domain \"ai.onnx\", opset 17) in node \"y\"");
+    assert_eq!(
+        load_err(m),
+        "unsupported ONNX operator \"Bar\" (domain \"ai.onnx\", opset 17) in node \"y\""
+    );
 }
 
 #[test]
@@ -317,7 +388,9 @@ fn broken_graphs_are_refused_with_the_place_named() {
     );
 
     let mut m = dense_relu(D::P("batch"), &[]);
-    m.graph.as_mut().unwrap().initializer[0].float_data.truncate(7);
+    m.graph.as_mut().unwrap().initializer[0]
+        .float_data
+        .truncate(7);
     assert_eq!(
         load_err(m),
         "initializer \"W\": shape [4, 3] (Float) needs 12 values of data, the file holds 7 values \
@@ -348,10 +421,16 @@ fn shape_errors_inside_the_graph_name_the_node() {
 #[test]
 fn bad_bytes_are_not_onnx() {
     for bytes in [&b""[..], b"hello, not a model", &[0xff; 64]] {
-        let e = InferenceSession::from_bytes(bytes).err().expect("refused").to_string();
+        let e = InferenceSession::from_bytes(bytes)
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.starts_with("not a valid ONNX model"), "{e}");
     }
-    let e = InferenceSession::from_path("/nonexistent/model.onnx").err().unwrap().to_string();
+    let e = InferenceSession::from_path("/nonexistent/model.onnx")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("/nonexistent/model.onnx"), "{e}");
 }
 
@@ -359,7 +438,10 @@ fn bad_bytes_are_not_onnx() {
 fn scaler_and_zipmap_from_scikit_learn() {
     let mut scaler = node("Scaler", &["x"], &["scaled"], "scaler");
     scaler.domain = "ai.onnx.ml".into();
-    scaler.attribute = vec![attr_floats("offset", &[1.0, 2.0, 3.0, 4.0]), attr_floats("scale", &[0.5, 2.0, -1.0, 1.0])];
+    scaler.attribute = vec![
+        attr_floats("offset", &[1.0, 2.0, 3.0, 4.0]),
+        attr_floats("scale", &[0.5, 2.0, -1.0, 1.0]),
+    ];
     let mut zip = node("ZipMap", &["scaled"], &["probs"], "zip");
     zip.domain = "ai.onnx.ml".into();
     let m = model(
@@ -371,7 +453,9 @@ fn scaler_and_zipmap_from_scikit_learn() {
     );
     let sess = load(m);
     assert_eq!(sess.inputs()[0].dtype, DType::F64);
-    let out = sess.run(vec![array![[3.0f64, 2.0, 1.0, 0.0], [1.0, 4.0, 5.0, 8.0]].into_dyn().into()]);
+    let out = sess.run(vec![array![[3.0f64, 2.0, 1.0, 0.0], [1.0, 4.0, 5.0, 8.0]]
+        .into_dyn()
+        .into()]);
     let want = array![[1.0f32, 0.0, 2.0, -4.0], [0.0, 4.0, -2.0, 4.0]].into_dyn();
     assert_close(f32_out(&out.unwrap()[0]), &want, 0.0);
 }
@@ -411,8 +495,12 @@ fn fixtures() -> Vec<std::path::PathBuf> {
 }
 
 fn tensor_from_json(v: &serde_json::Value) -> (String, TensorData) {
-    let shape: Vec<usize> =
-        v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
     let data = v["data"].as_array().unwrap();
     let f = |d: &serde_json::Value| d.as_f64().unwrap();
     let arr = |values: Vec<f64>| ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap();
@@ -447,7 +535,12 @@ fn foreign_models_match_onnxruntime() {
                 continue;
             }
         };
-        let inputs = record["inputs"].as_array().unwrap().iter().map(tensor_from_json).collect();
+        let inputs = record["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(tensor_from_json)
+            .collect();
         let outputs = match sess.run_named(inputs) {
             Ok(o) => o,
             Err(e) => {
@@ -459,7 +552,11 @@ fn foreign_models_match_onnxruntime() {
         for (got, want) in outputs.iter().zip(record["outputs"].as_array().unwrap()) {
             let (out_name, want) = tensor_from_json(want);
             if got.shape() != want.shape() {
-                failures.push(format!("{name}/{out_name}: shape {:?} vs {:?}", got.shape(), want.shape()));
+                failures.push(format!(
+                    "{name}/{out_name}: shape {:?} vs {:?}",
+                    got.shape(),
+                    want.shape()
+                ));
                 continue;
             }
             let diff = got
@@ -470,11 +567,16 @@ fn foreign_models_match_onnxruntime() {
                 .fold(0.0f32, f32::max);
             let integral = !matches!(want, TensorData::F32(_) | TensorData::F64(_));
             if diff > if integral { 0.0 } else { tolerance } {
-                failures.push(format!("{name}/{out_name}: max |diff| {diff:e} > {tolerance:e}"));
+                failures.push(format!(
+                    "{name}/{out_name}: max |diff| {diff:e} > {tolerance:e}"
+                ));
             }
             worst = worst.max(diff);
         }
-        eprintln!("{name:24} max |diff| vs onnxruntime {worst:.3e} (optimized: {})", sess.is_optimized());
+        eprintln!(
+            "{name:24} max |diff| vs onnxruntime {worst:.3e} (optimized: {})",
+            sess.is_optimized()
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -507,6 +609,9 @@ fn damaged_bytes_never_panic() {
         }
     }
     let bytes = std::fs::read(fixtures()[0].clone()).unwrap();
-    let e = InferenceSession::from_bytes(&bytes[..bytes.len() / 2]).err().unwrap().to_string();
+    let e = InferenceSession::from_bytes(&bytes[..bytes.len() / 2])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.starts_with("not a valid ONNX model"), "{e}");
 }

@@ -40,7 +40,10 @@ fn gelu(x: f32, approx: GeluApprox) -> (f32, f32) {
             let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
             let th = u.tanh();
             let du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
-            (0.5 * x * (1.0 + th), 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du)
+            (
+                0.5 * x * (1.0 + th),
+                0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du,
+            )
         }
     }
 }
@@ -69,7 +72,13 @@ impl Tape {
     pub fn relu(&mut self, x: Var) -> Var {
         let y = self.value(x).mapv(|v| v.max(0.0));
         self.push(y, &[x], |c, g| {
-            vec![Some(Zip::from(g).and(c.input(0)).map_collect(|&g, &x| if x > 0.0 { g } else { 0.0 }))]
+            vec![Some(Zip::from(g).and(c.input(0)).map_collect(|&g, &x| {
+                if x > 0.0 {
+                    g
+                } else {
+                    0.0
+                }
+            }))]
         })
     }
 
@@ -77,7 +86,13 @@ impl Tape {
     pub fn leaky_relu(&mut self, x: Var, slope: f32) -> Var {
         let y = self.value(x).mapv(|v| if v > 0.0 { v } else { slope * v });
         self.push(y, &[x], move |c, g| {
-            vec![Some(Zip::from(g).and(c.input(0)).map_collect(|&g, &x| if x > 0.0 { g } else { slope * g }))]
+            vec![Some(Zip::from(g).and(c.input(0)).map_collect(|&g, &x| {
+                if x > 0.0 {
+                    g
+                } else {
+                    slope * g
+                }
+            }))]
         })
     }
 
@@ -85,7 +100,11 @@ impl Tape {
     pub fn gelu(&mut self, x: Var, approx: GeluApprox) -> Var {
         let y = self.value(x).mapv(|v| gelu(v, approx).0);
         self.push(y, &[x], move |c, g| {
-            vec![Some(Zip::from(g).and(c.input(0)).map_collect(|&g, &x| g * gelu(x, approx).1))]
+            vec![Some(
+                Zip::from(g)
+                    .and(c.input(0))
+                    .map_collect(|&g, &x| g * gelu(x, approx).1),
+            )]
         })
     }
 
@@ -93,14 +112,26 @@ impl Tape {
     pub fn sigmoid(&mut self, x: Var) -> Var {
         let y = self.value(x).mapv(sigmoid);
         // σ' = σ(1 - σ)
-        self.push(y, &[x], |c, g| vec![Some(Zip::from(g).and(c.output()).map_collect(|&g, &y| g * y * (1.0 - y)))])
+        self.push(y, &[x], |c, g| {
+            vec![Some(
+                Zip::from(g)
+                    .and(c.output())
+                    .map_collect(|&g, &y| g * y * (1.0 - y)),
+            )]
+        })
     }
 
     /// Hyperbolic tangent.
     pub fn tanh(&mut self, x: Var) -> Var {
         let y = self.value(x).mapv(f32::tanh);
         // tanh' = 1 - tanh²
-        self.push(y, &[x], |c, g| vec![Some(Zip::from(g).and(c.output()).map_collect(|&g, &y| g * (1.0 - y * y)))])
+        self.push(y, &[x], |c, g| {
+            vec![Some(
+                Zip::from(g)
+                    .and(c.output())
+                    .map_collect(|&g, &y| g * (1.0 - y * y)),
+            )]
+        })
     }
 
     /// Softmax along `axis`.
@@ -144,7 +175,11 @@ impl Tape {
         let keep = 1.0 / (1.0 - p);
         let shape = self.value(x).raw_dim();
         let rng = self.rng();
-        let mask: ArrayD<f32> = ArrayD::from_shape_simple_fn(shape, || if rng.random::<f32>() < p { 0.0 } else { keep });
+        let mask: ArrayD<f32> =
+            ArrayD::from_shape_simple_fn(
+                shape,
+                || if rng.random::<f32>() < p { 0.0 } else { keep },
+            );
         let y = self.value(x) * &mask;
         Ok(self.push(y, &[x], move |_, g| vec![Some(g * &mask)]))
     }
@@ -157,7 +192,10 @@ mod tests {
 
     /// Inputs kept at least 0.05 away from the kinks of relu-like functions.
     fn away_from_zero(shape: &[usize]) -> Vec<Tensor> {
-        random_inputs(&[shape], 5).into_iter().map(|x| x.mapv(|v| if v.abs() < 0.05 { v + 0.1 } else { v })).collect()
+        random_inputs(&[shape], 5)
+            .into_iter()
+            .map(|x| x.mapv(|v| if v.abs() < 0.05 { v + 0.1 } else { v }))
+            .collect()
     }
 
     #[test]
@@ -193,9 +231,14 @@ mod tests {
         let y = t.dropout(v, 0.25).unwrap();
         let kept = t.value(y).iter().filter(|&&e| e != 0.0).count();
         assert!((650..850).contains(&kept), "kept {kept} of 1000 at p=0.25");
-        assert!(t.value(y).iter().all(|&e| e == 0.0 || (e - 1.0 / 0.75).abs() < 1e-6));
+        assert!(t
+            .value(y)
+            .iter()
+            .all(|&e| e == 0.0 || (e - 1.0 / 0.75).abs() < 1e-6));
         // the gradient uses the same mask
-        check_at(vec![x.clone().mapv(|v| v * 0.3)], |t, v| t.dropout(v[0], 0.5).unwrap());
+        check_at(vec![x.clone().mapv(|v| v * 0.3)], |t, v| {
+            t.dropout(v[0], 0.5).unwrap()
+        });
         let mut eval = Tape::inference();
         let v = eval.constant(x.clone());
         let y = eval.dropout(v, 0.5).unwrap();

@@ -46,8 +46,17 @@ struct Geometry {
 impl Geometry {
     /// Visit every (column row, column index, input offset) triple that lands inside the input.
     #[inline]
-    fn for_each_tap(&self, channels: std::ops::Range<usize>, mut f: impl FnMut(usize, usize, usize)) {
-        let Window { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw], dilation: [dh, dw] } = self.win;
+    fn for_each_tap(
+        &self,
+        channels: std::ops::Range<usize>,
+        mut f: impl FnMut(usize, usize, usize),
+    ) {
+        let Window {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+        } = self.win;
         let l = self.oh * self.ow;
         let c0 = channels.start;
         for c in channels {
@@ -81,25 +90,52 @@ impl Tape {
     ///
     /// # Shapes
     /// `x: [N, C, H, W]`, `weight: [O, C/groups, kh, kw]`, `bias: [O]` → `[N, O, H', W']`
-    pub fn conv2d(&mut self, x: Var, weight: Var, bias: Option<Var>, stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], groups: usize) -> Result<Var> {
+    pub fn conv2d(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+        dilation: [usize; 2],
+        groups: usize,
+    ) -> Result<Var> {
         let (sx, sw) = (self.shape(x).to_vec(), self.shape(weight).to_vec());
         if sx.len() != 4 || sw.len() != 4 {
             shape_err!("Conv2d: expects input [N, C, H, W] and weight [O, C/groups, kh, kw], got {sx:?} and {sw:?}");
         }
         let (n, c, h, w, o) = (sx[0], sx[1], sx[2], sx[3], sw[0]);
         if groups == 0 || c % groups != 0 || o % groups != 0 || sw[1] * groups != c {
-            shape_err!("Conv2d: input with {c} channels does not fit weight {sw:?} with groups={groups}");
+            shape_err!(
+                "Conv2d: input with {c} channels does not fit weight {sw:?} with groups={groups}"
+            );
         }
         if let Some(b) = bias {
             if self.shape(b) != [o] {
-                shape_err!("Conv2d: bias of shape {:?} does not fit {o} output channels", self.shape(b));
+                shape_err!(
+                    "Conv2d: bias of shape {:?} does not fit {o} output channels",
+                    self.shape(b)
+                );
             }
         }
-        let win = Window { kernel: [sw[2], sw[3]], stride, padding, dilation };
+        let win = Window {
+            kernel: [sw[2], sw[3]],
+            stride,
+            padding,
+            dilation,
+        };
         let Some([oh, ow]) = win.output_size(h, w) else {
             shape_err!("Conv2d: a {:?} kernel (dilation {dilation:?}, padding {padding:?}) does not fit input {sx:?}", win.kernel);
         };
-        let geo = Geometry { n, c, h, w, oh, ow, win };
+        let geo = Geometry {
+            n,
+            c,
+            h,
+            w,
+            oh,
+            ow,
+            win,
+        };
         let (cg, og) = (c / groups, o / groups);
         let k = cg * sw[2] * sw[3];
         let nl = n * oh * ow;
@@ -109,15 +145,24 @@ impl Tape {
         let mut cols = vec![0f32; groups * k * nl];
         for g in 0..groups {
             let block = &mut cols[g * k * nl..(g + 1) * k * nl];
-            geo.for_each_tap(g * cg..(g + 1) * cg, |row, col, at| block[row * nl + col] = xs[at]);
+            geo.for_each_tap(g * cg..(g + 1) * cg, |row, col, at| {
+                block[row * nl + col] = xs[at]
+            });
         }
         let wv = self.value(weight).as_standard_layout().into_owned();
         let w2 = wv.view().into_shape_with_order((o, k)).unwrap();
         let mut y2 = ndarray::Array2::<f32>::zeros((o, nl));
         for g in 0..groups {
-            let cg_view = ArrayView2::from_shape((k, nl), &cols[g * k * nl..(g + 1) * k * nl]).unwrap();
+            let cg_view =
+                ArrayView2::from_shape((k, nl), &cols[g * k * nl..(g + 1) * k * nl]).unwrap();
             let mut out = y2.slice_mut(ndarray::s![g * og..(g + 1) * og, ..]);
-            gemm(1.0, &w2.slice(ndarray::s![g * og..(g + 1) * og, ..]), &cg_view, 0.0, &mut out);
+            gemm(
+                1.0,
+                &w2.slice(ndarray::s![g * og..(g + 1) * og, ..]),
+                &cg_view,
+                0.0,
+                &mut out,
+            );
         }
         if let Some(b) = bias {
             let bv = self.value(b);
@@ -126,11 +171,21 @@ impl Tape {
             }
         }
         // (O, N·L) → [N, O, H', W']
-        let y = y2.into_shape_with_order((o, n, oh, ow)).unwrap().permuted_axes([1, 0, 2, 3]).as_standard_layout().into_owned().into_dyn();
+        let y = y2
+            .into_shape_with_order((o, n, oh, ow))
+            .unwrap()
+            .permuted_axes([1, 0, 2, 3])
+            .as_standard_layout()
+            .into_owned()
+            .into_dyn();
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
         Ok(self.push(y, &inputs, move |ctx, gy| {
             // gy [N, O, H', W'] → (O, N·L)
-            let g2 = gy.view().permuted_axes(IxDyn(&[1, 0, 2, 3])).as_standard_layout().into_owned();
+            let g2 = gy
+                .view()
+                .permuted_axes(IxDyn(&[1, 0, 2, 3]))
+                .as_standard_layout()
+                .into_owned();
             let g2 = g2.into_shape_with_order((o, nl)).unwrap();
             let wv = ctx.input(1).as_standard_layout();
             let w2 = wv.view().into_shape_with_order((o, k)).unwrap();
@@ -140,23 +195,45 @@ impl Tape {
                 let mut dcols = ndarray::Array2::<f32>::zeros((k, nl));
                 for g in 0..groups {
                     let mut dc: ArrayViewMut2<f32> = dcols.view_mut();
-                    gemm(1.0, &w2.slice(ndarray::s![g * og..(g + 1) * og, ..]).t(), &g2.slice(ndarray::s![g * og..(g + 1) * og, ..]), 0.0, &mut dc);
+                    gemm(
+                        1.0,
+                        &w2.slice(ndarray::s![g * og..(g + 1) * og, ..]).t(),
+                        &g2.slice(ndarray::s![g * og..(g + 1) * og, ..]),
+                        0.0,
+                        &mut dc,
+                    );
                     let dcs = dcols.as_slice().unwrap();
-                    geo.for_each_tap(g * cg..(g + 1) * cg, |row, col, at| dx[at] += dcs[row * nl + col]);
+                    geo.for_each_tap(g * cg..(g + 1) * cg, |row, col, at| {
+                        dx[at] += dcs[row * nl + col]
+                    });
                 }
                 grads[0] = Some(ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).unwrap());
             }
             if ctx.needs(1) {
                 let mut dw = ndarray::Array2::<f32>::zeros((o, k));
                 for g in 0..groups {
-                    let cg_view = ArrayView2::from_shape((k, nl), &cols[g * k * nl..(g + 1) * k * nl]).unwrap();
+                    let cg_view =
+                        ArrayView2::from_shape((k, nl), &cols[g * k * nl..(g + 1) * k * nl])
+                            .unwrap();
                     let mut out = dw.slice_mut(ndarray::s![g * og..(g + 1) * og, ..]);
-                    gemm(1.0, &g2.slice(ndarray::s![g * og..(g + 1) * og, ..]), &cg_view.t(), 0.0, &mut out);
+                    gemm(
+                        1.0,
+                        &g2.slice(ndarray::s![g * og..(g + 1) * og, ..]),
+                        &cg_view.t(),
+                        0.0,
+                        &mut out,
+                    );
                 }
-                grads[1] = Some(dw.into_shape_with_order(IxDyn(&[o, cg, win.kernel[0], win.kernel[1]])).unwrap());
+                grads[1] = Some(
+                    dw.into_shape_with_order(IxDyn(&[o, cg, win.kernel[0], win.kernel[1]]))
+                        .unwrap(),
+                );
             }
             if ctx.inputs_len() == 3 {
-                grads.push(ctx.needs(2).then(|| g2.sum_axis(ndarray::Axis(1)).into_dyn()));
+                grads.push(
+                    ctx.needs(2)
+                        .then(|| g2.sum_axis(ndarray::Axis(1)).into_dyn()),
+                );
             }
             grads
         }))
@@ -166,14 +243,31 @@ impl Tape {
     ///
     /// # Shapes
     /// `x: [N, C, L]`, `weight: [O, C/groups, k]`, `bias: [O]` → `[N, O, L']`
-    pub fn conv1d(&mut self, x: Var, weight: Var, bias: Option<Var>, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<Var> {
+    pub fn conv1d(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Option<Var>,
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Result<Var> {
         let (sx, sw) = (self.shape(x).to_vec(), self.shape(weight).to_vec());
         if sx.len() != 3 || sw.len() != 3 {
             shape_err!("Conv1d: expects input [N, C, L] and weight [O, C/groups, k], got {sx:?} and {sw:?}");
         }
         let x4 = self.reshape(x, &[sx[0], sx[1], 1, sx[2]])?;
         let w4 = self.reshape(weight, &[sw[0], sw[1], 1, sw[2]])?;
-        let y = self.conv2d(x4, w4, bias, [1, stride], [0, padding], [1, dilation], groups)?;
+        let y = self.conv2d(
+            x4,
+            w4,
+            bias,
+            [1, stride],
+            [0, padding],
+            [1, dilation],
+            groups,
+        )?;
         let sy = self.shape(y).to_vec();
         self.reshape(y, &[sy[0], sy[1], sy[3]])
     }
@@ -182,16 +276,46 @@ impl Tape {
     ///
     /// # Shapes
     /// `x: [N, C, H, W]` → `[N, C, H', W']`
-    pub fn max_pool2d(&mut self, x: Var, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Result<Var> {
-        self.pool2d(x, Window { kernel, stride, padding, dilation: [1, 1] }, true)
+    pub fn max_pool2d(
+        &mut self,
+        x: Var,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Result<Var> {
+        self.pool2d(
+            x,
+            Window {
+                kernel,
+                stride,
+                padding,
+                dilation: [1, 1],
+            },
+            true,
+        )
     }
 
     /// 2-D average pooling; padded zeros count in the average (PyTorch's `count_include_pad=True`).
     ///
     /// # Shapes
     /// `x: [N, C, H, W]` → `[N, C, H', W']`
-    pub fn avg_pool2d(&mut self, x: Var, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Result<Var> {
-        self.pool2d(x, Window { kernel, stride, padding, dilation: [1, 1] }, false)
+    pub fn avg_pool2d(
+        &mut self,
+        x: Var,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Result<Var> {
+        self.pool2d(
+            x,
+            Window {
+                kernel,
+                stride,
+                padding,
+                dilation: [1, 1],
+            },
+            false,
+        )
     }
 
     fn pool2d(&mut self, x: Var, win: Window, is_max: bool) -> Result<Var> {
@@ -201,20 +325,39 @@ impl Tape {
             shape_err!("{name}: expects input [N, C, H, W], got {sx:?}");
         }
         if win.padding[0] * 2 > win.kernel[0] || win.padding[1] * 2 > win.kernel[1] {
-            shape_err!("{name}: padding {:?} must be at most half the kernel {:?}", win.padding, win.kernel);
+            shape_err!(
+                "{name}: padding {:?} must be at most half the kernel {:?}",
+                win.padding,
+                win.kernel
+            );
         }
         let (n, c, h, w) = (sx[0], sx[1], sx[2], sx[3]);
         let Some([oh, ow]) = win.output_size(h, w) else {
-            shape_err!("{name}: a {:?} window does not fit input {sx:?}", win.kernel);
+            shape_err!(
+                "{name}: a {:?} window does not fit input {sx:?}",
+                win.kernel
+            );
         };
         // One "image" per (n, c) plane: reuse the tap walker with a single channel per plane.
-        let geo = Geometry { n: n * c, c: 1, h, w, oh, ow, win };
+        let geo = Geometry {
+            n: n * c,
+            c: 1,
+            h,
+            w,
+            oh,
+            ow,
+            win,
+        };
         let xs = self.value(x).as_standard_layout();
         let xs = xs.as_slice().unwrap();
         let total = n * c * oh * ow;
         let taps = win.kernel[0] * win.kernel[1];
         let mut out = vec![if is_max { f32::NEG_INFINITY } else { 0.0 }; total];
-        let mut arg = if is_max { vec![usize::MAX; total] } else { Vec::new() };
+        let mut arg = if is_max {
+            vec![usize::MAX; total]
+        } else {
+            Vec::new()
+        };
         geo.for_each_tap(0..1, |_, col, at| {
             if is_max {
                 if xs[at] > out[col] || arg[col] == usize::MAX {
@@ -242,11 +385,12 @@ impl Tape {
                 let inv = 1.0 / taps as f32;
                 geo.for_each_tap(0..1, |_, col, at| dx[at] += gs[col] * inv);
             }
-            vec![Some(ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).unwrap())]
+            vec![Some(
+                ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).unwrap(),
+            )]
         }))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -259,37 +403,70 @@ mod tests {
 
     #[test]
     fn conv2d_gradients_over_geometries() {
-        check(&[&[2, 3, 5, 5], &[4, 3, 3, 3], &[4]], |t, v| t.conv2d(v[0], v[1], Some(v[2]), [1, 1], [0, 0], [1, 1], 1).unwrap());
-        check(&[&[2, 2, 6, 5], &[3, 2, 3, 2]], |t, v| t.conv2d(v[0], v[1], None, [2, 1], [1, 2], [1, 1], 1).unwrap());
-        check(&[&[1, 4, 7, 7], &[6, 2, 3, 3], &[6]], |t, v| t.conv2d(v[0], v[1], Some(v[2]), [2, 2], [1, 1], [2, 2], 2).unwrap());
+        check(&[&[2, 3, 5, 5], &[4, 3, 3, 3], &[4]], |t, v| {
+            t.conv2d(v[0], v[1], Some(v[2]), [1, 1], [0, 0], [1, 1], 1)
+                .unwrap()
+        });
+        check(&[&[2, 2, 6, 5], &[3, 2, 3, 2]], |t, v| {
+            t.conv2d(v[0], v[1], None, [2, 1], [1, 2], [1, 1], 1)
+                .unwrap()
+        });
+        check(&[&[1, 4, 7, 7], &[6, 2, 3, 3], &[6]], |t, v| {
+            t.conv2d(v[0], v[1], Some(v[2]), [2, 2], [1, 1], [2, 2], 2)
+                .unwrap()
+        });
     }
 
     #[test]
     fn conv2d_known_value() {
         // A 3x3 ones kernel over a 3x3 ramp with padding 1: the centre is the sum of all nine values.
         let mut t = Tape::inference();
-        let x = t.constant(ArrayD::from_shape_vec(IxDyn(&[1, 1, 3, 3]), (1..=9).map(|v| v as f32).collect()).unwrap());
+        let x = t.constant(
+            ArrayD::from_shape_vec(IxDyn(&[1, 1, 3, 3]), (1..=9).map(|v| v as f32).collect())
+                .unwrap(),
+        );
         let w = t.constant(ArrayD::ones(IxDyn(&[1, 1, 3, 3])));
         let y = t.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1).unwrap();
         assert_eq!(t.shape(y), &[1, 1, 3, 3]);
-        assert_eq!(to_vec(t.value(y)), vec![12., 21., 16., 27., 45., 33., 24., 39., 28.]);
+        assert_eq!(
+            to_vec(t.value(y)),
+            vec![12., 21., 16., 27., 45., 33., 24., 39., 28.]
+        );
     }
 
     #[test]
     fn conv1d_gradients() {
-        check(&[&[2, 3, 9], &[4, 3, 3], &[4]], |t, v| t.conv1d(v[0], v[1], Some(v[2]), 2, 1, 1, 1).unwrap());
-        check(&[&[1, 4, 8], &[2, 2, 2]], |t, v| t.conv1d(v[0], v[1], None, 1, 0, 3, 2).unwrap());
+        check(&[&[2, 3, 9], &[4, 3, 3], &[4]], |t, v| {
+            t.conv1d(v[0], v[1], Some(v[2]), 2, 1, 1, 1).unwrap()
+        });
+        check(&[&[1, 4, 8], &[2, 2, 2]], |t, v| {
+            t.conv1d(v[0], v[1], None, 1, 0, 3, 2).unwrap()
+        });
     }
 
     #[test]
     fn pooling_gradients() {
         // distinct values so the max is unique and small moves do not change the argmax
         let x = random_inputs(&[&[2, 3, 6, 6]], 9).remove(0);
-        let spaced = ArrayD::from_shape_vec(x.raw_dim(), (0..x.len()).map(|i| ((i * 37) % 216) as f32 * 0.1).collect()).unwrap();
-        check_at(vec![spaced.clone()], |t, v| t.max_pool2d(v[0], [2, 2], [2, 2], [0, 0]).unwrap());
-        check_at(vec![spaced], |t, v| t.max_pool2d(v[0], [3, 3], [2, 2], [1, 1]).unwrap());
-        check(&[&[2, 3, 6, 6]], |t, v| t.avg_pool2d(v[0], [2, 2], [2, 2], [0, 0]).unwrap());
-        check(&[&[1, 2, 5, 5]], |t, v| t.avg_pool2d(v[0], [3, 3], [2, 2], [1, 1]).unwrap());
+        let spaced = ArrayD::from_shape_vec(
+            x.raw_dim(),
+            (0..x.len())
+                .map(|i| ((i * 37) % 216) as f32 * 0.1)
+                .collect(),
+        )
+        .unwrap();
+        check_at(vec![spaced.clone()], |t, v| {
+            t.max_pool2d(v[0], [2, 2], [2, 2], [0, 0]).unwrap()
+        });
+        check_at(vec![spaced], |t, v| {
+            t.max_pool2d(v[0], [3, 3], [2, 2], [1, 1]).unwrap()
+        });
+        check(&[&[2, 3, 6, 6]], |t, v| {
+            t.avg_pool2d(v[0], [2, 2], [2, 2], [0, 0]).unwrap()
+        });
+        check(&[&[1, 2, 5, 5]], |t, v| {
+            t.avg_pool2d(v[0], [3, 3], [2, 2], [1, 1]).unwrap()
+        });
     }
 
     #[test]
@@ -297,7 +474,10 @@ mod tests {
         let mut t = Tape::inference();
         let x = t.constant(ArrayD::zeros(IxDyn(&[1, 3, 4, 4])));
         let w = t.constant(ArrayD::zeros(IxDyn(&[2, 2, 3, 3])));
-        let e = t.conv2d(x, w, None, [1, 1], [0, 0], [1, 1], 1).unwrap_err().to_string();
+        let e = t
+            .conv2d(x, w, None, [1, 1], [0, 0], [1, 1], 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("3 channels"), "{e}");
         let w = t.constant(ArrayD::zeros(IxDyn(&[2, 3, 5, 5])));
         assert!(t.conv2d(x, w, None, [1, 1], [0, 0], [1, 1], 1).is_err());

@@ -10,8 +10,16 @@ pub fn broadcast_shape(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>>
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -55,7 +63,10 @@ fn broadcast_binary(
         return Ok(Zip::from(va).and(vb).map_collect(|&x, &y| f(x, y)));
     }
     let shape = broadcast_shape(op, va.shape(), vb.shape())?;
-    let (ba, bb) = (va.broadcast(shape.clone()).unwrap(), vb.broadcast(shape).unwrap());
+    let (ba, bb) = (
+        va.broadcast(shape.clone()).unwrap(),
+        vb.broadcast(shape).unwrap(),
+    );
     Ok(Zip::from(&ba).and(&bb).map_collect(|&x, &y| f(x, y)))
 }
 
@@ -87,8 +98,10 @@ impl Tape {
         let y = broadcast_binary(self, "mul", a, b, |x, y| x * y)?;
         Ok(self.push(y, &[a, b], |c, g| {
             vec![
-                c.needs(0).then(|| sum_to(&(g * c.input(1)), c.input(0).shape())),
-                c.needs(1).then(|| sum_to(&(g * c.input(0)), c.input(1).shape())),
+                c.needs(0)
+                    .then(|| sum_to(&(g * c.input(1)), c.input(0).shape())),
+                c.needs(1)
+                    .then(|| sum_to(&(g * c.input(0)), c.input(1).shape())),
             ]
         }))
     }
@@ -101,7 +114,8 @@ impl Tape {
             vec![
                 c.needs(0).then(|| sum_to(&(g / b), a.shape())),
                 // d(a/b)/db = -a / b²  =  -(a/b) / b
-                c.needs(1).then(|| sum_to(&(-(g * c.output()) / b), b.shape())),
+                c.needs(1)
+                    .then(|| sum_to(&(-(g * c.output()) / b), b.shape())),
             ]
         }))
     }
@@ -142,7 +156,13 @@ impl Tape {
     pub fn sqrt(&mut self, x: Var) -> Var {
         let y = self.value(x).mapv(f32::sqrt);
         // d/dx √x = 1 / (2√x)
-        self.push(y, &[x], |c, g| vec![Some(Zip::from(g).and(c.output()).map_collect(|&g, &y| g / (2.0 * y)))])
+        self.push(y, &[x], |c, g| {
+            vec![Some(
+                Zip::from(g)
+                    .and(c.output())
+                    .map_collect(|&g, &y| g / (2.0 * y)),
+            )]
+        })
     }
 
     /// `x^p` for a constant exponent `p`.
@@ -150,7 +170,11 @@ impl Tape {
         let y = self.value(x).mapv(|v| v.powf(p));
         // d/dx x^p = p x^(p-1)
         self.push(y, &[x], move |c, g| {
-            vec![Some(Zip::from(g).and(c.input(0)).map_collect(|&g, &x| g * p * x.powf(p - 1.0)))]
+            vec![Some(
+                Zip::from(g)
+                    .and(c.input(0))
+                    .map_collect(|&g, &x| g * p * x.powf(p - 1.0)),
+            )]
         })
     }
 }
@@ -162,15 +186,28 @@ mod tests {
 
     #[test]
     fn broadcast_shapes_follow_numpy() {
-        assert_eq!(broadcast_shape("t", &[3, 1, 5], &[4, 1]).unwrap(), vec![3, 4, 5]);
+        assert_eq!(
+            broadcast_shape("t", &[3, 1, 5], &[4, 1]).unwrap(),
+            vec![3, 4, 5]
+        );
         assert_eq!(broadcast_shape("t", &[], &[2]).unwrap(), vec![2]);
-        let e = broadcast_shape("add", &[3, 2], &[3]).unwrap_err().to_string();
-        assert!(e.contains("add") && e.contains("[3, 2]") && e.contains("[3]"), "{e}");
+        let e = broadcast_shape("add", &[3, 2], &[3])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("add") && e.contains("[3, 2]") && e.contains("[3]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn binary_ops_gradients_with_broadcasting() {
-        let shapes: [(&[usize], &[usize]); 4] = [(&[2, 3], &[2, 3]), (&[2, 3], &[3]), (&[4, 1, 3], &[2, 1]), (&[1], &[2, 2])];
+        let shapes: [(&[usize], &[usize]); 4] = [
+            (&[2, 3], &[2, 3]),
+            (&[2, 3], &[3]),
+            (&[4, 1, 3], &[2, 1]),
+            (&[1], &[2, 2]),
+        ];
         for (sa, sb) in shapes {
             check(&[sa, sb], |t, v| t.add(v[0], v[1]).unwrap());
             check(&[sa, sb], |t, v| t.sub(v[0], v[1]).unwrap());

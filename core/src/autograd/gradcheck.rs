@@ -39,12 +39,19 @@ pub fn check_at(inputs: Vec<Tensor>, f: impl Fn(&mut Tape, &[Var]) -> Var) {
     let w = ArrayD::from_shape_fn(tape.value(y).raw_dim(), |_| rng.random_range(0.5f32..1.5));
     let loss = |xs: &[Tensor]| -> f64 {
         let (t, _, y) = run(xs, false);
-        t.value(y).iter().zip(w.iter()).map(|(&a, &b)| a as f64 * b as f64).sum()
+        t.value(y)
+            .iter()
+            .zip(w.iter())
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum()
     };
     tape.backward_with(y, w.clone()).unwrap();
     let h = 1e-2f32;
     for (k, x) in inputs.iter().enumerate() {
-        let analytic = tape.grad(vars[k]).cloned().unwrap_or_else(|| ArrayD::zeros(x.raw_dim()));
+        let analytic = tape
+            .grad(vars[k])
+            .cloned()
+            .unwrap_or_else(|| ArrayD::zeros(x.raw_dim()));
         for i in 0..x.len() {
             let mut xs = inputs.clone();
             xs[k].as_slice_mut().unwrap()[i] = x.as_slice().unwrap()[i] + h;

@@ -8,7 +8,13 @@ use crate::{shape_err, Result};
 
 /// `c = alpha · a·b + beta · c`: every matrix product in kiln goes through here, so the kernel can be
 /// swapped in one place. Views may be transposed; the kernel handles strides.
-pub fn gemm(alpha: f32, a: &ArrayView2<f32>, b: &ArrayView2<f32>, beta: f32, c: &mut ndarray::ArrayViewMut2<f32>) {
+pub fn gemm(
+    alpha: f32,
+    a: &ArrayView2<f32>,
+    b: &ArrayView2<f32>,
+    beta: f32,
+    c: &mut ndarray::ArrayViewMut2<f32>,
+) {
     general_mat_mul(alpha, a, b, beta, c);
 }
 
@@ -25,7 +31,11 @@ fn as2d(t: &Tensor) -> ArrayView2<'_, f32> {
 
 /// Batched matrix product with numpy's `matmul` broadcasting over the leading (batch) dimensions.
 fn batched_matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
-    let (m, k, n) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1], b.shape()[b.ndim() - 1]);
+    let (m, k, n) = (
+        a.shape()[a.ndim() - 2],
+        a.shape()[a.ndim() - 1],
+        b.shape()[b.ndim() - 1],
+    );
     let mut full_a = batch.to_vec();
     full_a.extend([m, k]);
     let mut full_b = batch.to_vec();
@@ -38,7 +48,13 @@ fn batched_matmul(a: &Tensor, b: &Tensor, batch: &[usize]) -> Tensor {
     let mut out = ndarray::Array3::<f32>::zeros((count, m, n));
     for i in 0..count {
         let mut o = out.index_axis_mut(Axis(0), i);
-        gemm(1.0, &a3.index_axis(Axis(0), i), &b3.index_axis(Axis(0), i), 0.0, &mut o);
+        gemm(
+            1.0,
+            &a3.index_axis(Axis(0), i),
+            &b3.index_axis(Axis(0), i),
+            0.0,
+            &mut o,
+        );
     }
     let mut shape = batch.to_vec();
     shape.extend([m, n]);
@@ -61,9 +77,15 @@ impl Tape {
     pub fn matmul(&mut self, a: Var, b: Var) -> Result<Var> {
         let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
         if sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
-            shape_err!("matmul: shapes {sa:?} and {sb:?} do not fit (need [..., m, k] and [..., k, n])");
+            shape_err!(
+                "matmul: shapes {sa:?} and {sb:?} do not fit (need [..., m, k] and [..., k, n])"
+            );
         }
-        let batch = broadcast_shape("matmul (batch dimensions)", &sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+        let batch = broadcast_shape(
+            "matmul (batch dimensions)",
+            &sa[..sa.len() - 2],
+            &sb[..sb.len() - 2],
+        )?;
         let y = if sa.len() == 2 && sb.len() == 2 {
             matmul2d(&as2d(self.value(a)), &as2d(self.value(b))).into_dyn()
         } else {
@@ -80,8 +102,10 @@ impl Tape {
             }
             // dA = G·Bᵀ, dB = Aᵀ·G, then summed back over broadcast batch dimensions.
             vec![
-                c.needs(0).then(|| sum_to(&batched_matmul(g, &swap_last2(b), &batch), a.shape())),
-                c.needs(1).then(|| sum_to(&batched_matmul(&swap_last2(a), g, &batch), b.shape())),
+                c.needs(0)
+                    .then(|| sum_to(&batched_matmul(g, &swap_last2(b), &batch), a.shape())),
+                c.needs(1)
+                    .then(|| sum_to(&batched_matmul(&swap_last2(a), g, &batch), b.shape())),
             ]
         }))
     }
@@ -97,7 +121,10 @@ impl Tape {
         }
         if let Some(b) = bias {
             if self.shape(b) != [sw[0]] {
-                shape_err!("Linear: bias of shape {:?} does not fit weight {sw:?}", self.shape(b));
+                shape_err!(
+                    "Linear: bias of shape {:?} does not fit weight {sw:?}",
+                    self.shape(b)
+                );
             }
         }
         let mut y = match bias {
@@ -108,13 +135,21 @@ impl Tape {
             None => Array2::zeros((sx[0], sw[0])),
         };
         let beta = if bias.is_some() { 1.0 } else { 0.0 };
-        gemm(1.0, &as2d(self.value(x)), &as2d(self.value(weight)).t(), beta, &mut y.view_mut());
+        gemm(
+            1.0,
+            &as2d(self.value(x)),
+            &as2d(self.value(weight)).t(),
+            beta,
+            &mut y.view_mut(),
+        );
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
         Ok(self.push(y.into_dyn(), &inputs, |c, g| {
             let g2 = as2d(g);
             let mut out = vec![
-                c.needs(0).then(|| matmul2d(&g2, &as2d(c.input(1))).into_dyn()),
-                c.needs(1).then(|| matmul2d(&g2.t(), &as2d(c.input(0))).into_dyn()),
+                c.needs(0)
+                    .then(|| matmul2d(&g2, &as2d(c.input(1))).into_dyn()),
+                c.needs(1)
+                    .then(|| matmul2d(&g2.t(), &as2d(c.input(0))).into_dyn()),
             ];
             if c.inputs_len() == 3 {
                 out.push(c.needs(2).then(|| g.sum_axis(Axis(0))));
@@ -133,16 +168,24 @@ mod tests {
     #[test]
     fn matmul_gradients_2d_and_batched() {
         check(&[&[3, 4], &[4, 2]], |t, v| t.matmul(v[0], v[1]).unwrap());
-        check(&[&[2, 3, 4], &[2, 4, 5]], |t, v| t.matmul(v[0], v[1]).unwrap());
+        check(&[&[2, 3, 4], &[2, 4, 5]], |t, v| {
+            t.matmul(v[0], v[1]).unwrap()
+        });
         // batch dimensions broadcast: [2,1,3,4] x [3,4,2] -> [2,3,3,2]
-        check(&[&[2, 1, 3, 4], &[3, 4, 2]], |t, v| t.matmul(v[0], v[1]).unwrap());
+        check(&[&[2, 1, 3, 4], &[3, 4, 2]], |t, v| {
+            t.matmul(v[0], v[1]).unwrap()
+        });
         check(&[&[2, 3, 4], &[4, 5]], |t, v| t.matmul(v[0], v[1]).unwrap());
     }
 
     #[test]
     fn linear_gradients_with_and_without_bias() {
-        check(&[&[5, 3], &[4, 3], &[4]], |t, v| t.linear(v[0], v[1], Some(v[2])).unwrap());
-        check(&[&[5, 3], &[4, 3]], |t, v| t.linear(v[0], v[1], None).unwrap());
+        check(&[&[5, 3], &[4, 3], &[4]], |t, v| {
+            t.linear(v[0], v[1], Some(v[2])).unwrap()
+        });
+        check(&[&[5, 3], &[4, 3]], |t, v| {
+            t.linear(v[0], v[1], None).unwrap()
+        });
     }
 
     #[test]

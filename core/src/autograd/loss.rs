@@ -24,7 +24,9 @@ impl Tape {
         let n = diff.len().max(1) as f32;
         let y = scalar(diff.iter().map(|d| d * d).sum::<f32>() / n);
         // d/dp mean((p-t)²) = 2(p-t)/n
-        Ok(self.push(y, &[pred], move |_, g| vec![Some(&diff * (2.0 * g.sum() / n))]))
+        Ok(self.push(y, &[pred], move |_, g| {
+            vec![Some(&diff * (2.0 * g.sum() / n))]
+        }))
     }
 
     /// Mean absolute error.
@@ -35,7 +37,15 @@ impl Tape {
         let y = scalar(diff.iter().map(|d| d.abs()).sum::<f32>() / n);
         Ok(self.push(y, &[pred], move |_, g| {
             let s = g.sum() / n;
-            vec![Some(diff.mapv(|d| if d > 0.0 { s } else if d < 0.0 { -s } else { 0.0 }))]
+            vec![Some(diff.mapv(|d| {
+                if d > 0.0 {
+                    s
+                } else if d < 0.0 {
+                    -s
+                } else {
+                    0.0
+                }
+            }))]
         }))
     }
 
@@ -47,7 +57,16 @@ impl Tape {
         }
         let diff = self.value(pred) - target;
         let n = diff.len().max(1) as f32;
-        let total: f32 = diff.iter().map(|&d| if d.abs() <= delta { 0.5 * d * d } else { delta * (d.abs() - 0.5 * delta) }).sum();
+        let total: f32 = diff
+            .iter()
+            .map(|&d| {
+                if d.abs() <= delta {
+                    0.5 * d * d
+                } else {
+                    delta * (d.abs() - 0.5 * delta)
+                }
+            })
+            .sum();
         Ok(self.push(scalar(total / n), &[pred], move |_, g| {
             let s = g.sum() / n;
             vec![Some(diff.mapv(|d| s * d.clamp(-delta, delta)))]
@@ -57,14 +76,26 @@ impl Tape {
     /// Cross-entropy between `logits` `[N, C]` and integer class `labels`, as PyTorch's
     /// `cross_entropy(logits, labels, weight, label_smoothing)` with mean reduction: the weighted sum
     /// divided by the sum of the labels' weights.
-    pub fn cross_entropy(&mut self, logits: Var, labels: &[usize], class_weights: Option<&[f32]>, label_smoothing: f32) -> Result<Var> {
+    pub fn cross_entropy(
+        &mut self,
+        logits: Var,
+        labels: &[usize],
+        class_weights: Option<&[f32]>,
+        label_smoothing: f32,
+    ) -> Result<Var> {
         let s = self.shape(logits).to_vec();
         if s.len() != 2 || s[0] != labels.len() {
-            shape_err!("cross_entropy: logits of shape {s:?} need shape [N, classes] with N = {} labels", labels.len());
+            shape_err!(
+                "cross_entropy: logits of shape {s:?} need shape [N, classes] with N = {} labels",
+                labels.len()
+            );
         }
         let (n, c) = (s[0], s[1]);
         if let Some(&bad) = labels.iter().find(|&&l| l >= c) {
-            value_err!("cross_entropy: label {bad} is out of range for {c} classes (labels must be 0..{})", c.saturating_sub(1));
+            value_err!(
+                "cross_entropy: label {bad} is out of range for {c} classes (labels must be 0..{})",
+                c.saturating_sub(1)
+            );
         }
         if !(0.0..=1.0).contains(&label_smoothing) {
             value_err!("cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}");
@@ -76,7 +107,9 @@ impl Tape {
         }
         let z: f32 = labels.iter().map(|&l| w[l]).sum();
         if z <= 0.0 {
-            value_err!("cross_entropy: the labels' class weights sum to {z}; they must be positive");
+            value_err!(
+                "cross_entropy: the labels' class weights sum to {z}; they must be positive"
+            );
         }
         // q[i, c]: the (weighted, smoothed) target distribution, already divided by Z.
         let eps = label_smoothing;
@@ -93,7 +126,9 @@ impl Tape {
             let lse = m + row.fold(0.0, |a, &v| a + (v - m).exp()).ln();
             row.mapv_inplace(|v| v - lse);
         }
-        let loss = -Zip::from(&q).and(&logp).fold(0.0f32, |acc, &q, &lp| acc + q * lp);
+        let loss = -Zip::from(&q)
+            .and(&logp)
+            .fold(0.0f32, |acc, &q, &lp| acc + q * lp);
         Ok(self.push(scalar(loss), &[logits], move |_, g| {
             // d/dlogit[i,j] = p[i,j] · Σ_c q[i,c] - q[i,j]
             let qsum = q.sum_axis(Axis(1)).insert_axis(Axis(1));
@@ -108,11 +143,17 @@ impl Tape {
         let x = self.value(logits);
         let n = x.len().max(1) as f32;
         // max(x,0) - x·y + log(1 + e^-|x|), stable for any x
-        let total = Zip::from(x).and(target).fold(0.0f32, |acc, &x, &y| acc + x.max(0.0) - x * y + (-x.abs()).exp().ln_1p());
+        let total = Zip::from(x).and(target).fold(0.0f32, |acc, &x, &y| {
+            acc + x.max(0.0) - x * y + (-x.abs()).exp().ln_1p()
+        });
         let target = target.clone();
         Ok(self.push(scalar(total / n), &[logits], move |c, g| {
             let s = g.sum() / n;
-            vec![Some(Zip::from(c.input(0)).and(&target).map_collect(|&x, &y| s * (1.0 / (1.0 + (-x).exp()) - y)))]
+            vec![Some(
+                Zip::from(c.input(0))
+                    .and(&target)
+                    .map_collect(|&x, &y| s * (1.0 / (1.0 + (-x).exp()) - y)),
+            )]
         }))
     }
 }
@@ -127,14 +168,23 @@ mod tests {
         let t0 = random_inputs(&[&[4, 3]], 21).remove(0);
         check(&[&[4, 3]], |t, v| t.mse_loss(v[0], &t0).unwrap());
         check(&[&[4, 3]], |t, v| t.mae_loss(v[0], &t0).unwrap());
-        check(&[&[4, 3]], |t, v| t.huber_loss(v[0], &(&t0 * 2.0), 0.5).unwrap());
+        check(&[&[4, 3]], |t, v| {
+            t.huber_loss(v[0], &(&t0 * 2.0), 0.5).unwrap()
+        });
     }
 
     #[test]
     fn classification_losses_gradients() {
-        check(&[&[5, 4]], |t, v| t.cross_entropy(v[0], &[0, 3, 1, 1, 2], None, 0.0).unwrap());
-        check(&[&[5, 4]], |t, v| t.cross_entropy(v[0], &[0, 3, 1, 1, 2], Some(&[1.0, 2.0, 0.5, 1.5]), 0.1).unwrap());
-        let y = random_inputs(&[&[6, 2]], 3).remove(0).mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
+        check(&[&[5, 4]], |t, v| {
+            t.cross_entropy(v[0], &[0, 3, 1, 1, 2], None, 0.0).unwrap()
+        });
+        check(&[&[5, 4]], |t, v| {
+            t.cross_entropy(v[0], &[0, 3, 1, 1, 2], Some(&[1.0, 2.0, 0.5, 1.5]), 0.1)
+                .unwrap()
+        });
+        let y = random_inputs(&[&[6, 2]], 3)
+            .remove(0)
+            .mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
         check(&[&[6, 2]], |t, v| t.bce_with_logits(v[0], &y).unwrap());
     }
 
@@ -143,21 +193,39 @@ mod tests {
         // torch.nn.functional.cross_entropy(torch.tensor([[1., 2., 3.], [1., -1., 0.]]), torch.tensor([2, 0]),
         //     weight=torch.tensor([1., 2., 3.]), label_smoothing=0.2)  -> 0.590939   (without extras: 0.407606)
         let mut t = Tape::new(true, 0);
-        let x = t.leaf(ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1., 2., 3., 1., -1., 0.]).unwrap(), true);
+        let x = t.leaf(
+            ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1., 2., 3., 1., -1., 0.]).unwrap(),
+            true,
+        );
         let plain = t.cross_entropy(x, &[2, 0], None, 0.0).unwrap();
-        assert!((t.value(plain).sum() - 0.407_606).abs() < 1e-5, "{}", t.value(plain));
-        let full = t.cross_entropy(x, &[2, 0], Some(&[1., 2., 3.]), 0.2).unwrap();
-        assert!((t.value(full).sum() - 0.590_939).abs() < 1e-5, "{}", t.value(full));
+        assert!(
+            (t.value(plain).sum() - 0.407_606).abs() < 1e-5,
+            "{}",
+            t.value(plain)
+        );
+        let full = t
+            .cross_entropy(x, &[2, 0], Some(&[1., 2., 3.]), 0.2)
+            .unwrap();
+        assert!(
+            (t.value(full).sum() - 0.590_939).abs() < 1e-5,
+            "{}",
+            t.value(full)
+        );
     }
 
     #[test]
     fn bad_labels_and_shapes_are_errors() {
         let mut t = Tape::new(true, 0);
         let x = t.leaf(ArrayD::zeros(IxDyn(&[2, 3])), true);
-        let e = t.cross_entropy(x, &[0, 3], None, 0.0).unwrap_err().to_string();
+        let e = t
+            .cross_entropy(x, &[0, 3], None, 0.0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("label 3") && e.contains("3 classes"), "{e}");
         assert!(t.cross_entropy(x, &[0], None, 0.0).is_err());
         assert!(t.mse_loss(x, &ArrayD::zeros(IxDyn(&[3, 2]))).is_err());
-        assert!(t.huber_loss(x, &ArrayD::zeros(IxDyn(&[2, 3])), 0.0).is_err());
+        assert!(t
+            .huber_loss(x, &ArrayD::zeros(IxDyn(&[2, 3])), 0.0)
+            .is_err());
     }
 }

@@ -20,7 +20,10 @@ pub struct BatchStats {
 fn as_ncs(x: &Tensor) -> Array3<f32> {
     let s = x.shape();
     let spatial: usize = s[2..].iter().product();
-    x.as_standard_layout().into_owned().into_shape_with_order((s[0], s[1], spatial)).unwrap()
+    x.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((s[0], s[1], spatial))
+        .unwrap()
 }
 
 fn per_channel(v: &Array1<f32>) -> ndarray::ArrayView3<'_, f32> {
@@ -33,21 +36,34 @@ impl Tape {
     ///
     /// # Shapes
     /// `x: [N, C, ...]`, `weight`, `bias`: `[C]` → same as `x`
-    pub fn batch_norm(&mut self, x: Var, weight: Var, bias: Var, running: Option<(&Array1<f32>, &Array1<f32>)>, eps: f32) -> Result<(Var, Option<BatchStats>)> {
+    pub fn batch_norm(
+        &mut self,
+        x: Var,
+        weight: Var,
+        bias: Var,
+        running: Option<(&Array1<f32>, &Array1<f32>)>,
+        eps: f32,
+    ) -> Result<(Var, Option<BatchStats>)> {
         let sx = self.shape(x).to_vec();
         if sx.len() < 2 {
             shape_err!("BatchNorm: expects input [N, C, ...], got {sx:?}");
         }
         let c = sx[1];
         if self.shape(weight) != [c] || self.shape(bias) != [c] {
-            shape_err!("BatchNorm: input {sx:?} has {c} channels but the layer has {:?}", self.shape(weight));
+            shape_err!(
+                "BatchNorm: input {sx:?} has {c} channels but the layer has {:?}",
+                self.shape(weight)
+            );
         }
         let x3 = as_ncs(self.value(x));
         let count = sx[0] * x3.shape()[2];
         let (mean, var, stats) = match running {
             Some((m, v)) => {
                 if m.len() != c {
-                    shape_err!("BatchNorm: running statistics for {} channels, input has {c}", m.len());
+                    shape_err!(
+                        "BatchNorm: running statistics for {} channels, input has {c}",
+                        m.len()
+                    );
                 }
                 (m.clone(), v.clone(), None)
             }
@@ -57,15 +73,25 @@ impl Tape {
                 }
                 let mean = x3.mean_axis(Axis(2)).unwrap().mean_axis(Axis(0)).unwrap();
                 let centred = &x3 - &per_channel(&mean);
-                let var = (&centred * &centred).mean_axis(Axis(2)).unwrap().mean_axis(Axis(0)).unwrap();
-                (mean.clone(), var.clone(), Some(BatchStats { mean, var, count }))
+                let var = (&centred * &centred)
+                    .mean_axis(Axis(2))
+                    .unwrap()
+                    .mean_axis(Axis(0))
+                    .unwrap();
+                (
+                    mean.clone(),
+                    var.clone(),
+                    Some(BatchStats { mean, var, count }),
+                )
             }
         };
         let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
         let xhat = (&x3 - &per_channel(&mean)) * &per_channel(&invstd);
         let w: Array1<f32> = self.value(weight).clone().into_dimensionality().unwrap();
         let b: Array1<f32> = self.value(bias).clone().into_dimensionality().unwrap();
-        let y = (&xhat * &per_channel(&w) + &per_channel(&b)).into_shape_with_order(IxDyn(&sx)).unwrap();
+        let y = (&xhat * &per_channel(&w) + &per_channel(&b))
+            .into_shape_with_order(IxDyn(&sx))
+            .unwrap();
         let batch_stats = running.is_none();
         let v = self.push(y, &[x, weight, bias], move |ctx, g| {
             let g3 = as_ncs(g);
@@ -79,7 +105,8 @@ impl Tape {
                     let m = count as f32;
                     let s1 = sum_c(&dxhat);
                     let s2 = sum_c(&(&dxhat * &xhat));
-                    (&dxhat * m - &per_channel(&s1) - &(&xhat * &per_channel(&s2))) * &per_channel(&invstd.mapv(|v| v / m))
+                    (&dxhat * m - &per_channel(&s1) - &(&xhat * &per_channel(&s2)))
+                        * &per_channel(&invstd.mapv(|v| v / m))
                 } else {
                     &dxhat * &per_channel(&invstd)
                 };
@@ -102,25 +129,55 @@ impl Tape {
         }
         let d: usize = ns.iter().product();
         let rows = self.value(x).len() / d.max(1);
-        let x2 = self.value(x).as_standard_layout().into_owned().into_shape_with_order((rows, d)).unwrap();
+        let x2 = self
+            .value(x)
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((rows, d))
+            .unwrap();
         let mean = x2.mean_axis(Axis(1)).unwrap().insert_axis(Axis(1));
         let centred = &x2 - &mean;
-        let var = (&centred * &centred).mean_axis(Axis(1)).unwrap().insert_axis(Axis(1));
+        let var = (&centred * &centred)
+            .mean_axis(Axis(1))
+            .unwrap()
+            .insert_axis(Axis(1));
         let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
         let xhat = centred * &invstd;
-        let w = self.value(weight).as_standard_layout().into_owned().into_shape_with_order((1, d)).unwrap();
-        let b = self.value(bias).as_standard_layout().into_owned().into_shape_with_order((1, d)).unwrap();
+        let w = self
+            .value(weight)
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((1, d))
+            .unwrap();
+        let b = self
+            .value(bias)
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((1, d))
+            .unwrap();
         let y = (&xhat * &w + &b).into_shape_with_order(IxDyn(&sx)).unwrap();
         Ok(self.push(y, &[x, weight, bias], move |ctx, g| {
-            let g2 = g.as_standard_layout().into_owned().into_shape_with_order((rows, d)).unwrap();
-            let dw = (&g2 * &xhat).sum_axis(Axis(0)).into_shape_with_order(IxDyn(&ns)).unwrap();
-            let db = g2.sum_axis(Axis(0)).into_shape_with_order(IxDyn(&ns)).unwrap();
+            let g2 = g
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((rows, d))
+                .unwrap();
+            let dw = (&g2 * &xhat)
+                .sum_axis(Axis(0))
+                .into_shape_with_order(IxDyn(&ns))
+                .unwrap();
+            let db = g2
+                .sum_axis(Axis(0))
+                .into_shape_with_order(IxDyn(&ns))
+                .unwrap();
             let dx = ctx.needs(0).then(|| {
                 let dxhat = &g2 * &w;
                 let s1 = dxhat.sum_axis(Axis(1)).insert_axis(Axis(1));
                 let s2 = (&dxhat * &xhat).sum_axis(Axis(1)).insert_axis(Axis(1));
                 let m = d as f32;
-                ((&dxhat * m - &s1 - &(&xhat * &s2)) * &invstd.mapv(|v| v / m)).into_shape_with_order(IxDyn(&sx)).unwrap()
+                ((&dxhat * m - &s1 - &(&xhat * &s2)) * &invstd.mapv(|v| v / m))
+                    .into_shape_with_order(IxDyn(&sx))
+                    .unwrap()
             });
             vec![dx, Some(dw), Some(db)]
         }))
@@ -136,7 +193,10 @@ impl Tape {
             shape_err!("Embedding: table must be [num_embeddings, dim], got {st:?}");
         }
         if let Some(&bad) = ids.iter().find(|&&i| i >= st[0]) {
-            value_err!("Embedding: index {bad} is out of range for {} embeddings", st[0]);
+            value_err!(
+                "Embedding: index {bad} is out of range for {} embeddings",
+                st[0]
+            );
         }
         let flat: Vec<usize> = ids.iter().copied().collect();
         let rows = self.value(table).select(Axis(0), &flat);
@@ -162,16 +222,27 @@ mod tests {
 
     #[test]
     fn batch_norm_gradients_train_and_eval() {
-        check(&[&[6, 3], &[3], &[3]], |t, v| t.batch_norm(v[0], v[1], v[2], None, 1e-5).unwrap().0);
-        check(&[&[3, 2, 3, 2], &[2], &[2]], |t, v| t.batch_norm(v[0], v[1], v[2], None, 1e-5).unwrap().0);
+        check(&[&[6, 3], &[3], &[3]], |t, v| {
+            t.batch_norm(v[0], v[1], v[2], None, 1e-5).unwrap().0
+        });
+        check(&[&[3, 2, 3, 2], &[2], &[2]], |t, v| {
+            t.batch_norm(v[0], v[1], v[2], None, 1e-5).unwrap().0
+        });
         let (m, var) = (Array1::from(vec![0.1, -0.2]), Array1::from(vec![0.5, 2.0]));
-        check(&[&[3, 2, 2, 2], &[2], &[2]], |t, v| t.batch_norm(v[0], v[1], v[2], Some((&m, &var)), 1e-5).unwrap().0);
+        check(&[&[3, 2, 2, 2], &[2], &[2]], |t, v| {
+            t.batch_norm(v[0], v[1], v[2], Some((&m, &var)), 1e-5)
+                .unwrap()
+                .0
+        });
     }
 
     #[test]
     fn batch_norm_normalises_and_reports_stats() {
         let mut t = Tape::new(true, 0);
-        let x = t.leaf(ArrayD::from_shape_vec(IxDyn(&[4, 1]), vec![1., 2., 3., 4.]).unwrap(), false);
+        let x = t.leaf(
+            ArrayD::from_shape_vec(IxDyn(&[4, 1]), vec![1., 2., 3., 4.]).unwrap(),
+            false,
+        );
         let w = t.leaf(ArrayD::ones(IxDyn(&[1])), true);
         let b = t.leaf(ArrayD::zeros(IxDyn(&[1])), true);
         let (y, stats) = t.batch_norm(x, w, b, None, 0.0).unwrap();
@@ -182,8 +253,12 @@ mod tests {
 
     #[test]
     fn layer_norm_gradients() {
-        check(&[&[4, 5], &[5], &[5]], |t, v| t.layer_norm(v[0], v[1], v[2], 1e-5).unwrap());
-        check(&[&[2, 3, 4], &[3, 4], &[3, 4]], |t, v| t.layer_norm(v[0], v[1], v[2], 1e-5).unwrap());
+        check(&[&[4, 5], &[5], &[5]], |t, v| {
+            t.layer_norm(v[0], v[1], v[2], 1e-5).unwrap()
+        });
+        check(&[&[2, 3, 4], &[3, 4], &[3, 4]], |t, v| {
+            t.layer_norm(v[0], v[1], v[2], 1e-5).unwrap()
+        });
     }
 
     #[test]

@@ -25,7 +25,11 @@ fn check_axes(op: &str, axes: &[usize], shape: &[usize]) -> Result<Vec<usize>> {
 
 /// `x`'s shape with the reduced axes set to 1 (keepdim form).
 fn kept_shape(shape: &[usize], axes: &[usize]) -> Vec<usize> {
-    shape.iter().enumerate().map(|(i, &d)| if axes.contains(&i) { 1 } else { d }).collect()
+    shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect()
 }
 
 impl Tape {
@@ -33,9 +37,17 @@ impl Tape {
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
         let v = self.value(x);
         if v.len() != shape.iter().product::<usize>() {
-            shape_err!("reshape: cannot view shape {:?} ({} values) as {shape:?}", v.shape(), v.len());
+            shape_err!(
+                "reshape: cannot view shape {:?} ({} values) as {shape:?}",
+                v.shape(),
+                v.len()
+            );
         }
-        let y = v.as_standard_layout().into_owned().into_shape_with_order(IxDyn(shape)).unwrap();
+        let y = v
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(IxDyn(shape))
+            .unwrap();
         Ok(self.push(y, &[x], |c, g| {
             let g = g.as_standard_layout().into_owned();
             vec![Some(g.into_shape_with_order(c.input(0).raw_dim()).unwrap())]
@@ -48,15 +60,27 @@ impl Tape {
         let mut seen = perm.to_vec();
         seen.sort_unstable();
         if seen != (0..v.ndim()).collect::<Vec<_>>() {
-            shape_err!("permute: {perm:?} is not a permutation of the axes of shape {:?}", v.shape());
+            shape_err!(
+                "permute: {perm:?} is not a permutation of the axes of shape {:?}",
+                v.shape()
+            );
         }
-        let y = v.view().permuted_axes(perm.to_vec()).as_standard_layout().into_owned();
+        let y = v
+            .view()
+            .permuted_axes(perm.to_vec())
+            .as_standard_layout()
+            .into_owned();
         let mut inverse = vec![0; perm.len()];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
         Ok(self.push(y, &[x], move |_, g| {
-            vec![Some(g.view().permuted_axes(inverse.clone()).as_standard_layout().into_owned())]
+            vec![Some(
+                g.view()
+                    .permuted_axes(inverse.clone())
+                    .as_standard_layout()
+                    .into_owned(),
+            )]
         }))
     }
 
@@ -79,7 +103,10 @@ impl Tape {
         for &x in xs {
             let s = self.shape(x);
             let fits = s.len() == first.len()
-                && s.iter().zip(&first).enumerate().all(|(i, (a, b))| i == axis || a == b);
+                && s.iter()
+                    .zip(&first)
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
             if !fits {
                 shape_err!("concat along axis {axis}: shapes {first:?} and {s:?} do not fit");
             }
@@ -92,7 +119,9 @@ impl Tape {
             sizes
                 .iter()
                 .map(|&n| {
-                    let part = g.slice_axis(Axis(axis), Slice::from(start..start + n)).to_owned();
+                    let part = g
+                        .slice_axis(Axis(axis), Slice::from(start..start + n))
+                        .to_owned();
                     start += n;
                     Some(part)
                 })
@@ -105,12 +134,18 @@ impl Tape {
         let shape = self.shape(x).to_vec();
         check_axis("slice", axis, &shape)?;
         if start > end || end > shape[axis] {
-            shape_err!("slice: range {start}..{end} is out of bounds for axis {axis} of shape {shape:?}");
+            shape_err!(
+                "slice: range {start}..{end} is out of bounds for axis {axis} of shape {shape:?}"
+            );
         }
-        let y = self.value(x).slice_axis(Axis(axis), Slice::from(start..end)).to_owned();
+        let y = self
+            .value(x)
+            .slice_axis(Axis(axis), Slice::from(start..end))
+            .to_owned();
         Ok(self.push(y, &[x], move |c, g| {
             let mut gx = ArrayD::zeros(c.input(0).raw_dim());
-            gx.slice_axis_mut(Axis(axis), Slice::from(start..end)).assign(g);
+            gx.slice_axis_mut(Axis(axis), Slice::from(start..end))
+                .assign(g);
             vec![Some(gx)]
         }))
     }
@@ -149,7 +184,11 @@ impl Tape {
 
     fn reduce_sum(&mut self, x: Var, axes: &[usize], keepdim: bool, mean: bool) -> Result<Var> {
         let shape = self.shape(x).to_vec();
-        let axes = if axes.is_empty() { (0..shape.len()).collect() } else { check_axes("sum", axes, &shape)? };
+        let axes = if axes.is_empty() {
+            (0..shape.len()).collect()
+        } else {
+            check_axes("sum", axes, &shape)?
+        };
         let count: usize = axes.iter().map(|&a| shape[a]).product();
         let mut y = self.value(x).clone();
         for &a in axes.iter().rev() {
@@ -163,7 +202,11 @@ impl Tape {
         }
         Ok(self.push(y, &[x], move |c, g| {
             let g = g.to_shape(IxDyn(&kept)).unwrap();
-            vec![Some(g.broadcast(c.input(0).raw_dim()).unwrap().mapv(|v| v * factor))]
+            vec![Some(
+                g.broadcast(c.input(0).raw_dim())
+                    .unwrap()
+                    .mapv(|v| v * factor),
+            )]
         }))
     }
 
@@ -184,14 +227,24 @@ impl Tape {
             }
             best
         });
-        let mut y = v.map_axis(Axis(axis), |lane| lane.iter().cloned().fold(f32::NEG_INFINITY, f32::max));
+        let mut y = v.map_axis(Axis(axis), |lane| {
+            lane.iter().cloned().fold(f32::NEG_INFINITY, f32::max)
+        });
         if keepdim {
             y = y.insert_axis(Axis(axis));
         }
         Ok(self.push(y, &[x], move |c, g| {
-            let g = if keepdim { g.index_axis(Axis(axis), 0).to_owned() } else { g.clone() };
+            let g = if keepdim {
+                g.index_axis(Axis(axis), 0).to_owned()
+            } else {
+                g.clone()
+            };
             let mut gx = ArrayD::<f32>::zeros(c.input(0).raw_dim());
-            for (mut lane, (&i, &gv)) in gx.lanes_mut(Axis(axis)).into_iter().zip(argmax.iter().zip(g.iter())) {
+            for (mut lane, (&i, &gv)) in gx
+                .lanes_mut(Axis(axis))
+                .into_iter()
+                .zip(argmax.iter().zip(g.iter()))
+            {
                 lane[i] = gv;
             }
             vec![Some(gx)]
@@ -209,9 +262,13 @@ mod tests {
         check(&[&[2, 3, 4]], |t, v| t.reshape(v[0], &[6, 4]).unwrap());
         check(&[&[2, 3, 4]], |t, v| t.permute(v[0], &[2, 0, 1]).unwrap());
         check(&[&[2, 3, 4]], |t, v| t.transpose(v[0], 1, 2).unwrap());
-        check(&[&[2, 3], &[2, 5]], |t, v| t.concat(&[v[0], v[1]], 1).unwrap());
+        check(&[&[2, 3], &[2, 5]], |t, v| {
+            t.concat(&[v[0], v[1]], 1).unwrap()
+        });
         check(&[&[4, 3]], |t, v| t.slice(v[0], 0, 1, 3).unwrap());
-        check(&[&[4, 3]], |t, v| t.index_select(v[0], 0, &[3, 0, 3]).unwrap());
+        check(&[&[4, 3]], |t, v| {
+            t.index_select(v[0], 0, &[3, 0, 3]).unwrap()
+        });
     }
 
     #[test]
@@ -228,7 +285,8 @@ mod tests {
     #[test]
     fn reductions_values() {
         let mut t = Tape::inference();
-        let x = t.constant(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, 5.0, 3.0, 2.0]).unwrap());
+        let x =
+            t.constant(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, 5.0, 3.0, 2.0]).unwrap());
         let m = t.mean(x, &[0], false).unwrap();
         assert_eq!(t.value(m).as_slice().unwrap(), &[2.0, 3.5]);
         let mx = t.max(x, 1, false).unwrap();

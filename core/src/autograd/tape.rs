@@ -74,7 +74,10 @@ impl Tape {
 
     /// A tape for inference: no backward rules are kept and layers run in eval mode.
     pub fn inference() -> Self {
-        Tape { record: false, ..Tape::new(false, 0) }
+        Tape {
+            record: false,
+            ..Tape::new(false, 0)
+        }
     }
 
     /// The random generator that dropout draws from.
@@ -126,8 +129,16 @@ impl Tape {
         let requires_grad = self.record && inputs.iter().any(|v| self.nodes[v.0].requires_grad);
         self.nodes.push(Node {
             value,
-            inputs: if requires_grad { inputs.to_vec() } else { Vec::new() },
-            backward: if requires_grad { Some(Box::new(backward)) } else { None },
+            inputs: if requires_grad {
+                inputs.to_vec()
+            } else {
+                Vec::new()
+            },
+            backward: if requires_grad {
+                Some(Box::new(backward))
+            } else {
+                None
+            },
             requires_grad,
         });
         Var(self.nodes.len() - 1)
@@ -157,14 +168,20 @@ impl Tape {
         self.grads = vec![None; self.nodes.len()];
         self.grads[out.0] = Some(grad);
         for i in (0..=out.0).rev() {
-            let Some(g) = self.grads[i].take() else { continue };
+            let Some(g) = self.grads[i].take() else {
+                continue;
+            };
             let node = &self.nodes[i];
             let Some(rule) = &node.backward else {
                 // A leaf keeps its gradient for the caller; intermediate ones are dropped once used.
                 self.grads[i] = Some(g);
                 continue;
             };
-            let ctx = BackwardCtx { tape: self, inputs: &node.inputs, output: &node.value };
+            let ctx = BackwardCtx {
+                tape: self,
+                inputs: &node.inputs,
+                output: &node.value,
+            };
             let input_grads = rule(&ctx, &g);
             let inputs = std::mem::take(&mut self.nodes[i].inputs);
             for (v, ig) in inputs.iter().zip(input_grads) {

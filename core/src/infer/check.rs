@@ -26,13 +26,20 @@ fn node_name(node: &NodeProto) -> &str {
     if !node.name.is_empty() {
         node.name.as_str()
     } else {
-        node.output.iter().find(|o| !o.is_empty()).map_or("", String::as_str)
+        node.output
+            .iter()
+            .find(|o| !o.is_empty())
+            .map_or("", String::as_str)
     }
 }
 
 /// The ONNX `metadata_props`, in key order.
 pub(crate) fn metadata(proto: &ModelProto) -> BTreeMap<String, String> {
-    proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect()
+    proto
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect()
 }
 
 /// Everything kiln checks before parsing: a graph, supported operators, names that resolve,
@@ -44,12 +51,20 @@ pub(crate) fn validate(proto: &ModelProto, ops: &OnnxOpRegister, external_ok: bo
     if graph.output.is_empty() {
         return Err(err("not a valid ONNX model: the graph has no outputs"));
     }
-    let ctx = Ctx { ops, opsets: opsets(proto), external_ok };
+    let ctx = Ctx {
+        ops,
+        opsets: opsets(proto),
+        external_ok,
+    };
     ctx.graph(graph, &HashSet::new(), true)
 }
 
 fn opsets(proto: &ModelProto) -> HashMap<String, i64> {
-    proto.opset_import.iter().map(|o| (o.domain.clone(), o.version)).collect()
+    proto
+        .opset_import
+        .iter()
+        .map(|o| (o.domain.clone(), o.version))
+        .collect()
 }
 
 struct Ctx<'a> {
@@ -62,7 +77,11 @@ impl Ctx<'_> {
     fn graph(&self, graph: &GraphProto, outer: &HashSet<String>, top: bool) -> Result<()> {
         let mut known: HashSet<String> = outer.clone();
         for init in &graph.initializer {
-            check_tensor(init, &format!("initializer {:?}", init.name), self.external_ok)?;
+            check_tensor(
+                init,
+                &format!("initializer {:?}", init.name),
+                self.external_ok,
+            )?;
             known.insert(init.name.clone());
         }
         let inits: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -73,8 +92,8 @@ impl Ctx<'_> {
             }
             match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
                 Some(TypeValue::TensorType(t)) => {
-                    let ok = DataType::try_from(t.elem_type)
-                        .is_ok_and(|dt| dt != DataType::Undefined);
+                    let ok =
+                        DataType::try_from(t.elem_type).is_ok_and(|dt| dt != DataType::Undefined);
                     if !ok {
                         return Err(err(format!(
                             "input {:?}: unknown element type {} in the model",
@@ -110,9 +129,15 @@ impl Ctx<'_> {
 
     fn node(&self, node: &NodeProto, known: &HashSet<String>) -> Result<()> {
         if !self.ops.0.contains_key(&node.op_type) {
-            let domain = if node.domain.is_empty() { "ai.onnx" } else { node.domain.as_str() };
+            let domain = if node.domain.is_empty() {
+                "ai.onnx"
+            } else {
+                node.domain.as_str()
+            };
             let version = self.opsets.get(&node.domain).or_else(|| {
-                (domain == "ai.onnx").then(|| self.opsets.get("ai.onnx")).flatten()
+                (domain == "ai.onnx")
+                    .then(|| self.opsets.get("ai.onnx"))
+                    .flatten()
             });
             let version = version.map_or(String::new(), |v| format!(", opset {v}"));
             return Err(err(format!(
@@ -167,8 +192,12 @@ fn check_tensor(t: &TensorProto, what: &str, external_ok: bool) -> Result<()> {
         .ok_or_else(|| err(format!("{what}: unknown element type {}", t.data_type)))?;
     let mut count: usize = 1;
     for &d in &t.dims {
-        let d = usize::try_from(d)
-            .map_err(|_| err(format!("{what}: negative dimension {d} in shape {:?}", t.dims)))?;
+        let d = usize::try_from(d).map_err(|_| {
+            err(format!(
+                "{what}: negative dimension {d} in shape {:?}",
+                t.dims
+            ))
+        })?;
         count = count
             .checked_mul(d)
             .filter(|&c| c <= isize::MAX as usize)
@@ -210,8 +239,16 @@ fn check_tensor(t: &TensorProto, what: &str, external_ok: bool) -> Result<()> {
         u => count.saturating_mul(u),
     };
     if have != expected {
-        let got = if unit > 1 { format!("{have} bytes") } else { format!("{have} values") };
-        let want = if unit > 1 { format!("{expected} bytes") } else { format!("{expected} values") };
+        let got = if unit > 1 {
+            format!("{have} bytes")
+        } else {
+            format!("{have} values")
+        };
+        let want = if unit > 1 {
+            format!("{expected} bytes")
+        } else {
+            format!("{expected} values")
+        };
         return Err(err(format!(
             "{what}: shape {:?} ({dt:?}) needs {want} of data, the file holds {got} (truncated \
              or corrupt model?)",
@@ -226,7 +263,9 @@ fn check_tensor(t: &TensorProto, what: &str, external_ok: bool) -> Result<()> {
 /// and then fail to type the graph. Names that already are identifiers are kept, so two inputs
 /// sharing `N` stay tied together.
 pub(crate) fn symbolize_inputs(proto: &mut ModelProto) {
-    let Some(graph) = proto.graph.as_mut() else { return };
+    let Some(graph) = proto.graph.as_mut() else {
+        return;
+    };
     let inits: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
     let mut renamed: HashMap<String, String> = HashMap::new();
     let mut fresh = 0usize;
@@ -235,7 +274,9 @@ pub(crate) fn symbolize_inputs(proto: &mut ModelProto) {
         else {
             continue;
         };
-        let Some(shape) = t.shape.as_mut() else { continue };
+        let Some(shape) = t.shape.as_mut() else {
+            continue;
+        };
         for dim in shape.dim.iter_mut() {
             let keep = match &dim.value {
                 Some(DimValue::DimValue(v)) => *v >= 0,
@@ -246,9 +287,10 @@ pub(crate) fn symbolize_inputs(proto: &mut ModelProto) {
                 continue;
             }
             let name = match &dim.value {
-                Some(DimValue::DimParam(p)) if !p.is_empty() && p != "?" => {
-                    renamed.entry(p.clone()).or_insert_with(|| next_symbol(&mut fresh)).clone()
-                }
+                Some(DimValue::DimParam(p)) if !p.is_empty() && p != "?" => renamed
+                    .entry(p.clone())
+                    .or_insert_with(|| next_symbol(&mut fresh))
+                    .clone(),
                 _ => next_symbol(&mut fresh),
             };
             dim.value = Some(DimValue::DimParam(name));
@@ -263,7 +305,9 @@ fn next_symbol(fresh: &mut usize) -> String {
 
 fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !s.starts_with("unk__")
 }

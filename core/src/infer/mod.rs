@@ -85,7 +85,10 @@ fn node_reference(s: &str) -> Option<(String, String)> {
         let op = rest[open + 2..].trim_end_matches(')');
         return Some((rest[..open].to_string(), op.to_string()));
     }
-    let hash = s.find(" #").map(|i| i + 1).or_else(|| s.starts_with('#').then_some(0))?;
+    let hash = s
+        .find(" #")
+        .map(|i| i + 1)
+        .or_else(|| s.starts_with('#').then_some(0))?;
     let after = &s[hash + 1..];
     let digits = after.bytes().take_while(u8::is_ascii_digit).count();
     let rest = after[digits..].strip_prefix(" \"")?;
@@ -106,7 +109,8 @@ impl InferenceSession {
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| KilnError::io(path, e))?;
-        let proto = decode(&bytes).map_err(|e| KilnError::onnx(format!("{}: {e}", path.display())))?;
+        let proto =
+            decode(&bytes).map_err(|e| KilnError::onnx(format!("{}: {e}", path.display())))?;
         let dir = path.parent().map(|p| p.to_string_lossy().into_owned());
         Self::from_proto(proto, Some(dir.as_deref().unwrap_or(".")))
     }
@@ -117,19 +121,36 @@ impl InferenceSession {
         check::validate(&proto, &onnx.op_register, model_dir.is_some())?;
         let metadata = check::metadata(&proto);
         check::symbolize_inputs(&mut proto);
-        let output_names: Vec<String> =
-            proto.graph.as_ref().map(|g| g.output.iter().map(|o| o.name.clone()).collect()).unwrap_or_default();
+        let output_names: Vec<String> = proto
+            .graph
+            .as_ref()
+            .map(|g| g.output.iter().map(|o| o.name.clone()).collect())
+            .unwrap_or_default();
         let built = catch_unwind(AssertUnwindSafe(|| build_plan(onnx, &proto, model_dir)))
-            .map_err(|p| KilnError::onnx(format!("tract panicked while loading the model: {}", panic_message(p))))?;
+            .map_err(|p| {
+                KilnError::onnx(format!(
+                    "tract panicked while loading the model: {}",
+                    panic_message(p)
+                ))
+            })?;
         let (plan, optimized) = built?;
         let model = plan.model();
         let mut inputs = Vec::new();
         let mut input_symbols = Vec::new();
         let mut input_types = Vec::new();
-        for (ix, outlet) in model.input_outlets().map_err(load_error)?.iter().enumerate() {
+        for (ix, outlet) in model
+            .input_outlets()
+            .map_err(load_error)?
+            .iter()
+            .enumerate()
+        {
             let fact = model.outlet_fact(*outlet).map_err(load_error)?;
             let name = model.node(outlet.node).name.clone();
-            let dims = fact.shape.iter().map(|d| d.to_i64().ok().map(|v| v as usize)).collect();
+            let dims = fact
+                .shape
+                .iter()
+                .map(|d| d.to_i64().ok().map(|v| v as usize))
+                .collect();
             let symbols = fact
                 .shape
                 .iter()
@@ -139,21 +160,45 @@ impl InferenceSession {
                 })
                 .collect();
             let _ = ix;
-            inputs.push(TensorInfo { name, dims, dtype: DType::from_datum(fact.datum_type) });
+            inputs.push(TensorInfo {
+                name,
+                dims,
+                dtype: DType::from_datum(fact.datum_type),
+            });
             input_symbols.push(symbols);
             input_types.push(fact.datum_type);
         }
         let mut outputs = Vec::new();
-        for (ix, outlet) in model.output_outlets().map_err(load_error)?.iter().enumerate() {
+        for (ix, outlet) in model
+            .output_outlets()
+            .map_err(load_error)?
+            .iter()
+            .enumerate()
+        {
             let fact = model.outlet_fact(*outlet).map_err(load_error)?;
             let dtype = DType::from_datum(fact.datum_type);
             outputs.push(TensorInfo {
-                name: output_names.get(ix).cloned().unwrap_or_else(|| format!("output{ix}")),
-                dims: fact.shape.iter().map(|d| d.to_i64().ok().map(|v| v as usize)).collect(),
+                name: output_names
+                    .get(ix)
+                    .cloned()
+                    .unwrap_or_else(|| format!("output{ix}")),
+                dims: fact
+                    .shape
+                    .iter()
+                    .map(|d| d.to_i64().ok().map(|v| v as usize))
+                    .collect(),
                 dtype: dtype.carried().unwrap_or(dtype),
             });
         }
-        Ok(InferenceSession { plan, inputs, outputs, input_symbols, input_types, metadata, optimized })
+        Ok(InferenceSession {
+            plan,
+            inputs,
+            outputs,
+            input_symbols,
+            input_types,
+            metadata,
+            optimized,
+        })
     }
 
     /// The model's inputs, in the order [`run`](Self::run) takes them.
@@ -162,7 +207,7 @@ impl InferenceSession {
     }
 
     /// The model's outputs, in the order `run` returns them. `dtype` is the type kiln returns:
-    /// float16 comes back as float32, int16/uint16 as int32, uint32 as int64.
+    /// float16 comes back as float32, int16/uint16 as int32, uint32/uint64 as int64.
     pub fn outputs(&self) -> &[TensorInfo] {
         &self.outputs
     }
@@ -187,7 +232,11 @@ impl InferenceSession {
     /// Runs the model on one tensor per input, in [`inputs`](Self::inputs) order.
     pub fn run(&self, inputs: Vec<TensorData>) -> Result<Vec<TensorData>> {
         if inputs.len() != self.inputs.len() {
-            let names: Vec<String> = self.inputs.iter().map(|i| format!("{:?}", i.name)).collect();
+            let names: Vec<String> = self
+                .inputs
+                .iter()
+                .map(|i| format!("{:?}", i.name))
+                .collect();
             return Err(KilnError::shape(format!(
                 "the model takes {} input{} ({}), got {}",
                 names.len(),
@@ -203,12 +252,19 @@ impl InferenceSession {
         }
         let plan = &self.plan;
         let outputs = catch_unwind(AssertUnwindSafe(|| plan.run(values)))
-            .map_err(|p| KilnError::onnx(format!("tract panicked while running the model: {}", panic_message(p))))?
+            .map_err(|p| {
+                KilnError::onnx(format!(
+                    "tract panicked while running the model: {}",
+                    panic_message(p)
+                ))
+            })?
             .map_err(|e| KilnError::onnx(format!("running the model failed: {}", describe(&e))))?;
         outputs
             .into_iter()
             .zip(&self.outputs)
-            .map(|(v, info)| TensorData::from_tract(v.into_tensor(), &format!("output {:?}", info.name)))
+            .map(|(v, info)| {
+                TensorData::from_tract(v.into_tensor(), &format!("output {:?}", info.name))
+            })
             .collect()
     }
 
@@ -217,7 +273,11 @@ impl InferenceSession {
         let mut slots: Vec<Option<TensorData>> = vec![None; self.inputs.len()];
         for (name, data) in inputs {
             let Some(ix) = self.inputs.iter().position(|i| i.name == name) else {
-                let names: Vec<String> = self.inputs.iter().map(|i| format!("{:?}", i.name)).collect();
+                let names: Vec<String> = self
+                    .inputs
+                    .iter()
+                    .map(|i| format!("{:?}", i.name))
+                    .collect();
                 return Err(KilnError::value(format!(
                     "the model has no input {name:?} (its inputs: {})",
                     names.join(", ")
@@ -235,7 +295,10 @@ impl InferenceSession {
             .map(|(i, _)| format!("{:?}", i.name))
             .collect();
         if !missing.is_empty() {
-            return Err(KilnError::value(format!("missing input {}", missing.join(", "))));
+            return Err(KilnError::value(format!(
+                "missing input {}",
+                missing.join(", ")
+            )));
         }
         self.run(slots.into_iter().flatten().collect())
     }
@@ -248,7 +311,10 @@ impl InferenceSession {
             let shape = data.shape();
             let fits = data.dtype() == expected
                 && shape.len() == info.dims.len()
-                && shape.iter().zip(&info.dims).all(|(n, d)| d.is_none_or(|d| d == *n));
+                && shape
+                    .iter()
+                    .zip(&info.dims)
+                    .all(|(n, d)| d.is_none_or(|d| d == *n));
             if !fits {
                 let carried = if expected != info.dtype {
                     format!("{}, passed as {}", info.dtype, expected)
@@ -300,7 +366,11 @@ fn load_error(e: TractError) -> KilnError {
 
 /// Parse, type, declutter and optimise. When the optimiser fails on a graph that declutters
 /// fine, the decluttered plan still computes the right answer, only slower: use it.
-fn build_plan(onnx: &Onnx, proto: &ModelProto, dir: Option<&str>) -> Result<(Arc<TypedRunnableModel>, bool)> {
+fn build_plan(
+    onnx: &Onnx,
+    proto: &ModelProto,
+    dir: Option<&str>,
+) -> Result<(Arc<TypedRunnableModel>, bool)> {
     let parsed = onnx.parse(proto, dir).map_err(load_error)?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(KilnError::onnx(format!(

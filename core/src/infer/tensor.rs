@@ -65,12 +65,13 @@ impl DType {
 
     /// The dtype that [`TensorData`] carries for values of this dtype: narrow types that
     /// `TensorData` has no variant for are widened without loss (float16 → float32, int16 /
-    /// uint16 → int32, uint32 → int64).
+    /// uint16 → int32, uint32 → int64) and uint64 travels as int64 (values above `i64::MAX`
+    /// are refused on the way out).
     pub(crate) fn carried(&self) -> Option<DType> {
         match self {
             DType::Other(n) if n == "float16" => Some(DType::F32),
             DType::Other(n) if n == "int16" || n == "uint16" => Some(DType::I32),
-            DType::Other(n) if n == "uint32" => Some(DType::I64),
+            DType::Other(n) if n == "uint32" || n == "uint64" => Some(DType::I64),
             DType::Other(_) => None,
             known => Some(known.clone()),
         }
@@ -97,8 +98,11 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// The shape as kiln prints it in messages, e.g. `[?, 1, 8, 8]`.
     pub fn shape_string(&self) -> String {
-        let dims: Vec<String> =
-            self.dims.iter().map(|d| d.map_or("?".to_string(), |n| n.to_string())).collect();
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| d.map_or("?".to_string(), |n| n.to_string()))
+            .collect();
         format!("[{}]", dims.join(", "))
     }
 }
@@ -196,11 +200,19 @@ impl TensorData {
             // Quantized u8/i8 carry their zero point and scale in the type only; the stored
             // bytes are the plain integers ONNX means.
             DatumType::I8 => {
-                let t = if dt.is_quantized() { t.cast_to_dt(DatumType::I8).map_err(fail)?.into_owned() } else { t };
+                let t = if dt.is_quantized() {
+                    t.cast_to_dt(DatumType::I8).map_err(fail)?.into_owned()
+                } else {
+                    t
+                };
                 TensorData::I8(t.into_plain_array().map_err(fail)?)
             }
             DatumType::U8 => {
-                let t = if dt.is_quantized() { t.cast_to_dt(DatumType::U8).map_err(fail)?.into_owned() } else { t };
+                let t = if dt.is_quantized() {
+                    t.cast_to_dt(DatumType::U8).map_err(fail)?.into_owned()
+                } else {
+                    t
+                };
                 TensorData::U8(t.into_plain_array().map_err(fail)?)
             }
             DatumType::F16 => TensorData::F32(cast_plain(&t, DatumType::F32).map_err(fail)?),

@@ -21,7 +21,11 @@ pub struct Linear {
 impl Linear {
     /// A Linear layer with PyTorch's default initialisation.
     pub fn new(in_features: usize, out_features: usize, bias: bool, rng: &mut ChaCha8Rng) -> Self {
-        let weight = Param::new(uniform_fan_in(&[out_features, in_features], in_features, rng));
+        let weight = Param::new(uniform_fan_in(
+            &[out_features, in_features],
+            in_features,
+            rng,
+        ));
         let bias = bias.then(|| Param::new(uniform_fan_in(&[out_features], in_features, rng)));
         Linear { weight, bias }
     }
@@ -52,7 +56,11 @@ impl Module for Linear {
     weight_bias_tensors!();
     fn spec(&self) -> LayerSpec {
         let s = self.weight.value.shape();
-        LayerSpec::Linear { in_features: s[1], out_features: s[0], bias: self.bias.is_some() }
+        LayerSpec::Linear {
+            in_features: s[1],
+            out_features: s[0],
+            bias: self.bias.is_some(),
+        }
     }
 }
 
@@ -72,21 +80,52 @@ pub struct Conv {
 impl Conv {
     /// Build from a `Conv1d` or `Conv2d` spec with PyTorch's default initialisation.
     pub fn new(spec: LayerSpec, rng: &mut ChaCha8Rng) -> Result<Self> {
-        let (cin, cout, kernel, groups, bias, name): (usize, usize, Vec<usize>, usize, bool, &str) = match &spec {
-            LayerSpec::Conv1d { in_channels, out_channels, kernel_size, groups, bias, stride, .. } => {
-                if *stride == 0 {
-                    value_err!("Conv1d: stride must be positive");
+        let (cin, cout, kernel, groups, bias, name): (usize, usize, Vec<usize>, usize, bool, &str) =
+            match &spec {
+                LayerSpec::Conv1d {
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    groups,
+                    bias,
+                    stride,
+                    ..
+                } => {
+                    if *stride == 0 {
+                        value_err!("Conv1d: stride must be positive");
+                    }
+                    (
+                        *in_channels,
+                        *out_channels,
+                        vec![*kernel_size],
+                        *groups,
+                        *bias,
+                        "Conv1d",
+                    )
                 }
-                (*in_channels, *out_channels, vec![*kernel_size], *groups, *bias, "Conv1d")
-            }
-            LayerSpec::Conv2d { in_channels, out_channels, kernel_size, groups, bias, stride, .. } => {
-                if stride.contains(&0) {
-                    value_err!("Conv2d: stride must be positive");
+                LayerSpec::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    groups,
+                    bias,
+                    stride,
+                    ..
+                } => {
+                    if stride.contains(&0) {
+                        value_err!("Conv2d: stride must be positive");
+                    }
+                    (
+                        *in_channels,
+                        *out_channels,
+                        kernel_size.to_vec(),
+                        *groups,
+                        *bias,
+                        "Conv2d",
+                    )
                 }
-                (*in_channels, *out_channels, kernel_size.to_vec(), *groups, *bias, "Conv2d")
-            }
-            other => value_err!("Conv: not a convolution spec: {}", other.type_name()),
-        };
+                other => value_err!("Conv: not a convolution spec: {}", other.type_name()),
+            };
         if cin == 0 || cout == 0 || kernel.contains(&0) || groups == 0 {
             value_err!("{name}: channels, kernel_size and groups must be positive");
         }
@@ -107,8 +146,20 @@ impl Module for Conv {
         let w = self.weight.bind(t);
         let b = self.bias.as_mut().map(|b| b.bind(t));
         match self.spec {
-            LayerSpec::Conv2d { stride, padding, dilation, groups, .. } => t.conv2d(x, w, b, stride, padding, dilation, groups),
-            LayerSpec::Conv1d { stride, padding, dilation, groups, .. } => t.conv1d(x, w, b, stride, padding, dilation, groups),
+            LayerSpec::Conv2d {
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => t.conv2d(x, w, b, stride, padding, dilation, groups),
+            LayerSpec::Conv1d {
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => t.conv1d(x, w, b, stride, padding, dilation, groups),
             _ => unreachable!("Conv::new accepts only convolution specs"),
         }
     }
@@ -140,7 +191,9 @@ impl BatchNorm {
     /// γ = 1, β = 0, running mean 0 and variance 1, as PyTorch.
     pub fn new(num_features: usize, eps: f32, momentum: f32, two_d: bool) -> Result<Self> {
         if num_features == 0 || eps <= 0.0 || !(0.0..=1.0).contains(&momentum) {
-            value_err!("BatchNorm: num_features must be positive, eps positive and momentum in [0, 1]");
+            value_err!(
+                "BatchNorm: num_features must be positive, eps positive and momentum in [0, 1]"
+            );
         }
         let ones = ArrayD::ones(IxDyn(&[num_features]));
         let zeros = ArrayD::zeros(IxDyn(&[num_features]));
@@ -159,9 +212,17 @@ impl BatchNorm {
 impl Module for BatchNorm {
     fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
         let rank = t.shape(x).len();
-        let ok = if self.two_d { rank == 4 } else { rank == 2 || rank == 3 };
+        let ok = if self.two_d {
+            rank == 4
+        } else {
+            rank == 2 || rank == 3
+        };
         if !ok {
-            let (name, want) = if self.two_d { ("BatchNorm2d", "[N, C, H, W]") } else { ("BatchNorm1d", "[N, C] or [N, C, L]") };
+            let (name, want) = if self.two_d {
+                ("BatchNorm2d", "[N, C, H, W]")
+            } else {
+                ("BatchNorm1d", "[N, C] or [N, C, L]")
+            };
             shape_err!("{name}: expects input {want}, got {:?}", t.shape(x));
         }
         let w = self.weight.bind(t);
@@ -202,9 +263,17 @@ impl Module for BatchNorm {
     fn spec(&self) -> LayerSpec {
         let (num_features, eps, momentum) = (self.weight.value.len(), self.eps, self.momentum);
         if self.two_d {
-            LayerSpec::BatchNorm2d { num_features, eps, momentum }
+            LayerSpec::BatchNorm2d {
+                num_features,
+                eps,
+                momentum,
+            }
         } else {
-            LayerSpec::BatchNorm1d { num_features, eps, momentum }
+            LayerSpec::BatchNorm1d {
+                num_features,
+                eps,
+                momentum,
+            }
         }
     }
 }
@@ -242,10 +311,16 @@ impl Module for LayerNorm {
         vec![("weight".into(), &self.weight), ("bias".into(), &self.bias)]
     }
     fn tensors_mut(&mut self) -> Vec<(String, &mut Param)> {
-        vec![("weight".into(), &mut self.weight), ("bias".into(), &mut self.bias)]
+        vec![
+            ("weight".into(), &mut self.weight),
+            ("bias".into(), &mut self.bias),
+        ]
     }
     fn spec(&self) -> LayerSpec {
-        LayerSpec::LayerNorm { normalized_shape: self.weight.value.shape().to_vec(), eps: self.eps }
+        LayerSpec::LayerNorm {
+            normalized_shape: self.weight.value.shape().to_vec(),
+            eps: self.eps,
+        }
     }
 }
 
@@ -261,7 +336,9 @@ pub struct Embedding {
 impl Embedding {
     /// A table drawn from N(0, 1), as PyTorch.
     pub fn new(num_embeddings: usize, embedding_dim: usize, rng: &mut ChaCha8Rng) -> Self {
-        Embedding { weight: Param::new(standard_normal(&[num_embeddings, embedding_dim], rng)) }
+        Embedding {
+            weight: Param::new(standard_normal(&[num_embeddings, embedding_dim], rng)),
+        }
     }
 }
 
@@ -286,6 +363,9 @@ impl Module for Embedding {
     }
     fn spec(&self) -> LayerSpec {
         let s = self.weight.value.shape();
-        LayerSpec::Embedding { num_embeddings: s[0], embedding_dim: s[1] }
+        LayerSpec::Embedding {
+            num_embeddings: s[0],
+            embedding_dim: s[1],
+        }
     }
 }

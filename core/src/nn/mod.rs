@@ -37,12 +37,24 @@ pub struct Param {
 impl Param {
     /// A trainable parameter.
     pub fn new(value: Tensor) -> Self {
-        Param { value, grad: None, trainable: true, is_buffer: false, var: None }
+        Param {
+            value,
+            grad: None,
+            trainable: true,
+            is_buffer: false,
+            var: None,
+        }
     }
 
     /// A buffer: saved and exported with the model, never trained.
     pub fn buffer(value: Tensor) -> Self {
-        Param { value, grad: None, trainable: false, is_buffer: true, var: None }
+        Param {
+            value,
+            grad: None,
+            trainable: false,
+            is_buffer: true,
+            var: None,
+        }
     }
 
     /// Put the value on the tape, remembering where, so the gradient can be collected after backward.
@@ -82,7 +94,11 @@ pub trait Module: Send + Sync {
 /// PyTorch's default for Linear and Conv weights and biases: U(-1/√fan_in, 1/√fan_in)
 /// (`kaiming_uniform_(a=√5)` works out to this bound).
 pub(crate) fn uniform_fan_in(shape: &[usize], fan_in: usize, rng: &mut ChaCha8Rng) -> Tensor {
-    let bound = if fan_in > 0 { 1.0 / (fan_in as f32).sqrt() } else { 0.0 };
+    let bound = if fan_in > 0 {
+        1.0 / (fan_in as f32).sqrt()
+    } else {
+        0.0
+    };
     Tensor::from_shape_simple_fn(shape.to_vec(), || rng.random_range(-1.0..1.0) * bound)
 }
 

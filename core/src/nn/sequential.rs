@@ -41,7 +41,10 @@ impl Sequential {
 
     /// Named tensors (parameters and buffers) as a state dict of copies.
     pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
-        self.tensors().into_iter().map(|(k, p)| (k, p.value.clone())).collect()
+        self.tensors()
+            .into_iter()
+            .map(|(k, p)| (k, p.value.clone()))
+            .collect()
     }
 
     /// Load tensors by name; every tensor of the model must be present with its exact shape.
@@ -61,7 +64,9 @@ impl Sequential {
             plan.push(name);
         }
         if let Some(extra) = dict.keys().find(|k| !plan.contains(k)) {
-            return Err(KilnError::Checkpoint(format!("unexpected tensor {extra:?} (not part of this model)")));
+            return Err(KilnError::Checkpoint(format!(
+                "unexpected tensor {extra:?} (not part of this model)"
+            )));
         }
         for (name, p) in self.tensors_mut() {
             p.value = dict[&name].as_standard_layout().into_owned();
@@ -71,12 +76,20 @@ impl Sequential {
 
     /// The trainable parameters, in state-dict order.
     pub fn trainable_mut(&mut self) -> Vec<&mut Param> {
-        self.tensors_mut().into_iter().map(|(_, p)| p).filter(|p| p.trainable).collect()
+        self.tensors_mut()
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| p.trainable)
+            .collect()
     }
 
     /// Number of trainable values.
     pub fn num_trainable(&self) -> usize {
-        self.tensors().iter().filter(|(_, p)| p.trainable).map(|(_, p)| p.value.len()).sum()
+        self.tensors()
+            .iter()
+            .filter(|(_, p)| p.trainable)
+            .map(|(_, p)| p.value.len())
+            .sum()
     }
 
     /// Collect every parameter's gradient from the tape after backward.
@@ -118,26 +131,38 @@ fn at_layer(i: usize, spec: &LayerSpec, e: KilnError) -> KilnError {
 impl Module for Sequential {
     fn forward(&mut self, t: &mut Tape, mut x: Var) -> Result<Var> {
         for (i, layer) in self.layers.iter_mut().enumerate() {
-            x = layer.forward(t, x).map_err(|e| at_layer(i, &layer.spec(), e))?;
+            x = layer
+                .forward(t, x)
+                .map_err(|e| at_layer(i, &layer.spec(), e))?;
         }
         Ok(x)
     }
     fn tensors(&self) -> Vec<(String, &Param)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            out.extend(l.tensors().into_iter().map(|(n, p)| (format!("{i}.{n}"), p)));
+            out.extend(
+                l.tensors()
+                    .into_iter()
+                    .map(|(n, p)| (format!("{i}.{n}"), p)),
+            );
         }
         out
     }
     fn tensors_mut(&mut self) -> Vec<(String, &mut Param)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter_mut().enumerate() {
-            out.extend(l.tensors_mut().into_iter().map(|(n, p)| (format!("{i}.{n}"), p)));
+            out.extend(
+                l.tensors_mut()
+                    .into_iter()
+                    .map(|(n, p)| (format!("{i}.{n}"), p)),
+            );
         }
         out
     }
     fn spec(&self) -> LayerSpec {
-        LayerSpec::Sequential { layers: self.specs() }
+        LayerSpec::Sequential {
+            layers: self.specs(),
+        }
     }
 }
 
@@ -160,7 +185,19 @@ mod tests {
     fn state_dict_uses_pytorch_names() {
         let m = mlp();
         let names: Vec<String> = m.state_dict().keys().cloned().collect();
-        assert_eq!(names, ["0.bias", "0.weight", "1.bias", "1.running_mean", "1.running_var", "1.weight", "4.bias", "4.weight"]);
+        assert_eq!(
+            names,
+            [
+                "0.bias",
+                "0.weight",
+                "1.bias",
+                "1.running_mean",
+                "1.running_var",
+                "1.weight",
+                "4.bias",
+                "4.weight"
+            ]
+        );
         assert_eq!(m.num_trainable(), 4 * 8 + 8 + 8 + 8 + 8 * 3 + 3);
     }
 
@@ -170,7 +207,10 @@ mod tests {
         let mut t = Tape::inference();
         let x = t.constant(ArrayD::zeros(IxDyn(&[2, 5])));
         let e = m.forward(&mut t, x).unwrap_err().to_string();
-        assert!(e.starts_with("layer 0 (Linear)") && e.contains("[2, 5]"), "{e}");
+        assert!(
+            e.starts_with("layer 0 (Linear)") && e.contains("[2, 5]"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -178,7 +218,11 @@ mod tests {
         let mut m = mlp();
         let mut d = m.state_dict();
         d.insert("0.weight".into(), ArrayD::zeros(IxDyn(&[8, 5])));
-        assert!(m.load_state_dict(&d).unwrap_err().to_string().contains("0.weight"));
+        assert!(m
+            .load_state_dict(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("0.weight"));
         let mut d = m.state_dict();
         d.remove("4.bias");
         assert!(m.load_state_dict(&d).is_err());
@@ -189,7 +233,13 @@ mod tests {
     #[test]
     fn bad_specs_name_the_layer() {
         let specs = LayerSpec::list_from_json(r#"[{"type":"ReLU"},{"type":"Conv2d","in_channels":3,"out_channels":4,"kernel_size":[3,3],"groups":2}]"#).unwrap();
-        let e = Sequential::from_specs(&specs, &mut ChaCha8Rng::seed_from_u64(0)).err().unwrap().to_string();
-        assert!(e.starts_with("layer 1 (Conv2d)") && e.contains("divisible"), "{e}");
+        let e = Sequential::from_specs(&specs, &mut ChaCha8Rng::seed_from_u64(0))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("layer 1 (Conv2d)") && e.contains("divisible"),
+            "{e}"
+        );
     }
 }

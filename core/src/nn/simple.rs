@@ -46,11 +46,24 @@ pub struct Pool {
 
 impl Pool {
     /// A pooling layer; `is_max` picks max over average.
-    pub fn new(is_max: bool, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Result<Self> {
+    pub fn new(
+        is_max: bool,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Result<Self> {
         if kernel.contains(&0) || stride.contains(&0) {
-            value_err!("{}: kernel_size and stride must be positive", if is_max { "MaxPool2d" } else { "AvgPool2d" });
+            value_err!(
+                "{}: kernel_size and stride must be positive",
+                if is_max { "MaxPool2d" } else { "AvgPool2d" }
+            );
         }
-        Ok(Pool { is_max, kernel, stride, padding })
+        Ok(Pool {
+            is_max,
+            kernel,
+            stride,
+            padding,
+        })
     }
 }
 
@@ -65,9 +78,17 @@ impl Module for Pool {
     fn spec(&self) -> LayerSpec {
         let (kernel_size, stride, padding) = (self.kernel, self.stride, self.padding);
         if self.is_max {
-            LayerSpec::MaxPool2d { kernel_size, stride, padding }
+            LayerSpec::MaxPool2d {
+                kernel_size,
+                stride,
+                padding,
+            }
         } else {
-            LayerSpec::AvgPool2d { kernel_size, stride, padding }
+            LayerSpec::AvgPool2d {
+                kernel_size,
+                stride,
+                padding,
+            }
         }
     }
 }
@@ -86,7 +107,11 @@ impl Flatten {
         let s = resolve_axis("Flatten", self.start_dim, shape.len())?;
         let e = resolve_axis("Flatten", self.end_dim, shape.len())?;
         if s > e {
-            shape_err!("Flatten: start_dim {} comes after end_dim {}", self.start_dim, self.end_dim);
+            shape_err!(
+                "Flatten: start_dim {} comes after end_dim {}",
+                self.start_dim,
+                self.end_dim
+            );
         }
         let mut out = shape[..s].to_vec();
         out.push(shape[s..=e].iter().product());
@@ -101,7 +126,10 @@ impl Module for Flatten {
         t.reshape(x, &shape)
     }
     fn spec(&self) -> LayerSpec {
-        LayerSpec::Flatten { start_dim: self.start_dim, end_dim: self.end_dim }
+        LayerSpec::Flatten {
+            start_dim: self.start_dim,
+            end_dim: self.end_dim,
+        }
     }
 }
 

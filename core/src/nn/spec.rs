@@ -3,7 +3,10 @@
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Activation, BatchNorm, Conv, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Pool, Sequential};
+use super::{
+    Activation, BatchNorm, Conv, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Pool,
+    Sequential,
+};
 use crate::autograd::GeluApprox;
 use crate::{value_err, KilnError, Result};
 
@@ -40,7 +43,12 @@ fn exact() -> GeluApprox {
 #[serde(tag = "type", deny_unknown_fields)]
 #[allow(missing_docs)] // the fields are PyTorch's constructor arguments
 pub enum LayerSpec {
-    Linear { in_features: usize, out_features: usize, #[serde(default = "yes")] bias: bool },
+    Linear {
+        in_features: usize,
+        out_features: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
     Conv1d {
         in_channels: usize,
         out_channels: usize,
@@ -71,8 +79,18 @@ pub enum LayerSpec {
         #[serde(default = "yes")]
         bias: bool,
     },
-    MaxPool2d { kernel_size: [usize; 2], stride: [usize; 2], #[serde(default = "zeros2")] padding: [usize; 2] },
-    AvgPool2d { kernel_size: [usize; 2], stride: [usize; 2], #[serde(default = "zeros2")] padding: [usize; 2] },
+    MaxPool2d {
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        #[serde(default = "zeros2")]
+        padding: [usize; 2],
+    },
+    AvgPool2d {
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        #[serde(default = "zeros2")]
+        padding: [usize; 2],
+    },
     Flatten {
         #[serde(default = "one_isize")]
         start_dim: isize,
@@ -80,17 +98,49 @@ pub enum LayerSpec {
         end_dim: isize,
     },
     ReLU,
-    LeakyReLU { #[serde(default = "slope")] negative_slope: f32 },
-    GELU { #[serde(default = "exact")] approximate: GeluApprox },
+    LeakyReLU {
+        #[serde(default = "slope")]
+        negative_slope: f32,
+    },
+    GELU {
+        #[serde(default = "exact")]
+        approximate: GeluApprox,
+    },
     Sigmoid,
     Tanh,
-    Softmax { #[serde(default = "minus_one")] dim: isize },
-    Dropout { p: f32 },
-    BatchNorm1d { num_features: usize, #[serde(default = "eps")] eps: f32, #[serde(default = "momentum")] momentum: f32 },
-    BatchNorm2d { num_features: usize, #[serde(default = "eps")] eps: f32, #[serde(default = "momentum")] momentum: f32 },
-    LayerNorm { normalized_shape: Vec<usize>, #[serde(default = "eps")] eps: f32 },
-    Embedding { num_embeddings: usize, embedding_dim: usize },
-    Sequential { layers: Vec<LayerSpec> },
+    Softmax {
+        #[serde(default = "minus_one")]
+        dim: isize,
+    },
+    Dropout {
+        p: f32,
+    },
+    BatchNorm1d {
+        num_features: usize,
+        #[serde(default = "eps")]
+        eps: f32,
+        #[serde(default = "momentum")]
+        momentum: f32,
+    },
+    BatchNorm2d {
+        num_features: usize,
+        #[serde(default = "eps")]
+        eps: f32,
+        #[serde(default = "momentum")]
+        momentum: f32,
+    },
+    LayerNorm {
+        normalized_shape: Vec<usize>,
+        #[serde(default = "eps")]
+        eps: f32,
+    },
+    Embedding {
+        num_embeddings: usize,
+        embedding_dim: usize,
+    },
+    Sequential {
+        layers: Vec<LayerSpec>,
+    },
 }
 
 fn one_isize() -> isize {
@@ -108,7 +158,10 @@ impl LayerSpec {
     /// The layer's type name, as in PyTorch (`"Linear"`, `"Conv2d"`…).
     pub fn type_name(&self) -> String {
         let json = serde_json::to_value(self).unwrap_or_default();
-        json.get("type").and_then(|t| t.as_str()).unwrap_or("?").to_string()
+        json.get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("?")
+            .to_string()
     }
 
     /// Parse one layer from JSON, with a clear message for unknown types or fields.
@@ -126,26 +179,57 @@ impl LayerSpec {
         use LayerSpec as S;
         let name = self.type_name();
         Ok(match self.clone() {
-            S::Linear { in_features, out_features, bias } => {
+            S::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => {
                 positive(&name, "in_features", in_features)?;
                 positive(&name, "out_features", out_features)?;
                 Box::new(Linear::new(in_features, out_features, bias, rng))
             }
             S::Conv1d { .. } | S::Conv2d { .. } => Box::new(Conv::new(self.clone(), rng)?),
-            S::MaxPool2d { kernel_size, stride, padding } => Box::new(Pool::new(true, kernel_size, stride, padding)?),
-            S::AvgPool2d { kernel_size, stride, padding } => Box::new(Pool::new(false, kernel_size, stride, padding)?),
+            S::MaxPool2d {
+                kernel_size,
+                stride,
+                padding,
+            } => Box::new(Pool::new(true, kernel_size, stride, padding)?),
+            S::AvgPool2d {
+                kernel_size,
+                stride,
+                padding,
+            } => Box::new(Pool::new(false, kernel_size, stride, padding)?),
             S::Flatten { start_dim, end_dim } => Box::new(Flatten { start_dim, end_dim }),
-            S::ReLU | S::LeakyReLU { .. } | S::GELU { .. } | S::Sigmoid | S::Tanh | S::Softmax { .. } => Box::new(Activation(self.clone())),
+            S::ReLU
+            | S::LeakyReLU { .. }
+            | S::GELU { .. }
+            | S::Sigmoid
+            | S::Tanh
+            | S::Softmax { .. } => Box::new(Activation(self.clone())),
             S::Dropout { p } => {
                 if !(0.0..1.0).contains(&p) {
                     value_err!("Dropout: p must be in [0, 1), got {p}");
                 }
                 Box::new(Dropout { p })
             }
-            S::BatchNorm1d { num_features, eps, momentum } => Box::new(BatchNorm::new(num_features, eps, momentum, false)?),
-            S::BatchNorm2d { num_features, eps, momentum } => Box::new(BatchNorm::new(num_features, eps, momentum, true)?),
-            S::LayerNorm { normalized_shape, eps } => Box::new(LayerNorm::new(normalized_shape, eps)?),
-            S::Embedding { num_embeddings, embedding_dim } => {
+            S::BatchNorm1d {
+                num_features,
+                eps,
+                momentum,
+            } => Box::new(BatchNorm::new(num_features, eps, momentum, false)?),
+            S::BatchNorm2d {
+                num_features,
+                eps,
+                momentum,
+            } => Box::new(BatchNorm::new(num_features, eps, momentum, true)?),
+            S::LayerNorm {
+                normalized_shape,
+                eps,
+            } => Box::new(LayerNorm::new(normalized_shape, eps)?),
+            S::Embedding {
+                num_embeddings,
+                embedding_dim,
+            } => {
                 positive(&name, "num_embeddings", num_embeddings)?;
                 positive(&name, "embedding_dim", embedding_dim)?;
                 Box::new(Embedding::new(num_embeddings, embedding_dim, rng))
@@ -176,7 +260,16 @@ mod tests {
     fn json_round_trip_with_pytorch_defaults() {
         let s = LayerSpec::from_json(r#"{"type":"Conv2d","in_channels":1,"out_channels":8,"kernel_size":[3,3],"padding":[1,1]}"#).unwrap();
         match &s {
-            LayerSpec::Conv2d { stride, dilation, groups, bias, .. } => assert_eq!((*stride, *dilation, *groups, *bias), ([1, 1], [1, 1], 1, true)),
+            LayerSpec::Conv2d {
+                stride,
+                dilation,
+                groups,
+                bias,
+                ..
+            } => assert_eq!(
+                (*stride, *dilation, *groups, *bias),
+                ([1, 1], [1, 1], 1, true)
+            ),
             other => panic!("{other:?}"),
         }
         let back = LayerSpec::from_json(&serde_json::to_string(&s).unwrap()).unwrap();
@@ -186,9 +279,15 @@ mod tests {
 
     #[test]
     fn unknown_layers_and_fields_are_named() {
-        let e = LayerSpec::from_json(r#"{"type":"Transformer"}"#).unwrap_err().to_string();
+        let e = LayerSpec::from_json(r#"{"type":"Transformer"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown layer \"Transformer\""), "{e}");
-        let e = LayerSpec::from_json(r#"{"type":"Linear","in_features":3,"out_features":2,"bais":true}"#).unwrap_err().to_string();
+        let e = LayerSpec::from_json(
+            r#"{"type":"Linear","in_features":3,"out_features":2,"bais":true}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("bais"), "{e}");
     }
 }

@@ -3,13 +3,17 @@
 //! returns an `Expansion` that wires existing tract ops, so the optimiser still sees plain
 //! arithmetic it knows how to speed up.
 
+mod legacy;
 mod ml;
+mod quant;
 mod tree;
 
 use tract_onnx::model::OnnxOpRegister;
 
 /// Adds kiln's operators to a tract ONNX register.
 pub(crate) fn register(reg: &mut OnnxOpRegister) {
+    legacy::register(reg);
     ml::register(reg);
     tree::register(reg);
+    quant::register(reg);
 }

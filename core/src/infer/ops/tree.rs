@@ -111,7 +111,9 @@ fn build(ctx: &ParsingContext, node: &NodeProto, classifier: bool) -> Built {
     let true_ids = ints(node, "nodes_truenodeids")?;
     let false_ids = ints(node, "nodes_falsenodeids")?;
     let missing = ints(node, "nodes_missing_value_tracks_true")?;
-    let modes = node.get_attr_opt_tvec::<String>("nodes_modes")?.unwrap_or_default();
+    let modes = node
+        .get_attr_opt_tvec::<String>("nodes_modes")?
+        .unwrap_or_default();
     let values = floats(ctx, node, "nodes_values")?.unwrap_or_default();
     let n = tree_ids.len();
     node.expect(n > 0, "at least one tree node")?;
@@ -123,19 +125,29 @@ fn build(ctx: &ParsingContext, node: &NodeProto, classifier: bool) -> Built {
         ("nodes_modes", modes.len()),
         ("nodes_values", values.len()),
     ] {
-        node.expect_attr(name, len == n, || format!("{n} entries like nodes_treeids, got {len}"))?;
+        node.expect_attr(name, len == n, || {
+            format!("{n} entries like nodes_treeids, got {len}")
+        })?;
     }
-    node.expect_attr("nodes_missing_value_tracks_true", missing.is_empty() || missing.len() == n, "one entry per node")?;
+    node.expect_attr(
+        "nodes_missing_value_tracks_true",
+        missing.is_empty() || missing.len() == n,
+        "one entry per node",
+    )?;
 
     let mut index = std::collections::HashMap::new();
     for i in 0..n {
-        node.expect(index.insert((tree_ids[i], node_ids[i]), i).is_none(), || {
-            format!("tree {} node {} defined once", tree_ids[i], node_ids[i])
-        })?;
+        node.expect(
+            index.insert((tree_ids[i], node_ids[i]), i).is_none(),
+            || format!("tree {} node {} defined once", tree_ids[i], node_ids[i]),
+        )?;
     }
     let child = |i: usize, id: i64| -> TractResult<usize> {
         index.get(&(tree_ids[i], id)).copied().with_context(|| {
-            format!("tree {} node {} points to missing node {id}", tree_ids[i], node_ids[i])
+            format!(
+                "tree {} node {} points to missing node {id}",
+                tree_ids[i], node_ids[i]
+            )
         })
     };
     let mut nodes = Vec::with_capacity(n);
@@ -150,8 +162,11 @@ fn build(ctx: &ParsingContext, node: &NodeProto, classifier: bool) -> Built {
             "LEAF" => LEAF,
             other => bail!("unknown node mode {other:?}"),
         };
-        let (true_child, false_child) =
-            if mode == LEAF { (0, 0) } else { (child(i, true_ids[i])?, child(i, false_ids[i])?) };
+        let (true_child, false_child) = if mode == LEAF {
+            (0, 0)
+        } else {
+            (child(i, true_ids[i])?, child(i, false_ids[i])?)
+        };
         nodes.push(TreeNode {
             mode,
             feature: usize::try_from(features[i]).context("negative feature id")?,
@@ -170,16 +185,21 @@ fn build(ctx: &ParsingContext, node: &NodeProto, classifier: bool) -> Built {
     let w_id = ints(node, &format!("{prefix}_ids"))?;
     let w_value = floats(ctx, node, &format!("{prefix}_weights"))?.unwrap_or_default();
     let m = w_id.len();
-    node.expect(w_tree.len() == m && w_node.len() == m && w_value.len() == m, || {
-        format!("{prefix}_treeids, _nodeids, _ids and _weights of equal length")
-    })?;
+    node.expect(
+        w_tree.len() == m && w_node.len() == m && w_value.len() == m,
+        || format!("{prefix}_treeids, _nodeids, _ids and _weights of equal length"),
+    )?;
     let mut per_leaf: Vec<Vec<(usize, u64)>> = vec![vec![]; n];
     for k in 0..m {
         let at = *index.get(&(w_tree[k], w_node[k])).with_context(|| {
-            format!("weight {k} refers to missing node {} of tree {}", w_node[k], w_tree[k])
+            format!(
+                "weight {k} refers to missing node {} of tree {}",
+                w_node[k], w_tree[k]
+            )
         })?;
         let target = usize::try_from(w_id[k]).ok().filter(|&t| t < n_outputs);
-        let target = target.with_context(|| format!("{prefix}_ids[{k}] = {} out of range", w_id[k]))?;
+        let target =
+            target.with_context(|| format!("{prefix}_ids[{k}] = {} out of range", w_id[k]))?;
         per_leaf[at].push((target, w_value[k].to_bits()));
     }
     let mut leaves = Vec::with_capacity(m);
@@ -195,20 +215,30 @@ fn build(ctx: &ParsingContext, node: &NodeProto, classifier: bool) -> Built {
     trees.dedup();
     let mut roots = Vec::with_capacity(trees.len());
     for t in trees {
-        let root = *index.get(&(t, 0)).with_context(|| format!("tree {t} has no node 0"))?;
+        let root = *index
+            .get(&(t, 0))
+            .with_context(|| format!("tree {t} has no node 0"))?;
         check_acyclic(&nodes, root).with_context(|| format!("tree {t}"))?;
         roots.push(root);
     }
 
     let base = floats(ctx, node, "base_values")?.unwrap_or_default();
-    let post = match node.get_attr_opt::<String>("post_transform")?.as_deref().unwrap_or("NONE") {
+    let post = match node
+        .get_attr_opt::<String>("post_transform")?
+        .as_deref()
+        .unwrap_or("NONE")
+    {
         "NONE" => Post::None,
         "LOGISTIC" => Post::Logistic,
         "SOFTMAX" => Post::Softmax,
         "SOFTMAX_ZERO" => Post::SoftmaxZero,
         other => bail!("post_transform {other} is not supported"),
     };
-    let aggregate = match node.get_attr_opt::<String>("aggregate_function")?.as_deref().unwrap_or("SUM") {
+    let aggregate = match node
+        .get_attr_opt::<String>("aggregate_function")?
+        .as_deref()
+        .unwrap_or("SUM")
+    {
         "SUM" => Aggregate::Sum,
         "AVERAGE" => Aggregate::Average,
         "MIN" => Aggregate::Min,
@@ -217,13 +247,22 @@ fn build(ctx: &ParsingContext, node: &NodeProto, classifier: bool) -> Built {
     };
     let classes: std::collections::HashSet<i64> = w_id.iter().copied().collect();
     let forest = Forest {
-        n_features: nodes.iter().filter(|n| n.mode != LEAF).map(|n| n.feature + 1).max().unwrap_or(0),
+        n_features: nodes
+            .iter()
+            .filter(|n| n.mode != LEAF)
+            .map(|n| n.feature + 1)
+            .max()
+            .unwrap_or(0),
         nodes,
         roots,
         leaves,
         n_outputs,
         base: base.iter().map(|b| b.to_bits()).collect(),
-        aggregate: if classifier { Aggregate::Sum } else { aggregate },
+        aggregate: if classifier {
+            Aggregate::Sum
+        } else {
+            aggregate
+        },
         post,
         binary_case: classifier && n_outputs == 2 && classes.len() == 1,
         all_positive: w_value.iter().all(|&w| w >= 0.0),
@@ -260,7 +299,11 @@ impl Forest {
                 4 => x == t,
                 _ => x != t,
             } || (node.missing_goes_true && x.is_nan());
-            node = &self.nodes[if go_true { node.true_child } else { node.false_child }];
+            node = &self.nodes[if go_true {
+                node.true_child
+            } else {
+                node.false_child
+            }];
         }
         node
     }
@@ -299,7 +342,15 @@ impl Forest {
         for (k, s) in score.iter_mut().enumerate() {
             *s += self.base(k);
         }
-        write_scores(&mut score, if self.n_outputs > 1 { self.post } else { Post::None }, out);
+        write_scores(
+            &mut score,
+            if self.n_outputs > 1 {
+                self.post
+            } else {
+                Post::None
+            },
+            out,
+        );
     }
 
     /// A classifier row: the winning class index and the class scores, as onnxruntime computes
@@ -308,7 +359,11 @@ impl Forest {
         let (mut s, mut has) = self.scores(row);
         if self.n_outputs > 2 {
             for k in 0..self.base.len().min(s.len()) {
-                s[k] = if has[k] { s[k] + self.base(k) } else { self.base(k) };
+                s[k] = if has[k] {
+                    s[k] + self.base(k)
+                } else {
+                    self.base(k)
+                };
                 has[k] = true;
             }
             let mut best: Option<usize> = None;
@@ -333,10 +388,19 @@ impl Forest {
             1 => s[0] += self.base(0),
             _ => second_class = Some(3),
         }
-        let pos = if has[1] { s[1] } else if has[0] { s[0] } else { 0.0 };
+        let pos = if has[1] {
+            s[1]
+        } else if has[0] {
+            s[0]
+        } else {
+            0.0
+        };
         let label = if self.binary_case {
-            let (wins, layout) =
-                if self.all_positive { (pos > 0.5, [0, 1]) } else { (pos > 0.0, [2, 3]) };
+            let (wins, layout) = if self.all_positive {
+                (pos > 0.5, [0, 1])
+            } else {
+                (pos > 0.0, [2, 3])
+            };
             second_class = Some(if wins { layout[0] } else { layout[1] });
             wins as usize
         } else {
@@ -374,7 +438,11 @@ fn write_scores(s: &mut [f64], post: Post, out: &mut [f32]) {
             let mut sum = 0.0;
             for v in s.iter_mut() {
                 // SOFTMAX_ZERO leaves exact zeros out of the normalisation.
-                *v = if zero && v.abs() <= 1e-7 { *v * (-max).exp() } else { (*v - max).exp() };
+                *v = if zero && v.abs() <= 1e-7 {
+                    *v * (-max).exp()
+                } else {
+                    (*v - max).exp()
+                };
                 sum += *v;
             }
             s.iter_mut().for_each(|v| *v /= sum);
@@ -391,7 +459,12 @@ struct TreeEnsemble(Arc<Forest>);
 
 impl Expansion for TreeEnsemble {
     fn name(&self) -> StaticName {
-        if self.0.labels.is_some() { "TreeEnsembleClassifier" } else { "TreeEnsembleRegressor" }.into()
+        if self.0.labels.is_some() {
+            "TreeEnsembleClassifier"
+        } else {
+            "TreeEnsembleRegressor"
+        }
+        .into()
     }
 
     fn nboutputs(&self) -> TractResult<usize> {
@@ -425,7 +498,12 @@ impl Expansion for TreeEnsemble {
         })
     }
 
-    fn wire(&self, prefix: &str, model: &mut TypedModel, inputs: &[OutletId]) -> TractResult<TVec<OutletId>> {
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
         model.wire_node(prefix, TreeEval(self.0.clone()), inputs)
     }
 }
@@ -468,8 +546,12 @@ impl EvalOp for TreeEval {
                 None => forest.regress(row, out),
             }
         }
-        let scores = tensor1(&scores).into_shape(&[rows, forest.n_outputs])?.into_tvalue();
-        let Some(labels) = &forest.labels else { return Ok(tvec!(scores)) };
+        let scores = tensor1(&scores)
+            .into_shape(&[rows, forest.n_outputs])?
+            .into_tvalue();
+        let Some(labels) = &forest.labels else {
+            return Ok(tvec!(scores));
+        };
         let mut out = Tensor::zero_dt(labels.datum_type(), &[rows])?;
         for (r, &w) in winners.iter().enumerate() {
             out.assign_slice(r..r + 1, labels, w..w + 1, 0)?;
@@ -480,7 +562,11 @@ impl EvalOp for TreeEval {
 
 impl TypedOp for TreeEval {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let rows = if inputs[0].rank() == 2 { inputs[0].shape[0].clone() } else { 1.to_dim() };
+        let rows = if inputs[0].rank() == 2 {
+            inputs[0].shape[0].clone()
+        } else {
+            1.to_dim()
+        };
         let scores = f32::fact([rows.clone(), self.0.n_outputs.to_dim()]);
         Ok(match &self.0.labels {
             Some(labels) => tvec!(labels.datum_type().fact([rows]), scores),

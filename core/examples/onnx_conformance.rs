@@ -1,0 +1,341 @@
+//! Runs the ONNX backend node conformance cases through kiln's InferenceSession.
+//!
+//! The cases come from `scripts/gen_onnx_cases.py` (onnx's own definitions, written to
+//! `target/onnx-node-cases`). Each case runs in isolation (a panic is caught and counted as a
+//! failure); outputs are compared like numpy's `allclose(rtol=1e-3, atol=1e-4)`, NaN equal to NaN.
+//!
+//! ```text
+//! cargo run --release -p kiln-core --example onnx_conformance -- \
+//!     [--cases target/onnx-node-cases] [--check core/tests/onnx_conformance/passing.txt] \
+//!     [--write core/tests/onnx_conformance/passing.txt] [--filter SUBSTRING]
+//! ```
+//! `--check` exits 1 when a case on the list no longer passes. Every case's result and the
+//! reason for each failure go to `<cases>/report.txt`. The last line printed is
+//! `conformance: N passed, M failed`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use kiln_core::infer::{InferenceSession, TensorData};
+use tract_onnx::prelude::*;
+
+const RTOL: f64 = 1e-3;
+const ATOL: f64 = 1e-4;
+
+struct Args {
+    cases: PathBuf,
+    check: Option<PathBuf>,
+    write: Option<PathBuf>,
+    filter: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        cases: "target/onnx-node-cases".into(),
+        check: None,
+        write: None,
+        filter: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--cases" => args.cases = value()?.into(),
+            "--check" => args.check = Some(value()?.into()),
+            "--write" => args.write = Some(value()?.into()),
+            "--filter" => args.filter = Some(value()?),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+/// A tract tensor from the data file as the `TensorData` kiln takes and returns (the same
+/// widenings as kiln: float16 → float32, int16/uint16 → int32, uint32/uint64 → int64).
+fn to_data(t: Tensor) -> Result<TensorData, String> {
+    let e = |e: TractError| e.to_string();
+    let widen = |t: &Tensor, dt: DatumType| t.cast_to_dt(dt).map(|c| c.into_owned()).map_err(e);
+    Ok(match t.datum_type() {
+        DatumType::F32 => TensorData::F32(t.into_plain_array().map_err(e)?),
+        DatumType::F64 => TensorData::F64(t.into_plain_array().map_err(e)?),
+        DatumType::I64 => TensorData::I64(t.into_plain_array().map_err(e)?),
+        DatumType::I32 => TensorData::I32(t.into_plain_array().map_err(e)?),
+        DatumType::I8 => TensorData::I8(t.into_plain_array().map_err(e)?),
+        DatumType::U8 => TensorData::U8(t.into_plain_array().map_err(e)?),
+        DatumType::Bool => TensorData::Bool(t.into_plain_array().map_err(e)?),
+        DatumType::F16 => {
+            TensorData::F32(widen(&t, DatumType::F32)?.into_plain_array().map_err(e)?)
+        }
+        DatumType::I16 | DatumType::U16 => {
+            TensorData::I32(widen(&t, DatumType::I32)?.into_plain_array().map_err(e)?)
+        }
+        DatumType::U32 | DatumType::U64 => {
+            TensorData::I64(widen(&t, DatumType::I64)?.into_plain_array().map_err(e)?)
+        }
+        other => {
+            return Err(format!(
+                "test data of type {other:?} cannot be passed to kiln"
+            ))
+        }
+    })
+}
+
+struct CaseData {
+    inputs: Vec<TensorData>,
+    outputs: Vec<TensorData>,
+    /// The inputs as stored, to embed into the model on the second try.
+    input_protos: Vec<tract_onnx::pb::TensorProto>,
+}
+
+/// `input.0, input.1, …` and `output.0, …` from a case's data.onnx.
+fn load_data(path: &Path) -> Result<CaseData, String> {
+    let onnx = tract_onnx::onnx();
+    let proto = onnx
+        .proto_model_for_path(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let graph = proto.graph.ok_or("data file without graph")?;
+    let (mut inputs, mut outputs) = (vec![], vec![]);
+    for t in &graph.initializer {
+        let tensor =
+            tract_onnx::tensor::load_tensor(&*onnx.provider, t, None).map_err(|e| e.to_string())?;
+        let (list, ix) = if let Some(ix) = t.name.strip_prefix("input.") {
+            (&mut inputs, ix)
+        } else {
+            (&mut outputs, t.name.trim_start_matches("output."))
+        };
+        let ix: usize = ix
+            .parse()
+            .map_err(|_| format!("bad tensor name {}", t.name))?;
+        list.push((ix, to_data(tensor)?, t.clone()));
+    }
+    inputs.sort_by_key(|p| p.0);
+    outputs.sort_by_key(|p| p.0);
+    let input_protos = inputs.iter().map(|p| p.2.clone()).collect();
+    Ok(CaseData {
+        inputs: inputs.into_iter().map(|p| p.1).collect(),
+        outputs: outputs.into_iter().map(|p| p.1).collect(),
+        input_protos,
+    })
+}
+
+fn compare(got: &TensorData, want: &TensorData) -> Result<(), String> {
+    if got.dtype() != want.dtype() {
+        return Err(format!("dtype {} instead of {}", got.dtype(), want.dtype()));
+    }
+    if got.shape() != want.shape() {
+        return Err(format!(
+            "shape {:?} instead of {:?}",
+            got.shape(),
+            want.shape()
+        ));
+    }
+    let values = |t: &TensorData| -> Vec<f64> {
+        match t {
+            TensorData::F32(a) => a.iter().map(|&v| v as f64).collect(),
+            TensorData::F64(a) => a.iter().copied().collect(),
+            TensorData::I64(a) => a.iter().map(|&v| v as f64).collect(),
+            TensorData::I32(a) => a.iter().map(|&v| v as f64).collect(),
+            TensorData::I8(a) => a.iter().map(|&v| v as f64).collect(),
+            TensorData::U8(a) => a.iter().map(|&v| v as f64).collect(),
+            TensorData::Bool(a) => a.iter().map(|&v| v as u8 as f64).collect(),
+        }
+    };
+    for (i, (g, w)) in values(got).into_iter().zip(values(want)).enumerate() {
+        let same = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= ATOL + RTOL * w.abs();
+        if !same {
+            return Err(format!("value {i}: {g} instead of {w}"));
+        }
+    }
+    Ok(())
+}
+
+/// How a case passed: with every input fed at run time, or only once its parameter inputs (every
+/// input after the first: axes, shapes, pads, scales, …) were embedded as initializers, the way
+/// exported models carry them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pass {
+    Strict,
+    ConstInputs,
+}
+
+fn check_outputs(
+    sess: &InferenceSession,
+    inputs: Vec<TensorData>,
+    expected: &[TensorData],
+) -> Result<(), String> {
+    let outputs = sess.run(inputs).map_err(|e| format!("run: {e}"))?;
+    if outputs.len() != expected.len() {
+        return Err(format!(
+            "{} outputs instead of {}",
+            outputs.len(),
+            expected.len()
+        ));
+    }
+    for (k, (g, w)) in outputs.iter().zip(expected).enumerate() {
+        compare(g, w).map_err(|e| format!("output {k}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn run_case(dir: &Path) -> Result<Pass, String> {
+    let data = load_data(&dir.join("data.onnx"))?;
+    let model = dir.join("model.onnx");
+    let strict = InferenceSession::from_path(&model).map_err(|e| format!("load: {e}"));
+    let error = match strict {
+        Ok(sess) => return check_outputs(&sess, data.inputs, &data.outputs).map(|_| Pass::Strict),
+        Err(e) => e,
+    };
+    // tract wants axes, shapes, pads and scales as constants; the cases feed them as inputs.
+    let mut proto = tract_onnx::onnx()
+        .proto_model_for_path(&model)
+        .map_err(|e| e.to_string())?;
+    let graph = proto.graph.as_mut().ok_or("model without graph")?;
+    let initialized: BTreeSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<String> = graph
+        .input
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !initialized.contains(n))
+        .collect();
+    let mut feed = vec![];
+    for (ix, ((name, data), t)) in names
+        .iter()
+        .zip(data.inputs)
+        .zip(&data.input_protos)
+        .enumerate()
+    {
+        if ix > 0 {
+            graph.initializer.push(tract_onnx::pb::TensorProto {
+                name: name.clone(),
+                ..t.clone()
+            });
+        } else {
+            feed.push(data);
+        }
+    }
+    if graph.initializer.len() == initialized.len() {
+        return Err(error);
+    }
+    let sess = InferenceSession::from_proto(proto, dir.to_str()).map_err(|_| error)?;
+    check_outputs(&sess, feed, &data.outputs).map(|_| Pass::ConstInputs)
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("onnx_conformance: {e}");
+        std::process::exit(2)
+    });
+    let list = args.cases.join("cases.txt");
+    let names: Vec<String> = std::fs::read_to_string(&list)
+        .unwrap_or_else(|e| {
+            eprintln!(
+                "{}: {e} (run scripts/gen_onnx_cases.py first)",
+                list.display()
+            );
+            std::process::exit(2)
+        })
+        .lines()
+        .filter(|n| !n.is_empty() && args.filter.as_ref().is_none_or(|f| n.contains(f.as_str())))
+        .map(String::from)
+        .collect();
+    // Panics are caught per case and reported as failures; keep their messages off stderr.
+    std::panic::set_hook(Box::new(|_| {}));
+    let started = Instant::now();
+    let names = Arc::new(names);
+    let next = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for _ in 0..workers {
+        let (names, next, tx, root) = (names.clone(), next.clone(), tx.clone(), args.cases.clone());
+        std::thread::spawn(move || loop {
+            let ix = next.fetch_add(1, Ordering::SeqCst);
+            let Some(name) = names.get(ix) else { break };
+            let dir = root.join(name);
+            let result = std::panic::catch_unwind(|| run_case(&dir))
+                .unwrap_or_else(|_| Err("panicked".to_string()));
+            if tx.send((ix, result)).is_err() {
+                break;
+            }
+        });
+    }
+    drop(tx);
+    let mut results: Vec<Option<Result<Pass, String>>> = vec![None; names.len()];
+    for (ix, result) in rx {
+        results[ix] = Some(result);
+    }
+    let mut report = String::new();
+    let mut passing = BTreeSet::new();
+    let mut strict = 0;
+    for (name, result) in names.iter().zip(&results) {
+        match result {
+            Some(Ok(how)) => {
+                passing.insert(name.clone());
+                strict += (*how == Pass::Strict) as usize;
+                let how = if *how == Pass::Strict {
+                    ""
+                } else {
+                    " (parameter inputs embedded as constants)"
+                };
+                report.push_str(&format!("PASS {name}{how}\n"));
+            }
+            Some(Err(e)) => report.push_str(&format!("FAIL {name}: {}\n", e.replace('\n', " "))),
+            None => report.push_str(&format!("FAIL {name}: no result\n")),
+        }
+    }
+    let report_path = args.cases.join("report.txt");
+    if let Err(e) = std::fs::write(&report_path, report) {
+        eprintln!("{}: {e}", report_path.display());
+    }
+    if let Some(path) = &args.write {
+        let text: String = passing.iter().map(|n| format!("{n}\n")).collect();
+        std::fs::write(path, text).expect("write the passing list");
+        println!(
+            "wrote {} passing cases to {}",
+            passing.len(),
+            path.display()
+        );
+    }
+    let mut status = 0;
+    if let Some(path) = &args.check {
+        let listed = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            eprintln!("{}: {e}", path.display());
+            std::process::exit(2)
+        });
+        let regressed: Vec<&str> = listed
+            .lines()
+            .filter(|n| !n.is_empty() && !passing.contains(*n))
+            .collect();
+        if !regressed.is_empty() {
+            eprintln!(
+                "{} case(s) on {} no longer pass (see {}):",
+                regressed.len(),
+                path.display(),
+                report_path.display()
+            );
+            for name in &regressed {
+                eprintln!("  {name}");
+            }
+            status = 1;
+        }
+    }
+    eprintln!(
+        "{strict} passed with every input fed at run time, {} more once their parameter inputs \
+         (all but the first) were embedded as constants",
+        passing.len() - strict
+    );
+    eprintln!(
+        "ran {} cases in {:.1} s on {workers} threads; details in {}",
+        names.len(),
+        started.elapsed().as_secs_f64(),
+        report_path.display()
+    );
+    println!(
+        "conformance: {} passed, {} failed",
+        passing.len(),
+        names.len() - passing.len()
+    );
+    std::process::exit(status);
+}

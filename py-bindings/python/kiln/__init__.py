@@ -1,0 +1,32 @@
+"""kiln: train a neural network in a notebook on a Rust core, ship it to the browser.
+
+    import kiln
+    from kiln import nn, optim
+    kiln.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    model.compile(optimizer=optim.Adam(lr=1e-3), loss="cross_entropy", metrics=["accuracy"])
+    model.fit(X, y, epochs=20)
+    model.export_onnx("digits.onnx", labels=[str(d) for d in range(10)])
+"""
+
+from . import callbacks, losses, nn, optim
+from ._kiln import __version__
+from ._seed import manual_seed
+from .errors import (
+    CheckpointError,
+    InvalidInputError,
+    KilnError,
+    KilnIOError,
+    OnnxError,
+    ShapeError,
+    TrainingError,
+)
+from .history import History
+from .model import load
+from .session import InferenceSession, TensorInfo
+
+__all__ = [
+    "__version__", "nn", "optim", "losses", "callbacks", "manual_seed", "load", "InferenceSession", "TensorInfo",
+    "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError",
+    "KilnIOError",
+]

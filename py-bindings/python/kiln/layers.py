@@ -1,0 +1,268 @@
+"""Layer descriptions with PyTorch's names, argument order and defaults.
+
+A layer here is a small description (its "spec"); the weights live in the Rust core once the layer
+is part of a :class:`kiln.nn.Sequential`. Through the model, a layer shows its weights as numpy
+arrays: ``model[0].weight``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .model import Sequential
+
+IntOr2 = Union[int, Tuple[int, int], Sequence[int]]
+
+
+def _pair(v: IntOr2, name: str) -> list[int]:
+    if isinstance(v, int):
+        return [v, v]
+    vals = list(v)
+    if len(vals) != 2 or not all(isinstance(i, int) for i in vals):
+        raise InvalidInputError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return vals
+
+
+class Layer:
+    """Base class: a spec dict for the core plus PyTorch-style ``__repr__``."""
+
+    _type: str = ""
+
+    def __init__(self, **spec: Any) -> None:
+        self._spec: dict[str, Any] = {"type": self._type or type(self).__name__, **spec}
+        self._owner: Sequential | None = None
+        self._prefix = ""
+
+    def spec(self) -> dict[str, Any]:
+        """The layer's architecture as kiln's JSON-able dict."""
+        return dict(self._spec)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _tensor(self, name: str) -> np.ndarray | None:
+        if self._owner is None:
+            raise InvalidInputError(
+                f"{type(self).__name__}.{name}: the weights exist once the layer is part of a model (nn.Sequential)"
+            )
+        return self._owner.state_dict().get(self._prefix + name)
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        """The layer's weight as a numpy copy (None for layers without one)."""
+        return self._tensor("weight")
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The layer's bias as a numpy copy (None when it has none)."""
+        return self._tensor("bias")
+
+
+class Linear(Layer):
+    """``y = x Wᵀ + b``. Input ``[N, in_features]``, output ``[N, out_features]``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features=in_features, out_features=out_features, bias=bias)
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        return f"in_features={s['in_features']}, out_features={s['out_features']}, bias={s['bias']}"
+
+
+class Conv1d(Layer):
+    """1-D convolution. Input ``[N, C, L]``, output ``[N, out_channels, L']``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size, stride=stride,
+                         padding=padding, dilation=dilation, groups=groups, bias=bias)
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        r = f"{s['in_channels']}, {s['out_channels']}, kernel_size=({s['kernel_size']},), stride=({s['stride']},)"
+        if s["padding"]:
+            r += f", padding=({s['padding']},)"
+        if s["dilation"] != 1:
+            r += f", dilation=({s['dilation']},)"
+        if s["groups"] != 1:
+            r += f", groups={s['groups']}"
+        return r + ("" if s["bias"] else ", bias=False")
+
+
+class Conv2d(Layer):
+    """2-D convolution. Input ``[N, C, H, W]``, output ``[N, out_channels, H', W']``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOr2, stride: IntOr2 = 1,
+                 padding: IntOr2 = 0, dilation: IntOr2 = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__(in_channels=in_channels, out_channels=out_channels, kernel_size=_pair(kernel_size, "kernel_size"),
+                         stride=_pair(stride, "stride"), padding=_pair(padding, "padding"),
+                         dilation=_pair(dilation, "dilation"), groups=groups, bias=bias)
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        t = lambda v: f"({v[0]}, {v[1]})"  # noqa: E731
+        r = f"{s['in_channels']}, {s['out_channels']}, kernel_size={t(s['kernel_size'])}, stride={t(s['stride'])}"
+        if any(s["padding"]):
+            r += f", padding={t(s['padding'])}"
+        if s["dilation"] != [1, 1]:
+            r += f", dilation={t(s['dilation'])}"
+        if s["groups"] != 1:
+            r += f", groups={s['groups']}"
+        return r + ("" if s["bias"] else ", bias=False")
+
+
+class _Pool(Layer):
+    def __init__(self, kernel_size: IntOr2, stride: IntOr2 | None = None, padding: IntOr2 = 0) -> None:
+        k = _pair(kernel_size, "kernel_size")
+        super().__init__(kernel_size=k, stride=k if stride is None else _pair(stride, "stride"),
+                         padding=_pair(padding, "padding"))
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        one = lambda v: v[0] if v[0] == v[1] else tuple(v)  # noqa: E731
+        return f"kernel_size={one(s['kernel_size'])}, stride={one(s['stride'])}, padding={one(s['padding'])}"
+
+
+class MaxPool2d(_Pool):
+    """2-D max pooling (stride defaults to the kernel size, as PyTorch)."""
+
+
+class AvgPool2d(_Pool):
+    """2-D average pooling; padding counts in the average (PyTorch's ``count_include_pad=True``)."""
+
+
+class Flatten(Layer):
+    """Merge dimensions ``start_dim..end_dim`` (by default all but the batch dimension)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__(start_dim=start_dim, end_dim=end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self._spec['start_dim']}, end_dim={self._spec['end_dim']}"
+
+
+class ReLU(Layer):
+    """``max(x, 0)``."""
+
+
+class LeakyReLU(Layer):
+    """``x`` where positive, ``negative_slope * x`` elsewhere."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__(negative_slope=float(negative_slope))
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self._spec['negative_slope']}"
+
+
+class GELU(Layer):
+    """Gaussian error linear unit; ``approximate="tanh"`` for the tanh form."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        if approximate not in ("none", "tanh"):
+            raise InvalidInputError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        super().__init__(approximate=approximate)
+
+    def extra_repr(self) -> str:
+        return f"approximate='{self._spec['approximate']}'"
+
+
+class Sigmoid(Layer):
+    """``1 / (1 + e^-x)``."""
+
+
+class Tanh(Layer):
+    """Hyperbolic tangent."""
+
+
+class Softmax(Layer):
+    """Softmax along ``dim``."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__(dim=dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self._spec['dim']}"
+
+
+class Dropout(Layer):
+    """Zero each element with probability ``p`` while training (scaling the rest); identity in eval."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p < 1.0:
+            raise InvalidInputError(f"Dropout: p must be in [0, 1), got {p}")
+        super().__init__(p=float(p))
+
+    def extra_repr(self) -> str:
+        return f"p={self._spec['p']}, inplace=False"
+
+
+class _BatchNorm(Layer):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features=num_features, eps=float(eps), momentum=float(momentum))
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        return f"{s['num_features']}, eps={s['eps']}, momentum={s['momentum']}, affine=True, track_running_stats=True"
+
+    @property
+    def running_mean(self) -> np.ndarray | None:
+        """Running mean (a buffer)."""
+        return self._tensor("running_mean")
+
+    @property
+    def running_var(self) -> np.ndarray | None:
+        """Running variance (a buffer)."""
+        return self._tensor("running_var")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of ``[N, C]`` or ``[N, C, L]`` inputs."""
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of ``[N, C, H, W]`` inputs."""
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the trailing ``normalized_shape`` dimensions."""
+
+    def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5) -> None:
+        shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
+        super().__init__(normalized_shape=shape, eps=float(eps))
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        return f"{tuple(s['normalized_shape'])}, eps={s['eps']}, elementwise_affine=True"
+
+
+class Embedding(Layer):
+    """A lookup table from integer ids to vectors: ``[...]`` → ``[..., embedding_dim]``."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__(num_embeddings=num_embeddings, embedding_dim=embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self._spec['num_embeddings']}, {self._spec['embedding_dim']}"
+
+
+_CLASSES = {c.__name__: c for c in (Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU,
+                                     Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding)}
+
+
+def from_spec(spec: dict[str, Any]) -> Layer:
+    """Rebuild a layer object from its spec (as stored in a checkpoint)."""
+    cls = _CLASSES.get(spec.get("type", ""))
+    if cls is None:
+        raise InvalidInputError(f"unknown layer {spec.get('type')!r}")
+    layer = cls.__new__(cls)
+    Layer.__init__(layer, **{k: v for k, v in spec.items() if k != "type"})
+    return layer

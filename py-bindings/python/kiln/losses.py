@@ -1,0 +1,78 @@
+"""Losses by name (``"cross_entropy"``) or as objects with options (label smoothing, class weights)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, Union
+
+from .errors import InvalidInputError
+
+NAMES = ("mse", "mae", "huber", "cross_entropy", "binary_cross_entropy")
+
+
+class Loss:
+    """A loss and its options."""
+
+    name = ""
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k != "name")
+        return f"{type(self).__name__}({opts})"
+
+
+class MSELoss(Loss):
+    """Mean squared error."""
+
+    name = "mse"
+
+
+class L1Loss(Loss):
+    """Mean absolute error."""
+
+    name = "mae"
+
+
+class HuberLoss(Loss):
+    """Quadratic within ``delta``, linear beyond."""
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0) -> None:
+        if delta <= 0:
+            raise InvalidInputError(f"HuberLoss: delta must be positive, got {delta}")
+        self.delta = float(delta)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "delta": self.delta}
+
+
+class CrossEntropyLoss(Loss):
+    """Softmax cross-entropy on logits with integer labels; optional class ``weight`` and label smoothing."""
+
+    name = "cross_entropy"
+
+    def __init__(self, weight: Sequence[float] | None = None, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise InvalidInputError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.weight = None if weight is None else [float(w) for w in weight]
+        self.label_smoothing = float(label_smoothing)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "label_smoothing": self.label_smoothing, "class_weights": self.weight}
+
+
+class BCEWithLogitsLoss(Loss):
+    """Sigmoid binary cross-entropy on logits, targets in {0, 1}."""
+
+    name = "binary_cross_entropy"
+
+
+def loss_spec(loss: Union[Loss, str]) -> dict[str, Any]:
+    """A loss object or name as the core's JSON spec."""
+    if isinstance(loss, Loss):
+        return loss.spec()
+    if isinstance(loss, str) and loss in NAMES:
+        return {"name": loss}
+    raise InvalidInputError(f"unknown loss {loss!r}; known losses: {', '.join(NAMES)}")

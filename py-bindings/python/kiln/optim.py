@@ -1,0 +1,130 @@
+"""Optimizers with PyTorch's names, defaults and update rules, and learning-rate schedules.
+They are descriptions; the optimizer state lives in the Rust core once ``compile`` is called."""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+from .errors import InvalidInputError
+
+
+class Optimizer:
+    """Base class: a spec dict for the core."""
+
+    _type = ""
+
+    def __init__(self, **spec: Any) -> None:
+        lr = spec.get("lr")
+        if not isinstance(lr, (int, float)) or not lr > 0:
+            raise InvalidInputError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
+        if spec.get("weight_decay", 0) < 0:
+            raise InvalidInputError(f"{type(self).__name__}: weight_decay must be >= 0")
+        self._spec = {"type": self._type or type(self).__name__, **spec}
+
+    def spec(self) -> dict[str, Any]:
+        return dict(self._spec)
+
+    @property
+    def lr(self) -> float:
+        return float(self._spec["lr"])
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._spec.items() if k != "type")
+        return f"{type(self).__name__}({opts})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay."""
+
+    def __init__(self, lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
+        super().__init__(lr=float(lr), momentum=float(momentum), dampening=float(dampening),
+                         weight_decay=float(weight_decay), nesterov=bool(nesterov))
+
+
+class Adam(Optimizer):
+    """Adam (L2 weight decay added to the gradient, as PyTorch's Adam)."""
+
+    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        super().__init__(lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
+                         weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay."""
+
+    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
+        super().__init__(lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
+                         weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
+
+
+class RMSprop(Optimizer):
+    """RMSprop, optionally centered and with momentum."""
+
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False) -> None:
+        super().__init__(lr=float(lr), alpha=float(alpha), eps=float(eps), weight_decay=float(weight_decay),
+                         momentum=float(momentum), centered=bool(centered))
+
+
+def from_name(name: str) -> Optimizer:
+    """An optimizer with default settings from its name ("sgd", "adam", "adamw", "rmsprop")."""
+    table = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+    cls = table.get(name.lower())
+    if cls is None:
+        raise InvalidInputError(f"unknown optimizer {name!r}; known: {', '.join(table)}")
+    return cls()
+
+
+class Schedule:
+    """A learning-rate schedule stepped once per epoch (pass to ``compile(lr_schedule=...)``)."""
+
+    def __init__(self, **spec: Any) -> None:
+        self._spec = {"type": type(self)._type, **spec}
+
+    _type = ""
+
+    def spec(self) -> dict[str, Any]:
+        return dict(self._spec)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._spec.items() if k != "type")
+        return f"{type(self).__name__}({opts})"
+
+
+class StepLR(Schedule):
+    """Multiply the rate by ``gamma`` every ``step_size`` epochs."""
+
+    _type = "Step"
+
+    def __init__(self, step_size: int, gamma: float = 0.1) -> None:
+        super().__init__(step_size=int(step_size), gamma=float(gamma))
+
+
+class CosineAnnealingLR(Schedule):
+    """Cosine from the base rate down to ``eta_min`` over ``T_max`` epochs."""
+
+    _type = "Cosine"
+
+    def __init__(self, T_max: int, eta_min: float = 0.0) -> None:  # noqa: N803 (PyTorch's name)
+        super().__init__(t_max=int(T_max), eta_min=float(eta_min))
+
+
+class LinearWarmup(Schedule):
+    """Grow linearly from ``start_factor`` × the base rate to the base rate over ``warmup_epochs``."""
+
+    _type = "Warmup"
+
+    def __init__(self, warmup_epochs: int, start_factor: float = 1.0 / 3.0) -> None:
+        super().__init__(warmup_epochs=int(warmup_epochs), start_factor=float(start_factor))
+
+
+class ReduceLROnPlateau(Schedule):
+    """Multiply the rate by ``factor`` after ``patience`` epochs without improvement of ``monitor``."""
+
+    _type = "ReduceOnPlateau"
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_lr: float = 0.0) -> None:
+        super().__init__(monitor=monitor, factor=float(factor), patience=int(patience), min_lr=float(min_lr))

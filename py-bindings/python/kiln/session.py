@@ -1,0 +1,89 @@
+"""``kiln.InferenceSession``: run any ONNX model with tract, the engine kiln-wasm runs in the browser."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Union
+
+import numpy as np
+
+from . import _kiln
+from .errors import InvalidInputError
+
+_NUMPY = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
+          "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An input or output of the graph; ``None`` in ``shape`` marks a free (batch) dimension."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+class InferenceSession:
+    """Load an ONNX model (a path, or the bytes) and run it natively through tract.
+
+    The same engine runs the model in kiln-wasm, so what this predicts is what the browser predicts.
+    """
+
+    def __init__(self, model: Union[str, os.PathLike[str], bytes, bytearray]) -> None:
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            data = bytes(model)
+        elif isinstance(model, (str, os.PathLike)):
+            with open(model, "rb") as f:
+                data = f.read()
+        else:
+            raise InvalidInputError(f"InferenceSession: expected a path or bytes, got {type(model).__name__}")
+        self._core = _kiln.InferenceSession(data)
+        self.inputs = [TensorInfo(d["name"], tuple(d["shape"]), d["dtype"]) for d in self._core.inputs]
+        self.outputs = [TensorInfo(d["name"], tuple(d["shape"]), d["dtype"]) for d in self._core.outputs]
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names from the model's ``kiln.labels`` metadata, if any."""
+        return self._core.labels
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The model's ``metadata_props``."""
+        return dict(self._core.metadata)
+
+    def _convert(self, info: TensorInfo, x: Any) -> np.ndarray:
+        arr = np.asarray(x)
+        want = _NUMPY.get(info.dtype)
+        if want is None:
+            raise InvalidInputError(f"input {info.name!r} has dtype {info.dtype}, which kiln cannot feed from numpy")
+        if arr.dtype != want:
+            if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+                raise InvalidInputError(f"input {info.name!r}: expected {info.dtype}, got dtype {arr.dtype}")
+            arr = arr.astype(want)
+        return np.ascontiguousarray(arr)
+
+    def run(self, inputs: Union[Any, Mapping[str, Any]]) -> Union[np.ndarray, dict[str, np.ndarray]]:
+        """Run on one array (models with one input) or a dict ``{input name: array}``. Returns the
+        output array for single-output models, else a dict ``{output name: array}``."""
+        if isinstance(inputs, Mapping):
+            names = [i.name for i in self.inputs]
+            unknown = [k for k in inputs if k not in names]
+            if unknown:
+                raise InvalidInputError(f"unknown input {unknown[0]!r}; the model's inputs are {names}")
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise InvalidInputError(f"missing input {missing[0]!r}; the model's inputs are {names}")
+            arrays = [self._convert(i, inputs[i.name]) for i in self.inputs]
+        else:
+            if len(self.inputs) != 1:
+                raise InvalidInputError(
+                    f"the model has {len(self.inputs)} inputs {[i.name for i in self.inputs]}: pass a dict")
+            arrays = [self._convert(self.inputs[0], inputs)]
+        outs = self._core.run(arrays)
+        if len(outs) == 1:
+            return outs[0]
+        return {o.name: v for o, v in zip(self.outputs, outs)}
+
+    def __repr__(self) -> str:
+        return f"InferenceSession(inputs={self.inputs}, outputs={self.outputs})"

@@ -1,0 +1,16 @@
+//! kiln's Python bindings: the private module `kiln._kiln`. Every method is a thin wrapper over
+//! kiln-core; the Pythonic face (keyword arguments, tqdm, `__repr__`) is in `python/kiln/`.
+
+mod error;
+mod model;
+mod session;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<model::PyModel>()?;
+    m.add_class::<session::PySession>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

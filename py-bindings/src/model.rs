@@ -1,0 +1,388 @@
+//! `kiln._kiln.Model`: a thin wrapper over `kiln_core::Model`. Configuration crosses the border as
+//! JSON (the core's serde types), arrays as numpy arrays; the fit loop runs with the GIL released.
+
+use std::collections::BTreeMap;
+
+use kiln_core::export::{export_onnx, export_onnx_to, ExportOptions};
+use kiln_core::nn::{LayerSpec, Module};
+use kiln_core::optim::OptimizerSpec;
+use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
+use kiln_core::{Model, Tensor};
+use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::IntoPy;
+
+/// Targets as they arrive from Python: int64 class labels or float32 values.
+#[derive(FromPyObject)]
+pub enum PyTargets<'py> {
+    Classes(PyReadonlyArray1<'py, i64>),
+    Values(PyReadonlyArrayDyn<'py, f32>),
+}
+
+fn targets(y: PyTargets) -> PyResult<Targets> {
+    Ok(match y {
+        PyTargets::Classes(c) => {
+            let c = c.as_array();
+            if let Some(bad) = c.iter().find(|&&v| v < 0) {
+                return Err(crate::error::to_py(kiln_core::KilnError::value(format!(
+                    "labels must be non-negative class indices, got {bad}"
+                ))));
+            }
+            Targets::Classes(c.iter().map(|&v| v as usize).collect())
+        }
+        PyTargets::Values(v) => Targets::Values(v.as_array().to_owned()),
+    })
+}
+
+fn json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> PyResult<T> {
+    serde_json::from_str(s).map_err(|e| {
+        crate::error::to_py(kiln_core::KilnError::value(format!("invalid {what}: {e}")))
+    })
+}
+
+fn logs_dict<'py>(py: Python<'py>, logs: &BTreeMap<String, f64>) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in logs {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
+/// The trainable model.
+#[pyclass(module = "kiln._kiln", name = "Model")]
+pub struct PyModel {
+    inner: Model,
+}
+
+#[pymethods]
+impl PyModel {
+    /// Build from a JSON list of layer specs, initialised from `seed`.
+    #[new]
+    fn new(layers_json: &str, seed: u64) -> PyResult<Self> {
+        let layers = LayerSpec::list_from_json(layers_json).py()?;
+        Ok(PyModel {
+            inner: Model::new(&layers, seed).py()?,
+        })
+    }
+
+    /// Set optimizer (JSON spec), loss (JSON spec) and metric names.
+    fn compile(
+        &mut self,
+        optimizer_json: &str,
+        loss_json: &str,
+        metrics: Vec<String>,
+    ) -> PyResult<()> {
+        let opt: OptimizerSpec = json("optimizer", optimizer_json)?;
+        let loss: Loss = json("loss", loss_json)?;
+        let metrics = metrics
+            .iter()
+            .map(|m| Metric::from_name(m))
+            .collect::<Result<Vec<_>, _>>()
+            .py()?;
+        self.inner.compile(&opt, loss, metrics).py()
+    }
+
+    /// Whether `compile` was called.
+    #[getter]
+    fn compiled(&self) -> bool {
+        self.inner.loss().is_ok()
+    }
+
+    /// Whether the compiled loss wants integer class labels.
+    #[getter]
+    fn wants_classes(&self) -> PyResult<bool> {
+        Ok(self.inner.loss().py()?.wants_classes())
+    }
+
+    /// Train. `on_batch(epoch, batch, batches, logs)` / `on_epoch(epoch, logs)` return True to stop.
+    /// Returns the history as JSON. Ctrl-C stops within one batch, keeping the weights reached.
+    #[pyo3(signature = (x, y, config_json, val_x=None, val_y=None, on_batch=None, on_epoch=None, on_gradient=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn fit(
+        &mut self,
+        py: Python<'_>,
+        x: PyReadonlyArrayDyn<f32>,
+        y: PyTargets,
+        config_json: &str,
+        val_x: Option<PyReadonlyArrayDyn<f32>>,
+        val_y: Option<PyTargets>,
+        on_batch: Option<Py<PyAny>>,
+        on_epoch: Option<Py<PyAny>>,
+        on_gradient: Option<Py<PyAny>>,
+    ) -> PyResult<String> {
+        let cfg: FitConfig = json("fit configuration", config_json)?;
+        let y = targets(y)?;
+        let val_y = val_y.map(targets).transpose()?;
+        let x = x.as_array();
+        let val_x = val_x.as_ref().map(|v| v.as_array());
+        let validation = match (val_x, val_y.as_ref()) {
+            (Some(vx), Some(vy)) => Some((vx, vy)),
+            _ => None,
+        };
+        let model = &mut self.inner;
+        // The first Python exception raised inside a callback (KeyboardInterrupt included), re-raised after.
+        let raised: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
+        let result = py.detach(|| {
+            let mut on_event = |e: &Event| -> Control {
+                if raised.lock().unwrap().is_some() {
+                    return Control::Stop;
+                }
+                Python::attach(|py| {
+                    // Ctrl-C / the Jupyter stop button: end within one batch.
+                    // A callback answers None/False (go on), True (stop) or a float (the new learning rate).
+                    let outcome: PyResult<Option<Py<PyAny>>> =
+                        py.check_signals().and_then(|_| match e {
+                            Event::BatchEnd {
+                                epoch,
+                                batch,
+                                batches,
+                                logs,
+                            } => match &on_batch {
+                                Some(cb) => cb
+                                    .call1(py, (*epoch, *batch, *batches, logs_dict(py, logs)?))
+                                    .map(Some),
+                                None => Ok(None),
+                            },
+                            Event::EpochEnd { epoch, logs } => match &on_epoch {
+                                Some(cb) => cb.call1(py, (*epoch, logs_dict(py, logs)?)).map(Some),
+                                None => Ok(None),
+                            },
+                        });
+                    let answer = outcome.and_then(|r| match r {
+                        None => Ok(Control::Continue),
+                        Some(v) if v.bind(py).is_instance_of::<pyo3::types::PyFloat>() => {
+                            Ok(Control::SetLr(v.extract::<f32>(py)?))
+                        }
+                        Some(v) => Ok(if v.is_truthy(py)? {
+                            Control::Stop
+                        } else {
+                            Control::Continue
+                        }),
+                    });
+                    match answer {
+                        Ok(control) => control,
+                        Err(err) => {
+                            raised.lock().unwrap().get_or_insert(err);
+                            Control::Stop
+                        }
+                    }
+                })
+            };
+            let mut on_grad = |g: &mut [f32]| {
+                Python::attach(|py| {
+                    if let Some(cb) = &on_gradient {
+                        let arr = numpy::PyArray1::from_slice(py, g);
+                        match cb.call1(py, (arr.clone(),)) {
+                            Ok(_) => g.copy_from_slice(&arr.readonly().as_array().to_vec()),
+                            Err(err) => {
+                                raised.lock().unwrap().get_or_insert(err);
+                            }
+                        }
+                    }
+                })
+            };
+            let mut hooks = Hooks {
+                on_event: Some(&mut on_event),
+                on_gradient: if on_gradient.is_some() {
+                    Some(&mut on_grad)
+                } else {
+                    None
+                },
+            };
+            model.fit(x, &y, validation, &cfg, &mut hooks)
+        });
+        if let Some(err) = raised.into_inner().unwrap() {
+            return Err(err);
+        }
+        let history = result.py()?;
+        Ok(serde_json::to_string(&history).expect("history serialises"))
+    }
+
+    /// Loss and metrics on a data set (eval mode).
+    #[pyo3(signature = (x, y, batch_size=256))]
+    fn evaluate<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<f32>,
+        y: PyTargets,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let y = targets(y)?;
+        let x = x.as_array();
+        let model = &mut self.inner;
+        let logs = py.detach(|| model.evaluate(x, &y, batch_size)).py()?;
+        logs_dict(py, &logs)
+    }
+
+    /// Raw outputs, batch by batch, in eval mode; the input is read in place (no extra copy).
+    #[pyo3(signature = (x, batch_size=256))]
+    fn predict<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<f32>,
+        batch_size: usize,
+    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
+        let x = x.as_array();
+        let model = &mut self.inner;
+        let out = py.detach(|| model.predict(x, batch_size)).py()?;
+        Ok(out.into_pyarray(py))
+    }
+
+    /// Parameters and buffers by PyTorch state-dict name, as numpy copies.
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for (k, v) in self.inner.net.state_dict() {
+            d.set_item(k, v.into_pyarray(py))?;
+        }
+        Ok(d)
+    }
+
+    /// Replace parameters and buffers from a dict of arrays (every name, exact shapes).
+    fn load_state_dict(&mut self, dict: BTreeMap<String, PyReadonlyArrayDyn<f32>>) -> PyResult<()> {
+        let owned: BTreeMap<String, Tensor> = dict
+            .into_iter()
+            .map(|(k, v)| (k, v.as_array().to_owned()))
+            .collect();
+        self.inner.net.load_state_dict(&owned).py()
+    }
+
+    /// `[(name, shape, trainable, is_buffer)]` in state-dict order.
+    fn tensor_info(&self) -> Vec<(String, Vec<usize>, bool, bool)> {
+        self.inner
+            .net
+            .tensors()
+            .into_iter()
+            .map(|(n, p)| (n, p.value.shape().to_vec(), p.trainable, p.is_buffer))
+            .collect()
+    }
+
+    /// The gradient of a parameter from the last training step, if any.
+    fn grad<'py>(&self, py: Python<'py>, name: &str) -> Option<Bound<'py, PyArrayDyn<f32>>> {
+        self.inner
+            .net
+            .tensors()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, p)| p.grad.clone())
+            .map(|g| g.into_pyarray(py))
+    }
+
+    /// Freeze or unfreeze parameters whose name starts with `prefix`; returns how many matched.
+    fn set_trainable(&mut self, prefix: &str, trainable: bool) -> usize {
+        self.inner.net.set_trainable(prefix, trainable)
+    }
+
+    /// Every trainable value in one flat float32 array (state-dict order).
+    fn flat_params<'py>(&self, py: Python<'py>) -> Bound<'py, numpy::PyArray1<f32>> {
+        self.inner.flat_params().into_pyarray(py)
+    }
+
+    /// Overwrite every trainable value from one flat array.
+    fn set_flat_params(&mut self, flat: PyReadonlyArray1<f32>) -> PyResult<()> {
+        self.inner.set_flat_params(flat.as_slice()?).py()
+    }
+
+    /// Per-sample input shape, once known.
+    #[getter]
+    fn input_shape(&self) -> Option<Vec<usize>> {
+        self.inner.input_shape.clone()
+    }
+
+    #[setter]
+    fn set_input_shape(&mut self, shape: Option<Vec<usize>>) {
+        self.inner.input_shape = shape;
+    }
+
+    /// The architecture as JSON (layers and input shape).
+    fn architecture_json(&self) -> String {
+        serde_json::to_string(&self.inner.architecture()).expect("specs serialise")
+    }
+
+    /// The seed the weights were drawn from.
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    /// Number of trainable values.
+    #[getter]
+    fn num_parameters(&self) -> usize {
+        self.inner.net.num_trainable()
+    }
+
+    /// Current learning rate of the compiled optimizer.
+    #[getter]
+    fn lr(&self) -> PyResult<f32> {
+        Ok(self.inner.optimizer().py()?.lr())
+    }
+
+    #[setter]
+    fn set_lr(&mut self, lr: f32) -> PyResult<()> {
+        self.inner.optimizer_mut().py()?.set_lr(lr);
+        Ok(())
+    }
+
+    /// Save atomically as a .kiln checkpoint (safetensors with the architecture in its metadata).
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        let model = &self.inner;
+        py.detach(|| model.save(&path)).py()
+    }
+
+    /// The checkpoint as bytes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        Ok(pyo3::types::PyBytes::new(py, &self.inner.to_bytes().py()?))
+    }
+
+    /// Load a checkpoint from a path.
+    #[staticmethod]
+    fn load(path: std::path::PathBuf) -> PyResult<Self> {
+        Ok(PyModel {
+            inner: Model::load(&path).py()?,
+        })
+    }
+
+    /// Load a checkpoint from bytes.
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        Ok(PyModel {
+            inner: Model::from_bytes(data).py()?,
+        })
+    }
+
+    /// The model as ONNX: written atomically to `path` when given, else returned as bytes.
+    #[pyo3(signature = (labels=None, input_scale=None, input_offset=None, opset=17, dynamic_batch=true, path=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn export_onnx<'py>(
+        &self,
+        py: Python<'py>,
+        labels: Option<Vec<String>>,
+        input_scale: Option<f32>,
+        input_offset: Option<f32>,
+        opset: i64,
+        dynamic_batch: bool,
+        path: Option<std::path::PathBuf>,
+    ) -> PyResult<Option<Bound<'py, pyo3::types::PyBytes>>> {
+        let opts = ExportOptions {
+            labels,
+            input_scale,
+            input_offset,
+            opset,
+            dynamic_batch,
+            ..ExportOptions::default()
+        };
+        match path {
+            Some(p) => export_onnx_to(&self.inner, p, &opts).py().map(|_| None),
+            None => Ok(Some(pyo3::types::PyBytes::new(
+                py,
+                &export_onnx(&self.inner, &opts).py()?,
+            ))),
+        }
+    }
+
+    /// Specs of the top-level layers, as JSON.
+    fn layers_json(&self) -> String {
+        serde_json::to_string(&self.inner.net.spec()).expect("specs serialise")
+    }
+}

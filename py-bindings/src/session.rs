@@ -1,0 +1,112 @@
+//! `kiln._kiln.InferenceSession`: tract-onnx inference (kiln_core::infer) with numpy in and out.
+
+use kiln_core::infer::{InferenceSession, TensorData, TensorInfo};
+use numpy::{IntoPyArray, PyReadonlyArrayDyn};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::IntoPy;
+
+/// An input array of any dtype tract understands.
+#[derive(FromPyObject)]
+pub enum PyTensor<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+    I64(PyReadonlyArrayDyn<'py, i64>),
+    I32(PyReadonlyArrayDyn<'py, i32>),
+    I8(PyReadonlyArrayDyn<'py, i8>),
+    U8(PyReadonlyArrayDyn<'py, u8>),
+    Bool(PyReadonlyArrayDyn<'py, bool>),
+}
+
+impl From<PyTensor<'_>> for TensorData {
+    fn from(t: PyTensor) -> Self {
+        match t {
+            PyTensor::F32(a) => TensorData::F32(a.as_array().to_owned()),
+            PyTensor::F64(a) => TensorData::F64(a.as_array().to_owned()),
+            PyTensor::I64(a) => TensorData::I64(a.as_array().to_owned()),
+            PyTensor::I32(a) => TensorData::I32(a.as_array().to_owned()),
+            PyTensor::I8(a) => TensorData::I8(a.as_array().to_owned()),
+            PyTensor::U8(a) => TensorData::U8(a.as_array().to_owned()),
+            PyTensor::Bool(a) => TensorData::Bool(a.as_array().to_owned()),
+        }
+    }
+}
+
+fn to_numpy(py: Python<'_>, t: TensorData) -> Bound<'_, PyAny> {
+    match t {
+        TensorData::F32(a) => a.into_pyarray(py).into_any(),
+        TensorData::F64(a) => a.into_pyarray(py).into_any(),
+        TensorData::I64(a) => a.into_pyarray(py).into_any(),
+        TensorData::I32(a) => a.into_pyarray(py).into_any(),
+        TensorData::I8(a) => a.into_pyarray(py).into_any(),
+        TensorData::U8(a) => a.into_pyarray(py).into_any(),
+        TensorData::Bool(a) => a.into_pyarray(py).into_any(),
+    }
+}
+
+fn describe<'py>(py: Python<'py>, infos: &[TensorInfo]) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    infos
+        .iter()
+        .map(|i| {
+            let d = PyDict::new(py);
+            d.set_item("name", &i.name)?;
+            d.set_item("shape", i.dims.clone())?;
+            d.set_item("dtype", i.dtype.name())?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// A loaded ONNX model, run by tract.
+#[pyclass(module = "kiln._kiln", name = "InferenceSession", frozen)]
+pub struct PySession {
+    inner: InferenceSession,
+}
+
+#[pymethods]
+impl PySession {
+    /// Parse and optimise the model in `data` (the bytes of an .onnx file).
+    #[new]
+    fn new(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        Ok(PySession {
+            inner: py.detach(|| InferenceSession::from_bytes(data)).py()?,
+        })
+    }
+
+    /// `[{"name", "shape" (None = free), "dtype"}]` for each input.
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        describe(py, self.inner.inputs())
+    }
+
+    /// The same for each output.
+    #[getter]
+    fn outputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        describe(py, self.inner.outputs())
+    }
+
+    /// Class names from the `kiln.labels` metadata, if present.
+    #[getter]
+    fn labels(&self) -> Option<Vec<String>> {
+        self.inner.labels()
+    }
+
+    /// The model's metadata_props.
+    #[getter]
+    fn metadata(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner.metadata().clone()
+    }
+
+    /// Run with inputs in the model's input order; returns one array per output.
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<PyTensor<'py>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let data: Vec<TensorData> = inputs.into_iter().map(TensorData::from).collect();
+        let sess = &self.inner;
+        let outs = py.detach(|| sess.run(data)).py()?;
+        Ok(outs.into_iter().map(|t| to_numpy(py, t)).collect())
+    }
+}
