@@ -91,6 +91,19 @@ impl Model {
         self.optimizer.as_mut().ok_or_else(not_compiled)
     }
 
+    /// Apply the compiled optimizer to every trainable parameter that holds a gradient.
+    pub fn optimizer_step(&mut self) -> Result<()> {
+        let opt = self.optimizer.as_mut().ok_or_else(not_compiled)?;
+        opt.step(
+            self.net
+                .tensors_mut()
+                .into_iter()
+                .filter(|(_, p)| p.trainable)
+                .collect(),
+        );
+        Ok(())
+    }
+
     /// Record (or check against) the per-sample input shape.
     pub fn remember_input(&mut self, x: &Input) -> Result<()> {
         let per_sample = x.shape()[1..].to_vec();
