@@ -21,6 +21,7 @@ fn step(model: &mut Model, x: &Tensor, y: &Targets, loss: &Loss) {
     let out = model.net.forward(&mut t, input).unwrap();
     let l = loss.apply(&mut t, out, y).unwrap();
     t.backward(l).unwrap();
+    model.net.zero_grad();
     model.net.collect_grads(&mut t);
     model.optimizer_step().unwrap();
 }

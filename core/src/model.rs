@@ -76,6 +76,12 @@ impl Model {
         Ok(())
     }
 
+    /// Set (or replace) only the optimizer, for hand-written training loops.
+    pub fn set_optimizer(&mut self, optimizer: &OptimizerSpec) -> Result<()> {
+        self.optimizer = Some(optimizer.build()?);
+        Ok(())
+    }
+
     /// The compiled loss.
     pub fn loss(&self) -> Result<&Loss> {
         self.loss.as_ref().ok_or_else(not_compiled)

@@ -554,6 +554,7 @@ pub fn fit(
                 });
             }
             t.backward(l)?;
+            model.net.zero_grad();
             model.net.collect_grads(&mut t);
             if let Some(hook) = hooks.on_gradient.as_mut() {
                 let mut flat = flat_grads(model);

@@ -21,7 +21,7 @@ pub enum PyTargets<'py> {
     Values(PyReadonlyArrayDyn<'py, f32>),
 }
 
-fn targets(y: PyTargets) -> PyResult<Targets> {
+pub(crate) fn targets(y: PyTargets) -> PyResult<Targets> {
     Ok(match y {
         PyTargets::Classes(c) => {
             let c = c.as_array();
@@ -56,6 +56,12 @@ pub struct PyModel {
     inner: Model,
 }
 
+impl PyModel {
+    pub(crate) fn core_mut(&mut self) -> &mut Model {
+        &mut self.inner
+    }
+}
+
 #[pymethods]
 impl PyModel {
     /// Build from a JSON list of layer specs, initialised from `seed`.
@@ -82,6 +88,22 @@ impl PyModel {
             .collect::<Result<Vec<_>, _>>()
             .py()?;
         self.inner.compile(&opt, loss, metrics).py()
+    }
+
+    /// Set only the optimizer (JSON spec), for hand-written loops.
+    fn set_optimizer(&mut self, optimizer_json: &str) -> PyResult<()> {
+        let opt: OptimizerSpec = json("optimizer", optimizer_json)?;
+        self.inner.set_optimizer(&opt).py()
+    }
+
+    /// Apply the optimizer to the gradients accumulated since `zero_grad`.
+    fn optimizer_step(&mut self) -> PyResult<()> {
+        self.inner.optimizer_step().py()
+    }
+
+    /// Forget all gradients.
+    fn zero_grad(&mut self) {
+        self.inner.net.zero_grad()
     }
 
     /// Whether `compile` was called.

@@ -55,9 +55,10 @@ def breast_cancer() -> Split:
 
 @pytest.fixture(scope="session")
 def diabetes() -> Split:
-    """Standardised features and target (a float32 column)."""
+    """Standardised features and target (a float32 column). On this split (random_state=42) least squares
+    reaches R² 0.49; a small MLP about 0.52."""
     x, y = load_diabetes(return_X_y=True)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=0)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=42)
     xtr, xte = _standardise(xtr, xte)
     ytr2, yte2 = _standardise(ytr[:, None], yte[:, None])
     return Split(xtr, ytr2, xte, yte2)

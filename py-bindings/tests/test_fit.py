@@ -49,12 +49,13 @@ def test_breast_cancer_with_binary_cross_entropy(breast_cancer):
 
 def test_diabetes_regression_beats_the_mean_by_far(diabetes):
     d = diabetes
-    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 1))
-    model.compile(optimizer=optim.Adam(lr=1e-2), loss="mse", metrics=["mae"])
+    model = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 1))
+    model.compile(optimizer=optim.Adam(lr=3e-3), loss="mse", metrics=["mae"])
     model.fit(d.x_train, d.y_train, epochs=40, batch_size=32, verbose=0)
     mse = model.evaluate(d.x_test, d.y_test)["loss"]
     baseline = float(((d.y_test - d.y_train.mean()) ** 2).mean())  # the mean predictor
-    assert mse < 0.65 * baseline, (mse, baseline)
+    # R² > 0.4 (measured 0.52 over 4 seeds); diabetes is noisy: least squares itself reaches 0.49 here
+    assert mse < 0.6 * baseline, (mse, baseline)
     pred = model.predict(d.x_test)
     assert mse == pytest.approx(float(((pred - d.y_test) ** 2).mean()), rel=1e-4)
 
@@ -178,8 +179,8 @@ def test_an_exception_in_a_callback_ends_fit_and_propagates(digits):
 
 def test_fit_releases_the_gil(digits):
     # Another Python thread keeps running while Rust trains (one long epoch, no per-batch Python calls).
-    x = np.repeat(digits.x_train, 4, axis=0).reshape(-1, 1, 8, 8)
-    y = np.repeat(digits.y_train, 4)
+    x = np.repeat(digits.x_train, 12, axis=0).reshape(-1, 1, 8, 8)  # one epoch of ~0.3 s
+    y = np.repeat(digits.y_train, 12)
     model = compiled(digits_cnn())
     ticks, done = [0], threading.Event()
 
@@ -197,8 +198,9 @@ def test_fit_releases_the_gil(digits):
         elapsed = time.perf_counter() - start
         done.set()
         t.join()
-    # with the GIL held the thread would run only between epochs: a handful of ticks at most
-    assert ticks[0] > 0.2 * elapsed / 0.001 * 0.5 or ticks[0] > 50, (ticks[0], elapsed)
+    # With the GIL held the thread would run only around the single epoch's end: a couple of ticks.
+    # Released, it ticks about once per millisecond; 20 leaves room for a busy machine.
+    assert ticks[0] > 20, (ticks[0], elapsed)
 
 
 # ---- verbose and the history -----------------------------------------------------------------------------

@@ -64,10 +64,15 @@ impl Param {
         v
     }
 
-    /// Take this parameter's gradient from the tape after backward (None when it had none).
+    /// Add this parameter's gradient from the tape (after backward) to its `grad`, as PyTorch
+    /// accumulates until `zero_grad`.
     pub fn collect_grad(&mut self, t: &mut Tape) {
-        if let Some(v) = self.var.take() {
-            self.grad = t.take_grad(v);
+        let Some(g) = self.var.take().and_then(|v| t.take_grad(v)) else {
+            return;
+        };
+        match &mut self.grad {
+            Some(acc) => *acc += &g,
+            slot => *slot = Some(g),
         }
     }
 }

@@ -92,7 +92,14 @@ impl Sequential {
             .sum()
     }
 
-    /// Collect every parameter's gradient from the tape after backward.
+    /// Forget every gradient (before a new accumulation).
+    pub fn zero_grad(&mut self) {
+        for (_, p) in self.tensors_mut() {
+            p.grad = None;
+        }
+    }
+
+    /// Add every parameter's gradient from the tape (after backward) to its `grad`.
     pub fn collect_grads(&mut self, t: &mut Tape) {
         for (_, p) in self.tensors_mut() {
             p.collect_grad(t);

@@ -10,7 +10,7 @@
 """
 
 from . import callbacks, losses, nn, optim
-from ._kiln import __version__
+from ._kiln import Tensor, __version__
 from ._seed import manual_seed
 from .errors import (
     CheckpointError,
@@ -26,7 +26,7 @@ from .model import load
 from .session import InferenceSession, TensorInfo
 
 __all__ = [
-    "__version__", "nn", "optim", "losses", "callbacks", "manual_seed", "load", "InferenceSession", "TensorInfo",
+    "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "manual_seed", "load", "InferenceSession", "TensorInfo",
     "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError",
     "KilnIOError",
 ]

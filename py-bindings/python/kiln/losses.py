@@ -17,6 +17,14 @@ class Loss:
     def spec(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def __call__(self, prediction: Any, target: Any) -> Any:
+        """The loss of a :class:`kiln.Tensor` of predictions against ``target`` (a tensor to backprop)."""
+        import json
+
+        from ._arrays import as_targets
+
+        return prediction.loss(json.dumps(self.spec()), as_targets(target, self.name == "cross_entropy", "target"))
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k != "name")
         return f"{type(self).__name__}({opts})"
@@ -76,3 +84,28 @@ def loss_spec(loss: Union[Loss, str]) -> dict[str, Any]:
     if isinstance(loss, str) and loss in NAMES:
         return {"name": loss}
     raise InvalidInputError(f"unknown loss {loss!r}; known losses: {', '.join(NAMES)}")
+
+
+def mse(prediction: Any, target: Any) -> Any:
+    """Mean squared error of a :class:`kiln.Tensor` against ``target``."""
+    return MSELoss()(prediction, target)
+
+
+def mae(prediction: Any, target: Any) -> Any:
+    """Mean absolute error of a :class:`kiln.Tensor` against ``target``."""
+    return L1Loss()(prediction, target)
+
+
+def huber(prediction: Any, target: Any, delta: float = 1.0) -> Any:
+    """Huber loss of a :class:`kiln.Tensor` against ``target``."""
+    return HuberLoss(delta)(prediction, target)
+
+
+def cross_entropy(logits: Any, labels: Any, weight: Sequence[float] | None = None, label_smoothing: float = 0.0) -> Any:
+    """Cross-entropy of logits (a :class:`kiln.Tensor`) against integer labels."""
+    return CrossEntropyLoss(weight, label_smoothing)(logits, labels)
+
+
+def binary_cross_entropy(logits: Any, target: Any) -> Any:
+    """Binary cross-entropy of logits (a :class:`kiln.Tensor`) against 0/1 targets."""
+    return BCEWithLogitsLoss()(logits, target)

@@ -36,6 +36,7 @@ class Sequential:
         self._adopt()
         self._compiled: dict[str, Any] | None = None
         self.stop_training = False
+        self.training = True
 
     @classmethod
     def _from_core(cls, core: Any) -> "Sequential":
@@ -45,6 +46,7 @@ class Sequential:
         model._adopt()
         model._compiled = None
         model.stop_training = False
+        model.training = True
         return model
 
     def _adopt(self) -> None:
@@ -64,6 +66,33 @@ class Sequential:
     def __repr__(self) -> str:
         body = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self._layers))
         return f"Sequential({body}\n)"
+
+    # ---- hand-written loops ----------------------------------------------------------------------
+    def __call__(self, x: Any) -> Any:
+        """Run on a :class:`kiln.Tensor`, recording for ``backward()`` (train mode unless ``eval()``)."""
+        from ._kiln import Tensor
+
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        return x.apply(self._core, training=self.training)
+
+    def train(self, mode: bool = True) -> "Sequential":
+        """Training behaviour (dropout on, batch-norm on batch statistics) for calls on tensors."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "Sequential":
+        """Evaluation behaviour for calls on tensors."""
+        return self.train(False)
+
+    def parameters(self) -> list["Parameter"]:
+        """The trainable parameters, for ``optim.Adam(model.parameters(), lr=...)``."""
+        return [Parameter(self, name) for name, _, trainable, is_buffer in self._core.tensor_info()
+                if trainable and not is_buffer]
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradients."""
+        self._core.zero_grad()
 
     # ---- weights ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -213,3 +242,27 @@ class Sequential:
 def load(path: str | os.PathLike[str]) -> Sequential:
     """Load a model saved with :meth:`Sequential.save` (or by kiln-wasm's trainer)."""
     return Sequential._from_core(_kiln.Model.load(os.fspath(path)))
+
+
+class Parameter:
+    """A trainable tensor of a model, by state-dict name: ``.data`` and ``.grad`` are numpy copies."""
+
+    def __init__(self, owner: Sequential, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.owner.state_dict()[self.name]
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """The gradient accumulated since the last ``zero_grad()`` (None before any backward)."""
+        g = self.owner._core.grad(self.name)
+        return None if g is None else np.asarray(g)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.shape})"

@@ -9,11 +9,19 @@ from .errors import InvalidInputError
 
 
 class Optimizer:
-    """Base class: a spec dict for the core."""
+    """Base class: a spec dict for the core. Given a model's ``parameters()`` it also drives a
+    hand-written loop: ``loss.backward(); opt.step(); opt.zero_grad()``."""
 
     _type = ""
 
-    def __init__(self, **spec: Any) -> None:
+    def __init__(self, params: Any = None, **spec: Any) -> None:
+        self._owner = None
+        if params is not None:
+            owners = {id(p.owner): p.owner for p in params}
+            if len(owners) != 1:
+                raise InvalidInputError("an optimizer takes the parameters of exactly one model (model.parameters())")
+            self._owner = next(iter(owners.values()))
+        self._bound = False
         lr = spec.get("lr")
         if not isinstance(lr, (int, float)) or not lr > 0:
             raise InvalidInputError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
@@ -28,6 +36,24 @@ class Optimizer:
     def lr(self) -> float:
         return float(self._spec["lr"])
 
+    def _model(self) -> Any:
+        if self._owner is None:
+            raise InvalidInputError(f"{type(self).__name__}: step() needs the parameters: {type(self).__name__}(model.parameters(), lr=...)")
+        if not self._bound:
+            import json
+
+            self._owner._core.set_optimizer(json.dumps(self.spec()))
+            self._bound = True
+        return self._owner
+
+    def step(self) -> None:
+        """Update the parameters from the gradients of the last ``backward()`` calls."""
+        self._model()._core.optimizer_step()
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradients."""
+        self._model()._core.zero_grad()
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._spec.items() if k != "type")
         return f"{type(self).__name__}({opts})"
@@ -36,36 +62,36 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay."""
 
-    def __init__(self, lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+    def __init__(self, params: Any = None, lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False) -> None:
-        super().__init__(lr=float(lr), momentum=float(momentum), dampening=float(dampening),
+        super().__init__(params, lr=float(lr), momentum=float(momentum), dampening=float(dampening),
                          weight_decay=float(weight_decay), nesterov=bool(nesterov))
 
 
 class Adam(Optimizer):
     """Adam (L2 weight decay added to the gradient, as PyTorch's Adam)."""
 
-    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: Any = None, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        super().__init__(lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
+        super().__init__(params, lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
                          weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
 
 
 class AdamW(Optimizer):
     """Adam with decoupled weight decay."""
 
-    def __init__(self, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    def __init__(self, params: Any = None, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
-        super().__init__(lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
+        super().__init__(params, lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
                          weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
 
 
 class RMSprop(Optimizer):
     """RMSprop, optionally centered and with momentum."""
 
-    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+    def __init__(self, params: Any = None, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
                  momentum: float = 0.0, centered: bool = False) -> None:
-        super().__init__(lr=float(lr), alpha=float(alpha), eps=float(eps), weight_decay=float(weight_decay),
+        super().__init__(params, lr=float(lr), alpha=float(alpha), eps=float(eps), weight_decay=float(weight_decay),
                          momentum=float(momentum), centered=bool(centered))
 
 

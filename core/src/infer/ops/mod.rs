@@ -3,6 +3,7 @@
 //! returns an `Expansion` that wires existing tract ops, so the optimiser still sees plain
 //! arithmetic it knows how to speed up.
 
+mod guard;
 mod legacy;
 mod ml;
 mod quant;
@@ -12,6 +13,7 @@ use tract_onnx::model::OnnxOpRegister;
 
 /// Adds kiln's operators to a tract ONNX register.
 pub(crate) fn register(reg: &mut OnnxOpRegister) {
+    guard::register(reg);
     legacy::register(reg);
     ml::register(reg);
     tree::register(reg);

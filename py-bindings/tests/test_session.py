@@ -1,0 +1,242 @@
+"""kiln.InferenceSession (tract): hand-built ONNX graphs, scikit-learn models converted by skl2onnx
+(ai.onnx.ml operators), and the errors for bad models and bad inputs. onnxruntime is the referee."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+import kiln
+from kiln import InferenceSession, TensorInfo
+from kiln.errors import InvalidInputError, OnnxError, ShapeError
+
+
+def _model(nodes, inputs, outputs, opset=17, extra_opsets=(), metadata=None) -> bytes:
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset), *extra_opsets])
+    if metadata:
+        helper.set_model_props(m, metadata)
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
+
+
+def _vi(name, dtype, shape):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+@pytest.fixture(scope="module")
+def two_in_two_out() -> bytes:
+    f = TensorProto.FLOAT
+    return _model([helper.make_node("Add", ["a", "b"], ["sum"]), helper.make_node("Mul", ["a", "b"], ["prod"])],
+                  [_vi("a", f, ["n", 3]), _vi("b", f, ["n", 3])], [_vi("sum", f, ["n", 3]), _vi("prod", f, ["n", 3])],
+                  metadata={"author": "test", "kiln.labels": '["x", "y", "z"]'})
+
+
+def _ort(data: bytes, feeds):
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+# ---- hand-built graphs ------------------------------------------------------------------------------
+def test_two_inputs_by_name(two_in_two_out, rng):
+    sess = InferenceSession(two_in_two_out)
+    assert sess.inputs == [TensorInfo("a", (None, 3), "float32"), TensorInfo("b", (None, 3), "float32")]
+    assert [o.name for o in sess.outputs] == ["sum", "prod"]
+    a, b = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    out = sess.run({"b": b, "a": a})  # order of the dict does not matter
+    assert set(out) == {"sum", "prod"}
+    ref_sum, ref_prod = _ort(two_in_two_out, {"a": a, "b": b})
+    np.testing.assert_array_equal(out["sum"], ref_sum)
+    np.testing.assert_array_equal(out["prod"], ref_prod)
+    # the free dimension really is free
+    assert sess.run({"a": a[:1], "b": b[:1]})["sum"].shape == (1, 3)
+
+
+def test_metadata_and_labels(two_in_two_out):
+    sess = InferenceSession(two_in_two_out)
+    assert sess.metadata == {"author": "test", "kiln.labels": '["x", "y", "z"]'}
+    assert sess.labels == ["x", "y", "z"]
+    assert "inputs=[TensorInfo(name='a'" in repr(sess)
+
+
+def test_from_a_path_or_bytes(two_in_two_out, tmp_path):
+    path = tmp_path / "m.onnx"
+    path.write_bytes(two_in_two_out)
+    for source in (path, str(path), bytearray(two_in_two_out), two_in_two_out):
+        assert [i.name for i in InferenceSession(source).inputs] == ["a", "b"]
+
+
+def test_missing_unknown_and_positional_inputs(two_in_two_out):
+    sess = InferenceSession(two_in_two_out)
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(InvalidInputError, match=r"missing input 'b'; the model's inputs are \['a', 'b'\]"):
+        sess.run({"a": x})
+    with pytest.raises(InvalidInputError, match="unknown input 'c'"):
+        sess.run({"a": x, "b": x, "c": x})
+    with pytest.raises(InvalidInputError, match=r"the model has 2 inputs \['a', 'b'\]: pass a dict"):
+        sess.run(x)
+
+
+def test_wrong_input_shape_names_expected_and_got(two_in_two_out):
+    sess = InferenceSession(two_in_two_out)
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ShapeError) as e:
+        sess.run({"a": x, "b": np.zeros((2, 4), np.float32)})
+    assert str(e.value) == 'input "b": expected shape [?, 3] (float32), got [2, 4] (float32)'
+    fixed = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", TensorProto.FLOAT, [2, 3])],
+                   [_vi("y", TensorProto.FLOAT, [2, 3])])
+    with pytest.raises(ShapeError, match=r"expected shape \[2, 3\] \(float32\), got \[3, 3\]"):
+        InferenceSession(fixed).run(np.zeros((3, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"got \[2, 3, 1\]"):
+        InferenceSession(fixed).run(np.zeros((2, 3, 1), np.float32))
+    # the session stays usable after an error
+    assert InferenceSession(fixed).run(-np.ones((2, 3))).sum() == 0
+
+
+def test_dtype_conversion(two_in_two_out):
+    sess = InferenceSession(two_in_two_out)
+    # float64 and int arrays, and nested lists, are converted to the model's float32
+    out = sess.run({"a": np.ones((1, 3)), "b": [[1, 2, 3]]})
+    assert out["sum"].dtype == np.float32
+    np.testing.assert_array_equal(out["sum"], [[2, 3, 4]])
+    with pytest.raises(InvalidInputError, match="input 'a': expected float32, got dtype <U"):
+        sess.run({"a": np.array([["x", "y", "z"]]), "b": np.zeros((1, 3))})
+
+
+def test_integer_inputs_and_outputs():
+    i64 = TensorProto.INT64
+    data = _model([helper.make_node("Neg", ["x"], ["y"])], [_vi("x", i64, ["n"])], [_vi("y", i64, ["n"])])
+    sess = InferenceSession(data)
+    assert sess.inputs[0].dtype == "int64"
+    out = sess.run(np.array([1, 2, 3], np.int32))
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, [-1, -2, -3])
+    np.testing.assert_array_equal(sess.run(np.array([4.0, 5.0])), [-4, -5])  # whole floats are fine
+
+
+def test_fractional_floats_are_not_silently_truncated_to_integers():
+    # astype(int64) would turn 1.7 into 1 without a word: ids and counts must be whole numbers
+    i64 = TensorProto.INT64
+    sess = InferenceSession(_model([helper.make_node("Neg", ["x"], ["y"])], [_vi("x", i64, ["n"])],
+                                   [_vi("y", i64, ["n"])]))
+    with pytest.raises(InvalidInputError, match="int64"):
+        sess.run(np.array([1.7, 2.0]))
+
+
+# ---- broken models -------------------------------------------------------------------------------
+@pytest.mark.parametrize("data,match", [
+    (b"", "not a valid ONNX model: the data is empty"),
+    (b"\x00\x01garbage\xff" * 10, "not a valid ONNX model"),
+])
+def test_bad_bytes(data, match):
+    with pytest.raises(OnnxError, match=match):
+        InferenceSession(data)
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(InvalidInputError, match="expected a path or bytes, got int"):
+        InferenceSession(123)
+    with pytest.raises(FileNotFoundError):
+        InferenceSession(tmp_path / "missing.onnx")
+
+
+def test_unsupported_operator_is_named():
+    f = TensorProto.FLOAT
+    data = _model([helper.make_node("FooBarOp", ["x"], ["y"], domain="com.example")], [_vi("x", f, ["n", 3])],
+                  [_vi("y", f, ["n", 3])], extra_opsets=[helper.make_opsetid("com.example", 1)])
+    with pytest.raises(OnnxError) as e:
+        InferenceSession(data)
+    assert '"FooBarOp"' in str(e.value) and "com.example" in str(e.value)
+
+
+# ---- scikit-learn models through skl2onnx ----------------------------------------------------------------
+def _skl(estimator, x, zipmap=False):
+    from skl2onnx import to_onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of the tiny fits
+        final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+        options = None if zipmap else {id(final): {"zipmap": False}}
+        return to_onnx(estimator, x[:1], options=options, target_opset=17).SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def iris():
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    return x.astype(np.float32), y
+
+
+def _check_classifier(data: bytes, x: np.ndarray, label="label", proba="probabilities"):
+    try:
+        sess = InferenceSession(data)
+    except OnnxError as e:  # an ai.onnx.ml operator kiln's engine lacks: the message must name it
+        ops = {n.op_type for n in onnx.load_from_string(data).graph.node}
+        assert any(op in str(e) for op in ops), str(e)
+        pytest.fail(f"unsupported by kiln's engine: {e}")
+    out = sess.run(x)
+    ref_label, ref_proba = _ort(data, {"X": x})
+    np.testing.assert_array_equal(out[label], ref_label)
+    np.testing.assert_allclose(out[proba], ref_proba, atol=1e-5)
+    return sess
+
+
+def test_logistic_regression(iris):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = iris
+    sess = _check_classifier(_skl(LogisticRegression(max_iter=500).fit(x, y), x), x)
+    assert sess.outputs[0] == TensorInfo("label", (None,), "int64")
+
+
+def test_mlp_classifier_pipeline(iris):
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 300 iterations are enough to agree, not to converge
+        pipe = make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=300, random_state=0)).fit(x, y)
+    _check_classifier(_skl(pipe, x), x)
+
+
+def test_random_forest(iris):
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = iris
+    _check_classifier(_skl(RandomForestClassifier(n_estimators=5, max_depth=4, random_state=0).fit(x, y), x), x)
+
+
+def test_zipmap_output_comes_back_as_a_probability_table(iris):
+    # skl2onnx's default ZipMap turns probabilities into a list of dicts for onnxruntime; kiln's engine
+    # hands back the underlying [N, classes] table
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = iris
+    clf = LogisticRegression(max_iter=500).fit(x, y)
+    out = InferenceSession(_skl(clf, x, zipmap=True)).run(x)
+    np.testing.assert_array_equal(out["output_label"], clf.predict(x))
+    np.testing.assert_allclose(out["output_probability"], clf.predict_proba(x), atol=1e-5)
+
+
+def test_float64_features_are_converted(iris):
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = iris
+    sess = InferenceSession(_skl(LogisticRegression(max_iter=500).fit(x, y), x))
+    np.testing.assert_array_equal(sess.run(x.astype(np.float64))["label"], sess.run(x)["label"])
+
+
+def test_kiln_model_runs_the_same_in_its_session(rng):
+    kiln.manual_seed(0)
+    model = kiln.nn.Sequential(kiln.nn.Linear(5, 3), kiln.nn.Softmax())
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    sess = InferenceSession(model.export_onnx(input_shape=(5,), labels=["a", "b", "c"]))
+    np.testing.assert_allclose(sess.run(x), model.predict(x), atol=1e-6)
+    assert sess.labels == ["a", "b", "c"]

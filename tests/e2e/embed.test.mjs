@@ -1,0 +1,53 @@
+// kiln-wasm embedded as a web developer would: tests/embed-vite depends on the package by path
+// (file:../../wasm/pkg), Vite bundles it with no configuration at all, and the built app classifies
+// an image in headless Chromium.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import path from "node:path";
+import { REPO, KILN_PKG, outDir, startServer, launchBrowser, openPage } from "./harness.mjs";
+
+const APP = path.join(REPO, "tests/embed-vite");
+const OUT_DIR = outDir("embed-vite");
+const DIST = path.join(OUT_DIR, "dist");
+
+function filesUnder(dir) {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+}
+
+test("a Vite app bundles kiln-wasm with no configuration and classifies an image in Chromium", { timeout: 240_000 }, async (t) => {
+  assert.ok(existsSync(path.join(KILN_PKG, "package.json")), `${KILN_PKG}/package.json is missing: build kiln-wasm with \`make wasm\``);
+  assert.ok(!existsSync(path.join(APP, "vite.config.js")) && !existsSync(path.join(APP, "vite.config.mjs")), "the app must need no Vite configuration");
+  const vite = path.join(APP, "node_modules/vite/bin/vite.js");
+  assert.ok(existsSync(vite), `${vite} is missing: tests/run.sh runs npm ci in tests/embed-vite`);
+
+  const started = Date.now();
+  try {
+    execFileSync(process.execPath, [vite, "build", "--outDir", DIST, "--emptyOutDir", "--logLevel", "warn"], { cwd: APP, stdio: "pipe", timeout: 180_000 });
+  } catch (e) {
+    assert.fail(`vite build failed:\n${e.stdout}\n${e.stderr}`);
+  }
+  const files = filesUnder(DIST).map((f) => path.relative(DIST, f));
+  const wasm = files.filter((f) => f.endsWith(".wasm"));
+  assert.equal(wasm.length, 1, `the bundle carries kiln-wasm's .wasm as an asset: ${files.join(", ")}`);
+  assert.ok(files.some((f) => f.endsWith(".onnx")), `the bundle carries the model: ${files.join(", ")}`);
+  t.diagnostic(`vite build in ${((Date.now() - started) / 1000).toFixed(1)} s; ${files.length} files, wasm ${(statSync(path.join(DIST, wasm[0])).size / 1e6).toFixed(2)} MB`);
+
+  const server = await startServer({ root: DIST, landing: "/" });
+  const browser = await launchBrowser();
+  try {
+    const { page, log, outside } = await openPage(browser.context, server.url("/"));
+    await page.waitForFunction(() => document.body.dataset.state, null, { timeout: 30_000 });
+    const result = page.locator("#result");
+    const state = await page.evaluate(() => document.body.dataset.state);
+    assert.equal(state, "done", `the app failed: ${await result.textContent()}\n${log.join("\n")}`);
+    assert.equal(await result.getAttribute("data-label"), "3", `the held-out 3 was classified as ${await result.textContent()}`);
+    assert.deepEqual(outside, [], "the bundled app reaches nothing beyond 127.0.0.1");
+    await page.screenshot({ path: path.join(OUT_DIR, "app.png") });
+    t.diagnostic(`the Vite app says: ${await result.textContent()}`);
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});
