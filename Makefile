@@ -27,7 +27,7 @@ test: lint test-rust conformance test-py notebooks test-js test-e2e ## every tes
 # ---- Rust -------------------------------------------------------------------------------------
 lint: ## rustfmt and clippy (warnings are errors)
 	cargo fmt --all --check
-	cargo clippy --release --workspace --exclude kiln-py --all-targets -- -D warnings
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 test-rust: ## the Rust core's unit, gradient and integration tests
 	cargo test --release -p kiln-core

@@ -336,14 +336,20 @@ pub struct History {
     pub samples_per_sec: Vec<f64>,
 }
 
+/// The progress callback: told of every batch and epoch, it may stop training or change the rate.
+pub type EventHook<'a> = &'a mut dyn FnMut(&Event) -> Control;
+
+/// The gradient hook: sees (and may change) the flat gradient before each optimizer step.
+pub type GradientHook<'a> = &'a mut dyn FnMut(&mut [f32]);
+
 /// Optional hooks into the loop.
 #[derive(Default)]
 pub struct Hooks<'a> {
     /// Called after every batch and epoch; may stop training.
-    pub on_event: Option<&'a mut dyn FnMut(&Event) -> Control>,
+    pub on_event: Option<EventHook<'a>>,
     /// Called after backward and before the optimizer step with the flat gradient of every trainable
     /// parameter (state-dict order); it may change it in place (for gradient all-reduce).
-    pub on_gradient: Option<&'a mut dyn FnMut(&mut [f32])>,
+    pub on_gradient: Option<GradientHook<'a>>,
 }
 
 struct Clock(#[cfg(not(target_arch = "wasm32"))] std::time::Instant);

@@ -17,7 +17,10 @@ struct Fixture {
 }
 
 fn load(name: &str) -> Fixture {
-    let path = format!("{}/../tests/fixtures/grad/{name}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../tests/fixtures/grad/{name}.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
@@ -27,46 +30,91 @@ fn load(name: &str) -> Fixture {
     for (k, v) in st.tensors() {
         match (v.dtype(), k.as_str()) {
             (Dtype::F32, _) => {
-                let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+                let data = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
                 f32s.insert(k, Tensor::from_shape_vec(v.shape().to_vec(), data).unwrap());
             }
-            (Dtype::I64, "target") => target = v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize).collect(),
+            (Dtype::I64, "target") => {
+                target = v
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize)
+                    .collect()
+            }
             _ => {} // num_batches_tracked counters
         }
     }
-    Fixture { f32s, target, arch: LayerSpec::list_from_json(&meta["arch"]).unwrap(), loss: serde_json::from_str(&meta["loss"]).unwrap() }
+    Fixture {
+        f32s,
+        target,
+        arch: LayerSpec::list_from_json(&meta["arch"]).unwrap(),
+        loss: serde_json::from_str(&meta["loss"]).unwrap(),
+    }
 }
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let err = got.iter().zip(want.iter()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err <= 1e-5 * scale + 1e-6, "{what}: max |kiln - pytorch| = {err:e} (max |ref| = {scale:e})");
+    let err = got
+        .iter()
+        .zip(want.iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= 1e-5 * scale + 1e-6,
+        "{what}: max |kiln - pytorch| = {err:e} (max |ref| = {scale:e})"
+    );
 }
 
 fn check(name: &str) {
     let fx = load(name);
     let mut model = Model::new(&fx.arch, 0).unwrap();
     let own = model.net.state_dict();
-    let weights: BTreeMap<String, Tensor> = own.keys().map(|k| (k.clone(), fx.f32s[k].clone())).collect();
+    let weights: BTreeMap<String, Tensor> = own
+        .keys()
+        .map(|k| (k.clone(), fx.f32s[k].clone()))
+        .collect();
     model.net.load_state_dict(&weights).unwrap();
 
     let mut t = Tape::new(true, 0);
     let x = t.constant(fx.f32s["input"].clone());
     let out = model.net.forward(&mut t, x).unwrap();
     assert_close(&format!("{name} output"), t.value(out), &fx.f32s["output"]);
-    let loss = fx.loss.apply(&mut t, out, &Targets::Classes(fx.target.clone())).unwrap();
-    assert_close(&format!("{name} loss"), &t.value(loss).clone().into_shape_with_order(vec![1]).unwrap(), &fx.f32s["loss"]);
+    let loss = fx
+        .loss
+        .apply(&mut t, out, &Targets::Classes(fx.target.clone()))
+        .unwrap();
+    assert_close(
+        &format!("{name} loss"),
+        &t.value(loss)
+            .clone()
+            .into_shape_with_order(vec![1])
+            .unwrap(),
+        &fx.f32s["loss"],
+    );
     t.backward(loss).unwrap();
     model.net.collect_grads(&mut t);
 
     let mut checked = 0;
     for (pname, p) in model.net.tensors() {
         if p.is_buffer {
-            assert_close(&format!("{name} running stat {pname}"), &p.value, &fx.f32s[&format!("after.{pname}")]);
+            assert_close(
+                &format!("{name} running stat {pname}"),
+                &p.value,
+                &fx.f32s[&format!("after.{pname}")],
+            );
         } else {
-            let g = p.grad.as_ref().unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-            assert_close(&format!("{name} grad {pname}"), g, &fx.f32s[&format!("grad.{pname}")]);
+            let g = p
+                .grad
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
+            assert_close(
+                &format!("{name} grad {pname}"),
+                g,
+                &fx.f32s[&format!("grad.{pname}")],
+            );
         }
         checked += 1;
     }

@@ -90,6 +90,7 @@ impl Tape {
     ///
     /// # Shapes
     /// `x: [N, C, H, W]`, `weight: [O, C/groups, kh, kw]`, `bias: [O]` → `[N, O, H', W']`
+    #[allow(clippy::too_many_arguments)] // PyTorch's conv2d signature, argument for argument
     pub fn conv2d(
         &mut self,
         x: Var,
@@ -243,6 +244,7 @@ impl Tape {
     ///
     /// # Shapes
     /// `x: [N, C, L]`, `weight: [O, C/groups, k]`, `bias: [O]` → `[N, O, L']`
+    #[allow(clippy::too_many_arguments)]
     pub fn conv1d(
         &mut self,
         x: Var,

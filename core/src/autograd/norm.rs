@@ -86,10 +86,10 @@ impl Tape {
             }
         };
         let invstd = var.mapv(|v| 1.0 / (v + eps).sqrt());
-        let xhat = (&x3 - &per_channel(&mean)) * &per_channel(&invstd);
+        let xhat = (&x3 - &per_channel(&mean)) * per_channel(&invstd);
         let w: Array1<f32> = self.value(weight).clone().into_dimensionality().unwrap();
         let b: Array1<f32> = self.value(bias).clone().into_dimensionality().unwrap();
-        let y = (&xhat * &per_channel(&w) + &per_channel(&b))
+        let y = (&xhat * &per_channel(&w) + per_channel(&b))
             .into_shape_with_order(IxDyn(&sx))
             .unwrap();
         let batch_stats = running.is_none();
@@ -105,8 +105,8 @@ impl Tape {
                     let m = count as f32;
                     let s1 = sum_c(&dxhat);
                     let s2 = sum_c(&(&dxhat * &xhat));
-                    (&dxhat * m - &per_channel(&s1) - &(&xhat * &per_channel(&s2)))
-                        * &per_channel(&invstd.mapv(|v| v / m))
+                    (&dxhat * m - per_channel(&s1) - &(&xhat * &per_channel(&s2)))
+                        * per_channel(&invstd.mapv(|v| v / m))
                 } else {
                     &dxhat * &per_channel(&invstd)
                 };
