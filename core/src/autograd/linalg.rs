@@ -1,13 +1,15 @@
 //! Matrix products: the one GEMM entry point, batched `matmul`, and the fused `linear` (x·Wᵀ + b).
 
-use ndarray::{linalg::general_mat_mul, Array2, ArrayView2, Axis, Ix2, IxDyn};
+#[cfg(target_arch = "wasm32")]
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, Axis, Ix2, IxDyn};
 
 use super::elementwise::{broadcast_shape, sum_to};
 use super::tape::{Tape, Tensor, Var};
 use crate::{shape_err, Result};
 
 /// `c = alpha · a·b + beta · c`: every matrix product in kiln goes through here, so the kernel can be
-/// swapped in one place. Views may be transposed; the kernel handles strides.
+/// swapped in one place. Views may be transposed; the kernels handle strides.
 pub fn gemm(
     alpha: f32,
     a: &ArrayView2<f32>,
@@ -15,6 +17,51 @@ pub fn gemm(
     beta: f32,
     c: &mut ndarray::ArrayViewMut2<f32>,
 ) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+        assert!(
+            b.nrows() == k && c.nrows() == m && c.ncols() == n,
+            "gemm: shapes do not fit"
+        );
+        if m == 0 || n == 0 {
+            return;
+        }
+        // Two threads only pay off on large products; splitting the output keeps results bit-identical.
+        let parallelism = if m * n * k >= 1 << 21 {
+            gemm::Parallelism::Rayon(2)
+        } else {
+            gemm::Parallelism::None
+        };
+        let (sa, sb) = (a.strides(), b.strides());
+        let (sc0, sc1) = (c.strides()[0], c.strides()[1]);
+        // SAFETY: the pointers and strides come from live ndarray views of the asserted shapes;
+        // `c` is a unique mutable view, so the output does not alias the inputs.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                sc1,
+                sc0,
+                beta != 0.0,
+                a.as_ptr(),
+                sa[1],
+                sa[0],
+                b.as_ptr(),
+                sb[1],
+                sb[0],
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
     general_mat_mul(alpha, a, b, beta, c);
 }
 

@@ -138,12 +138,7 @@ impl InferenceSession {
         let mut inputs = Vec::new();
         let mut input_symbols = Vec::new();
         let mut input_types = Vec::new();
-        for (ix, outlet) in model
-            .input_outlets()
-            .map_err(load_error)?
-            .iter()
-            .enumerate()
-        {
+        for outlet in model.input_outlets().map_err(load_error)? {
             let fact = model.outlet_fact(*outlet).map_err(load_error)?;
             let name = model.node(outlet.node).name.clone();
             let dims = fact
@@ -159,7 +154,6 @@ impl InferenceSession {
                     _ => None,
                 })
                 .collect();
-            let _ = ix;
             inputs.push(TensorInfo {
                 name,
                 dims,
