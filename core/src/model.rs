@@ -131,7 +131,14 @@ impl Model {
         cfg: &FitConfig,
         hooks: &mut Hooks,
     ) -> Result<History> {
-        train::fit(self, x, y, validation, cfg, hooks)
+        // A fit that fails (say, on the wrong input width at layer 0) must not leave the model
+        // believing it was trained on that shape: later fits and predicts on the right data would fail.
+        let before = self.input_shape.clone();
+        let result = train::fit(self, x, y, validation, cfg, hooks);
+        if result.is_err() {
+            self.input_shape = before;
+        }
+        result
     }
 
     /// Loss and metrics on a data set, in evaluation mode.
@@ -149,7 +156,13 @@ impl Model {
                 crate::shape_err!("predict: input samples of shape {:?}, but the model was trained on samples of shape {s:?}", &x.shape()[1..]);
             }
         }
-        train::predict(&mut self.net, x, batch_size)
+        let per_sample = x.shape().get(1..).map(<[usize]>::to_vec);
+        let out = train::predict(&mut self.net, x, batch_size)?;
+        // The first successful predict teaches the input shape, as fit does (export needs it).
+        if self.input_shape.is_none() {
+            self.input_shape = per_sample;
+        }
+        Ok(out)
     }
 
     /// Every trainable value in one flat buffer, in state-dict order.

@@ -458,12 +458,21 @@ impl Scheduler {
                 patience,
                 min_lr,
             } => {
-                let Some(v) = last_logs.and_then(|l| l.get(monitor).or_else(|| l.get("loss")))
-                else {
+                let Some((key, v)) = last_logs.and_then(|l| {
+                    l.get_key_value(monitor.as_str())
+                        .or_else(|| l.get_key_value("loss"))
+                }) else {
                     return current;
                 };
-                if *v < self.best * (1.0 - 1e-4) {
-                    self.best = *v;
+                let v = crate::train::to_minimise(key, *v);
+                // PyTorch's relative threshold 1e-4, for values of either sign (negated accuracies)
+                let bar = if self.best.is_finite() {
+                    self.best - self.best.abs() * 1e-4
+                } else {
+                    self.best
+                };
+                if v < bar {
+                    self.best = v;
                     self.bad_epochs = 0;
                     current
                 } else {

@@ -214,6 +214,16 @@ impl Metric {
     }
 }
 
+/// A monitored log value turned into one to minimise: accuracies improve upwards, everything else
+/// (losses, errors) downwards, as Keras' `mode="auto"` decides.
+pub(crate) fn to_minimise(key: &str, value: f64) -> f64 {
+    if key.ends_with("accuracy") {
+        -value
+    } else {
+        value
+    }
+}
+
 fn argmax<'a>(it: impl Iterator<Item = &'a f32>) -> usize {
     let mut best = (0, f32::NEG_INFINITY);
     for (i, &v) in it.enumerate() {
@@ -642,8 +652,9 @@ pub fn fit(
             } else {
                 "loss"
             };
-            if !ck.save_best_only || logs[key] < best_checkpoint {
-                best_checkpoint = logs[key];
+            let value = to_minimise(key, logs[key]);
+            if !ck.save_best_only || value < best_checkpoint {
+                best_checkpoint = value;
                 model.save(&ck.path)?;
             }
         }
@@ -653,7 +664,7 @@ pub fn fit(
             } else {
                 "loss"
             };
-            let value = logs[key];
+            let value = to_minimise(key, logs[key]);
             let improved = best.as_ref().is_none_or(|(b, _)| value < b - es.min_delta);
             if improved {
                 best = Some((

@@ -106,3 +106,14 @@ def assert_same_state(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Non
     for name in a:
         assert a[name].shape == b[name].shape, name
         assert a[name].tobytes() == b[name].tobytes(), f"{name} differs"
+
+
+def randomise(model: kiln.nn.Sequential, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Give every parameter and buffer random values (running variances positive), so a test
+    cannot pass on default values such as a zero bias or unit variance."""
+    state = {}
+    for name, value in model.state_dict().items():
+        v = rng.standard_normal(value.shape).astype(np.float32)
+        state[name] = np.abs(v) + 0.5 if name.endswith("running_var") else v
+    model.load_state_dict(state)
+    return state

@@ -70,7 +70,8 @@ def test_load_state_dict_round_trip(rng):
 @pytest.mark.parametrize("edit,match", [
     (lambda sd: sd.pop("2.bias"), 'missing tensor "2.bias"'),
     (lambda sd: sd.update(extra=np.zeros(3)), 'unexpected tensor "extra"'),
-    (lambda sd: sd.update({"0.weight": np.zeros((3, 3))}), 'tensor "0.weight" has shape [3, 3], the model expects [16, 64]'),
+    (lambda sd: sd.update({"0.weight": np.zeros((3, 3))}),
+     'tensor "0.weight" has shape [3, 3], the model expects [16, 64]'),
 ])
 def test_load_state_dict_names_what_does_not_fit(edit, match):
     model = small_classifier()

@@ -7,21 +7,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import randomise
 
 import kiln
 from kiln import nn
 from kiln.errors import InvalidInputError, ShapeError
-
-
-def randomise(model: nn.Sequential, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Give every parameter and buffer random values (running variances positive), so a test
-    cannot pass on default values such as a zero bias or unit variance."""
-    state = {}
-    for name, value in model.state_dict().items():
-        v = rng.standard_normal(value.shape).astype(np.float32)
-        state[name] = np.abs(v) + 0.5 if name.endswith("running_var") else v
-    model.load_state_dict(state)
-    return state
 
 
 # ---- numpy references ----------------------------------------------------------------------------

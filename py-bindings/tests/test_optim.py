@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import small_classifier
 
 from kiln import nn, optim
 from kiln.errors import InvalidInputError
@@ -93,7 +94,8 @@ CASES = [
     ("sgd", optim.SGD(lr=0.05, momentum=0.9, dampening=0.3), dict(lr=0.05, momentum=0.9, dampening=0.3)),
     ("sgd", optim.SGD(lr=0.05, momentum=0.9, nesterov=True), dict(lr=0.05, momentum=0.9, nesterov=True)),
     ("adam", optim.Adam(lr=0.01), dict(lr=0.01)),
-    ("adam", optim.Adam(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1), dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+    ("adam", optim.Adam(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+     dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
     ("adam", optim.Adam(lr=0.01, amsgrad=True), dict(lr=0.01, amsgrad=True)),
     ("adamw", optim.AdamW(lr=0.01), dict(lr=0.01, weight_decay=0.01)),
     ("adamw", optim.AdamW(lr=0.01, weight_decay=0.5), dict(lr=0.01, weight_decay=0.5)),
@@ -186,3 +188,14 @@ def test_reduce_on_plateau_halves_after_patience_epochs():
 
 def test_reduce_on_plateau_leaves_an_improving_run_alone():
     assert _lrs(optim.ReduceLROnPlateau(monitor="loss", patience=0), epochs=5) == pytest.approx([0.1] * 5)
+
+
+def test_reduce_on_plateau_watching_accuracy_wants_it_higher(digits):
+    # a rising accuracy is progress (Keras' mode="auto"); treated as a loss it would cut the rate every epoch
+    model = small_classifier()
+    model.compile(optimizer=optim.SGD(lr=0.05), loss="cross_entropy", metrics=["accuracy"],
+                  lr_schedule=optim.ReduceLROnPlateau(monitor="accuracy", factor=0.5, patience=0))
+    h = model.fit(digits.x_train, digits.y_train, epochs=4, verbose=0)
+    acc = h.history["accuracy"]
+    assert all(b > a * 1.001 for a, b in zip(acc, acc[1:])), f"precondition: accuracy must rise, got {acc}"
+    assert h.history["lr"] == pytest.approx([0.05] * 4)

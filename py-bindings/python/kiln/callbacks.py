@@ -83,7 +83,8 @@ class _ProgressBar:
     def __init__(self, epochs: int) -> None:
         from tqdm.auto import tqdm
 
-        self._tqdm, self._epochs, self._bar = tqdm, epochs, None
+        self._tqdm, self._epochs = tqdm, epochs
+        self._bar: Any = None  # the current epoch's tqdm bar
 
     def batch(self, epoch: int, batch: int, batches: int, logs: dict[str, float]) -> None:
         if self._bar is None:
@@ -115,6 +116,7 @@ class CallbackList:
         self.callbacks = [cb for cb in callbacks if not isinstance(cb, (EarlyStopping, ModelCheckpoint))]
         self.model = model
         self.bar = _ProgressBar(epochs) if verbose else None
+        self.epochs = epochs
         self.wants_batches = self.bar is not None or any(cb._wants_batches() for cb in self.callbacks)
         self.schedulers = [cb for cb in self.callbacks if isinstance(cb, LearningRateScheduler)]
 
@@ -138,6 +140,8 @@ class CallbackList:
             cb.on_epoch_end(epoch - 1, logs)
         if self.model.stop_training:
             return True
+        if epoch >= self.epochs:  # `epoch` counts from 1: no epoch follows the last one to schedule
+            return False
         lr = logs.get("lr")
         for s in self.schedulers:
             lr = float(s.schedule(epoch, float(lr if lr is not None else 0.0)))

@@ -26,8 +26,8 @@ class History:
             raise ImportError("History.plot needs matplotlib: pip install matplotlib") from e
         names = keys or [k for k in self.history if not k.startswith("val_") and k != "lr"]
         if ax is None:
-            _, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
-            axes = axes[0]
+            _, grid = plt.subplots(1, len(names), figsize=(5 * len(names), 3.5), squeeze=False)
+            axes = list(grid[0])
         else:
             axes = [ax] * len(names)
         epochs = [e + 1 for e in self.epoch]

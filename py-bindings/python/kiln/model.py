@@ -211,12 +211,14 @@ class Sequential:
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
         """Loss and metrics on ``x``, ``y`` in evaluation mode: ``{"loss": ..., "accuracy": ...}``."""
         self._require_compiled()
+        _check_batch_size("evaluate", batch_size)
         xs = as_input(x, "x")
         ys = as_targets(y, bool(self._core.wants_classes), "y")
         return dict(self._core.evaluate(xs, ys, batch_size))
 
     def predict(self, x: Any, batch_size: int = 256) -> np.ndarray:
         """The model's raw outputs (logits for classifiers) as float32, in evaluation mode."""
+        _check_batch_size("predict", batch_size)
         return np.asarray(self._core.predict(as_input(x, "x"), batch_size))
 
     # ---- persistence and export ------------------------------------------------------------------
@@ -237,6 +239,11 @@ class Sequential:
         data = self._core.export_onnx(labels, input_scale, input_offset, opset, dynamic_batch,
                                       None if path is None else os.fspath(path))
         return None if data is None else bytes(data)
+
+
+def _check_batch_size(call: str, batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"{call}: batch_size must be a positive integer, got {batch_size!r}")
 
 
 def load(path: str | os.PathLike[str]) -> Sequential:

@@ -60,6 +60,10 @@ class InferenceSession:
         if arr.dtype != want:
             if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
                 raise InvalidInputError(f"input {info.name!r}: expected {info.dtype}, got dtype {arr.dtype}")
+            if np.issubdtype(want, np.integer) and np.issubdtype(arr.dtype, np.floating):
+                if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                    raise InvalidInputError(
+                        f"input {info.name!r}: expected {info.dtype}, got {arr.dtype} values that are not whole numbers")
             arr = arr.astype(want)
         return np.ascontiguousarray(arr)
 
