@@ -17,3 +17,5 @@ pub use model::Model;
 pub mod export;
 #[cfg(feature = "onnx")]
 pub mod infer;
+#[cfg(feature = "onnx")]
+pub mod optimize;

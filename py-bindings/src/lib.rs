@@ -3,6 +3,7 @@
 
 mod error;
 mod model;
+mod optimize;
 mod session;
 mod tensor;
 
@@ -13,6 +14,12 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::PyModel>()?;
     m.add_class::<session::PySession>()?;
     m.add_class::<tensor::PyTensor>()?;
+    m.add_function(wrap_pyfunction!(optimize::optimize_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(optimize::optimize_prune, m)?)?;
+    m.add_function(wrap_pyfunction!(optimize::optimize_fit_masked, m)?)?;
+    m.add_function(wrap_pyfunction!(optimize::optimize_sparsity_report, m)?)?;
+    m.add_function(wrap_pyfunction!(optimize::optimize_make_permanent, m)?)?;
+    m.add_function(wrap_pyfunction!(optimize::optimize_distill, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -11,7 +11,8 @@ from typing import Any, Callable, Optional, Sequence, Union, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Model", "InferenceSession", "Tensor", "__version__"]
+__all__ = ["Model", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
+           "optimize_fit_masked", "optimize_sparsity_report", "optimize_make_permanent", "optimize_distill"]
 
 __version__: str
 
@@ -143,3 +144,18 @@ class Tensor:
     # dim defaults to -1 (the last axis); pyo3's signature shows a negative default as "...".
     def softmax(self, dim: int = ...) -> "Tensor": ...
     def log_softmax(self, dim: int = ...) -> "Tensor": ...
+
+# kiln.optimize (py-bindings/src/optimize.rs); rows of the sparsity report:
+# (name, shape, total, zeros, channels, zero_channels)
+_SparsityRow = tuple[str, list[int], int, int, int, int]
+
+def optimize_quantize(model: Model, calibration: Optional[_F32], per_channel: bool, method: str,
+                      percentile: float, mode: str, labels: Optional[Sequence[str]], input_scale: Optional[float],
+                      input_offset: Optional[float], opset: int, path: Optional[_Path]) -> Optional[bytes]: ...
+def optimize_prune(model: Model, sparsity: float, structured: bool, scope: str) -> list[_SparsityRow]: ...
+def optimize_fit_masked(model: Model, x: _F32, y: _Targets, epochs: int, batch_size: int, seed: int) -> list[float]: ...
+def optimize_sparsity_report(model: Model) -> list[_SparsityRow]: ...
+def optimize_make_permanent(model: Model) -> bytes: ...
+def optimize_distill(teacher: Model, student: Model, x: _F32, y: Optional[npt.NDArray[np.int64]],
+                     temperature: float, alpha: float, epochs: int, batch_size: int,
+                     seed: int) -> tuple[list[float], list[float]]: ...

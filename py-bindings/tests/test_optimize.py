@@ -1,0 +1,151 @@
+"""kiln.optimize on the digits CNN: int8 files pass onnx.checker, run in kiln.InferenceSession and in
+onnxruntime with the same outputs, are smaller and as accurate as fp32; pruning reaches its sparsity and
+shrinks; distillation teaches a student a quarter of the size; bad input raises kiln's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import compiled, digits_cnn
+
+import kiln
+from kiln import nn
+from kiln.errors import InvalidInputError, ShapeError
+
+
+def images(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1, 1, 8, 8)
+
+
+def accuracy(out: np.ndarray, y: np.ndarray) -> float:
+    return float((out.argmax(axis=1) == y).mean())
+
+
+def wide_cnn() -> nn.Sequential:
+    """A digits CNN whose weights dominate the file (33k parameters)."""
+    return nn.Sequential(nn.Conv2d(1, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    kiln.manual_seed(0)
+    model = compiled(digits_cnn(), lr=1e-2)
+    model.fit(images(digits.x_train), digits.y_train, epochs=15, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("mode,method", [("static", "minmax"), ("static", "percentile"), ("dynamic", "minmax")])
+def test_int8_runs_in_kiln_and_onnxruntime_alike(trained, digits, tmp_path, mode, method):
+    x_test = images(digits.x_test)
+    fp32 = accuracy(trained.predict(x_test), digits.y_test)
+    path = tmp_path / "q.onnx"
+    kiln.optimize.quantize(trained, images(digits.x_train[:500]), path, mode=mode, method=method,
+                           labels=[str(d) for d in range(10)])
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    int8 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert {t.name for t in int8} == {"0.wq", "4.wq"}, "both weights are stored as int8"
+    assert not any(t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2 for t in proto.graph.initializer)
+    ops = {n.op_type for n in proto.graph.node}
+    assert ("QuantizeLinear" in ops) == (mode == "static")
+    ours = kiln.InferenceSession(path).run(x_test)
+    theirs = ort.InferenceSession(str(path)).run(None, {"input": x_test})[0]
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert abs(accuracy(ours, digits.y_test) - fp32) <= 0.01
+    assert not np.allclose(ours, trained.predict(x_test), atol=1e-5), "the int8 model is not the fp32 one"
+    assert kiln.InferenceSession(path).labels == [str(d) for d in range(10)]
+
+
+def test_int8_files_are_smaller(trained, digits, tmp_path):
+    # the tiny digits CNN (2.7k weights): the graph's own bookkeeping (~600 bytes) caps the ratio near 3
+    small = len(trained.export_onnx()) / len(kiln.optimize.quantize(trained, images(digits.x_train[:200])))
+    assert small > 2.9
+    kiln.manual_seed(1)
+    wide = compiled(wide_cnn())
+    wide.fit(images(digits.x_train[:64]), digits.y_train[:64], epochs=1, verbose=0)
+    fp32 = len(wide.export_onnx())
+    for mode in ("static", "dynamic"):
+        q = kiln.optimize.quantize(wide, images(digits.x_train[:200]), mode=mode)
+        assert fp32 / len(q) >= 3.5, (mode, fp32, len(q))
+
+
+def test_quantize_rejects_bad_input(trained, digits):
+    with pytest.raises(ShapeError, match=r"\[64\]"):
+        kiln.optimize.quantize(trained, digits.x_train[:10])
+    with pytest.raises(InvalidInputError, match="calibration"):
+        kiln.optimize.quantize(trained, None)
+    with pytest.raises(InvalidInputError, match="mode"):
+        kiln.optimize.quantize(trained, images(digits.x_train[:10]), mode="fp16")
+    with pytest.raises(InvalidInputError, match="method"):
+        kiln.optimize.quantize(trained, images(digits.x_train[:10]), method="entropy")
+    with pytest.raises(InvalidInputError):
+        kiln.optimize.quantize(object(), images(digits.x_train[:10]))
+
+
+def test_gradual_unstructured_pruning_keeps_accuracy(digits):
+    model = compiled(digits_cnn(), lr=1e-2)
+    x, x_test = images(digits.x_train), images(digits.x_test)
+    model.fit(x, digits.y_train, epochs=10, verbose=0)
+    dense = accuracy(model.predict(x_test), digits.y_test)
+    schedule = kiln.optimize.PolynomialDecay(0.8, end_epoch=3)
+    assert schedule(0) < schedule(1) < schedule(2) < schedule(3) == pytest.approx(0.8)
+    history = kiln.optimize.fit_pruned(model, x, digits.y_train, epochs=5, schedule=schedule)
+    assert history.history["sparsity"][-1] == pytest.approx(0.8, abs=0.005)
+    assert len(history.history["loss"]) == 5
+    report = kiln.optimize.sparsity_report(model)
+    assert [r.name for r in report] == ["0.weight", "4.weight"]
+    assert sum(r.zeros for r in report) / sum(r.total for r in report) == pytest.approx(0.8, abs=0.005)
+    assert accuracy(model.predict(x_test), digits.y_test) >= dense - 0.03
+
+
+def test_structured_pruning_shrinks_the_export(digits):
+    model = compiled(wide_cnn(), lr=1e-2)
+    x = images(digits.x_train)
+    model.fit(x, digits.y_train, epochs=3, verbose=0)
+    before = len(model.export_onnx())
+    report = kiln.optimize.prune(model, 0.5, structured=True)
+    assert [(r.zero_channels, r.channels) for r in report] == [(16, 32), (32, 64), (0, 10)]
+    out = model.predict(x[:50])
+    small = kiln.optimize.make_permanent(model)
+    np.testing.assert_allclose(small.predict(x[:50]), out, atol=1e-4)
+    assert small.num_parameters() < model.num_parameters() * 0.3
+    assert len(small.export_onnx()) < before * 0.3
+    small.fit(x, digits.y_train, epochs=1, verbose=0)  # still compiled and trainable
+
+
+@pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5, float("nan"), "half"])
+def test_bad_sparsity(trained, sparsity):
+    with pytest.raises(InvalidInputError, match="sparsity"):
+        kiln.optimize.prune(trained, sparsity)
+    with pytest.raises(InvalidInputError):
+        kiln.optimize.PolynomialDecay(sparsity)  # type: ignore[arg-type]
+
+
+def test_distilled_quarter_size_student(trained, digits):
+    x, x_test = images(digits.x_train), images(digits.x_test)
+    teacher = accuracy(trained.predict(x_test), digits.y_test)
+    kiln.manual_seed(3)
+    student = nn.Sequential(nn.Conv2d(1, 4, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(4 * 4 * 4, 10, bias=False))
+    assert student.num_parameters() <= trained.num_parameters() / 4
+    logs = kiln.optimize.distill(trained, student, x, digits.y_train, temperature=4, alpha=0.9, epochs=30,
+                                 batch_size=32, lr=1e-2)
+    assert logs["loss"][-1] < logs["loss"][0] / 2
+    assert accuracy(student.predict(x_test), digits.y_test) >= teacher - 0.03
+
+
+def test_distill_rejects_mismatched_models(trained, digits):
+    x = images(digits.x_train[:64])
+    wrong = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    with pytest.raises(ShapeError, match="teacher"):
+        kiln.optimize.distill(trained, wrong, x, digits.y_train[:64], epochs=1)
+    with pytest.raises(InvalidInputError, match="same model"):
+        kiln.optimize.distill(trained, trained, x, digits.y_train[:64])
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(InvalidInputError, match="alpha"):
+        kiln.optimize.distill(trained, other, x, None, alpha=0.5)
+    with pytest.raises(ShapeError):
+        kiln.optimize.distill(trained, other, digits.x_train[:64], digits.y_train[:64])
