@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Turn bench/out/results/*.json into BENCHMARKS.md (medians, ratios, the machine) and a PNG chart.
+
+    bench/.venv-peers/bin/python bench/report.py --results bench/out/results \
+        --machine bench/out/machine.json --markdown BENCHMARKS.md --chart bench/chart.png
+
+Result files (one JSON object each, written by run.sh):
+  <framework>_<case>_<seed>.json  training: samples_per_s, test_accuracy, peak_rss_mb, ... (common.emit)
+  pytorch_sgemm.json / kiln_sgemm.json  {"gflops": {"<threads>": {"<n>": GFLOP/s}}, ...}
+  pytorch_step.json               PyTorch µs per train step (MLP 64-128-64-10, batch 32)
+  inference_<name>.json           optional: {"engine", "model", "batch", "ms_per_run", "notes"}
+A file holding {"error": ...} is reported as "not measured" with the error; nothing is ever made up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+FRAMEWORKS = ("pytorch", "kiln")
+NAMES = {"pytorch": "PyTorch", "kiln": "kiln"}
+CASES = {
+    "mlp": "MLP 64-128-64-10, digits",
+    "cnn": "CNN conv16-pool-conv32-pool-linear, digits",
+    "gemm": "MLP 784-1024-1024-10, random data, batch 256",
+}
+LOADED = 0.05  # share of the machine's CPU time taken by other processes above which a run is flagged
+NOT_MEASURED = "not measured yet"
+
+METHOD = """\
+How these numbers are made (bench/run.sh; `make bench` reruns everything and rewrites this file):
+- Every case runs in its own process, one after another, with **2 threads** per framework
+  (PyTorch: `torch.set_num_threads(2)`, `OMP_NUM_THREADS=2`; kiln: `RAYON_NUM_THREADS=2`,
+  `MATMUL_NUM_THREADS=2`). The machine has 2 cores; nothing else should run during a benchmark.
+- **Data**: scikit-learn's digits, pixels / 16, one stratified 75/25 split (`random_state=0`):
+  1347 training and 450 test images, the same for every seed and framework.
+- **Same training on both sides** (bench/common.py holds the one definition both scripts read):
+  same architecture (ReLU after each hidden layer), PyTorch's default initialisation (which kiln
+  mirrors), Adam lr 1e-3, cross-entropy, batch 32, 30 epochs, a fresh shuffle each epoch, last
+  partial batch kept; seeds 0, 1, 2. PyTorch's loop is the fast idiomatic one (tensors in memory,
+  a permutation, slices; no DataLoader); kiln's is `model.fit(..., verbose=0)`, all in Rust.
+- **samples/s** = training samples × epochs / wall time of the training call alone (no imports,
+  data loading or evaluation); **median** over seeds. **Ratio** = kiln / PyTorch (> 1: kiln faster).
+- **Test accuracy**: argmax of the model's outputs on the 450 test images, **mean** over seeds.
+- **GEMM-bound case**: MLP 784-1024-1024-10 on 4096 random samples (random labels), batch 256,
+  10 epochs (160 steps, so start-up costs are amortised): only its speed means anything.
+- **Peak RSS**: `getrusage(RUSAGE_SELF).ru_maxrss`, the whole process (interpreter, libraries, data,
+  training); "before training" is the resident size once imports, data and model are in place.
+- **sgemm**: numpy `matmul` on float32 n×n (best of 5 timed batches), with `OPENBLAS_CORETYPE` and
+  `OPENBLAS_L2_SIZE` unset for that command; the kernel OpenBLAS chose is read from threadpoolctl.
+- A ⚠ marks a figure measured while other processes took more than 5% of the machine's CPU time
+  (from /proc/stat, the benchmark's own CPU time subtracted): treat it as a lower bound on speed."""
+
+
+def load(results: Path):
+    train = defaultdict(lambda: defaultdict(list))  # case -> framework -> [result]
+    errors, extra = [], {}
+    for p in sorted(results.glob("*.json")):
+        r = json.loads(p.read_text() or "{}")
+        if "error" in r:
+            errors.append((p.stem, r["error"]))
+            continue
+        parts = p.stem.split("_")
+        if parts[0] in FRAMEWORKS and len(parts) == 3 and parts[1] in CASES:
+            train[parts[1]][parts[0]].append(r)
+        else:
+            extra[p.stem] = r
+    return train, errors, extra
+
+
+def fmt(v, spec=",.0f", flag=False):
+    return NOT_MEASURED if v is None else f"{v:{spec}}{' ⚠' if flag else ''}"
+
+
+def summarise(runs):
+    if not runs:
+        return None
+    accs = [r["test_accuracy"] for r in runs if r.get("test_accuracy") is not None]
+    return {
+        "sps": statistics.median(r["samples_per_s"] for r in runs),
+        "acc": statistics.mean(accs) if accs else None,
+        "acc_sd": statistics.pstdev(accs) if len(accs) > 1 else None,
+        "rss": max(r["peak_rss_mb"] for r in runs),
+        "rss_before": max(r["rss_before_training_mb"] for r in runs),
+        "us_step": statistics.median(r["us_per_step"] for r in runs),
+        "n": len(runs), "version": runs[0].get("version"),
+        "loaded": any(r.get("other_cpu_share", 0) > LOADED for r in runs),
+        "other": max(r.get("other_cpu_share", 0) for r in runs),
+        "epochs": runs[0]["epochs"],
+    }
+
+
+def training_table(summary):
+    rows = ["| case | PyTorch samples/s | kiln samples/s | kiln / PyTorch | PyTorch test acc. | kiln test acc. | seeds |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for case, label in CASES.items():
+        t, k = summary[case].get("pytorch"), summary[case].get("kiln")
+        ratio = f"{k['sps'] / t['sps']:.2f}×" if t and k else "–"
+
+        def acc(s):
+            if case == "gemm" or (s and s["acc"] is None):  # random labels: accuracy means nothing
+                return "–"
+            if not s:
+                return NOT_MEASURED
+            return f"{s['acc']:.3f}" + (f" ± {s['acc_sd']:.3f}" if s["acc_sd"] else "")
+        seeds = " / ".join(f"{NAMES[f]} {summary[case][f]['n']}" for f in FRAMEWORKS if summary[case].get(f))
+        rows.append(f"| {label} | {fmt(t and t['sps'], flag=bool(t and t['loaded']))} | "
+                    f"{fmt(k and k['sps'], flag=bool(k and k['loaded']))} | {ratio} | {acc(t)} | {acc(k)} | {seeds or '–'} |")
+    return rows
+
+
+def memory_table(summary):
+    rows = ["| case | PyTorch peak RSS (MB) | PyTorch before training | kiln peak RSS (MB) | kiln before training |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    for case, label in CASES.items():
+        t, k = summary[case].get("pytorch"), summary[case].get("kiln")
+        rows.append(f"| {label} | {fmt(t and t['rss'])} | {fmt(t and t['rss_before'])} | "
+                    f"{fmt(k and k['rss'])} | {fmt(k and k['rss_before'])} |")
+    return rows
+
+
+def sgemm_table(extra):
+    ob, ks = extra.get("pytorch_sgemm"), extra.get("kiln_sgemm")
+    if not ob:
+        return [f"OpenBLAS sgemm: {NOT_MEASURED}."]
+    kern = ", ".join(f"OpenBLAS {b['version']} kernel **{b['architecture']}** ({b['threading_layer']})"
+                     for b in ob["openblas"]) or "no BLAS found by threadpoolctl"
+    rows = [f"numpy {ob['numpy']}, {kern}; OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE during the run: "
+            f"{ob['env']}.", "",
+            "| n × n × n | OpenBLAS 1 thread (GFLOP/s) | OpenBLAS 2 threads | kiln 1 thread | kiln 2 threads |",
+            "| ---: | ---: | ---: | ---: | ---: |"]
+    flag = ob.get("other_cpu_share", 0) > LOADED
+    for n in ob["gflops"]["1"]:
+        kv = lambda t: fmt(ks["gflops"].get(t, {}).get(n), ".1f") if ks else NOT_MEASURED  # noqa: E731
+        rows.append(f"| {n} | {fmt(ob['gflops']['1'][n], '.1f', flag)} | {fmt(ob['gflops']['2'][n], '.1f', flag)} "
+                    f"| {kv('1')} | {kv('2')} |")
+    return rows
+
+
+def inference_table(extra):
+    rows = ["| engine | model | batch | ms / run | notes |", "| --- | --- | --- | ---: | --- |"]
+    measured = [v for k, v in sorted(extra.items()) if k.startswith("inference_")]
+    for r in measured:
+        rows.append(f"| {r['engine']} | {r['model']} | {r['batch']} | {r['ms_per_run']:.3f} | {r.get('notes', '')} |")
+    if not measured:
+        for engine in ("kiln-wasm (tract)", "onnxruntime-web"):
+            for model in ("MLP 64-128-64-10", "CNN conv16-pool-conv32-pool-linear"):
+                for batch in (1, 64):
+                    rows.append(f"| {engine} | {model} | {batch} | {NOT_MEASURED} | TODO: Node 20, 1 thread |")
+    return rows
+
+
+def chart(summary, path: Path, quick: bool):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {"pytorch": "#ee4c2c", "kiln": "#4a6fa5"}
+    labels = [c.upper() for c in CASES]
+    for ax, key, title in ((axes[0], "sps", "training throughput (samples/s, median, log scale)"),
+                           (axes[1], "rss", "peak RSS of the training process (MB)")):
+        if key == "sps":
+            ax.set_yscale("log")  # the cases differ by 30x; a linear axis flattens the small ones
+        for i, fw in enumerate(FRAMEWORKS):
+            for j, case in enumerate(CASES):
+                s = summary[case].get(fw)
+                x = j + (i - 0.5) * 0.38
+                if s:
+                    ax.bar(x, s[key], 0.36, color=colours[fw], label=NAMES[fw] if j == 0 else None)
+                    ax.text(x, s[key], f"{s[key]:,.0f}", ha="center", va="bottom", fontsize=8)
+                else:  # axes-fraction y: works on the log axis too
+                    ax.text(x, 0.02, "not\nmeasured", ha="center", va="bottom", fontsize=7,
+                            color="grey", transform=ax.get_xaxis_transform())
+        ax.set_xticks(range(len(CASES)), labels)
+        ax.set_title(title, fontsize=10)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi * (4 if key == "sps" else 1.15))  # room for the value labels and legend
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", ncols=2, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle("kiln vs PyTorch CPU, 2 threads" + (" (QUICK RUN: not comparable)" if quick else ""))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, required=True)
+    ap.add_argument("--machine", type=Path, required=True)
+    ap.add_argument("--markdown", type=Path, required=True)
+    ap.add_argument("--chart", type=Path, required=True)
+    ap.add_argument("--quick", action="store_true", help="mark the report as a plumbing check")
+    args = ap.parse_args()
+
+    train, errors, extra = load(args.results)
+    summary = {case: {fw: summarise(train[case][fw]) for fw in FRAMEWORKS if train[case][fw]}
+               for case in CASES}
+    m = json.loads(args.machine.read_text())
+    versions = ", ".join(f"{NAMES[fw]} {s['version']}" for fw in FRAMEWORKS
+                         for s in [next((summary[c][fw] for c in CASES if fw in summary[c]), None)] if s)
+    chart(summary, args.chart, args.quick)
+
+    shares = [s["other"] for c in CASES for s in summary[c].values()]
+    other = f"{max(shares):.0%}" if shares else "–"
+    step = extra.get("pytorch_step")
+    kiln_mlp = summary["mlp"].get("kiln")
+    md = ["# Benchmarks", "",
+          f"_Written by `make bench` (bench/run.sh) on {m['date']}, commit {m['git'] or '?'}. "
+          "Do not edit by hand._", ""]
+    if args.quick:
+        md += ["> **Quick run** (1 epoch, 1 seed): checks the plumbing; the numbers are not comparable.", ""]
+    md += ["## Method", "", METHOD, "",
+           "## Machine", "",
+           "| | |", "| --- | --- |",
+           f"| CPU | {m['cpu']} ({m['simd']}) |", f"| cores / memory | {m['cores']} / {m['mem_gib']} GiB |",
+           f"| kernel | Linux {m['kernel']} |", f"| Python / Rust | {m['python']} / {m['rustc'] or '?'} |",
+           f"| versions | {versions or '–'} |",
+           f"| load average at start | {m['loadavg_start']:.2f} |",
+           f"| ran at raised CPU priority (BENCH_PRIORITY) | {'yes' if m.get('high_priority') else 'no'} |",
+           f"| busiest other-process CPU share during a training run | {other} |", "",
+           "## Training", "", *training_table(summary), "",
+           "![training throughput and memory](bench/chart.png)", "",
+           "## Memory", "", *memory_table(summary), "",
+           "## One training step", "",
+           "MLP 64-128-64-10, batch 32: forward, cross-entropy, backward, Adam step.", "",
+           "| | µs / step |", "| --- | ---: |",
+           f"| PyTorch (median of 5 × 2000 steps, no data handling) | "
+           f"{fmt(step and step['us_per_step'], ',.1f', bool(step and step.get('other_cpu_share', 0) > LOADED))} |",
+           f"| kiln (from `fit`: wall time / steps, includes shuffling and batching) | "
+           f"{fmt(kiln_mlp and kiln_mlp['us_step'], ',.1f', bool(kiln_mlp and kiln_mlp['loaded']))} |",
+           f"| PyTorch (same measure as kiln's row) | "
+           f"{fmt(summary['mlp'].get('pytorch') and summary['mlp']['pytorch']['us_step'], ',.1f')} |", "",
+           "## GEMM: OpenBLAS sgemm (numpy) as the yardstick", "", *sgemm_table(extra), "",
+           "## Inference in the browser engine: kiln-wasm vs onnxruntime-web", "",
+           *inference_table(extra), ""]
+    if errors:
+        md += ["## Runs that failed", "", "These produced no numbers; the tables say \"not measured yet\".", ""]
+        md += [f"- `{name}`: {msg[:300]}" for name, msg in errors] + [""]
+    args.markdown.write_text("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
