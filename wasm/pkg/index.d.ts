@@ -1,0 +1,90 @@
+// Types of kiln-wasm's public API (index.js). Written by hand: wasm-bindgen's kiln_wasm.d.ts
+// describes the private glue underneath.
+
+/** Element type of a model input or output, as numpy names it. */
+export type ElementType = 'float32' | 'float64' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool' | (string & {});
+
+/** One input or output of the graph. */
+export interface TensorInfo {
+  /** The name in the ONNX graph (the key for `runMany`). */
+  readonly name: string;
+  /** One entry per axis; `null` for a free dimension such as the batch size. */
+  readonly dims: ReadonlyArray<number | null>;
+  readonly type: ElementType;
+}
+
+/** Values kiln-wasm accepts for an input: the typed array of its element type, or a plain array
+ * of numbers that is converted. An `Int32Array` is also accepted for int64 inputs (token ids). */
+export type InputData =
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | Int32Array
+  | Int8Array
+  | Uint8Array
+  | ReadonlyArray<number>
+  | ReadonlyArray<bigint>;
+
+/** An output's values: the typed array of its element type (bool outputs as 0/1 `Uint8Array`s). */
+export type OutputData = Float32Array | Float64Array | BigInt64Array | Int32Array | Int8Array | Uint8Array;
+
+/** A tensor: its values, flat and row-major, and its shape. */
+export interface Tensor<D = OutputData> {
+  data: D;
+  dims: number[];
+}
+
+/** The input of `run` / `runMany`. */
+export interface TensorInput {
+  data: InputData;
+  dims: ReadonlyArray<number>;
+}
+
+/** One class of `classify`'s answer. */
+export interface Prediction {
+  /** `model.labels[index]`, or the index as a string when the model has no labels. */
+  label: string;
+  /** The class's position in the model's output. */
+  index: number;
+  /** Its probability (softmaxed unless the model already outputs probabilities). */
+  score: number;
+}
+
+export interface ClassifyOptions {
+  /** How many of the best classes to return (default: all, best first). */
+  topK?: number;
+}
+
+/** Where a model comes from: a URL (a file path in Node), or its bytes. */
+export type ModelSource = string | URL | Uint8Array | ArrayBuffer | ArrayBufferView | Response | Blob;
+
+/** Where the .wasm file is, for `init`, when it is not next to index.js. */
+export type WasmSource = string | URL | Response | BufferSource | WebAssembly.Module | Promise<Response>;
+
+/** A loaded model. Keep one per model and call it many times; `free()` when done. */
+export declare class Model {
+  private constructor();
+  /** The graph's inputs. */
+  readonly inputs: ReadonlyArray<TensorInfo>;
+  /** The graph's outputs. */
+  readonly outputs: ReadonlyArray<TensorInfo>;
+  /** The class labels stored by kiln's `export_onnx` (ONNX metadata `kiln.labels`), or null. */
+  readonly labels: ReadonlyArray<string> | null;
+  /** The model's ONNX `metadata_props`. */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** Runs a model that has one input; returns its first output. Throws an `Error` naming the
+   * problem when the data does not fit the input (length, rank, type). */
+  run(data: InputData, dims: ReadonlyArray<number>): Tensor;
+  /** Runs a model on named inputs; returns every output by name. */
+  runMany(inputs: Record<string, TensorInput>): Record<string, Tensor>;
+  /** Classifies one example: the best classes first, with probabilities. */
+  classify(data: InputData, dims: ReadonlyArray<number>, options?: ClassifyOptions): Prediction[];
+  /** Releases the model's memory; the model cannot be used afterwards. */
+  free(): void;
+}
+
+/** Loads the WebAssembly module (once; later calls share it). `loadModel` calls it for you. */
+export declare function init(wasm?: WasmSource): Promise<void>;
+
+/** Loads an ONNX model from a URL, a file path (Node), bytes, a `Response` or a `Blob`. */
+export declare function loadModel(source: ModelSource): Promise<Model>;

@@ -1,0 +1,67 @@
+// The script inside kiln-wasm's worker (started by worker.js): it loads models with index.js
+// and answers { id, op, args } requests with { id, ok, value } or { id, ok: false, error }.
+// Runs as a module Web Worker in pages and as a worker thread in Node.
+import { init, loadModel } from './index.js';
+
+const port =
+  typeof WorkerGlobalScope !== 'undefined' && self instanceof WorkerGlobalScope
+    ? self
+    : (await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:worker_threads')).parentPort;
+
+const models = new Map(); // id → Model
+let nextModel = 1;
+
+function model(id) {
+  const m = models.get(id);
+  if (!m) throw new Error('kiln-wasm: this model was freed; load it again to use it');
+  return m;
+}
+
+/** Output buffers move to the page instead of being copied a second time. */
+function buffersOf(tensors) {
+  return tensors.map((t) => t.data.buffer);
+}
+
+const handlers = {
+  async init({ wasm }) {
+    await init(wasm);
+    return [undefined];
+  },
+  async load({ source }) {
+    const m = await loadModel(source);
+    const id = nextModel++;
+    models.set(id, m);
+    const { inputs, outputs, labels, metadata } = m;
+    return [{ id, inputs, outputs, labels, metadata }];
+  },
+  run({ id, data, dims }) {
+    const out = model(id).run(data, dims);
+    return [out, buffersOf([out])];
+  },
+  runMany({ id, inputs }) {
+    const out = model(id).runMany(inputs);
+    return [out, buffersOf(Object.values(out))];
+  },
+  classify({ id, data, dims, options }) {
+    return [model(id).classify(data, dims, options)];
+  },
+  free({ id }) {
+    models.get(id)?.free();
+    models.delete(id);
+    return [undefined];
+  },
+};
+
+async function answer({ id, op, args }) {
+  try {
+    const handler = handlers[op];
+    if (!handler) throw new Error(`kiln-wasm worker: unknown request ${op}`);
+    const [value, transfer = []] = await handler(args);
+    port.postMessage({ id, ok: true, value }, transfer);
+  } catch (e) {
+    port.postMessage({ id, ok: false, error: { name: e?.name ?? 'Error', message: e?.message ?? String(e) } });
+  }
+}
+
+if (typeof self !== 'undefined' && port === self) self.addEventListener('message', (e) => answer(e.data));
+else port.on('message', answer);

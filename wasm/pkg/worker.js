@@ -1,0 +1,125 @@
+// kiln-wasm/worker: kiln-wasm's API with the model running in a Web Worker (a worker thread in
+// Node), so a page's main thread stays free while a model runs. Same names, every method async:
+//   const model = await loadModel(url); const out = await model.run(data, dims);
+// No SharedArrayBuffer or threads inside wasm are used, so no COOP/COEP headers are needed.
+
+const isNode = typeof process === 'object' && typeof process.versions?.node === 'string';
+
+let worker = null; // one worker for every model, started on first use
+let nextRequest = 1;
+const pending = new Map(); // request id → { resolve, reject }
+
+/** Starts the worker. Written so that Vite and webpack see `new Worker(new URL(…, import.meta.url))`. */
+async function startWorker() {
+  if (typeof Worker === 'function' && !isNode) {
+    const w = new Worker(new URL('./kiln-worker.js', import.meta.url), { type: 'module' });
+    w.addEventListener('message', (e) => settle(e.data));
+    w.addEventListener('error', (e) => fail(w, new Error(`kiln-wasm: the worker failed: ${e.message ?? 'could not start kiln-worker.js'}`)));
+    w.addEventListener('messageerror', () => fail(w, new Error('kiln-wasm: a message from the worker could not be read')));
+    return { handle: w, post: (m, transfer) => w.postMessage(m, transfer), idle() {}, busy() {} };
+  }
+  const { Worker: NodeWorker } = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:worker_threads');
+  const w = new NodeWorker(new URL('./kiln-worker.js', import.meta.url));
+  w.on('message', settle);
+  w.on('error', (e) => fail(w, new Error(`kiln-wasm: the worker failed: ${e.message}`)));
+  w.on('exit', (code) => fail(w, new Error(`kiln-wasm: the worker exited (code ${code})`)));
+  w.unref(); // an idle worker must not keep Node running; busy() holds it while requests are out
+  return { handle: w, post: (m, transfer) => w.postMessage(m, transfer), idle: () => w.unref(), busy: () => w.ref() };
+}
+
+function settle({ id, ok, value, error }) {
+  const request = pending.get(id);
+  if (!request) return;
+  pending.delete(id);
+  if (pending.size === 0) worker?.then((w) => w.idle());
+  if (ok) request.resolve(value);
+  else request.reject(error.name === 'TypeError' ? new TypeError(error.message) : new Error(error.message));
+}
+
+/** The worker died: every request still out fails, and the next call starts a new worker. */
+function fail(handle, error) {
+  worker?.then((w) => {
+    if (w.handle !== handle) return;
+    worker = null;
+    for (const request of pending.values()) request.reject(error);
+    pending.clear();
+  });
+}
+
+async function call(op, args, transfer = []) {
+  if (worker === null) worker = startWorker();
+  const w = await worker;
+  const id = nextRequest++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    w.busy();
+    w.post({ id, op, args }, transfer);
+  });
+}
+
+/** Loads the WebAssembly module in the worker (once). `loadModel` calls it for you. */
+export function init(wasm) {
+  return call('init', { wasm: typeof wasm === 'string' || wasm instanceof URL ? absolute(wasm) : wasm });
+}
+
+/** A URL relative to the page, made absolute: the worker's own location is kiln-worker.js. */
+function absolute(url) {
+  if (!isNode && typeof location !== 'undefined') return new URL(String(url), location.href).href;
+  return String(url);
+}
+
+/** Loads an ONNX model into the worker: a URL string (a file path in Node), bytes, a Response or a Blob. */
+export async function loadModel(source) {
+  let payload = source;
+  if (typeof source === 'string' || source instanceof URL) payload = absolute(source);
+  else if (typeof Response !== 'undefined' && source instanceof Response) {
+    if (!source.ok) throw new Error(`kiln-wasm: cannot load the model from ${source.url || 'a Response'}: HTTP ${source.status} ${source.statusText}`.trim());
+    payload = new Uint8Array(await source.arrayBuffer());
+  }
+  const info = await call('load', { source: payload });
+  return new WorkerModel(info);
+}
+
+/** Ends the shared worker (models loaded in it are gone). The next call starts a new one. */
+export async function terminate() {
+  if (worker === null) return;
+  const w = await worker;
+  worker = null;
+  for (const request of pending.values()) request.reject(new Error('kiln-wasm: the worker was terminated'));
+  pending.clear();
+  await w.handle.terminate();
+}
+
+/** A model loaded in the worker: the API of kiln-wasm's `Model`, with promises. */
+export class WorkerModel {
+  #id;
+
+  constructor(info) {
+    this.#id = info.id;
+    this.inputs = info.inputs;
+    this.outputs = info.outputs;
+    this.labels = info.labels;
+    this.metadata = info.metadata;
+    Object.freeze(this);
+  }
+
+  /** Runs a model that has one input; resolves to its first output `{ data, dims }`. */
+  run(data, dims) {
+    return call('run', { id: this.#id, data, dims });
+  }
+
+  /** Runs a model on named inputs; resolves to every output by name. */
+  runMany(inputs) {
+    return call('runMany', { id: this.#id, inputs });
+  }
+
+  /** Classifies one example: `[{ label, index, score }]`, best first. */
+  classify(data, dims, options) {
+    return call('classify', { id: this.#id, data, dims, options });
+  }
+
+  /** Releases the model's memory in the worker. */
+  free() {
+    return call('free', { id: this.#id });
+  }
+}

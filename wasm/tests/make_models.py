@@ -1,0 +1,278 @@
+"""Builds the ONNX models that wasm/tests run through kiln-wasm, and onnxruntime's outputs for them.
+
+Usage: python make_models.py OUT_DIR
+
+Writes OUT_DIR/*.onnx and OUT_DIR/cases.json: for each case the model file, the inputs and
+onnxruntime's outputs (the referee kiln-wasm must match to 1e-4). The models come from kiln itself
+(a digits CNN trained and exported by the Python package, with kiln.InferenceSession's outputs as a
+second reference), onnx.helper (hand-built graphs covering every input and output element type
+kiln-wasm passes) and skl2onnx (scikit-learn pipelines). Inputs are real data where it matters (scikit-learn's
+bundled 8x8 digits), so the CNN sees the values a page would send it.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 17)]
+rng = np.random.default_rng(0)
+DIGIT_LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def weight(name, *shape, scale=0.3):
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def tensor(name, elem, dims):
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def save(out, name, graph, labels=None, opset=OPSET):
+    model = helper.make_model(graph, opset_imports=opset, producer_name="kiln-wasm tests")
+    model.ir_version = 8
+    if labels is not None:
+        helper.set_model_props(model, {"kiln.labels": json.dumps(labels), "kiln.version": "test"})
+    onnx.checker.check_model(model, full_check=True)
+    path = out / f"{name}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def mlp(out):
+    """Gemm → Relu → Gemm with a free batch dimension; labels in the metadata."""
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["hr"]),
+        helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"], transB=1),
+    ]
+    inits = [weight("w1", 32, 64), weight("b1", 32), weight("w2", 10, 32), weight("b2", 10)]
+    graph = helper.make_graph(nodes, "mlp", [tensor("x", TensorProto.FLOAT, ["N", 64])],
+                              [tensor("logits", TensorProto.FLOAT, ["N", 10])], inits)
+    return save(out, "mlp", graph, labels=DIGIT_LABELS)
+
+
+def mlp_softmax(out):
+    """The same shape ending in Softmax: classify must not softmax it twice. No labels."""
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "mlp_softmax", [tensor("x", TensorProto.FLOAT, ["N", 64])],
+                              [tensor("probs", TensorProto.FLOAT, ["N", 10])],
+                              [weight("w1", 10, 64, scale=0.1), weight("b1", 10)])
+    return save(out, "mlp_softmax", graph)
+
+
+def digits_cnn(out):
+    """kiln's documented digits CNN: Conv(1→16, 3x3, pad 1) → Relu → MaxPool 2 → Flatten → Gemm → 10."""
+    nodes = [
+        helper.make_node("Conv", ["x", "cw", "cb"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fw", "fb"], ["logits"], transB=1),
+    ]
+    inits = [weight("cw", 16, 1, 3, 3), weight("cb", 16), weight("fw", 10, 256, scale=0.05), weight("fb", 10)]
+    graph = helper.make_graph(nodes, "digits_cnn", [tensor("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                              [tensor("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    return save(out, "digits_cnn", graph, labels=[str(d) for d in range(10)])
+
+
+def two_in_two_out(out):
+    """Two inputs sharing the batch dimension N, two outputs."""
+    nodes = [
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("MatMul", ["a", "w"], ["aw"]),
+        helper.make_node("Mul", ["aw", "b"], ["mixed"]),
+    ]
+    graph = helper.make_graph(nodes, "two_in_two_out",
+                              [tensor("a", TensorProto.FLOAT, ["N", 4]), tensor("b", TensorProto.FLOAT, ["N", 4])],
+                              [tensor("sum", TensorProto.FLOAT, ["N", 4]), tensor("mixed", TensorProto.FLOAT, ["N", 4])],
+                              [weight("w", 4, 4)])
+    return save(out, "two_in_two_out", graph)
+
+
+def embedding(out):
+    """Token ids (int64) → Gather from a table → mean over the sequence: the int input path."""
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0),
+        helper.make_node("ReduceMean", ["emb"], ["pooled"], axes=[1], keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "embedding", [tensor("ids", TensorProto.INT64, ["N", "T"])],
+                              [tensor("pooled", TensorProto.FLOAT, ["N", 4])], [weight("table", 20, 4)],
+                              )
+    return save(out, "embedding", graph, opset=[helper.make_opsetid("", 17)])
+
+
+def typed_outputs(out):
+    """Float input → an int64 (ArgMax) and a bool (Greater) output: the typed output path."""
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["best"], axis=1, keepdims=0),
+        helper.make_node("Greater", ["x", "zero"], ["positive"]),
+    ]
+    zero = numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")
+    graph = helper.make_graph(nodes, "typed_outputs", [tensor("x", TensorProto.FLOAT, ["N", 3])],
+                              [tensor("best", TensorProto.INT64, ["N"]), tensor("positive", TensorProto.BOOL, ["N", 3])],
+                              [zero])
+    return save(out, "typed_outputs", graph)
+
+
+def doubles(out):
+    """float64 in and out."""
+    two = numpy_helper.from_array(np.array(2.5, dtype=np.float64), "two")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubles",
+                              [tensor("x", TensorProto.DOUBLE, ["N", 2])], [tensor("y", TensorProto.DOUBLE, ["N", 2])], [two])
+    return save(out, "doubles", graph)
+
+
+def half_input(out):
+    """A float16 input (kiln-wasm passes it as a Float32Array; kiln-core narrows it) → Cast → float32."""
+    nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "half_input", [tensor("x", TensorProto.FLOAT16, ["N", 3])],
+                              [tensor("y", TensorProto.FLOAT, ["N", 3])])
+    return save(out, "half_input", graph)
+
+
+def pixels_u8(out):
+    """uint8 pixels → Cast → scale: the Uint8Array input path, fixed shape [1, 4]."""
+    scale = numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale")
+    nodes = [helper.make_node("Cast", ["px"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["f", "scale"], ["y"])]
+    graph = helper.make_graph(nodes, "pixels_u8", [tensor("px", TensorProto.UINT8, [1, 4])],
+                              [tensor("y", TensorProto.FLOAT, [1, 4])], [scale])
+    return save(out, "pixels_u8", graph)
+
+
+def unsupported_op(out):
+    """A valid ONNX model (onnxruntime runs it) using Col2Im, which tract does not implement."""
+    shape = numpy_helper.from_array(np.array([4, 4], dtype=np.int64), "image_shape")
+    block = numpy_helper.from_array(np.array([2, 2], dtype=np.int64), "block_shape")
+    graph = helper.make_graph([helper.make_node("Col2Im", ["x", "image_shape", "block_shape"], ["y"], name="fold")],
+                              "unsupported", [tensor("x", TensorProto.FLOAT, [1, 4, 9])],
+                              [tensor("y", TensorProto.FLOAT, [1, 1, 4, 4])], [shape, block])
+    return save(out, "unsupported_op", graph, opset=[helper.make_opsetid("", 18)])
+
+
+def sklearn_models(out):
+    """scikit-learn pipelines through skl2onnx, on iris (bundled with scikit-learn)."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    paths = {}
+    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+    onx = to_onnx(logreg, X[:1], options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3})
+    paths["sk_logreg"] = out / "sk_logreg.onnx"
+    onnx.save(onx, paths["sk_logreg"])
+    tree = DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, y)
+    onx = to_onnx(tree, X[:1], options={"zipmap": False}, target_opset={"": 17, "ai.onnx.ml": 3})
+    paths["sk_tree"] = out / "sk_tree.onnx"
+    onnx.save(onx, paths["sk_tree"])
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=300, random_state=0).fit(X[:, :3], X[:, 3])
+    onx = to_onnx(reg, X[:1, :3], target_opset={"": 17, "ai.onnx.ml": 3})
+    paths["sk_mlp_regressor"] = out / "sk_mlp_regressor.onnx"
+    onnx.save(onx, paths["sk_mlp_regressor"])
+    return paths, X
+
+
+def kiln_digits(out, images, targets):
+    """kiln's own export: the documented digits CNN, trained briefly by kiln on scikit-learn's digits,
+    exported with labels. Returns the path and kiln.InferenceSession (native tract) as a callable."""
+    import kiln
+    from kiln import nn, optim
+
+    kiln.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+    )
+    model.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy", metrics=["accuracy"])
+    model.fit(images[:1000], targets[:1000], epochs=3, batch_size=32, verbose=0)
+    path = out / "kiln_digits.onnx"
+    model.export_onnx(str(path), labels=[str(d) for d in range(10)])
+    session = kiln.InferenceSession(str(path))
+    return path, lambda x: np.asarray(session.run(x))
+
+
+def reference(path, inputs):
+    """onnxruntime's outputs for `inputs` ({name: array}), in graph order, as JSON-able dicts."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run(names, inputs)
+    return [encode(n, v) for n, v in zip(names, values)]
+
+
+def encode(name, array):
+    array = np.asarray(array)
+    dtype = {"bool": "bool"}.get(array.dtype.name, array.dtype.name)
+    data = array.astype(np.uint8).ravel().tolist() if dtype == "bool" else array.ravel().tolist()
+    return {"name": name, "type": dtype, "dims": list(array.shape), "data": data}
+
+
+def main(out):
+    out.mkdir(parents=True, exist_ok=True)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().data.astype(np.float32) / 16.0  # 8x8 images in [0, 1]
+    cases = []
+
+    def case(name, path, inputs, **extra):
+        cases.append({"name": name, "model": path.name, "inputs": [encode(k, v) for k, v in inputs.items()],
+                      "outputs": reference(path, inputs), **extra})
+
+    p = mlp(out)
+    case("mlp batch 1", p, {"x": digits[:1]})
+    case("mlp batch 5", p, {"x": digits[:5]})
+    p = mlp_softmax(out)
+    case("softmax output", p, {"x": digits[7:8]})
+    p = digits_cnn(out)
+    case("digits cnn batch 1", p, {"x": digits[:1].reshape(1, 1, 8, 8)})
+    case("digits cnn batch 64", p, {"x": digits[:64].reshape(64, 1, 8, 8)})
+    p = two_in_two_out(out)
+    a, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    case("two inputs two outputs", p, {"a": a, "b": b})
+    p = embedding(out)
+    case("int64 token ids", p, {"ids": rng.integers(0, 20, (2, 5)).astype(np.int64)})
+    p = typed_outputs(out)
+    case("int64 and bool outputs", p, {"x": rng.standard_normal((4, 3)).astype(np.float32)})
+    p = doubles(out)
+    case("float64", p, {"x": rng.standard_normal((3, 2))})
+    p = half_input(out)
+    case("float16 input", p, {"x": np.array([[0.5, -1.25, 1000.0], [3.0, 0.0, -2.0]], dtype=np.float16)})
+    p = pixels_u8(out)
+    case("uint8 input", p, {"px": np.array([[0, 64, 128, 255]], dtype=np.uint8)})
+    unsupported_op(out)
+
+    images = digits.reshape(-1, 1, 8, 8)
+    p, native = kiln_digits(out, images, load_digits().target.astype(np.int64))
+    name = onnx.load(p).graph.input[0].name
+    for n in (1, 64):
+        x = images[1000:1000 + n]
+        # kiln.InferenceSession runs the same tract engine natively: kiln-wasm must agree with it
+        # even more closely than with onnxruntime.
+        case(f"kiln export batch {n}", p, {name: x}, tool="kiln", labels=[str(d) for d in range(10)],
+             native=[encode(onnx.load(p).graph.output[0].name, native(x))])
+
+    sk, iris = sklearn_models(out)
+    case("skl2onnx logistic regression", sk["sk_logreg"], {"X": iris[45:55]}, tool="skl2onnx")
+    case("skl2onnx decision tree", sk["sk_tree"], {"X": iris[::15]}, tool="skl2onnx")
+    case("skl2onnx MLP regressor", sk["sk_mlp_regressor"], {"X": iris[:6, :3]}, tool="skl2onnx")
+
+    (out / "cases.json").write_text(json.dumps({"cases": cases}, indent=1))
+    print(f"make_models: {len(cases)} cases, {len(list(out.glob('*.onnx')))} models in {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(Path(sys.argv[1]))
