@@ -321,7 +321,10 @@ fn bad_input_gives_clear_errors() {
     let wide = Tensor::zeros(vec![4, 3]);
     let e = m.predict(wide.view(), 8).unwrap_err().to_string();
     // failed fits leave the input shape unknown, so the first layer names both shapes
-    assert!(e.contains("Linear") && e.contains("[4, 3]") && e.contains("[64, 2]"), "{e}");
+    assert!(
+        e.contains("Linear") && e.contains("[4, 3]") && e.contains("[64, 2]"),
+        "{e}"
+    );
     let mut fresh = Model::new(&m.net.specs(), 0).unwrap();
     assert!(fresh
         .fit(x.view(), &y, None, &cfg(1), &mut Hooks::default())
