@@ -95,6 +95,15 @@ if [[ "$ONLY" != kiln ]]; then
   run_case "$RES/pytorch_step.json" "$PEERS" peers_torch.py step
 fi
 
+# ---- kiln's GEMM (the gemm crate behind kiln_core::autograd::gemm), 1 and 2 threads ----------------
+if [[ "$ONLY" != pytorch ]]; then
+  log "kiln sgemm"
+  cargo build --release -q -p kiln-core --example sgemm
+  one=$(RAYON_NUM_THREADS=1 "$ROOT/target/release/examples/sgemm")
+  two=$(RAYON_NUM_THREADS=2 "$ROOT/target/release/examples/sgemm")
+  printf '{"case": "sgemm", "framework": "kiln (gemm crate)", "gflops": {"1": %s, "2": %s}}\n' "$one" "$two" > "$RES/kiln_sgemm.json"
+fi
+
 # ---- training: every case x seed, PyTorch then kiln ---------------------------------------------
 if [[ "$ONLY" != kiln ]]; then
   for case in $CASES; do for seed in $SEEDS; do
