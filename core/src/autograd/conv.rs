@@ -85,6 +85,19 @@ impl Geometry {
     }
 }
 
+/// `[a, b, l]` → `[b, a, l]` for a standard-layout buffer: whole rows of `l` values move at once
+/// (ndarray's generic permuted copy walks element by element and showed up as a quarter of a CNN step).
+fn swap_outer(src: &[f32], a: usize, b: usize, l: usize) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    for i in 0..a {
+        for j in 0..b {
+            out[(j * a + i) * l..(j * a + i + 1) * l]
+                .copy_from_slice(&src[(i * b + j) * l..(i * b + j + 1) * l]);
+        }
+    }
+    out
+}
+
 impl Tape {
     /// 2-D convolution as PyTorch's `conv2d` (cross-correlation), with groups.
     ///
@@ -172,22 +185,20 @@ impl Tape {
             }
         }
         // (O, N·L) → [N, O, H', W']
-        let y = y2
-            .into_shape_with_order((o, n, oh, ow))
-            .unwrap()
-            .permuted_axes([1, 0, 2, 3])
-            .as_standard_layout()
-            .into_owned()
-            .into_dyn();
+        let y = ArrayD::from_shape_vec(
+            IxDyn(&[n, o, oh, ow]),
+            swap_outer(y2.as_slice().unwrap(), o, n, oh * ow),
+        )
+        .unwrap();
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
         Ok(self.push(y, &inputs, move |ctx, gy| {
             // gy [N, O, H', W'] → (O, N·L)
-            let g2 = gy
-                .view()
-                .permuted_axes(IxDyn(&[1, 0, 2, 3]))
-                .as_standard_layout()
-                .into_owned();
-            let g2 = g2.into_shape_with_order((o, nl)).unwrap();
+            let gs = gy.as_standard_layout();
+            let g2 = ndarray::Array2::from_shape_vec(
+                (o, nl),
+                swap_outer(gs.as_slice().unwrap(), n, o, oh * ow),
+            )
+            .unwrap();
             let wv = ctx.input(1).as_standard_layout();
             let w2 = wv.view().into_shape_with_order((o, k)).unwrap();
             let mut grads = vec![None, None];

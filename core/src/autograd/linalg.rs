@@ -28,7 +28,7 @@ pub fn gemm(
             return;
         }
         // Two threads only pay off on large products; splitting the output keeps results bit-identical.
-        let parallelism = if m * n * k >= 1 << 21 {
+        let parallelism = if m * n * k >= 1 << 24 {
             gemm::Parallelism::Rayon(2)
         } else {
             gemm::Parallelism::None
