@@ -48,6 +48,7 @@ fn main() -> kiln_core::Result<()> {
         &cfg,
         &mut Hooks {
             on_event: Some(&mut report),
+            after_step: None,
             on_gradient: None,
         },
     )?;

@@ -352,6 +352,9 @@ pub type EventHook<'a> = &'a mut dyn FnMut(&Event) -> Control;
 /// The gradient hook: sees (and may change) the flat gradient before each optimizer step.
 pub type GradientHook<'a> = &'a mut dyn FnMut(&mut [f32]);
 
+/// The step hook: runs after every optimizer step and may change the model (pruning masks use it).
+pub type StepHook<'a> = &'a mut dyn FnMut(&mut Model);
+
 /// Optional hooks into the loop.
 #[derive(Default)]
 pub struct Hooks<'a> {
@@ -360,6 +363,8 @@ pub struct Hooks<'a> {
     /// Called after backward and before the optimizer step with the flat gradient of every trainable
     /// parameter (state-dict order); it may change it in place (for gradient all-reduce).
     pub on_gradient: Option<GradientHook<'a>>,
+    /// Called after every optimizer step (to hold pruned weights at zero, say).
+    pub after_step: Option<StepHook<'a>>,
 }
 
 struct Clock(#[cfg(not(target_arch = "wasm32"))] std::time::Instant);
@@ -593,6 +598,9 @@ pub fn fit(
                 .as_mut()
                 .expect("checked by optimizer()")
                 .step(named);
+            if let Some(hook) = hooks.after_step.as_mut() {
+                hook(model);
+            }
             sums[0] += lv as f64 * chunk.len() as f64;
             counts[0] += chunk.len();
             for (k, m) in metrics.iter().enumerate() {

@@ -211,7 +211,7 @@ fn unstructured_pruning_hits_the_target_globally_and_per_layer() {
     assert!(accuracy(&m.predict(x.view(), 64).unwrap(), &y) > 0.85);
     // fine-tuning with the mask keeps every pruned weight at zero and still learns
     let zeros_before: usize = sparsity_report(&m).unwrap().iter().map(|l| l.zeros).sum();
-    let e = fit_masked(&mut m, x.view(), &Targets::Classes(y.clone()), 1, 32, 0).unwrap_err();
+    let e = fit_masked(&mut m, x.view(), &Targets::Classes(y.clone()), 1, 32).unwrap_err();
     assert!(e.to_string().contains("not compiled"), "{e}");
     let adam = OptimizerSpec::Adam {
         lr: 1e-2,
@@ -222,7 +222,7 @@ fn unstructured_pruning_hits_the_target_globally_and_per_layer() {
     };
     m.compile(&adam, Loss::from_name("cross_entropy").unwrap(), vec![])
         .unwrap();
-    let losses = fit_masked(&mut m, x.view(), &Targets::Classes(y.clone()), 3, 32, 0).unwrap();
+    let losses = fit_masked(&mut m, x.view(), &Targets::Classes(y.clone()), 3, 32).unwrap();
     assert!(losses[2] <= losses[0] * 1.05, "{losses:?}");
     let zeros_after: usize = sparsity_report(&m).unwrap().iter().map(|l| l.zeros).sum();
     assert_eq!(zeros_before, zeros_after);

@@ -155,6 +155,7 @@ fn early_stopping_restores_the_best_weights() {
             },
             &mut Hooks {
                 on_event: Some(&mut track),
+                after_step: None,
                 on_gradient: None,
             },
         )
@@ -191,6 +192,7 @@ fn a_callback_can_stop_mid_epoch_and_weights_are_kept() {
             &cfg(5),
             &mut Hooks {
                 on_event: Some(&mut stop),
+                after_step: None,
                 on_gradient: None,
             },
         )
@@ -226,6 +228,7 @@ fn gradient_hook_sees_and_can_change_the_flat_gradient() {
         &cfg(1),
         &mut Hooks {
             on_event: None,
+            after_step: None,
             on_gradient: Some(&mut zero),
         },
     )

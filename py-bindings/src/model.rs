@@ -207,6 +207,7 @@ impl PyModel {
             };
             let mut hooks = Hooks {
                 on_event: Some(&mut on_event),
+                after_step: None,
                 on_gradient: if on_gradient.is_some() {
                     Some(&mut on_grad)
                 } else {

@@ -132,12 +132,11 @@ pub fn optimize_fit_masked<'py>(
     y: PyTargets<'py>,
     epochs: usize,
     batch_size: usize,
-    seed: u64,
 ) -> PyResult<Vec<f32>> {
     let y = targets(y)?;
     let x = x.as_array();
     let core = model.core_mut();
-    py.detach(|| optimize::fit_masked(core, x, &y, epochs, batch_size, seed))
+    py.detach(|| optimize::fit_masked(core, x, &y, epochs, batch_size))
         .py()
 }
 

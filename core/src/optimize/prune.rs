@@ -13,14 +13,10 @@ use std::collections::BTreeMap;
 
 use ndarray::{Axis, IxDyn};
 
-use rand::seq::SliceRandom;
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use super::{flat_layers, is_weighted, FlatLayer};
 use crate::autograd::{Tape, Tensor};
 use crate::nn::{LayerSpec, Module};
-use crate::train::{Input, Targets};
+use crate::train::{FitConfig, Hooks, Input, Targets};
 use crate::{value_err, Model, Result};
 
 /// Rank weights over the whole model or within each layer (unstructured pruning).
@@ -180,25 +176,19 @@ pub fn sparsity_report(model: &Model) -> Result<Vec<LayerSparsity>> {
 
 /// Fine-tune with the compiled loss and optimizer while keeping every zero of the Linear/Conv weights
 /// (and of the biases of dead channels) at zero: the mask is taken from the current weights and
-/// re-applied after each optimizer step, so momentum cannot bring pruned weights back. Returns the
-/// mean loss of each epoch.
+/// re-applied after each optimizer step by the fit loop's step hook, so momentum cannot bring pruned
+/// weights back. Returns the mean loss of each epoch.
 pub fn fit_masked(
     model: &mut Model,
     x: Input,
     y: &Targets,
     epochs: usize,
     batch_size: usize,
-    seed: u64,
 ) -> Result<Vec<f32>> {
     super::check_samples("fit_pruned: x", model, &x)?;
     if epochs == 0 || batch_size == 0 {
         value_err!("fit_pruned: epochs and batch_size must be positive");
     }
-    let n = x.shape()[0];
-    if y.len() != n {
-        crate::shape_err!("fit_pruned: {} targets for {n} samples", y.len());
-    }
-    let loss = model.loss()?.clone();
     model.optimizer()?;
     let report = sparsity_report(model)?;
     let masked: Vec<String> = report.iter().map(|l| l.name.clone()).collect();
@@ -214,44 +204,24 @@ pub fn fit_masked(
         .filter(|(name, _)| masked.contains(name) || dead_bias.contains(name))
         .map(|(name, p)| (name, p.value.mapv(|v| if v == 0.0 { 0.0 } else { 1.0 })))
         .collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut losses = Vec::new();
-    for epoch in 1..=epochs {
-        order.shuffle(&mut rng);
-        let mut total = 0.0f64;
-        for (b, chunk) in order.chunks(batch_size).enumerate() {
-            let yb = match y {
-                Targets::Classes(c) => Targets::Classes(chunk.iter().map(|&i| c[i]).collect()),
-                Targets::Values(v) => Targets::Values(v.select(Axis(0), chunk)),
-            };
-            let mut t = Tape::new(true, rng.next_u64());
-            let input = t.constant(x.select(Axis(0), chunk));
-            let out = model.net.forward(&mut t, input)?;
-            let l = loss.apply(&mut t, out, &yb)?;
-            let lv = t.value(l).sum();
-            if !lv.is_finite() {
-                return Err(crate::KilnError::NonFiniteLoss {
-                    epoch,
-                    batch: b + 1,
-                    value: lv,
-                });
+    let mut apply_masks = |m: &mut Model| {
+        for (name, p) in m.net.tensors_mut() {
+            if let Some(mask) = masks.get(&name) {
+                p.value *= mask;
             }
-            t.backward(l)?;
-            model.net.zero_grad();
-            model.net.collect_grads(&mut t);
-            drop(t);
-            model.optimizer_step()?;
-            for (name, p) in model.net.tensors_mut() {
-                if let Some(m) = masks.get(&name) {
-                    p.value *= m;
-                }
-            }
-            total += lv as f64 * chunk.len() as f64;
         }
-        losses.push((total / n as f64) as f32);
-    }
-    Ok(losses)
+    };
+    let cfg = FitConfig {
+        epochs,
+        batch_size,
+        ..FitConfig::default()
+    };
+    let mut hooks = Hooks {
+        after_step: Some(&mut apply_masks),
+        ..Hooks::default()
+    };
+    let history = model.fit(x, y, None, &cfg, &mut hooks)?;
+    Ok(history.history["loss"].iter().map(|&l| l as f32).collect())
 }
 
 /// Layers that map zero to zero channel by channel, so a dead channel stays dead through them.

@@ -144,7 +144,7 @@ class PolynomialDecay:
 
 
 def fit_pruned(model: Sequential, x: Any, y: Any, *, epochs: int, schedule: PolynomialDecay | float,
-               structured: bool = False, scope: str = "global", batch_size: int = 32, seed: int = 0) -> History:
+               structured: bool = False, scope: str = "global", batch_size: int = 32) -> History:
     """Train with gradual magnitude pruning: at the start of each epoch, prune to the schedule's sparsity
     for that epoch, then train one epoch (compiled loss and optimizer) with the pruned weights held at
     zero after every optimizer step, so the remaining weights adapt to their loss. Ends at the
@@ -164,7 +164,7 @@ def fit_pruned(model: Sequential, x: Any, y: Any, *, epochs: int, schedule: Poly
     merged: dict[str, list[float]] = {"loss": [], "sparsity": []}
     for epoch in range(epochs):
         report = prune(model, schedule(epoch), structured=structured, scope=scope)
-        merged["loss"] += list(_kiln.optimize_fit_masked(model._core, xs, ys, 1, batch_size, int(seed) + epoch))
+        merged["loss"] += list(_kiln.optimize_fit_masked(model._core, xs, ys, 1, batch_size))
         zeros, total = sum(r.zeros for r in report), sum(r.total for r in report)
         merged["sparsity"].append(zeros / total if total else 0.0)
     return History({"history": merged, "epochs": epochs})
