@@ -12,7 +12,7 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::Tensor;
-use crate::nn::{LayerSpec, Module, Sequential};
+use crate::nn::{LayerSpec, Module, Param, Sequential};
 use crate::optim::{Optimizer, OptimizerSpec};
 use crate::train::{self, FitConfig, History, Hooks, Input, Logs, Loss, Metric, Targets};
 use crate::{value_err, KilnError, Result};
@@ -167,12 +167,7 @@ impl Model {
 
     /// Every trainable value in one flat buffer, in state-dict order.
     pub fn flat_params(&self) -> Vec<f32> {
-        self.net
-            .tensors()
-            .into_iter()
-            .filter(|(_, p)| p.trainable)
-            .flat_map(|(_, p)| p.value.iter().copied().collect::<Vec<_>>())
-            .collect()
+        self.flatten_trainable(|p| Some(&p.value))
     }
 
     /// Overwrite every trainable value from one flat buffer (the layout of [`Model::flat_params`]).
@@ -184,14 +179,38 @@ impl Model {
                 flat.len()
             );
         }
+        self.unflatten_trainable(flat, |p, t| p.value = t);
+        Ok(())
+    }
+
+    /// One tensor per trainable parameter (state-dict order) in one flat buffer; `None` counts as zeros.
+    /// The one layout behind flat parameters and the fit loop's flat gradients.
+    pub(crate) fn flatten_trainable(&self, pick: impl Fn(&Param) -> Option<&Tensor>) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(self.net.num_trainable());
+        for (_, p) in self.net.tensors().into_iter().filter(|(_, p)| p.trainable) {
+            match pick(p) {
+                Some(t) => flat.extend(t.iter()),
+                None => flat.extend(std::iter::repeat_n(0.0, p.value.len())),
+            }
+        }
+        flat
+    }
+
+    /// The reverse of [`Model::flatten_trainable`]: hands each trainable parameter its slice, shaped
+    /// like the parameter. `flat` must hold exactly the trainable values.
+    pub(crate) fn unflatten_trainable(
+        &mut self,
+        flat: &[f32],
+        mut put: impl FnMut(&mut Param, Tensor),
+    ) {
         let mut at = 0;
         for p in self.net.trainable_mut() {
             let len = p.value.len();
-            p.value = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + len].to_vec())
+            let t = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + len].to_vec())
                 .expect("sizes agree");
+            put(p, t);
             at += len;
         }
-        Ok(())
     }
 
     /// The architecture (layers and input shape).

@@ -463,28 +463,6 @@ pub fn evaluate(model: &mut Model, x: Input, y: &Targets, batch_size: usize) -> 
     Ok(logs)
 }
 
-fn flat_grads(model: &mut Model) -> Vec<f32> {
-    let mut flat = Vec::new();
-    for p in model.net.trainable_mut() {
-        match &p.grad {
-            Some(g) => flat.extend(g.iter()),
-            None => flat.extend(std::iter::repeat_n(0.0, p.value.len())),
-        }
-    }
-    flat
-}
-
-fn set_flat_grads(model: &mut Model, flat: &[f32]) {
-    let mut at = 0;
-    for p in model.net.trainable_mut() {
-        let n = p.value.len();
-        let g = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + n].to_vec())
-            .expect("sizes agree");
-        p.grad = Some(g);
-        at += n;
-    }
-}
-
 /// Train `model` (compiled) on `x`, `y`. Validation data, when given, overrides `validation_split`.
 pub fn fit(
     model: &mut Model,
@@ -578,9 +556,9 @@ pub fn fit(
             model.net.zero_grad();
             model.net.collect_grads(&mut t);
             if let Some(hook) = hooks.on_gradient.as_mut() {
-                let mut flat = flat_grads(model);
+                let mut flat = model.flatten_trainable(|p| p.grad.as_ref());
                 hook(&mut flat);
-                set_flat_grads(model, &flat);
+                model.unflatten_trainable(&flat, |p, g| p.grad = Some(g));
             }
             let out_value = t.take_value(out);
             drop(t);
