@@ -35,6 +35,21 @@ ARCH = {
 }
 
 
+def build(nn, case: str):
+    """The case's model from ARCH with either framework's ``nn`` module (same names, same argument order)."""
+    layers = []
+    for kind, *a in ARCH[case]:
+        if kind == "Linear":
+            layers.append(nn.Linear(a[0], a[1]))
+        elif kind == "Conv2d":
+            layers.append(nn.Conv2d(a[0], a[1], kernel_size=a[2], padding=a[3]))
+        elif kind == "MaxPool2d":
+            layers.append(nn.MaxPool2d(a[0]))
+        else:
+            layers.append(getattr(nn, kind)())
+    return nn.Sequential(*layers)
+
+
 def load_case(case: str):
     """(X_train, y_train, X_test, y_test) as float32 / int64. Same split for every seed and framework."""
     if case == "gemm":

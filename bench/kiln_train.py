@@ -23,18 +23,7 @@ from kiln import nn, optim  # noqa: E402
 
 
 def build(case: str):
-    layers = []
-    for spec in common.ARCH[case]:
-        kind, *a = spec
-        if kind == "Linear":
-            layers.append(nn.Linear(a[0], a[1]))
-        elif kind == "Conv2d":
-            layers.append(nn.Conv2d(a[0], a[1], kernel_size=a[2], padding=a[3]))
-        elif kind == "MaxPool2d":
-            layers.append(nn.MaxPool2d(a[0]))
-        else:
-            layers.append(getattr(nn, kind)())
-    return nn.Sequential(*layers)
+    return common.build(nn, case)
 
 
 def main() -> None:
