@@ -28,6 +28,8 @@ test: lint test-rust conformance test-py notebooks test-js test-e2e ## every tes
 lint: ## rustfmt and clippy (warnings are errors)
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
+	# the browser's training module: kiln-wasm's trainer over kiln-core without tract
+	cargo clippy --release -p kiln-wasm --no-default-features --features train -- -D warnings
 
 test-rust: ## the Rust core's unit, gradient and integration tests
 	cargo test --release -p kiln-core
@@ -65,7 +67,7 @@ chromium: ## install Debian's chromium for the browser tests when missing
 test-e2e: py wasm chromium ## the journeys across languages: Python → ONNX → Node → the page in headless Chromium
 	bash tests/run.sh
 
-bench: py wasm ## kiln against its peers in one run; writes BENCHMARKS.md
+bench: py wasm chromium ## kiln against its peers in one run (training and inference); writes BENCHMARKS.md
 	bash bench/run.sh
 
 clean: ## remove build outputs (keeps .venv and node_modules)

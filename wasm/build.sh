@@ -42,16 +42,15 @@ if [ ! -x "$here/node_modules/.bin/wasm-opt" ] || [ "$here/package-lock.json" -n
     (cd "$here" && npm ci --no-audit --no-fund)
 fi
 
-# ---- compile -----------------------------------------------------------------------------------
-step "cargo build -p kiln-wasm --target $target --profile $profile"
+# ---- compile, bindgen, wasm-opt: two modules from the one crate ---------------------------------
+# kiln_wasm_bg.wasm (feature `infer`): inference, what every page downloads.
+# kiln_train_bg.wasm (feature `train`): the Trainer (autodiff, optimizers, fit loop, ONNX export),
+# fetched only by pages that fine-tune; it links no tract, so it is a small fraction of the first.
 # .cargo/config.toml sets simd128 for this target, but a RUSTFLAGS in the environment would
 # replace it: keep simd128 in that case too (tract's SIMD kernels are 2.5x faster).
 if [ -n "${RUSTFLAGS:-}" ]; then
     export RUSTFLAGS="$RUSTFLAGS -C target-feature=+simd128"
 fi
-cargo build -p kiln-wasm --target "$target" --profile "$profile"
-
-# ---- bindgen + wasm-opt, skipped when the compiled module did not change ------------------------
 # Not -O/-Oz: those shrink the raw file but grow the gzip and brotli a page downloads (measured:
 # 2.33 → 2.46 MB gzip) and take minutes. These passes shrink both, in seconds. The --enable flags
 # are the features rustc emits; without them validation fails.
@@ -59,34 +58,50 @@ opt_flags=(--strip-debug --strip-producers
     --vacuum --merge-blocks --duplicate-function-elimination --remove-unused-module-elements --reorder-functions
     --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
     --enable-mutable-globals --enable-multivalue --enable-reference-types --enable-simd)
-stamp="$out/kiln-wasm.pkg-stamp"
-want_stamp="$(sha256sum "$out/kiln_wasm.wasm" | cut -d' ' -f1) bindgen=$bindgen_version opt=${opt_flags[*]}"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -f "$pkg/kiln_wasm_bg.wasm" ] && [ -f "$pkg/kiln_wasm.js" ]; then
-    step "wasm/pkg is current (bindgen and wasm-opt skipped)"
-else
-    step "wasm-bindgen --target web → wasm/pkg"
+
+# build_module NAME FEATURE: cargo → wasm-bindgen → wasm-opt into $pkg/NAME.js + NAME_bg.wasm.
+build_module() {
+    local name="$1" feature="$2"
+    step "cargo build -p kiln-wasm --target $target --profile $profile --no-default-features --features $feature"
+    cargo build -p kiln-wasm --target "$target" --profile "$profile" --no-default-features --features "$feature"
+    # cargo writes both feature sets to the same file name: keep each module's own copy.
+    cp "$out/kiln_wasm.wasm" "$out/module-$name.wasm"
+    # bindgen + wasm-opt, skipped when the compiled module did not change
+    local stamp="$out/$name.pkg-stamp"
+    local want_stamp
+    want_stamp="$(sha256sum "$out/module-$name.wasm" | cut -d' ' -f1) bindgen=$bindgen_version opt=${opt_flags[*]}"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -f "$pkg/${name}_bg.wasm" ] && [ -f "$pkg/$name.js" ]; then
+        step "wasm/pkg/$name is current (bindgen and wasm-opt skipped)"
+        return
+    fi
+    step "wasm-bindgen --target web → wasm/pkg/$name.js"
     # --experimental-reset-state-function: index.js starts a fresh instance after a Rust panic
     # (an abort on wasm32) so the package keeps working; --omit-default-module-path: index.js
     # alone says where the .wasm is (Node reads it from disk, pages fetch it).
-    wasm-bindgen "$out/kiln_wasm.wasm" --out-dir "$pkg" --target web \
+    wasm-bindgen "$out/module-$name.wasm" --out-dir "$pkg" --out-name "$name" --target web \
         --omit-default-module-path --experimental-reset-state-function
     step "wasm-opt ${opt_flags[*]}"
-    raw_before=$(stat -c %s "$pkg/kiln_wasm_bg.wasm")
-    "$here/node_modules/.bin/wasm-opt" "${opt_flags[@]}" "$pkg/kiln_wasm_bg.wasm" -o "$pkg/kiln_wasm_bg.wasm.opt"
-    mv "$pkg/kiln_wasm_bg.wasm.opt" "$pkg/kiln_wasm_bg.wasm"
-    echo "wasm-opt: $raw_before → $(stat -c %s "$pkg/kiln_wasm_bg.wasm") bytes"
+    local raw_before
+    raw_before=$(stat -c %s "$pkg/${name}_bg.wasm")
+    "$here/node_modules/.bin/wasm-opt" "${opt_flags[@]}" "$pkg/${name}_bg.wasm" -o "$pkg/${name}_bg.wasm.opt"
+    mv "$pkg/${name}_bg.wasm.opt" "$pkg/${name}_bg.wasm"
+    echo "wasm-opt: $raw_before → $(stat -c %s "$pkg/${name}_bg.wasm") bytes"
     echo "$want_stamp" > "$stamp"
-fi
+}
+build_module kiln_wasm infer
+build_module kiln_train train
 
 # ---- sizes -------------------------------------------------------------------------------------
 step "sizes"
 # Brotli at quality 11 takes ~15 s on this file: reuse the figures while the file is unchanged.
-sizes_cache="$out/kiln-wasm.sizes"
-pkg_sum="$(sha256sum "$pkg/kiln_wasm_bg.wasm" | cut -d' ' -f1)"
-if [ -f "$sizes_cache" ] && [ "$(head -1 "$sizes_cache")" = "$pkg_sum" ]; then
-    tail -n +2 "$sizes_cache"
-else
-    node "$here/sizes.mjs" "$pkg/kiln_wasm_bg.wasm" | tee "$sizes_cache.new"
-    { echo "$pkg_sum"; cat "$sizes_cache.new"; } > "$sizes_cache"
-    rm -f "$sizes_cache.new"
-fi
+for name in kiln_wasm kiln_train; do
+    sizes_cache="$out/$name.sizes"
+    pkg_sum="$(sha256sum "$pkg/${name}_bg.wasm" | cut -d' ' -f1)"
+    if [ -f "$sizes_cache" ] && [ "$(head -1 "$sizes_cache")" = "$pkg_sum" ]; then
+        tail -n +2 "$sizes_cache"
+    else
+        node "$here/sizes.mjs" "$pkg/${name}_bg.wasm" | tee "$sizes_cache.new"
+        { echo "$pkg_sum"; cat "$sizes_cache.new"; } > "$sizes_cache"
+        rm -f "$sizes_cache.new"
+    fi
+done

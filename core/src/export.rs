@@ -1,16 +1,16 @@
 //! ONNX export: every layer of the catalogue as standard ONNX operators (opset 17 and later), written
-//! with the prost-generated ONNX types that tract-onnx carries. The batch dimension is symbolic.
+//! with prost-generated ONNX types (src/onnx_pb.rs). The batch dimension is symbolic.
 
-use ndarray::IxDyn;
-use prost::Message;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use tract_onnx::pb::{
+use crate::onnx_pb::{
     attribute_proto::AttributeType, tensor_proto::DataType,
     tensor_shape_proto::dimension::Value as Dim, tensor_shape_proto::Dimension, type_proto,
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use ndarray::IxDyn;
+use prost::Message;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::autograd::{GeluApprox, Tape, Tensor};
 use crate::model::{Model, VERSION};

@@ -13,9 +13,11 @@ pub use autograd::{Tape, Tensor, Var};
 pub use error::{KilnError, Result};
 pub use model::Model;
 
-#[cfg(feature = "onnx")]
+#[cfg(feature = "export")]
 pub mod export;
 #[cfg(feature = "onnx")]
 pub mod infer;
+#[cfg(feature = "export")]
+mod onnx_pb;
 #[cfg(feature = "onnx")]
 pub mod optimize;

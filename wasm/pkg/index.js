@@ -2,116 +2,23 @@
 // engine compiled to WebAssembly. This file is the public face; kiln_wasm.js / kiln_wasm_bg.wasm
 // are wasm-bindgen's output and private.
 import initWasm, { Session, Feed, takeLastPanic, __wbg_reset_state } from './kiln_wasm.js';
+import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from './util.js';
 
-let ready = null; // the one initialisation, shared by every loadModel (and retried after a failure)
-let generation = 0; // bumped when a fresh wasm instance replaces one that aborted
-
-const isNode = typeof process === 'object' && typeof process.versions?.node === 'string';
+export { Trainer, initTrainer } from './train.js';
 
 /**
  * Loads the WebAssembly module. `loadModel` calls this for you; call it yourself to start the
  * download early, or to say where the .wasm is when a server or bundler moved it.
  */
-export function init(wasm) {
-  if (ready === null) {
-    ready = instantiate(wasm).catch((e) => {
-      ready = null; // a failed download can be retried
-      throw e;
-    });
-  }
-  return ready;
-}
+export const init = moduleLoader(initWasm, new URL('./kiln_wasm_bg.wasm', import.meta.url));
 
-async function instantiate(wasm) {
-  let source = wasm;
-  if (isNode && (typeof source === 'string' || source instanceof URL) && !/^https?:/i.test(String(source))) {
-    source = await readNodeFile(String(source).startsWith('file:') ? new URL(String(source)) : String(source));
-  }
-  if (source === undefined) {
-    // Bundlers (Vite, webpack) recognise this exact expression and ship the file next to the code.
-    const url = new URL('./kiln_wasm_bg.wasm', import.meta.url);
-    // Node's fetch cannot read file: URLs; a hidden dynamic import keeps bundlers from pulling
-    // node:fs into a browser build.
-    source = url.protocol === 'file:' && isNode ? await readNodeFile(url) : await fetchOk(url, 'kiln-wasm: cannot fetch its WebAssembly file');
-  }
-  await initWasm({ module_or_path: source });
-}
-
-async function readNodeFile(pathOrUrl) {
-  const fs = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:fs/promises');
-  return fs.readFile(pathOrUrl);
-}
-
-async function fetchOk(url, what) {
-  let response;
-  try {
-    response = await fetch(url);
-  } catch (e) {
-    throw new Error(`${what} ${url}: ${e.message}`);
-  }
-  if (!response.ok) throw new Error(`${what} ${url}: HTTP ${response.status} ${response.statusText}`.trim());
-  return response;
-}
-
-/** The bytes of a model source: a URL or path string, URL, Response, Blob, ArrayBuffer or view. */
-async function modelBytes(source) {
-  if (source instanceof Uint8Array) return source;
-  if (source instanceof ArrayBuffer) return new Uint8Array(source);
-  if (ArrayBuffer.isView(source)) return new Uint8Array(source.buffer, source.byteOffset, source.byteLength);
-  if (typeof Response !== 'undefined' && source instanceof Response) {
-    if (!source.ok) throw new Error(`kiln-wasm: cannot load the model from ${source.url || 'a Response'}: HTTP ${source.status} ${source.statusText}`.trim());
-    return new Uint8Array(await source.arrayBuffer());
-  }
-  if (typeof Blob !== 'undefined' && source instanceof Blob) return new Uint8Array(await source.arrayBuffer());
-  if (typeof source === 'string' || source instanceof URL) {
-    const text = String(source);
-    // In Node a string is a file path unless it is an http(s) URL; in a page it is a URL.
-    if (isNode && !/^(https?|data|blob):/i.test(text)) {
-      try {
-        return await readNodeFile(text.startsWith('file:') ? new URL(text) : text);
-      } catch (e) {
-        throw new Error(`kiln-wasm: cannot read the model file ${text}: ${e.message}`);
-      }
-    }
-    const response = await fetchOk(text, 'kiln-wasm: cannot fetch the model from');
-    return new Uint8Array(await response.arrayBuffer());
-  }
-  throw new TypeError(`kiln-wasm: loadModel takes a URL string, Uint8Array, ArrayBuffer, Response or Blob, not ${describeValue(source)}`);
-}
+const { guard, generation } = panicGuard(takeLastPanic, __wbg_reset_state);
 
 /** Loads an ONNX model. `source`: URL string (a file path in Node), Uint8Array, ArrayBuffer, Response or Blob. */
 export async function loadModel(source) {
-  const bytes = await modelBytes(source);
+  const bytes = await sourceBytes(source);
   await init();
   return new Model(guard(() => new Session(bytes)));
-}
-
-/**
- * Calls into wasm. A Rust panic aborts the instance ("unreachable executed"); turn that into an
- * Error with the panic's message, and give the package a fresh instance so it keeps working.
- */
-function guard(call) {
-  try {
-    return call();
-  } catch (e) {
-    if (!(e instanceof WebAssembly.RuntimeError)) throw e;
-    let panic = null;
-    try {
-      panic = takeLastPanic();
-    } catch {
-      // the aborted instance could not even answer; the trap's own message will do
-    }
-    // Registry paths ("/root/.cargo/registry/src/index.crates.io-…/tract-core-0.23.9/src/…") say
-    // nothing a user needs; keep the crate and file.
-    panic = panic?.replace(/\S*\/registry\/src\/[^/]+\//g, '') ?? null;
-    __wbg_reset_state();
-    generation += 1;
-    throw new Error(
-      `kiln-wasm: internal error (${panic ?? `the engine aborted: ${e.message}; out of memory?`}). This is a bug in kiln or tract; please report it with the model. ` +
-        'The engine has restarted: models loaded before this must be loaded again.',
-      { cause: e },
-    );
-  }
 }
 
 const typedArrayTypes = [
@@ -130,13 +37,6 @@ const arrayFor = {
   float16: Float32Array, int16: Int32Array, uint16: Int32Array, uint32: BigInt64Array,
 };
 
-function describeValue(v) {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an Array';
-  if (typeof v === 'object') return v.constructor?.name ?? 'an object';
-  return typeof v;
-}
-
 /** The typed array the model's input `info` takes, from what the caller passed (converted where lossless). */
 function inputArray(info, data) {
   const want = info.type;
@@ -154,21 +54,6 @@ function inputArray(info, data) {
     `kiln-wasm: input "${info.name}" wants ${want} values (${Want.name}${Want === BigInt64Array ? ' or Int32Array' : ''}), ` +
       `got ${got ? `${describeValue(data)} (${got})` : describeValue(data)}`,
   );
-}
-
-function checkDims(name, dims, length) {
-  if (!Array.isArray(dims) && !ArrayBuffer.isView(dims)) {
-    throw new TypeError(`kiln-wasm: input "${name}": dims must be an array of sizes such as [1, 64], not ${describeValue(dims)}`);
-  }
-  let count = 1;
-  for (const d of dims) {
-    if (!Number.isInteger(Number(d)) || Number(d) < 0) throw new TypeError(`kiln-wasm: input "${name}": dims [${[...dims].join(', ')}] must be whole numbers >= 0`);
-    count *= Number(d);
-  }
-  if (count !== length) {
-    throw new Error(`kiln-wasm: input "${name}": dims [${[...dims].join(', ')}] need ${count} values, the data has ${length}`);
-  }
-  return Uint32Array.from(dims, Number);
 }
 
 function softmax(values) {
@@ -196,7 +81,7 @@ export class Model {
 
   constructor(session) {
     this.#session = session;
-    this.#generation = generation;
+    this.#generation = generation();
     const info = JSON.parse(session.describe());
     const freeze = (list) => Object.freeze(list.map((t) => Object.freeze({ name: t.name, dims: Object.freeze(t.dims), type: t.type })));
     /** The graph's inputs: `[{ name, dims, type }]`, `null` for a free (batch) dimension. */
@@ -212,7 +97,7 @@ export class Model {
 
   #live() {
     if (this.#session === null) throw new Error('kiln-wasm: this model was freed; load it again to use it');
-    if (this.#generation !== generation) {
+    if (this.#generation !== generation()) {
       throw new Error('kiln-wasm: this model was lost when the engine restarted after an internal error; load it again');
     }
     return this.#session;
@@ -274,7 +159,7 @@ export class Model {
     if (this.#session === null) return;
     const session = this.#session;
     this.#session = null;
-    if (this.#generation === generation) guard(() => session.free());
+    if (this.#generation === generation()) guard(() => session.free());
   }
 
   #execute(feeds) {
