@@ -38,4 +38,4 @@ ln -s "$here/pkg" "$work/consumer/node_modules/kiln-wasm"
 
 echo "== node --test wasm/tests"
 cd "$here"
-KILN_WASM_MODELS="$work/models" node --test --test-reporter=tap tests/*.test.mjs
+KILN_WASM_MODELS="$work/models" KILN_PYTHON="$python" node --test --test-reporter=tap tests/*.test.mjs

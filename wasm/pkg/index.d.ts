@@ -88,3 +88,6 @@ export declare function init(wasm?: WasmSource): Promise<void>;
 
 /** Loads an ONNX model from a URL, a file path (Node), bytes, a `Response` or a `Blob`. */
 export declare function loadModel(source: ModelSource): Promise<Model>;
+
+export { Trainer, initTrainer } from './train.js';
+export type { CompileOptions, ExportOptions, FitOptions, FloatTargets, History, Labels, LayerSpec, ParameterInfo, Progress } from './train.js';

@@ -2,6 +2,7 @@
 // and answers { id, op, args } requests with { id, ok, value } or { id, ok: false, error }.
 // Runs as a module Web Worker in pages and as a worker thread in Node.
 import { init, loadModel } from './index.js';
+import { Trainer } from './train.js';
 
 const port =
   typeof WorkerGlobalScope !== 'undefined' && self instanceof WorkerGlobalScope
@@ -10,6 +11,8 @@ const port =
 
 const models = new Map(); // id → Model
 let nextModel = 1;
+const trainers = new Map(); // id → Trainer
+const trainerMethods = ['freeze', 'unfreeze', 'compile', 'fit', 'evaluate', 'predict', 'exportOnnx', 'save', 'getFlatParameters', 'free'];
 
 function model(id) {
   const m = models.get(id);
@@ -50,13 +53,34 @@ const handlers = {
     models.delete(id);
     return [undefined];
   },
+  async trainerLoad({ source }) {
+    const t = await Trainer.fromKiln(source);
+    const id = nextModel++;
+    trainers.set(id, t);
+    return [{ id }];
+  },
+  trainer({ id, method, args, progress }, request) {
+    const t = trainers.get(id);
+    if (!t) throw new Error('kiln-wasm: this trainer was freed; load the checkpoint again to use it');
+    if (method === 'describe') return [{ layers: t.layers, parameters: t.parameters, inputShape: t.inputShape }];
+    if (!trainerMethods.includes(method)) throw new Error(`kiln-wasm worker: the Trainer has no method ${method}`);
+    if (method === 'fit' && progress) {
+      const [x, dims, labels, options] = args;
+      args = [x, dims, labels, { ...options, onProgress: (p) => void port.postMessage({ id: request, progress: p }) }];
+    }
+    const value = t[method](...args);
+    if (method === 'free') trainers.delete(id);
+    // Exported bytes, parameters and predictions move to the page instead of being copied.
+    const buffers = [value, value?.data].filter((v) => v instanceof Uint8Array || v instanceof Float32Array);
+    return [value, buffers.map((v) => v.buffer)];
+  },
 };
 
 async function answer({ id, op, args }) {
   try {
     const handler = handlers[op];
     if (!handler) throw new Error(`kiln-wasm worker: unknown request ${op}`);
-    const [value, transfer = []] = await handler(args);
+    const [value, transfer = []] = await handler(args, id);
     port.postMessage({ id, ok: true, value }, transfer);
   } catch (e) {
     port.postMessage({ id, ok: false, error: { name: e?.name ?? 'Error', message: e?.message ?? String(e) } });

@@ -1,6 +1,7 @@
 // Types of kiln-wasm/worker (worker.js): kiln-wasm's API with the model in a Web Worker (a worker
 // thread in Node); every method returns a Promise.
 import type { ClassifyOptions, InputData, ModelSource, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
+import type { CompileOptions, ExportOptions, FitOptions, History, Labels, LayerSpec, ParameterInfo } from './train.js';
 
 export type { ClassifyOptions, ElementType, InputData, ModelSource, OutputData, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
 
@@ -32,3 +33,27 @@ export declare function loadModel(source: ModelSource): Promise<WorkerModel>;
 
 /** Ends the shared worker; models loaded in it are gone. The next call starts a new one. */
 export declare function terminate(): Promise<void>;
+
+/** Fit options in the worker: `onProgress` observes from the page's thread and cannot stop the fit. */
+export interface WorkerFitOptions extends Omit<FitOptions, 'onProgress'> {
+  onProgress?: (progress: import('./train.js').Progress) => void;
+}
+
+/** kiln-wasm's `Trainer` running in the worker; every method returns a Promise. */
+export declare class Trainer {
+  private constructor();
+  /** Loads a `.kiln` checkpoint into the worker. */
+  static fromKiln(source: ModelSource): Promise<Trainer>;
+  /** The layers, the parameters and the per-sample input shape. */
+  describe(): Promise<{ layers: LayerSpec[]; parameters: ParameterInfo[]; inputShape: number[] | null }>;
+  freeze(prefix?: string): Promise<number>;
+  unfreeze(prefix?: string): Promise<number>;
+  compile(options?: CompileOptions): Promise<void>;
+  fit(x: Float32Array | ReadonlyArray<number>, dims: ReadonlyArray<number>, labels: Labels, options?: WorkerFitOptions): Promise<History>;
+  evaluate(x: Float32Array | ReadonlyArray<number>, dims: ReadonlyArray<number>, labels: Labels, options?: { batchSize?: number }): Promise<Record<string, number>>;
+  predict(x: Float32Array | ReadonlyArray<number>, dims: ReadonlyArray<number>): Promise<{ data: Float32Array; dims: number[] }>;
+  exportOnnx(options?: ExportOptions): Promise<Uint8Array>;
+  save(): Promise<Uint8Array>;
+  getFlatParameters(): Promise<Float32Array>;
+  free(): Promise<void>;
+}

@@ -27,9 +27,13 @@ async function startWorker() {
   return { handle: w, post: (m, transfer) => w.postMessage(m, transfer), idle: () => w.unref(), busy: () => w.ref() };
 }
 
-function settle({ id, ok, value, error }) {
+function settle({ id, ok, value, error, progress }) {
   const request = pending.get(id);
   if (!request) return;
+  if (progress !== undefined) {
+    request.onProgress?.(progress); // a fit's progress report; the answer comes later
+    return;
+  }
   pending.delete(id);
   if (pending.size === 0) worker?.then((w) => w.idle());
   if (ok) request.resolve(value);
@@ -46,12 +50,12 @@ function fail(handle, error) {
   });
 }
 
-async function call(op, args, transfer = []) {
+async function call(op, args, transfer = [], onProgress = undefined) {
   if (worker === null) worker = startWorker();
   const w = await worker;
   const id = nextRequest++;
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject });
+    pending.set(id, { resolve, reject, onProgress });
     w.busy();
     w.post({ id, op, args }, transfer);
   });
@@ -121,5 +125,84 @@ export class WorkerModel {
   /** Releases the model's memory in the worker. */
   free() {
     return call('free', { id: this.#id });
+  }
+}
+
+/**
+ * kiln-wasm's `Trainer` running in the worker: the same methods, each returning a Promise, so a
+ * page stays responsive while a model trains. `onProgress` is called on the page's thread as the
+ * worker reports; here it only observes (training runs on in the worker meanwhile), so its return
+ * value cannot stop a fit: `terminate()` can.
+ */
+export class Trainer {
+  #id;
+
+  /** Loads a `.kiln` checkpoint into the worker: a URL (a file path in Node), bytes, a Response or a Blob. */
+  static async fromKiln(source) {
+    let payload = source;
+    if (typeof source === 'string' || source instanceof URL) payload = absolute(source);
+    else if (typeof Response !== 'undefined' && source instanceof Response) {
+      if (!source.ok) throw new Error(`kiln-wasm: cannot load the checkpoint from ${source.url || 'a Response'}: HTTP ${source.status} ${source.statusText}`.trim());
+      payload = new Uint8Array(await source.arrayBuffer());
+    }
+    const { id } = await call('trainerLoad', { source: payload });
+    return new Trainer(id);
+  }
+
+  constructor(id) {
+    this.#id = id;
+  }
+
+  #call(method, ...args) {
+    return call('trainer', { id: this.#id, method, args });
+  }
+
+  /** Resolves to the layers, the parameters (name, shape, trainable) and the input shape. */
+  describe() {
+    return this.#call('describe');
+  }
+
+  freeze(prefix) {
+    return this.#call('freeze', prefix);
+  }
+
+  unfreeze(prefix) {
+    return this.#call('unfreeze', prefix);
+  }
+
+  compile(options) {
+    return this.#call('compile', options);
+  }
+
+  fit(x, dims, labels, options = {}) {
+    const { onProgress, ...rest } = options ?? {};
+    if (onProgress !== undefined && typeof onProgress !== 'function') {
+      return Promise.reject(new TypeError('kiln-wasm: fit: onProgress must be a function'));
+    }
+    return call('trainer', { id: this.#id, method: 'fit', args: [x, dims, labels, rest], progress: Boolean(onProgress) }, [], onProgress);
+  }
+
+  evaluate(x, dims, labels, options) {
+    return this.#call('evaluate', x, dims, labels, options);
+  }
+
+  predict(x, dims) {
+    return this.#call('predict', x, dims);
+  }
+
+  exportOnnx(options) {
+    return this.#call('exportOnnx', options);
+  }
+
+  save() {
+    return this.#call('save');
+  }
+
+  getFlatParameters() {
+    return this.#call('getFlatParameters');
+  }
+
+  free() {
+    return this.#call('free');
   }
 }

@@ -204,6 +204,45 @@ def kiln_digits(out, images, targets):
     return path, lambda x: np.asarray(session.run(x))
 
 
+def kiln_finetune(out, images, targets):
+    """The Trainer's reference: a checkpoint saved by Python (conv, batch norm, dropout, two dense
+    layers), and what Python's fit makes of it on 20 new examples, twice: the head alone (Adam) and
+    the whole model (SGD with momentum). wasm/tests/trainer.test.mjs repeats both runs in wasm and
+    compares the weights (1e-5). Written to finetune/ and finetune.json."""
+    import kiln
+    from kiln import nn, optim
+
+    kiln.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, kernel_size=3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10),
+    )
+    model.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy", metrics=["accuracy"])
+    model.fit(images[:600], targets[:600], epochs=2, batch_size=32, verbose=0)
+    (out / "finetune").mkdir(exist_ok=True)
+    base = out / "finetune" / "base.kiln"
+    model.save(str(base))
+    x, y = images[1500:1520], targets[1500:1520]
+    runs = {}
+    for name, head_only, opt, lr in (("head", True, optim.Adam, 1e-2), ("all", False, optim.SGD, 5e-2)):
+        m = kiln.load(str(base))
+        if head_only:
+            m.freeze()
+            m.unfreeze("8.")
+        m.compile(optimizer=opt(lr=lr, **({"momentum": 0.9} if opt is optim.SGD else {})),
+                  loss="cross_entropy", metrics=["accuracy"])
+        before = m.evaluate(x, y)
+        m.fit(x, y, epochs=10, batch_size=8, verbose=0)
+        runs[name] = {"before": before, "after": m.evaluate(x, y),
+                      "flat": m.get_flat_parameters().tolist(),
+                      "state": {k: v.ravel().tolist() for k, v in m.state_dict().items()},
+                      "predict": m.predict(x[:3]).ravel().tolist()}
+        m.save(str(out / "finetune" / f"{name}.kiln"))
+    (out / "finetune.json").write_text(json.dumps({
+        "x": x.ravel().tolist(), "dims": list(x.shape), "y": y.tolist(), "epochs": 10, "batch_size": 8,
+        "runs": runs}))
+
+
 def reference(path, inputs):
     """onnxruntime's outputs for `inputs` ({name: array}), in graph order, as JSON-able dicts."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -262,6 +301,8 @@ def main(out):
         # even more closely than with onnxruntime.
         case(f"kiln export batch {n}", p, {name: x}, tool="kiln", labels=[str(d) for d in range(10)],
              native=[encode(onnx.load(p).graph.output[0].name, native(x))])
+
+    kiln_finetune(out, images, load_digits().target.astype(np.int64))
 
     sk, iris = sklearn_models(out)
     case("skl2onnx logistic regression", sk["sk_logreg"], {"X": iris[45:55]}, tool="skl2onnx")

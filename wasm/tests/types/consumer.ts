@@ -2,7 +2,8 @@
 // package.json "exports" and "types" are exercised too. test.sh type-checks it (tsc --noEmit)
 // in a folder where node_modules/kiln-wasm is wasm/pkg. The @ts-expect-error lines prove the
 // types refuse misuse instead of being `any`.
-import { init, loadModel, Model, type Prediction, type Tensor, type TensorInfo } from 'kiln-wasm';
+import { init, loadModel, Model, Trainer, type History, type Prediction, type Progress, type Tensor, type TensorInfo } from 'kiln-wasm';
+import { Trainer as TrainerFromTrain } from 'kiln-wasm/train';
 import * as worker from 'kiln-wasm/worker';
 
 export async function inThePage(url: string, file: Blob): Promise<string> {
@@ -55,4 +56,32 @@ export async function offTheMainThread(bytes: ArrayBuffer): Promise<number> {
   await model.free();
   await worker.terminate();
   return info.length + out.dims.length + top.length + Object.keys(many).length + (notYet ? 1 : 0);
+}
+
+export async function teach(checkpoint: Uint8Array, pixels: Float32Array, labels: number[]): Promise<number> {
+  const trainer: Trainer = await Trainer.fromKiln(checkpoint);
+  const same: typeof Trainer = TrainerFromTrain;
+  const frozen: number = trainer.freeze() - trainer.unfreeze('4.');
+  trainer.compile({ optimizer: 'adam', lr: 1e-2, weightDecay: 0 });
+  const seen: Progress[] = [];
+  const history: History = trainer.fit(pixels, [labels.length, 1, 8, 8], labels, {
+    epochs: 10, batchSize: 8, onProgress: (p) => { seen.push(p); return p.type === 'epoch' && p.logs.loss < 0.01; },
+  });
+  const scores: Record<string, number> = trainer.evaluate(pixels, [labels.length, 1, 8, 8], Int32Array.from(labels));
+  const model: Model = await loadModel(trainer.exportOnnx({ labels: ['a', 'b'], inputScale: 1 / 16 }));
+  const checkpointAgain: Uint8Array = trainer.save();
+  const names: string[] = trainer.parameters.filter((p) => p.trainable).map((p) => p.name);
+  // @ts-expect-error epochs is a number
+  trainer.fit(pixels, [1, 64], labels, { epochs: '10' });
+  // @ts-expect-error the optimizer is one kiln has
+  trainer.compile({ optimizer: 'lion' });
+
+  const remote: worker.Trainer = await worker.Trainer.fromKiln(checkpoint);
+  const remoteHistory: History = await remote.fit(pixels, [labels.length, 1, 8, 8], labels, { onProgress: (p) => console.log(p.epoch) });
+  // @ts-expect-error the worker's fit is asynchronous
+  const notYet: History = remote.fit(pixels, [1, 64], labels);
+  await remote.free();
+  model.free();
+  trainer.free();
+  return frozen + history.epochs + scores.loss + seen.length + checkpointAgain.length + names.length + remoteHistory.epochs + (notYet ? 1 : 0) + (same ? 1 : 0);
 }
