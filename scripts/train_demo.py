@@ -2,7 +2,8 @@
 
 The same steps as notebooks/01-train-digits.ipynb, as a script: scikit-learn's digits (8x8, values
 0..16) scaled by 1/16, a small CNN, Adam, early stopping; exported to web-demo/model/digits.onnx with the
-labels and the input scaling in the ONNX metadata, plus a few held-out digits in digits.json.
+labels and the input scaling in the ONNX metadata, plus a few held-out digits in digits.json and the
+checkpoint digits.kiln that the page's "teach it" mode fine-tunes in the browser.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main() -> int:
 
     digits = load_digits()
     x = digits.images.astype(np.float32)[:, None] * SCALE
-    x_train, x_test, y_train, y_test, _, raw_test = train_test_split(
+    x_train, x_test, y_train, y_test, raw_train, raw_test = train_test_split(
         x, digits.target, digits.data, test_size=0.2, random_state=0, stratify=digits.target)
 
     kiln.manual_seed(args.seed)
@@ -61,11 +62,22 @@ def main() -> int:
     sess = kiln.InferenceSession(path)
     diff = float(np.abs(sess.run(x_test) - model.predict(x_test)).max())
     assert diff < 1e-4, f"exported model disagrees with model.predict by {diff}"
+    per_class = [np.flatnonzero(y_train == c)[:20] for c in range(10)]
+    replay = np.stack(per_class, axis=1).ravel()  # interleaved: 0, 1, ..., 9, 0, 1, ...
+    replay_pixels, replay_labels = raw_train[replay].astype(int).tolist(), y_train[replay].tolist()
     samples = {"source": "scikit-learn load_digits, held-out test split (random_state=0), never trained on",
-               "input_range": [0, 16], "pixels": raw_test[:24].astype(int).tolist(), "labels": y_test[:24].tolist()}
+               "input_range": [0, 16], "pixels": raw_test[:24].astype(int).tolist(), "labels": y_test[:24].tolist(),
+               # "teach it" rehearses these training digits alongside the user's corrections, so a
+               # few new examples don't make the network forget the rest (catastrophic forgetting)
+               "replay": {"source": "scikit-learn load_digits, training split, 20 per class",
+                          "pixels": replay_pixels, "labels": replay_labels}}
     with open(os.path.join(args.out, "digits.json"), "w") as f:
         json.dump(samples, f)
-    print(f"wrote {path} ({os.path.getsize(path):,} bytes); max |tract - predict| = {diff:.2e}")
+    # The checkpoint the page's "teach it" mode fine-tunes (kiln-wasm's Trainer reads it).
+    checkpoint = os.path.join(args.out, "digits.kiln")
+    model.save(checkpoint)
+    print(f"wrote {path} ({os.path.getsize(path):,} bytes) and {checkpoint} "
+          f"({os.path.getsize(checkpoint):,} bytes); max |tract - predict| = {diff:.2e}")
     return 0
 
 

@@ -4,11 +4,14 @@
 // `?model=URL` opens another model at start (the tests use it); the shipped one is model/digits.onnx.
 import { strokesToPixels, inputTransform, toModelInput, GRID, MAX_VALUE } from "./preprocess.js";
 import { readOnnxInfo, labelsFromMetadata } from "./onnx-metadata.js";
+import { setupTeach } from "./teach.js";
 
 const KILN_URL = new URL("../wasm/pkg/index.js", import.meta.url).href;
 const params = new URLSearchParams(location.search);
 const MODEL_URL = params.get("model") || "model/digits.onnx";
 const SAMPLES_URL = params.get("samples") || "model/digits.json";
+// The checkpoint "teach it" fine-tunes: the shipped model's, unless another model was asked for.
+const CHECKPOINT_URL = params.get("checkpoint") || (params.get("model") ? null : "model/digits.kiln");
 const PEN_WIDTH = 18; // on-screen only: preprocessing re-draws the strokes at a fixed width
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +22,8 @@ let kiln = null; // the kiln-wasm module
 let current = null; // the open model and what the page knows about it
 let shippedBytes = null; // the default model's bytes, to go back to after trying another file
 let samples = []; // [{pixels, label}] test digits shipped next to the model
+let replay = []; // [{pixels, label}] training digits "teach it" rehearses
+let teach = null; // the teach panel
 let sampleIndex = 0;
 let strokes = []; // [[x, y], ...] per stroke, in CSS pixels of the pad
 let drawing = false;
@@ -55,7 +60,7 @@ function padDims(model) {
   return dims.length >= 2 && runDims[0] === 1 && perImage === GRID * GRID ? runDims : null;
 }
 
-async function openModel(bytes, name, { loadStart = performance.now(), isShipped = false } = {}) {
+async function openModel(bytes, name, { loadStart = performance.now(), isShipped = false, taught = false } = {}) {
   hideError();
   if (!bytes.length) throw new Error("the file is empty");
   const model = await kiln.loadModel(bytes);
@@ -74,17 +79,18 @@ async function openModel(bytes, name, { loadStart = performance.now(), isShipped
   }
   if (current) current.model.free();
   current = {
-    model, name, size: bytes.length, loadMs, info, metadata, transform, isShipped,
+    model, name, size: bytes.length, loadMs, info, metadata, transform, isShipped, taught,
     labels: model.labels ?? labelsFromMetadata(metadata),
     dims: padDims(model),
   };
   renderModel();
+  teach?.refresh();
   return current;
 }
 
 function renderModel() {
   const m = current;
-  $("model-name").textContent = m.isShipped ? "shipped with the demo" : "your file";
+  $("model-name").textContent = m.isShipped ? "shipped with the demo" : m.taught ? "taught in this tab" : "your file";
   $("stat-size").textContent = formatBytes(m.size);
   $("stat-load").textContent = formatMs(m.loadMs);
   $("stat-latency").textContent = "–";
@@ -314,6 +320,7 @@ $("clear").addEventListener("click", () => { clearPad(); hideError(); });
 $("sample").addEventListener("click", () => showNextSample());
 $("back").addEventListener("click", async () => {
   await openModel(shippedBytes, MODEL_URL.split("/").pop(), { isShipped: true });
+  teach?.reset();
   status("Back on the shipped digits model.");
   await showNextSample();
 });
@@ -338,10 +345,31 @@ $("try-zeros").addEventListener("click", async () => {
   out.hidden = !out.textContent;
 });
 
+// ---- teach it ---------------------------------------------------------------------------------
+// Opens a model "teach it" fine-tuned and predicts again what is on the pad.
+async function swapIn(bytes, name) {
+  const keptStrokes = strokes, keptSample = shownSample, keptNote = $("pad-note").textContent;
+  await openModel(bytes, name, { taught: true });
+  if (keptSample) {
+    await showPixels(keptSample, keptNote);
+  } else if (keptStrokes.length) {
+    strokes = keptStrokes;
+    for (const stroke of strokes) stroke.forEach((p, i) => drawSegment(stroke[Math.max(0, i - 1)], p));
+    await predictStrokes(true);
+  }
+}
+
 // ---- start ------------------------------------------------------------------------------------
 async function start() {
   setupPad();
   clearPad();
+  teach = setupTeach({
+    el, checkpointUrl: CHECKPOINT_URL, swapIn,
+    current: () => current,
+    samples: () => samples,
+    replay: () => replay,
+    pixelsNow: () => shownSample ?? (strokes.length ? strokesToPixels(strokes) : null),
+  });
   status("Loading kiln-wasm and the model…");
   const loadStart = performance.now();
   try {
@@ -361,6 +389,7 @@ async function start() {
     try {
       const s = await samplesRes.json();
       samples = s.pixels.map((pixels, i) => ({ pixels, label: s.labels[i] })).filter((x) => x.pixels.length === GRID * GRID);
+      replay = (s.replay?.pixels ?? []).map((pixels, i) => ({ pixels, label: s.replay.labels[i] })).filter((x) => x.pixels.length === GRID * GRID);
     } catch (e) {
       console.warn(`${SAMPLES_URL}: ${e.message}`);
     }
@@ -389,5 +418,5 @@ window.kilnDemo = {
     const raw = await current.model.run(toModelInput(pixels, current.transform), current.dims);
     return { top, output: Array.from(raw.data), dims: raw.dims };
   },
-  get model() { return current && { name: current.name, size: current.size, loadMs: current.loadMs, transform: current.transform, labels: current.labels }; },
+  get model() { return current && { name: current.name, size: current.size, loadMs: current.loadMs, transform: current.transform, labels: current.labels, taught: current.taught }; },
 };
