@@ -280,6 +280,9 @@ pub struct FitConfig {
     pub schedule: Option<Schedule>,
     /// Checkpoints written during training.
     pub checkpoint: Option<Checkpointing>,
+    /// Gradual magnitude pruning while training (logs the real `sparsity` each epoch).
+    #[cfg(feature = "onnx")]
+    pub pruning: Option<crate::optimize::PruningSchedule>,
 }
 
 impl Default for FitConfig {
@@ -293,6 +296,8 @@ impl Default for FitConfig {
             clip_grad_norm: None,
             schedule: None,
             checkpoint: None,
+            #[cfg(feature = "onnx")]
+            pruning: None,
         }
     }
 }
@@ -522,6 +527,12 @@ pub fn fit(
     let mut best: Option<(f64, BTreeMap<String, Tensor>)> = None;
     let mut waited = 0;
     let batches = train_idx.len().div_ceil(cfg.batch_size);
+    // `crate::optimize` is built with the `onnx` feature only (quantization reads ONNX)
+    #[cfg(feature = "onnx")]
+    let mut pruner = match &cfg.pruning {
+        Some(p) => Some(crate::optimize::Pruner::new(model, p, cfg.epochs, batches)?),
+        None => None,
+    };
     let mut order = train_idx.clone();
     let mut last_logs: Option<Logs> = None;
     let mut best_checkpoint = f64::INFINITY;
@@ -576,6 +587,10 @@ pub fn fit(
                 .as_mut()
                 .expect("checked by optimizer()")
                 .step(named);
+            #[cfg(feature = "onnx")]
+            if let Some(p) = pruner.as_mut() {
+                p.after_step(model)?;
+            }
             if let Some(hook) = hooks.after_step.as_mut() {
                 hook(model);
             }
@@ -618,6 +633,11 @@ pub fn fit(
             }
         }
         logs.insert("lr".into(), model.optimizer()?.lr() as f64);
+        #[cfg(feature = "onnx")]
+        if pruner.is_some() {
+            let s = crate::optimize::Pruner::measured_sparsity(model)?;
+            logs.insert("sparsity".into(), s);
+        }
         for (k, v) in &logs {
             history.history.entry(k.clone()).or_default().push(*v);
         }
@@ -677,6 +697,11 @@ pub fn fit(
     if let (Some(es), Some((_, weights)), false) = (&cfg.early_stopping, best, interrupted) {
         if es.restore_best_weights && !weights.is_empty() {
             model.net.load_state_dict(&weights)?;
+            // the best epoch may predate the last pruning round: keep the promised sparsity
+            #[cfg(feature = "onnx")]
+            if let Some(p) = &pruner {
+                p.reapply(model);
+            }
         }
     }
     Ok(history)

@@ -8,9 +8,10 @@ use kiln_core::nn::LayerSpec;
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::optimize::{
     distill, fit_masked, make_permanent, prune, quantize::quantize_onnx, sparsity_report,
-    Calibration, DistillConfig, PruneOptions, PruneScope, QuantizeMode, QuantizeOptions,
+    Calibration, DistillConfig, PruneOptions, PruneScope, PruningSchedule, QuantizeMode,
+    QuantizeOptions,
 };
-use kiln_core::train::{FitConfig, Hooks, Loss, Metric, Targets};
+use kiln_core::train::{EarlyStopping, Event, FitConfig, Hooks, Loss, Metric, Targets};
 use kiln_core::{KilnError, Model, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -237,6 +238,211 @@ fn unstructured_pruning_hits_the_target_globally_and_per_layer() {
         );
         assert!(matches!(e, Err(KilnError::Value(_))), "{bad}");
     }
+}
+
+/// Zeros among the Linear/Conv weights.
+fn zeros(m: &Model) -> usize {
+    sparsity_report(m).unwrap().iter().map(|l| l.zeros).sum()
+}
+
+#[test]
+fn fit_prunes_gradually_on_schedule_and_holds_the_masks() {
+    let (m0, x, y) = trained();
+    let mut m = Model::from_bytes(&m0.to_bytes().unwrap()).unwrap();
+    let adam = OptimizerSpec::Adam {
+        lr: 5e-3,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: 0.0,
+        amsgrad: false,
+    };
+    m.compile(
+        &adam,
+        Loss::from_name("cross_entropy").unwrap(),
+        vec![Metric::from_name("accuracy").unwrap()],
+    )
+    .unwrap();
+    let total: usize = sparsity_report(&m).unwrap().iter().map(|l| l.total).sum();
+    // 400 samples / 40 = 10 steps per epoch; masks raised every 5 steps from epoch 1 to epoch 3
+    let cfg = FitConfig {
+        epochs: 5,
+        batch_size: 40,
+        pruning: Some(PruningSchedule {
+            target_sparsity: 0.8,
+            start_epoch: 1,
+            end_epoch: Some(3),
+            frequency: Some(5),
+            ..PruningSchedule::default()
+        }),
+        ..FitConfig::default()
+    };
+    // watch the real sparsity after every step: it only grows, and it grows in steps
+    let mut seen: Vec<usize> = Vec::new();
+    let mut watch = |m: &mut Model| seen.push(zeros(m));
+    let h = m
+        .fit(
+            x.view(),
+            &Targets::Classes(y.clone()),
+            None,
+            &cfg,
+            &mut Hooks {
+                after_step: Some(&mut watch),
+                ..Hooks::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(seen.len(), 50);
+    assert!(
+        seen[..9].iter().all(|&z| z == 0),
+        "epoch 0 trains dense: {:?}",
+        &seen[..10]
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] >= w[0]),
+        "pruned weights never come back"
+    );
+    let levels: std::collections::BTreeSet<usize> = seen.iter().copied().collect();
+    assert!(levels.len() >= 4, "several rounds, not one: {levels:?}");
+    let s = &h.history["sparsity"];
+    assert_eq!(s.len(), 5);
+    assert!(s[0] < 0.01 && s[1] > 0.3 && s[2] > s[1], "{s:?}");
+    assert!(
+        (s[3] - 0.8).abs() < 0.005 && (s[4] - 0.8).abs() < 0.005,
+        "{s:?}"
+    );
+    assert_eq!(zeros(&m), seen[49]);
+    assert!((zeros(&m) as f64 / total as f64 - 0.8).abs() < 0.005);
+    // still solves the easy task at 80% zeros
+    assert!(accuracy(&m.predict(x.view(), 64).unwrap(), &y) > 0.85);
+}
+
+#[test]
+fn structured_pruning_in_fit_then_made_permanent() {
+    let (mut m, x, y) = trained();
+    let cfg = FitConfig {
+        epochs: 3,
+        batch_size: 32,
+        validation_split: 0.25,
+        early_stopping: Some(EarlyStopping {
+            monitor: "val_loss".into(),
+            patience: 10,
+            min_delta: 0.0,
+            restore_best_weights: true,
+        }),
+        pruning: Some(PruningSchedule {
+            target_sparsity: 0.5,
+            structured: true,
+            end_epoch: Some(1),
+            ..PruningSchedule::default()
+        }),
+        ..FitConfig::default()
+    };
+    let mut epochs = 0;
+    let mut count = |e: &Event| {
+        if matches!(e, Event::EpochEnd { .. }) {
+            epochs += 1;
+        }
+        kiln_core::train::Control::Continue
+    };
+    m.fit(
+        x.view(),
+        &Targets::Classes(y.clone()),
+        None,
+        &cfg,
+        &mut Hooks {
+            on_event: Some(&mut count),
+            ..Hooks::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(epochs, 3);
+    // even if early stopping put back an earlier (denser) epoch, the final masks hold
+    let report = sparsity_report(&m).unwrap();
+    assert_eq!(
+        (report[0].zero_channels, report[1].zero_channels),
+        (4, 16),
+        "{report:?}"
+    );
+    let before = m.predict(x.view(), 64).unwrap();
+    let small = make_permanent(&m).unwrap();
+    assert!(small.net.num_trainable() < m.net.num_trainable() / 2 + 100);
+    let after = Model::from_bytes(&small.to_bytes().unwrap())
+        .unwrap()
+        .predict(x.view(), 64)
+        .unwrap();
+    let diff = before
+        .iter()
+        .zip(after.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(diff < 1e-4, "{diff}");
+}
+
+#[test]
+fn pruning_schedules_that_do_not_fit_are_refused() {
+    let (mut m, x, y) = trained();
+    let weights = m.flat_params();
+    for (bad, word) in [
+        (
+            PruningSchedule {
+                target_sparsity: 1.0,
+                ..Default::default()
+            },
+            "target_sparsity",
+        ),
+        (
+            PruningSchedule {
+                end_epoch: Some(2),
+                ..Default::default()
+            },
+            "end_epoch",
+        ),
+        (
+            PruningSchedule {
+                start_epoch: 5,
+                ..Default::default()
+            },
+            "start_epoch",
+        ),
+        (
+            PruningSchedule {
+                frequency: Some(0),
+                ..Default::default()
+            },
+            "frequency",
+        ),
+    ] {
+        let cfg = FitConfig {
+            epochs: 2,
+            pruning: Some(bad),
+            ..FitConfig::default()
+        };
+        let e = m
+            .fit(
+                x.view(),
+                &Targets::Classes(y.clone()),
+                None,
+                &cfg,
+                &mut Hooks::default(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, KilnError::Value(_)) && e.to_string().contains(word),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        m.flat_params(),
+        weights,
+        "a refused schedule trains nothing"
+    );
+    let json: Result<FitConfig, _> = serde_json::from_str(r#"{"pruning": {"target": 0.5}}"#);
+    assert!(json.is_err(), "unknown fields are refused");
+    let cfg: FitConfig = serde_json::from_str(
+        r#"{"pruning": {"target_sparsity": 0.5, "scope": "layer", "schedule": "constant"}}"#,
+    )
+    .unwrap();
+    assert_eq!(cfg.pruning.unwrap().scope, PruneScope::PerLayer);
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! Making models small and fast for the edge: post-training int8 quantization to ONNX
-//! ([`quantize`]), magnitude pruning with a shrinking step for whole channels ([`prune`]), and
-//! knowledge distillation ([`distill`]).
+//! ([`quantize`]), magnitude pruning with a shrinking step for whole channels ([`prune`]), applied
+//! gradually while `fit` trains ([`gradual`]), and knowledge distillation ([`distill`]).
 //!
 //! All three work on the flat list of layers of a [`Model`] (nested `Sequential`s unrolled, with
 //! their state-dict prefixes), which [`flat_layers`] rebuilds as standalone modules so a pass can run
 //! the network one layer at a time (to see what each layer receives) without touching the model.
 
 pub mod distill;
+pub mod gradual;
 pub mod prune;
 pub mod quantize;
 
@@ -17,8 +18,10 @@ use crate::nn::{LayerSpec, Module};
 use crate::{shape_err, value_err, Model, Result};
 
 pub use distill::{distill, DistillConfig, DistillReport};
+pub use gradual::{Pruner, PruningSchedule, SparsityCurve};
 pub use prune::{
-    fit_masked, make_permanent, prune, sparsity_report, LayerSparsity, PruneOptions, PruneScope,
+    apply_masks, fit_masked, magnitude_masks, make_permanent, prune, sparsity_report,
+    LayerSparsity, PruneOptions, PruneScope,
 };
 pub use quantize::{quantize_onnx, Calibration, QuantizeMode, QuantizeOptions};
 

@@ -5,13 +5,15 @@
 //! - structured: zero whole output channels (conv filters, linear units) with the smallest L2 norm,
 //!   weight rows and biases together. The output layer is left whole (its units are the classes).
 //!
-//! Gradual pruning re-applies [`prune`] with a growing sparsity between epochs of fine-tuning.
+//! Gradual pruning ([`super::gradual`]) raises the sparsity of [`magnitude_masks`] along a schedule
+//! while `fit` trains, re-applying the masks after every optimizer step.
 //! [`make_permanent`] then removes structurally pruned channels, and the matching input columns of
 //! the next weighted layer, so the model (and its ONNX export) really gets smaller.
 
 use std::collections::BTreeMap;
 
 use ndarray::{Axis, IxDyn};
+use serde::{Deserialize, Serialize};
 
 use super::{flat_layers, is_weighted, FlatLayer};
 use crate::autograd::{Tape, Tensor};
@@ -20,11 +22,13 @@ use crate::train::{FitConfig, Hooks, Input, Targets};
 use crate::{value_err, Model, Result};
 
 /// Rank weights over the whole model or within each layer (unstructured pruning).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PruneScope {
     /// One threshold for all weights: layers with many small weights lose more.
     Global,
-    /// The same sparsity in every layer.
+    /// The same sparsity in every layer (`"per_layer"`, or `"layer"`).
+    #[serde(alias = "layer")]
     PerLayer,
 }
 
@@ -79,8 +83,10 @@ fn rows(t: &Tensor) -> usize {
     t.shape().first().copied().unwrap_or(1)
 }
 
-/// Zero weights by magnitude; returns the sparsity report afterwards.
-pub fn prune(model: &mut Model, opts: &PruneOptions) -> Result<Vec<LayerSparsity>> {
+/// Which values magnitude pruning keeps: a 0/1 mask per pruned tensor, by state-dict name (every
+/// Linear/Conv weight; with `structured`, also the biases of the removed channels). Values that are
+/// already zero rank lowest, so a growing sparsity keeps what earlier rounds pruned.
+pub fn magnitude_masks(model: &Model, opts: &PruneOptions) -> Result<BTreeMap<String, Tensor>> {
     if !(0.0..1.0).contains(&opts.sparsity) {
         value_err!("prune: sparsity must be in [0, 1), got {}", opts.sparsity);
     }
@@ -88,7 +94,11 @@ pub fn prune(model: &mut Model, opts: &PruneOptions) -> Result<Vec<LayerSparsity
     if names.is_empty() {
         value_err!("prune: the model has no Linear or Conv layer to prune");
     }
-    let mut dict = model.net.state_dict();
+    let dict = model.net.state_dict();
+    let mut masks: BTreeMap<String, Tensor> = names
+        .iter()
+        .map(|(n, _)| (n.clone(), dict[n].mapv(|_| 1.0)))
+        .collect();
     if opts.structured {
         // every weighted layer but the output one
         for (name, _) in &names[..names.len() - 1] {
@@ -101,15 +111,17 @@ pub fn prune(model: &mut Model, opts: &PruneOptions) -> Result<Vec<LayerSparsity
             // keep at least one channel so the network stays connected
             let k = ((opts.sparsity * out as f32).floor() as usize).min(out - 1);
             let gone = smallest(&norms, k);
-            let w = dict.get_mut(name).expect("listed");
+            let m = masks.get_mut(name).expect("listed");
             for &c in &gone {
-                w.index_axis_mut(Axis(0), c).fill(0.0);
+                m.index_axis_mut(Axis(0), c).fill(0.0);
             }
             let bias = format!("{}bias", name.trim_end_matches("weight"));
-            if let Some(b) = dict.get_mut(&bias) {
+            if let Some(b) = dict.get(&bias) {
+                let mut mb = b.mapv(|_| 1.0);
                 for &c in &gone {
-                    b[c] = 0.0;
+                    mb[c] = 0.0;
                 }
+                masks.insert(bias, mb);
             }
         }
     } else {
@@ -128,9 +140,9 @@ pub fn prune(model: &mut Model, opts: &PruneOptions) -> Result<Vec<LayerSparsity
             let mut at = 0;
             let mut g = gone.into_iter().peekable();
             for n in group {
-                let w = dict.get_mut(n).expect("listed");
-                let len = w.len();
-                for (i, v) in w.iter_mut().enumerate() {
+                let m = masks.get_mut(n).expect("listed");
+                let len = m.len();
+                for (i, v) in m.iter_mut().enumerate() {
                     if g.peek() == Some(&(at + i)) {
                         *v = 0.0;
                         g.next();
@@ -140,11 +152,22 @@ pub fn prune(model: &mut Model, opts: &PruneOptions) -> Result<Vec<LayerSparsity
             }
         }
     }
+    Ok(masks)
+}
+
+/// Multiply each named tensor of the model by its mask.
+pub fn apply_masks(model: &mut Model, masks: &BTreeMap<String, Tensor>) {
     for (name, p) in model.net.tensors_mut() {
-        if let Some(v) = dict.remove(&name) {
-            p.value = v;
+        if let Some(mask) = masks.get(&name) {
+            p.value *= mask;
         }
     }
+}
+
+/// Zero weights by magnitude, at once; returns the sparsity report afterwards.
+pub fn prune(model: &mut Model, opts: &PruneOptions) -> Result<Vec<LayerSparsity>> {
+    let masks = magnitude_masks(model, opts)?;
+    apply_masks(model, &masks);
     sparsity_report(model)
 }
 
@@ -204,20 +227,14 @@ pub fn fit_masked(
         .filter(|(name, _)| masked.contains(name) || dead_bias.contains(name))
         .map(|(name, p)| (name, p.value.mapv(|v| if v == 0.0 { 0.0 } else { 1.0 })))
         .collect();
-    let mut apply_masks = |m: &mut Model| {
-        for (name, p) in m.net.tensors_mut() {
-            if let Some(mask) = masks.get(&name) {
-                p.value *= mask;
-            }
-        }
-    };
+    let mut hold = |m: &mut Model| apply_masks(m, &masks);
     let cfg = FitConfig {
         epochs,
         batch_size,
         ..FitConfig::default()
     };
     let mut hooks = Hooks {
-        after_step: Some(&mut apply_masks),
+        after_step: Some(&mut hold),
         ..Hooks::default()
     };
     let history = model.fit(x, y, None, &cfg, &mut hooks)?;

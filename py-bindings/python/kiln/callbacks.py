@@ -154,3 +154,59 @@ class CallbackList:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class Pruning(Callback):
+    """Gradual magnitude pruning while ``fit`` trains (Zhu & Gupta, 2017), the Keras-tfmot way::
+
+        model.fit(X, y, epochs=8, callbacks=[kiln.callbacks.Pruning(0.8, end_epoch=4)])
+        kiln.optimize.sparsity_report(model)        # real zeros per layer
+        small = kiln.optimize.make_permanent(model)  # structured: dead channels cut out
+
+    The sparsity rises from ``initial_sparsity`` at the first step of ``start_epoch`` to
+    ``target_sparsity`` at the first step of ``end_epoch`` (default: the last epoch; epochs count from
+    0), along ``s = s_f + (s_i - s_f)(1 - p)^power`` (``schedule="polynomial"``: fast while many
+    redundant weights remain, then slowly), or at once (``"constant"``). Every ``frequency`` optimizer
+    steps (default: once per epoch) the smallest weights are masked again, ranked over the whole model
+    (``scope="global"``) or within each layer (``"layer"``); ``structured=True`` masks whole conv
+    filters / linear units instead, every layer but the output one. After every optimizer step the
+    masks are re-applied, so no pruned weight comes back. It all runs in the core; the epoch logs gain
+    ``sparsity``, the real fraction of zero Linear/Conv weights. After ``fit`` the zeros are ordinary
+    weights: a later ``fit`` without this callback may regrow them.
+    """
+
+    def __init__(self, target_sparsity: float, *, start_epoch: int = 0, end_epoch: int | None = None,
+                 frequency: int | None = None, schedule: str = "polynomial", initial_sparsity: float = 0.0,
+                 power: float = 3.0, structured: bool = False, scope: str = "global") -> None:
+        for name, v in (("target_sparsity", target_sparsity), ("initial_sparsity", initial_sparsity)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) < 1.0:
+                raise InvalidInputError(f"Pruning: {name} must be a number in [0, 1), got {v!r}")
+        for name, n, low in (("start_epoch", start_epoch, 0), ("end_epoch", end_epoch, 0), ("frequency", frequency, 1)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < low):
+                raise InvalidInputError(f"Pruning: {name} must be an integer >= {low}, got {n!r}")
+        if end_epoch is not None and end_epoch < start_epoch:
+            raise InvalidInputError(f"Pruning: end_epoch ({end_epoch}) is before start_epoch ({start_epoch})")
+        if schedule not in ("polynomial", "constant"):
+            raise InvalidInputError(f'Pruning: schedule must be "polynomial" or "constant", got {schedule!r}')
+        if scope not in ("global", "layer", "per_layer"):
+            raise InvalidInputError(f'Pruning: scope must be "global" or "layer", got {scope!r}')
+        self.target_sparsity, self.initial_sparsity = float(target_sparsity), float(initial_sparsity)
+        self.start_epoch, self.end_epoch, self.frequency = start_epoch, end_epoch, frequency
+        self.schedule, self.power, self.structured, self.scope = schedule, float(power), bool(structured), scope
+
+    def spec(self) -> dict[str, Any]:
+        """The core's ``PruningSchedule`` (``FitConfig.pruning``)."""
+        return {"target_sparsity": self.target_sparsity, "initial_sparsity": self.initial_sparsity,
+                "start_epoch": self.start_epoch, "end_epoch": self.end_epoch, "frequency": self.frequency,
+                "schedule": self.schedule, "power": self.power, "structured": self.structured,
+                "scope": "per_layer" if self.scope == "layer" else self.scope}
+
+    def on_train_end(self, history: "History") -> None:
+        # A fit that did not hand this callback to the core would leave the model dense, silently.
+        if history.epoch and "sparsity" not in history.history:
+            raise InvalidInputError("Pruning: this fit did not prune (the callback never reached the core)")
+
+    def __repr__(self) -> str:
+        return (f"Pruning(target_sparsity={self.target_sparsity}, start_epoch={self.start_epoch}, "
+                f"end_epoch={self.end_epoch}, frequency={self.frequency}, schedule={self.schedule!r}, "
+                f"structured={self.structured}, scope={self.scope!r})")

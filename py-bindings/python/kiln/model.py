@@ -11,7 +11,7 @@ import numpy as np
 from . import _kiln
 from ._arrays import as_input, as_targets
 from ._seed import next_seed
-from .callbacks import Callback, CallbackList, EarlyStopping, ModelCheckpoint
+from .callbacks import Callback, CallbackList, EarlyStopping, ModelCheckpoint, Pruning
 from .errors import InvalidInputError
 from .history import History
 from .layers import Layer, from_spec
@@ -193,6 +193,8 @@ class Sequential:
                 config["early_stopping"] = cb.spec()
             elif isinstance(cb, ModelCheckpoint):
                 config["checkpoint"] = cb.spec()
+            elif isinstance(cb, Pruning):  # gradual pruning runs in the core (masks held every step)
+                config["pruning"] = cb.spec()
         runner = CallbackList(cbs, self, epochs, verbose)
         self.stop_training = False
         runner.on_train_begin()
