@@ -16,7 +16,6 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tensor::PyTensor>()?;
     m.add_function(wrap_pyfunction!(optimize::optimize_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(optimize::optimize_prune, m)?)?;
-    m.add_function(wrap_pyfunction!(optimize::optimize_fit_masked, m)?)?;
     m.add_function(wrap_pyfunction!(optimize::optimize_sparsity_report, m)?)?;
     m.add_function(wrap_pyfunction!(optimize::optimize_make_permanent, m)?)?;
     m.add_function(wrap_pyfunction!(optimize::optimize_distill, m)?)?;

@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::error::IntoPy;
-use crate::model::{targets, PyModel, PyTargets};
+use crate::model::PyModel;
 
 fn bad(msg: String) -> PyErr {
     crate::error::to_py(KilnError::value(msg))
@@ -121,23 +121,6 @@ pub fn optimize_prune(
         scope,
     };
     optimize::prune(model.core_mut(), &opts).py().map(rows)
-}
-
-/// Fine-tune with the zeros of the weights held at zero after every optimizer step; per-epoch loss.
-#[pyfunction]
-pub fn optimize_fit_masked<'py>(
-    py: Python<'py>,
-    mut model: PyRefMut<'py, PyModel>,
-    x: PyReadonlyArrayDyn<'py, f32>,
-    y: PyTargets<'py>,
-    epochs: usize,
-    batch_size: usize,
-) -> PyResult<Vec<f32>> {
-    let y = targets(y)?;
-    let x = x.as_array();
-    let core = model.core_mut();
-    py.detach(|| optimize::fit_masked(core, x, &y, epochs, batch_size))
-        .py()
 }
 
 /// Real sparsity of every Linear/Conv weight.

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = ["Model", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
-           "optimize_fit_masked", "optimize_sparsity_report", "optimize_make_permanent", "optimize_distill"]
+           "optimize_sparsity_report", "optimize_make_permanent", "optimize_distill"]
 
 __version__: str
 
@@ -153,7 +153,6 @@ def optimize_quantize(model: Model, calibration: Optional[_F32], per_channel: bo
                       percentile: float, mode: str, labels: Optional[Sequence[str]], input_scale: Optional[float],
                       input_offset: Optional[float], opset: int, path: Optional[_Path]) -> Optional[bytes]: ...
 def optimize_prune(model: Model, sparsity: float, structured: bool, scope: str) -> list[_SparsityRow]: ...
-def optimize_fit_masked(model: Model, x: _F32, y: _Targets, epochs: int, batch_size: int) -> list[float]: ...
 def optimize_sparsity_report(model: Model) -> list[_SparsityRow]: ...
 def optimize_make_permanent(model: Model) -> bytes: ...
 def optimize_distill(teacher: Model, student: Model, x: _F32, y: Optional[npt.NDArray[np.int64]],
