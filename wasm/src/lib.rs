@@ -18,9 +18,27 @@ mod session;
 #[cfg(feature = "train")]
 mod trainer;
 
+use kiln_core::{KilnError, Result};
+use ndarray::{ArrayD, IxDyn};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(start)]
 fn start() {
     panic::install();
+}
+
+/// `data` shaped by `dims` (as JavaScript passes them), or an error naming `what` when the sizes
+/// don't multiply to the data's length.
+pub(crate) fn array<T>(what: &str, data: Vec<T>, dims: &[u32]) -> Result<ArrayD<T>> {
+    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    let needed = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if needed != Some(data.len()) {
+        let needed = needed.map_or("more than 2^32".into(), |n| n.to_string());
+        return Err(KilnError::shape(format!(
+            "{what}: dims {shape:?} need {needed} values, the data has {}",
+            data.len()
+        )));
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape), data)
+        .map_err(|e| KilnError::shape(format!("{what}: {e}")))
 }

@@ -2,7 +2,7 @@
 
 use kiln_core::infer::{InferenceSession, TensorData, TensorInfo};
 use kiln_core::{KilnError, Result};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use wasm_bindgen::prelude::*;
 
 use crate::error::{js, JsResult};
@@ -112,17 +112,7 @@ impl Feed {
     where
         ArrayD<T>: Into<TensorData>,
     {
-        let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-        let needed = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        if needed != Some(data.len()) {
-            let needed = needed.map_or("more than 2^32".into(), |n| n.to_string());
-            return Err(KilnError::shape(format!(
-                "input {name:?}: dims {shape:?} need {needed} values, the data has {}",
-                data.len()
-            )));
-        }
-        let array = ArrayD::from_shape_vec(IxDyn(&shape), data)
-            .map_err(|e| KilnError::shape(format!("input {name:?}: {e}")))?;
+        let array = crate::array(&format!("input {name:?}"), data, dims)?;
         self.inputs.push((name, array.into()));
         Ok(())
     }

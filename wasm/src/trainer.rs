@@ -10,9 +10,9 @@ use kiln_core::nn::Module;
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
 use kiln_core::{KilnError, Model, Result};
-use ndarray::{ArrayD, IxDyn};
 use wasm_bindgen::prelude::*;
 
+use crate::array;
 use crate::error::{js, JsResult};
 
 /// A trainable model loaded from a `.kiln` checkpoint.
@@ -281,18 +281,4 @@ impl Prediction {
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| KilnError::value(format!("invalid {what}: {e}")))
-}
-
-fn array(what: &str, data: Vec<f32>, dims: &[u32]) -> Result<ArrayD<f32>> {
-    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
-    let needed = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    if needed != Some(data.len()) {
-        let needed = needed.map_or("more than 2^32".into(), |n| n.to_string());
-        return Err(KilnError::shape(format!(
-            "{what}: dims {shape:?} need {needed} values, the data has {}",
-            data.len()
-        )));
-    }
-    ArrayD::from_shape_vec(IxDyn(&shape), data)
-        .map_err(|e| KilnError::shape(format!("{what}: {e}")))
 }
