@@ -8,7 +8,7 @@ Result files (one JSON object each, written by run.sh):
   <framework>_<case>_<seed>.json  training: samples_per_s, test_accuracy, peak_rss_mb, ... (common.emit)
   pytorch_sgemm.json / kiln_sgemm.json  {"gflops": {"<threads>": {"<n>": GFLOP/s}}, ...}
   pytorch_step.json               PyTorch µs per train step (MLP 64-128-64-10, batch 32)
-  inference_<name>.json           optional: {"engine", "model", "batch", "ms_per_run", "notes"}
+  inference_<env>_<engine>_<model>.json   inference (bench/report_infer.py reads these)
 A file holding {"error": ...} is reported as "not measured" with the error; nothing is ever made up.
 """
 from __future__ import annotations
@@ -18,6 +18,8 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+import report_infer
 
 FRAMEWORKS = ("pytorch", "kiln")
 NAMES = {"pytorch": "PyTorch", "kiln": "kiln"}
@@ -30,7 +32,8 @@ LOADED = 0.05  # share of the machine's CPU time taken by other processes above 
 NOT_MEASURED = "not measured yet"
 
 METHOD = """\
-How these numbers are made (bench/run.sh; `make bench` reruns everything and rewrites this file):
+How these numbers are made (bench/run.sh; `make bench` reruns everything and rewrites this file).
+Training:
 - Every case runs in its own process, one after another, with **2 threads** per framework
   (PyTorch: `torch.set_num_threads(2)`, `OMP_NUM_THREADS=2`; kiln: `RAYON_NUM_THREADS=2`,
   `MATMUL_NUM_THREADS=2`). The machine has 2 cores; nothing else should run during a benchmark.
@@ -65,7 +68,7 @@ def load(results: Path):
         parts = p.stem.split("_")
         if parts[0] in FRAMEWORKS and len(parts) == 3 and parts[1] in CASES:
             train[parts[1]][parts[0]].append(r)
-        else:
+        elif parts[0] != "inference":  # report_infer reads those
             extra[p.stem] = r
     return train, errors, extra
 
@@ -139,25 +142,15 @@ def sgemm_table(extra):
     return rows
 
 
-def inference_table(extra):
-    rows = ["| engine | model | batch | ms / run | notes |", "| --- | --- | --- | ---: | --- |"]
-    measured = [v for k, v in sorted(extra.items()) if k.startswith("inference_")]
-    for r in measured:
-        rows.append(f"| {r['engine']} | {r['model']} | {r['batch']} | {r['ms_per_run']:.3f} | {r.get('notes', '')} |")
-    if not measured:
-        for engine in ("kiln-wasm (tract)", "onnxruntime-web"):
-            for model in ("MLP 64-128-64-10", "CNN conv16-pool-conv32-pool-linear"):
-                for batch in (1, 64):
-                    rows.append(f"| {engine} | {model} | {batch} | {NOT_MEASURED} | TODO: Node 20, 1 thread |")
-    return rows
-
-
-def chart(summary, path: Path, quick: bool):
+def chart(summary, inf, path: Path, quick: bool):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, grid = plt.subplots(2, 3, figsize=(15, 8.4))
+    axes = grid[0][:2]
+    report_infer.chart_native(grid[0][2], inf)
+    report_infer.chart_row(grid[1], inf)
     colours = {"pytorch": "#ee4c2c", "kiln": "#4a6fa5"}
     labels = [c.upper() for c in CASES]
     for ax, key, title in ((axes[0], "sps", "training throughput (samples/s, median, log scale)"),
@@ -181,7 +174,8 @@ def chart(summary, path: Path, quick: bool):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper left", ncols=2, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
-    fig.suptitle("kiln vs PyTorch CPU, 2 threads" + (" (QUICK RUN: not comparable)" if quick else ""))
+    fig.suptitle("kiln vs PyTorch CPU (training, 2 threads) and vs onnxruntime (inference, 1 thread)"
+                 + (" (QUICK RUN: not comparable)" if quick else ""))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -202,7 +196,8 @@ def main() -> None:
     m = json.loads(args.machine.read_text())
     versions = ", ".join(f"{NAMES[fw]} {s['version']}" for fw in FRAMEWORKS
                          for s in [next((summary[c][fw] for c in CASES if fw in summary[c]), None)] if s)
-    chart(summary, args.chart, args.quick)
+    inf = report_infer.load(args.results)
+    chart(summary, inf, args.chart, args.quick)
 
     shares = [s["other"] for c in CASES for s in summary[c].values()]
     other = f"{max(shares):.0%}" if shares else "–"
@@ -212,18 +207,23 @@ def main() -> None:
           f"_Written by `make bench` (bench/run.sh) on {m['date']}, commit {m['git'] or '?'}. "
           "Do not edit by hand._", ""]
     if args.quick:
-        md += ["> **Quick run** (1 epoch, 1 seed): checks the plumbing; the numbers are not comparable.", ""]
-    md += ["## Method", "", METHOD, "",
+        md += ["> **Quick run** (1 epoch, 1 seed, short timings): checks the plumbing; the numbers are not "
+               "comparable.", ""]
+    md += ["## Targets and where we stand", "",
+           "The goals of issue 8. A target is judged only when both sides were measured in this run.", "",
+           *report_infer.targets(summary, inf), "",
+           "## Method", "", METHOD, "", "Inference:", report_infer.METHOD, "",
            "## Machine", "",
            "| | |", "| --- | --- |",
            f"| CPU | {m['cpu']} ({m['simd']}) |", f"| cores / memory | {m['cores']} / {m['mem_gib']} GiB |",
            f"| kernel | Linux {m['kernel']} |", f"| Python / Rust | {m['python']} / {m['rustc'] or '?'} |",
+           f"| Node / Chromium | {m.get('node') or '?'} / {m.get('chromium') or '?'} |",
            f"| versions | {versions or '–'} |",
            f"| load average at start | {m['loadavg_start']:.2f} |",
            f"| ran at raised CPU priority (BENCH_PRIORITY) | {'yes' if m.get('high_priority') else 'no'} |",
            f"| busiest other-process CPU share during a training run | {other} |", "",
            "## Training", "", *training_table(summary), "",
-           "![training throughput and memory](bench/chart.png)", "",
+           "![training throughput and memory; inference latency, cold start and download](bench/chart.png)", "",
            "## Memory", "", *memory_table(summary), "",
            "## One training step", "",
            "MLP 64-128-64-10, batch 32: forward, cross-entropy, backward, Adam step.", "",
@@ -235,8 +235,8 @@ def main() -> None:
            f"| PyTorch (same measure as kiln's row) | "
            f"{fmt(summary['mlp'].get('pytorch') and summary['mlp']['pytorch']['us_step'], ',.1f')} |", "",
            "## GEMM: OpenBLAS sgemm (numpy) as the yardstick", "", *sgemm_table(extra), "",
-           "## Inference in the browser engine: kiln-wasm vs onnxruntime-web", "",
-           *inference_table(extra), ""]
+           "## Inference: kiln-wasm vs onnxruntime-web, kiln.InferenceSession vs onnxruntime", "",
+           *report_infer.section(inf)]
     if errors:
         md += ["## Runs that failed", "", "These produced no numbers; the tables say \"not measured yet\".", ""]
         md += [f"- `{name}`: {msg[:300]}" for name, msg in errors] + [""]

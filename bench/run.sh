@@ -2,10 +2,13 @@
 # kiln against its peers in one invocation: writes bench/out/results/*.json, then BENCHMARKS.md at the
 # repo root and bench/chart.png. `make bench` calls this after building kiln into .venv.
 #
-#   bash bench/run.sh                      # the full run (~15-25 min on 2 cores)
-#   BENCH_QUICK=1 bash bench/run.sh        # 1 epoch, 1 seed: checks the plumbing, numbers not comparable
-#   BENCH_ONLY=pytorch bash bench/run.sh   # one side only (pytorch | kiln); the report keeps the other's
-#                                          # earlier results if they are in bench/out/results
+#   bash bench/run.sh                      # the full run (training, then inference)
+#   BENCH_QUICK=1 bash bench/run.sh        # 1 epoch, 1 seed, short timings: checks the plumbing only
+#   BENCH_ONLY=pytorch bash bench/run.sh   # one training side only (pytorch | kiln); the report keeps the
+#                                          # other's earlier results if they are in bench/out/results
+#   BENCH_ONLY=training bash bench/run.sh  # all of training, no inference (inference results are kept)
+#   BENCH_ONLY=inference bash bench/run.sh # inference only: models, Node, Chromium, native (training kept)
+#   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet"   # inference subsets
 #   BENCH_WAIT_IDLE=600 bash bench/run.sh  # on a shared machine: before each case wait (up to 600 s)
 #                                          # until other processes leave the CPUs < 10% busy
 #   BENCH_PRIORITY=1 bash bench/run.sh     # on a shared machine, as root: run the cases at high CPU
@@ -24,8 +27,22 @@ KILN_PY="${KILN_PY:-$ROOT/.venv/bin/python}"
 SEEDS="${BENCH_SEEDS:-0 1 2}"
 CASES="${BENCH_CASES:-mlp cnn gemm}"
 ONLY="${BENCH_ONLY:-}"
+INFER_ENVS="${BENCH_INFER_ENVS:-node chromium native}"
+INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet}"
 EXTRA=()
-if [[ -n "${BENCH_QUICK:-}" ]]; then SEEDS=0; EXTRA=(--epochs 1); fi
+QUICK=()
+if [[ -n "${BENCH_QUICK:-}" ]]; then SEEDS=0; EXTRA=(--epochs 1); QUICK=(--quick); fi
+case "$ONLY" in
+  ""|pytorch|kiln|training|inference) ;;
+  *) echo "bench: BENCH_ONLY must be pytorch, kiln, training or inference, not '$ONLY'" >&2; exit 2 ;;
+esac
+# which parts run: a training side (pytorch, kiln) or inference
+want() {
+  case "$1" in
+    inference) [[ -z "$ONLY" || "$ONLY" == inference ]] ;;
+    *) [[ -z "$ONLY" || "$ONLY" == training || "$ONLY" == "$1" ]] ;;
+  esac
+}
 
 bash "$HERE/setup_peers.sh"
 if [[ -n "${BENCH_PRIORITY:-}" ]]; then
@@ -61,7 +78,13 @@ PY
   rm -f "$out.tmp" "$tmp_err"
 }
 
-if [[ -z "$ONLY" ]]; then rm -f "$RES"/*.json; else rm -f "$RES/${ONLY}_"*.json; fi
+# forget the results this run replaces; keep the rest for the report
+case "$ONLY" in
+  "") rm -f "$RES"/*.json ;;
+  inference) rm -f "$RES"/inference_*.json ;;
+  training) find "$RES" -name '*.json' ! -name 'inference_*' -delete ;;
+  *) rm -f "$RES/${ONLY}_"*.json ;;
+esac
 
 # ---- the machine ------------------------------------------------------------------------------
 "$PEERS" - "$OUT/machine.json" "$KILN_PY" <<'PY'
@@ -79,7 +102,8 @@ json.dump({
     "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
     "simd": " ".join(f for f in ("avx2", "fma", "avx512f") if f in flags),
     "kernel": platform.release(), "python": platform.python_version(),
-    "rustc": sh("rustc", "--version"), "git": sh("git", "-C", os.path.dirname(os.getcwd()), "rev-parse", "--short", "HEAD"),
+    "rustc": sh("rustc", "--version"), "node": sh("node", "--version"),
+    "chromium": sh(os.environ.get("CHROMIUM", "/usr/bin/chromium"), "--version"), "git": sh("git", "-C", os.path.dirname(os.getcwd()), "rev-parse", "--short", "HEAD"),
     "kiln_python": sys.argv[2], "loadavg_start": os.getloadavg()[0],
     "high_priority": bool(os.environ.get("BENCH_PRIORITY")),
     "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")},
@@ -88,7 +112,7 @@ PY
 log "machine: $(tr -d '\n' < "$OUT/machine.json" | cut -c1-160)..."
 
 # ---- OpenBLAS sgemm through numpy (the two OpenBLAS overrides unset for this command only) -------
-if [[ "$ONLY" != kiln ]]; then
+if want pytorch; then
   log "numpy/OpenBLAS sgemm"
   run_case "$RES/pytorch_sgemm.json" env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PEERS" numpy_sgemm.py
   log "PyTorch train step (MLP 64-128-64-10, batch 32)"
@@ -96,7 +120,7 @@ if [[ "$ONLY" != kiln ]]; then
 fi
 
 # ---- kiln's GEMM (the gemm crate behind kiln_core::autograd::gemm), 1 and 2 threads ----------------
-if [[ "$ONLY" != pytorch ]]; then
+if want kiln; then
   log "kiln sgemm"
   cargo build --release -q -p kiln-core --example sgemm
   one=$(RAYON_NUM_THREADS=1 "$ROOT/target/release/examples/sgemm")
@@ -105,17 +129,56 @@ if [[ "$ONLY" != pytorch ]]; then
 fi
 
 # ---- training: every case x seed, PyTorch then kiln ---------------------------------------------
-if [[ "$ONLY" != kiln ]]; then
+if want pytorch; then
   for case in $CASES; do for seed in $SEEDS; do
     log "PyTorch $case seed $seed"
     run_case "$RES/pytorch_${case}_${seed}.json" "$PEERS" peers_torch.py "$case" --seed "$seed" "${EXTRA[@]}"
   done; done
 fi
-if [[ "$ONLY" != pytorch ]]; then
+if want kiln; then
   for case in $CASES; do for seed in $SEEDS; do
     log "kiln $case seed $seed"
     run_case "$RES/kiln_${case}_${seed}.json" "$KILN_PY" kiln_train.py "$case" --seed "$seed" "${EXTRA[@]}"
   done; done
+fi
+
+# ---- inference: the same .onnx files through kiln and its peers, in Node, Chromium and natively ----
+# One engine x model per process (per fresh browser profile), engines alternating model by model so
+# a drift in the machine's load hits both sides alike. Each script prints its JSON as the last line.
+if want inference; then
+  log "inference models -> bench/out/models"
+  if "$KILN_PY" make_models.py "$OUT/models"; then
+    # npm ci only when node_modules is missing or older than its lock file (as tests/run.sh does)
+    for dir in "$ROOT/wasm" "$ROOT/tests"; do
+      if [[ ! -d "$dir/node_modules" || "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+      fi
+    done
+    # Benchmark a snapshot of kiln-wasm: a rebuild of wasm/pkg during the run cannot mix two builds.
+    rm -rf "$OUT/kiln-wasm-pkg" && cp -r "$ROOT/wasm/pkg" "$OUT/kiln-wasm-pkg"
+    export KILN_WASM_PKG="$OUT/kiln-wasm-pkg"
+    for model in $INFER_MODELS; do
+      for env in $INFER_ENVS; do
+        case "$env" in
+          node|chromium)
+            script=infer/node.mjs; [[ "$env" == chromium ]] && script=infer/browser.mjs
+            for engine in kiln-wasm onnxruntime-web; do
+              log "inference $env $engine $model"
+              run_case "$RES/inference_${env}_${engine}_${model}.json" node "$script" "$engine" "$model" --models "$OUT/models" "${QUICK[@]}"
+            done ;;
+          native)
+            for engine in kiln onnxruntime onnxruntime-2t; do
+              log "inference native $engine $model"
+              run_case "$RES/inference_native_${engine}_${model}.json" "$KILN_PY" infer_native.py "$engine" "$model" --models "$OUT/models" "${QUICK[@]}"
+            done ;;
+          *) log "unknown inference environment '$env' (node, chromium or native)"; exit 2 ;;
+        esac
+      done
+    done
+  else
+    log "FAILED: make_models.py; no inference measured"
+    printf '{"error": "bench/make_models.py failed; see the bench log", "command": "make_models.py"}\n' > "$RES/inference_models.json"
+  fi
 fi
 
 # ---- the report ---------------------------------------------------------------------------------

@@ -1,0 +1,297 @@
+"""The inference half of BENCHMARKS.md: tables, the targets and a chart row, from
+bench/out/results/inference_<env>_<engine>_<model>.json (written by bench/infer/node.mjs,
+bench/infer/browser.mjs and bench/infer_native.py; report.py calls this module).
+
+Ratios are kiln / peer of a time or a size, so below 1 means kiln is better (faster, smaller).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+NOT_MEASURED = "not measured yet"
+MODELS = {"cnn": "digits CNN", "mlp": "digits MLP", "resnet": "ResNet-8 3×32×32"}
+WASM = ("kiln-wasm", "onnxruntime-web")
+NATIVE = ("kiln", "onnxruntime", "onnxruntime-2t")
+LOADED = 0.05
+
+METHOD = """\
+- **Inference models** (bench/make_models.py, regenerated each run into bench/out/models/, each checked
+  by onnx.checker and kiln vs onnxruntime to 1e-4): the web demo's digits CNN (exported by kiln), the
+  digits MLP 64-128-64-10 (trained 10 epochs and exported by kiln) and a ResNet-8 at 3×32×32 (three
+  residual stages with BatchNorm, 78k parameters, 12.5M multiply-adds per image) written with
+  onnx.helper, because kiln's Sequential cannot express a residual add.
+- **Engines**: kiln-wasm (wasm/pkg, tract) vs onnxruntime-web's wasm backend (SIMD, **1 thread**, no
+  proxy worker: threads need a cross-origin-isolated page; in a page its wasm-only build
+  `ort.wasm.bundle.min.mjs`, i.e. `import "onnxruntime-web/wasm"`); natively kiln.InferenceSession
+  (tract, one thread) vs onnxruntime's Python API with 1 and with 2 intra-op threads.
+- **Same calls everywhere**: bench/infer/measure.mjs runs in Node and in the page alike; the input is the
+  same deterministic batch ((i·7919 mod 17)/16); a call includes copying the input in and the output out.
+- **Latency**: after a warm-up of ≥ 1 s and ≥ 10 calls (V8 swaps its baseline wasm code for optimised
+  code in the background meanwhile), calls run back-to-back in groups of ≥ 25 ms; **median** of up to
+  21 groups (≥ 7, within ~4 s), ms per call, at batch 1 and batch 64.
+- **Cold start** = engine import + wasm fetch/compile/instantiate + model load + first prediction at
+  batch 1, the model's bytes already in memory; **median of 5** fresh processes (Node, native) or fresh
+  browsers on fresh profiles (Chromium: no HTTP cache, no compiled-wasm cache). In Chromium also
+  **navigation → first prediction** (the page's `performance.now()` at the first result, from a
+  127.0.0.1 server, model fetch included), and a **repeat visit** (second tab, same profile: HTTP and
+  wasm code caches warm; one run, so noisier).
+- **Download**: every file the page fetched for the engine (JS + wasm, logged by the benchmark's server;
+  the page and model excluded), raw and as gzip -9 / brotli -11 would send it.
+- **Wasm memory**: byte length of the engine's WebAssembly.Memory after the first prediction and after
+  the timed batch-64 runs (memory only grows, so that is the peak), read by wrapping
+  WebAssembly.instantiate/instantiateStreaming/Instance before the engine loads and keeping the memories
+  its instance imports (onnxruntime-web's Emscripten build) or exports (kiln's wasm-bindgen build).
+  Native: peak RSS of the Python process (interpreter and numpy included)."""
+
+
+def load(results: Path) -> dict:
+    out = {}
+    for p in sorted(results.glob("inference_*.json")):
+        r = json.loads(p.read_text() or "{}")
+        if "error" not in r and "env" in r:
+            out[(r["env"], r["engine"], r["model"])] = r
+    return out
+
+
+def _ms(v):
+    if v is None:
+        return NOT_MEASURED
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
+
+
+def _mb(n):
+    return NOT_MEASURED if n is None else f"{n / 1e6:.2f}"
+
+
+def _ratio(k, p):
+    return f"{k / p:.2f}" if k is not None and p else "–"
+
+
+def _lat(r, batch):
+    return r and r["latency"][str(batch)]["median_ms"]
+
+
+def _cold(r):
+    return r and r["cold"]["total_ms"]
+
+
+def _nav(r):
+    return r and r["cold"].get("first_prediction_at_ms")
+
+
+def _diff(a, b):
+    """Largest difference between the two engines' first 10 outputs of the first prediction."""
+    if not a or not b:
+        return "–"
+    d = max(abs(x - y) for x, y in zip(a["sample"], b["sample"]))
+    return "identical" if d == 0 else f"{d:.0e}"
+
+
+def _flag(*rs):
+    return " ⚠" if any(r and r.get("other_cpu_share", 0) > LOADED for r in rs) else ""
+
+
+def wasm_table(inf, env):
+    nav = env == "chromium"
+    head = ["model", "kiln cold start ms", "ort-web cold start ms", "ratio"]
+    if nav:
+        head += ["kiln navigation → 1st prediction ms", "ort-web", "ratio"]
+    head += ["kiln batch 1 ms", "ort-web batch 1 ms", "ratio", "kiln batch 64 ms", "ort-web batch 64 ms", "ratio", "outputs agree to"]
+    rows = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 2) + " --- |"]
+    for m, label in MODELS.items():
+        k, o = inf.get((env, "kiln-wasm", m)), inf.get((env, "onnxruntime-web", m))
+        cells = [label + _flag(k, o), _ms(_cold(k)), _ms(_cold(o)), _ratio(_cold(k), _cold(o))]
+        if nav:
+            cells += [_ms(_nav(k)), _ms(_nav(o)), _ratio(_nav(k), _nav(o))]
+        for b in (1, 64):
+            cells += [_ms(_lat(k, b)), _ms(_lat(o, b)), _ratio(_lat(k, b), _lat(o, b))]
+        cells.append(_diff(k, o))
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def phases_table(inf):
+    rows = ["| model | engine | import | init | load | first run | total (median of 5) | repeat visit total |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m, label in MODELS.items():
+        for e in WASM:
+            r = inf.get(("chromium", e, m))
+            if not r:
+                continue
+            p = r["cold"]["phases"]
+            init = p.get("init", p.get("init+load"))
+            load = "(in init)" if "init+load" in p else _ms(p.get("load"))
+            rep = r.get("repeat_visit")
+            rows.append(f"| {label} | {e} | {_ms(p.get('import'))} | {_ms(init)} | {load} | {_ms(p.get('first run'))} "
+                        f"| {_ms(_cold(r))} | {_ms(rep and rep['total_ms'])} |")
+    return rows
+
+
+def download_table(inf):
+    def sizes(e):  # the engine's files do not depend on the model: take the first measured
+        return next((inf[("chromium", e, m)]["bytes"] for m in MODELS if ("chromium", e, m) in inf), None)
+    k, o = sizes("kiln-wasm"), sizes("onnxruntime-web")
+    rows = ["| | kiln-wasm (MB) | onnxruntime-web (MB) | kiln / ort-web |", "| --- | ---: | ---: | ---: |"]
+    for key in ("raw", "gzip", "brotli"):
+        rows.append(f"| {key} | {_mb(k and k[key])} | {_mb(o and o[key])} | {_ratio(k and k[key], o and o[key])} |")
+    for name, s in (("kiln-wasm", k), ("onnxruntime-web", o)):
+        if s:
+            files = ", ".join(f"`{f['path'].rsplit('/', 1)[-1]}` {f['raw'] / 1e6:.2f} / {f['gzip'] / 1e6:.2f}" for f in s["files"])
+            rows.append(f"| {name} files (raw / gzip MB) | {files} | | |")
+    return rows
+
+
+def memory_table(inf):
+    rows = ["| model | kiln-wasm after 1st prediction (MB) | after batch-64 runs | ort-web after 1st prediction | after batch-64 runs "
+            "| native kiln peak RSS (MB) | native onnxruntime peak RSS |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m, label in MODELS.items():
+        k, o = inf.get(("chromium", "kiln-wasm", m)), inf.get(("chromium", "onnxruntime-web", m))
+        nk, no = inf.get(("native", "kiln", m)), inf.get(("native", "onnxruntime", m))
+        mem = lambda r, when: _mb(r and r["memory"][when]["total"])  # noqa: E731
+        rss = lambda r: f"{r['memory']['peak_rss_mb']:.0f}" if r else NOT_MEASURED  # noqa: E731
+        rows.append(f"| {label} | {mem(k, 'after_first')} | {mem(k, 'after_runs')} | {mem(o, 'after_first')} "
+                    f"| {mem(o, 'after_runs')} | {rss(nk)} | {rss(no)} |")
+    return rows
+
+
+def native_table(inf):
+    rows = ["| model | batch | kiln ms | onnxruntime 1 thread ms | kiln / ort 1t | onnxruntime 2 threads ms | kiln / ort 2t |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m, label in MODELS.items():
+        k, o1, o2 = (inf.get(("native", e, m)) for e in NATIVE)
+        for what, get in (("cold start", _cold), ("1", lambda r: _lat(r, 1)), ("64", lambda r: _lat(r, 64))):
+            rows.append(f"| {label}{_flag(k, o1, o2)} | {what} | {_ms(get(k))} | {_ms(get(o1))} | {_ratio(get(k), get(o1))} "
+                        f"| {_ms(get(o2))} | {_ratio(get(k), get(o2))} |")
+    return rows
+
+
+def versions(inf):
+    seen = {}
+    for (env, engine, _), r in sorted(inf.items()):
+        seen.setdefault(engine.removesuffix("-2t"), r["engine_version"])
+        if env != "native":  # native's is the Python version, in the machine table
+            seen.setdefault(env.capitalize(), r["env_version"])
+    return ", ".join(f"{k} {v}" for k, v in seen.items())
+
+
+def _verdict(ok, loaded=False):
+    if ok is None:
+        return "–"
+    return ("✅ met" if ok else "❌ not met") + (" ⚠ under load: rerun on a quiet machine" if loaded else "")
+
+
+def targets(summary, inf):
+    """Rows of (target, where we stand, verdict) for the issue's goals; nothing is judged unmeasured."""
+    rows = ["| target | where we stand | |", "| --- | --- | --- |"]
+
+    def train_ratio(case):
+        t, k = summary[case].get("pytorch"), summary[case].get("kiln")
+        return k["sps"] / t["sps"] if t and k else None
+    for case, goal, label in (("mlp", 2.0, "MLP"), ("cnn", 2.0, "CNN"), ("gemm", 0.8, "GEMM-bound MLP")):
+        r = train_ratio(case)
+        loaded = any(s["loaded"] for s in summary[case].values())
+        rows.append(f"| training samples/s, {label}: ≥ {goal}× PyTorch | {f'{r:.2f}×' if r else NOT_MEASURED} "
+                    f"| {_verdict(None if r is None else r >= goal, loaded)} |")
+    for case in ("mlp", "cnn"):
+        t, k = summary[case].get("pytorch"), summary[case].get("kiln")
+        d = (k["acc"] - t["acc"]) * 100 if t and k and t["acc"] is not None and k["acc"] is not None else None
+        rows.append(f"| test accuracy, {case.upper()}: within 0.5 points of PyTorch | "
+                    f"{f'{d:+.2f} points' if d is not None else NOT_MEASURED} | {_verdict(None if d is None else d >= -0.5)} |")
+    for m, label in MODELS.items():
+        k, o = inf.get(("chromium", "kiln-wasm", m)), inf.get(("chromium", "onnxruntime-web", m))
+        r = _lat(k, 1) / _lat(o, 1) if k and o else None
+        rows.append(f"| browser latency at batch 1, {label}: ≤ onnxruntime-web | "
+                    f"{f'{_ms(_lat(k, 1))} vs {_ms(_lat(o, 1))} ms ({r:.2f}×)' if r else NOT_MEASURED} "
+                    f"| {_verdict(None if r is None else r <= 1, bool(_flag(k, o)))} |")
+    for m, label in MODELS.items():
+        k, o = inf.get(("chromium", "kiln-wasm", m)), inf.get(("chromium", "onnxruntime-web", m))
+        r = _cold(k) / _cold(o) if k and o else None
+        rows.append(f"| browser cold start, {label}: ≤ ½ onnxruntime-web | "
+                    f"{f'{_ms(_cold(k))} vs {_ms(_cold(o))} ms ({r:.2f}×)' if r else NOT_MEASURED} "
+                    f"| {_verdict(None if r is None else r <= 0.5, bool(_flag(k, o)))} |")
+    k = next((inf[("chromium", "kiln-wasm", m)]["bytes"]["gzip"] for m in MODELS if ("chromium", "kiln-wasm", m) in inf), None)
+    o = next((inf[("chromium", "onnxruntime-web", m)]["bytes"]["gzip"] for m in MODELS if ("chromium", "onnxruntime-web", m) in inf), None)
+    r = k / o if k and o else None
+    rows.append(f"| download, gzip: ≤ ½ onnxruntime-web | {f'{_mb(k)} vs {_mb(o)} MB ({r:.2f}×)' if r else NOT_MEASURED} "
+                f"| {_verdict(None if r is None else r <= 0.5)} |")
+    return rows
+
+
+def section(inf) -> list[str]:
+    if not inf:
+        return ["No inference results: run `make bench` (or `BENCH_ONLY=inference bash bench/run.sh`).", ""]
+    return [
+        f"Versions: {versions(inf)}. Times in ms (medians); ratios are kiln / peer, so **below 1 kiln is "
+        "faster or smaller**. ⚠: other processes took > 5% of the CPU while the row was measured.", "",
+        "### In the browser: headless Chromium", "", *wasm_table(inf, "chromium"), "",
+        "Where a cold start goes (Chromium, medians of 5 fresh profiles; onnxruntime-web's init and load "
+        "are one call):", "", *phases_table(inf), "",
+        "### What a page downloads", "", *download_table(inf), "",
+        "### In Node", "", *wasm_table(inf, "node"), "",
+        "### Native (Python)", "", *native_table(inf), "",
+        "### Memory", "", "Wasm linear memory in Chromium (MB = 10⁶ bytes) and the native processes' peak RSS.", "",
+        *memory_table(inf), ""]
+
+
+def chart_row(axes, inf):
+    """Three panels: Chromium latency at batch 1 and cold start per model, and the download (gzip)."""
+    colours = {"kiln-wasm": "#4a6fa5", "onnxruntime-web": "#7f7f7f"}
+    panels = ((axes[0], lambda r: _lat(r, 1), "Chromium: ms per prediction, batch 1 (log)", 1.0),
+              (axes[1], _cold, "Chromium: cold start ms (init + load + 1st prediction)", 0.5))
+    for ax, get, title, goal in panels:
+        if goal == 1.0:
+            ax.set_yscale("log")  # the models differ by 100x
+        for i, e in enumerate(WASM):
+            for j, m in enumerate(MODELS):
+                r = inf.get(("chromium", e, m))
+                x = j + (i - 0.5) * 0.38
+                if r:
+                    ax.bar(x, get(r), 0.36, color=colours[e], label=e if j == 0 else None)
+                    ax.text(x, get(r), _ms(get(r)), ha="center", va="bottom", fontsize=7)
+        for j, m in enumerate(MODELS):  # the target for kiln's bar: goal x onnxruntime-web's figure
+            o = inf.get(("chromium", "onnxruntime-web", m))
+            if o:
+                ax.hlines(goal * get(o), j - 0.4, j + 0.02, colors="black", linestyles="dashed", linewidth=1,
+                          label="target" if j == 0 else None)
+        ax.set_xticks(range(len(MODELS)), list(MODELS.values()), fontsize=8)
+        ax.set_title(title, fontsize=10)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(lo, hi * (4 if goal == 1.0 else 1.2))
+    ax = axes[2]
+    for i, e in enumerate(WASM):
+        s = next((inf[("chromium", e, m)]["bytes"] for m in MODELS if ("chromium", e, m) in inf), None)
+        if s:
+            for j, key in enumerate(("raw", "gzip", "brotli")):
+                x = j + (i - 0.5) * 0.38
+                ax.bar(x, s[key] / 1e6, 0.36, color=colours[e], label=e if j == 0 else None)
+                ax.text(x, s[key] / 1e6, f"{s[key] / 1e6:.1f}", ha="center", va="bottom", fontsize=7)
+                if e == "onnxruntime-web" and key == "gzip":  # the target: half of onnxruntime-web's gzip
+                    ax.hlines(s[key] / 2e6, j - 0.4, j + 0.02, colors="black", linestyles="dashed", linewidth=1, label="target")
+    ax.set_xticks(range(3), ["raw", "gzip", "brotli"])
+    ax.set_title("page download: engine JS + wasm (MB)", fontsize=10)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper right", frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+
+
+def chart_native(ax, inf):
+    """Native ms per call at batch 64: kiln.InferenceSession vs onnxruntime (1 thread), per model."""
+    colours = {"kiln": "#4a6fa5", "onnxruntime": "#7f7f7f"}
+    ax.set_yscale("log")
+    for i, e in enumerate(colours):
+        for j, m in enumerate(MODELS):
+            r = inf.get(("native", e, m))
+            x = j + (i - 0.5) * 0.38
+            if r:
+                ax.bar(x, _lat(r, 64), 0.36, color=colours[e], label=f"{e} (1 thread)" if j == 0 else None)
+                ax.text(x, _lat(r, 64), _ms(_lat(r, 64)), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(MODELS)), list(MODELS.values()), fontsize=8)
+    ax.set_title("native (Python): ms per call, batch 64 (log)", fontsize=10)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo, hi * 4)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
