@@ -4,7 +4,8 @@
 //
 // Prints, for each runtime: the .wasm's raw / gzip / brotli size, the time from loadModel (or
 // InferenceSession.create) to the first prediction — including the wasm's own initialisation,
-// which is what a page waits for — and the median latency of one call at batch 1 and batch 64.
+// which is what a page waits for — the median latency of one call at batch 1 and batch 64, and the
+// first call at batch 64 (kiln optimises a plan per new batch size then).
 // The model's first input must be float32 with a free batch dimension (a digits CNN or MLP).
 // onnxruntime-web is a devDependency for this comparison only, run with one thread (kiln has
 // one, and threads need COOP/COEP headers that a page may not have).
@@ -67,10 +68,15 @@ async function benchKiln() {
   const first = model.run(one.data, one.shape);
   const firstMs = performance.now() - t0;
   const b64 = inputFor(model.inputs[0].dims, 64);
+  // kiln optimises a plan for each new batch size on its first run at that size (core/src/infer/plans.rs)
+  const t64 = performance.now();
+  model.run(b64.data, b64.shape);
+  const first64Ms = performance.now() - t64;
   const result = {
     runtime: 'kiln-wasm',
     wasm: sizes(new URL('./pkg/kiln_wasm_bg.wasm', import.meta.url)),
     firstPredictionMs: firstMs,
+    firstBatch64Ms: first64Ms,
     batch1Ms: await latency(() => model.run(one.data, one.shape)),
     batch64Ms: await latency(() => model.run(b64.data, b64.shape)),
     sample: Array.from(first.data.slice(0, 10)),
@@ -92,11 +98,15 @@ async function benchOrt() {
   const first = await session.run(feed(one));
   const firstMs = performance.now() - t0;
   const b64 = inputFor(dims, 64);
+  const t64 = performance.now();
+  await session.run(feed(b64));
+  const first64Ms = performance.now() - t64;
   const wasmFile = new URL('./ort-wasm-simd-threaded.wasm', pathToFileURL(require.resolve('onnxruntime-web')));
   const result = {
     runtime: 'onnxruntime-web (wasm, 1 thread)',
     wasm: sizes(wasmFile),
     firstPredictionMs: firstMs,
+    firstBatch64Ms: first64Ms,
     batch1Ms: await latency(() => session.run(feed(one))),
     batch64Ms: await latency(() => session.run(feed(b64))),
     sample: Array.from(first[session.outputNames[0]].data.slice(0, 10)),
@@ -117,5 +127,6 @@ console.log('|---|---|---|---|---|---|---|');
 for (const r of [kiln, ort]) {
   console.log(`| ${r.runtime} | ${mb(r.wasm.raw)} | ${mb(r.wasm.gzip)} | ${mb(r.wasm.brotli)} | ${r.firstPredictionMs.toFixed(0)} | ${ms(r.batch1Ms)} | ${ms(r.batch64Ms)} |`);
 }
+console.log(`first call at batch 64 (after batch 1): kiln-wasm ${kiln.firstBatch64Ms.toFixed(1)} ms, onnxruntime-web ${ort.firstBatch64Ms.toFixed(1)} ms`);
 console.log(`gzip size ratio kiln / onnxruntime-web: ${(kiln.wasm.gzip / ort.wasm.gzip).toFixed(2)}; outputs agree to ${maxDiff.toExponential(1)}`);
 if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ model: modelPath, node: process.versions.node, kiln, ort, maxDiff }, null, 1));

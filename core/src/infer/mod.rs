@@ -1,19 +1,21 @@
 //! Native ONNX inference through tract: kiln's own exports and models written by other tools
 //! (onnx.helper, skl2onnx, onnxruntime's quantizer, …).
 //!
-//! A session parses the model once, keeps free (batch, `dim_param`) dimensions symbolic,
-//! optimises the graph and then runs it for any value of those dimensions. Inputs are checked
-//! against the model before tract sees them, so a wrong shape or dtype gets a message in kiln's
-//! words; a model tract cannot load gets one naming the node.
+//! A session parses the model once and keeps free (batch, `dim_param`) dimensions symbolic;
+//! [`plans`] turns that graph into optimised plans, one per value of the free dimensions (see
+//! there why). Inputs are checked against the model before tract sees them, so a wrong shape or
+//! dtype gets a message in kiln's words; a model tract cannot load gets one naming the node.
 
 mod check;
 mod ops;
+mod plans;
+mod pool;
 mod tensor;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use tract_onnx::model::Onnx;
 use tract_onnx::pb::ModelProto;
@@ -21,11 +23,13 @@ use tract_onnx::prelude::*;
 
 pub use tensor::{DType, TensorData, TensorInfo};
 
+use plans::Plans;
+
 use crate::{KilnError, Result};
 
 /// A loaded, optimised ONNX model, ready to run many times (from several threads at once).
 pub struct InferenceSession {
-    plan: Arc<TypedRunnableModel>,
+    plans: Plans,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     /// Per input, per axis: the symbol naming a free dimension, so inputs sharing one (two
@@ -33,17 +37,38 @@ pub struct InferenceSession {
     input_symbols: Vec<Vec<Option<String>>>,
     input_types: Vec<DatumType>,
     metadata: BTreeMap<String, String>,
-    optimized: bool,
 }
 
 /// tract's ONNX front end with kiln's extra operators registered, built once.
 fn framework() -> &'static Onnx {
     static FRAMEWORK: OnceLock<Onnx> = OnceLock::new();
     FRAMEWORK.get_or_init(|| {
+        #[cfg(target_family = "wasm")]
+        run_static_constructors();
         let mut onnx = tract_onnx::onnx();
         ops::register(&mut onnx.op_register);
         onnx
     })
+}
+
+/// Runs the module's static constructors, once, before tract's first use.
+///
+/// tract registers its runtimes, graph transforms and knobs with `inventory`, i.e. static
+/// constructors, which wasm-ld gathers into `__wasm_call_ctors`. When no code calls that function,
+/// wasm-ld treats the module as a "command" and wraps *every* export in a call to it: each
+/// `Session.run`, each `Feed` method, each output taken re-ran all the registrations (measured:
+/// 15 % of a batch-1 run of the digits CNN in Node). A call from code reachable from the exports
+/// turns the wrappers off. `framework()` is the first thing that touches tract (every session is
+/// built through it), so its one-time initialiser is the place. inventory's constructors are
+/// idempotent, so a second call (another crate doing the same) would be harmless.
+#[cfg(target_family = "wasm")]
+fn run_static_constructors() {
+    extern "C" {
+        fn __wasm_call_ctors();
+    }
+    // SAFETY: synthesised by wasm-ld for every module; it only runs the constructors, which
+    // for this module are inventory's idempotent registrations.
+    unsafe { __wasm_call_ctors() }
 }
 
 /// The message of a caught panic.
@@ -133,8 +158,8 @@ impl InferenceSession {
                     panic_message(p)
                 ))
             })?;
-        let (plan, optimized) = built?;
-        let model = plan.model();
+        let plans = built?;
+        let model = plans.model();
         let mut inputs = Vec::new();
         let mut input_symbols = Vec::new();
         let mut input_types = Vec::new();
@@ -185,13 +210,12 @@ impl InferenceSession {
             });
         }
         Ok(InferenceSession {
-            plan,
+            plans,
             inputs,
             outputs,
             input_symbols,
             input_types,
             metadata,
-            optimized,
         })
     }
 
@@ -217,10 +241,12 @@ impl InferenceSession {
         serde_json::from_str(self.metadata.get("kiln.labels")?).ok()
     }
 
-    /// Whether tract's optimiser ran; `false` when it failed on this graph and kiln fell back to
-    /// the decluttered (unoptimised but correct) plan.
+    /// Whether tract's optimiser succeeds on this graph with its free dimensions symbolic;
+    /// `false` when it fails and kiln falls back to the decluttered (unoptimised but correct)
+    /// plan. Runs use plans specialised to their shapes when they can (see `plans.rs`); asking
+    /// this makes the symbolic plan if no run needed it yet.
     pub fn is_optimized(&self) -> bool {
-        self.optimized
+        self.plans.general_is_optimized()
     }
 
     /// Runs the model on one tensor per input, in [`inputs`](Self::inputs) order.
@@ -240,11 +266,12 @@ impl InferenceSession {
             )));
         }
         self.check_inputs(&inputs)?;
+        let shapes: Vec<&[usize]> = inputs.iter().map(TensorData::shape).collect();
+        let plan = self.plans.for_shapes(&shapes)?;
         let mut values: TVec<TValue> = tvec![];
         for (data, dt) in inputs.into_iter().zip(&self.input_types) {
             values.push(data.into_tract(*dt)?.into_tvalue());
         }
-        let plan = &self.plan;
         let outputs = catch_unwind(AssertUnwindSafe(|| plan.run(values)))
             .map_err(|p| {
                 KilnError::onnx(format!(
@@ -358,13 +385,8 @@ fn load_error(e: TractError) -> KilnError {
     KilnError::onnx(format!("cannot load the ONNX model: {}", describe(&e)))
 }
 
-/// Parse, type, declutter and optimise. When the optimiser fails on a graph that declutters
-/// fine, the decluttered plan still computes the right answer, only slower: use it.
-fn build_plan(
-    onnx: &Onnx,
-    proto: &ModelProto,
-    dir: Option<&str>,
-) -> Result<(Arc<TypedRunnableModel>, bool)> {
+/// Parse, type and declutter; [`Plans`] optimises (once per shape of the free dimensions).
+fn build_plan(onnx: &Onnx, proto: &ModelProto, dir: Option<&str>) -> Result<Plans> {
     let parsed = onnx.parse(proto, dir).map_err(load_error)?;
     if !parsed.unresolved_inputs.is_empty() {
         return Err(KilnError::onnx(format!(
@@ -374,13 +396,7 @@ fn build_plan(
     }
     let typed = parsed.model.into_typed().map_err(load_error)?;
     let decluttered = typed.into_decluttered().map_err(load_error)?;
-    let optimized = catch_unwind(AssertUnwindSafe(|| decluttered.clone().into_optimized()));
-    if let Ok(Ok(model)) = optimized {
-        if let Ok(plan) = model.into_runnable() {
-            return Ok((plan, true));
-        }
-    }
-    Ok((decluttered.into_runnable().map_err(load_error)?, false))
+    Plans::new(decluttered)
 }
 
 #[cfg(test)]
