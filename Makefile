@@ -28,8 +28,8 @@ test: lint test-rust conformance test-py notebooks test-js test-e2e ## every tes
 lint: ## rustfmt and clippy (warnings are errors)
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
-	# the browser's training module: kiln-wasm's trainer over kiln-core without tract
-	cargo clippy --release -p kiln-wasm --no-default-features --features train -- -D warnings
+	# the browser's small module: kiln's own engine and the trainer, kiln-core without tract
+	cargo clippy --release -p kiln-wasm --no-default-features --features core -- -D warnings
 
 test-rust: ## the Rust core's unit, gradient and integration tests
 	cargo test --release -p kiln-core

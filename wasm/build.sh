@@ -43,9 +43,9 @@ if [ ! -x "$here/node_modules/.bin/wasm-opt" ] || [ "$here/package-lock.json" -n
 fi
 
 # ---- compile, bindgen, wasm-opt: two modules from the one crate ---------------------------------
-# kiln_wasm_bg.wasm (feature `infer`): inference, what every page downloads.
-# kiln_train_bg.wasm (feature `train`): the Trainer (autodiff, optimizers, fit loop, ONNX export),
-# fetched only by pages that fine-tune; it links no tract, so it is a small fraction of the first.
+# kiln_core_bg.wasm (feature `core`): kiln-core without tract: kiln's own ONNX engine, which runs
+#   the models kiln exports, and the Trainer. Small; index.js loads every model with it first.
+# kiln_wasm_bg.wasm (feature `infer`): tract, for the models kiln's engine declines.
 # .cargo/config.toml sets simd128 for this target, but a RUSTFLAGS in the environment would
 # replace it: keep simd128 in that case too (tract's SIMD kernels are 2.5x faster).
 if [ -n "${RUSTFLAGS:-}" ]; then
@@ -89,12 +89,12 @@ build_module() {
     echo "$want_stamp" > "$stamp"
 }
 build_module kiln_wasm infer
-build_module kiln_train train
+build_module kiln_core core
 
 # ---- sizes -------------------------------------------------------------------------------------
 step "sizes"
 # Brotli at quality 11 takes ~15 s on this file: reuse the figures while the file is unchanged.
-for name in kiln_wasm kiln_train; do
+for name in kiln_core kiln_wasm; do
     sizes_cache="$out/$name.sizes"
     pkg_sum="$(sha256sum "$pkg/${name}_bg.wasm" | cut -d' ' -f1)"
     if [ -f "$sizes_cache" ] && [ "$(head -1 "$sizes_cache")" = "$pkg_sum" ]; then

@@ -379,8 +379,10 @@ async function start() {
   }
   performance.mark("kiln:module-imported");
   // Download and compile the .wasm while the model downloads, instead of after (loadModel would
-  // otherwise start it). init() is kiln-wasm's optional early start.
-  const wasmReady = kiln.init ? kiln.init().then(() => performance.mark("kiln:wasm-ready")) : null;
+  // otherwise start it). initKiln() starts the small module kiln's engine runs in; tract's module
+  // is fetched only if a model needs it.
+  const early = kiln.initKiln ?? kiln.init;
+  const wasmReady = early ? early().then(() => performance.mark("kiln:wasm-ready")) : null;
   const [modelRes, samplesRes] = await Promise.all([fetch(MODEL_URL), fetch(SAMPLES_URL).catch(() => null), wasmReady]);
   if (!modelRes.ok) throw new Error(`${MODEL_URL}: HTTP ${modelRes.status}`);
   shippedBytes = new Uint8Array(await modelRes.arrayBuffer());

@@ -18,6 +18,8 @@ pub mod export;
 #[cfg(feature = "onnx")]
 pub mod infer;
 #[cfg(feature = "export")]
+pub mod lite;
+#[cfg(feature = "export")]
 mod onnx_pb;
 #[cfg(feature = "onnx")]
 pub mod optimize;

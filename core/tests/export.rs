@@ -1,9 +1,11 @@
-//! Every layer exports to ONNX, and tract runs the export to the same numbers as `Model::predict`.
-//! (The Python suite checks the same files against onnxruntime and onnx.checker.)
+//! Every layer exports to ONNX, and both engines — tract and kiln's own (`lite`) — run the export
+//! to the same numbers as `Model::predict`. (The Python suite checks the same files against
+//! onnxruntime and onnx.checker.)
 #![cfg(feature = "onnx")]
 
 use kiln_core::export::{export_onnx, ExportOptions};
 use kiln_core::infer::{InferenceSession, TensorData};
+use kiln_core::lite::{LiteSession, Value};
 use kiln_core::nn::LayerSpec;
 use kiln_core::{Model, Tensor};
 use ndarray::IxDyn;
@@ -36,6 +38,10 @@ fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model
     let sess =
         InferenceSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("{layers_json}: {e}"));
     assert_eq!(sess.inputs()[0].dims[0], None, "batch is symbolic");
+    let lite = LiteSession::from_bytes(&bytes)
+        .unwrap()
+        .unwrap_or_else(|u| panic!("{layers_json}: kiln's engine declined it: {}", u.0));
+    assert_eq!(lite.inputs()[0].dims[0], None, "batch is symbolic");
     for batch in [1, 37] {
         let mut shape = vec![batch];
         shape.extend(sample);
@@ -44,7 +50,25 @@ fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model
             x.mapv_inplace(|v| (v.abs() * 2.0).floor());
         }
         let want = model.predict(x.view(), 16).unwrap();
-        let input = if layers_json.starts_with(r#"[{"type":"Embedding""#) {
+        let int_input = layers_json.starts_with(r#"[{"type":"Embedding""#);
+        let lite_input = if int_input {
+            Value::I64(x.mapv(|v| v as i64))
+        } else {
+            Value::F32(x.clone())
+        };
+        let name = lite.inputs()[0].name.clone();
+        let from_lite = lite.run(vec![(name, lite_input)]).unwrap().remove(0);
+        let lite_diff = from_lite
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert_eq!(from_lite.shape(), want.shape(), "{layers_json}");
+        assert!(
+            lite_diff < 1e-5,
+            "{layers_json} batch {batch}: kiln's engine max |diff| {lite_diff}"
+        );
+        let input = if int_input {
             TensorData::I64(x.mapv(|v| v as i64))
         } else {
             TensorData::F32(x)

@@ -72,6 +72,8 @@ export declare class Model {
   readonly labels: ReadonlyArray<string> | null;
   /** The model's ONNX `metadata_props`. */
   readonly metadata: Readonly<Record<string, string>>;
+  /** The engine running it: `"kiln"` (kiln's own, in the small module) or `"tract"`. */
+  readonly engine: 'kiln' | 'tract';
   /** Runs a model that has one input; returns its first output. Throws an `Error` naming the
    * problem when the data does not fit the input (length, rank, type). */
   run(data: InputData, dims: ReadonlyArray<number>): Tensor;
@@ -83,11 +85,19 @@ export declare class Model {
   free(): void;
 }
 
-/** Loads the WebAssembly module (once; later calls share it). `loadModel` calls it for you. */
+/** Loads tract's WebAssembly module (once), which runs the models kiln's engine declines. */
 export declare function init(wasm?: WasmSource): Promise<void>;
 
+/** Loads the small module (kiln's engine and the Trainer) once. `loadModel` calls it for you. */
+export declare function initKiln(wasm?: WasmSource): Promise<void>;
+
+export interface LoadOptions {
+  /** `"auto"` (default): kiln's engine when it runs the model, tract otherwise; or force one. */
+  engine?: 'auto' | 'kiln' | 'tract';
+}
+
 /** Loads an ONNX model from a URL, a file path (Node), bytes, a `Response` or a `Blob`. */
-export declare function loadModel(source: ModelSource): Promise<Model>;
+export declare function loadModel(source: ModelSource, options?: LoadOptions): Promise<Model>;
 
 export { Trainer, initTrainer } from './train.js';
 export type { CompileOptions, ExportOptions, FitOptions, FloatTargets, History, Labels, LayerSpec, ParameterInfo, Progress } from './train.js';

@@ -1,24 +1,45 @@
-// kiln-wasm: run ONNX models in the browser, in Web Workers and in Node >= 18, on kiln's tract
-// engine compiled to WebAssembly. This file is the public face; kiln_wasm.js / kiln_wasm_bg.wasm
-// are wasm-bindgen's output and private.
+// kiln-wasm: run ONNX models in the browser, in Web Workers and in Node >= 18, compiled to
+// WebAssembly. Two engines: kiln's own (kiln_core_bg.wasm, 0.3 MB gzip: the models kiln exports,
+// on the ops that trained them) and tract (kiln_wasm_bg.wasm, 2 MB gzip: any other ONNX model),
+// fetched only when kiln's engine declines a model. This file is the public face; kiln_*.js and
+// the .wasm files are wasm-bindgen's output and private.
 import initWasm, { Session, Feed, takeLastPanic, __wbg_reset_state } from './kiln_wasm.js';
 import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from './util.js';
+import { initKiln, coreGuard, core } from './core.js';
 
 export { Trainer, initTrainer } from './train.js';
+export { initKiln };
 
 /**
- * Loads the WebAssembly module. `loadModel` calls this for you; call it yourself to start the
- * download early, or to say where the .wasm is when a server or bundler moved it.
+ * Loads tract's WebAssembly module, which runs the models kiln's engine declines. `loadModel`
+ * calls this for you when it needs it; call it yourself to start the download early, or to say
+ * where the .wasm is when a server or bundler moved it. (`initKiln` does the same for the small
+ * module every `loadModel` starts with.)
  */
 export const init = moduleLoader(initWasm, new URL('./kiln_wasm_bg.wasm', import.meta.url));
 
-const { guard, generation } = panicGuard(takeLastPanic, __wbg_reset_state);
+const tract = { ...panicGuard(takeLastPanic, __wbg_reset_state), Feed, name: 'tract' };
+const kiln = { ...coreGuard, Feed: core.LiteFeed, name: 'kiln' };
 
-/** Loads an ONNX model. `source`: URL string (a file path in Node), Uint8Array, ArrayBuffer, Response or Blob. */
-export async function loadModel(source) {
+/**
+ * Loads an ONNX model. `source`: URL string (a file path in Node), Uint8Array, ArrayBuffer,
+ * Response or Blob. `engine`: `"auto"` (kiln's engine when it runs the model, tract otherwise),
+ * `"kiln"` or `"tract"`.
+ */
+export async function loadModel(source, { engine = 'auto' } = {}) {
+  if (!['auto', 'kiln', 'tract'].includes(engine)) throw new TypeError(`kiln-wasm: engine must be "auto", "kiln" or "tract", not ${JSON.stringify(engine)}`);
   const bytes = await sourceBytes(source);
+  if (engine !== 'tract') {
+    await initKiln();
+    const loaded = kiln.guard(() => core.LiteLoad.parse(bytes));
+    const session = loaded.session();
+    const declined = loaded.declined();
+    loaded.free();
+    if (session) return new Model(session, kiln);
+    if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); load it with engine "auto" or "tract"`);
+  }
   await init();
-  return new Model(guard(() => new Session(bytes)));
+  return new Model(tract.guard(() => new Session(bytes)), tract);
 }
 
 const typedArrayTypes = [
@@ -77,11 +98,14 @@ function isDistribution(values) {
 /** A loaded model. Keep one per model file and call it many times; `free()` when done. */
 export class Model {
   #session;
+  #engine;
   #generation;
+  #fast;
 
-  constructor(session) {
+  constructor(session, engine) {
     this.#session = session;
-    this.#generation = generation();
+    this.#engine = engine;
+    this.#generation = engine.generation();
     const info = JSON.parse(session.describe());
     const freeze = (list) => Object.freeze(list.map((t) => Object.freeze({ name: t.name, dims: Object.freeze(t.dims), type: t.type })));
     /** The graph's inputs: `[{ name, dims, type }]`, `null` for a free (batch) dimension. */
@@ -92,12 +116,16 @@ export class Model {
     this.labels = info.labels ? Object.freeze(info.labels) : null;
     /** The model's ONNX metadata_props. */
     this.metadata = Object.freeze(info.metadata);
+    /** Which engine runs the model: `"kiln"` (kiln's own) or `"tract"`. */
+    this.engine = engine.name;
+    // One call into wasm per prediction for the common case: one float32 input, float32 output.
+    this.#fast = this.inputs.length === 1 && this.inputs[0].type === 'float32' && this.outputs[0]?.type === 'float32' && typeof session.runF32 === 'function';
     Object.freeze(this);
   }
 
   #live() {
     if (this.#session === null) throw new Error('kiln-wasm: this model was freed; load it again to use it');
-    if (this.#generation !== generation()) {
+    if (this.#generation !== this.#engine.generation()) {
       throw new Error('kiln-wasm: this model was lost when the engine restarted after an internal error; load it again');
     }
     return this.#session;
@@ -110,6 +138,14 @@ export class Model {
         `kiln-wasm: the model has ${this.inputs.length} inputs (${this.inputs.map((i) => `"${i.name}"`).join(', ')}): ` +
           'use runMany({ name: { data, dims } })',
       );
+    }
+    if (this.#fast && data instanceof Float32Array) {
+      const session = this.#live();
+      const shape = checkDims(this.inputs[0].name, dims, data.length);
+      return this.#engine.guard(() => {
+        const out = session.runF32(data, shape);
+        return { data: out, dims: Array.from(session.lastDims()) };
+      });
     }
     return this.#execute([[this.inputs[0], data, dims]])[0];
   }
@@ -139,7 +175,7 @@ export class Model {
    */
   classify(data, dims, { topK = Infinity } = {}) {
     if (this.inputs.length !== 1) throw new Error('kiln-wasm: classify takes models with one input; use runMany and read the scores');
-    const all = this.#execute([[this.inputs[0], data, dims]]);
+    const all = this.#fast && data instanceof Float32Array ? [this.run(data, dims)] : this.#execute([[this.inputs[0], data, dims]]);
     const at = this.outputs.findIndex((o) => o.type === 'float32' || o.type === 'float64');
     if (at < 0) throw new Error('kiln-wasm: classify needs a float output of class scores; this model has none');
     const { data: scores, dims: outDims } = all[at];
@@ -159,7 +195,7 @@ export class Model {
     if (this.#session === null) return;
     const session = this.#session;
     this.#session = null;
-    if (this.#generation === generation()) guard(() => session.free());
+    if (this.#generation === this.#engine.generation()) this.#engine.guard(() => session.free());
   }
 
   #execute(feeds) {
@@ -170,8 +206,8 @@ export class Model {
       const add = info.type === 'bool' ? 'addBool' : typedArrayTypes.find(([T]) => array instanceof T)[2];
       return [add, info.name, array, shape];
     });
-    return guard(() => {
-      const feed = new Feed();
+    return this.#engine.guard(() => {
+      const feed = new this.#engine.Feed();
       try {
         for (const [add, name, array, shape] of prepared) feed[add](name, array, shape);
       } catch (e) {

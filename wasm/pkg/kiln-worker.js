@@ -30,12 +30,12 @@ const handlers = {
     await init(wasm);
     return [undefined];
   },
-  async load({ source }) {
-    const m = await loadModel(source);
+  async load({ source, options }) {
+    const m = await loadModel(source, options);
     const id = nextModel++;
     models.set(id, m);
-    const { inputs, outputs, labels, metadata } = m;
-    return [{ id, inputs, outputs, labels, metadata }];
+    const { inputs, outputs, labels, metadata, engine } = m;
+    return [{ id, inputs, outputs, labels, metadata, engine }];
   },
   run({ id, data, dims }) {
     const out = model(id).run(data, dims);

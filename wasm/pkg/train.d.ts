@@ -114,5 +114,5 @@ export declare class Trainer {
   free(): void;
 }
 
-/** Loads the training module, kiln_train_bg.wasm (once). `Trainer.fromKiln` calls it for you. */
+/** Loads the small module, kiln_core_bg.wasm (once). `Trainer.fromKiln` calls it for you. */
 export declare function initTrainer(wasm?: WasmSource): Promise<void>;

@@ -1,14 +1,16 @@
 // kiln-wasm's Trainer: fine-tune a model saved by Python's `model.save(...)` on the user's own
 // examples, on the device, with kiln-core's autodiff, optimizers and fit loop compiled to wasm (the
-// code Python's `fit` runs). It lives in its own module, kiln_train_bg.wasm (0.25 MB gzip), which
-// is fetched the first time `Trainer.fromKiln` is called: pages that only predict never download it.
-import initTrainWasm, { TrainerCore, Targets, takeLastPanic, __wbg_reset_state } from './kiln_train.js';
-import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from './util.js';
+// code Python's `fit` runs). It lives in the small module, kiln_core_bg.wasm (with kiln's own
+// inference engine, no tract).
+import { initKiln, coreGuard, core as wasm } from './core.js';
+import { sourceBytes, describeValue, checkDims } from './util.js';
 
-/** Loads the training module (once). `Trainer.fromKiln` calls it for you. */
-export const initTrainer = moduleLoader(initTrainWasm, new URL('./kiln_train_bg.wasm', import.meta.url));
+const { TrainerCore, Targets } = wasm;
 
-const { guard, generation } = panicGuard(takeLastPanic, __wbg_reset_state);
+/** Loads the module the Trainer runs in (once). `Trainer.fromKiln` calls it for you. */
+export const initTrainer = initKiln;
+
+const { guard, generation } = coreGuard;
 
 // The optimizers by the names Python's kiln.optim uses, with the options each takes (JS spelling →
 // kiln-core's). Unknown options are refused, so a typo is an error, not a silent default.
@@ -66,7 +68,7 @@ export class Trainer {
   /** Loads a `.kiln` checkpoint: a URL (a file path in Node), bytes, a Response or a Blob. */
   static async fromKiln(source) {
     const bytes = await sourceBytes(source, 'the checkpoint', 'Trainer.fromKiln');
-    await initTrainer();
+    await initKiln();
     return new Trainer(guard(() => TrainerCore.fromKiln(bytes)));
   }
 

@@ -15,6 +15,8 @@ export declare class WorkerModel {
   readonly outputs: ReadonlyArray<TensorInfo>;
   readonly labels: ReadonlyArray<string> | null;
   readonly metadata: Readonly<Record<string, string>>;
+  /** The engine running it in the worker: `"kiln"` or `"tract"`. */
+  readonly engine: 'kiln' | 'tract';
   /** Runs a model that has one input; resolves to its first output. */
   run(data: InputData, dims: ReadonlyArray<number>): Promise<Tensor>;
   /** Runs a model on named inputs; resolves to every output by name. */
@@ -29,7 +31,7 @@ export declare class WorkerModel {
 export declare function init(wasm?: WorkerWasmSource): Promise<void>;
 
 /** Loads an ONNX model into the worker. */
-export declare function loadModel(source: ModelSource): Promise<WorkerModel>;
+export declare function loadModel(source: ModelSource, options?: import('./index.js').LoadOptions): Promise<WorkerModel>;
 
 /** Ends the shared worker; models loaded in it are gone. The next call starts a new one. */
 export declare function terminate(): Promise<void>;

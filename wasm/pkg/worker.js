@@ -73,14 +73,14 @@ function absolute(url) {
 }
 
 /** Loads an ONNX model into the worker: a URL string (a file path in Node), bytes, a Response or a Blob. */
-export async function loadModel(source) {
+export async function loadModel(source, options) {
   let payload = source;
   if (typeof source === 'string' || source instanceof URL) payload = absolute(source);
   else if (typeof Response !== 'undefined' && source instanceof Response) {
     if (!source.ok) throw new Error(`kiln-wasm: cannot load the model from ${source.url || 'a Response'}: HTTP ${source.status} ${source.statusText}`.trim());
     payload = new Uint8Array(await source.arrayBuffer());
   }
-  const info = await call('load', { source: payload });
+  const info = await call('load', { source: payload, options });
   return new WorkerModel(info);
 }
 
@@ -104,6 +104,7 @@ export class WorkerModel {
     this.outputs = info.outputs;
     this.labels = info.labels;
     this.metadata = info.metadata;
+    this.engine = info.engine;
     Object.freeze(this);
   }
 

@@ -5,20 +5,24 @@
 //! `index.js` is the public face; these exports are its private plumbing: `Session` holds a
 //! model, a `Feed` carries the inputs in, `Outputs` hands the results out.
 //!
-//! Two modules are built from this crate (wasm/build.sh): `kiln_wasm_bg.wasm` with the `infer`
-//! feature (inference only: what every page downloads) and `kiln_train_bg.wasm` with `train`
-//! (the `Trainer`: kiln-core's autodiff, optimizers, fit loop and ONNX export). The trainer costs
-//! 0.55 MB raw / 0.17 MB gzip, so a page that only predicts never downloads it.
+//! Two modules are built from this crate (wasm/build.sh):
+//! - `kiln_core_bg.wasm` (feature `core`): kiln-core alone, no tract — kiln's own ONNX engine
+//!   (`lite`: the graphs kiln exports, on the ops that train them) and the `Trainer`. Small
+//!   (0.3 MB gzip); index.js loads models with it first.
+//! - `kiln_wasm_bg.wasm` (feature `infer`): tract, for every other ONNX model (2 MB gzip), fetched
+//!   only when kiln's engine declines a model.
 #![warn(missing_docs)]
 
 mod error;
+#[cfg(feature = "core")]
+mod lite;
 mod panic;
 #[cfg(feature = "infer")]
 mod session;
-#[cfg(feature = "train")]
+#[cfg(feature = "core")]
 mod trainer;
 
-use kiln_core::{KilnError, Result};
+use kiln_core::{KilnError, Result, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use wasm_bindgen::prelude::*;
 
@@ -41,4 +45,19 @@ pub(crate) fn array<T>(what: &str, data: Vec<T>, dims: &[u32]) -> Result<ArrayD<
     }
     ArrayD::from_shape_vec(IxDyn(&shape), data)
         .map_err(|e| KilnError::shape(format!("{what}: {e}")))
+}
+
+/// A tensor's values in row-major order, without a copy when it already is laid out that way.
+pub(crate) fn into_vec(t: Tensor) -> Vec<f32> {
+    if !t.is_standard_layout() {
+        return t.iter().copied().collect();
+    }
+    let n = t.len();
+    let (v, offset) = t.into_raw_vec_and_offset();
+    let offset = offset.unwrap_or(0);
+    if offset == 0 && v.len() == n {
+        v
+    } else {
+        v[offset..offset + n].to_vec()
+    }
 }

@@ -12,8 +12,8 @@ use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
 use kiln_core::{KilnError, Model, Result};
 use wasm_bindgen::prelude::*;
 
-use crate::array;
 use crate::error::{js, JsResult};
+use crate::{array, into_vec};
 
 /// A trainable model loaded from a `.kiln` checkpoint.
 #[wasm_bindgen]
@@ -173,7 +173,7 @@ impl TrainerCore {
         let x = js(array("x", x, &dims))?;
         let out = js(self.model.predict(x.view(), 256))?;
         let dims = out.shape().iter().map(|&d| d as u32).collect();
-        let data = out.into_raw_vec_and_offset().0;
+        let data = into_vec(out);
         Ok(Prediction {
             data: Some(data),
             dims,

@@ -1,6 +1,7 @@
 // Every model in cases.json (kiln's own export, onnx.helper graphs and skl2onnx pipelines, built
-// during the test run) through kiln-wasm, each output compared with onnxruntime's to 1e-4 (same
-// dims, same element type, same values), and kiln's export also with kiln.InferenceSession's.
+// during the test run) through kiln-wasm — with the engine loadModel picks, and with tract forced —
+// each output compared with onnxruntime's to 1e-4 (same dims, same element type, same values), and
+// kiln's export also with kiln.InferenceSession's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
@@ -17,9 +18,22 @@ test('cases.json covers the tools and element types it should', () => {
   for (const t of ['float16', 'float32', 'float64', 'int64', 'uint8', 'bool']) assert.ok(types.has(t), `no ${t} tensor in the cases`);
 });
 
-for (const c of cases) {
-  test(`matches onnxruntime: ${c.name} (${c.model})`, async () => {
+// The models kiln's own engine must run (the rest may go to tract).
+const KILN_ENGINE = new Set(['kiln_digits.onnx', 'digits_cnn.onnx', 'mlp.onnx', 'mlp_softmax.onnx', 'two_in_two_out.onnx']);
+
+test("kiln's engine takes kiln's exports and plain MLPs/CNNs, and declines the rest to tract", async () => {
+  for (const c of cases) {
     const model = await loadModel(modelBytes(c.model));
+    assert.equal(model.engine, KILN_ENGINE.has(c.model) ? 'kiln' : 'tract', c.model);
+    model.free();
+  }
+  await assert.rejects(loadModel(modelBytes('embedding.onnx'), { engine: 'kiln' }), /kiln's engine does not run this model \(operator ReduceMean\)/);
+  await assert.rejects(loadModel(modelBytes('mlp.onnx'), { engine: 'fast' }), TypeError);
+});
+
+for (const c of cases) for (const engine of ['auto', 'tract']) {
+  test(`matches onnxruntime: ${c.name} (${c.model}, engine ${engine})`, async () => {
+    const model = await loadModel(modelBytes(c.model), { engine });
     try {
       assert.deepEqual(model.inputs.map((i) => i.name), c.inputs.map((i) => i.name));
       assert.deepEqual(model.outputs.map((o) => o.name), c.outputs.map((o) => o.name));

@@ -1,22 +1,23 @@
-// The last line of defence: a panic inside the engine aborts the wasm instance (panic = abort on
+// The last line of defence: a panic inside an engine aborts its wasm instance (panic = abort on
 // wasm32). kiln-wasm must turn it into an Error that names the panic — never a bare "unreachable
 // executed" — and keep working with a fresh instance. kiln-core checks inputs so that no
-// well-formed call panics, so this test makes the next Session.run call the crate's deliberate
-// panic (__kilnPanicForTests) and goes through the public API around it. Its own file: the
-// restart drops every model loaded before it.
+// well-formed call panics, so this test makes the next run call the crate's deliberate panic
+// (__kilnPanicForTests) — in tract's module and in the small one — and goes through the public
+// API around it. Its own file: the restart drops every model loaded before it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { loadModel } from '../pkg/index.js';
 import { Session, __kilnPanicForTests } from '../pkg/kiln_wasm.js';
+import { LiteSession, __kilnPanicForTests as corePanic } from '../pkg/kiln_core.js';
 import { modelPath, pixels } from './helpers.mjs';
 
-/** Makes the next run panic inside Rust; later runs are normal again. */
-function panicOnNextRun() {
-  const run = Session.prototype.run;
-  Session.prototype.run = function panicking() {
-    Session.prototype.run = run;
-    return __kilnPanicForTests();
+/** Makes the next run (of `Class`, method `method`) panic inside Rust; later runs are normal again. */
+function panicOnNextRun(Class = Session, method = 'runF32', panic = __kilnPanicForTests) {
+  const run = Class.prototype[method];
+  Class.prototype[method] = function panicking() {
+    Class.prototype[method] = run;
+    return panic();
   };
 }
 
@@ -43,8 +44,9 @@ function assertPanicError(e) {
 }
 
 test('a panic becomes an Error, and the package keeps working', async () => {
-  const mlp = await loadModel(modelPath('mlp.onnx'));
-  const cnn = await loadModel(modelPath('digits_cnn.onnx'));
+  const tract = { engine: 'tract' };
+  const mlp = await loadModel(modelPath('mlp.onnx'), tract);
+  const cnn = await loadModel(modelPath('digits_cnn.onnx'), tract);
   const before = cnn.run(pixels(1), [1, 1, 8, 8]).data;
 
   panicOnNextRun();
@@ -57,14 +59,27 @@ test('a panic becomes an Error, and the package keeps working', async () => {
   cnn.free(); // a no-op, not a crash
 
   // A fresh instance: loading again works and gives the same answers.
-  const again = await loadModel(modelPath('digits_cnn.onnx'));
+  const again = await loadModel(modelPath('digits_cnn.onnx'), tract);
   assert.deepEqual(again.run(pixels(1), [1, 1, 8, 8]).data, before);
 
   // And a second panic is survived the same way.
   panicOnNextRun();
   capturingConsole(() => assert.throws(() => again.run(pixels(1), [1, 1, 8, 8]), assertPanicError));
-  const third = await loadModel(modelPath('digits_cnn.onnx'));
+  const third = await loadModel(modelPath('digits_cnn.onnx'), tract);
   assert.deepEqual(third.run(pixels(1), [1, 1, 8, 8]).data, before);
+});
+
+test("a panic in kiln's engine restarts the small module only", async () => {
+  const onTract = await loadModel(modelPath('digits_cnn.onnx'), { engine: 'tract' });
+  const onKiln = await loadModel(modelPath('digits_cnn.onnx'));
+  assert.equal(onKiln.engine, 'kiln');
+  const before = onKiln.run(pixels(1), [1, 1, 8, 8]).data;
+  panicOnNextRun(LiteSession, 'runF32', corePanic);
+  capturingConsole(() => assert.throws(() => onKiln.run(pixels(1), [1, 1, 8, 8]), assertPanicError));
+  assert.throws(() => onKiln.run(pixels(1), [1, 1, 8, 8]), /lost when the engine restarted/);
+  assert.ok(onTract.run(pixels(1), [1, 1, 8, 8]).data.length === 10, "tract's module was not touched");
+  const again = await loadModel(modelPath('digits_cnn.onnx'));
+  assert.deepEqual(again.run(pixels(1), [1, 1, 8, 8]).data, before);
 });
 
 test('an input kiln-core checks (a token id past the table) is an ordinary error, not a panic', async () => {

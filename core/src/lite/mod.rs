@@ -1,0 +1,436 @@
+//! kiln's own ONNX engine: runs the graphs kiln exports — and the plain MLPs and CNNs other tools
+//! write with the same operators — on kiln-core's autodiff ops in inference mode, without tract.
+//!
+//! Why a second engine: in the browser, tract costs 2.1 MB of gzip download, ~150 ms of wasm
+//! compilation and model optimisation before the first prediction, and its per-call overhead
+//! dominates the small models that belong in a page. kiln's forward ops already exist (they train
+//! the model) and compile to a fraction of that. `LiteSession::from_bytes` answers
+//! [`Unsupported`] for any graph it cannot run exactly (an operator, attribute or element type
+//! outside its list), and kiln-wasm then loads the graph with tract instead, so every model still
+//! runs. Outputs are checked against onnxruntime and tract in the tests (wasm/tests, core/tests).
+
+mod ops;
+
+use std::collections::{BTreeMap, HashMap};
+
+use ndarray::{ArrayD, IxDyn};
+use prost::Message;
+
+use crate::autograd::{Tape, Var};
+use crate::onnx_pb::{
+    tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, ModelProto, TensorProto,
+    ValueInfoProto,
+};
+use crate::{KilnError, Result, Tensor};
+use ops::{Arg, Op, Out};
+
+/// A value flowing through the graph: kiln computes in float32; int64 carries indices and shapes.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// float32 activations and weights.
+    F32(Tensor),
+    /// int64 token ids, Reshape shapes, Gather indices.
+    I64(ArrayD<i64>),
+}
+
+impl Value {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Value::F32(t) => t.shape(),
+            Value::I64(t) => t.shape(),
+        }
+    }
+    fn dtype(&self) -> &'static str {
+        match self {
+            Value::F32(_) => "float32",
+            Value::I64(_) => "int64",
+        }
+    }
+}
+
+/// A graph input or output: its name, dims (`None` for a free dimension such as the batch) and
+/// element type (`"float32"` or `"int64"`).
+#[derive(Clone, Debug)]
+pub struct IoInfo {
+    /// The name in the graph.
+    pub name: String,
+    /// One entry per axis; `None` where the size is free.
+    pub dims: Vec<Option<usize>>,
+    /// The name of each free dimension (`"batch"`), so inputs sharing one are checked together.
+    pub symbols: Vec<Option<String>>,
+    /// `"float32"` or `"int64"`.
+    pub dtype: &'static str,
+}
+
+/// Why kiln's engine declined a model: the first thing it cannot run. Not an error in the model.
+#[derive(Clone, Debug)]
+pub struct Unsupported(pub String);
+
+struct Node {
+    op: Op,
+    name: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+/// A model ready to run on kiln's engine.
+pub struct LiteSession {
+    nodes: Vec<Node>,
+    constants: HashMap<String, Value>,
+    inputs: Vec<IoInfo>,
+    outputs: Vec<IoInfo>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl LiteSession {
+    /// Parses `bytes` as ONNX. `Err` for bytes that are not a valid model; `Ok(Err(Unsupported))`
+    /// for a valid model this engine does not run (the caller then uses tract).
+    pub fn from_bytes(bytes: &[u8]) -> Result<std::result::Result<Self, Unsupported>> {
+        if bytes.is_empty() {
+            return Err(KilnError::onnx("not a valid ONNX model: the data is empty"));
+        }
+        let proto = ModelProto::decode(bytes)
+            .map_err(|e| KilnError::onnx(format!("not a valid ONNX model: {e}")))?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| KilnError::onnx("not a valid ONNX model: it has no graph"))?;
+        Ok(Self::build(&proto, graph))
+    }
+
+    fn build(
+        proto: &ModelProto,
+        graph: &crate::onnx_pb::GraphProto,
+    ) -> std::result::Result<Self, Unsupported> {
+        let unsupported = |m: String| Unsupported(m);
+        let opset = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map_or(0, |o| o.version);
+        if let Some(o) = proto
+            .opset_import
+            .iter()
+            .find(|o| !(o.domain.is_empty() || o.domain == "ai.onnx"))
+        {
+            return Err(unsupported(format!("operator set {:?}", o.domain)));
+        }
+        if !(7..=22).contains(&opset) {
+            return Err(unsupported(format!("opset {opset}")));
+        }
+        let mut constants = HashMap::new();
+        for t in &graph.initializer {
+            constants.insert(t.name.clone(), tensor_value(t).map_err(unsupported)?);
+        }
+        let mut nodes = Vec::with_capacity(graph.node.len());
+        for n in &graph.node {
+            if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+                return Err(unsupported(format!("operator {}::{}", n.domain, n.op_type)));
+            }
+            let op = Op::parse(n, opset).map_err(unsupported)?;
+            if let Op::Constant(v) = op {
+                constants.insert(n.output.first().cloned().unwrap_or_default(), v);
+                continue;
+            }
+            nodes.push(Node {
+                op,
+                name: n.name.clone(),
+                inputs: n.input.clone(),
+                outputs: n.output.clone(),
+            });
+        }
+        let io = |list: &[ValueInfoProto],
+                  skip: &HashMap<String, Value>|
+         -> std::result::Result<Vec<IoInfo>, Unsupported> {
+            list.iter()
+                .filter(|v| !skip.contains_key(&v.name))
+                .map(io_info)
+                .collect()
+        };
+        let inputs = io(&graph.input, &constants)?;
+        let outputs = io(&graph.output, &HashMap::new())?;
+        if outputs.iter().any(|o| o.dtype != "float32") {
+            return Err(unsupported("non-float outputs".into()));
+        }
+        let metadata = proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        Ok(LiteSession {
+            nodes,
+            constants,
+            inputs,
+            outputs,
+            metadata,
+        })
+    }
+
+    /// The graph's inputs (initializers excluded).
+    pub fn inputs(&self) -> &[IoInfo] {
+        &self.inputs
+    }
+
+    /// The graph's outputs.
+    pub fn outputs(&self) -> &[IoInfo] {
+        &self.outputs
+    }
+
+    /// The model's `metadata_props`.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// `kiln.labels` from the metadata, when it is a JSON list of strings.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        self.metadata
+            .get("kiln.labels")
+            .and_then(|l| serde_json::from_str(l).ok())
+    }
+
+    /// Runs the graph on named inputs; returns the outputs in graph order. Inputs are checked as
+    /// kiln's tract session checks them, with the same messages.
+    pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Tensor>> {
+        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
+        for (i, (name, value)) in feeds.iter().enumerate() {
+            let Some(info) = self.inputs.iter().find(|i| &i.name == name) else {
+                let names: Vec<String> = self
+                    .inputs
+                    .iter()
+                    .map(|i| format!("{:?}", i.name))
+                    .collect();
+                return Err(KilnError::value(format!(
+                    "the model has no input {name:?} (its inputs: {})",
+                    names.join(", ")
+                )));
+            };
+            if feeds[..i].iter().any(|(n, _)| n == name) {
+                return Err(KilnError::value(format!("input {name:?} was given twice")));
+            }
+            check_input(info, value, &mut bound)?;
+        }
+        let missing: Vec<String> = self
+            .inputs
+            .iter()
+            .filter(|i| !feeds.iter().any(|(n, _)| n == &i.name))
+            .map(|i| format!("{:?}", i.name))
+            .collect();
+        if !missing.is_empty() {
+            return Err(KilnError::value(format!(
+                "missing input {}",
+                missing.join(", ")
+            )));
+        }
+        // One inference tape for the run: float values live on it (weights are copied on first
+        // use), int64 values beside it.
+        let mut tape = Tape::inference();
+        let mut floats: HashMap<String, Var> = HashMap::new();
+        let mut ints: HashMap<String, ArrayD<i64>> = HashMap::new();
+        for (name, value) in feeds {
+            match value {
+                Value::F32(v) => {
+                    floats.insert(name, tape.constant(v));
+                }
+                Value::I64(v) => {
+                    ints.insert(name, v);
+                }
+            }
+        }
+        for node in &self.nodes {
+            for input in &node.inputs {
+                if input.is_empty() || floats.contains_key(input) || ints.contains_key(input) {
+                    continue;
+                }
+                match self.constants.get(input) {
+                    Some(Value::F32(v)) => {
+                        floats.insert(input.clone(), tape.constant(v.clone()));
+                    }
+                    Some(Value::I64(v)) => {
+                        ints.insert(input.clone(), v.clone());
+                    }
+                    None => {
+                        return Err(KilnError::onnx(format!(
+                            "node {:?}: input {input:?} is computed nowhere",
+                            node.name
+                        )))
+                    }
+                }
+            }
+            let args: Vec<Option<Arg>> = node
+                .inputs
+                .iter()
+                .map(|n| {
+                    if n.is_empty() {
+                        None
+                    } else if let Some(v) = floats.get(n) {
+                        Some(Arg::F(*v))
+                    } else {
+                        ints.get(n).map(Arg::I)
+                    }
+                })
+                .collect();
+            let out = node.op.run(&mut tape, &args).map_err(|e| {
+                KilnError::onnx(format!("node {:?} ({}): {e}", node.name, node.op.name()))
+            })?;
+            let name = node.outputs[0].clone();
+            match out {
+                Out::F(v) => {
+                    floats.insert(name, v);
+                }
+                Out::I(v) => {
+                    ints.insert(name, v);
+                }
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|o| match floats.get(&o.name) {
+                Some(v) => Ok(tape.take_value(*v)),
+                None => match self.constants.get(&o.name) {
+                    Some(Value::F32(t)) => Ok(t.clone()),
+                    _ => Err(KilnError::onnx(format!(
+                        "output {:?} is computed nowhere",
+                        o.name
+                    ))),
+                },
+            })
+            .collect()
+    }
+}
+
+fn check_input<'a>(
+    info: &'a IoInfo,
+    value: &Value,
+    bound: &mut HashMap<&'a str, (usize, &'a str)>,
+) -> Result<()> {
+    let got = value.shape();
+    let fits = value.dtype() == info.dtype
+        && got.len() == info.dims.len()
+        && got
+            .iter()
+            .zip(&info.dims)
+            .all(|(n, d)| d.is_none_or(|d| d == *n));
+    if !fits {
+        let want: Vec<String> = info
+            .dims
+            .iter()
+            .map(|d| d.map_or("?".into(), |d| d.to_string()))
+            .collect();
+        return Err(KilnError::shape(format!(
+            "input {:?}: expected shape [{}] ({}), got {:?} ({})",
+            info.name,
+            want.join(", "),
+            info.dtype,
+            got,
+            value.dtype()
+        )));
+    }
+    for (axis, sym) in info.symbols.iter().enumerate() {
+        let Some(sym) = sym else { continue };
+        match bound.get(sym.as_str()) {
+            Some(&(n, other)) if n != got[axis] => {
+                return Err(KilnError::shape(format!(
+                    "input {:?}: dimension {axis} is {} but input {other:?} sets the same free dimension to {n}",
+                    info.name, got[axis]
+                )));
+            }
+            _ => {
+                bound.insert(sym, (got[axis], &info.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn io_info(v: &ValueInfoProto) -> std::result::Result<IoInfo, Unsupported> {
+    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(crate::onnx_pb::type_proto::Value::TensorType(t)) => t,
+        _ => return Err(Unsupported(format!("{:?}: not a tensor", v.name))),
+    };
+    let dtype = match DataType::try_from(tensor.elem_type) {
+        Ok(DataType::Float) => "float32",
+        Ok(DataType::Int64) => "int64",
+        _ => {
+            return Err(Unsupported(format!(
+                "{:?}: element type {}",
+                v.name, tensor.elem_type
+            )))
+        }
+    };
+    let dims = tensor
+        .shape
+        .as_ref()
+        .map(|s| s.dim.as_slice())
+        .unwrap_or(&[]);
+    let mut out = IoInfo {
+        name: v.name.clone(),
+        dims: Vec::new(),
+        symbols: Vec::new(),
+        dtype,
+    };
+    for d in dims {
+        match &d.value {
+            Some(Dim::DimValue(n)) if *n >= 0 => {
+                out.dims.push(Some(*n as usize));
+                out.symbols.push(None);
+            }
+            Some(Dim::DimParam(p)) if !p.is_empty() => {
+                out.dims.push(None);
+                out.symbols.push(Some(p.clone()));
+            }
+            _ => {
+                out.dims.push(None);
+                out.symbols.push(None);
+            }
+        }
+    }
+    if tensor.shape.is_none() {
+        return Err(Unsupported(format!("{:?}: no shape", v.name)));
+    }
+    Ok(out)
+}
+
+/// An initializer or Constant as a [`Value`] (float32 and int64 only, stored inline).
+fn tensor_value(t: &TensorProto) -> std::result::Result<Value, String> {
+    if !t.external_data.is_empty() {
+        return Err(format!("{:?}: weights in an external file", t.name));
+    }
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let n: usize = shape.iter().product();
+    let bad = || format!("{:?}: malformed tensor data", t.name);
+    match DataType::try_from(t.data_type) {
+        Ok(DataType::Float) => {
+            let data: Vec<f32> = if !t.raw_data.is_empty() {
+                t.raw_data
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            } else {
+                t.float_data.clone()
+            };
+            if data.len() != n {
+                return Err(bad());
+            }
+            Ok(Value::F32(
+                ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|_| bad())?,
+            ))
+        }
+        Ok(DataType::Int64) => {
+            let data: Vec<i64> = if !t.raw_data.is_empty() {
+                t.raw_data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect()
+            } else {
+                t.int64_data.clone()
+            };
+            if data.len() != n {
+                return Err(bad());
+            }
+            Ok(Value::I64(
+                ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|_| bad())?,
+            ))
+        }
+        _ => Err(format!("{:?}: element type {}", t.name, t.data_type)),
+    }
+}

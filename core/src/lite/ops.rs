@@ -1,0 +1,548 @@
+//! The operators kiln's engine runs, each on kiln-core's own ops (the ones training uses), with
+//! ONNX's semantics. `Op::parse` declines (with the reason) any attribute value it cannot honour
+//! exactly — asymmetric pads, `auto_pad`, `ceil_mode`, a second output — so such graphs go to tract.
+
+use ndarray::{ArrayD, Ix1, IxDyn};
+
+use super::{tensor_value, Value};
+use crate::autograd::{GeluApprox, Tape, Var};
+use crate::onnx_pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto,
+};
+use crate::{shape_err, value_err, Result};
+
+/// One ONNX operator with its attributes read.
+#[derive(Clone, Debug)]
+pub(super) enum Op {
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    MatMul,
+    Conv {
+        stride: Vec<usize>,
+        pad: Vec<usize>,
+        dilation: Vec<usize>,
+        groups: usize,
+    },
+    Pool {
+        max: bool,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+    },
+    GlobalAveragePool,
+    Flatten(i64),
+    Reshape,
+    Transpose(Option<Vec<usize>>),
+    Concat(i64),
+    Unary(Unary),
+    LeakyRelu(f32),
+    Gelu(GeluApprox),
+    Softmax {
+        axis: i64,
+        log: bool,
+        legacy: bool,
+    },
+    Binary(Binary),
+    BatchNorm(f32),
+    LayerNorm {
+        axis: i64,
+        eps: f32,
+    },
+    Gather(i64),
+    Cast(DataType),
+    Identity,
+    Constant(Value),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Unary {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Sqrt,
+    Neg,
+    Erf,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// What an operator works on: float values on the tape, or int64 arrays beside it.
+pub(super) enum Arg<'a> {
+    F(Var),
+    I(&'a ArrayD<i64>),
+}
+
+/// What an operator gives back.
+pub(super) enum Out {
+    F(Var),
+    I(ArrayD<i64>),
+}
+
+fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    n.attribute.iter().find(|a| a.name == name)
+}
+fn int(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).map_or(default, |a| a.i)
+}
+fn float(n: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(n, name).map_or(default, |a| a.f)
+}
+fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(n, name).map(|a| a.ints.clone())
+}
+fn usizes(
+    n: &NodeProto,
+    name: &str,
+    len: usize,
+    default: usize,
+) -> std::result::Result<Vec<usize>, String> {
+    match ints(n, name) {
+        None => Ok(vec![default; len]),
+        Some(v) if v.len() == len && v.iter().all(|&x| x >= 0) => {
+            Ok(v.iter().map(|&x| x as usize).collect())
+        }
+        Some(v) => Err(format!("{} {name}={v:?}", n.op_type)),
+    }
+}
+/// ONNX pads `[b1, b2, …, e1, e2, …]` as one symmetric pad per axis, or None when begin ≠ end.
+fn symmetric(pads: &[usize]) -> Option<Vec<usize>> {
+    let (b, e) = pads.split_at(pads.len() / 2);
+    (b == e).then(|| b.to_vec())
+}
+
+impl Op {
+    pub(super) fn parse(n: &NodeProto, opset: i64) -> std::result::Result<Op, String> {
+        let what = || format!("operator {}", n.op_type);
+        if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(format!("{} with {} outputs", n.op_type, n.output.len()));
+        }
+        let no_auto_pad = || match attr(n, "auto_pad").map(|a| a.s.as_slice()) {
+            None | Some(b"NOTSET") => Ok(()),
+            Some(s) => Err(format!(
+                "{} auto_pad={}",
+                n.op_type,
+                String::from_utf8_lossy(s)
+            )),
+        };
+        Ok(match n.op_type.as_str() {
+            "Gemm" => Op::Gemm {
+                alpha: float(n, "alpha", 1.0),
+                beta: float(n, "beta", 1.0),
+                trans_a: int(n, "transA", 0) != 0,
+                trans_b: int(n, "transB", 0) != 0,
+            },
+            "MatMul" => Op::MatMul,
+            "Conv" => {
+                no_auto_pad()?;
+                let k = ints(n, "kernel_shape").map(|k| k.len());
+                let rank = k.unwrap_or(2);
+                if !(1..=2).contains(&rank) {
+                    return Err(format!("Conv over {rank} dimensions"));
+                }
+                let pads = usizes(n, "pads", 2 * rank, 0)?;
+                let pad = symmetric(&pads)
+                    .ok_or_else(|| format!("Conv with asymmetric pads {pads:?}"))?;
+                Op::Conv {
+                    stride: usizes(n, "strides", rank, 1)?,
+                    pad,
+                    dilation: usizes(n, "dilations", rank, 1)?,
+                    groups: int(n, "group", 1).max(1) as usize,
+                }
+            }
+            "MaxPool" | "AveragePool" => {
+                no_auto_pad()?;
+                let max = n.op_type == "MaxPool";
+                let kernel = usizes(n, "kernel_shape", 2, 0)
+                    .map_err(|_| format!("{} that is not 2-D", n.op_type))?;
+                let pads = usizes(n, "pads", 4, 0)?;
+                let pad = symmetric(&pads)
+                    .ok_or_else(|| format!("{} with asymmetric pads {pads:?}", n.op_type))?;
+                if int(n, "ceil_mode", 0) != 0
+                    || usizes(n, "dilations", 2, 1)? != [1, 1]
+                    || int(n, "storage_order", 0) != 0
+                {
+                    return Err(format!(
+                        "{} with ceil_mode, dilations or storage_order",
+                        n.op_type
+                    ));
+                }
+                if !max && int(n, "count_include_pad", 0) == 0 && pad.iter().any(|&p| p > 0) {
+                    return Err("AveragePool excluding padding".into());
+                }
+                let stride = usizes(n, "strides", 2, 1)?;
+                Op::Pool {
+                    max,
+                    kernel: [kernel[0], kernel[1]],
+                    stride: [stride[0], stride[1]],
+                    pad: [pad[0], pad[1]],
+                }
+            }
+            "GlobalAveragePool" => Op::GlobalAveragePool,
+            "Flatten" => Op::Flatten(int(n, "axis", 1)),
+            "Reshape" => {
+                if int(n, "allowzero", 0) != 0 {
+                    return Err("Reshape allowzero=1".into());
+                }
+                Op::Reshape
+            }
+            "Transpose" => {
+                Op::Transpose(ints(n, "perm").map(|p| p.iter().map(|&x| x as usize).collect()))
+            }
+            "Concat" => Op::Concat(int(n, "axis", 0)),
+            "Relu" => Op::Unary(Unary::Relu),
+            "Sigmoid" => Op::Unary(Unary::Sigmoid),
+            "Tanh" => Op::Unary(Unary::Tanh),
+            "Exp" => Op::Unary(Unary::Exp),
+            "Log" => Op::Unary(Unary::Log),
+            "Sqrt" => Op::Unary(Unary::Sqrt),
+            "Neg" => Op::Unary(Unary::Neg),
+            "Erf" => Op::Unary(Unary::Erf),
+            "LeakyRelu" => Op::LeakyRelu(float(n, "alpha", 0.01)),
+            "Gelu" => match attr(n, "approximate").map(|a| a.s.as_slice()) {
+                None | Some(b"none") => Op::Gelu(GeluApprox::None),
+                Some(b"tanh") => Op::Gelu(GeluApprox::Tanh),
+                Some(s) => return Err(format!("Gelu approximate={}", String::from_utf8_lossy(s))),
+            },
+            "Softmax" | "LogSoftmax" => Op::Softmax {
+                axis: int(n, "axis", if opset >= 13 { -1 } else { 1 }),
+                log: n.op_type == "LogSoftmax",
+                legacy: opset < 13,
+            },
+            "Add" => Op::Binary(Binary::Add),
+            "Sub" => Op::Binary(Binary::Sub),
+            "Mul" => Op::Binary(Binary::Mul),
+            "Div" => Op::Binary(Binary::Div),
+            "BatchNormalization" => {
+                if int(n, "training_mode", 0) != 0 {
+                    return Err("BatchNormalization in training mode".into());
+                }
+                Op::BatchNorm(float(n, "epsilon", 1e-5))
+            }
+            "LayerNormalization" => {
+                if int(n, "stash_type", 1) != 1 {
+                    return Err("LayerNormalization stash_type".into());
+                }
+                Op::LayerNorm {
+                    axis: int(n, "axis", -1),
+                    eps: float(n, "epsilon", 1e-5),
+                }
+            }
+            "Gather" => Op::Gather(int(n, "axis", 0)),
+            "Cast" => match DataType::try_from(int(n, "to", 0) as i32) {
+                Ok(t @ (DataType::Float | DataType::Int64)) => Op::Cast(t),
+                _ => return Err(format!("Cast to element type {}", int(n, "to", 0))),
+            },
+            "Identity" | "Dropout" => Op::Identity,
+            "Constant" => match attr(n, "value") {
+                Some(a) if a.r#type == AttributeType::Tensor as i32 || a.t.is_some() => {
+                    Op::Constant(tensor_value(a.t.as_ref().ok_or_else(what)?)?)
+                }
+                _ => return Err("Constant that is not a tensor".into()),
+            },
+            _ => return Err(what()),
+        })
+    }
+
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Op::Gemm { .. } => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Conv { .. } => "Conv",
+            Op::Pool { max: true, .. } => "MaxPool",
+            Op::Pool { .. } => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::Flatten(_) => "Flatten",
+            Op::Reshape => "Reshape",
+            Op::Transpose(_) => "Transpose",
+            Op::Concat(_) => "Concat",
+            Op::Unary(_) | Op::LeakyRelu(_) | Op::Gelu(_) => "activation",
+            Op::Softmax { .. } => "Softmax",
+            Op::Binary(_) => "elementwise",
+            Op::BatchNorm(_) => "BatchNormalization",
+            Op::LayerNorm { .. } => "LayerNormalization",
+            Op::Gather(_) => "Gather",
+            Op::Cast(_) => "Cast",
+            Op::Identity => "Identity",
+            Op::Constant(_) => "Constant",
+        }
+    }
+
+    /// Runs the operator on the tape `t` (inference mode: nothing is recorded for backward).
+    pub(super) fn run(&self, t: &mut Tape, args: &[Option<Arg>]) -> Result<Out> {
+        let f = |i: usize| -> Result<Var> {
+            match args.get(i) {
+                Some(Some(Arg::F(v))) => Ok(*v),
+                Some(Some(Arg::I(_))) => value_err!("input {i} is int64 where float32 is expected"),
+                _ => value_err!("input {i} is missing"),
+            }
+        };
+        let opt = |i: usize| -> Result<Option<Var>> {
+            match args.get(i) {
+                None | Some(None) => Ok(None),
+                _ => f(i).map(Some),
+            }
+        };
+        let rank = |v: Var, t: &Tape| t.shape(v).len() as i64;
+        let axis = |a: i64, r: i64| -> Result<usize> {
+            let a = if a < 0 { a + r } else { a };
+            if !(0..r).contains(&a) {
+                value_err!("axis {a} is out of range for rank {r}");
+            }
+            Ok(a as usize)
+        };
+        Ok(Out::F(match self {
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                let (a, b, c) = (f(0)?, f(1)?, opt(2)?);
+                let simple_bias = c.is_none_or(|c| t.shape(c).len() == 1);
+                if *trans_b && !*trans_a && *alpha == 1.0 && *beta == 1.0 && simple_bias {
+                    t.linear(a, b, c)?
+                } else {
+                    let a = if *trans_a { t.transpose(a, 0, 1)? } else { a };
+                    let b = if *trans_b { t.transpose(b, 0, 1)? } else { b };
+                    let mut y = t.matmul(a, b)?;
+                    if *alpha != 1.0 {
+                        y = t.scale(y, *alpha);
+                    }
+                    if let Some(c) = c {
+                        let c = if *beta != 1.0 { t.scale(c, *beta) } else { c };
+                        y = t.add(y, c)?;
+                    }
+                    y
+                }
+            }
+            Op::MatMul => {
+                let (a, b) = (f(0)?, f(1)?);
+                if t.shape(a).len() < 2 || t.shape(b).len() < 2 {
+                    value_err!("MatMul of 1-D operands");
+                }
+                t.matmul(a, b)?
+            }
+            Op::Conv {
+                stride,
+                pad,
+                dilation,
+                groups,
+            } => {
+                let (x, w, b) = (f(0)?, f(1)?, opt(2)?);
+                match stride.len() {
+                    1 => t.conv1d(x, w, b, stride[0], pad[0], dilation[0], *groups)?,
+                    _ => t.conv2d(
+                        x,
+                        w,
+                        b,
+                        [stride[0], stride[1]],
+                        [pad[0], pad[1]],
+                        [dilation[0], dilation[1]],
+                        *groups,
+                    )?,
+                }
+            }
+            Op::Pool {
+                max,
+                kernel,
+                stride,
+                pad,
+            } => {
+                let x = f(0)?;
+                if *max {
+                    t.max_pool2d(x, *kernel, *stride, *pad)?
+                } else {
+                    t.avg_pool2d(x, *kernel, *stride, *pad)?
+                }
+            }
+            Op::GlobalAveragePool => {
+                let x = f(0)?;
+                let axes: Vec<usize> = (2..t.shape(x).len()).collect();
+                t.mean(x, &axes, true)?
+            }
+            Op::Flatten(a) => {
+                let x = f(0)?;
+                let s = t.shape(x).to_vec();
+                let r = s.len() as i64;
+                let a = if *a < 0 { a + r } else { *a };
+                if !(0..=r).contains(&a) {
+                    value_err!("Flatten axis {a} for rank {r}");
+                }
+                let (outer, inner) = s.split_at(a as usize);
+                t.reshape(x, &[outer.iter().product(), inner.iter().product()])?
+            }
+            Op::Reshape => {
+                let x = f(0)?;
+                let Some(Some(Arg::I(shape))) = args.get(1) else {
+                    value_err!("Reshape needs an int64 shape");
+                };
+                let target = reshape_target(t.shape(x), shape.iter().copied())?;
+                t.reshape(x, &target)?
+            }
+            Op::Transpose(perm) => {
+                let x = f(0)?;
+                let perm = perm
+                    .clone()
+                    .unwrap_or_else(|| (0..t.shape(x).len()).rev().collect());
+                t.permute(x, &perm)?
+            }
+            Op::Concat(a) => {
+                let xs = (0..args.len()).map(f).collect::<Result<Vec<_>>>()?;
+                let r = rank(xs[0], t);
+                t.concat(&xs, axis(*a, r)?)?
+            }
+            Op::Unary(u) => {
+                let x = f(0)?;
+                match u {
+                    Unary::Relu => t.relu(x),
+                    Unary::Sigmoid => t.sigmoid(x),
+                    Unary::Tanh => t.tanh(x),
+                    Unary::Exp => t.exp(x),
+                    Unary::Log => t.log(x),
+                    Unary::Sqrt => t.sqrt(x),
+                    Unary::Neg => t.neg(x),
+                    Unary::Erf => {
+                        let y = t.value(x).mapv(libm::erff);
+                        t.constant(y)
+                    }
+                }
+            }
+            Op::LeakyRelu(alpha) => t.leaky_relu(f(0)?, *alpha),
+            Op::Gelu(approx) => t.gelu(f(0)?, *approx),
+            Op::Softmax {
+                axis: a,
+                log,
+                legacy,
+            } => {
+                let x = f(0)?;
+                let r = rank(x, t);
+                let a = axis(*a, r)?;
+                if *legacy && a as i64 != r - 1 {
+                    value_err!("Softmax before opset 13 over axis {a} of a rank-{r} input");
+                }
+                if *log {
+                    t.log_softmax(x, a)?
+                } else {
+                    t.softmax(x, a)?
+                }
+            }
+            Op::Binary(op) => {
+                let (a, b) = (f(0)?, f(1)?);
+                match op {
+                    Binary::Add => t.add(a, b)?,
+                    Binary::Sub => t.sub(a, b)?,
+                    Binary::Mul => t.mul(a, b)?,
+                    Binary::Div => t.div(a, b)?,
+                }
+            }
+            Op::BatchNorm(eps) => {
+                let (x, w, b, m, v) = (f(0)?, f(1)?, f(2)?, f(3)?, f(4)?);
+                let one_d = |v: Var, t: &Tape| {
+                    t.value(v)
+                        .clone()
+                        .into_dimensionality::<Ix1>()
+                        .map_err(|_| {
+                            crate::KilnError::shape("BatchNormalization statistics must be 1-D")
+                        })
+                };
+                let (mean, var) = (one_d(m, t)?, one_d(v, t)?);
+                t.batch_norm(x, w, b, Some((&mean, &var)), *eps)?.0
+            }
+            Op::LayerNorm { axis: a, eps } => {
+                let (x, w) = (f(0)?, f(1)?);
+                let r = rank(x, t);
+                let a = axis(*a, r)?;
+                let normalized = t.shape(x)[a..].to_vec();
+                let w = if t.shape(w) != normalized.as_slice() {
+                    t.reshape(w, &normalized)?
+                } else {
+                    w
+                };
+                let b = match opt(2)? {
+                    Some(b) if t.shape(b) != normalized.as_slice() => t.reshape(b, &normalized)?,
+                    Some(b) => b,
+                    None => t.constant(ArrayD::zeros(IxDyn(&normalized))),
+                };
+                t.layer_norm(x, w, b, *eps)?
+            }
+            Op::Gather(a) => {
+                let table = f(0)?;
+                let Some(Some(Arg::I(ids))) = args.get(1) else {
+                    value_err!("Gather needs int64 indices");
+                };
+                let st = t.shape(table).to_vec();
+                if *a != 0 || st.len() != 2 {
+                    value_err!("Gather on axis {a} of a rank-{} table", st.len());
+                }
+                let rows = st[0] as i64;
+                let ids = ids.mapv(|i| if i < 0 { i + rows } else { i });
+                if let Some(bad) = ids.iter().find(|&&i| !(0..rows).contains(&i)) {
+                    value_err!("index {bad} is out of range for {rows} rows");
+                }
+                t.embedding(table, &ids.mapv(|i| i as usize))?
+            }
+            Op::Cast(to) => match (to, args.first()) {
+                (DataType::Float, Some(Some(Arg::F(v)))) => *v,
+                (DataType::Float, Some(Some(Arg::I(i)))) => t.constant(i.mapv(|v| v as f32)),
+                (DataType::Int64, Some(Some(Arg::I(i)))) => return Ok(Out::I((*i).clone())),
+                (DataType::Int64, Some(Some(Arg::F(v)))) => {
+                    let values = t.value(*v);
+                    if values.iter().any(|x| !x.is_finite()) {
+                        value_err!("Cast of NaN or infinity to int64");
+                    }
+                    return Ok(Out::I(values.mapv(|x| x.trunc() as i64)));
+                }
+                _ => value_err!("Cast input is missing"),
+            },
+            Op::Identity => match args.first() {
+                Some(Some(Arg::F(v))) => *v,
+                Some(Some(Arg::I(i))) => return Ok(Out::I((*i).clone())),
+                _ => value_err!("input 0 is missing"),
+            },
+            Op::Constant(_) => unreachable!("constants are folded at load"),
+        }))
+    }
+}
+
+/// ONNX Reshape's target: `0` copies the input's size on that axis, one `-1` takes the rest.
+fn reshape_target(input: &[usize], shape: impl Iterator<Item = i64>) -> Result<Vec<usize>> {
+    let total: usize = input.iter().product();
+    let mut out = Vec::new();
+    let mut infer = None;
+    for (i, d) in shape.enumerate() {
+        match d {
+            0 => out.push(*input.get(i).ok_or_else(|| {
+                crate::KilnError::shape(format!(
+                    "Reshape: 0 at axis {i} of a rank-{} input",
+                    input.len()
+                ))
+            })?),
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            d if d > 0 => out.push(d as usize),
+            d => shape_err!("Reshape: size {d} in the target shape"),
+        }
+    }
+    if let Some(i) = infer {
+        let known: usize = out.iter().product();
+        if known == 0 || !total.is_multiple_of(known) {
+            shape_err!("Reshape: cannot infer -1 for {total} values into {out:?}");
+        }
+        out[i] = total / known;
+    }
+    Ok(out)
+}

@@ -1,0 +1,180 @@
+//! kiln's own engine (kiln_core::lite) for index.js: the models kiln exports run in the small
+//! module, without tract. Same shape of API as `session.rs` (describe, a feed, outputs taken once),
+//! plus `runF32`, one call for the common case of one float input.
+
+use kiln_core::lite::{IoInfo, LiteSession as Engine, Value};
+use kiln_core::Tensor;
+use wasm_bindgen::prelude::*;
+
+use crate::error::{js, JsResult};
+use crate::{array, into_vec};
+
+/// What loading gave: a session, or the reason kiln's engine declined the model (then index.js
+/// loads it with tract).
+#[wasm_bindgen]
+pub struct LiteLoad {
+    session: Option<LiteSession>,
+    declined: Option<String>,
+}
+
+#[wasm_bindgen]
+impl LiteLoad {
+    /// Parses `bytes`; throws only for bytes that are not a valid ONNX model.
+    pub fn parse(bytes: &[u8]) -> JsResult<LiteLoad> {
+        Ok(match js(Engine::from_bytes(bytes))? {
+            Ok(inner) => LiteLoad {
+                session: Some(LiteSession {
+                    inner,
+                    last_dims: Vec::new(),
+                }),
+                declined: None,
+            },
+            Err(why) => LiteLoad {
+                session: None,
+                declined: Some(why.0),
+            },
+        })
+    }
+
+    /// The session (once), or undefined when the model was declined.
+    pub fn session(&mut self) -> Option<LiteSession> {
+        self.session.take()
+    }
+
+    /// Why kiln's engine declined the model, if it did.
+    pub fn declined(&self) -> Option<String> {
+        self.declined.clone()
+    }
+}
+
+/// A model on kiln's engine.
+#[wasm_bindgen]
+pub struct LiteSession {
+    inner: Engine,
+    last_dims: Vec<u32>,
+}
+
+#[wasm_bindgen]
+impl LiteSession {
+    /// The same JSON document as the tract session's `describe`.
+    pub fn describe(&self) -> String {
+        let infos = |list: &[IoInfo]| -> Vec<serde_json::Value> {
+            let info =
+                |t: &IoInfo| serde_json::json!({ "name": t.name, "dims": t.dims, "type": t.dtype });
+            list.iter().map(info).collect()
+        };
+        serde_json::json!({
+            "inputs": infos(self.inner.inputs()),
+            "outputs": infos(self.inner.outputs()),
+            "metadata": self.inner.metadata(),
+            "labels": self.inner.labels(),
+        })
+        .to_string()
+    }
+
+    /// Runs a model with one float32 input and returns its first output's values; the shape is
+    /// then in `lastDims()`. Two calls into wasm per prediction instead of seven.
+    #[wasm_bindgen(js_name = runF32)]
+    pub fn run_f32(&mut self, data: Vec<f32>, dims: Vec<u32>) -> JsResult<Vec<f32>> {
+        let name = self.inner.inputs()[0].name.clone();
+        let x = js(array(&format!("input {name:?}"), data, &dims))?;
+        let out = js(self.inner.run(vec![(name, Value::F32(x))]))?.swap_remove(0);
+        self.last_dims = out.shape().iter().map(|&d| d as u32).collect();
+        Ok(into_vec(out))
+    }
+
+    /// The shape of the output `runF32` returned last.
+    #[wasm_bindgen(js_name = lastDims)]
+    pub fn last_dims(&self) -> Vec<u32> {
+        self.last_dims.clone()
+    }
+
+    /// Runs the model on the inputs in `feed` (which this consumes).
+    pub fn run(&self, feed: LiteFeed) -> JsResult<LiteOutputs> {
+        let outputs = js(self.inner.run(feed.inputs))?;
+        Ok(LiteOutputs {
+            tensors: outputs.into_iter().map(Some).collect(),
+        })
+    }
+}
+
+/// The inputs of one run.
+#[wasm_bindgen]
+#[derive(Default)]
+pub struct LiteFeed {
+    inputs: Vec<(String, Value)>,
+}
+
+#[wasm_bindgen]
+impl LiteFeed {
+    /// An empty feed.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> LiteFeed {
+        LiteFeed::default()
+    }
+
+    /// Adds a float32 input.
+    #[wasm_bindgen(js_name = addF32)]
+    pub fn add_f32(&mut self, name: String, data: Vec<f32>, dims: Vec<u32>) -> JsResult<()> {
+        let a = js(array(&format!("input {name:?}"), data, &dims))?;
+        self.inputs.push((name, Value::F32(a)));
+        Ok(())
+    }
+
+    /// Adds an int64 input (`BigInt64Array`).
+    #[wasm_bindgen(js_name = addI64)]
+    pub fn add_i64(&mut self, name: String, data: Vec<i64>, dims: Vec<u32>) -> JsResult<()> {
+        let a = js(array(&format!("input {name:?}"), data, &dims))?;
+        self.inputs.push((name, Value::I64(a)));
+        Ok(())
+    }
+
+    /// Adds an int32 input for an int64 graph input (token ids), widened.
+    #[wasm_bindgen(js_name = addI32)]
+    pub fn add_i32(&mut self, name: String, data: Vec<i32>, dims: Vec<u32>) -> JsResult<()> {
+        self.add_i64(name, data.into_iter().map(i64::from).collect(), dims)
+    }
+}
+
+/// The outputs of one run (all float32 on this engine), each taken out once.
+#[wasm_bindgen]
+pub struct LiteOutputs {
+    tensors: Vec<Option<Tensor>>,
+}
+
+#[wasm_bindgen]
+impl LiteOutputs {
+    /// How many outputs there are.
+    pub fn count(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// The shape of output `index`.
+    pub fn dims(&self, index: usize) -> JsResult<Vec<u32>> {
+        Ok(self.get(index)?.shape().iter().map(|&d| d as u32).collect())
+    }
+
+    /// The element type of output `index`: always `"float32"` here.
+    pub fn dtype(&self, index: usize) -> JsResult<String> {
+        self.get(index).map(|_| "float32".to_string())
+    }
+
+    /// Moves output `index` out as a `Float32Array`.
+    pub fn take(&mut self, index: usize) -> JsResult<Vec<f32>> {
+        self.get(index)?;
+        Ok(into_vec(self.tensors[index].take().expect("checked")))
+    }
+}
+
+impl LiteOutputs {
+    fn get(&self, index: usize) -> JsResult<&Tensor> {
+        self.tensors
+            .get(index)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| {
+                js_sys::Error::new(&format!(
+                    "kiln-wasm: output {index} does not exist or was taken"
+                ))
+            })
+    }
+}
