@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the npm package kiln-wasm into wasm/pkg: cargo (wasm32, profile `wasm`, simd128) →
+# Builds the npm package kiln-wasm into wasm/pkg: cargo (wasm32, profiles `wasm` / `wasm-core`, simd128) →
 # wasm-bindgen (--target web) → wasm-opt (npm's binaryen) → prints raw / gzip / brotli sizes.
 # Installs what is missing first, and is safe to run again: each step is skipped when its
 # output is current. `make wasm` runs this.
@@ -59,13 +59,13 @@ opt_flags=(--strip-debug --strip-producers
     --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
     --enable-mutable-globals --enable-multivalue --enable-reference-types --enable-simd)
 
-# build_module NAME FEATURE: cargo → wasm-bindgen → wasm-opt into $pkg/NAME.js + NAME_bg.wasm.
+# build_module NAME FEATURE PROFILE: cargo → wasm-bindgen → wasm-opt into $pkg/NAME.js + NAME_bg.wasm.
 build_module() {
-    local name="$1" feature="$2"
+    local name="$1" feature="$2" profile="$3"
     step "cargo build -p kiln-wasm --target $target --profile $profile --no-default-features --features $feature"
     cargo build -p kiln-wasm --target "$target" --profile "$profile" --no-default-features --features "$feature"
-    # cargo writes both feature sets to the same file name: keep each module's own copy.
-    cp "$out/kiln_wasm.wasm" "$out/module-$name.wasm"
+    # Both modules are built from one crate, so cargo names both kiln_wasm.wasm: keep each one's copy.
+    cp "$root/target/$target/$profile/kiln_wasm.wasm" "$out/module-$name.wasm"
     # bindgen + wasm-opt, skipped when the compiled module did not change
     local stamp="$out/$name.pkg-stamp"
     local want_stamp
@@ -88,8 +88,8 @@ build_module() {
     echo "wasm-opt: $raw_before → $(stat -c %s "$pkg/${name}_bg.wasm") bytes"
     echo "$want_stamp" > "$stamp"
 }
-build_module kiln_wasm infer
-build_module kiln_core core
+build_module kiln_wasm infer wasm
+build_module kiln_core core wasm-core
 
 # ---- sizes -------------------------------------------------------------------------------------
 step "sizes"

@@ -44,12 +44,15 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Visit every (column row, column index, input offset) triple that lands inside the input.
+    /// Visit every run of taps that lands inside the input, as `(column row, first column index,
+    /// first input offset, length)`: within a run, column `col + i` reads input `at + i · stride`.
+    /// Whole runs (not single taps) keep the inner loops free of bounds tests: for stride 1 a run
+    /// is one slice copy.
     #[inline]
-    fn for_each_tap(
+    fn for_each_run(
         &self,
         channels: std::ops::Range<usize>,
-        mut f: impl FnMut(usize, usize, usize),
+        mut f: impl FnMut(usize, usize, usize, usize),
     ) {
         let Window {
             kernel: [kh, kw],
@@ -63,6 +66,17 @@ impl Geometry {
             for ki in 0..kh {
                 for kj in 0..kw {
                     let row = ((c - c0) * kh + ki) * kw + kj;
+                    // ix = ox·sw + off − pw must lie in [0, w)
+                    let off = kj * dw;
+                    let lo = if pw > off { (pw - off).div_ceil(sw) } else { 0 };
+                    let hi = if self.w + pw > off {
+                        ((self.w - 1 + pw - off) / sw + 1).min(self.ow)
+                    } else {
+                        0
+                    };
+                    if lo >= hi {
+                        continue;
+                    }
                     for n in 0..self.n {
                         let plane = (n * self.c + c) * self.h * self.w;
                         for oy in 0..self.oh {
@@ -70,13 +84,8 @@ impl Geometry {
                             if iy < 0 || iy >= self.h as isize {
                                 continue;
                             }
-                            let base = plane + iy as usize * self.w;
-                            for ox in 0..self.ow {
-                                let ix = (ox * sw + kj * dw) as isize - pw as isize;
-                                if ix >= 0 && ix < self.w as isize {
-                                    f(row, n * l + oy * self.ow + ox, base + ix as usize);
-                                }
-                            }
+                            let at = plane + iy as usize * self.w + lo * sw + off - pw;
+                            f(row, n * l + oy * self.ow + lo, at, hi - lo);
                         }
                     }
                 }
@@ -159,8 +168,18 @@ impl Tape {
         let mut cols = vec![0f32; groups * k * nl];
         for g in 0..groups {
             let block = &mut cols[g * k * nl..(g + 1) * k * nl];
-            geo.for_each_tap(g * cg..(g + 1) * cg, |row, col, at| {
-                block[row * nl + col] = xs[at]
+            let step = geo.win.stride[1];
+            geo.for_each_run(g * cg..(g + 1) * cg, |row, col, at, len| {
+                let dst = &mut block[row * nl + col..row * nl + col + len];
+                // Short runs (small images) copy faster element by element than through memcpy,
+                // which is a bulk-memory call with a fixed cost on wasm.
+                if step == 1 && len >= 16 {
+                    dst.copy_from_slice(&xs[at..at + len]);
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = xs[at + i * step];
+                    }
+                }
             });
         }
         let wv = self.value(weight).as_standard_layout().into_owned();
@@ -215,8 +234,12 @@ impl Tape {
                         &mut dc,
                     );
                     let dcs = dcols.as_slice().unwrap();
-                    geo.for_each_tap(g * cg..(g + 1) * cg, |row, col, at| {
-                        dx[at] += dcs[row * nl + col]
+                    let step = geo.win.stride[1];
+                    geo.for_each_run(g * cg..(g + 1) * cg, |row, col, at, len| {
+                        let src = &dcs[row * nl + col..row * nl + col + len];
+                        for (i, v) in src.iter().enumerate() {
+                            dx[at + i * step] += v;
+                        }
                     });
                 }
                 grads[0] = Some(ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).unwrap());
@@ -371,16 +394,59 @@ impl Tape {
         } else {
             Vec::new()
         };
-        geo.for_each_tap(0..1, |_, col, at| {
-            if is_max {
-                if xs[at] > out[col] || arg[col] == usize::MAX {
-                    out[col] = xs[at];
-                    arg[col] = at;
+        let step = win.stride[1];
+        if win.padding == [0, 0] && win.kernel == win.stride {
+            // Non-overlapping windows without padding (MaxPool2d(2), the common case): walk each
+            // window directly; the general walk below pays per run of one or two taps here.
+            let [kh, kw] = win.kernel;
+            for p in 0..n * c {
+                let plane = &xs[p * h * w..(p + 1) * h * w];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let o = (p * oh + oy) * ow + ox;
+                        let first = oy * kh * w + ox * kw;
+                        if is_max {
+                            // The window's first value wins ties and NaN, as in the general walk.
+                            let (mut best, mut best_at) = (plane[first], first);
+                            for ki in 0..kh {
+                                let row = first + ki * w;
+                                for at in row..row + kw {
+                                    if plane[at] > best {
+                                        best = plane[at];
+                                        best_at = at;
+                                    }
+                                }
+                            }
+                            out[o] = best;
+                            arg[o] = p * h * w + best_at;
+                        } else {
+                            let mut sum = 0.0;
+                            for ki in 0..kh {
+                                let row = first + ki * w;
+                                sum += plane[row..row + kw].iter().sum::<f32>();
+                            }
+                            out[o] = sum;
+                        }
+                    }
                 }
-            } else {
-                out[col] += xs[at];
             }
-        });
+        } else {
+            geo.for_each_run(0..1, |_, col, at, len| {
+                if is_max {
+                    for i in 0..len {
+                        let (v, o) = (xs[at + i * step], col + i);
+                        if v > out[o] || arg[o] == usize::MAX {
+                            out[o] = v;
+                            arg[o] = at + i * step;
+                        }
+                    }
+                } else {
+                    for (i, o) in out[col..col + len].iter_mut().enumerate() {
+                        *o += xs[at + i * step];
+                    }
+                }
+            });
+        }
         if !is_max {
             let inv = 1.0 / taps as f32;
             out.iter_mut().for_each(|v| *v *= inv);
@@ -396,7 +462,12 @@ impl Tape {
                 }
             } else {
                 let inv = 1.0 / taps as f32;
-                geo.for_each_tap(0..1, |_, col, at| dx[at] += gs[col] * inv);
+                let step = win.stride[1];
+                geo.for_each_run(0..1, |_, col, at, len| {
+                    for i in 0..len {
+                        dx[at + i * step] += gs[col + i] * inv;
+                    }
+                });
             }
             vec![Some(
                 ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).unwrap(),
