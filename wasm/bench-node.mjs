@@ -60,10 +60,12 @@ function inputFor(dims, batch) {
   return { data, shape };
 }
 
-async function benchKiln() {
+// kiln-wasm twice: with the engine loadModel picks (kiln's own for kiln's exports, in the small
+// module) and with tract forced (the path for every other model).
+async function benchKiln(engine) {
   const t0 = performance.now();
   const { loadModel } = await import('./pkg/index.js');
-  const model = await loadModel(bytes);
+  const model = await loadModel(bytes, { engine });
   const one = inputFor(model.inputs[0].dims, 1);
   const first = model.run(one.data, one.shape);
   const firstMs = performance.now() - t0;
@@ -73,8 +75,8 @@ async function benchKiln() {
   model.run(b64.data, b64.shape);
   const first64Ms = performance.now() - t64;
   const result = {
-    runtime: 'kiln-wasm',
-    wasm: sizes(new URL('./pkg/kiln_wasm_bg.wasm', import.meta.url)),
+    runtime: `kiln-wasm (${model.engine} engine)`,
+    wasm: sizes(new URL(model.engine === 'kiln' ? './pkg/kiln_core_bg.wasm' : './pkg/kiln_wasm_bg.wasm', import.meta.url)),
     firstPredictionMs: firstMs,
     firstBatch64Ms: first64Ms,
     batch1Ms: await latency(() => model.run(one.data, one.shape)),
@@ -115,7 +117,8 @@ async function benchOrt() {
   return result;
 }
 
-const kiln = await benchKiln();
+const kiln = await benchKiln('auto');
+const kilnTract = await benchKiln('tract');
 const ort = await benchOrt();
 const maxDiff = Math.max(...kiln.sample.map((v, i) => Math.abs(v - ort.sample[i])));
 
@@ -124,9 +127,9 @@ const ms = (n) => n.toFixed(3);
 console.log(`model: ${modelPath} (${bytes.length} bytes); Node ${process.versions.node}`);
 console.log('| runtime | wasm raw MB | gzip MB | brotli MB | loadModel → first prediction ms | batch 1 ms | batch 64 ms |');
 console.log('|---|---|---|---|---|---|---|');
-for (const r of [kiln, ort]) {
+for (const r of [kiln, kilnTract, ort]) {
   console.log(`| ${r.runtime} | ${mb(r.wasm.raw)} | ${mb(r.wasm.gzip)} | ${mb(r.wasm.brotli)} | ${r.firstPredictionMs.toFixed(0)} | ${ms(r.batch1Ms)} | ${ms(r.batch64Ms)} |`);
 }
 console.log(`first call at batch 64 (after batch 1): kiln-wasm ${kiln.firstBatch64Ms.toFixed(1)} ms, onnxruntime-web ${ort.firstBatch64Ms.toFixed(1)} ms`);
 console.log(`gzip size ratio kiln / onnxruntime-web: ${(kiln.wasm.gzip / ort.wasm.gzip).toFixed(2)}; outputs agree to ${maxDiff.toExponential(1)}`);
-if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ model: modelPath, node: process.versions.node, kiln, ort, maxDiff }, null, 1));
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ model: modelPath, node: process.versions.node, kiln, kilnTract, ort, maxDiff }, null, 1));

@@ -8,16 +8,19 @@
 /** The engines, each as a loader: import its JS, initialise its wasm, load the model's bytes. */
 export const ENGINES = {
   'kiln-wasm': {
-    // kiln's public API: init() fetches + compiles + instantiates the .wasm, loadModel parses and
-    // optimises the ONNX graph (tract), run() copies the input in and the output out.
+    // kiln's public API: initKiln() fetches + compiles + instantiates the small module (kiln's own
+    // engine), loadModel parses the graph there — or, when kiln's engine declines it, fetches
+    // tract's module and loads it with tract (counted in 'load') — and run() copies the input in
+    // and the output out.
     async start(url, bytes, mark) {
       const kiln = await import(url);
       mark('import');
-      await kiln.init();
+      await (kiln.initKiln ?? kiln.init)();
       mark('init');
       const model = await kiln.loadModel(bytes);
       mark('load');
       return {
+        engine: model.engine,
         run: (x) => model.run(x.data, x.shape),
         output: (r) => r.data,
         release: () => model.free(),
