@@ -410,10 +410,10 @@ impl Tape {
                             let (mut best, mut best_at) = (plane[first], first);
                             for ki in 0..kh {
                                 let row = first + ki * w;
-                                for at in row..row + kw {
-                                    if plane[at] > best {
-                                        best = plane[at];
-                                        best_at = at;
+                                for (j, &v) in plane[row..row + kw].iter().enumerate() {
+                                    if v > best {
+                                        best = v;
+                                        best_at = row + j;
                                     }
                                 }
                             }
