@@ -3,7 +3,7 @@
 //! this comment. Export writes through these types instead of `tract_onnx::pb` so that the
 //! `export` feature builds without tract: tract's operator registries are global constructors
 //! that stay linked into any binary depending on tract-core, which made the browser's training
-//! module (kiln_train_bg.wasm) 6.8 MB instead of a fraction of that. Same field numbers, so the
+//! module (kiln_core_bg.wasm) 6.8 MB instead of a fraction of that. Same field numbers, so the
 //! bytes are the same ONNX either way.
 #![allow(missing_docs, clippy::all, rustdoc::all)]
 
