@@ -237,38 +237,27 @@ impl LiteSession {
             }
         }
         for node in &self.nodes {
+            let mut args: Vec<Option<Arg>> = Vec::with_capacity(node.inputs.len());
             for input in &node.inputs {
-                if input.is_empty() || floats.contains_key(input) || ints.contains_key(input) {
-                    continue;
-                }
-                match self.constants.get(input) {
-                    Some(Value::F32(v)) => {
-                        floats.insert(input.clone(), tape.constant(v.clone()));
+                args.push(if input.is_empty() {
+                    None
+                } else if let Some(v) = floats.get(input) {
+                    Some(Arg::F(*v))
+                } else if let Some(v) = ints.get(input) {
+                    Some(Arg::I(v))
+                } else {
+                    match self.constants.get(input) {
+                        Some(Value::F32(v)) => Some(Arg::C(v)),
+                        Some(Value::I64(v)) => Some(Arg::I(v)),
+                        None => {
+                            return Err(KilnError::onnx(format!(
+                                "node {:?}: input {input:?} is computed nowhere",
+                                node.name
+                            )))
+                        }
                     }
-                    Some(Value::I64(v)) => {
-                        ints.insert(input.clone(), v.clone());
-                    }
-                    None => {
-                        return Err(KilnError::onnx(format!(
-                            "node {:?}: input {input:?} is computed nowhere",
-                            node.name
-                        )))
-                    }
-                }
+                });
             }
-            let args: Vec<Option<Arg>> = node
-                .inputs
-                .iter()
-                .map(|n| {
-                    if n.is_empty() {
-                        None
-                    } else if let Some(v) = floats.get(n) {
-                        Some(Arg::F(*v))
-                    } else {
-                        ints.get(n).map(Arg::I)
-                    }
-                })
-                .collect();
             let out = node.op.run(&mut tape, &args).map_err(|e| {
                 KilnError::onnx(format!("node {:?} ({}): {e}", node.name, node.op.name()))
             })?;

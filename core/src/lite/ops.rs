@@ -5,10 +5,11 @@
 use ndarray::{ArrayD, Ix1, IxDyn};
 
 use super::{tensor_value, Value};
-use crate::autograd::{GeluApprox, Tape, Var};
+use crate::autograd::{gemm, GeluApprox, Tape, Var};
 use crate::onnx_pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto,
 };
+use crate::Tensor;
 use crate::{shape_err, value_err, Result};
 
 /// One ONNX operator with its attributes read.
@@ -78,10 +79,30 @@ pub(super) enum Binary {
     Div,
 }
 
-/// What an operator works on: float values on the tape, or int64 arrays beside it.
+/// What an operator works on: float values on the tape, float weights borrowed from the model
+/// (copied onto the tape only by the operators that need them there), or int64 arrays.
 pub(super) enum Arg<'a> {
     F(Var),
+    C(&'a Tensor),
     I(&'a ArrayD<i64>),
+}
+
+/// Input `i` as a value on the tape (a borrowed weight is copied onto it).
+fn var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Var> {
+    match args.get(i) {
+        Some(Some(Arg::F(v))) => Ok(*v),
+        Some(Some(Arg::C(c))) => Ok(t.constant((*c).clone())),
+        Some(Some(Arg::I(_))) => value_err!("input {i} is int64 where float32 is expected"),
+        _ => value_err!("input {i} is missing"),
+    }
+}
+
+/// Optional input `i` as a value on the tape.
+fn opt_var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Option<Var>> {
+    match args.get(i) {
+        None | Some(None) => Ok(None),
+        _ => var(t, args, i).map(Some),
+    }
 }
 
 /// What an operator gives back.
@@ -281,19 +302,6 @@ impl Op {
 
     /// Runs the operator on the tape `t` (inference mode: nothing is recorded for backward).
     pub(super) fn run(&self, t: &mut Tape, args: &[Option<Arg>]) -> Result<Out> {
-        let f = |i: usize| -> Result<Var> {
-            match args.get(i) {
-                Some(Some(Arg::F(v))) => Ok(*v),
-                Some(Some(Arg::I(_))) => value_err!("input {i} is int64 where float32 is expected"),
-                _ => value_err!("input {i} is missing"),
-            }
-        };
-        let opt = |i: usize| -> Result<Option<Var>> {
-            match args.get(i) {
-                None | Some(None) => Ok(None),
-                _ => f(i).map(Some),
-            }
-        };
         let rank = |v: Var, t: &Tape| t.shape(v).len() as i64;
         let axis = |a: i64, r: i64| -> Result<usize> {
             let a = if a < 0 { a + r } else { a };
@@ -309,7 +317,64 @@ impl Op {
                 trans_a,
                 trans_b,
             } => {
-                let (a, b, c) = (f(0)?, f(1)?, opt(2)?);
+                // x·Wᵀ + b with W and b the model's own (a Linear layer): one GEMM straight from the
+                // borrowed weights, without copying them onto the tape for every run.
+                if let (true, false, Some(Some(Arg::C(w)))) = (*trans_b, *trans_a, args.get(1)) {
+                    let bias = match args.get(2) {
+                        None | Some(None) => Some(None),
+                        Some(Some(Arg::C(b))) if b.ndim() == 1 && b.len() == w.shape()[0] => {
+                            Some(Some(*b))
+                        }
+                        _ => None,
+                    };
+                    let x = var(t, args, 0)?;
+                    if let (Some(bias), 2, 2, 1.0, 1.0) =
+                        (bias, t.shape(x).len(), w.ndim(), *alpha, *beta)
+                    {
+                        let xv = t
+                            .value(x)
+                            .view()
+                            .into_dimensionality::<ndarray::Ix2>()
+                            .expect("rank 2");
+                        let wv = w
+                            .view()
+                            .into_dimensionality::<ndarray::Ix2>()
+                            .expect("rank 2");
+                        if xv.ncols() != wv.ncols() {
+                            shape_err!(
+                                "Gemm: input of shape {:?} does not fit weight of shape {:?}",
+                                xv.shape(),
+                                wv.shape()
+                            );
+                        }
+                        let mut y = match bias {
+                            Some(b) => b
+                                .broadcast((xv.nrows(), wv.nrows()))
+                                .expect("checked")
+                                .to_owned(),
+                            None => ndarray::Array2::zeros((xv.nrows(), wv.nrows())),
+                        };
+                        match (xv.as_slice(), wv.as_slice()) {
+                            // A few rows (batch 1 in a page): one dot product per output, straight
+                            // over W's contiguous rows; a GEMM kernel spends most of such a call
+                            // packing and masking its tiles.
+                            (Some(xs), Some(ws)) if xv.nrows() <= 4 => {
+                                let k = xv.ncols();
+                                for (xr, mut yr) in xs.chunks_exact(k).zip(y.rows_mut()) {
+                                    for (yj, wr) in yr.iter_mut().zip(ws.chunks_exact(k)) {
+                                        *yj += dot(xr, wr);
+                                    }
+                                }
+                            }
+                            _ => {
+                                let beta = if bias.is_some() { 1.0 } else { 0.0 };
+                                gemm(1.0, &xv, &wv.t(), beta, &mut y.view_mut());
+                            }
+                        }
+                        return Ok(Out::F(t.constant(y.into_dyn())));
+                    }
+                }
+                let (a, b, c) = (var(t, args, 0)?, var(t, args, 1)?, opt_var(t, args, 2)?);
                 let simple_bias = c.is_none_or(|c| t.shape(c).len() == 1);
                 if *trans_b && !*trans_a && *alpha == 1.0 && *beta == 1.0 && simple_bias {
                     t.linear(a, b, c)?
@@ -328,7 +393,7 @@ impl Op {
                 }
             }
             Op::MatMul => {
-                let (a, b) = (f(0)?, f(1)?);
+                let (a, b) = (var(t, args, 0)?, var(t, args, 1)?);
                 if t.shape(a).len() < 2 || t.shape(b).len() < 2 {
                     value_err!("MatMul of 1-D operands");
                 }
@@ -340,7 +405,7 @@ impl Op {
                 dilation,
                 groups,
             } => {
-                let (x, w, b) = (f(0)?, f(1)?, opt(2)?);
+                let (x, w, b) = (var(t, args, 0)?, var(t, args, 1)?, opt_var(t, args, 2)?);
                 match stride.len() {
                     1 => t.conv1d(x, w, b, stride[0], pad[0], dilation[0], *groups)?,
                     _ => t.conv2d(
@@ -360,7 +425,7 @@ impl Op {
                 stride,
                 pad,
             } => {
-                let x = f(0)?;
+                let x = var(t, args, 0)?;
                 if *max {
                     t.max_pool2d(x, *kernel, *stride, *pad)?
                 } else {
@@ -368,12 +433,12 @@ impl Op {
                 }
             }
             Op::GlobalAveragePool => {
-                let x = f(0)?;
+                let x = var(t, args, 0)?;
                 let axes: Vec<usize> = (2..t.shape(x).len()).collect();
                 t.mean(x, &axes, true)?
             }
             Op::Flatten(a) => {
-                let x = f(0)?;
+                let x = var(t, args, 0)?;
                 let s = t.shape(x).to_vec();
                 let r = s.len() as i64;
                 let a = if *a < 0 { a + r } else { *a };
@@ -384,7 +449,7 @@ impl Op {
                 t.reshape(x, &[outer.iter().product(), inner.iter().product()])?
             }
             Op::Reshape => {
-                let x = f(0)?;
+                let x = var(t, args, 0)?;
                 let Some(Some(Arg::I(shape))) = args.get(1) else {
                     value_err!("Reshape needs an int64 shape");
                 };
@@ -392,19 +457,21 @@ impl Op {
                 t.reshape(x, &target)?
             }
             Op::Transpose(perm) => {
-                let x = f(0)?;
+                let x = var(t, args, 0)?;
                 let perm = perm
                     .clone()
                     .unwrap_or_else(|| (0..t.shape(x).len()).rev().collect());
                 t.permute(x, &perm)?
             }
             Op::Concat(a) => {
-                let xs = (0..args.len()).map(f).collect::<Result<Vec<_>>>()?;
+                let xs = (0..args.len())
+                    .map(|i| var(t, args, i))
+                    .collect::<Result<Vec<_>>>()?;
                 let r = rank(xs[0], t);
                 t.concat(&xs, axis(*a, r)?)?
             }
             Op::Unary(u) => {
-                let x = f(0)?;
+                let x = var(t, args, 0)?;
                 match u {
                     Unary::Relu => t.relu(x),
                     Unary::Sigmoid => t.sigmoid(x),
@@ -419,14 +486,20 @@ impl Op {
                     }
                 }
             }
-            Op::LeakyRelu(alpha) => t.leaky_relu(f(0)?, *alpha),
-            Op::Gelu(approx) => t.gelu(f(0)?, *approx),
+            Op::LeakyRelu(alpha) => {
+                let x = var(t, args, 0)?;
+                t.leaky_relu(x, *alpha)
+            }
+            Op::Gelu(approx) => {
+                let x = var(t, args, 0)?;
+                t.gelu(x, *approx)
+            }
             Op::Softmax {
                 axis: a,
                 log,
                 legacy,
             } => {
-                let x = f(0)?;
+                let x = var(t, args, 0)?;
                 let r = rank(x, t);
                 let a = axis(*a, r)?;
                 if *legacy && a as i64 != r - 1 {
@@ -439,7 +512,7 @@ impl Op {
                 }
             }
             Op::Binary(op) => {
-                let (a, b) = (f(0)?, f(1)?);
+                let (a, b) = (var(t, args, 0)?, var(t, args, 1)?);
                 match op {
                     Binary::Add => t.add(a, b)?,
                     Binary::Sub => t.sub(a, b)?,
@@ -448,7 +521,13 @@ impl Op {
                 }
             }
             Op::BatchNorm(eps) => {
-                let (x, w, b, m, v) = (f(0)?, f(1)?, f(2)?, f(3)?, f(4)?);
+                let (x, w, b, m, v) = (
+                    var(t, args, 0)?,
+                    var(t, args, 1)?,
+                    var(t, args, 2)?,
+                    var(t, args, 3)?,
+                    var(t, args, 4)?,
+                );
                 let one_d = |v: Var, t: &Tape| {
                     t.value(v)
                         .clone()
@@ -461,7 +540,7 @@ impl Op {
                 t.batch_norm(x, w, b, Some((&mean, &var)), *eps)?.0
             }
             Op::LayerNorm { axis: a, eps } => {
-                let (x, w) = (f(0)?, f(1)?);
+                let (x, w) = (var(t, args, 0)?, var(t, args, 1)?);
                 let r = rank(x, t);
                 let a = axis(*a, r)?;
                 let normalized = t.shape(x)[a..].to_vec();
@@ -470,7 +549,7 @@ impl Op {
                 } else {
                     w
                 };
-                let b = match opt(2)? {
+                let b = match opt_var(t, args, 2)? {
                     Some(b) if t.shape(b) != normalized.as_slice() => t.reshape(b, &normalized)?,
                     Some(b) => b,
                     None => t.constant(ArrayD::zeros(IxDyn(&normalized))),
@@ -478,7 +557,7 @@ impl Op {
                 t.layer_norm(x, w, b, *eps)?
             }
             Op::Gather(a) => {
-                let table = f(0)?;
+                let table = var(t, args, 0)?;
                 let Some(Some(Arg::I(ids))) = args.get(1) else {
                     value_err!("Gather needs int64 indices");
                 };
@@ -495,6 +574,10 @@ impl Op {
             }
             Op::Cast(to) => match (to, args.first()) {
                 (DataType::Float, Some(Some(Arg::F(v)))) => *v,
+                (DataType::Float, Some(Some(Arg::C(c)))) => t.constant((*c).clone()),
+                (DataType::Int64, Some(Some(Arg::C(c)))) => {
+                    return Ok(Out::I(c.mapv(|x| x.trunc() as i64)))
+                }
                 (DataType::Float, Some(Some(Arg::I(i)))) => t.constant(i.mapv(|v| v as f32)),
                 (DataType::Int64, Some(Some(Arg::I(i)))) => return Ok(Out::I((*i).clone())),
                 (DataType::Int64, Some(Some(Arg::F(v)))) => {
@@ -508,11 +591,56 @@ impl Op {
             },
             Op::Identity => match args.first() {
                 Some(Some(Arg::F(v))) => *v,
+                Some(Some(Arg::C(c))) => t.constant((*c).clone()),
                 Some(Some(Arg::I(i))) => return Ok(Out::I((*i).clone())),
                 _ => value_err!("input 0 is missing"),
             },
             Op::Constant(_) => unreachable!("constants are folded at load"),
         }))
+    }
+}
+
+/// `a · b` for equally long slices, with four-lane SIMD on wasm (simd128) and eight independent
+/// accumulators elsewhere.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        use core::arch::wasm32::*;
+        let mut acc = f32x4_splat(0.0);
+        let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+        let tail: f32 = a4
+            .remainder()
+            .iter()
+            .zip(b4.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in a4.zip(b4) {
+            let xv = f32x4(x[0], x[1], x[2], x[3]);
+            let yv = f32x4(y[0], y[1], y[2], y[3]);
+            acc = f32x4_add(acc, f32x4_mul(xv, yv));
+        }
+        f32x4_extract_lane::<0>(acc)
+            + f32x4_extract_lane::<1>(acc)
+            + f32x4_extract_lane::<2>(acc)
+            + f32x4_extract_lane::<3>(acc)
+            + tail
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        let mut acc = [0f32; 8];
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a8
+            .remainder()
+            .iter()
+            .zip(b8.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in a8.zip(b8) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        acc.iter().sum::<f32>() + tail
     }
 }
 
