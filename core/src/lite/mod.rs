@@ -71,6 +71,9 @@ struct Node {
     name: String,
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// Values computed by earlier nodes that no later node (nor the graph's output) reads: freed
+    /// once this node has run, so a run holds the live activations, not every one of them.
+    last_use: Vec<String>,
 }
 
 /// A model ready to run on kiln's engine.
@@ -137,6 +140,7 @@ impl LiteSession {
                 name: n.name.clone(),
                 inputs: n.input.clone(),
                 outputs: n.output.clone(),
+                last_use: Vec::new(),
             });
         }
         let io = |list: &[ValueInfoProto],
@@ -151,6 +155,22 @@ impl LiteSession {
         let outputs = io(&graph.output, &HashMap::new())?;
         if outputs.iter().any(|o| o.dtype != "float32") {
             return Err(unsupported("non-float outputs".into()));
+        }
+        let mut seen: std::collections::HashSet<&str> =
+            outputs.iter().map(|o| o.name.as_str()).collect();
+        let mut last_use: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
+        for (i, node) in nodes.iter().enumerate().rev() {
+            for input in &node.inputs {
+                if !input.is_empty()
+                    && !constants.contains_key(input)
+                    && seen.insert(input.as_str())
+                {
+                    last_use[i].push(input.clone());
+                }
+            }
+        }
+        for (node, last) in nodes.iter_mut().zip(last_use) {
+            node.last_use = last;
         }
         let metadata = proto
             .metadata_props
@@ -269,6 +289,15 @@ impl LiteSession {
                 Out::I(v) => {
                     ints.insert(name, v);
                 }
+            }
+            for dead in &node.last_use {
+                if let Some(v) = floats.remove(dead) {
+                    // Identity and Dropout pass the same value on under a new name: keep it then.
+                    if !floats.values().any(|&live| live == v) {
+                        drop(tape.take_value(v));
+                    }
+                }
+                ints.remove(dead);
             }
         }
         self.outputs
