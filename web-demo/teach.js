@@ -94,7 +94,7 @@ export function setupTeach(page) {
     try {
       const started = performance.now();
       if (!trainer) {
-        result.textContent = "Loading the trainer (kiln-wasm's training module, once)…";
+        result.textContent = "Loading the trainer (in a Web Worker, once)…";
         const { Trainer } = await import(WORKER_URL);
         trainer = await Trainer.fromKiln(page.checkpointUrl);
         // Only the last layer learns: the features stay what the big data set taught them.
