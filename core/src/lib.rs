@@ -15,6 +15,8 @@ pub use model::Model;
 
 #[cfg(feature = "export")]
 pub mod export;
+#[cfg(feature = "export")]
+mod feeds;
 #[cfg(feature = "onnx")]
 pub mod infer;
 #[cfg(feature = "export")]

@@ -12,7 +12,7 @@ mod plans;
 mod pool;
 mod tensor;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -291,80 +291,28 @@ impl InferenceSession {
 
     /// Runs the model on named inputs, in any order; every input is required.
     pub fn run_named(&self, inputs: Vec<(String, TensorData)>) -> Result<Vec<TensorData>> {
-        let mut slots: Vec<Option<TensorData>> = vec![None; self.inputs.len()];
-        for (name, data) in inputs {
-            let Some(ix) = self.inputs.iter().position(|i| i.name == name) else {
-                let names: Vec<String> = self
-                    .inputs
-                    .iter()
-                    .map(|i| format!("{:?}", i.name))
-                    .collect();
-                return Err(KilnError::value(format!(
-                    "the model has no input {name:?} (its inputs: {})",
-                    names.join(", ")
-                )));
-            };
-            if slots[ix].replace(data).is_some() {
-                return Err(KilnError::value(format!("input {name:?} was given twice")));
-            }
-        }
-        let missing: Vec<String> = self
-            .inputs
-            .iter()
-            .zip(&slots)
-            .filter(|(_, s)| s.is_none())
-            .map(|(i, _)| format!("{:?}", i.name))
-            .collect();
-        if !missing.is_empty() {
-            return Err(KilnError::value(format!(
-                "missing input {}",
-                missing.join(", ")
-            )));
-        }
-        self.run(slots.into_iter().flatten().collect())
+        let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+        self.run(crate::feeds::in_graph_order(&names, inputs)?)
     }
 
     /// dtype, rank, fixed dimensions, and free dimensions shared between inputs.
     fn check_inputs(&self, inputs: &[TensorData]) -> Result<()> {
-        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
+        let mut free = crate::feeds::FreeDims::default();
         for ((data, info), symbols) in inputs.iter().zip(&self.inputs).zip(&self.input_symbols) {
             let expected = info.dtype.carried().unwrap_or_else(|| info.dtype.clone());
             let shape = data.shape();
-            let fits = data.dtype() == expected
-                && shape.len() == info.dims.len()
-                && shape
-                    .iter()
-                    .zip(&info.dims)
-                    .all(|(n, d)| d.is_none_or(|d| d == *n));
-            if !fits {
-                let carried = if expected != info.dtype {
+            if data.dtype() != expected || !crate::feeds::fits(&info.dims, shape) {
+                let want = if expected != info.dtype {
                     format!("{}, passed as {}", info.dtype, expected)
                 } else {
                     info.dtype.to_string()
                 };
-                return Err(KilnError::shape(format!(
-                    "input {:?}: expected shape {} ({carried}), got {:?} ({})",
-                    info.name,
-                    info.shape_string(),
-                    shape,
-                    data.dtype()
-                )));
+                let got = data.dtype().to_string();
+                return Err(crate::feeds::mismatch(
+                    &info.name, &info.dims, &want, shape, &got,
+                ));
             }
-            for (axis, sym) in symbols.iter().enumerate() {
-                let Some(sym) = sym else { continue };
-                match bound.get(sym.as_str()) {
-                    Some(&(n, other)) if n != shape[axis] => {
-                        return Err(KilnError::shape(format!(
-                            "input {:?}: dimension {axis} is {} but input {other:?} sets the same \
-                             free dimension to {n}",
-                            info.name, shape[axis]
-                        )));
-                    }
-                    _ => {
-                        bound.insert(sym, (shape[axis], &info.name));
-                    }
-                }
-            }
+            free.bind(&info.name, symbols, shape)?;
         }
         Ok(())
     }

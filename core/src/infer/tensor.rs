@@ -98,12 +98,7 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// The shape as kiln prints it in messages, e.g. `[?, 1, 8, 8]`.
     pub fn shape_string(&self) -> String {
-        let dims: Vec<String> = self
-            .dims
-            .iter()
-            .map(|d| d.map_or("?".to_string(), |n| n.to_string()))
-            .collect();
-        format!("[{}]", dims.join(", "))
+        crate::feeds::dims_string(&self.dims)
     }
 }
 

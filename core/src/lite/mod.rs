@@ -211,42 +211,28 @@ impl LiteSession {
     /// Runs the graph on named inputs; returns the outputs in graph order. Inputs are checked as
     /// kiln's tract session checks them, with the same messages.
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Tensor>> {
-        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
-        for (i, (name, value)) in feeds.iter().enumerate() {
-            let Some(info) = self.inputs.iter().find(|i| &i.name == name) else {
-                let names: Vec<String> = self
-                    .inputs
-                    .iter()
-                    .map(|i| format!("{:?}", i.name))
-                    .collect();
-                return Err(KilnError::value(format!(
-                    "the model has no input {name:?} (its inputs: {})",
-                    names.join(", ")
-                )));
-            };
-            if feeds[..i].iter().any(|(n, _)| n == name) {
-                return Err(KilnError::value(format!("input {name:?} was given twice")));
+        let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+        let feeds = crate::feeds::in_graph_order(&names, feeds)?;
+        let mut free = crate::feeds::FreeDims::default();
+        for (info, value) in self.inputs.iter().zip(&feeds) {
+            if value.dtype() != info.dtype || !crate::feeds::fits(&info.dims, value.shape()) {
+                return Err(crate::feeds::mismatch(
+                    &info.name,
+                    &info.dims,
+                    info.dtype,
+                    value.shape(),
+                    value.dtype(),
+                ));
             }
-            check_input(info, value, &mut bound)?;
-        }
-        let missing: Vec<String> = self
-            .inputs
-            .iter()
-            .filter(|i| !feeds.iter().any(|(n, _)| n == &i.name))
-            .map(|i| format!("{:?}", i.name))
-            .collect();
-        if !missing.is_empty() {
-            return Err(KilnError::value(format!(
-                "missing input {}",
-                missing.join(", ")
-            )));
+            free.bind(&info.name, &info.symbols, value.shape())?;
         }
         // One inference tape for the run: float values live on it (weights are copied on first
         // use), int64 values beside it.
         let mut tape = Tape::inference();
         let mut floats: HashMap<String, Var> = HashMap::new();
         let mut ints: HashMap<String, ArrayD<i64>> = HashMap::new();
-        for (name, value) in feeds {
+        for (info, value) in self.inputs.iter().zip(feeds) {
+            let name = info.name.clone();
             match value {
                 Value::F32(v) => {
                     floats.insert(name, tape.constant(v));
@@ -314,50 +300,6 @@ impl LiteSession {
             })
             .collect()
     }
-}
-
-fn check_input<'a>(
-    info: &'a IoInfo,
-    value: &Value,
-    bound: &mut HashMap<&'a str, (usize, &'a str)>,
-) -> Result<()> {
-    let got = value.shape();
-    let fits = value.dtype() == info.dtype
-        && got.len() == info.dims.len()
-        && got
-            .iter()
-            .zip(&info.dims)
-            .all(|(n, d)| d.is_none_or(|d| d == *n));
-    if !fits {
-        let want: Vec<String> = info
-            .dims
-            .iter()
-            .map(|d| d.map_or("?".into(), |d| d.to_string()))
-            .collect();
-        return Err(KilnError::shape(format!(
-            "input {:?}: expected shape [{}] ({}), got {:?} ({})",
-            info.name,
-            want.join(", "),
-            info.dtype,
-            got,
-            value.dtype()
-        )));
-    }
-    for (axis, sym) in info.symbols.iter().enumerate() {
-        let Some(sym) = sym else { continue };
-        match bound.get(sym.as_str()) {
-            Some(&(n, other)) if n != got[axis] => {
-                return Err(KilnError::shape(format!(
-                    "input {:?}: dimension {axis} is {} but input {other:?} sets the same free dimension to {n}",
-                    info.name, got[axis]
-                )));
-            }
-            _ => {
-                bound.insert(sym, (got[axis], &info.name));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn io_info(v: &ValueInfoProto) -> std::result::Result<IoInfo, Unsupported> {
