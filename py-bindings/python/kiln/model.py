@@ -203,6 +203,8 @@ class Sequential:
                 xs, ys, json.dumps(config), val_x, val_y,
                 on_batch=runner.on_batch_end if runner.wants_batches else None,
                 on_epoch=runner.on_epoch_end,
+                # kiln.ray.prepare_model sets this: it sees the flat gradient before each optimizer step
+                on_gradient=getattr(self, "_gradient_hook", None),
             )
         finally:
             runner.close()
