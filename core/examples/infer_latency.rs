@@ -1,4 +1,4 @@
-//! Native latency of `InferenceSession` on one model: load → first prediction, then the median
+//! Native latency of `TractSession` on one model: load → first prediction, then the median
 //! time of one `run` at batch 1 and batch 64 (and the first call at each new batch size, which
 //! pays for specialising the plan to that size). For profiling the inference path with perf:
 //!
@@ -11,10 +11,10 @@
 
 use std::time::{Duration, Instant};
 
-use kiln_core::infer::{InferenceSession, TensorData};
+use kiln_core::onnx::tract::{TensorData, TractSession};
 use ndarray::ArrayD;
 
-fn input(session: &InferenceSession, batch: usize) -> Vec<TensorData> {
+fn input(session: &TractSession, batch: usize) -> Vec<TensorData> {
     session
         .inputs()
         .iter()
@@ -34,7 +34,7 @@ fn input(session: &InferenceSession, batch: usize) -> Vec<TensorData> {
 }
 
 /// Median ms per call over groups of calls, for at least `budget` in total.
-fn latency(session: &InferenceSession, batch: usize, budget: Duration) -> (f64, f64) {
+fn latency(session: &TractSession, batch: usize, budget: Duration) -> (f64, f64) {
     let x = input(session, batch);
     let t = Instant::now();
     session.run(x.clone()).expect("first run");
@@ -67,7 +67,7 @@ fn main() {
         batches = vec![1, 64];
     }
     let t = Instant::now();
-    let session = InferenceSession::from_path(&path).unwrap_or_else(|e| {
+    let session = TractSession::from_path(&path).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)
     });

@@ -1,4 +1,4 @@
-//! Runs the ONNX backend node conformance cases through kiln's InferenceSession.
+//! Runs the ONNX backend node conformance cases through kiln's TractSession.
 //!
 //! The cases come from `scripts/gen_onnx_cases.py` (onnx's own definitions, written to
 //! `target/onnx-node-cases`). Each case runs in isolation (a panic is caught and counted as a
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use kiln_core::infer::{InferenceSession, TensorData};
+use kiln_core::onnx::tract::{TensorData, TractSession};
 use tract_onnx::prelude::*;
 
 const RTOL: f64 = 1e-3;
@@ -162,7 +162,7 @@ enum Pass {
 }
 
 fn check_outputs(
-    sess: &InferenceSession,
+    sess: &TractSession,
     inputs: Vec<TensorData>,
     expected: &[TensorData],
 ) -> Result<(), String> {
@@ -183,7 +183,7 @@ fn check_outputs(
 fn run_case(dir: &Path) -> Result<Pass, String> {
     let data = load_data(&dir.join("data.onnx"))?;
     let model = dir.join("model.onnx");
-    let strict = InferenceSession::from_path(&model).map_err(|e| format!("load: {e}"));
+    let strict = TractSession::from_path(&model).map_err(|e| format!("load: {e}"));
     let error = match strict {
         Ok(sess) => return check_outputs(&sess, data.inputs, &data.outputs).map(|_| Pass::Strict),
         Err(e) => e,
@@ -219,7 +219,7 @@ fn run_case(dir: &Path) -> Result<Pass, String> {
     if graph.initializer.len() == initialized.len() {
         return Err(error);
     }
-    let sess = InferenceSession::from_proto(proto, dir.to_str()).map_err(|_| error)?;
+    let sess = TractSession::from_proto(proto, dir.to_str()).map_err(|_| error)?;
     check_outputs(&sess, feed, &data.outputs).map(|_| Pass::ConstInputs)
 }
 

@@ -14,14 +14,6 @@ pub use error::{KilnError, Result};
 pub use model::Model;
 
 #[cfg(feature = "export")]
-pub mod export;
-#[cfg(feature = "export")]
-mod feeds;
-#[cfg(feature = "onnx")]
-pub mod infer;
-#[cfg(feature = "export")]
-pub mod lite;
-#[cfg(feature = "export")]
-mod onnx_pb;
+pub mod onnx;
 #[cfg(feature = "onnx")]
 pub mod optimize;

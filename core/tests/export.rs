@@ -3,10 +3,10 @@
 //! onnxruntime and onnx.checker.)
 #![cfg(feature = "onnx")]
 
-use kiln_core::export::{export_onnx, ExportOptions};
-use kiln_core::infer::{InferenceSession, TensorData};
-use kiln_core::lite::{LiteSession, Value};
 use kiln_core::nn::LayerSpec;
+use kiln_core::onnx::engine::{KilnSession, Value};
+use kiln_core::onnx::export::{export_onnx, ExportOptions};
+use kiln_core::onnx::tract::{TensorData, TractSession};
 use kiln_core::{Model, Tensor};
 use ndarray::IxDyn;
 use rand::{Rng, SeedableRng};
@@ -35,10 +35,9 @@ fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model
     }
     model.input_shape = Some(sample.to_vec());
     let bytes = export_onnx(&model, &opts).unwrap();
-    let sess =
-        InferenceSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("{layers_json}: {e}"));
+    let sess = TractSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("{layers_json}: {e}"));
     assert_eq!(sess.inputs()[0].dims[0], None, "batch is symbolic");
-    let lite = LiteSession::from_bytes(&bytes)
+    let lite = KilnSession::from_bytes(&bytes)
         .unwrap()
         .unwrap_or_else(|u| panic!("{layers_json}: kiln's engine declined it: {}", u.0));
     assert_eq!(lite.inputs()[0].dims[0], None, "batch is symbolic");
@@ -191,7 +190,7 @@ fn whole_models_and_metadata() {
         ..Default::default()
     };
     let model = round_trip(cnn, &[1, 8, 8], opts.clone());
-    let sess = InferenceSession::from_bytes(&export_onnx(&model, &opts).unwrap()).unwrap();
+    let sess = TractSession::from_bytes(&export_onnx(&model, &opts).unwrap()).unwrap();
     assert_eq!(sess.labels(), Some(labels));
     assert_eq!(sess.metadata()["kiln.input_scale"], "0.0625");
     assert_eq!(sess.inputs()[0].dims, vec![None, Some(1), Some(8), Some(8)]);

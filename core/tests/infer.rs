@@ -1,9 +1,9 @@
-//! InferenceSession on small models built here with tract's protobuf types, and on the foreign
+//! TractSession on small models built here with tract's protobuf types, and on the foreign
 //! fixtures in tests/fixtures/foreign (written by onnx.helper, skl2onnx and onnxruntime's
 //! quantizer; their expected outputs come from onnxruntime).
 #![cfg(feature = "onnx")]
 
-use kiln_core::infer::{DType, InferenceSession, TensorData};
+use kiln_core::onnx::tract::{DType, TensorData, TractSession};
 use ndarray::{array, ArrayD, IxDyn};
 use tract_onnx::pb::attribute_proto::AttributeType;
 use tract_onnx::pb::tensor_proto::DataType;
@@ -133,12 +133,12 @@ fn dense_relu_reference(x: &ArrayD<f32>) -> ArrayD<f32> {
     (x2.dot(&w) + &b).mapv(|v| v.max(0.0)).into_dyn()
 }
 
-fn load(m: ModelProto) -> InferenceSession {
-    InferenceSession::from_proto(m, None).expect("model loads")
+fn load(m: ModelProto) -> TractSession {
+    TractSession::from_proto(m, None).expect("model loads")
 }
 
 fn load_err(m: ModelProto) -> String {
-    match InferenceSession::from_proto(m, None) {
+    match TractSession::from_proto(m, None) {
         Ok(_) => panic!("the model should have been refused"),
         Err(e) => e.to_string(),
     }
@@ -429,13 +429,13 @@ fn shape_errors_inside_the_graph_name_the_node() {
 #[test]
 fn bad_bytes_are_not_onnx() {
     for bytes in [&b""[..], b"hello, not a model", &[0xff; 64]] {
-        let e = InferenceSession::from_bytes(bytes)
+        let e = TractSession::from_bytes(bytes)
             .err()
             .expect("refused")
             .to_string();
         assert!(e.starts_with("not a valid ONNX model"), "{e}");
     }
-    let e = InferenceSession::from_path("/nonexistent/model.onnx")
+    let e = TractSession::from_path("/nonexistent/model.onnx")
         .err()
         .unwrap()
         .to_string();
@@ -536,7 +536,7 @@ fn foreign_models_match_onnxruntime() {
             serde_json::from_str(&std::fs::read_to_string(path.with_extension("json")).unwrap())
                 .unwrap();
         let tolerance = record["tolerance"].as_f64().unwrap() as f32;
-        let sess = match InferenceSession::from_path(&path) {
+        let sess = match TractSession::from_path(&path) {
             Ok(s) => s,
             Err(e) => {
                 failures.push(format!("{name}: load: {e}"));
@@ -594,7 +594,7 @@ fn foreign_models_match_onnxruntime() {
 /// message saying tract panicked fails the test.
 #[test]
 fn damaged_bytes_never_panic() {
-    let refuse_cleanly = |bytes: &[u8], what: &str| match InferenceSession::from_bytes(bytes) {
+    let refuse_cleanly = |bytes: &[u8], what: &str| match TractSession::from_bytes(bytes) {
         Err(e) => {
             let e = e.to_string();
             assert!(!e.is_empty() && !e.contains("panicked"), "{what}: {e}");
@@ -636,7 +636,7 @@ fn damaged_bytes_never_panic() {
         }
     }
     let bytes = std::fs::read(fixtures()[0].clone()).unwrap();
-    let e = InferenceSession::from_bytes(&bytes[..bytes.len() / 2])
+    let e = TractSession::from_bytes(&bytes[..bytes.len() / 2])
         .err()
         .unwrap()
         .to_string();

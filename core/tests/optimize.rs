@@ -3,8 +3,8 @@
 //! outputs, distillation teaches a smaller student, and bad input gives clear errors.
 #![cfg(feature = "onnx")]
 
-use kiln_core::infer::{InferenceSession, TensorData};
 use kiln_core::nn::LayerSpec;
+use kiln_core::onnx::tract::{TensorData, TractSession};
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::optimize::{
     distill, fit_masked, make_permanent, prune, quantize::quantize_onnx, sparsity_report,
@@ -99,7 +99,7 @@ fn accuracy(out: &Tensor, y: &[usize]) -> f32 {
 }
 
 fn run(bytes: &[u8], x: &Tensor) -> Tensor {
-    let sess = InferenceSession::from_bytes(bytes).unwrap();
+    let sess = TractSession::from_bytes(bytes).unwrap();
     match sess
         .run(vec![TensorData::F32(x.clone())])
         .unwrap()
@@ -116,7 +116,7 @@ fn int8_static_and_dynamic_run_in_tract_close_to_fp32() {
     let fp32 = m.predict(x.view(), 64).unwrap();
     let acc32 = accuracy(&fp32, &y);
     assert!(acc32 > 0.9, "the fp32 model learned the task: {acc32}");
-    let float_bytes = kiln_core::export::export_onnx(&m, &Default::default()).unwrap();
+    let float_bytes = kiln_core::onnx::export::export_onnx(&m, &Default::default()).unwrap();
     for (mode, calibration) in [
         (QuantizeMode::Static, Calibration::MinMax),
         (QuantizeMode::Static, Calibration::Percentile(99.99)),

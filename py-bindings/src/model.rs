@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use kiln_core::export::{export_onnx, export_onnx_to, ExportOptions};
 use kiln_core::nn::{LayerSpec, Module};
+use kiln_core::onnx::export::{export_onnx, export_onnx_to, ExportOptions};
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
 use kiln_core::{Model, Tensor};

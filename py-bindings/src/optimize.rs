@@ -2,7 +2,7 @@
 //! distillation). The Pythonic face (keyword arguments, schedules, result classes) is in
 //! `python/kiln/optimize.py`. Heavy work runs with the GIL released.
 
-use kiln_core::export::ExportOptions;
+use kiln_core::onnx::export::ExportOptions;
 use kiln_core::optimize::{
     self, quantize::quantize_onnx, Calibration, DistillConfig, PruneOptions, PruneScope,
     QuantizeMode, QuantizeOptions,

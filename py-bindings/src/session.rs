@@ -1,6 +1,6 @@
-//! `kiln._kiln.InferenceSession`: tract-onnx inference (kiln_core::infer) with numpy in and out.
+//! `kiln._kiln.InferenceSession`: tract-onnx inference (kiln_core::onnx::tract) with numpy in and out.
 
-use kiln_core::infer::{InferenceSession, TensorData, TensorInfo};
+use kiln_core::onnx::tract::{TensorData, TensorInfo, TractSession};
 use numpy::{IntoPyArray, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -61,7 +61,7 @@ fn describe<'py>(py: Python<'py>, infos: &[TensorInfo]) -> PyResult<Vec<Bound<'p
 /// A loaded ONNX model, run by tract.
 #[pyclass(module = "kiln._kiln", name = "InferenceSession", frozen)]
 pub struct PySession {
-    inner: InferenceSession,
+    inner: TractSession,
 }
 
 #[pymethods]
@@ -70,7 +70,7 @@ impl PySession {
     #[new]
     fn new(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
         Ok(PySession {
-            inner: py.detach(|| InferenceSession::from_bytes(data)).py()?,
+            inner: py.detach(|| TractSession::from_bytes(data)).py()?,
         })
     }
 

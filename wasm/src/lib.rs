@@ -1,21 +1,21 @@
 //! kiln's ONNX inference for JavaScript: the browser, Web Workers and Node.
 //!
-//! This crate is the thin wasm-bindgen layer over [`kiln_core::infer`], so a model gives the same
+//! This crate is the thin wasm-bindgen layer over [`kiln_core::onnx::tract`], so a model gives the same
 //! predictions here as in Python's `kiln.InferenceSession`. The npm package's hand-written
 //! `index.js` is the public face; these exports are its private plumbing: `Session` holds a
 //! model, a `Feed` carries the inputs in, `Outputs` hands the results out.
 //!
 //! Two modules are built from this crate (wasm/build.sh):
 //! - `kiln_core_bg.wasm` (feature `core`): kiln-core alone, no tract — kiln's own ONNX engine
-//!   (`lite`: the graphs kiln exports, on the ops that train them) and the `Trainer`. Small
+//!   (`engine`: the graphs kiln exports, on the ops that train them) and the `Trainer`. Small
 //!   (0.3 MB gzip); index.js loads models with it first.
 //! - `kiln_wasm_bg.wasm` (feature `infer`): tract, for every other ONNX model (2 MB gzip), fetched
 //!   only when kiln's engine declines a model.
 #![warn(missing_docs)]
 
-mod error;
 #[cfg(feature = "core")]
-mod lite;
+mod engine;
+mod error;
 mod panic;
 #[cfg(feature = "infer")]
 mod session;

@@ -1,6 +1,6 @@
 //! Inference: the plumbing under index.js's `Model`.
 
-use kiln_core::infer::{InferenceSession, TensorData, TensorInfo};
+use kiln_core::onnx::tract::{TensorData, TensorInfo, TractSession};
 use kiln_core::{KilnError, Result};
 use ndarray::ArrayD;
 use wasm_bindgen::prelude::*;
@@ -10,7 +10,7 @@ use crate::error::{js, JsResult};
 /// A loaded, optimised ONNX model.
 #[wasm_bindgen]
 pub struct Session {
-    inner: InferenceSession,
+    inner: TractSession,
     last_dims: Vec<u32>,
 }
 
@@ -19,7 +19,7 @@ impl Session {
     /// Parses and optimises the ONNX model in `bytes`.
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: &[u8]) -> JsResult<Session> {
-        js(InferenceSession::from_bytes(bytes).map(|inner| Session {
+        js(TractSession::from_bytes(bytes).map(|inner| Session {
             inner,
             last_dims: Vec::new(),
         }))
@@ -63,7 +63,7 @@ impl Session {
     }
 }
 
-fn describe(session: &InferenceSession) -> String {
+fn describe(session: &TractSession) -> String {
     let infos = |list: &[TensorInfo]| -> Vec<serde_json::Value> {
         let info = |t: &TensorInfo| serde_json::json!({ "name": t.name, "dims": t.dims, "type": t.dtype.name() });
         list.iter().map(info).collect()

@@ -5,8 +5,8 @@
 //! checkpoint, data, options and seed, a fine-tuning run here and in Python visit the batches in
 //! the same order and end with the same weights (to float rounding: the GEMM kernels differ).
 
-use kiln_core::export::{export_onnx, ExportOptions};
 use kiln_core::nn::Module;
+use kiln_core::onnx::export::{export_onnx, ExportOptions};
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
 use kiln_core::{KilnError, Model, Result};

@@ -9,7 +9,6 @@
 pub mod distill;
 pub mod gradual;
 pub mod prune;
-pub mod quantize;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -17,13 +16,13 @@ use rand_chacha::ChaCha8Rng;
 use crate::nn::{LayerSpec, Module};
 use crate::{shape_err, value_err, Model, Result};
 
+pub use crate::onnx::quantize::{quantize_onnx, Calibration, QuantizeMode, QuantizeOptions};
 pub use distill::{distill, DistillConfig, DistillReport};
 pub use gradual::{Pruner, PruningSchedule, SparsityCurve};
 pub use prune::{
     apply_masks, fit_masked, magnitude_masks, make_permanent, prune, sparsity_report,
     LayerSparsity, PruneOptions, PruneScope,
 };
-pub use quantize::{quantize_onnx, Calibration, QuantizeMode, QuantizeOptions};
 
 /// One layer of a model, unrolled from nested `Sequential`s.
 pub struct FlatLayer {

@@ -1,8 +1,8 @@
-//! kiln's own engine (kiln_core::lite) for index.js: the models kiln exports run in the small
+//! kiln's own engine (kiln_core::onnx::engine) for index.js: the models kiln exports run in the small
 //! module, without tract. Same shape of API as `session.rs` (describe, a feed, outputs taken once),
 //! plus `runF32`, one call for the common case of one float input.
 
-use kiln_core::lite::{IoInfo, LiteSession as Engine, Value};
+use kiln_core::onnx::engine::{IoInfo, KilnSession as Engine, Value};
 use kiln_core::Tensor;
 use wasm_bindgen::prelude::*;
 
@@ -13,7 +13,7 @@ use crate::{array, into_vec};
 /// loads it with tract).
 #[wasm_bindgen]
 pub struct LiteLoad {
-    session: Option<LiteSession>,
+    session: Option<KilnSession>,
     declined: Option<String>,
 }
 
@@ -23,7 +23,7 @@ impl LiteLoad {
     pub fn parse(bytes: &[u8]) -> JsResult<LiteLoad> {
         Ok(match js(Engine::from_bytes(bytes))? {
             Ok(inner) => LiteLoad {
-                session: Some(LiteSession {
+                session: Some(KilnSession {
                     inner,
                     last_dims: Vec::new(),
                 }),
@@ -37,7 +37,7 @@ impl LiteLoad {
     }
 
     /// The session (once), or undefined when the model was declined.
-    pub fn session(&mut self) -> Option<LiteSession> {
+    pub fn session(&mut self) -> Option<KilnSession> {
         self.session.take()
     }
 
@@ -49,13 +49,13 @@ impl LiteLoad {
 
 /// A model on kiln's engine.
 #[wasm_bindgen]
-pub struct LiteSession {
+pub struct KilnSession {
     inner: Engine,
     last_dims: Vec<u32>,
 }
 
 #[wasm_bindgen]
-impl LiteSession {
+impl KilnSession {
     /// The same JSON document as the tract session's `describe`.
     pub fn describe(&self) -> String {
         let infos = |list: &[IoInfo]| -> Vec<serde_json::Value> {

@@ -1,7 +1,7 @@
 //! ONNX export: every layer of the catalogue as standard ONNX operators (opset 17 and later), written
 //! with prost-generated ONNX types (src/onnx_pb.rs). The batch dimension is symbolic.
 
-use crate::onnx_pb::{
+use crate::onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType,
     tensor_shape_proto::dimension::Value as Dim, tensor_shape_proto::Dimension, type_proto,
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,

@@ -2,8 +2,8 @@
 //! runs at batch 1 and 64. `cargo run --release --example lite_latency -- MODEL.onnx`
 use std::time::Instant;
 
-use kiln_core::infer::{InferenceSession, TensorData};
-use kiln_core::lite::{LiteSession, Value};
+use kiln_core::onnx::engine::{KilnSession, Value};
+use kiln_core::onnx::tract::{TensorData, TractSession};
 use kiln_core::Tensor;
 use ndarray::IxDyn;
 
@@ -29,10 +29,10 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "web-demo/model/digits.onnx".into());
     let bytes = std::fs::read(&path).expect("model");
-    let lite = LiteSession::from_bytes(&bytes)
+    let lite = KilnSession::from_bytes(&bytes)
         .unwrap()
         .unwrap_or_else(|u| panic!("declined: {}", u.0));
-    let tract = InferenceSession::from_bytes(&bytes).unwrap();
+    let tract = TractSession::from_bytes(&bytes).unwrap();
     let info = &lite.inputs()[0];
     for batch in [1usize, 64] {
         let mut shape = vec![batch];

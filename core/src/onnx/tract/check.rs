@@ -209,7 +209,7 @@ fn check_tensor(t: &TensorProto, what: &str, external_ok: bool) -> Result<()> {
         }
         return Err(err(format!(
             "{what}: the weights are stored in an external file; load the model with \
-             InferenceSession::from_path so kiln can find it"
+             TractSession::from_path so kiln can find it"
         )));
     }
     let (have, unit) = if !t.raw_data.is_empty() {

@@ -6,7 +6,7 @@ use ndarray::{ArrayD, Ix1, IxDyn};
 
 use super::{tensor_value, Value};
 use crate::autograd::{gemm, GeluApprox, Tape, Var};
-use crate::onnx_pb::{
+use crate::onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto,
 };
 use crate::Tensor;

@@ -8,7 +8,7 @@
 //!   that fuses the pattern runs integer kernels and one that does not computes the very same values.
 //! - dynamic (weight-only): int8 weights, float activations and biases; no calibration data needed.
 //!
-//! The graph is the fp32 export of [`crate::export`] rewritten node by node, so every layer the
+//! The graph is the fp32 export of [`crate::onnx::export`] rewritten node by node, so every layer the
 //! exporter knows stays supported.
 
 use std::collections::HashMap;
@@ -20,9 +20,9 @@ use tract_onnx::pb::{
     NodeProto, StringStringEntryProto, TensorProto,
 };
 
-use super::{check_samples, flat_layers, is_weighted};
 use crate::autograd::{Tape, Tensor};
-use crate::export::{export_onnx, ExportOptions};
+use crate::onnx::export::{export_onnx, ExportOptions};
+use crate::optimize::{check_samples, flat_layers, is_weighted};
 use crate::train::Input;
 use crate::{value_err, KilnError, Model, Result};
 

@@ -98,11 +98,11 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// The shape as kiln prints it in messages, e.g. `[?, 1, 8, 8]`.
     pub fn shape_string(&self) -> String {
-        crate::feeds::dims_string(&self.dims)
+        crate::onnx::feeds::dims_string(&self.dims)
     }
 }
 
-/// A tensor handed to or returned by [`super::InferenceSession::run`].
+/// A tensor handed to or returned by [`super::TractSession::run`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
     /// `float32` values.

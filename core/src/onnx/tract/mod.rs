@@ -28,7 +28,7 @@ use plans::Plans;
 use crate::{KilnError, Result};
 
 /// A loaded, optimised ONNX model, ready to run many times (from several threads at once).
-pub struct InferenceSession {
+pub struct TractSession {
     plans: Plans,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
@@ -123,7 +123,7 @@ fn node_reference(s: &str) -> Option<(String, String)> {
     Some((rest[..close].to_string(), op.to_string()))
 }
 
-impl InferenceSession {
+impl TractSession {
     /// Loads a model from the bytes of an `.onnx` file.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let proto = decode(bytes)?;
@@ -209,7 +209,7 @@ impl InferenceSession {
                 dtype: dtype.carried().unwrap_or(dtype),
             });
         }
-        Ok(InferenceSession {
+        Ok(TractSession {
             plans,
             inputs,
             outputs,
@@ -292,23 +292,23 @@ impl InferenceSession {
     /// Runs the model on named inputs, in any order; every input is required.
     pub fn run_named(&self, inputs: Vec<(String, TensorData)>) -> Result<Vec<TensorData>> {
         let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
-        self.run(crate::feeds::in_graph_order(&names, inputs)?)
+        self.run(crate::onnx::feeds::in_graph_order(&names, inputs)?)
     }
 
     /// dtype, rank, fixed dimensions, and free dimensions shared between inputs.
     fn check_inputs(&self, inputs: &[TensorData]) -> Result<()> {
-        let mut free = crate::feeds::FreeDims::default();
+        let mut free = crate::onnx::feeds::FreeDims::default();
         for ((data, info), symbols) in inputs.iter().zip(&self.inputs).zip(&self.input_symbols) {
             let expected = info.dtype.carried().unwrap_or_else(|| info.dtype.clone());
             let shape = data.shape();
-            if data.dtype() != expected || !crate::feeds::fits(&info.dims, shape) {
+            if data.dtype() != expected || !crate::onnx::feeds::fits(&info.dims, shape) {
                 let want = if expected != info.dtype {
                     format!("{}, passed as {}", info.dtype, expected)
                 } else {
                     info.dtype.to_string()
                 };
                 let got = data.dtype().to_string();
-                return Err(crate::feeds::mismatch(
+                return Err(crate::onnx::feeds::mismatch(
                     &info.name, &info.dims, &want, shape, &got,
                 ));
             }
@@ -354,6 +354,6 @@ mod tests {
     #[test]
     fn session_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<InferenceSession>();
+        assert_send_sync::<TractSession>();
     }
 }

@@ -4,7 +4,7 @@
 //! Why a second engine: in the browser, tract costs 2.1 MB of gzip download, ~150 ms of wasm
 //! compilation and model optimisation before the first prediction, and its per-call overhead
 //! dominates the small models that belong in a page. kiln's forward ops already exist (they train
-//! the model) and compile to a fraction of that. `LiteSession::from_bytes` answers
+//! the model) and compile to a fraction of that. `KilnSession::from_bytes` answers
 //! [`Unsupported`] for any graph it cannot run exactly (an operator, attribute or element type
 //! outside its list), and kiln-wasm then loads the graph with tract instead, so every model still
 //! runs. Outputs are checked against onnxruntime and tract in the tests (wasm/tests, core/tests).
@@ -17,7 +17,7 @@ use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
 use crate::autograd::{Tape, Var};
-use crate::onnx_pb::{
+use crate::onnx::pb::{
     tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, ModelProto, TensorProto,
     ValueInfoProto,
 };
@@ -77,7 +77,7 @@ struct Node {
 }
 
 /// A model ready to run on kiln's engine.
-pub struct LiteSession {
+pub struct KilnSession {
     nodes: Vec<Node>,
     constants: HashMap<String, Value>,
     inputs: Vec<IoInfo>,
@@ -85,7 +85,7 @@ pub struct LiteSession {
     metadata: BTreeMap<String, String>,
 }
 
-impl LiteSession {
+impl KilnSession {
     /// Parses `bytes` as ONNX. `Err` for bytes that are not a valid model; `Ok(Err(Unsupported))`
     /// for a valid model this engine does not run (the caller then uses tract).
     pub fn from_bytes(bytes: &[u8]) -> Result<std::result::Result<Self, Unsupported>> {
@@ -103,7 +103,7 @@ impl LiteSession {
 
     fn build(
         proto: &ModelProto,
-        graph: &crate::onnx_pb::GraphProto,
+        graph: &crate::onnx::pb::GraphProto,
     ) -> std::result::Result<Self, Unsupported> {
         let unsupported = |m: String| Unsupported(m);
         let opset = proto
@@ -177,7 +177,7 @@ impl LiteSession {
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
-        Ok(LiteSession {
+        Ok(KilnSession {
             nodes,
             constants,
             inputs,
@@ -212,11 +212,11 @@ impl LiteSession {
     /// kiln's tract session checks them, with the same messages.
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Tensor>> {
         let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
-        let feeds = crate::feeds::in_graph_order(&names, feeds)?;
-        let mut free = crate::feeds::FreeDims::default();
+        let feeds = crate::onnx::feeds::in_graph_order(&names, feeds)?;
+        let mut free = crate::onnx::feeds::FreeDims::default();
         for (info, value) in self.inputs.iter().zip(&feeds) {
-            if value.dtype() != info.dtype || !crate::feeds::fits(&info.dims, value.shape()) {
-                return Err(crate::feeds::mismatch(
+            if value.dtype() != info.dtype || !crate::onnx::feeds::fits(&info.dims, value.shape()) {
+                return Err(crate::onnx::feeds::mismatch(
                     &info.name,
                     &info.dims,
                     info.dtype,
@@ -304,7 +304,7 @@ impl LiteSession {
 
 fn io_info(v: &ValueInfoProto) -> std::result::Result<IoInfo, Unsupported> {
     let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(crate::onnx_pb::type_proto::Value::TensorType(t)) => t,
+        Some(crate::onnx::pb::type_proto::Value::TensorType(t)) => t,
         _ => return Err(Unsupported(format!("{:?}: not a tensor", v.name))),
     };
     let dtype = match DataType::try_from(tensor.elem_type) {

@@ -1,0 +1,13 @@
+//! ONNX in one place: the protobuf types ([`pb`]), export of kiln's models ([`export`]), kiln's own
+//! engine ([`engine`]: the graph's operators on kiln-core's ops), tract's engine for the files
+//! kiln's engine declines ([`tract`], feature `onnx`), the input checks both engines make, and
+//! quantization's graph rewriting ([`quantize`]).
+
+pub mod engine;
+pub mod export;
+pub(crate) mod feeds;
+pub mod pb;
+#[cfg(feature = "onnx")]
+pub mod quantize;
+#[cfg(feature = "onnx")]
+pub mod tract;
