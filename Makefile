@@ -51,7 +51,7 @@ test-py: py ## pytest over py-bindings/tests and the stub check
 	cd py-bindings && python -m pytest -q tests
 	bash scripts/stubtest.sh
 
-notebooks: py ## run every notebook top to bottom
+notebooks: py wasm ## run every notebook top to bottom (notebook 03 runs its exports in kiln-wasm)
 	python scripts/run_notebooks.py notebooks
 
 # ---- wasm and the browser ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln_core::autograd::{gemm, Tape};
-use kiln_core::nn::{LayerSpec, Module};
+use kiln_core::nn::LayerSpec;
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::train::{Loss, Targets};
 use kiln_core::{Model, Tensor};
@@ -18,7 +18,7 @@ const CNN: &str = r#"[{"type":"Conv2d","in_channels":1,"out_channels":16,"kernel
 fn step(model: &mut Model, x: &Tensor, y: &Targets, loss: &Loss) {
     let mut t = Tape::new(true, 0);
     let input = t.constant(x.clone());
-    let out = model.net.forward(&mut t, input).unwrap();
+    let out = model.net.forward_all(&mut t, &[input]).unwrap()[0];
     let l = loss.apply(&mut t, out, y).unwrap();
     t.backward(l).unwrap();
     model.net.zero_grad();

@@ -4,6 +4,7 @@
 pub mod autograd;
 pub mod datasets;
 pub mod error;
+pub mod graph;
 pub mod model;
 pub mod nn;
 pub mod optim;

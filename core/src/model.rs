@@ -12,7 +12,7 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::Tensor;
-use crate::nn::{LayerSpec, Module, Param, Sequential};
+use crate::nn::{GraphSpec, LayerSpec, Net, Param};
 use crate::optim::{Optimizer, OptimizerSpec};
 use crate::train::{self, FitConfig, History, Hooks, Input, Logs, Loss, Metric, Targets};
 use crate::{value_err, KilnError, Result};
@@ -20,24 +20,28 @@ use crate::{value_err, KilnError, Result};
 /// kiln's version, written into checkpoints and ONNX metadata.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The architecture as stored in a checkpoint.
+/// The architecture as stored in a checkpoint: a Sequential's layer list, or a graph model's
+/// modules, parameters and traced graph.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Architecture {
-    /// The layers, in order.
+    /// The layers, in order (Sequential models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerSpec>,
-    /// The per-sample input shape the model was trained on (without the batch dimension), once known.
+    /// Modules, free parameters and the graph (graph models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphSpec>,
+    /// The per-sample shape of the first input (without the batch dimension), once known. A graph
+    /// model's graph holds every input's.
     #[serde(default)]
     pub input_shape: Option<Vec<usize>>,
 }
 
-/// A model built from layer specs, trained by [`Model::fit`].
+/// A model (a Sequential or a traced graph), trained by [`Model::fit`].
 pub struct Model {
     /// The network.
-    pub net: Sequential,
+    pub net: Net,
     /// Seed that drew the initial weights; also seeds shuffling and dropout.
     pub seed: u64,
-    /// Per-sample input shape, learned from the first `fit`/`predict` (or set by the caller).
-    pub input_shape: Option<Vec<usize>>,
     /// Metrics reported by `fit` and `evaluate`.
     pub metrics: Vec<Metric>,
     pub(crate) loss: Option<Loss>,
@@ -46,21 +50,62 @@ pub struct Model {
 }
 
 impl Model {
-    /// A model with PyTorch's default initialisation drawn from `seed`.
+    /// A Sequential model with PyTorch's default initialisation drawn from `seed`.
     pub fn new(layers: &[LayerSpec], seed: u64) -> Result<Self> {
-        if layers.is_empty() {
-            value_err!("a model needs at least one layer");
-        }
-        let net = Sequential::from_specs(layers, &mut ChaCha8Rng::seed_from_u64(seed))?;
-        Ok(Model {
+        let net = Net::sequential(layers, &mut ChaCha8Rng::seed_from_u64(seed))?;
+        Ok(Self::with_net(net, seed))
+    }
+
+    /// A graph model: its modules drawn from `seed` (free parameters start at zero), its graph if traced.
+    pub fn from_graph_spec(spec: &GraphSpec, seed: u64) -> Result<Self> {
+        let net = Net::from_spec(spec, &mut ChaCha8Rng::seed_from_u64(seed))?;
+        Ok(Self::with_net(net, seed))
+    }
+
+    fn with_net(net: Net, seed: u64) -> Self {
+        Model {
             net,
             seed,
-            input_shape: None,
             metrics: Vec::new(),
             loss: None,
             optimizer: None,
             fits_done: 0,
-        })
+        }
+    }
+
+    /// The per-sample shape of the first input, once known.
+    pub fn input_shape(&self) -> Option<Vec<usize>> {
+        self.net.graph()?.inputs.first()?.shape.clone()
+    }
+
+    /// Every input's per-sample shape (`None` where not yet known); empty before tracing.
+    pub fn input_shapes(&self) -> Vec<Option<Vec<usize>>> {
+        self.net
+            .graph()
+            .map(|g| g.inputs.iter().map(|i| i.shape.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Set (or forget) the first input's per-sample shape, as export needs it.
+    pub fn set_input_shape(&mut self, shape: Option<Vec<usize>>) -> Result<()> {
+        let g = self.net.graph_mut().ok_or_else(|| {
+            KilnError::value("the model has not been traced yet: call it on data first")
+        })?;
+        g.inputs[0].shape = shape;
+        Ok(())
+    }
+
+    /// The graph's inputs (names, element types, shapes); empty before tracing.
+    pub fn inputs(&self) -> Vec<crate::graph::GraphInput> {
+        self.net
+            .graph()
+            .map(|g| g.inputs.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many outputs the model returns (1 before tracing).
+    pub fn num_outputs(&self) -> usize {
+        self.net.graph().map_or(1, |g| g.outputs.len())
     }
 
     /// Choose the optimizer, loss and metrics for `fit` and `evaluate`.
@@ -110,19 +155,33 @@ impl Model {
         Ok(())
     }
 
-    /// Record (or check against) the per-sample input shape.
-    pub fn remember_input(&mut self, x: &Input) -> Result<()> {
-        let per_sample = x.shape()[1..].to_vec();
-        match &self.input_shape {
-            Some(s) if *s != per_sample => {
-                crate::shape_err!("input samples of shape {per_sample:?}, but the model was trained on samples of shape {s:?}")
+    /// Record (or check against) every input's per-sample shape.
+    pub fn remember_inputs(&mut self, xs: &[Input]) -> Result<()> {
+        let g = self.net.require_graph()?;
+        if xs.len() != g.inputs.len() {
+            value_err!(
+                "the model takes {} input(s) ({}), got {}",
+                g.inputs.len(),
+                input_names(&g.inputs),
+                xs.len()
+            );
+        }
+        for (x, info) in xs.iter().zip(&g.inputs) {
+            let per_sample = x.shape()[1..].to_vec();
+            if let Some(s) = &info.shape {
+                if *s != per_sample {
+                    crate::shape_err!("{}input samples of shape {per_sample:?}, but the model was trained on samples of shape {s:?}", input_label(&g.inputs, &info.name));
+                }
             }
-            _ => self.input_shape = Some(per_sample),
+        }
+        let g = self.net.graph_mut().expect("checked above");
+        for (x, info) in xs.iter().zip(g.inputs.iter_mut()) {
+            info.shape = Some(x.shape()[1..].to_vec());
         }
         Ok(())
     }
 
-    /// Train; see [`train::fit`].
+    /// Train; see [`train::fit`]. One input and one output; [`Model::fit_multi`] for more.
     pub fn fit(
         &mut self,
         x: Input,
@@ -131,36 +190,90 @@ impl Model {
         cfg: &FitConfig,
         hooks: &mut Hooks,
     ) -> Result<History> {
+        let val = validation.map(|(vx, vy)| (vec![vx], vec![vy.clone()]));
+        self.fit_multi(
+            &[x],
+            std::slice::from_ref(y),
+            val.as_ref().map(|(a, b)| (a.as_slice(), b.as_slice())),
+            cfg,
+            hooks,
+        )
+    }
+
+    /// Train on one array per input and one set of targets per output (their losses are summed).
+    pub fn fit_multi(
+        &mut self,
+        xs: &[Input],
+        ys: &[Targets],
+        validation: Option<(&[Input], &[Targets])>,
+        cfg: &FitConfig,
+        hooks: &mut Hooks,
+    ) -> Result<History> {
         // A fit that fails (say, on the wrong input width at layer 0) must not leave the model
         // believing it was trained on that shape: later fits and predicts on the right data would fail.
-        let before = self.input_shape.clone();
-        let result = train::fit(self, x, y, validation, cfg, hooks);
+        let before = self.input_shapes();
+        let result = train::fit(self, xs, ys, validation, cfg, hooks);
         if result.is_err() {
-            self.input_shape = before;
+            if let Some(g) = self.net.graph_mut() {
+                for (info, s) in g.inputs.iter_mut().zip(before) {
+                    info.shape = s;
+                }
+            }
         }
         result
     }
 
     /// Loss and metrics on a data set, in evaluation mode.
     pub fn evaluate(&mut self, x: Input, y: &Targets, batch_size: usize) -> Result<Logs> {
-        train::evaluate(self, x, y, batch_size)
+        train::evaluate(self, &[x], std::slice::from_ref(y), batch_size)
     }
 
-    /// The model's raw outputs for `x`, in evaluation mode.
+    /// Loss and metrics with one array per input and one set of targets per output.
+    pub fn evaluate_multi(
+        &mut self,
+        xs: &[Input],
+        ys: &[Targets],
+        batch_size: usize,
+    ) -> Result<Logs> {
+        train::evaluate(self, xs, ys, batch_size)
+    }
+
+    /// The model's raw outputs for `x` (the first output of a model with several), in evaluation mode.
     pub fn predict(&mut self, x: Input, batch_size: usize) -> Result<Tensor> {
-        if x.ndim() >= 1 && x.iter().any(|v| !v.is_finite()) {
-            value_err!("predict: the input contains NaN or infinity");
+        Ok(self.predict_multi(&[x], batch_size)?.swap_remove(0))
+    }
+
+    /// Every output for one array per input, in evaluation mode.
+    pub fn predict_multi(&mut self, xs: &[Input], batch_size: usize) -> Result<Vec<Tensor>> {
+        let g = self.net.require_graph()?;
+        if xs.len() != g.inputs.len() {
+            value_err!(
+                "predict: the model takes {} input(s) ({}), got {}",
+                g.inputs.len(),
+                input_names(&g.inputs),
+                xs.len()
+            );
         }
-        if let Some(s) = &self.input_shape {
-            if x.ndim() >= 1 && x.shape()[1..] != s[..] {
-                crate::shape_err!("predict: input samples of shape {:?}, but the model was trained on samples of shape {s:?}", &x.shape()[1..]);
+        for (x, info) in xs.iter().zip(&g.inputs) {
+            if x.ndim() >= 1 && x.iter().any(|v| !v.is_finite()) {
+                value_err!(
+                    "predict: {}the input contains NaN or infinity",
+                    input_label(&g.inputs, &info.name)
+                );
+            }
+            if let Some(s) = &info.shape {
+                if x.ndim() >= 1 && x.shape()[1..] != s[..] {
+                    crate::shape_err!("predict: {}input samples of shape {:?}, but the model was trained on samples of shape {s:?}", input_label(&g.inputs, &info.name), &x.shape()[1..]);
+                }
             }
         }
-        let per_sample = x.shape().get(1..).map(<[usize]>::to_vec);
-        let out = train::predict(&mut self.net, x, batch_size)?;
-        // The first successful predict teaches the input shape, as fit does (export needs it).
-        if self.input_shape.is_none() {
-            self.input_shape = per_sample;
+        let out = train::predict(&mut self.net, xs, batch_size)?;
+        // The first successful predict teaches the input shapes, as fit does (export needs them).
+        let g = self.net.graph_mut().expect("checked above");
+        for (x, info) in xs.iter().zip(g.inputs.iter_mut()) {
+            if info.shape.is_none() {
+                info.shape = x.shape().get(1..).map(<[usize]>::to_vec);
+            }
         }
         Ok(out)
     }
@@ -213,12 +326,32 @@ impl Model {
         }
     }
 
-    /// The architecture (layers and input shape).
+    /// The architecture: a Sequential's layers, or a graph model's modules, parameters and graph.
     pub fn architecture(&self) -> Architecture {
-        Architecture {
-            layers: self.net.specs(),
-            input_shape: self.input_shape.clone(),
+        match self.net.layers() {
+            Some(layers) => Architecture {
+                layers: layers.to_vec(),
+                graph: None,
+                input_shape: self.input_shape(),
+            },
+            None => Architecture {
+                layers: Vec::new(),
+                graph: Some(self.net.graph_spec()),
+                input_shape: self.input_shape(),
+            },
         }
+    }
+
+    /// Rebuild a model from its architecture (weights drawn from `seed`).
+    pub fn from_architecture(arch: &Architecture, seed: u64) -> Result<Self> {
+        let mut model = match &arch.graph {
+            Some(spec) => Model::from_graph_spec(spec, seed)?,
+            None => Model::new(&arch.layers, seed)?,
+        };
+        if arch.graph.is_none() {
+            model.set_input_shape(arch.input_shape.clone())?;
+        }
+        Ok(model)
     }
 
     /// The checkpoint as bytes: safetensors with the architecture in its metadata.
@@ -272,8 +405,7 @@ impl Model {
             .get("kiln.seed")
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        let mut model = Model::new(&arch.layers, seed)?;
-        model.input_shape = arch.input_shape;
+        let mut model = Model::from_architecture(&arch, seed)?;
         let mut dict = BTreeMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
@@ -315,6 +447,23 @@ fn unknown_layer_probe(arch: &str) -> String {
         .ok()
         .and_then(|v| v.get("layers").map(|l| l.to_string()))
         .unwrap_or_default()
+}
+
+fn input_names(inputs: &[crate::graph::GraphInput]) -> String {
+    inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `"input \"category\": "` when the model has several inputs, nothing when it has one.
+fn input_label(inputs: &[crate::graph::GraphInput], name: &str) -> String {
+    if inputs.len() > 1 {
+        format!("input {name:?}: ")
+    } else {
+        String::new()
+    }
 }
 
 fn not_compiled() -> KilnError {

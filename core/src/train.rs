@@ -14,7 +14,6 @@ use crate::autograd::{Tape, Tensor, Var};
 /// A borrowed batch of inputs: the first axis is the sample.
 pub type Input<'a> = ndarray::ArrayViewD<'a, f32>;
 use crate::model::Model;
-use crate::nn::Module;
 use crate::optim::{clip_grad_norm, Schedule, Scheduler};
 use crate::{value_err, KilnError, Result};
 
@@ -389,98 +388,174 @@ impl Clock {
     }
 }
 
-fn check_data(what: &str, x: &Input, y: &Targets) -> Result<()> {
-    if x.ndim() < 1 || x.shape()[0] == 0 {
-        value_err!("{what}: the input is empty (shape {:?})", x.shape());
+fn check_data(what: &str, xs: &[Input], ys: &[Targets]) -> Result<()> {
+    let Some(x0) = xs.first() else {
+        value_err!("{what}: no input given");
+    };
+    if x0.ndim() < 1 || x0.shape()[0] == 0 {
+        value_err!("{what}: the input is empty (shape {:?})", x0.shape());
     }
-    if x.shape()[0] != y.len() {
-        crate::shape_err!(
-            "{what}: {} input samples but {} targets",
-            x.shape()[0],
-            y.len()
-        );
+    let n = x0.shape()[0];
+    for (k, x) in xs.iter().enumerate() {
+        let which = if xs.len() > 1 {
+            format!(" {k}")
+        } else {
+            String::new()
+        };
+        if x.ndim() < 1 || x.shape()[0] != n {
+            crate::shape_err!(
+                "{what}: input{which} has {} samples, input 0 has {n}",
+                x.shape().first().unwrap_or(&0)
+            );
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            value_err!(
+                "{what}: the input{which} contains {} at flat index {i}",
+                x.iter().nth(i).unwrap()
+            );
+        }
     }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        value_err!(
-            "{what}: the input contains {} at flat index {i}",
-            x.iter().nth(i).unwrap()
-        );
-    }
-    if let Targets::Values(v) = y {
-        if v.iter().any(|v| !v.is_finite()) {
-            value_err!("{what}: the targets contain NaN or infinity");
+    for y in ys {
+        if n != y.len() {
+            crate::shape_err!("{what}: {n} input samples but {} targets", y.len());
+        }
+        if let Targets::Values(v) = y {
+            if v.iter().any(|v| !v.is_finite()) {
+                value_err!("{what}: the targets contain NaN or infinity");
+            }
         }
     }
     Ok(())
 }
 
-/// Run the model on `x` in batches, in evaluation mode.
-pub fn predict(net: &mut dyn Module, x: Input, batch_size: usize) -> Result<Tensor> {
-    if x.ndim() < 1 || x.shape()[0] == 0 {
-        value_err!("predict: the input is empty (shape {:?})", x.shape());
+/// The rows `idx` of every input, as constants on the tape.
+fn batch_inputs(t: &mut Tape, xs: &[Input], idx: &[usize]) -> Vec<Var> {
+    xs.iter()
+        .map(|x| t.constant(x.select(Axis(0), idx)))
+        .collect()
+}
+
+/// The summed loss over every output (each against its own targets).
+fn total_loss(loss: &Loss, t: &mut Tape, outs: &[Var], ys: &[Targets]) -> Result<Var> {
+    if outs.len() != ys.len() {
+        value_err!(
+            "the model returns {} outputs but {} sets of targets were given (one per output)",
+            outs.len(),
+            ys.len()
+        );
     }
-    let mut outs = Vec::new();
-    let n = x.shape()[0];
+    let mut total: Option<Var> = None;
+    for (o, y) in outs.iter().zip(ys) {
+        let l = loss.apply(t, *o, y)?;
+        total = Some(match total {
+            Some(acc) => t.add(acc, l)?,
+            None => l,
+        });
+    }
+    Ok(total.expect("at least one output"))
+}
+
+/// The log key of a metric: `accuracy` for one output, `output_1_accuracy` for the second of several.
+fn metric_key(name: &str, output: usize, outputs: usize) -> String {
+    if outputs == 1 {
+        name.to_string()
+    } else {
+        format!("output_{output}_{name}")
+    }
+}
+
+/// Run the model on `xs` (one array per input) in batches, in evaluation mode; one tensor per output.
+pub fn predict(net: &mut crate::nn::Net, xs: &[Input], batch_size: usize) -> Result<Vec<Tensor>> {
+    check_data("predict", xs, &[])?;
+    let mut outs: Vec<Vec<Tensor>> = Vec::new();
+    let n = xs[0].shape()[0];
     for start in (0..n).step_by(batch_size.max(1)) {
-        let xb = x
-            .slice_axis(
-                Axis(0),
-                ndarray::Slice::from(start..(start + batch_size).min(n)),
-            )
-            .to_owned();
+        let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
         let mut t = Tape::inference();
-        let v = t.constant(xb);
-        let out = net.forward(&mut t, v)?;
-        outs.push(t.take_value(out));
+        let vars = batch_inputs(&mut t, xs, &idx);
+        let out = net.forward_all(&mut t, &vars)?;
+        if outs.is_empty() {
+            outs = vec![Vec::new(); out.len()];
+        }
+        for (k, o) in out.into_iter().enumerate() {
+            outs[k].push(t.value(o).clone());
+        }
     }
-    let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
-    Ok(ndarray::concatenate(Axis(0), &views).expect("batches share their trailing shape"))
+    Ok(outs
+        .iter()
+        .map(|batches| {
+            let views: Vec<_> = batches.iter().map(|o| o.view()).collect();
+            ndarray::concatenate(Axis(0), &views).expect("batches share their trailing shape")
+        })
+        .collect())
 }
 
 /// Loss and metrics over a data set, in evaluation mode.
-pub fn evaluate(model: &mut Model, x: Input, y: &Targets, batch_size: usize) -> Result<Logs> {
-    check_data("evaluate", &x, y)?;
+pub fn evaluate(
+    model: &mut Model,
+    xs: &[Input],
+    ys: &[Targets],
+    batch_size: usize,
+) -> Result<Logs> {
+    check_data("evaluate", xs, ys)?;
     let loss = model.loss()?.clone();
     let metrics = model.metrics.clone();
-    let n = x.shape()[0];
-    let mut sums = vec![0.0; metrics.len() + 1];
-    let mut counts = vec![0usize; metrics.len() + 1];
+    let outputs = ys.len();
+    let n = xs[0].shape()[0];
+    let mut sums = vec![0.0; metrics.len() * outputs + 1];
+    let mut counts = vec![0usize; metrics.len() * outputs + 1];
     for start in (0..n).step_by(batch_size.max(1)) {
         let idx: Vec<usize> = (start..(start + batch_size).min(n)).collect();
-        let (xb, yb) = (x.select(Axis(0), &idx), y.select(&idx));
+        let yb: Vec<Targets> = ys.iter().map(|y| y.select(&idx)).collect();
         let mut t = Tape::inference();
-        let v = t.constant(xb);
-        let out = model.net.forward(&mut t, v)?;
-        let l = loss.apply(&mut t, out, &yb)?;
+        let vars = batch_inputs(&mut t, xs, &idx);
+        let outs = model.net.forward_all(&mut t, &vars)?;
+        let l = total_loss(&loss, &mut t, &outs, &yb)?;
         sums[0] += t.value(l).sum() as f64 * idx.len() as f64;
         counts[0] += idx.len();
-        for (k, m) in metrics.iter().enumerate() {
-            let (s, c) = m.batch_sum(t.value(out), &yb);
-            sums[k + 1] += s;
-            counts[k + 1] += c;
+        for (o, (out, y)) in outs.iter().zip(&yb).enumerate() {
+            for (k, m) in metrics.iter().enumerate() {
+                let (s, c) = m.batch_sum(t.value(*out), y);
+                sums[1 + o * metrics.len() + k] += s;
+                counts[1 + o * metrics.len() + k] += c;
+            }
         }
     }
     let mut logs = Logs::new();
     logs.insert("loss".into(), sums[0] / counts[0].max(1) as f64);
-    for (k, m) in metrics.iter().enumerate() {
-        logs.insert(m.name().into(), sums[k + 1] / counts[k + 1].max(1) as f64);
+    for o in 0..outputs {
+        for (k, m) in metrics.iter().enumerate() {
+            let i = 1 + o * metrics.len() + k;
+            logs.insert(
+                metric_key(m.name(), o, outputs),
+                sums[i] / counts[i].max(1) as f64,
+            );
+        }
     }
     Ok(logs)
 }
 
-/// Train `model` (compiled) on `x`, `y`. Validation data, when given, overrides `validation_split`.
+/// Train `model` (compiled) on `xs` (one array per input), `ys` (one set of targets per output; the
+/// outputs' losses are summed). Validation data, when given, overrides `validation_split`.
 pub fn fit(
     model: &mut Model,
-    x: Input,
-    y: &Targets,
-    validation: Option<(Input, &Targets)>,
+    xs: &[Input],
+    ys: &[Targets],
+    validation: Option<(&[Input], &[Targets])>,
     cfg: &FitConfig,
     hooks: &mut Hooks,
 ) -> Result<History> {
-    check_data("fit", &x, y)?;
+    check_data("fit", xs, ys)?;
     let loss = model.loss()?.clone();
-    if loss.wants_classes() != matches!(y, Targets::Classes(_)) {
+    if ys
+        .iter()
+        .any(|y| loss.wants_classes() != matches!(y, Targets::Classes(_)))
+    {
         value_err!("fit: the loss {loss:?} does not match the kind of targets given");
+    }
+    let outputs = model.num_outputs();
+    if ys.len() != outputs {
+        value_err!("fit: the model returns {outputs} output(s) but {} sets of targets were given (one per output)", ys.len());
     }
     if cfg.batch_size == 0 {
         value_err!("fit: batch_size must be positive");
@@ -491,7 +566,7 @@ pub fn fit(
             cfg.validation_split
         );
     }
-    let n = x.shape()[0];
+    let n = xs[0].shape()[0];
     let (train_idx, split_val): (Vec<usize>, Option<Vec<usize>>) = match validation {
         Some(_) => ((0..n).collect(), None),
         None if cfg.validation_split > 0.0 => {
@@ -507,13 +582,22 @@ pub fn fit(
         }
         None => ((0..n).collect(), None),
     };
-    let split_data = split_val.map(|idx| (x.select(Axis(0), &idx), y.select(&idx)));
-    let val: Option<(Input, &Targets)> =
-        validation.or(split_data.as_ref().map(|(a, b)| (a.view(), b)));
-    if let Some((vx, vy)) = &val {
+    let split_data: Option<(Vec<Tensor>, Vec<Targets>)> = split_val.map(|idx| {
+        (
+            xs.iter().map(|x| x.select(Axis(0), &idx)).collect(),
+            ys.iter().map(|y| y.select(&idx)).collect(),
+        )
+    });
+    let split_views: Option<Vec<Input>> = split_data
+        .as_ref()
+        .map(|(a, _)| a.iter().map(|t| t.view()).collect());
+    let val: Option<(&[Input], &[Targets])> = validation.or(split_views
+        .as_deref()
+        .zip(split_data.as_ref().map(|(_, b)| b.as_slice())));
+    if let Some((vx, vy)) = val {
         check_data("validation data", vx, vy)?;
     }
-    model.remember_input(&x)?;
+    model.remember_inputs(xs)?;
     let metrics = model.metrics.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(model.seed ^ 0x6b69_6c6e_5f66_6974 ^ model.fits_done);
     model.fits_done += 1;
@@ -546,15 +630,15 @@ pub fn fit(
             order.shuffle(&mut rng);
         }
         let clock = Clock::start();
-        let mut sums = vec![0.0f64; metrics.len() + 1];
-        let mut counts = vec![0usize; metrics.len() + 1];
+        let mut sums = vec![0.0f64; metrics.len() * outputs + 1];
+        let mut counts = vec![0usize; metrics.len() * outputs + 1];
         let mut logs = Logs::new();
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            let (xb, yb) = (x.select(Axis(0), chunk), y.select(chunk));
+            let yb: Vec<Targets> = ys.iter().map(|y| y.select(chunk)).collect();
             let mut t = Tape::new(true, rng.next_u64());
-            let input = t.constant(xb);
-            let out = model.net.forward(&mut t, input)?;
-            let l = loss.apply(&mut t, out, &yb)?;
+            let inputs = batch_inputs(&mut t, xs, chunk);
+            let outs = model.net.forward_all(&mut t, &inputs)?;
+            let l = total_loss(&loss, &mut t, &outs, &yb)?;
             let lv = t.value(l).sum();
             if !lv.is_finite() {
                 return Err(KilnError::NonFiniteLoss {
@@ -571,7 +655,7 @@ pub fn fit(
                 hook(&mut flat);
                 model.unflatten_trainable(&flat, |p, g| p.grad = Some(g));
             }
-            let out_value = t.take_value(out);
+            let out_values: Vec<Tensor> = outs.iter().map(|&o| t.take_value(o)).collect();
             drop(t);
             let mut named: Vec<(String, &mut crate::nn::Param)> = model
                 .net
@@ -596,14 +680,18 @@ pub fn fit(
             }
             sums[0] += lv as f64 * chunk.len() as f64;
             counts[0] += chunk.len();
-            for (k, m) in metrics.iter().enumerate() {
-                let (s, c) = m.batch_sum(&out_value, &yb);
-                sums[k + 1] += s;
-                counts[k + 1] += c;
-            }
             logs.insert("loss".into(), sums[0] / counts[0] as f64);
-            for (k, m) in metrics.iter().enumerate() {
-                logs.insert(m.name().into(), sums[k + 1] / counts[k + 1].max(1) as f64);
+            for (o, (out, y)) in out_values.iter().zip(&yb).enumerate() {
+                for (k, m) in metrics.iter().enumerate() {
+                    let i = 1 + o * metrics.len() + k;
+                    let (s, c) = m.batch_sum(out, y);
+                    sums[i] += s;
+                    counts[i] += c;
+                    logs.insert(
+                        metric_key(m.name(), o, outputs),
+                        sums[i] / counts[i].max(1) as f64,
+                    );
+                }
             }
             if let Some(cb) = hooks.on_event.as_mut() {
                 match cb(&Event::BatchEnd {
@@ -627,8 +715,8 @@ pub fn fit(
         } else {
             0.0
         });
-        if let Some((vx, vy)) = &val {
-            for (k, v) in evaluate(model, vx.view(), vy, 256)? {
+        if let Some((vx, vy)) = val {
+            for (k, v) in evaluate(model, vx, vy, 256)? {
                 logs.insert(format!("val_{k}"), v);
             }
         }

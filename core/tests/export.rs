@@ -33,7 +33,7 @@ fn round_trip(layers_json: &str, sample: &[usize], opts: ExportOptions) -> Model
             model.net.load_state_dict(&d).unwrap();
         }
     }
-    model.input_shape = Some(sample.to_vec());
+    model.set_input_shape(Some(sample.to_vec())).unwrap();
     let bytes = export_onnx(&model, &opts).unwrap();
     let sess = TractSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("{layers_json}: {e}"));
     assert_eq!(sess.inputs()[0].dims[0], None, "batch is symbolic");
@@ -210,7 +210,7 @@ fn export_errors() {
         .unwrap_err()
         .to_string()
         .contains("input shape"));
-    m.input_shape = Some(vec![2]);
+    m.set_input_shape(Some(vec![2])).unwrap();
     assert!(export_onnx(
         &m,
         &ExportOptions {
@@ -219,4 +219,147 @@ fn export_errors() {
         }
     )
     .is_err());
+}
+
+/// A graph model (`GraphSpec` JSON, inputs as (name, per-sample shape, integer ids?)) exports to
+/// ONNX that tract and kiln's engine run to `predict`'s numbers, at batch 1 and 5. Returns whether
+/// kiln's engine took it (the caller says whether it must).
+fn graph_round_trip(spec_json: &str, inputs: &[(&str, &[usize], Option<usize>)]) -> bool {
+    let spec: kiln_core::nn::GraphSpec = serde_json::from_str(spec_json).unwrap();
+    let mut model = Model::from_graph_spec(&spec, 3).unwrap();
+    let bytes = export_onnx(&model, &ExportOptions::default()).unwrap();
+    let tract = TractSession::from_bytes(&bytes).unwrap_or_else(|e| panic!("tract: {e}"));
+    let kiln = KilnSession::from_bytes(&bytes).unwrap().ok();
+    for batch in [1, 5] {
+        let xs: Vec<Tensor> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, shape, ids))| {
+                let mut full = vec![batch];
+                full.extend(*shape);
+                let x = random(&full, 40 + i as u64);
+                match ids {
+                    Some(n) => {
+                        x.mapv(|v| ((v + 2.0) / 4.0 * *n as f32).floor().min(*n as f32 - 1.0))
+                    }
+                    None => x,
+                }
+            })
+            .collect();
+        let views: Vec<_> = xs.iter().map(|x| x.view()).collect();
+        let want = model.predict_multi(&views, 8).unwrap();
+        let feeds = |kiln_values: bool| -> Vec<(String, Value, TensorData)> {
+            inputs
+                .iter()
+                .zip(&xs)
+                .map(|((name, _, ids), x)| {
+                    let _ = kiln_values;
+                    match ids {
+                        Some(_) => (
+                            name.to_string(),
+                            Value::I64(x.mapv(|v| v as i64)),
+                            TensorData::I64(x.mapv(|v| v as i64)),
+                        ),
+                        None => (
+                            name.to_string(),
+                            Value::F32(x.clone()),
+                            TensorData::F32(x.clone()),
+                        ),
+                    }
+                })
+                .collect()
+        };
+        let got = tract
+            .run_named(feeds(false).into_iter().map(|(n, _, t)| (n, t)).collect())
+            .unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            let TensorData::F32(g) = g else {
+                panic!("float output")
+            };
+            assert_eq!(g.shape(), w.shape());
+            let d = g
+                .iter()
+                .zip(w.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(d < 1e-5, "tract vs predict: {d}");
+        }
+        if let Some(k) = &kiln {
+            let got = k
+                .run(feeds(true).into_iter().map(|(n, v, _)| (n, v)).collect())
+                .unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.shape(), w.shape());
+                let d = g
+                    .iter()
+                    .zip(w.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(d < 1e-5, "kiln's engine vs predict: {d}");
+            }
+        }
+    }
+    kiln.is_some()
+}
+
+#[test]
+fn residual_and_two_input_graphs_export_and_run_on_both_engines() {
+    let resnet = r#"{"modules":[
+        {"name":"stem","spec":{"type":"Conv2d","in_channels":2,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}},
+        {"name":"block.bn","spec":{"type":"BatchNorm2d","num_features":4}},
+        {"name":"block.conv","spec":{"type":"Conv2d","in_channels":4,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}},
+        {"name":"head","spec":{"type":"Linear","in_features":4,"out_features":3}}],
+      "params":[{"name":"gain","shape":[4,1,1]}],
+      "graph":{"inputs":[{"name":"image","shape":[2,6,6]}],"nodes":[
+        {"op":"Call","module":"stem","inputs":[0]},
+        {"op":"Relu","inputs":[1]},
+        {"op":"Call","module":"block.conv","inputs":[2]},
+        {"op":"Call","module":"block.bn","inputs":[3]},
+        {"op":"Add","inputs":[2,4]},
+        {"op":"Param","name":"gain","inputs":[]},
+        {"op":"Mul","inputs":[5,6]},
+        {"op":"Reduce","kind":"mean","dims":[2,3],"keepdim":false,"inputs":[7]},
+        {"op":"Call","module":"head","inputs":[8]},
+        {"op":"Softmax","dim":-1,"inputs":[9]}],
+      "outputs":[9,10]}}"#;
+    assert!(
+        graph_round_trip(resnet, &[("image", &[2, 6, 6], None)]),
+        "kiln's engine runs a residual block with global pooling"
+    );
+    let two = r#"{"modules":[
+        {"name":"emb","spec":{"type":"Embedding","num_embeddings":7,"embedding_dim":3}},
+        {"name":"num","spec":{"type":"Linear","in_features":4,"out_features":5}},
+        {"name":"out","spec":{"type":"Linear","in_features":8,"out_features":2}}],
+      "graph":{"inputs":[{"name":"numeric","shape":[4]},{"name":"category","dtype":"int64","shape":[]}],"nodes":[
+        {"op":"Call","module":"num","inputs":[0]},
+        {"op":"Scalar","kind":"rsub","value":1.0,"inputs":[2]},
+        {"op":"Call","module":"emb","inputs":[1]},
+        {"op":"Concat","dim":1,"inputs":[3,4]},
+        {"op":"Call","module":"out","inputs":[5]},
+        {"op":"Reshape","shape":["batch",2,1],"inputs":[6]},
+        {"op":"Flatten","start_dim":1,"end_dim":-1,"inputs":[7]},
+        {"op":"Param","name":"num.weight","inputs":[]},
+        {"op":"Linear","inputs":[0,9]},
+        {"op":"Permute","dims":[1,0],"inputs":[9]},
+        {"op":"MatMul","inputs":[0,11]}],
+      "outputs":[8,12]}}"#;
+    assert!(
+        graph_round_trip(two, &[("numeric", &[4], None), ("category", &[], Some(7))]),
+        "kiln's engine runs two inputs with an embedding, a concat and a tied weight"
+    );
+}
+
+#[test]
+fn slices_and_reductions_export_and_run_in_tract() {
+    let g = r#"{"modules":[{"name":"fc","spec":{"type":"Linear","in_features":3,"out_features":2}}],
+      "graph":{"inputs":[{"name":"x","shape":[4,3]}],"nodes":[
+        {"op":"Slice","dim":1,"start":1,"end":3,"inputs":[0]},
+        {"op":"Reduce","kind":"max","dims":[1],"keepdim":false,"inputs":[1]},
+        {"op":"Reduce","kind":"sum","dims":[-1],"keepdim":true,"inputs":[0]},
+        {"op":"Call","module":"fc","inputs":[2]},
+        {"op":"Gelu","approximate":"tanh","inputs":[4]},
+        {"op":"LogSoftmax","dim":1,"inputs":[5]},
+        {"op":"Reduce","kind":"mean","dims":[1,2],"keepdim":false,"inputs":[3]}],
+      "outputs":[6,7]}}"#;
+    graph_round_trip(g, &[("x", &[4, 3], None)]);
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_core::nn::{LayerSpec, Module};
+use kiln_core::nn::LayerSpec;
 use kiln_core::train::{Loss, Targets};
 use kiln_core::{Model, Tape, Tensor};
 use safetensors::{Dtype, SafeTensors};
@@ -80,7 +80,7 @@ fn check(name: &str) {
 
     let mut t = Tape::new(true, 0);
     let x = t.constant(fx.f32s["input"].clone());
-    let out = model.net.forward(&mut t, x).unwrap();
+    let out = model.net.forward_all(&mut t, &[x]).unwrap()[0];
     assert_close(&format!("{name} output"), t.value(out), &fx.f32s["output"]);
     let loss = fx
         .loss
@@ -119,6 +119,130 @@ fn check(name: &str) {
         checked += 1;
     }
     assert_eq!(checked, own.len());
+}
+
+/// A graph model (kiln's `GraphSpec` in the metadata): inputs `input.<name>` (int64 ids become whole
+/// numbers in f32, as the fit loop carries them), one target per output, loss summed over outputs.
+fn check_graph(name: &str) {
+    let path = format!(
+        "{}/../tests/fixtures/grad/{name}.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    let spec: kiln_core::nn::GraphSpec = serde_json::from_str(&meta["graph"]).unwrap();
+    let loss: Loss = serde_json::from_str(&meta["loss"]).unwrap();
+    let mut f32s = BTreeMap::new();
+    let mut ints: BTreeMap<String, (Vec<usize>, Vec<i64>)> = BTreeMap::new();
+    for (k, v) in st.tensors() {
+        match v.dtype() {
+            Dtype::F32 => {
+                let data = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                f32s.insert(k, Tensor::from_shape_vec(v.shape().to_vec(), data).unwrap());
+            }
+            Dtype::I64 => {
+                let data = v
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                ints.insert(k, (v.shape().to_vec(), data));
+            }
+            _ => {}
+        }
+    }
+    let mut model = Model::from_graph_spec(&spec, 0).unwrap();
+    let own = model.net.state_dict();
+    let weights: BTreeMap<String, Tensor> =
+        own.keys().map(|k| (k.clone(), f32s[k].clone())).collect();
+    model.net.load_state_dict(&weights).unwrap();
+    let graph = model.net.graph().unwrap().clone();
+    let mut t = Tape::new(true, 0);
+    let inputs: Vec<_> = graph
+        .inputs
+        .iter()
+        .map(|i| {
+            let key = format!("input.{}", i.name);
+            let value = match ints.get(&key) {
+                Some((shape, data)) => {
+                    Tensor::from_shape_vec(shape.clone(), data.iter().map(|&v| v as f32).collect())
+                        .unwrap()
+                }
+                None => f32s[&key].clone(),
+            };
+            t.constant(value)
+        })
+        .collect();
+    let outs = model.net.forward_all(&mut t, &inputs).unwrap();
+    let mut total = None;
+    for (i, &o) in outs.iter().enumerate() {
+        assert_close(
+            &format!("{name} output {i}"),
+            t.value(o),
+            &f32s[&format!("output.{i}")],
+        );
+        let labels = ints[&format!("target.{i}")]
+            .1
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let l = loss.apply(&mut t, o, &Targets::Classes(labels)).unwrap();
+        total = Some(match total {
+            Some(acc) => t.add(acc, l).unwrap(),
+            None => l,
+        });
+    }
+    let total = total.unwrap();
+    assert_close(
+        &format!("{name} loss"),
+        &t.value(total)
+            .clone()
+            .into_shape_with_order(vec![1])
+            .unwrap(),
+        &f32s["loss"],
+    );
+    t.backward(total).unwrap();
+    model.net.collect_grads(&mut t);
+    for (pname, p) in model.net.tensors() {
+        if p.is_buffer {
+            assert_close(
+                &format!("{name} running stat {pname}"),
+                &p.value,
+                &f32s[&format!("after.{pname}")],
+            );
+        } else {
+            let g = p
+                .grad
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
+            assert_close(
+                &format!("{name} grad {pname}"),
+                g,
+                &f32s[&format!("grad.{pname}")],
+            );
+        }
+    }
+}
+
+#[test]
+fn residual_block_with_batchnorm_matches_pytorch() {
+    check_graph("resblock");
+}
+
+#[test]
+fn two_inputs_with_embedding_and_concat_match_pytorch() {
+    check_graph("two_inputs");
+}
+
+#[test]
+fn two_outputs_with_a_summed_loss_match_pytorch() {
+    check_graph("two_outputs");
 }
 
 #[test]

@@ -7,9 +7,8 @@ use kiln_core::nn::LayerSpec;
 use kiln_core::onnx::tract::{TensorData, TractSession};
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::optimize::{
-    distill, fit_masked, make_permanent, prune, quantize::quantize_onnx, sparsity_report,
-    Calibration, DistillConfig, PruneOptions, PruneScope, PruningSchedule, QuantizeMode,
-    QuantizeOptions,
+    distill, fit_masked, make_permanent, prune, quantize_onnx, sparsity_report, Calibration,
+    DistillConfig, PruneOptions, PruneScope, PruningSchedule, QuantizeMode, QuantizeOptions,
 };
 use kiln_core::train::{EarlyStopping, Event, FitConfig, Hooks, Loss, Metric, Targets};
 use kiln_core::{KilnError, Model, Tensor};

@@ -116,7 +116,7 @@ fn checkpoint_round_trip_predicts_identically() {
         back.predict(x.view(), 64).unwrap(),
         m.predict(x.view(), 64).unwrap()
     );
-    assert_eq!(back.input_shape, Some(vec![2]));
+    assert_eq!(back.input_shape(), Some(vec![2]));
     // no temporary file is left behind
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let bytes = std::fs::read(&path).unwrap();

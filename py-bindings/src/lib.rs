@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::PyModel>()?;
+    m.add_class::<model::PyTracer>()?;
     m.add_class::<session::PySession>()?;
     m.add_class::<tensor::PyTensor>()?;
     m.add_function(wrap_pyfunction!(optimize::optimize_quantize, m)?)?;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use kiln_core::nn::{LayerSpec, Module};
+use kiln_core::graph::{Graph, Tracer};
+use kiln_core::nn::{GraphSpec, LayerSpec};
 use kiln_core::onnx::export::{export_onnx, export_onnx_to, ExportOptions};
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
@@ -73,6 +74,76 @@ impl PyModel {
         })
     }
 
+    /// A graph model from its modules and parameters (JSON `GraphSpec`), initialised from `seed`.
+    #[staticmethod]
+    fn from_graph_spec(spec_json: &str, seed: u64) -> PyResult<Self> {
+        let spec: GraphSpec = json("graph model", spec_json)?;
+        Ok(PyModel {
+            inner: Model::from_graph_spec(&spec, seed).py()?,
+        })
+    }
+
+    /// The traced graph as JSON, or None before the first trace.
+    fn graph_json(&self) -> Option<String> {
+        self.inner
+            .net
+            .graph()
+            .map(|g| serde_json::to_string(g).expect("graphs serialise"))
+    }
+
+    /// Install a graph (JSON), checked against the model's modules and tensors.
+    fn set_graph(&mut self, graph_json: &str) -> PyResult<()> {
+        let g: Graph = json("graph", graph_json)?;
+        self.inner.net.set_graph(g).py()
+    }
+
+    /// Whether the model was built as a Sequential.
+    #[getter]
+    fn is_sequential(&self) -> bool {
+        self.inner.net.layers().is_some()
+    }
+
+    /// `[(name, dtype, per-sample shape or None)]` of the graph's inputs (empty before tracing).
+    fn input_info(&self) -> Vec<(String, String, Option<Vec<usize>>)> {
+        self.inner
+            .inputs()
+            .into_iter()
+            .map(|i| (i.name, i.dtype, i.shape))
+            .collect()
+    }
+
+    /// How many outputs the model returns.
+    #[getter]
+    fn num_outputs(&self) -> usize {
+        self.inner.num_outputs()
+    }
+
+    /// Overwrite some tensors by name (shapes must match); the rest stay as they are.
+    fn set_tensors(&mut self, dict: BTreeMap<String, PyReadonlyArrayDyn<f32>>) -> PyResult<()> {
+        let mut all = self.inner.net.state_dict();
+        for (k, v) in dict {
+            let v = v.as_array();
+            match all.get(&k) {
+                Some(old) if old.shape() == v.shape() => {
+                    all.insert(k, v.to_owned());
+                }
+                Some(old) => {
+                    return Err(crate::error::to_py(kiln_core::KilnError::Shape(format!(
+                        "tensor {k:?} has shape {:?}, the model expects {:?}",
+                        v.shape(),
+                        old.shape()
+                    ))))
+                }
+                None => {
+                    return Err(crate::error::to_py(kiln_core::KilnError::value(format!(
+                        "the model has no tensor {k:?}"
+                    ))))
+                }
+            }
+        }
+        self.inner.net.load_state_dict(&all).py()
+    }
+
     /// Set optimizer (JSON spec), loss (JSON spec) and metric names.
     fn compile(
         &mut self,
@@ -125,21 +196,25 @@ impl PyModel {
     fn fit(
         &mut self,
         py: Python<'_>,
-        x: PyReadonlyArrayDyn<f32>,
-        y: PyTargets,
+        x: Vec<PyReadonlyArrayDyn<f32>>,
+        y: Vec<PyTargets>,
         config_json: &str,
-        val_x: Option<PyReadonlyArrayDyn<f32>>,
-        val_y: Option<PyTargets>,
+        val_x: Option<Vec<PyReadonlyArrayDyn<f32>>>,
+        val_y: Option<Vec<PyTargets>>,
         on_batch: Option<Py<PyAny>>,
         on_epoch: Option<Py<PyAny>>,
         on_gradient: Option<Py<PyAny>>,
     ) -> PyResult<String> {
         let cfg: FitConfig = json("fit configuration", config_json)?;
-        let y = targets(y)?;
-        let val_y = val_y.map(targets).transpose()?;
-        let x = x.as_array();
-        let val_x = val_x.as_ref().map(|v| v.as_array());
-        let validation = match (val_x, val_y.as_ref()) {
+        let y = y.into_iter().map(targets).collect::<PyResult<Vec<_>>>()?;
+        let val_y = val_y
+            .map(|v| v.into_iter().map(targets).collect::<PyResult<Vec<_>>>())
+            .transpose()?;
+        let x: Vec<_> = x.iter().map(|a| a.as_array()).collect();
+        let val_x: Option<Vec<_>> = val_x
+            .as_ref()
+            .map(|v| v.iter().map(|a| a.as_array()).collect());
+        let validation = match (val_x.as_deref(), val_y.as_deref()) {
             (Some(vx), Some(vy)) => Some((vx, vy)),
             _ => None,
         };
@@ -214,7 +289,7 @@ impl PyModel {
                     None
                 },
             };
-            model.fit(x, &y, validation, &cfg, &mut hooks)
+            model.fit_multi(&x, &y, validation, &cfg, &mut hooks)
         });
         if let Some(err) = raised.into_inner().unwrap() {
             return Err(err);
@@ -228,29 +303,32 @@ impl PyModel {
     fn evaluate<'py>(
         &mut self,
         py: Python<'py>,
-        x: PyReadonlyArrayDyn<f32>,
-        y: PyTargets,
+        x: Vec<PyReadonlyArrayDyn<f32>>,
+        y: Vec<PyTargets>,
         batch_size: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let y = targets(y)?;
-        let x = x.as_array();
+        let y = y.into_iter().map(targets).collect::<PyResult<Vec<_>>>()?;
+        let x: Vec<_> = x.iter().map(|a| a.as_array()).collect();
         let model = &mut self.inner;
-        let logs = py.detach(|| model.evaluate(x, &y, batch_size)).py()?;
+        let logs = py
+            .detach(|| model.evaluate_multi(&x, &y, batch_size))
+            .py()?;
         logs_dict(py, &logs)
     }
 
-    /// Raw outputs, batch by batch, in eval mode; the input is read in place (no extra copy).
+    /// Raw outputs (one array per output), batch by batch, in eval mode; the inputs are read in
+    /// place (no extra copy).
     #[pyo3(signature = (x, batch_size=256))]
     fn predict<'py>(
         &mut self,
         py: Python<'py>,
-        x: PyReadonlyArrayDyn<f32>,
+        x: Vec<PyReadonlyArrayDyn<f32>>,
         batch_size: usize,
-    ) -> PyResult<Bound<'py, PyArrayDyn<f32>>> {
-        let x = x.as_array();
+    ) -> PyResult<Vec<Bound<'py, PyArrayDyn<f32>>>> {
+        let x: Vec<_> = x.iter().map(|a| a.as_array()).collect();
         let model = &mut self.inner;
-        let out = py.detach(|| model.predict(x, batch_size)).py()?;
-        Ok(out.into_pyarray(py))
+        let out = py.detach(|| model.predict_multi(&x, batch_size)).py()?;
+        Ok(out.into_iter().map(|o| o.into_pyarray(py)).collect())
     }
 
     /// Parameters and buffers by PyTorch state-dict name, as numpy copies.
@@ -310,12 +388,12 @@ impl PyModel {
     /// Per-sample input shape, once known.
     #[getter]
     fn input_shape(&self) -> Option<Vec<usize>> {
-        self.inner.input_shape.clone()
+        self.inner.input_shape()
     }
 
     #[setter]
-    fn set_input_shape(&mut self, shape: Option<Vec<usize>>) {
-        self.inner.input_shape = shape;
+    fn set_input_shape(&mut self, shape: Option<Vec<usize>>) -> PyResult<()> {
+        self.inner.set_input_shape(shape).py()
     }
 
     /// The architecture as JSON (layers and input shape).
@@ -404,8 +482,73 @@ impl PyModel {
         }
     }
 
-    /// Specs of the top-level layers, as JSON.
+    /// Specs of a Sequential's layers, as JSON (empty for graph models).
     fn layers_json(&self) -> String {
-        serde_json::to_string(&self.inner.net.spec()).expect("specs serialise")
+        serde_json::to_string(&self.inner.net.specs()).expect("specs serialise")
+    }
+}
+
+/// Records `forward` as a graph: each op runs as it is recorded (shapes and errors at the line that
+/// made it), then `finish` installs the graph in the model.
+#[pyclass(module = "kiln._kiln", name = "Tracer", unsendable)]
+pub struct PyTracer {
+    inner: Option<Tracer>,
+    model: Py<PyModel>,
+}
+
+impl PyTracer {
+    fn tracer(&mut self) -> PyResult<&mut Tracer> {
+        self.inner.as_mut().ok_or_else(|| {
+            crate::error::to_py(kiln_core::KilnError::value("this trace is finished"))
+        })
+    }
+}
+
+#[pymethods]
+impl PyTracer {
+    #[new]
+    fn new(model: Py<PyModel>) -> Self {
+        PyTracer {
+            inner: Some(Tracer::new()),
+            model,
+        }
+    }
+
+    /// A graph input; returns (value id, shape with None on the batch axes).
+    fn input(
+        &mut self,
+        name: &str,
+        dtype: &str,
+        shape: Vec<usize>,
+    ) -> PyResult<(usize, Vec<Option<usize>>)> {
+        let t = self.tracer()?;
+        let id = t.input(name, dtype, &shape).py()?;
+        Ok((id, t.shape(id)))
+    }
+
+    /// Record one op (the core's JSON `Op`) on earlier values; returns (value id, shape).
+    #[pyo3(signature = (op_json, inputs, line=None))]
+    fn op(
+        &mut self,
+        py: Python<'_>,
+        op_json: &str,
+        inputs: Vec<usize>,
+        line: Option<String>,
+    ) -> PyResult<(usize, Vec<Option<usize>>)> {
+        let op = json("graph op", op_json)?;
+        let model = self.model.clone_ref(py);
+        let mut m = model.borrow_mut(py);
+        let t = self.tracer()?;
+        let id = t.op(&mut m.inner.net, op, inputs, line).py()?;
+        Ok((id, t.shape(id)))
+    }
+
+    /// Finish with these output values and install the graph in the model.
+    fn finish(&mut self, py: Python<'_>, outputs: Vec<usize>) -> PyResult<()> {
+        let t = self.inner.take().ok_or_else(|| {
+            crate::error::to_py(kiln_core::KilnError::value("this trace is finished"))
+        })?;
+        let graph = t.finish(outputs).py()?;
+        self.model.borrow_mut(py).inner.net.set_graph(graph).py()
     }
 }

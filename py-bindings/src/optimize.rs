@@ -4,8 +4,8 @@
 
 use kiln_core::onnx::export::ExportOptions;
 use kiln_core::optimize::{
-    self, quantize::quantize_onnx, Calibration, DistillConfig, PruneOptions, PruneScope,
-    QuantizeMode, QuantizeOptions,
+    self, quantize_onnx, Calibration, DistillConfig, PruneOptions, PruneScope, QuantizeMode,
+    QuantizeOptions,
 };
 use kiln_core::KilnError;
 use numpy::{PyReadonlyArray1, PyReadonlyArrayDyn};

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kiln_core::nn::Module;
 use kiln_core::train::{Loss, Targets};
 use kiln_core::{KilnError, Tape, Var};
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn};
@@ -209,22 +208,33 @@ impl PyTensor {
         Ok(())
     }
 
-    /// Run `model` on this tensor (training mode unless `training=False`).
-    #[pyo3(signature = (model, training=true))]
-    fn apply(&self, model: Bound<'_, PyModel>, training: bool) -> PyResult<PyTensor> {
+    /// Run `model` on this tensor and `others` (its further inputs, in order); one tensor per
+    /// output (training mode unless `training=False`).
+    #[pyo3(signature = (model, others=Vec::new(), training=true))]
+    fn apply(
+        &self,
+        model: Bound<'_, PyModel>,
+        others: Vec<PyRef<'_, PyTensor>>,
+        training: bool,
+    ) -> PyResult<Vec<PyTensor>> {
+        for o in &others {
+            self.same_graph(o)?;
+        }
         let mut g = self.lock()?;
         let graph = &mut *g;
         graph.tape.training = training;
-        let out = model
+        let mut vars = vec![self.var];
+        vars.extend(others.iter().map(|o| o.var));
+        let outs = model
             .borrow_mut()
             .core_mut()
             .net
-            .forward(&mut graph.tape, self.var)
+            .forward_all(&mut graph.tape, &vars)
             .py()?;
         if !graph.models.iter().any(|m| m.is(&model)) {
             graph.models.push(model.unbind());
         }
-        Ok(self.wrap(out))
+        Ok(outs.into_iter().map(|v| self.wrap(v)).collect())
     }
 
     /// A loss of this tensor (the predictions) against `target` (loss given as the core's JSON spec).

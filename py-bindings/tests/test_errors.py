@@ -47,7 +47,7 @@ def test_errors_from_rust_are_the_kiln_errors_classes(model, data):
     # the binding maps the core's errors onto these very classes (not copies, not RuntimeError)
     x, y = data
     with pytest.raises(ShapeError) as e:
-        model._core.fit(x, y[:50].astype(np.int64), "{}")
+        model._core.fit([x], [y[:50].astype(np.int64)], "{}")
     assert type(e.value) is errors.ShapeError
 
 

@@ -263,7 +263,7 @@ def _sgd_run(digits, lr, on_gradient=None):
     model = small_classifier()
     model.compile(optimizer=optim.SGD(lr=lr), loss="cross_entropy")
     config = json.dumps({"epochs": 1, "batch_size": 64, "shuffle": False})
-    model._core.fit(digits.x_train, digits.y_train, config, on_gradient=on_gradient)
+    model._core.fit([digits.x_train], [digits.y_train], config, on_gradient=on_gradient)
     return model
 
 

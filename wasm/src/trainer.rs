@@ -5,7 +5,6 @@
 //! checkpoint, data, options and seed, a fine-tuning run here and in Python visit the batches in
 //! the same order and end with the same weights (to float rounding: the GEMM kernels differ).
 
-use kiln_core::nn::Module;
 use kiln_core::onnx::export::{export_onnx, ExportOptions};
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
@@ -44,7 +43,7 @@ impl TrainerCore {
         serde_json::json!({
             "layers": self.model.net.specs(),
             "parameters": parameters,
-            "inputShape": self.model.input_shape,
+            "inputShape": self.model.input_shape(),
             "seed": self.model.seed.to_string(),
             "compiled": self.model.loss().is_ok(),
         })

@@ -58,7 +58,11 @@ pub struct Tape {
     pub training: bool,
     record: bool,
     rng: ChaCha8Rng,
+    id: u64,
 }
+
+/// Every tape gets its own id, so a parameter bound on one tape is never mistaken for a value of another.
+static NEXT_TAPE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Tape {
     /// A tape that records backward rules. `training` selects layer behaviour; `seed` drives dropout.
@@ -69,6 +73,7 @@ impl Tape {
             training,
             record: true,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            id: NEXT_TAPE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -80,7 +85,12 @@ impl Tape {
         }
     }
 
-    /// The random generator that dropout draws from.
+    /// This tape's id, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The tape's random generator (dropout masks).
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
     }

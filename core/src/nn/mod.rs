@@ -5,11 +5,13 @@
 //! package and the ONNX exporter share.
 
 mod layers;
+mod net;
 mod sequential;
 mod simple;
 mod spec;
 
 pub use layers::{BatchNorm, Conv, Embedding, LayerNorm, Linear};
+pub use net::{GraphSpec, NamedModule, NamedParam, Net};
 pub use sequential::Sequential;
 pub use simple::{Activation, Dropout, Flatten, Pool};
 pub use spec::LayerSpec;
@@ -31,7 +33,8 @@ pub struct Param {
     pub trainable: bool,
     /// Whether this is a buffer (state, not a parameter).
     pub is_buffer: bool,
-    var: Option<Var>,
+    /// Where the value sits on the tape it was last bound to (the tape's id and the variable).
+    var: Option<(u64, Var)>,
 }
 
 impl Param {
@@ -58,16 +61,28 @@ impl Param {
     }
 
     /// Put the value on the tape, remembering where, so the gradient can be collected after backward.
+    /// Bound twice on one tape (a module called twice, a tied weight) it is one variable, so both
+    /// uses add to its gradient.
     pub fn bind(&mut self, t: &mut Tape) -> Var {
+        if let Some((id, v)) = self.var {
+            if id == t.id() {
+                return v;
+            }
+        }
         let v = t.leaf(self.value.clone(), self.trainable);
-        self.var = Some(v);
+        self.var = Some((t.id(), v));
         v
     }
 
     /// Add this parameter's gradient from the tape (after backward) to its `grad`, as PyTorch
     /// accumulates until `zero_grad`.
     pub fn collect_grad(&mut self, t: &mut Tape) {
-        let Some(g) = self.var.take().and_then(|v| t.take_grad(v)) else {
+        let Some(g) = self
+            .var
+            .take()
+            .filter(|(id, _)| *id == t.id())
+            .and_then(|(_, v)| t.take_grad(v))
+        else {
             return;
         };
         match &mut self.grad {

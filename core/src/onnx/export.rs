@@ -12,9 +12,10 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::autograd::{GeluApprox, Tape, Tensor};
+use crate::autograd::{GeluApprox, Tape, Tensor, Var};
+use crate::graph::{Op as GraphOp, Reduction, ScalarOp};
 use crate::model::{Model, VERSION};
-use crate::nn::{LayerSpec, Module, Param};
+use crate::nn::{LayerSpec, Param};
 use crate::{value_err, KilnError, Result};
 
 /// Options of [`export_onnx`].
@@ -54,6 +55,8 @@ struct Graph {
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
     counter: usize,
+    /// Values that are int64 in the ONNX graph (graph inputs of token ids).
+    int_values: std::collections::HashSet<String>,
 }
 
 fn attr_int(name: &str, i: i64) -> AttributeProto {
@@ -137,9 +140,36 @@ impl Graph {
         name
     }
 
+    /// A parameter as an initializer, once even when several nodes read it (a tied weight).
     fn param(&mut self, name: String, p: &Param) -> String {
-        self.initializers.push(f32_tensor(&name, &p.value));
+        if !self.initializers.iter().any(|t| t.name == name) {
+            self.initializers.push(f32_tensor(&name, &p.value));
+        }
         name
+    }
+
+    fn constant_i64(&mut self, name: String, values: &[i64]) -> String {
+        self.initializers.push(i64_tensor(&name, values));
+        name
+    }
+
+    /// `x` as float32: int64 inputs are cast once, where an op other than a lookup reads them.
+    fn float(&mut self, x: &str) -> String {
+        if !self.int_values.contains(x) {
+            return x.to_string();
+        }
+        let cast = format!("{x}/as_float");
+        if !self.nodes.iter().any(|n| n.output.first() == Some(&cast)) {
+            self.nodes.push(NodeProto {
+                name: cast.clone(),
+                op_type: "Cast".into(),
+                input: vec![x.into()],
+                output: vec![cast.clone()],
+                attribute: vec![attr_int("to", DataType::Float as i64)],
+                ..Default::default()
+            });
+        }
+        cast
     }
 }
 
@@ -200,12 +230,12 @@ fn emit(
     Ok(match spec {
         S::Linear { bias, .. } => {
             let w = g.param(format!("{prefix}weight"), t("weight")?);
-            let mut ins = vec![x.to_string(), w];
-            if *bias {
-                ins.push(g.param(format!("{prefix}bias"), t("bias")?));
-            }
-            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
-            g.node(&scope, "Gemm", &ins, vec![attr_int("transB", 1)])
+            let b = if *bias {
+                Some(g.param(format!("{prefix}bias"), t("bias")?))
+            } else {
+                None
+            };
+            linear_nodes(g, &scope, x, &w, b.as_deref(), input_shape.len())
         }
         S::Conv1d {
             kernel_size,
@@ -336,7 +366,7 @@ fn emit(
         S::Embedding { .. } => {
             let w = g.param(format!("{prefix}weight"), t("weight")?);
             // ids arrive as int64 when this is the first layer, otherwise as floats to cast
-            let ids = if x == "__int_input__" {
+            let ids = if g.int_values.contains(x) {
                 x.to_string()
             } else {
                 g.node(
@@ -411,6 +441,28 @@ fn value_info(name: &str, elem: DataType, dims: &[Option<usize>]) -> ValueInfoPr
     }
 }
 
+/// `x·Wᵀ + b`: Gemm for 2-D inputs, MatMul (and Add) for batches of sequences.
+fn linear_nodes(
+    g: &mut Graph,
+    scope: &str,
+    x: &str,
+    w: &str,
+    b: Option<&str>,
+    rank: usize,
+) -> String {
+    if rank == 2 {
+        let mut ins = vec![x, w];
+        ins.extend(b);
+        return g.node(scope, "Gemm", &ins, vec![attr_int("transB", 1)]);
+    }
+    let wt = g.node(scope, "Transpose", &[w], vec![attr_ints("perm", &[1, 0])]);
+    let y = g.node(scope, "MatMul", &[x, &wt], vec![]);
+    match b {
+        Some(b) => g.node(scope, "Add", &[&y, b], vec![]),
+        None => y,
+    }
+}
+
 /// Flatten nested Sequentials into (state-dict prefix, spec) pairs.
 fn flatten_specs(specs: &[LayerSpec], prefix: &str, out: &mut Vec<(String, LayerSpec)>) {
     for (i, s) in specs.iter().enumerate() {
@@ -423,7 +475,298 @@ fn flatten_specs(specs: &[LayerSpec], prefix: &str, out: &mut Vec<(String, Layer
     }
 }
 
-/// The model as ONNX bytes.
+/// The graph op as the layer that computes the same thing, where there is one (so both export alike).
+fn as_layer(op: &GraphOp) -> Option<LayerSpec> {
+    Some(match op {
+        GraphOp::Relu => LayerSpec::ReLU,
+        GraphOp::LeakyRelu { negative_slope } => LayerSpec::LeakyReLU {
+            negative_slope: *negative_slope,
+        },
+        GraphOp::Gelu { approximate } => LayerSpec::GELU {
+            approximate: *approximate,
+        },
+        GraphOp::Sigmoid => LayerSpec::Sigmoid,
+        GraphOp::Tanh => LayerSpec::Tanh,
+        GraphOp::Dropout { p } => LayerSpec::Dropout { p: *p },
+        GraphOp::Flatten { start_dim, end_dim } if *start_dim > 0 => LayerSpec::Flatten {
+            start_dim: *start_dim,
+            end_dim: *end_dim,
+        },
+        GraphOp::MaxPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => LayerSpec::MaxPool2d {
+            kernel_size: *kernel_size,
+            stride: *stride,
+            padding: *padding,
+        },
+        GraphOp::AvgPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => LayerSpec::AvgPool2d {
+            kernel_size: *kernel_size,
+            stride: *stride,
+            padding: *padding,
+        },
+        _ => return None,
+    })
+}
+
+fn norm_axis(dim: isize, rank: usize) -> Result<i64> {
+    Ok(crate::graph::axis(dim, rank, "export")? as i64)
+}
+
+/// Emit one graph node (other than a module call); `shapes` are its inputs' shapes and, last, its
+/// own output's shape, from the dry run (batch 1).
+fn emit_op(
+    g: &mut Graph,
+    op: &GraphOp,
+    k: usize,
+    xs: &[String],
+    shapes: &[Vec<usize>],
+    model: &Model,
+    opset: i64,
+) -> Result<String> {
+    let out_shape = shapes
+        .last()
+        .expect("the output's shape is last")
+        .as_slice();
+    let scope = format!("/node{k}");
+    let f = |g: &mut Graph, i: usize| g.float(&xs[i]);
+    let reduce_axes = |g: &mut Graph, name: &str, axes: &[i64], op: &str, x: &str, keep: bool| {
+        let keep = attr_int("keepdims", keep as i64);
+        if opset >= 18 || op == "ReduceSum" {
+            let a = g.constant_i64(format!("{scope}/{name}"), axes);
+            g.node(&scope, op, &[x, &a], vec![keep])
+        } else {
+            g.node(&scope, op, &[x], vec![attr_ints_i64("axes", axes), keep])
+        }
+    };
+    Ok(match op {
+        GraphOp::Call { .. } => unreachable!("module calls are emitted by their layers"),
+        GraphOp::Param { name } => {
+            let (_, p) = model
+                .net
+                .tensors()
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| {
+                    KilnError::onnx(format!("export: the model has no tensor {name}"))
+                })?;
+            g.param(name.clone(), p)
+        }
+        GraphOp::Add | GraphOp::Sub | GraphOp::Mul | GraphOp::Div | GraphOp::MatMul => {
+            let name = match op {
+                GraphOp::Add => "Add",
+                GraphOp::Sub => "Sub",
+                GraphOp::Mul => "Mul",
+                GraphOp::Div => "Div",
+                _ => "MatMul",
+            };
+            let (a, b) = (f(g, 0), f(g, 1));
+            g.node(&scope, name, &[&a, &b], vec![])
+        }
+        GraphOp::Neg => {
+            let x = f(g, 0);
+            g.node(&scope, "Neg", &[&x], vec![])
+        }
+        GraphOp::Scalar { kind, value } => {
+            let x = f(g, 0);
+            let c = g.constant_f32(format!("{scope}/c"), *value);
+            let (name, swap) = match kind {
+                ScalarOp::Add => ("Add", false),
+                ScalarOp::Sub => ("Sub", false),
+                ScalarOp::Rsub => ("Sub", true),
+                ScalarOp::Mul => ("Mul", false),
+                ScalarOp::Div => ("Div", false),
+                ScalarOp::Rdiv => ("Div", true),
+                ScalarOp::Pow => ("Pow", false),
+            };
+            if swap {
+                g.node(&scope, name, &[&c, &x], vec![])
+            } else {
+                g.node(&scope, name, &[&x, &c], vec![])
+            }
+        }
+        GraphOp::Exp | GraphOp::Log | GraphOp::Sqrt => {
+            let x = f(g, 0);
+            let name = match op {
+                GraphOp::Exp => "Exp",
+                GraphOp::Log => "Log",
+                _ => "Sqrt",
+            };
+            g.node(&scope, name, &[&x], vec![])
+        }
+        GraphOp::Softmax { dim } | GraphOp::LogSoftmax { dim } => {
+            let x = f(g, 0);
+            let name = if matches!(op, GraphOp::Softmax { .. }) {
+                "Softmax"
+            } else {
+                "LogSoftmax"
+            };
+            let axis = norm_axis(*dim, shapes[0].len())?;
+            g.node(&scope, name, &[&x], vec![attr_int("axis", axis)])
+        }
+        GraphOp::Reshape { .. } | GraphOp::Flatten { .. } => {
+            // the dry run's shape, with the batch kept free: 0 copies the input's first axis
+            let x = f(g, 0);
+            let keeps_batch = out_shape.first() == shapes[0].first()
+                && !matches!(op, GraphOp::Flatten { start_dim: 0, .. });
+            let batch_first = match op {
+                GraphOp::Reshape { shape } => {
+                    matches!(shape.first(), Some(crate::graph::Dim::Batch(_)))
+                }
+                _ => keeps_batch,
+            };
+            let mut target: Vec<i64> = out_shape.iter().map(|&d| d as i64).collect();
+            if batch_first {
+                target[0] = 0;
+            } else if !target.is_empty() {
+                // the batch is merged into the first axis (or moved): let ONNX infer it
+                target[0] = -1;
+            }
+            let t = g.constant_i64(format!("{scope}/shape"), &target);
+            g.node(&scope, "Reshape", &[&x, &t], vec![])
+        }
+        GraphOp::Permute { dims } => {
+            let x = f(g, 0);
+            let r = shapes[0].len();
+            let perm = dims
+                .iter()
+                .map(|&d| norm_axis(d, r))
+                .collect::<Result<Vec<_>>>()?;
+            g.node(
+                &scope,
+                "Transpose",
+                &[&x],
+                vec![attr_ints_i64("perm", &perm)],
+            )
+        }
+        GraphOp::Reduce {
+            kind,
+            dims,
+            keepdim,
+        } => {
+            let x = f(g, 0);
+            let r = shapes[0].len();
+            let mut axes = dims
+                .iter()
+                .map(|&d| norm_axis(d, r))
+                .collect::<Result<Vec<_>>>()?;
+            axes.sort_unstable();
+            axes.dedup();
+            if *kind == Reduction::Mean && r == 4 && axes == [2, 3] {
+                // global average pooling: the operator every engine has a kernel for
+                let pooled = g.node(&scope, "GlobalAveragePool", &[&x], vec![]);
+                return Ok(if *keepdim {
+                    pooled
+                } else {
+                    g.node(&scope, "Flatten", &[&pooled], vec![attr_int("axis", 1)])
+                });
+            }
+            let name = match kind {
+                Reduction::Mean => "ReduceMean",
+                Reduction::Sum => "ReduceSum",
+                Reduction::Max => "ReduceMax",
+            };
+            reduce_axes(g, "axes", &axes, name, &x, *keepdim)
+        }
+        GraphOp::Slice { dim, start, end } => {
+            let x = f(g, 0);
+            let axis = norm_axis(*dim, shapes[0].len())?;
+            let s = g.constant_i64(format!("{scope}/starts"), &[*start as i64]);
+            let e = g.constant_i64(format!("{scope}/ends"), &[*end as i64]);
+            let a = g.constant_i64(format!("{scope}/axes"), &[axis]);
+            g.node(&scope, "Slice", &[&x, &s, &e, &a], vec![])
+        }
+        GraphOp::Concat { dim } => {
+            let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            let axis = norm_axis(*dim, shapes[0].len())?;
+            g.node(&scope, "Concat", &ins, vec![attr_int("axis", axis)])
+        }
+        GraphOp::Linear => {
+            let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
+            linear_nodes(
+                g,
+                &scope,
+                &ins[0],
+                &ins[1],
+                ins.get(2).map(String::as_str),
+                shapes[0].len(),
+            )
+        }
+        GraphOp::Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            let pads: Vec<usize> = padding.iter().chain(padding.iter()).copied().collect();
+            g.node(
+                &scope,
+                "Conv",
+                &ins,
+                vec![
+                    attr_ints("kernel_shape", &shapes[1][2..]),
+                    attr_ints("strides", stride),
+                    attr_ints("pads", &pads),
+                    attr_ints("dilations", dilation),
+                    attr_int("group", *groups as i64),
+                ],
+            )
+        }
+        GraphOp::LayerNorm { eps } => {
+            let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            g.node(
+                &scope,
+                "LayerNormalization",
+                &ins,
+                vec![
+                    attr_int("axis", -(shapes[1].len() as i64)),
+                    attr_float("epsilon", *eps),
+                ],
+            )
+        }
+        GraphOp::Embedding => {
+            let w = f(g, 1);
+            let ids = if g.int_values.contains(&xs[0]) {
+                xs[0].clone()
+            } else {
+                g.node(
+                    &scope,
+                    "Cast",
+                    &[&xs[0]],
+                    vec![attr_int("to", DataType::Int64 as i64)],
+                )
+            };
+            g.node(&scope, "Gather", &[&w, &ids], vec![attr_int("axis", 0)])
+        }
+        other => {
+            let spec = as_layer(other)
+                .ok_or_else(|| KilnError::onnx(format!("export: no ONNX form for {other:?}")))?;
+            let x = f(g, 0);
+            emit(g, &spec, &[], &format!("node{k}."), &x, &shapes[0], opset)?
+        }
+    })
+}
+
+fn attr_ints_i64(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// The model as ONNX bytes: one ONNX input per graph input (named as in `forward`), one output per
+/// graph output (`output`, or `output_0`, `output_1`, … for several).
 pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
     if opts.opset < 17 {
         value_err!(
@@ -431,67 +774,160 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
             opts.opset
         );
     }
-    let Some(sample) = model.input_shape.clone() else {
-        value_err!("export: the model does not know its input shape yet: fit or predict once, or give input_shape");
-    };
-    let mut flat = Vec::new();
-    flatten_specs(&model.net.specs(), "", &mut flat);
+    let graph = model.net.require_graph()?.clone();
+    let mut inputs = graph.inputs.clone();
+    if inputs.len() == 1 && model.net.layers().is_some() {
+        inputs[0].name = opts.input_name.clone();
+    }
+    for i in &inputs {
+        if i.shape.is_none() {
+            if inputs.len() == 1 {
+                value_err!("export: the model does not know its input shape yet: fit or predict once, or give input_shape");
+            }
+            value_err!("export: the model does not know the shape of input {:?} yet: fit or predict once, or give input_shape", i.name);
+        }
+    }
     let tensors = model.net.tensors();
-    // A dry run on zeros (batch 1, eval mode) gives every layer's input shape.
-    let mut shape = vec![1];
-    shape.extend(&sample);
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut g = Graph {
         nodes: Vec::new(),
         initializers: Vec::new(),
         counter: 0,
-    };
-    let int_input = matches!(flat.first(), Some((_, LayerSpec::Embedding { .. })));
-    let mut x = if int_input {
-        "__int_input__".to_string()
-    } else {
-        opts.input_name.clone()
-    };
-    for (prefix, spec) in &flat {
-        let own: Vec<(String, &Param)> = tensors
+        int_values: inputs
             .iter()
-            .filter_map(|(n, p)| {
-                n.strip_prefix(prefix.as_str())
-                    .map(|rest| (rest.to_string(), *p))
-            })
-            .collect();
-        x = emit(&mut g, spec, &own, prefix, &x, &shape, opts.opset)?;
-        let mut t = Tape::inference();
-        let v = t.constant(Tensor::zeros(IxDyn(&shape)));
-        let out = spec.build(&mut rng)?.forward(&mut t, v)?;
-        shape = t.shape(out).to_vec();
-    }
-    // Name the graph's ends as asked.
-    let rename = |s: &mut String, from: &str, to: &str| {
-        if s == from {
-            *s = to.to_string();
-        }
+            .filter(|i| i.dtype == "int64")
+            .map(|i| i.name.clone())
+            .collect(),
     };
-    if x == opts.input_name || x == "__int_input__" {
-        x = g.node("/output", "Identity", &[&x], vec![]);
+    // A dry run on zeros (batch 1, eval mode) gives every value's shape.
+    let mut scratch = Model::from_architecture(&model.architecture(), 0)?;
+    let mut t = Tape::inference();
+    let mut names: Vec<String> = inputs.iter().map(|i| i.name.clone()).collect();
+    let mut shapes: Vec<Vec<usize>> = Vec::new();
+    let mut vars = Vec::new();
+    for i in &inputs {
+        let mut shape = vec![1];
+        shape.extend(i.shape.as_ref().expect("checked above"));
+        vars.push(t.constant(Tensor::zeros(IxDyn(&shape))));
+        shapes.push(shape);
     }
-    for n in g.nodes.iter_mut() {
-        n.input
-            .iter_mut()
-            .for_each(|i| rename(i, "__int_input__", &opts.input_name));
-        n.output
-            .iter_mut()
-            .for_each(|o| rename(o, &x, &opts.output_name));
-        n.input
-            .iter_mut()
-            .for_each(|i| rename(i, &x, &opts.output_name));
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    for (k, node) in graph.nodes.iter().enumerate() {
+        let xs: Vec<Var> = node.inputs.iter().map(|&i| vars[i]).collect();
+        let v = crate::graph::run_op(&mut scratch.net, &mut t, &node.op, &xs)?;
+        let out_shape = t.shape(v).to_vec();
+        let in_names: Vec<String> = node.inputs.iter().map(|&i| names[i].clone()).collect();
+        let in_shapes: Vec<Vec<usize>> = node.inputs.iter().map(|&i| shapes[i].clone()).collect();
+        let name = match &node.op {
+            GraphOp::Call { module } => {
+                let spec = model
+                    .net
+                    .modules()
+                    .find(|(n, _)| n == module)
+                    .map(|(_, m)| m.spec())
+                    .ok_or_else(|| KilnError::onnx(format!("export: no module {module}")))?;
+                let mut flat = Vec::new();
+                match &spec {
+                    LayerSpec::Sequential { layers } => {
+                        flatten_specs(layers, &format!("{module}."), &mut flat)
+                    }
+                    other => flat.push((format!("{module}."), other.clone())),
+                }
+                let mut x = in_names[0].clone();
+                let mut shape = in_shapes[0].clone();
+                for (prefix, spec) in &flat {
+                    let own: Vec<(String, &Param)> = tensors
+                        .iter()
+                        .filter_map(|(n, p)| {
+                            n.strip_prefix(prefix.as_str())
+                                .map(|rest| (rest.to_string(), *p))
+                        })
+                        .collect();
+                    if !matches!(spec, LayerSpec::Embedding { .. }) {
+                        x = g.float(&x);
+                    }
+                    x = emit(&mut g, spec, &own, prefix, &x, &shape, opts.opset)?;
+                    let mut t = Tape::inference();
+                    let v = t.constant(Tensor::zeros(IxDyn(&shape)));
+                    let out = spec.build(&mut rng)?.forward(&mut t, v)?;
+                    shape = t.shape(out).to_vec();
+                }
+                x
+            }
+            op => {
+                let mut s = in_shapes.clone();
+                s.push(out_shape.clone());
+                emit_op(&mut g, op, k, &in_names, &s, model, opts.opset)?
+            }
+        };
+        names.push(name);
+        shapes.push(out_shape);
+        vars.push(v);
+    }
+    // Name the graph's ends: rename the producing node's output, or add an Identity where the
+    // value is an input, an initializer, or returned twice.
+    let out_names: Vec<String> = if graph.outputs.len() == 1 {
+        vec![opts.output_name.clone()]
+    } else {
+        (0..graph.outputs.len())
+            .map(|i| format!("{}_{i}", opts.output_name))
+            .collect()
+    };
+    for (i, (&o, out_name)) in graph.outputs.iter().zip(&out_names).enumerate() {
+        let value = names[o].clone();
+        let produced = g
+            .nodes
+            .iter()
+            .position(|n| n.output.first() == Some(&value));
+        let unique = graph.outputs.iter().filter(|&&p| names[p] == value).count() == 1
+            && !g.int_values.contains(&value);
+        match produced {
+            Some(p) if unique && !inputs.iter().any(|inp| inp.name == value) => {
+                g.nodes[p].output[0] = out_name.clone();
+                for n in g.nodes.iter_mut() {
+                    for inp in n.input.iter_mut() {
+                        if *inp == value {
+                            *inp = out_name.clone();
+                        }
+                    }
+                }
+                for later in names.iter_mut().skip(o) {
+                    if *later == value {
+                        *later = out_name.clone();
+                    }
+                }
+            }
+            _ => {
+                let v = g.float(&value);
+                let id = g.node(&format!("/output{i}"), "Identity", &[&v], vec![]);
+                let last = g.nodes.len() - 1;
+                g.nodes[last].output[0] = out_name.clone();
+                let _ = id;
+            }
+        }
     }
     let batch = if opts.dynamic_batch { None } else { Some(1) };
-    let in_dims: Vec<Option<usize>> = std::iter::once(batch)
-        .chain(sample.iter().map(|&d| Some(d)))
+    let dims_of = |shape: &[usize]| -> Vec<Option<usize>> {
+        std::iter::once(batch)
+            .chain(shape[1..].iter().map(|&d| Some(d)))
+            .collect()
+    };
+    let onnx_inputs = inputs
+        .iter()
+        .zip(&shapes)
+        .map(|(i, s)| {
+            let elem = if i.dtype == "int64" {
+                DataType::Int64
+            } else {
+                DataType::Float
+            };
+            value_info(&i.name, elem, &dims_of(s))
+        })
         .collect();
-    let out_dims: Vec<Option<usize>> = std::iter::once(batch)
-        .chain(shape[1..].iter().map(|&d| Some(d)))
+    let onnx_outputs = graph
+        .outputs
+        .iter()
+        .zip(&out_names)
+        .map(|(&o, name)| value_info(name, DataType::Float, &dims_of(&shapes[o])))
         .collect();
     let mut metadata = vec![("kiln.version".to_string(), VERSION.to_string())];
     if let Some(labels) = &opts.labels {
@@ -523,16 +959,8 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
             name: "kiln".into(),
             node: g.nodes,
             initializer: g.initializers,
-            input: vec![value_info(
-                &opts.input_name,
-                if int_input {
-                    DataType::Int64
-                } else {
-                    DataType::Float
-                },
-                &in_dims,
-            )],
-            output: vec![value_info(&opts.output_name, DataType::Float, &out_dims)],
+            input: onnx_inputs,
+            output: onnx_outputs,
             ..Default::default()
         }),
         metadata_props: metadata

@@ -13,7 +13,6 @@ use rand_chacha::ChaCha8Rng;
 
 use super::check_samples;
 use crate::autograd::{softmax_values, Tape};
-use crate::nn::Module;
 use crate::train::Input;
 use crate::{shape_err, value_err, KilnError, Model, Result};
 
@@ -63,8 +62,8 @@ pub fn distill(
         value_err!("distill: epochs and batch_size must be positive");
     }
     check_samples("distill: teacher input", teacher, &x)?;
-    if student.input_shape.is_none() {
-        student.input_shape = teacher.input_shape.clone();
+    if student.input_shape().is_none() {
+        student.set_input_shape(teacher.input_shape())?;
     }
     check_samples("distill: student input", student, &x)?;
     student.optimizer().map_err(|_| {
@@ -106,7 +105,7 @@ pub fn distill(
             let m = chunk.len() as f32;
             let mut t = Tape::new(true, rng.next_u64());
             let input = t.constant(x.select(Axis(0), chunk));
-            let logits = student.net.forward(&mut t, input)?;
+            let logits = student.net.forward_all(&mut t, &[input])?[0];
             let scaled = t.scale(logits, 1.0 / temp);
             let log_p = t.log_softmax(scaled, 1)?;
             let targets = t.constant(soft_targets.select(Axis(0), chunk));

@@ -43,10 +43,15 @@ fn flatten(specs: &[LayerSpec], prefix: &str, out: &mut Vec<(String, LayerSpec)>
     }
 }
 
-/// The model's layers in order, each rebuilt with a copy of the model's weights.
+/// The model's layers in order (a graph model's by path), each rebuilt with a copy of the model's weights.
 pub fn flat_layers(model: &Model) -> Result<Vec<FlatLayer>> {
     let mut flat = Vec::new();
-    flatten(&model.net.specs(), "", &mut flat);
+    for (path, module) in model.net.modules() {
+        match module.spec() {
+            LayerSpec::Sequential { layers } => flatten(&layers, &format!("{path}."), &mut flat),
+            other => flat.push((format!("{path}."), other)),
+        }
+    }
     let tensors = model.net.state_dict();
     // The rng only draws initial weights that are overwritten right away.
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -82,7 +87,7 @@ pub(crate) fn check_samples(what: &str, model: &Model, x: &crate::train::Input) 
             x.shape()
         );
     }
-    let Some(sample) = &model.input_shape else {
+    let Some(sample) = &model.input_shape() else {
         value_err!(
             "{what}: the model does not know its input shape yet: fit or predict once first"
         );

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{flat_layers, is_weighted, FlatLayer};
 use crate::autograd::{Tape, Tensor};
-use crate::nn::{LayerSpec, Module};
+use crate::nn::LayerSpec;
 use crate::train::{FitConfig, Hooks, Input, Targets};
 use crate::{value_err, Model, Result};
 
@@ -263,7 +263,7 @@ fn passes_zero(spec: &LayerSpec) -> bool {
 pub fn make_permanent(model: &Model) -> Result<Model> {
     let mut layers = flat_layers(model)?;
     let mut dict: BTreeMap<String, Tensor> = model.net.state_dict();
-    let sample = model.input_shape.clone().ok_or_else(|| {
+    let sample = model.input_shape().ok_or_else(|| {
         crate::KilnError::value("make_permanent: the model does not know its input shape yet")
     })?;
     // each layer's input shape (batch 1) from a dry run on zeros
@@ -350,7 +350,7 @@ pub fn make_permanent(model: &Model) -> Result<Model> {
         })
         .collect();
     out.net.load_state_dict(&renamed)?;
-    out.input_shape = Some(sample);
+    out.set_input_shape(Some(sample))?;
     Ok(out)
 }
 

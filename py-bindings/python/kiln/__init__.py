@@ -19,6 +19,7 @@ from .errors import (
     KilnIOError,
     OnnxError,
     ShapeError,
+    TracingError,
     TrainingError,
 )
 from .history import History
@@ -27,6 +28,6 @@ from .session import InferenceSession, TensorInfo
 
 __all__ = [
     "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "manual_seed", "load", "InferenceSession", "TensorInfo",
-    "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError",
+    "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError", "TracingError",
     "KilnIOError",
 ]

@@ -40,3 +40,8 @@ class TrainingError(KilnError):
 
 class KilnIOError(KilnError, OSError):
     """A file could not be read or written."""
+
+
+class TracingError(KilnError):
+    """``forward`` did something a traced graph cannot hold (control flow on a tensor's value, …);
+    the message names the line and what to do instead."""

@@ -14,7 +14,7 @@ import numpy as np
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from .model import Sequential
+    from .model import Module
 
 IntOr2 = Union[int, Tuple[int, int], Sequence[int]]
 
@@ -32,10 +32,11 @@ class Layer:
     """Base class: a spec dict for the core plus PyTorch-style ``__repr__``."""
 
     _type: str = ""
+    _stateless = False  # a layer with no spec of its own (Identity): traced through, never stored
 
     def __init__(self, **spec: Any) -> None:
         self._spec: dict[str, Any] = {"type": self._type or type(self).__name__, **spec}
-        self._owner: Sequential | None = None
+        self._owner: Module | None = None
         self._prefix = ""
 
     def spec(self) -> dict[str, Any]:
@@ -48,22 +49,72 @@ class Layer:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
 
-    def _tensor(self, name: str) -> np.ndarray | None:
+    def __call__(self, x: Any) -> Any:
+        """Inside a traced ``forward``: this layer applied to ``x``."""
+        from . import _trace
+
+        tr = _trace.current()
+        if tr is None:
+            raise InvalidInputError(
+                f"{type(self).__name__}: call a layer inside a module's forward (or call the model itself)")
+        if self._owner is not tr.root:
+            raise InvalidInputError(
+                f"{type(self).__name__}: this layer is not part of {type(tr.root).__name__}: assign it in __init__")
+        return tr.op({"op": "Call", "module": self._prefix[:-1]}, [x])
+
+    def _tensor(self, name: str) -> Any:
+        from . import _trace
+
+        tr = _trace.current()
+        if tr is not None and self._owner is tr.root:
+            return tr.param(self._prefix + name)
         if self._owner is None:
             raise InvalidInputError(
-                f"{type(self).__name__}.{name}: the weights exist once the layer is part of a model (nn.Sequential)"
+                f"{type(self).__name__}.{name}: the weights exist once the layer is part of a model (nn.Sequential or an nn.Module's first use)"
             )
         return self._owner.state_dict().get(self._prefix + name)
 
     @property
-    def weight(self) -> np.ndarray | None:
+    def weight(self) -> Any:
         """The layer's weight as a numpy copy (None for layers without one)."""
         return self._tensor("weight")
 
     @property
-    def bias(self) -> np.ndarray | None:
+    def bias(self) -> Any:
         """The layer's bias as a numpy copy (None when it has none)."""
         return self._tensor("bias")
+
+
+class Identity(Layer):
+    """Returns its input (a placeholder, as ``torch.nn.Identity``)."""
+
+    _stateless = True
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+    def spec(self) -> dict[str, Any]:
+        raise InvalidInputError("Identity has no weights and no spec: use it inside an nn.Module")
+
+
+class AdaptiveAvgPool2d(Layer):
+    """Average pooling to a fixed output size; kiln takes sizes that divide the input (1 = global)."""
+
+    _stateless = True
+
+    def __init__(self, output_size: IntOr2) -> None:
+        super().__init__(output_size=_pair(output_size, "output_size"))
+
+    def __call__(self, x: Any) -> Any:
+        from .nn.functional import adaptive_avg_pool2d
+
+        return adaptive_avg_pool2d(x, self._spec["output_size"])
+
+    def spec(self) -> dict[str, Any]:
+        raise InvalidInputError("AdaptiveAvgPool2d has no weights and no spec: use it inside an nn.Module")
+
+    def extra_repr(self) -> str:
+        return f"output_size={tuple(self._spec['output_size'])}"
 
 
 class Linear(Layer):

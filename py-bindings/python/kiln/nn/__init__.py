@@ -1,7 +1,9 @@
-"""Layers and the Sequential model, with PyTorch's names and argument order."""
+"""Layers, modules and the Sequential model, with PyTorch's names and argument order."""
 
-from .layers import (
+from ..layers import (
     GELU,
+    AdaptiveAvgPool2d,
+    Identity,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
@@ -20,10 +22,11 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .model import Sequential
+from ..model import Module, ModuleList, Parameter, Sequential
+from . import functional
 
 __all__ = [
     "Layer", "Sequential", "Linear", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "ReLU",
     "LeakyReLU", "GELU", "Sigmoid", "Tanh", "Softmax", "Dropout", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-    "Embedding",
+    "Embedding", "Module", "ModuleList", "Parameter", "Identity", "AdaptiveAvgPool2d", "functional",
 ]

@@ -1,0 +1,768 @@
+//! One graph for every model: what Python's `forward` is traced into, what the fit loop runs on the
+//! tape, what a checkpoint stores as JSON and what the ONNX exporter walks. A `Sequential` is the
+//! simple way to build one (a chain of `Call` nodes).
+//!
+//! Values are numbered: the graph's inputs first, then one value per node in order. A node reads
+//! earlier values only, so the node list is already a topological order. Every op here runs on the
+//! tape's own ops (forward and backward side by side in `autograd`), so a graph model trains with
+//! the same gradients a Sequential does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::autograd::{GeluApprox, Tape, Var};
+use crate::nn::{Module, Param};
+use crate::{shape_err, value_err, KilnError, Result};
+
+/// One axis of a `Reshape` target: a size, `-1` (inferred), or the batch size of this run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    /// A fixed size, or -1 for "whatever is left".
+    Size(i64),
+    /// `"batch"`: the batch size of the run.
+    Batch(BatchMarker),
+}
+
+/// The string `"batch"` in a reshape target.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchMarker {
+    /// The batch size.
+    Batch,
+}
+
+/// Element-wise operations with a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalarOp {
+    /// `x + c`
+    Add,
+    /// `x - c`
+    Sub,
+    /// `c - x`
+    Rsub,
+    /// `x * c`
+    Mul,
+    /// `x / c`
+    Div,
+    /// `c / x`
+    Rdiv,
+    /// `x ** c`
+    Pow,
+}
+
+/// Reductions over axes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    /// Mean.
+    Mean,
+    /// Sum.
+    Sum,
+    /// Maximum (over one axis).
+    Max,
+}
+
+fn one_isize() -> isize {
+    1
+}
+fn minus_one() -> isize {
+    -1
+}
+fn eps() -> f32 {
+    1e-5
+}
+fn ones2() -> [usize; 2] {
+    [1, 1]
+}
+fn zeros2() -> [usize; 2] {
+    [0, 0]
+}
+
+/// What a node computes. Axes may be negative (counted from the end), as in PyTorch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", deny_unknown_fields)]
+#[allow(missing_docs)] // the fields are PyTorch's arguments of the same name
+pub enum Op {
+    /// Run the module at this path (a layer such as `blocks.0.conv1`) on the one input.
+    Call {
+        module: String,
+    },
+    /// A parameter or buffer by state-dict name, as a value (`F.linear(x, self.weight)`).
+    Param {
+        name: String,
+    },
+    Add,
+    Sub,
+    Mul,
+    Div,
+    MatMul,
+    Neg,
+    Scalar {
+        kind: ScalarOp,
+        value: f32,
+    },
+    Relu,
+    LeakyRelu {
+        negative_slope: f32,
+    },
+    Gelu {
+        approximate: GeluApprox,
+    },
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Sqrt,
+    Softmax {
+        dim: isize,
+    },
+    LogSoftmax {
+        dim: isize,
+    },
+    Dropout {
+        p: f32,
+    },
+    Reshape {
+        shape: Vec<Dim>,
+    },
+    Flatten {
+        #[serde(default = "one_isize")]
+        start_dim: isize,
+        #[serde(default = "minus_one")]
+        end_dim: isize,
+    },
+    Permute {
+        dims: Vec<isize>,
+    },
+    Reduce {
+        kind: Reduction,
+        dims: Vec<isize>,
+        keepdim: bool,
+    },
+    /// `x[..., start:end, ...]` along `dim` (step 1; bounds already clamped by the tracer).
+    Slice {
+        dim: isize,
+        start: usize,
+        end: usize,
+    },
+    Concat {
+        dim: isize,
+    },
+    MaxPool2d {
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        #[serde(default = "zeros2")]
+        padding: [usize; 2],
+    },
+    AvgPool2d {
+        kernel_size: [usize; 2],
+        stride: [usize; 2],
+        #[serde(default = "zeros2")]
+        padding: [usize; 2],
+    },
+    /// Inputs: x, weight, and optionally bias.
+    Linear,
+    /// Inputs: x, weight, and optionally bias.
+    Conv2d {
+        #[serde(default = "ones2")]
+        stride: [usize; 2],
+        #[serde(default = "zeros2")]
+        padding: [usize; 2],
+        #[serde(default = "ones2")]
+        dilation: [usize; 2],
+        #[serde(default = "one")]
+        groups: usize,
+    },
+    /// Inputs: x, weight, bias (over the trailing dims of the weight's shape).
+    LayerNorm {
+        #[serde(default = "eps")]
+        eps: f32,
+    },
+    /// Inputs: ids, weight.
+    Embedding,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A graph input: its name (forward's argument name), element type and per-sample shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphInput {
+    /// The name; it becomes the ONNX input name.
+    pub name: String,
+    /// `"float32"` or `"int64"` (ids for an embedding; carried as whole numbers in f32 on the tape).
+    #[serde(default = "float32")]
+    pub dtype: String,
+    /// The shape of one sample (without the batch axis), once known.
+    #[serde(default)]
+    pub shape: Option<Vec<usize>>,
+}
+
+fn float32() -> String {
+    "float32".into()
+}
+
+/// One node: an op, the values it reads, and where it came from in the user's code.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// What it computes.
+    #[serde(flatten)]
+    pub op: Op,
+    /// The values it reads (graph inputs first, then node outputs, numbered in order).
+    pub inputs: Vec<usize>,
+    /// `file.py:12` of the line in `forward` that made it, for error messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+}
+
+/// The dataflow of a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    /// The inputs, in forward's argument order.
+    pub inputs: Vec<GraphInput>,
+    /// The nodes, each reading only earlier values.
+    pub nodes: Vec<Node>,
+    /// The values the model returns, in order.
+    pub outputs: Vec<usize>,
+}
+
+impl Graph {
+    /// The chain a Sequential is: one input, each module called on the previous value.
+    pub fn chain(modules: &[String]) -> Graph {
+        Graph {
+            inputs: vec![GraphInput {
+                name: "input".into(),
+                dtype: float32(),
+                shape: None,
+            }],
+            nodes: modules
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Node {
+                    op: Op::Call { module: m.clone() },
+                    inputs: vec![i],
+                    line: None,
+                })
+                .collect(),
+            outputs: vec![modules.len()],
+        }
+    }
+
+    /// Structural checks: every node reads earlier values, outputs exist, names are unique.
+    pub fn validate(&self) -> Result<()> {
+        if self.inputs.is_empty() {
+            value_err!("graph: a model needs at least one input");
+        }
+        self.validate_inputs()?;
+        self.validate_nodes()
+    }
+
+    fn validate_inputs(&self) -> Result<()> {
+        for (i, a) in self.inputs.iter().enumerate() {
+            if self.inputs[..i].iter().any(|b| b.name == a.name) {
+                value_err!("graph: two inputs are named {:?}", a.name);
+            }
+            if a.dtype != "float32" && a.dtype != "int64" {
+                value_err!(
+                    "graph: input {:?} has element type {:?}; kiln takes float32 or int64",
+                    a.name,
+                    a.dtype
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_nodes(&self) -> Result<()> {
+        let n_in = self.inputs.len();
+        for (k, node) in self.nodes.iter().enumerate() {
+            if let Some(&bad) = node.inputs.iter().find(|&&v| v >= n_in + k) {
+                value_err!(
+                    "graph: node {k} ({:?}) reads value {bad}, which is not computed before it",
+                    node.op
+                );
+            }
+        }
+        if self.outputs.is_empty() {
+            value_err!("graph: a model needs at least one output");
+        }
+        let n = n_in + self.nodes.len();
+        if let Some(&bad) = self.outputs.iter().find(|&&v| v >= n) {
+            value_err!("graph: output value {bad} does not exist (the graph has {n} values)");
+        }
+        Ok(())
+    }
+
+    /// The paths of the modules the graph calls.
+    pub fn called_modules(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().filter_map(|n| match &n.op {
+            Op::Call { module } => Some(module.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Records a graph op by op, running each op as it comes on zeros at two batch sizes: shapes and
+/// errors are known at the line that made the op, and the axes whose size differs between the two
+/// runs are the batch axes. An op that fixes a size computed from the batch fails on the second run
+/// instead of silently baking one batch size into the graph.
+pub struct Tracer {
+    graph: Graph,
+    runs: [(Tape, Vec<Var>); 2],
+}
+
+/// The two batch sizes a trace runs at.
+const TRACE_BATCH: [usize; 2] = [2, 3];
+
+impl Default for Tracer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tracer {
+    /// An empty trace.
+    pub fn new() -> Self {
+        Tracer {
+            graph: Graph {
+                inputs: Vec::new(),
+                nodes: Vec::new(),
+                outputs: Vec::new(),
+            },
+            runs: [
+                (Tape::inference(), Vec::new()),
+                (Tape::inference(), Vec::new()),
+            ],
+        }
+    }
+
+    /// A graph input with this per-sample shape; returns its value id.
+    pub fn input(&mut self, name: &str, dtype: &str, per_sample: &[usize]) -> Result<usize> {
+        if !self.graph.nodes.is_empty() {
+            value_err!("trace: inputs come before the first op");
+        }
+        self.graph.inputs.push(GraphInput {
+            name: name.into(),
+            dtype: dtype.into(),
+            shape: Some(per_sample.to_vec()),
+        });
+        self.graph.validate_inputs()?;
+        for ((t, vals), b) in self.runs.iter_mut().zip(TRACE_BATCH) {
+            let mut shape = vec![b];
+            shape.extend(per_sample);
+            vals.push(t.constant(crate::Tensor::zeros(ndarray::IxDyn(&shape))));
+        }
+        Ok(self.runs[0].1.len() - 1)
+    }
+
+    /// Record `op` on `inputs` (value ids) and run it; returns the new value's id.
+    pub fn op(
+        &mut self,
+        scope: &mut dyn Scope,
+        op: Op,
+        inputs: Vec<usize>,
+        line: Option<String>,
+    ) -> Result<usize> {
+        let n = self.runs[0].1.len();
+        if let Some(&bad) = inputs.iter().find(|&&i| i >= n) {
+            value_err!("trace: value {bad} does not exist yet");
+        }
+        let node = Node { op, inputs, line };
+        let mut outs = [None, None];
+        for (k, (t, vals)) in self.runs.iter_mut().enumerate() {
+            let xs: Vec<Var> = node.inputs.iter().map(|&i| vals[i]).collect();
+            let v = run_op(scope, t, &node.op, &xs).map_err(|e| {
+                if k == 1 {
+                    KilnError::value(format!(
+                        "{}: this works at one batch size but not at another ({e}); a size computed from x.shape[0] is fixed into the graph: pass x.shape[0] itself (or -1) instead",
+                        node.line.as_deref().unwrap_or("forward")
+                    ))
+                } else {
+                    at_node(&*scope, &node, e)
+                }
+            })?;
+            outs[k] = Some(v);
+        }
+        for ((_, vals), v) in self.runs.iter_mut().zip(outs) {
+            vals.push(v.expect("both runs ran"));
+        }
+        self.graph.nodes.push(node);
+        Ok(n)
+    }
+
+    /// A value's shape, with `None` on the batch axes.
+    pub fn shape(&self, id: usize) -> Vec<Option<usize>> {
+        let a = self.runs[0].0.shape(self.runs[0].1[id]);
+        let b = self.runs[1].0.shape(self.runs[1].1[id]);
+        if a.len() != b.len() {
+            return vec![None; a.len()];
+        }
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x == y).then_some(x))
+            .collect()
+    }
+
+    /// The finished graph, returning these values.
+    pub fn finish(mut self, outputs: Vec<usize>) -> Result<Graph> {
+        self.graph.outputs = outputs;
+        self.graph.validate()?;
+        for &o in &self.graph.outputs {
+            if self.shape(o).first() != Some(&None) {
+                value_err!("forward returns a value whose first axis is not the batch (shape {:?} at batch {}): every output needs one row per sample", self.runs[0].0.shape(self.runs[0].1[o]), TRACE_BATCH[0]);
+            }
+        }
+        Ok(self.graph)
+    }
+}
+
+/// Resolve a possibly negative axis against a rank.
+pub fn axis(dim: isize, rank: usize, what: &str) -> Result<usize> {
+    let r = rank as isize;
+    let a = if dim < 0 { dim + r } else { dim };
+    if !(0..r).contains(&a) {
+        shape_err!("{what}: dim {dim} is out of range for a tensor of rank {rank}");
+    }
+    Ok(a as usize)
+}
+
+/// What a node needs from the model: modules by path and tensors by state-dict name.
+pub trait Scope {
+    /// The module at `path`.
+    fn module(&mut self, path: &str) -> Result<&mut Box<dyn Module>>;
+    /// The tensor (parameter or buffer) with this state-dict name.
+    fn tensor(&mut self, name: &str) -> Result<&mut Param>;
+    /// How errors name the module at `path`, with its layer type (`layer 0 (Linear)`, `fc (Linear)`).
+    fn label(&self, path: &str) -> (String, String) {
+        (path.to_string(), String::new())
+    }
+}
+
+/// Run one node's op on the tape.
+pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Result<Var> {
+    let arity = |n: usize| -> Result<()> {
+        if xs.len() != n {
+            value_err!("{op:?} takes {n} input(s), got {}", xs.len());
+        }
+        Ok(())
+    };
+    let rank = |t: &Tape, v: Var| t.shape(v).len();
+    Ok(match op {
+        Op::Call { module } => {
+            arity(1)?;
+            scope.module(module)?.forward(t, xs[0])?
+        }
+        Op::Param { name } => {
+            arity(0)?;
+            scope.tensor(name)?.bind(t)
+        }
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::MatMul => {
+            arity(2)?;
+            let (a, b) = (xs[0], xs[1]);
+            match op {
+                Op::Add => t.add(a, b)?,
+                Op::Sub => t.sub(a, b)?,
+                Op::Mul => t.mul(a, b)?,
+                Op::Div => t.div(a, b)?,
+                _ => t.matmul(a, b)?,
+            }
+        }
+        Op::Neg => {
+            arity(1)?;
+            t.neg(xs[0])
+        }
+        Op::Scalar { kind, value } => {
+            arity(1)?;
+            let (x, c) = (xs[0], *value);
+            match kind {
+                ScalarOp::Add => t.add_scalar(x, c),
+                ScalarOp::Sub => t.add_scalar(x, -c),
+                ScalarOp::Rsub => {
+                    let n = t.neg(x);
+                    t.add_scalar(n, c)
+                }
+                ScalarOp::Mul => t.scale(x, c),
+                ScalarOp::Div => t.scale(x, 1.0 / c),
+                ScalarOp::Rdiv => {
+                    let r = t.pow(x, -1.0);
+                    t.scale(r, c)
+                }
+                ScalarOp::Pow => t.pow(x, c),
+            }
+        }
+        Op::Relu => unary(t, xs, |t, x| Ok(t.relu(x)))?,
+        Op::LeakyRelu { negative_slope } => {
+            unary(t, xs, |t, x| Ok(t.leaky_relu(x, *negative_slope)))?
+        }
+        Op::Gelu { approximate } => unary(t, xs, |t, x| Ok(t.gelu(x, *approximate)))?,
+        Op::Sigmoid => unary(t, xs, |t, x| Ok(t.sigmoid(x)))?,
+        Op::Tanh => unary(t, xs, |t, x| Ok(t.tanh(x)))?,
+        Op::Exp => unary(t, xs, |t, x| Ok(t.exp(x)))?,
+        Op::Log => unary(t, xs, |t, x| Ok(t.log(x)))?,
+        Op::Sqrt => unary(t, xs, |t, x| Ok(t.sqrt(x)))?,
+        Op::Softmax { dim } => unary(t, xs, |t, x| {
+            let a = axis(*dim, rank(t, x), "softmax")?;
+            t.softmax(x, a)
+        })?,
+        Op::LogSoftmax { dim } => unary(t, xs, |t, x| {
+            let a = axis(*dim, rank(t, x), "log_softmax")?;
+            t.log_softmax(x, a)
+        })?,
+        Op::Dropout { p } => unary(t, xs, |t, x| t.dropout(x, *p))?,
+        Op::Reshape { shape } => unary(t, xs, |t, x| {
+            let target = reshape_target(t.shape(x), shape)?;
+            t.reshape(x, &target)
+        })?,
+        Op::Flatten { start_dim, end_dim } => unary(t, xs, |t, x| {
+            let s = t.shape(x).to_vec();
+            let a = axis(*start_dim, s.len(), "flatten")?;
+            let b = axis(*end_dim, s.len(), "flatten")?;
+            if a > b {
+                shape_err!("flatten: start_dim {start_dim} comes after end_dim {end_dim}");
+            }
+            let mut target = s[..a].to_vec();
+            target.push(s[a..=b].iter().product());
+            target.extend(&s[b + 1..]);
+            t.reshape(x, &target)
+        })?,
+        Op::Permute { dims } => unary(t, xs, |t, x| {
+            let r = rank(t, x);
+            if dims.len() != r {
+                shape_err!(
+                    "permute: {} dims given for a tensor of rank {r}",
+                    dims.len()
+                );
+            }
+            let perm = dims
+                .iter()
+                .map(|&d| axis(d, r, "permute"))
+                .collect::<Result<Vec<_>>>()?;
+            t.permute(x, &perm)
+        })?,
+        Op::Reduce {
+            kind,
+            dims,
+            keepdim,
+        } => unary(t, xs, |t, x| {
+            let r = rank(t, x);
+            let mut axes = dims
+                .iter()
+                .map(|&d| axis(d, r, "reduce"))
+                .collect::<Result<Vec<_>>>()?;
+            axes.sort_unstable();
+            axes.dedup();
+            match kind {
+                Reduction::Mean => t.mean(x, &axes, *keepdim),
+                Reduction::Sum => t.sum(x, &axes, *keepdim),
+                Reduction::Max => {
+                    let [a] = axes[..] else {
+                        value_err!("max: kiln reduces max over one dim at a time, got {dims:?}");
+                    };
+                    t.max(x, a, *keepdim)
+                }
+            }
+        })?,
+        Op::Slice { dim, start, end } => unary(t, xs, |t, x| {
+            let a = axis(*dim, rank(t, x), "slice")?;
+            t.slice(x, a, *start, *end)
+        })?,
+        Op::Concat { dim } => {
+            if xs.is_empty() {
+                value_err!("cat: needs at least one tensor");
+            }
+            let a = axis(*dim, rank(t, xs[0]), "cat")?;
+            t.concat(xs, a)?
+        }
+        Op::MaxPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => unary(t, xs, |t, x| {
+            t.max_pool2d(x, *kernel_size, *stride, *padding)
+        })?,
+        Op::AvgPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => unary(t, xs, |t, x| {
+            t.avg_pool2d(x, *kernel_size, *stride, *padding)
+        })?,
+        Op::Linear => {
+            if !(2..=3).contains(&xs.len()) {
+                value_err!("linear takes x, weight and an optional bias");
+            }
+            t.linear(xs[0], xs[1], xs.get(2).copied())?
+        }
+        Op::Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            if !(2..=3).contains(&xs.len()) {
+                value_err!("conv2d takes x, weight and an optional bias");
+            }
+            t.conv2d(
+                xs[0],
+                xs[1],
+                xs.get(2).copied(),
+                *stride,
+                *padding,
+                *dilation,
+                *groups,
+            )?
+        }
+        Op::LayerNorm { eps } => {
+            arity(3)?;
+            t.layer_norm(xs[0], xs[1], xs[2], *eps)?
+        }
+        Op::Embedding => {
+            arity(2)?;
+            let n = t.shape(xs[1]).first().copied().unwrap_or(0);
+            let mut ids = ndarray::ArrayD::<usize>::zeros(t.value(xs[0]).raw_dim());
+            for (id, &v) in ids.iter_mut().zip(t.value(xs[0]).iter()) {
+                if v.fract() != 0.0 || v < 0.0 || v >= n as f32 {
+                    value_err!("embedding: input {v} is not an index in 0..{n}");
+                }
+                *id = v as usize;
+            }
+            t.embedding(xs[1], &ids)?
+        }
+    })
+}
+
+fn unary(t: &mut Tape, xs: &[Var], f: impl FnOnce(&mut Tape, Var) -> Result<Var>) -> Result<Var> {
+    let [x] = xs[..] else {
+        value_err!("this op takes one input, got {}", xs.len());
+    };
+    f(t, x)
+}
+
+/// The concrete shape of a reshape: `"batch"` is the input's first axis, `-1` what is left.
+pub fn reshape_target(input: &[usize], shape: &[Dim]) -> Result<Vec<usize>> {
+    let total: usize = input.iter().product();
+    let mut out = Vec::with_capacity(shape.len());
+    let mut infer = None;
+    for (i, d) in shape.iter().enumerate() {
+        match d {
+            Dim::Batch(_) => out.push(*input.first().unwrap_or(&1)),
+            Dim::Size(-1) if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            Dim::Size(s) if *s >= 0 => out.push(*s as usize),
+            Dim::Size(s) => shape_err!("reshape: size {s} is not allowed (one -1 at most)"),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || !total.is_multiple_of(known) {
+            shape_err!("reshape: cannot reshape {input:?} into {shape:?}");
+        }
+        out[i] = total / known;
+    } else if known != total {
+        shape_err!("reshape: {input:?} has {total} values, the target {out:?} holds {known}");
+    }
+    Ok(out)
+}
+
+/// Run the whole graph on the tape: the inputs' variables in, the outputs' variables out.
+pub fn run(scope: &mut dyn Scope, graph: &Graph, t: &mut Tape, inputs: &[Var]) -> Result<Vec<Var>> {
+    if inputs.len() != graph.inputs.len() {
+        value_err!(
+            "the model takes {} input(s) ({}), got {}",
+            graph.inputs.len(),
+            graph
+                .inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            inputs.len()
+        );
+    }
+    let mut values: Vec<Var> = inputs.to_vec();
+    for node in &graph.nodes {
+        let xs: Vec<Var> = node.inputs.iter().map(|&i| values[i]).collect();
+        let v = run_op(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
+        values.push(v);
+    }
+    Ok(graph.outputs.iter().map(|&o| values[o]).collect())
+}
+
+/// Say where in the user's code (or which layer) an error came from: `layer 0 (Linear): …` for a
+/// Sequential, `fc (Linear) at net.py:12: …` for a traced model.
+fn at_node(scope: &dyn Scope, node: &Node, e: KilnError) -> KilnError {
+    let (place, type_name) = match &node.op {
+        Op::Call { module } => {
+            let (label, ty) = scope.label(module);
+            match &node.line {
+                Some(line) => (format!("{label} at {line}"), ty),
+                None => (label, ty),
+            }
+        }
+        _ => match &node.line {
+            Some(line) => (line.clone(), String::new()),
+            None => return e,
+        },
+    };
+    let prefix = |m: String| {
+        if m.starts_with(&place) {
+            m
+        } else if !type_name.is_empty() && m.starts_with(&type_name) {
+            format!("{place}{}", &m[type_name.len()..])
+        } else {
+            format!("{place}: {m}")
+        }
+    };
+    match e {
+        KilnError::Shape(m) => KilnError::Shape(prefix(m)),
+        KilnError::Value(m) => KilnError::Value(prefix(m)),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshape_targets_resolve_batch_and_minus_one() {
+        let b = Dim::Batch(BatchMarker::Batch);
+        assert_eq!(
+            reshape_target(&[4, 3, 2], &[b.clone(), Dim::Size(-1)]).unwrap(),
+            [4, 6]
+        );
+        assert_eq!(
+            reshape_target(&[4, 6], &[b, Dim::Size(2), Dim::Size(3)]).unwrap(),
+            [4, 2, 3]
+        );
+        assert!(reshape_target(&[4, 6], &[Dim::Size(5), Dim::Size(-1)]).is_err());
+        assert!(reshape_target(&[4, 6], &[Dim::Size(-1), Dim::Size(-1)]).is_err());
+    }
+
+    #[test]
+    fn graph_json_round_trip_and_validation() {
+        let json = r#"{"inputs":[{"name":"x"}],"nodes":[
+            {"op":"Call","module":"stem","inputs":[0]},
+            {"op":"Add","inputs":[0,1],"line":"net.py:9"},
+            {"op":"Reshape","shape":["batch",-1],"inputs":[2]}],"outputs":[3]}"#;
+        let g: Graph = serde_json::from_str(json).unwrap();
+        g.validate().unwrap();
+        assert_eq!(g.inputs[0].dtype, "float32");
+        let back: Graph = serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        assert_eq!(back, g);
+        let mut bad = g.clone();
+        bad.nodes[0].inputs = vec![3];
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not computed before"));
+        let mut bad = g;
+        bad.outputs = vec![9];
+        assert!(bad.validate().is_err());
+    }
+}
