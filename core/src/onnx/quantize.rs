@@ -71,34 +71,61 @@ impl Default for QuantizeOptions {
 /// The float range each weighted layer receives on the calibration data, by ONNX node scope
 /// (`"/0"`, `"/2.1"`, as the exporter names nodes).
 fn calibrate(model: &Model, x: &Input, method: Calibration) -> Result<HashMap<String, (f32, f32)>> {
-    let mut layers = flat_layers(model)?;
     let mut seen: HashMap<String, Vec<f32>> = HashMap::new();
     let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
+    let mut record = |scope: String, values: &Tensor| match method {
+        Calibration::MinMax => {
+            let r = ranges.entry(scope).or_insert((0.0, 0.0));
+            for &a in values.iter() {
+                r.0 = r.0.min(a);
+                r.1 = r.1.max(a);
+            }
+        }
+        Calibration::Percentile(_) => seen.entry(scope).or_default().extend(values.iter()),
+    };
     let n = x.shape()[0];
-    for start in (0..n).step_by(256) {
-        let xb = x
-            .slice_axis(Axis(0), ndarray::Slice::from(start..(start + 256).min(n)))
-            .to_owned();
-        let mut t = Tape::inference();
-        let mut v = t.constant(xb);
-        for layer in layers.iter_mut() {
-            if is_weighted(&layer.spec) {
-                let scope = format!("/{}", layer.prefix.trim_end_matches('.'));
-                let values = t.value(v);
-                match method {
-                    Calibration::MinMax => {
-                        let r = ranges.entry(scope).or_insert((0.0, 0.0));
-                        for &a in values.iter() {
-                            r.0 = r.0.min(a);
-                            r.1 = r.1.max(a);
-                        }
-                    }
-                    Calibration::Percentile(_) => {
-                        seen.entry(scope).or_default().extend(values.iter())
+    let batches = (0..n).step_by(256).map(|start| {
+        x.slice_axis(Axis(0), ndarray::Slice::from(start..(start + 256).min(n)))
+            .to_owned()
+    });
+    if model.net.layers().is_some() {
+        // a Sequential: its layers in order, nested Sequentials unrolled as the exporter names them
+        let mut layers = flat_layers(model)?;
+        for xb in batches {
+            let mut t = Tape::inference();
+            let mut v = t.constant(xb);
+            for layer in layers.iter_mut() {
+                if is_weighted(&layer.spec) {
+                    record(format!("/{}", layer.prefix.trim_end_matches('.')), t.value(v));
+                }
+                v = layer.module.forward(&mut t, v)?;
+            }
+        }
+    } else {
+        // a graph: what each weighted module receives, node by node, on a copy of the model
+        let mut scratch = Model::from_architecture(&model.architecture(), 0)?;
+        scratch.net.load_state_dict(&model.net.state_dict())?;
+        let graph = scratch.net.require_graph()?.clone();
+        if graph.inputs.len() != 1 {
+            value_err!("quantize: static calibration takes models with one input; use mode=\"dynamic\"");
+        }
+        let weighted: HashMap<String, bool> = scratch
+            .net
+            .modules()
+            .map(|(p, m)| (p.to_string(), is_weighted(&m.spec())))
+            .collect();
+        for xb in batches {
+            let mut t = Tape::inference();
+            let mut vals = vec![t.constant(xb)];
+            for node in &graph.nodes {
+                let xs: Vec<_> = node.inputs.iter().map(|&i| vals[i]).collect();
+                if let crate::graph::Op::Call { module } = &node.op {
+                    if weighted.get(module).copied().unwrap_or(false) {
+                        record(format!("/{module}"), t.value(xs[0]));
                     }
                 }
+                vals.push(crate::graph::run_op(&mut scratch.net, &mut t, &node.op, &xs)?);
             }
-            v = layer.module.forward(&mut t, v)?;
         }
     }
     if let Calibration::Percentile(p) = method {

@@ -22,7 +22,7 @@ _active: list["Trace"] = []
 
 def user_line() -> str:
     """``file.py:12`` of the innermost frame outside the kiln package (the user's line)."""
-    f = sys._getframe(1)
+    f: Any = sys._getframe(1)
     while f is not None and os.path.abspath(f.f_code.co_filename).startswith(_KILN_DIR):
         f = f.f_back
     if f is None:

@@ -10,7 +10,7 @@ from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from .history import History
-    from .model import Sequential
+    from .model import Module
 
 
 class Callback:
@@ -19,7 +19,7 @@ class Callback:
     While ``fit`` runs, the model's weights are busy in Rust: read them after ``fit`` returns.
     """
 
-    model: "Sequential"
+    model: "Module"
 
     def on_train_begin(self) -> None: ...
 
@@ -108,7 +108,7 @@ class _ProgressBar:
 class CallbackList:
     """Drives the user's callbacks and the progress bar from the core's events."""
 
-    def __init__(self, callbacks: Sequence[Callback], model: "Sequential", epochs: int, verbose: int) -> None:
+    def __init__(self, callbacks: Sequence[Callback], model: "Module", epochs: int, verbose: int) -> None:
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise InvalidInputError(f"fit: callbacks must be kiln.callbacks.Callback instances, got {cb!r}")

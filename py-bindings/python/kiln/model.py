@@ -167,7 +167,10 @@ class Module:
     def _build(self) -> Any:
         """Create the core model: the layers and parameters, without a graph until traced."""
         self._check_init()
-        modules, params, values, seen = [], [], {}, set()
+        modules: list[dict[str, Any]] = []
+        params: list[dict[str, Any]] = []
+        values: dict[str, np.ndarray] = {}
+        seen: set[int] = set()
         for path, item in self._walk():
             if isinstance(item, Layer):
                 if id(item) in seen:
