@@ -369,12 +369,25 @@ fn compact(graph: &mut GraphProto) {
         .map(|v| v.name.clone())
         .collect();
     let mut renamed: HashMap<String, String> = HashMap::new();
+    let mut counter = 0;
     let mut short = |name: &mut String| {
         if name.is_empty() || keep.contains(name) {
             return;
         }
-        let next = short_name(renamed.len());
-        *name = renamed.entry(std::mem::take(name)).or_insert(next).clone();
+        if let Some(s) = renamed.get(name.as_str()) {
+            *name = s.clone();
+            return;
+        }
+        // a graph's own input and output names (`x`, `numeric`) are never handed out
+        let next = loop {
+            let s = short_name(counter);
+            counter += 1;
+            if !keep.contains(&s) {
+                break s;
+            }
+        };
+        renamed.insert(std::mem::take(name), next.clone());
+        *name = next;
     };
     for t in graph.initializer.iter_mut() {
         short(&mut t.name);
@@ -403,7 +416,7 @@ fn compact(graph: &mut GraphProto) {
     }
 }
 
-/// `a`…`z`, `A`…`Z`, then two letters: names that cannot clash with `input`/`output`.
+/// `a`…`z`, `A`…`Z`, then two letters (the caller skips the graph's own input and output names).
 fn short_name(i: usize) -> String {
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     let n = LETTERS.len();
