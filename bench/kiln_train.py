@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """kiln side of the training benchmark: one case, one seed, one process, one JSON object on stdout.
 
-    .venv/bin/python bench/kiln_train.py mlp --seed 0
+    .venv/bin/python bench/kiln_train.py mlp --seed 0      # or cnn, gemm, resnet
 
 Same cases, split, architecture, batch size, epochs, optimizer and thread count as peers_torch.py
 (both read bench/common.py). The whole fit loop runs in Rust, so this measures kiln's core, not Python.

@@ -6,11 +6,10 @@
 - cnn.onnx: kiln's digits CNN as the web demo ships it (web-demo/model/digits.onnx, copied).
 - mlp.onnx: the training benchmark's MLP 64-128-64-10 (bench/common.py), trained 10 epochs on digits
   by kiln and exported by kiln's `export_onnx`.
-- resnet.onnx: a small ResNet-style CNN at 3x32x32 (CIFAR-sized), written with onnx.helper. kiln's
-  Sequential has no residual add, so kiln cannot express it; a ResNet is what a PyTorch user would
-  bring to onnxruntime-web, so the graph is the one torch.onnx.export writes for such a net in eval
-  mode (Conv, BatchNormalization, Relu, Add, GlobalAveragePool, Flatten, Gemm), weights He-initialised
-  from a fixed seed and BatchNorm statistics made non-trivial so no engine can skip them.
+- resnet.onnx: the training benchmark's ResNet-8 at 3x32x32 (CIFAR-sized; bench/common.py `resnet8`,
+  an nn.Module with residual adds and BatchNorm), trained by kiln as `kiln_train.py resnet --seed 0`
+  trains it (digits blown up to 32x32 colour images) and exported by kiln's `export_onnx`: trained
+  weights and BatchNorm statistics, so the engines run a model a user would ship.
 
 Every model is checked by onnx.checker, and kiln.InferenceSession must agree with onnxruntime on it
 (1e-4), so the engines are timed on models they both run correctly.
@@ -25,14 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
-
-OPSET = 17
 
 
 def mlp(path: Path) -> None:
@@ -47,69 +43,22 @@ def mlp(path: Path) -> None:
     model.export_onnx(str(path), labels=[str(d) for d in range(10)])
 
 
-class ResNetBuilder:
-    """ResNet-8 for 32x32 RGB: a conv stem and three stages of one basic block each
-    (16 channels at 32x32, 32 at 16x16, 64 at 8x8; stride-2 blocks get a 1x1 projection shortcut),
-    global average pooling and a 64 -> 10 classifier. About 78k parameters, 12.5M multiply-adds."""
+def resnet(path: Path) -> dict:
+    """The training benchmark's ResNet-8 (bench/common.py's resnet8, an nn.Module with residual adds),
+    trained by kiln exactly as `kiln_train.py resnet --seed 0` trains it, and exported by kiln's
+    `export_onnx`: trained weights and BatchNorm statistics, in the graph kiln's exporter writes."""
+    import kiln
+    from kiln import nn, optim
 
-    def __init__(self, seed: int = 0):
-        self.rng = np.random.default_rng(seed)
-        self.nodes, self.inits = [], []
-        self.n = 0
-
-    def _name(self, kind: str) -> str:
-        self.n += 1
-        return f"{kind}_{self.n}"
-
-    def _const(self, name: str, value: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(value.astype(np.float32), name))
-        return name
-
-    def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int, relu: bool) -> str:
-        name = self._name("conv")
-        w = self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))  # He init
-        self.nodes.append(helper.make_node(
-            "Conv", [x, self._const(f"{name}.weight", w)], [name], kernel_shape=[k, k],
-            strides=[stride, stride], pads=[k // 2] * 4))
-        bn = self._name("bn")
-        c = lambda v: self._const(f"{bn}.{v[0]}", v[1])  # noqa: E731
-        self.nodes.append(helper.make_node("BatchNormalization", [
-            name, c(("weight", 1 + 0.1 * self.rng.standard_normal(cout))),
-            c(("bias", 0.1 * self.rng.standard_normal(cout))),
-            c(("running_mean", 0.1 * self.rng.standard_normal(cout))),
-            c(("running_var", 1 + 0.2 * self.rng.random(cout)))], [bn], epsilon=1e-5))
-        if not relu:
-            return bn
-        out = self._name("relu")
-        self.nodes.append(helper.make_node("Relu", [bn], [out]))
-        return out
-
-    def block(self, x: str, cin: int, cout: int, stride: int) -> str:
-        h = self.conv_bn(x, cin, cout, 3, stride, relu=True)
-        h = self.conv_bn(h, cout, cout, 3, 1, relu=False)
-        shortcut = x if stride == 1 and cin == cout else self.conv_bn(x, cin, cout, 1, stride, relu=False)
-        add, out = self._name("add"), self._name("relu")
-        self.nodes += [helper.make_node("Add", [h, shortcut], [add]), helper.make_node("Relu", [add], [out])]
-        return out
-
-    def build(self) -> onnx.ModelProto:
-        x = self.conv_bn("input", 3, 16, 3, 1, relu=True)
-        x = self.block(x, 16, 16, 1)
-        x = self.block(x, 16, 32, 2)
-        x = self.block(x, 32, 64, 2)
-        self.nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]),
-                       helper.make_node("Flatten", ["gap"], ["flat"], axis=1)]
-        w = self.rng.standard_normal((10, 64)) / np.sqrt(64)
-        self.nodes.append(helper.make_node("Gemm", ["flat", self._const("fc.weight", w),
-                                                    self._const("fc.bias", np.zeros(10))], ["output"], transB=1))
-        graph = helper.make_graph(
-            self.nodes, "resnet8",
-            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-            [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 10])], self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="kiln bench (onnx.helper)")
-        model.ir_version = 8
-        return model
+    Xtr, ytr, Xte, yte = common.load_case("resnet")
+    kiln.manual_seed(0)
+    model = common.build(nn, "resnet")
+    model.compile(optimizer=optim.Adam(lr=common.LR), loss="cross_entropy")
+    model.fit(Xtr, ytr, epochs=common.EPOCHS["resnet"], batch_size=common.BATCH["resnet"], verbose=0)
+    accuracy = float(np.mean(np.argmax(model.predict(Xte), axis=1) == yte))
+    model.export_onnx(str(path), labels=[str(d) for d in range(10)])
+    return {"test_accuracy": round(accuracy, 4),
+            "trained": f"{common.EPOCHS['resnet']} epochs on {len(Xtr)} digits at 3x32x32, seed 0"}
 
 
 def agree(path: Path, shape: tuple[int, ...]) -> float:
@@ -136,13 +85,13 @@ def main() -> None:
         raise SystemExit(f"make_models: {demo} is missing (the web demo's model; `make demo` trains it)")
     shutil.copyfile(demo, out / "cnn.onnx")
     mlp(out / "mlp.onnx")
-    resnet = ResNetBuilder(seed=0).build()
-    onnx.save(resnet, out / "resnet.onnx")
+    resnet_info = resnet(out / "resnet.onnx")
 
     models = {
         "cnn": {"label": "digits CNN (web demo)", "shape": [1, 8, 8], "source": "web-demo/model/digits.onnx, exported by kiln"},
         "mlp": {"label": "digits MLP 64-128-64-10", "shape": [64], "source": "trained and exported by kiln"},
-        "resnet": {"label": "ResNet-8, 3x32x32", "shape": [3, 32, 32], "source": "onnx.helper (kiln has no residual add)"},
+        "resnet": {"label": "ResNet-8, 3x32x32", "shape": [3, 32, 32],
+                   "source": "bench/common.py resnet8 (nn.Module), trained and exported by kiln", **resnet_info},
     }
     for name, info in models.items():
         path = out / f"{name}.onnx"

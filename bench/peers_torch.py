@@ -23,7 +23,7 @@ from torch import nn  # noqa: E402
 import common  # noqa: E402
 
 
-def build(case: str) -> nn.Sequential:
+def build(case: str) -> nn.Module:
     return common.build(nn, case)
 
 

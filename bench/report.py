@@ -19,6 +19,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import common
 import report_infer
 
 FRAMEWORKS = ("pytorch", "kiln")
@@ -27,11 +28,12 @@ CASES = {
     "mlp": "MLP 64-128-64-10, digits",
     "cnn": "CNN conv16-pool-conv32-pool-linear, digits",
     "gemm": "MLP 784-1024-1024-10, random data, batch 256",
+    "resnet": "ResNet-8 (nn.Module, residual adds, BatchNorm), digits as 3×32×32",
 }
 LOADED = 0.05  # share of the machine's CPU time taken by other processes above which a run is flagged
 NOT_MEASURED = "not measured yet"
 
-METHOD = """\
+METHOD = f"""\
 How these numbers are made (bench/run.sh; `make bench` reruns everything and rewrites this file).
 Training:
 - Every case runs in its own process, one after another, with **2 threads** per framework
@@ -47,6 +49,14 @@ Training:
 - **samples/s** = training samples × epochs / wall time of the training call alone (no imports,
   data loading or evaluation); **median** over seeds. **Ratio** = kiln / PyTorch (> 1: kiln faster).
 - **Test accuracy**: argmax of the model's outputs on the 450 test images, **mean** over seeds.
+- **ResNet-8 case**: bench/common.py's `resnet8(nn, F)`, one `nn.Module` definition both frameworks build
+  from (`kiln.nn` / `kiln.nn.functional` or `torch.nn` / `torch.nn.functional`): conv stem 3→16 +
+  BatchNorm + ReLU, three basic blocks (16@32×32, 32@16×16 and 64@8×8, 1×1 conv + BatchNorm
+  projection shortcut on the stride-2 blocks), global average pool, Linear 64→10; 78k parameters.
+  Data: the same digits split, each image blown up 8×8→32×32 and coloured (stroke and background
+  colours drawn per image from a fixed seed); the first {common.RESNET_TRAIN} training images, {common.RESNET_EPOCHS} epochs, batch {common.BATCH['resnet']},
+  test accuracy on all 450 test images (BatchNorm in eval mode). Few steps ({common.RESNET_EPOCHS * -(-common.RESNET_TRAIN // common.BATCH['resnet'])}): a speed race with a
+  sanity check on accuracy, not a converged model.
 - **GEMM-bound case**: MLP 784-1024-1024-10 on 4096 random samples (random labels), batch 256,
   10 epochs (160 steps, so start-up costs are amortised): only its speed means anything.
 - **Peak RSS**: `getrusage(RUSAGE_SELF).ru_maxrss`, the whole process (interpreter, libraries, data,

@@ -18,10 +18,12 @@ LOADED = 0.05
 METHOD = """\
 - **Inference models** (bench/make_models.py, regenerated each run into bench/out/models/, each checked
   by onnx.checker and kiln vs onnxruntime to 1e-4): the web demo's digits CNN (exported by kiln), the
-  digits MLP 64-128-64-10 (trained 10 epochs and exported by kiln) and a ResNet-8 at 3×32×32 (three
-  residual stages with BatchNorm, 78k parameters, 12.5M multiply-adds per image) written with
-  onnx.helper, because kiln's Sequential cannot express a residual add.
-- **Engines**: kiln-wasm (wasm/pkg, tract) vs onnxruntime-web's wasm backend (SIMD, **1 thread**, no
+  digits MLP 64-128-64-10 (trained 10 epochs and exported by kiln) and the training race's ResNet-8 at
+  3×32×32 (bench/common.py's `resnet8` nn.Module: three residual stages with BatchNorm, 78k parameters,
+  12.5M multiply-adds per image), trained by kiln as its seed-0 training run and exported by kiln's
+  `export_onnx`.
+- **Engines**: kiln-wasm (wasm/pkg; `loadModel` runs a model on kiln's own engine, or on tract when
+  kiln's declines it: the tables name the one that ran) vs onnxruntime-web's wasm backend (SIMD, **1 thread**, no
   proxy worker: threads need a cross-origin-isolated page; in a page its wasm-only build
   `ort.wasm.bundle.min.mjs`, i.e. `import "onnxruntime-web/wasm"`); natively kiln.InferenceSession
   (tract, one thread) vs onnxruntime's Python API with 1 and with 2 intra-op threads.
@@ -101,7 +103,9 @@ def wasm_table(inf, env):
     rows = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 2) + " --- |"]
     for m, label in MODELS.items():
         k, o = inf.get((env, "kiln-wasm", m)), inf.get((env, "onnxruntime-web", m))
-        cells = [label + _flag(k, o), _ms(_cold(k)), _ms(_cold(o)), _ratio(_cold(k), _cold(o))]
+        ran = k and k.get("model_engine")  # which of kiln-wasm's engines loadModel picked
+        cells = [label + (f" (kiln-wasm: {ran}'s engine)" if ran == "kiln" else f" (kiln-wasm: {ran})" if ran else "")
+                 + _flag(k, o), _ms(_cold(k)), _ms(_cold(o)), _ratio(_cold(k), _cold(o))]
         if nav:
             cells += [_ms(_nav(k)), _ms(_nav(o)), _ratio(_nav(k), _nav(o))]
         for b in (1, 64):

@@ -8,6 +8,7 @@
 #                                          # other's earlier results if they are in bench/out/results
 #   BENCH_ONLY=training bash bench/run.sh  # all of training, no inference (inference results are kept)
 #   BENCH_ONLY=inference bash bench/run.sh # inference only: models, Node, Chromium, native (training kept)
+#   BENCH_CASES="resnet" bash bench/run.sh  # a subset of the training cases (mlp cnn gemm resnet)
 #   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet"   # inference subsets
 #   BENCH_WAIT_IDLE=600 bash bench/run.sh  # on a shared machine: before each case wait (up to 600 s)
 #                                          # until other processes leave the CPUs < 10% busy
@@ -25,7 +26,7 @@ RES="$OUT/results"
 PEERS="$HERE/.venv-peers/bin/python"
 KILN_PY="${KILN_PY:-$ROOT/.venv/bin/python}"
 SEEDS="${BENCH_SEEDS:-0 1 2}"
-CASES="${BENCH_CASES:-mlp cnn gemm}"
+CASES="${BENCH_CASES:-mlp cnn gemm resnet}"
 ONLY="${BENCH_ONLY:-}"
 INFER_ENVS="${BENCH_INFER_ENVS:-node chromium native}"
 INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet}"

@@ -134,7 +134,7 @@ export async function measure({ engine, url, bytes, shape, quick = false, coldOn
   const memoryAfterFirst = wasmMemory();
   if (coldOnly) {
     await e.release();
-    return { engine, cold, sample, memory: { after_first: memoryAfterFirst } };
+    return { engine, model_engine: e.engine ?? null, cold, sample, memory: { after_first: memoryAfterFirst } };
   }
 
   const b64 = inputFor(shape, 64);
@@ -148,7 +148,8 @@ export async function measure({ engine, url, bytes, shape, quick = false, coldOn
   }
   const memoryAfterRuns = wasmMemory();
   await e.release();
-  return { engine, cold, latency: latencies, sample, memory: { after_first: memoryAfterFirst, after_runs: memoryAfterRuns }, settings };
+  // model_engine: which of kiln-wasm's engines loadModel picked ('kiln' or 'tract'); null for ort-web
+  return { engine, model_engine: e.engine ?? null, cold, latency: latencies, sample, memory: { after_first: memoryAfterFirst, after_runs: memoryAfterRuns }, settings };
 }
 
 /**
