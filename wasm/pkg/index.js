@@ -19,7 +19,7 @@ export { initKiln };
 export const init = moduleLoader(initWasm, new URL('./kiln_wasm_bg.wasm', import.meta.url));
 
 const tract = { ...panicGuard(takeLastPanic, __wbg_reset_state), Feed, name: 'tract' };
-const kiln = { ...coreGuard, Feed: core.LiteFeed, name: 'kiln' };
+const kiln = { ...coreGuard, Feed: core.EngineFeed, name: 'kiln' };
 
 /**
  * Loads an ONNX model. `source`: URL string (a file path in Node), Uint8Array, ArrayBuffer,
@@ -31,7 +31,7 @@ export async function loadModel(source, { engine = 'auto' } = {}) {
   const bytes = await sourceBytes(source);
   if (engine !== 'tract') {
     await initKiln();
-    const loaded = kiln.guard(() => core.LiteLoad.parse(bytes));
+    const loaded = kiln.guard(() => core.EngineLoad.parse(bytes));
     const session = loaded.session();
     const declined = loaded.declined();
     loaded.free();

@@ -12,24 +12,24 @@ use crate::{array, into_vec};
 /// What loading gave: a session, or the reason kiln's engine declined the model (then index.js
 /// loads it with tract).
 #[wasm_bindgen]
-pub struct LiteLoad {
+pub struct EngineLoad {
     session: Option<KilnSession>,
     declined: Option<String>,
 }
 
 #[wasm_bindgen]
-impl LiteLoad {
+impl EngineLoad {
     /// Parses `bytes`; throws only for bytes that are not a valid ONNX model.
-    pub fn parse(bytes: &[u8]) -> JsResult<LiteLoad> {
+    pub fn parse(bytes: &[u8]) -> JsResult<EngineLoad> {
         Ok(match js(Engine::from_bytes(bytes))? {
-            Ok(inner) => LiteLoad {
+            Ok(inner) => EngineLoad {
                 session: Some(KilnSession {
                     inner,
                     last_dims: Vec::new(),
                 }),
                 declined: None,
             },
-            Err(why) => LiteLoad {
+            Err(why) => EngineLoad {
                 session: None,
                 declined: Some(why.0),
             },
@@ -90,9 +90,9 @@ impl KilnSession {
     }
 
     /// Runs the model on the inputs in `feed` (which this consumes).
-    pub fn run(&self, feed: LiteFeed) -> JsResult<LiteOutputs> {
+    pub fn run(&self, feed: EngineFeed) -> JsResult<EngineOutputs> {
         let outputs = js(self.inner.run(feed.inputs))?;
-        Ok(LiteOutputs {
+        Ok(EngineOutputs {
             tensors: outputs.into_iter().map(Some).collect(),
         })
     }
@@ -101,16 +101,16 @@ impl KilnSession {
 /// The inputs of one run.
 #[wasm_bindgen]
 #[derive(Default)]
-pub struct LiteFeed {
+pub struct EngineFeed {
     inputs: Vec<(String, Value)>,
 }
 
 #[wasm_bindgen]
-impl LiteFeed {
+impl EngineFeed {
     /// An empty feed.
     #[wasm_bindgen(constructor)]
-    pub fn new() -> LiteFeed {
-        LiteFeed::default()
+    pub fn new() -> EngineFeed {
+        EngineFeed::default()
     }
 
     /// Adds a float32 input.
@@ -138,12 +138,12 @@ impl LiteFeed {
 
 /// The outputs of one run (all float32 on this engine), each taken out once.
 #[wasm_bindgen]
-pub struct LiteOutputs {
+pub struct EngineOutputs {
     tensors: Vec<Option<Tensor>>,
 }
 
 #[wasm_bindgen]
-impl LiteOutputs {
+impl EngineOutputs {
     /// How many outputs there are.
     pub fn count(&self) -> usize {
         self.tensors.len()
@@ -166,7 +166,7 @@ impl LiteOutputs {
     }
 }
 
-impl LiteOutputs {
+impl EngineOutputs {
     fn get(&self, index: usize) -> JsResult<&Tensor> {
         self.tensors
             .get(index)

@@ -243,6 +243,71 @@ def kiln_finetune(out, images, targets):
         "runs": runs}))
 
 
+def kiln_graphs(out, images, targets):
+    """kiln graph models (nn.Module): a small ResNet (residual adds, BatchNorm, global mean) and a
+    two-input model (an embedding of int64 ids beside float features, concatenated), trained briefly
+    and exported; kiln's engine must run both. The ResNet's checkpoint and what Python's fit makes of
+    it (SGD, every layer) go to finetune/resnet.kiln and finetune_graph.json for the Trainer's test."""
+    import kiln
+    import kiln.nn.functional as F
+    from kiln import nn, optim
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.block = Block(8)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, image):
+            return self.head(self.block(F.relu(self.stem(image))).mean(dim=(2, 3)))
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.num = nn.Embedding(6, 3), nn.Linear(4, 8)
+            self.out = nn.Linear(11, 2)
+
+        def forward(self, numeric, category):
+            return self.out(F.cat([F.relu(self.num(numeric)), self.emb(category)], dim=1))
+
+    kiln.manual_seed(5)
+    res = ResNet()
+    res.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy", metrics=["accuracy"])
+    res.fit(images[:600], targets[:600], epochs=2, batch_size=32, verbose=0)
+    res_path = out / "kiln_resnet.onnx"
+    res.export_onnx(str(res_path), labels=[str(d) for d in range(10)])
+    (out / "finetune").mkdir(exist_ok=True)
+    base = out / "finetune" / "resnet.kiln"
+    res.save(str(base))
+    x, y = images[1500:1520], targets[1500:1520]
+    m = kiln.load(str(base))
+    m.compile(optimizer=optim.SGD(lr=5e-2, momentum=0.9), loss="cross_entropy", metrics=["accuracy"])
+    m.fit(x, y, epochs=5, batch_size=8, verbose=0)
+    (out / "finetune_graph.json").write_text(json.dumps({
+        "x": x.ravel().tolist(), "dims": list(x.shape), "y": y.tolist(), "epochs": 5, "batch_size": 8,
+        "flat": m.get_flat_parameters().tolist(), "predict": m.predict(x[:3]).ravel().tolist()}))
+
+    kiln.manual_seed(6)
+    two = TwoInputs()
+    num = rng.standard_normal((64, 4)).astype(np.float32)
+    cat = rng.integers(0, 6, 64).astype(np.int64)
+    two.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy")
+    two.fit((num, cat), (num[:, 0] + cat * 0.3 > 0.8).astype(np.int64), epochs=3, verbose=0)
+    two_path = out / "kiln_two_inputs.onnx"
+    two.export_onnx(str(two_path))
+    return (res_path, res), (two_path, two)
+
+
 def reference(path, inputs):
     """onnxruntime's outputs for `inputs` ({name: array}), in graph order, as JSON-able dicts."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -303,6 +368,14 @@ def main(out):
              native=[encode(onnx.load(p).graph.output[0].name, native(x))])
 
     kiln_finetune(out, images, load_digits().target.astype(np.int64))
+    (res_path, res), (two_path, two) = kiln_graphs(out, images, load_digits().target.astype(np.int64))
+    for n in (1, 7):
+        x = images[1100:1100 + n]
+        case(f"kiln residual graph batch {n}", res_path, {"image": x}, tool="kiln",
+             labels=[str(d) for d in range(10)], native=[encode("output", res.predict(x))])
+    num, cat = rng.standard_normal((5, 4)).astype(np.float32), rng.integers(0, 6, 5).astype(np.int64)
+    case("kiln two-input graph", two_path, {"numeric": num, "category": cat}, tool="kiln",
+         native=[encode("output", two.predict((num, cat)))])
 
     sk, iris = sklearn_models(out)
     case("skl2onnx logistic regression", sk["sk_logreg"], {"X": iris[45:55]}, tool="skl2onnx")

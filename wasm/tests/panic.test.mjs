@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 
 import { loadModel } from '../pkg/index.js';
 import { Session, __kilnPanicForTests } from '../pkg/kiln_wasm.js';
-import { LiteSession, __kilnPanicForTests as corePanic } from '../pkg/kiln_core.js';
+import { KilnSession, __kilnPanicForTests as corePanic } from '../pkg/kiln_core.js';
 import { modelPath, pixels } from './helpers.mjs';
 
 /** Makes the next run (of `Class`, method `method`) panic inside Rust; later runs are normal again. */
@@ -74,7 +74,7 @@ test("a panic in kiln's engine restarts the small module only", async () => {
   const onKiln = await loadModel(modelPath('digits_cnn.onnx'));
   assert.equal(onKiln.engine, 'kiln');
   const before = onKiln.run(pixels(1), [1, 1, 8, 8]).data;
-  panicOnNextRun(LiteSession, 'runF32', corePanic);
+  panicOnNextRun(KilnSession, 'runF32', corePanic);
   capturingConsole(() => assert.throws(() => onKiln.run(pixels(1), [1, 1, 8, 8]), assertPanicError));
   assert.throws(() => onKiln.run(pixels(1), [1, 1, 8, 8]), /lost when the engine restarted/);
   assert.ok(onTract.run(pixels(1), [1, 1, 8, 8]).data.length === 10, "tract's module was not touched");

@@ -56,6 +56,26 @@ for (const run of ['head', 'all']) {
   });
 }
 
+test('a graph checkpoint (a residual block, saved from an nn.Module) fine-tunes to where Python ends', async (t) => {
+  const g = JSON.parse(readFileSync(modelPath('finetune_graph.json'), 'utf8'));
+  const trainer = await Trainer.fromKiln(modelPath('finetune/resnet.kiln'));
+  trainer.compile({ optimizer: 'sgd', lr: 5e-2, momentum: 0.9 });
+  const gx = Float32Array.from(g.x);
+  trainer.fit(gx, g.dims, Int32Array.from(g.y), { epochs: g.epochs, batchSize: g.batch_size });
+  const flat = trainer.getFlatParameters();
+  assert.equal(flat.length, g.flat.length, 'same trainable parameters');
+  const diff = maxAbsDiff(flat, g.flat);
+  t.diagnostic(`graph model: ${flat.length} trainable values, max |wasm - Python| = ${diff.toExponential(2)}`);
+  assert.ok(diff < TOL, `weights differ from Python's by ${diff}`);
+  const out = trainer.predict(gx.subarray(0, 3 * 64), [3, 1, 8, 8]);
+  assert.ok(maxAbsDiff(out.data, g.predict) < 1e-4, 'predictions agree with Python');
+  const model = await loadModel(trainer.exportOnnx({}));
+  assert.equal(model.engine, 'kiln', 'the fine-tuned graph runs on kiln\'s engine');
+  assert.ok(maxAbsDiff(model.run(gx.subarray(0, 3 * 64), [3, 1, 8, 8]).data, out.data) < 1e-5);
+  model.free();
+  trainer.free();
+});
+
 test('freeze and unfreeze choose what trains; frozen weights do not move', async () => {
   const trainer = await Trainer.fromKiln(base);
   const names = trainer.parameters.map((p) => p.name);
