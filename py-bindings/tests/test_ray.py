@@ -1,0 +1,357 @@
+"""kiln.ray on a real local Ray cluster: Tune (ASHA), Train (data-parallel fit, local SGD, a killed
+worker) and Data (batch scoring).
+
+Ray probes public addresses when it starts, so this module runs only inside a network namespace with
+nothing but loopback (`make test-ray`, i.e. `bash scripts/netns.sh python -m pytest tests/test_ray.py`):
+outside one every test fails at once, before Ray starts. One Ray instance (2 CPUs) serves the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kiln
+from conftest import compiled
+
+HERE = Path(__file__).resolve().parent
+
+
+def _network_isolated() -> str | None:
+    """None inside a loopback-only network namespace; otherwise what gives the machine's network away."""
+    names = sorted(name for _, name in socket.if_nameindex())
+    if names != ["lo"]:
+        return f"network interfaces {names}"
+    for address in ("8.8.8.8", "169.254.169.254", "10.0.0.1"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.connect((address, 53))
+            return f"a route to {address}"
+        except OSError:
+            pass
+        finally:
+            s.close()
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    leak = _network_isolated()
+    if leak is not None:
+        pytest.fail(f"test_ray.py must run inside a loopback-only network namespace (found {leak}); run it with "
+                    "`make test-ray` or `bash scripts/netns.sh python -m pytest tests/test_ray.py`", pytrace=False)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def mlp() -> kiln.nn.Sequential:
+    nn = kiln.nn
+    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def run_config(tmp_path: Path, name: str, **kwargs):
+    import ray.train
+
+    return ray.train.RunConfig(name=name, storage_path=str(tmp_path / "ray_results"), **kwargs)
+
+
+# ---- kiln stays free of Ray -----------------------------------------------------------------------------
+def test_kiln_never_imports_ray():
+    code = ("import sys, numpy as np, kiln\n"
+            "m = kiln.nn.Sequential(kiln.nn.Linear(4, 2)); m.compile(optimizer=kiln.optim.Adam(lr=1e-2))\n"
+            "m.fit(np.zeros((8, 4), np.float32), np.zeros(8, np.int64), epochs=1, verbose=0)\n"
+            "import kiln.callbacks, kiln.optimize\n"
+            "assert 'ray' not in sys.modules, sorted(k for k in sys.modules if k.startswith('ray'))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_kiln_ray_without_ray_says_how_to_install():
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'ray' or name.startswith('ray.'):\n"
+            "            raise ImportError(f'No module named {name!r}')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import kiln\n"
+            "try:\n"
+            "    import kiln.ray\n"
+            "except ImportError as e:\n"
+            "    print(e)\n"
+            "else:\n"
+            "    raise SystemExit('kiln.ray imported without ray')\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120).stdout
+    assert "pip install 'kiln[ray]'" in out
+
+
+# ---- the exchange -----------------------------------------------------------------------------------------
+def test_both_exchanges_give_every_worker_the_same_mean(ray_cluster):
+    ray = ray_cluster
+    from kiln.ray import _exchange
+
+    @ray.remote(num_cpus=0)
+    def worker(rendezvous, rank, method, size):
+        g = _exchange.Group(rendezvous, rank, 2, method)
+        x = np.random.default_rng(rank).standard_normal(size).astype(np.float32)
+        out = [g.mean_(x.copy()) for _ in range(2)]
+        return out[0], out[1]
+
+    size = 50_000
+    parts = [np.random.default_rng(r).standard_normal(size).astype(np.float32) for r in range(2)]
+    expected = (parts[0] + parts[1]) / np.float32(2)
+    for method in ("actor", "object_store"):
+        rendezvous = _exchange.Rendezvous.remote(2)
+        (a0, a1), (b0, b1) = ray.get([worker.remote(rendezvous, r, method, size) for r in range(2)])
+        for got in (a0, a1, b0, b1):
+            assert got.tobytes() == expected.tobytes(), method
+        ray.kill(rendezvous)
+
+
+# ---- Tune ---------------------------------------------------------------------------------------------------
+def test_asha_stops_bad_trials_early_and_the_best_checkpoint_loads(digits, tmp_path):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from kiln.ray import ReportCallback, load_checkpoint
+
+    x, y = digits.x_train, digits.y_train
+    epochs = 8
+
+    def trainable(config):
+        kiln.manual_seed(0)
+        m = compiled(mlp(), lr=config["lr"])
+        m.fit(x, y, epochs=epochs, batch_size=64, validation_split=0.2, verbose=0, callbacks=[ReportCallback()])
+
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"lr": tune.grid_search([1e-5, 3e-5, 1e-4, 3e-3, 1e-2, 3e-2])},
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=2,
+                                    scheduler=ASHAScheduler(max_t=epochs, grace_period=2, reduction_factor=2)),
+        run_config=tune.RunConfig(name="asha", storage_path=str(tmp_path / "ray_results"), verbose=0),
+    )
+    grid = tuner.fit()
+    assert not grid.errors, grid.errors
+    iterations = [r.metrics["training_iteration"] for r in grid]
+    assert max(iterations) == epochs
+    assert min(iterations) < epochs, f"ASHA stopped no trial early: {iterations}"
+    for r in grid:  # every report is one epoch
+        assert r.metrics["epoch"] == r.metrics["training_iteration"]
+    best = grid.get_best_result()
+    assert best.config["lr"] >= 1e-3
+    model = load_checkpoint(best.checkpoint)
+    # the checkpoint holds the weights of the epoch it was reported with
+    n_val = int(len(x) * 0.2)
+    model.compile(optimizer=kiln.optim.Adam(lr=1e-3), loss="cross_entropy", metrics=["accuracy"])
+    val = model.evaluate(x[len(x) - n_val:], y[len(y) - n_val:])
+    assert val["accuracy"] == pytest.approx(best.metrics["val_accuracy"], abs=1e-9)
+    assert val["accuracy"] > 0.9
+
+
+# ---- Train --------------------------------------------------------------------------------------------------
+def _same_steps_loop(config):
+    """Worker r trains on its half of the rows; batch b of the global run is both workers' batch b."""
+    import ray.train
+
+    from kiln.ray import ReportCallback, prepare_model
+
+    rank = ray.train.get_context().get_world_rank()
+    world = ray.train.get_context().get_world_size()
+    x, y = np.asarray(config["x"]), np.asarray(config["y"])
+    half = len(x) // world
+    kiln.manual_seed(config["seed"] + rank)  # different initial weights: prepare_model must broadcast rank 0's
+    m = prepare_model(mlp(), sync_every=config.get("sync_every"))
+    m.compile(optimizer=kiln.optim.Adam(lr=config["lr"]), loss="cross_entropy", metrics=["accuracy"])
+    m.fit(x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half], epochs=config["epochs"],
+          batch_size=config["batch_size"] // world, shuffle=config.get("shuffle", False), verbose=0,
+          callbacks=[ReportCallback()])
+    np.save(os.path.join(config["out"], f"rank{rank}.npy"), m.get_flat_parameters())
+
+
+def _interleave(x: np.ndarray, y: np.ndarray, batch: int, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows in the order one worker sees them when global batch b = every worker's batch b."""
+    half = len(x) // world
+    local = batch // world
+    order = []
+    for start in range(0, half, local):
+        for r in range(world):
+            order.extend(range(r * half + start, r * half + min(start + local, half)))
+    return x[order], y[order]
+
+
+def test_two_workers_take_the_steps_of_one_worker_on_the_global_batch(digits, tmp_path):
+    import ray.train
+
+    from kiln.ray import KilnTrainer, load_checkpoint
+
+    x, y = digits.x_train[:1280], digits.y_train[:1280]
+    cfg = {"x": x, "y": y, "epochs": 3, "batch_size": 64, "lr": 3e-3, "seed": 7, "out": str(tmp_path)}
+    result = KilnTrainer(_same_steps_loop, train_loop_config=cfg,
+                         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                         run_config=run_config(tmp_path, "same-steps")).fit()
+    assert result.error is None
+    w0, w1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
+    assert w0.tobytes() == w1.tobytes(), "the workers ended with different weights"
+    assert load_checkpoint(result.checkpoint).get_flat_parameters().tobytes() == w0.tobytes()
+
+    # one process, same initial weights (rank 0's), the same global batches in the same order
+    kiln.manual_seed(7)
+    single = compiled(mlp(), lr=3e-3)
+    start = single.get_flat_parameters()
+    xs, ys = _interleave(x, y, 64, 2)
+    single.fit(xs, ys, epochs=3, batch_size=64, shuffle=False, verbose=0)
+    ws = single.get_flat_parameters()
+    diff = float(np.abs(w0 - ws).max())
+    moved = float(np.abs(ws - start).max())
+    # float32 rounding: the mean of two half-batch means is not bit-equal to the full-batch mean, and Adam
+    # carries the difference over 60 steps
+    assert diff < 1e-4, f"2 workers vs 1: max |dw| = {diff:.2e}"
+    assert moved > 1e3 * diff, f"weights moved only {moved:.2e}"
+    assert result.metrics["epoch"] == 3
+
+
+def test_sync_every_reaches_single_process_accuracy(digits, tmp_path):
+    import ray.train
+
+    from kiln.ray import KilnTrainer, load_checkpoint
+
+    x, y = digits.x_train[:1344], digits.y_train[:1344]
+    epochs, batch = 12, 32
+    cfg = {"x": x, "y": y, "epochs": epochs, "batch_size": batch, "lr": 3e-3, "seed": 3, "out": str(tmp_path),
+           "sync_every": 4, "shuffle": True}
+    result = KilnTrainer(_same_steps_loop, train_loop_config=cfg,
+                         scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                         run_config=run_config(tmp_path, "sync-every")).fit()
+    assert result.error is None
+    w0, w1 = np.load(tmp_path / "rank0.npy"), np.load(tmp_path / "rank1.npy")
+    assert w0.tobytes() == w1.tobytes()  # the last step of the fit is an average
+    parallel = load_checkpoint(result.checkpoint)
+    parallel.compile(optimizer=kiln.optim.Adam(lr=1e-3), loss="cross_entropy", metrics=["accuracy"])
+    acc_parallel = parallel.evaluate(digits.x_test, digits.y_test)["accuracy"]
+
+    kiln.manual_seed(3)
+    single = compiled(mlp(), lr=3e-3)
+    single.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
+    acc_single = single.evaluate(digits.x_test, digits.y_test)["accuracy"]
+    assert acc_single > 0.9
+    assert acc_parallel >= acc_single - 0.01, f"sync_every=4: {acc_parallel:.4f} vs one process {acc_single:.4f}"
+    assert result.metrics["epoch"] == epochs
+
+
+class _KillOnce(kiln.callbacks.Callback):
+    """On rank 1, in the first attempt only, SIGKILL the worker in the middle of epoch `epoch` (from 0)."""
+
+    def __init__(self, marker: str, epoch: int) -> None:
+        self.marker, self.epoch, self.current = marker, epoch, 0
+
+    def on_epoch_end(self, epoch, logs):
+        self.current = epoch + 1
+
+    def on_batch_end(self, batch, logs):
+        import ray.train
+
+        if (self.current == self.epoch and batch == 4 and ray.train.get_context().get_world_rank() == 1
+                and not os.path.exists(self.marker)):
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _resumable_loop(config):
+    import ray.train
+
+    from kiln.ray import ReportCallback, checkpoint_epoch, get_shard, prepare_model
+
+    ckpt = ray.train.get_checkpoint()
+    done = checkpoint_epoch(ckpt) if ckpt is not None else 0
+    kiln.manual_seed(11)
+    m = prepare_model(mlp())
+    m.compile(optimizer=kiln.optim.Adam(lr=3e-3), loss="cross_entropy", metrics=["accuracy"])
+    x, y = get_shard("train")
+
+    class Record(kiln.callbacks.Callback):  # after ReportCallback restored the checkpoint, before the first step
+        def on_train_begin(self):
+            if ray.train.get_context().get_world_rank() == 0:
+                np.save(os.path.join(config["out"], f"start-{done}.npy"), self.model.get_flat_parameters())
+
+    m.fit(x, y, epochs=config["epochs"] - done, batch_size=32, verbose=0,
+          callbacks=[ReportCallback(), Record(), _KillOnce(config["marker"], config["kill_epoch"])])
+
+
+def test_a_killed_worker_resumes_from_its_last_checkpoint(digits, tmp_path):
+    import ray.data
+    import ray.train
+
+    from kiln.ray import KilnTrainer, checkpoint_epoch, load_checkpoint
+
+    ds = ray.data.from_numpy(digits.x_train[:1024]).zip(ray.data.from_numpy(digits.y_train[:1024]))
+    ds = ds.rename_columns({"data": "x", "data_1": "y"})
+    marker = str(tmp_path / "killed")
+    cfg = {"epochs": 5, "kill_epoch": 2, "marker": marker, "out": str(tmp_path)}
+    result = KilnTrainer(
+        _resumable_loop, train_loop_config=cfg, datasets={"train": ds},
+        scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=run_config(tmp_path, "killed", failure_config=ray.train.FailureConfig(max_failures=1),
+                              checkpoint_config=ray.train.CheckpointConfig(num_to_keep=None)),
+    ).fit()
+    assert result.error is None, result.error
+    assert os.path.exists(marker), "no worker was killed"
+    # killed during epoch 3: the restart began from the epoch-2 checkpoint, with its weights
+    starts = sorted(int(p.stem.split("-")[1]) for p in tmp_path.glob("start-*.npy"))
+    assert starts == [0, 2], starts
+    resumed_from = np.load(tmp_path / "start-2.npy")
+    fresh = np.load(tmp_path / "start-0.npy")
+    by_epoch = {checkpoint_epoch(c): c for c, _ in result.best_checkpoints}
+    assert sorted(by_epoch) == [1, 2, 3, 4, 5]
+    assert load_checkpoint(by_epoch[2]).get_flat_parameters().tobytes() == resumed_from.tobytes()
+    assert np.abs(resumed_from - fresh).max() > 1e-3
+    assert result.metrics["epoch"] == 5
+    final = load_checkpoint(result.checkpoint)
+    final.compile(optimizer=kiln.optim.Adam(lr=1e-3), loss="cross_entropy", metrics=["accuracy"])
+    assert final.evaluate(digits.x_test, digits.y_test)["accuracy"] > 0.9
+
+
+# ---- Data ---------------------------------------------------------------------------------------------------
+def test_predictor_scores_equal_run(digits, tmp_path):
+    import ray.data
+
+    from kiln.ray import Predictor
+
+    m = compiled(mlp(), lr=3e-3)
+    m.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
+    path = str(tmp_path / "m.onnx")
+    labels = [f"digit {d}" for d in range(10)]
+    m.export_onnx(path, labels=labels)
+    x = np.concatenate([digits.x_train, digits.x_test])
+    ids = np.arange(len(x))
+    ds = ray.data.from_items([{"id": int(i), "pixels": x[i]} for i in ids])
+    scored = ds.map_batches(Predictor, fn_constructor_kwargs={"path": path, "input_column": "pixels",
+                                                              "label_column": "label"},
+                            batch_size=256, concurrency=1, num_cpus=1)
+    rows = scored.to_pandas().sort_values("id")
+    assert list(rows["id"]) == list(ids)
+    scores = np.stack(rows["scores"].to_numpy())
+    expected = kiln.InferenceSession(path).run(x)
+    assert scores.dtype == np.float32
+    assert np.array_equal(scores, expected)
+    assert list(rows["label"]) == [labels[i] for i in expected.argmax(axis=1)]
+    # a table of scalar feature columns, stacked in the order given
+    table = ray.data.from_items([{**{f"f{j}": float(x[i, j]) for j in range(64)}, "id": int(i)} for i in ids[:500]])
+    out = table.map_batches(Predictor, fn_constructor_kwargs={"path": path, "input_column": [f"f{j}" for j in range(64)],
+                                                              "output_column": "logits"},
+                            batch_size=100, concurrency=1, num_cpus=1).to_pandas().sort_values("id")
+    assert np.array_equal(np.stack(out["logits"].to_numpy()), expected[:500])
+    # only the outputs, when asked
+    alone = Predictor(path, input_column="pixels", keep_columns=False)({"pixels": x[:7], "id": ids[:7]})
+    assert sorted(alone) == ["scores"] and np.array_equal(alone["scores"], expected[:7])
