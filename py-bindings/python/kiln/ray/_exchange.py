@@ -28,7 +28,7 @@ import ray
 
 # Vectors of at least this many bytes go through the object store, smaller ones through the actor.
 # Measured with `kiln.ray.measure_exchange()` on the reference 2-core machine (README, "Scale-out on Ray").
-OBJECT_STORE_FROM_BYTES = 1 << 20
+OBJECT_STORE_FROM_BYTES = 400_000  # 100k float32 parameters
 
 # How long a worker waits for the others at one exchange before it gives up with an error.
 TIMEOUT_S = 300.0
@@ -44,8 +44,7 @@ class _Round:
         self.fetched = 0
 
 
-@ray.remote(num_cpus=0)
-class Rendezvous:
+class _Rendezvous:
     """One per worker group (a restarted group gets a fresh one): meets the workers at each exchange."""
 
     def __init__(self, world_size: int) -> None:
@@ -84,6 +83,10 @@ class Rendezvous:
 
     def ping(self) -> int:
         return self.world_size
+
+
+# an actor class (``Rendezvous.remote(world_size)``); typed Any since ray.remote's result is dynamic
+Rendezvous: Any = ray.remote(num_cpus=0)(_Rendezvous)
 
 
 def _mean(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -156,8 +159,7 @@ class Group:
 
 
 # ---- measuring the two ways ------------------------------------------------------------------------
-@ray.remote(num_cpus=0)
-class _Bench:
+class _BenchWorker:
     def __init__(self, rendezvous: Any, rank: int, world_size: int) -> None:
         self.rank, self.world_size, self.rendezvous = rank, world_size, rendezvous
 
@@ -170,6 +172,9 @@ class _Bench:
             group.mean_(x)
             times.append(time.perf_counter() - start)
         return times[2:]  # the first calls warm the actor and the object store
+
+
+_Bench: Any = ray.remote(num_cpus=0)(_BenchWorker)
 
 
 def measure(sizes: Sequence[int] = (10_000, 100_000, 1_000_000), steps: int = 30, world_size: int = 2,

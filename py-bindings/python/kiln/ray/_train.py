@@ -34,15 +34,15 @@ def _uninstall() -> None:
 
 
 class _KilnBackend(Backend):
-    def on_start(self, worker_group: Any, backend_config: "KilnConfig") -> None:
+    def on_start(self, worker_group: Any, backend_config: BackendConfig) -> None:
         n = len(worker_group)
         # A fresh rendezvous per worker group: after a failure the new group does not meet the old one's.
         rendezvous = _exchange.Rendezvous.options(num_cpus=0).remote(n)
         ray.get(rendezvous.ping.remote())
         self._rendezvous = rendezvous
-        worker_group.execute(_install, rendezvous, n, backend_config.exchange)
+        worker_group.execute(_install, rendezvous, n, getattr(backend_config, "exchange", "auto"))
 
-    def on_shutdown(self, worker_group: Any, backend_config: "KilnConfig") -> None:
+    def on_shutdown(self, worker_group: Any, backend_config: BackendConfig) -> None:
         rendezvous = getattr(self, "_rendezvous", None)
         try:
             worker_group.execute(_uninstall)
