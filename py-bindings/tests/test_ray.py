@@ -162,6 +162,47 @@ def test_asha_stops_bad_trials_early_and_the_best_checkpoint_loads(digits, tmp_p
     assert val["accuracy"] > 0.9
 
 
+def test_a_resumed_trial_gets_its_weights_back(digits, tmp_path):
+    from ray import tune
+
+    from kiln.ray import ReportCallback, checkpoint_epoch, load_checkpoint
+
+    x, y = digits.x_train[:640], digits.y_train[:640]
+    marker, out = tmp_path / "killed", tmp_path
+
+    def trainable(config):
+        ckpt = tune.get_checkpoint()
+        done = checkpoint_epoch(ckpt) if ckpt is not None else 0
+        kiln.manual_seed(5)
+        m = compiled(mlp(), lr=3e-3)
+
+        class Record(kiln.callbacks.Callback):
+            def on_train_begin(self):  # after ReportCallback restored the trial's checkpoint
+                np.save(out / f"start-{done}.npy", self.model.get_flat_parameters())
+
+            def on_epoch_end(self, epoch, logs):
+                if done + epoch + 1 == 3 and not marker.exists():
+                    marker.write_text("")
+                    time.sleep(1.0)  # the epoch-2 report and checkpoint reach Tune first (sent at epoch 3's first batch)
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        m.fit(x, y, epochs=5 - done, batch_size=32, verbose=0, callbacks=[ReportCallback(), Record()])
+
+    grid = tune.Tuner(trainable, run_config=tune.RunConfig(
+        name="resume", storage_path=str(tmp_path / "ray_results"), verbose=0,
+        failure_config=tune.FailureConfig(max_failures=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None))).fit()
+    assert not grid.errors, grid.errors
+    result = grid[0]
+    assert marker.exists(), "the trial was not killed"
+    starts = sorted(int(p.stem.split("-")[1]) for p in out.glob("start-*.npy"))
+    assert starts == [0, 2], starts
+    by_epoch = {checkpoint_epoch(c): c for c, _ in result.best_checkpoints}
+    assert load_checkpoint(by_epoch[2]).get_flat_parameters().tobytes() == np.load(out / "start-2.npy").tobytes()
+    assert np.abs(np.load(out / "start-2.npy") - np.load(out / "start-0.npy")).max() > 1e-3
+    assert result.metrics["epoch"] == 5
+
+
 # ---- Train --------------------------------------------------------------------------------------------------
 def _same_steps_loop(config):
     """Worker r trains on its half of the rows; batch b of the global run is both workers' batch b."""
