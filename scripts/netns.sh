@@ -20,6 +20,14 @@ fi
 export RAY_USAGE_STATS_ENABLED=0                 # no usage report (it would fail here anyway)
 export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="${RAY_TRAIN_HEALTH_CHECK_INTERVAL_S:-0.1}"  # ray.train.report waits ~2 s per call at the default
 export KILN_NETNS=1
+if ! command -v ip >/dev/null; then  # iproute2 brings loopback up inside the namespace
+    if [ "$(id -u)" -eq 0 ]; then
+        (apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2) >/dev/null
+    else
+        echo "scripts/netns.sh: needs the ip command (apt-get install iproute2)" >&2
+        exit 1
+    fi
+fi
 if ! unshare "${flags[@]}" true 2>/dev/null; then
     echo "scripts/netns.sh: cannot create a network namespace (unshare ${flags[*]} failed): refusing to run '$*' with the machine's network" >&2
     exit 1

@@ -295,6 +295,33 @@ def test_sync_every_reaches_single_process_accuracy(digits, tmp_path):
     assert result.metrics["epoch"] == epochs
 
 
+def _unequal_loop(config):
+    import ray.train
+
+    from kiln.ray import prepare_model
+
+    rank = ray.train.get_context().get_world_rank()
+    m = prepare_model(mlp())
+    m.compile(optimizer=kiln.optim.Adam(lr=1e-3), loss="cross_entropy")
+    n = 128 if rank == 0 else 96  # rank 1 would make fewer steps and leave rank 0 waiting at an exchange
+    m.fit(np.zeros((n, 64), np.float32), np.zeros(n, np.int64), epochs=1, verbose=0)
+
+
+def test_unequal_shards_fail_before_the_first_step_instead_of_hanging(tmp_path):
+    import ray.train
+
+    from kiln.ray import KilnTrainer, prepare_model
+
+    with pytest.raises(RuntimeError, match="inside the train_loop_per_worker of a kiln.ray.KilnTrainer"):
+        prepare_model(mlp())
+    start = time.perf_counter()
+    with pytest.raises(Exception, match="the workers' fit calls differ") as info:
+        KilnTrainer(_unequal_loop, scaling_config=ray.train.ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+                    run_config=run_config(tmp_path, "unequal")).fit()
+    assert "train rows" in str(info.value)
+    assert time.perf_counter() - start < 60
+
+
 class _KillOnce(kiln.callbacks.Callback):
     """On rank 1, in the first attempt only, SIGKILL the worker at the 5th batch of epoch `epoch` (from 0)."""
 

@@ -81,6 +81,9 @@ class KilnTrainer(DataParallelTrainer):
         model = kiln.ray.load_checkpoint(result.checkpoint)
 
     Every other argument is Ray Train's (``run_config=RunConfig(failure_config=FailureConfig(...))``, ...).
+    With ``datasets``, leave a CPU free for Ray Data's own tasks (on 2 CPUs:
+    ``ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5})``): workers that take every CPU
+    wait forever for their shards.
     """
 
     def __init__(self, train_loop_per_worker: Callable[..., Any], *, train_loop_config: dict | None = None,
