@@ -186,7 +186,8 @@ def test_a_resumed_trial_gets_its_weights_back(digits, tmp_path):
                     time.sleep(1.0)  # the epoch-2 report and checkpoint reach Tune first (sent at epoch 3's first batch)
                     os.kill(os.getpid(), signal.SIGKILL)
 
-        m.fit(x, y, epochs=5 - done, batch_size=32, verbose=0, callbacks=[ReportCallback(), Record()])
+        m.fit(x, y, epochs=5 - done, batch_size=32, verbose=0,
+              callbacks=[ReportCallback(metrics={"train_loss": "loss"}), Record()])
 
     grid = tune.Tuner(trainable, run_config=tune.RunConfig(
         name="resume", storage_path=str(tmp_path / "ray_results"), verbose=0,
@@ -201,6 +202,7 @@ def test_a_resumed_trial_gets_its_weights_back(digits, tmp_path):
     assert load_checkpoint(by_epoch[2]).get_flat_parameters().tobytes() == np.load(out / "start-2.npy").tobytes()
     assert np.abs(np.load(out / "start-2.npy") - np.load(out / "start-0.npy")).max() > 1e-3
     assert result.metrics["epoch"] == 5
+    assert "train_loss" in result.metrics and "loss" not in result.metrics and "accuracy" not in result.metrics
 
 
 # ---- Train --------------------------------------------------------------------------------------------------
