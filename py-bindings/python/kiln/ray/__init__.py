@@ -30,7 +30,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess by the 
 from ._data import Predictor
 from ._exchange import measure as measure_exchange
 from ._report import ReportCallback, checkpoint_epoch, load_checkpoint
-from ._train import KilnConfig, KilnTrainer, get_shard, prepare_model
+from ._train import KilnConfig, KilnTrainer, exchange_stats, get_shard, prepare_model
 
-__all__ = ["ReportCallback", "load_checkpoint", "checkpoint_epoch", "KilnTrainer", "KilnConfig", "prepare_model", "get_shard",
+__all__ = ["ReportCallback", "load_checkpoint", "checkpoint_epoch", "KilnTrainer", "KilnConfig", "prepare_model", "get_shard", "exchange_stats",
            "Predictor", "measure_exchange"]

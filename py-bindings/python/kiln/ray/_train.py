@@ -166,6 +166,17 @@ def prepare_model(model: Any, sync_every: int | None = None) -> Any:
     return model
 
 
+def exchange_stats(model: Any) -> dict[str, Any]:
+    """This worker's all-reduces so far for a model from :func:`prepare_model`: ``exchanges`` (one per
+    step, or one per ``sync_every`` steps), the ``seconds`` spent in them and ``ms_per_exchange``."""
+    group = getattr(model, "_kiln_ray_group", None)
+    if group is None:
+        raise InvalidInputError("kiln.ray.exchange_stats: the model did not go through kiln.ray.prepare_model")
+    return {"exchanges": group.calls, "seconds": group.seconds,
+            "ms_per_exchange": 1e3 * group.seconds / group.calls if group.calls else 0.0,
+            "world_size": group.world_size, "sync_every": getattr(model, "_kiln_ray_sync_every", None)}
+
+
 def _broadcast_state(model: Any, group: _exchange.Group) -> None:
     if group.world_size > 1:
         state = group.broadcast(model.state_dict() if group.rank == 0 else None, tag="state")
