@@ -223,6 +223,9 @@ def _same_steps_loop(config):
           batch_size=config["batch_size"] // world, shuffle=config.get("shuffle", False), verbose=0,
           callbacks=[ReportCallback()])
     np.save(os.path.join(config["out"], f"rank{rank}.npy"), m.get_flat_parameters())
+    from kiln.ray import exchange_stats
+
+    Path(config["out"], f"stats{rank}.json").write_text(json.dumps(exchange_stats(m)))
 
 
 def _interleave(x: np.ndarray, y: np.ndarray, batch: int, world: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +269,8 @@ def test_two_workers_take_the_steps_of_one_worker_on_the_global_batch(digits, tm
     assert diff < 1e-6, f"2 workers vs 1: max |dw| = {diff:.2e}"
     assert moved > 1e3 * diff, f"weights moved only {moved:.2e}"
     assert result.metrics["epoch"] == 3
+    stats = json.loads((tmp_path / "stats0.json").read_text())
+    assert stats["exchanges"] == 3 * 640 // 32 and stats["world_size"] == 2  # one all-reduce per step
 
 
 def test_sync_every_reaches_single_process_accuracy(digits, tmp_path):
@@ -296,6 +301,8 @@ def test_sync_every_reaches_single_process_accuracy(digits, tmp_path):
     print(f"sync_every=4 on 2 workers: test accuracy {acc_parallel:.4f}, one process {acc_single:.4f}")
     assert acc_parallel >= acc_single - 0.01, f"sync_every=4: {acc_parallel:.4f} vs one process {acc_single:.4f}"
     assert result.metrics["epoch"] == epochs
+    stats = json.loads((tmp_path / "stats0.json").read_text())
+    assert stats["exchanges"] == epochs * -(-672 // (4 * 16))  # one parameter average per 4 steps
 
 
 def _unequal_loop(config):
