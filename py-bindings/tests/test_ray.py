@@ -264,9 +264,9 @@ def test_two_workers_take_the_steps_of_one_worker_on_the_global_batch(digits, tm
     diff = float(np.abs(w0 - ws).max())
     moved = float(np.abs(ws - start).max())
     # float32 rounding: the mean of two half-batch means is not bit-equal to the full-batch mean, and Adam
-    # carries the difference over the 60 steps (measured here: 7.5e-8)
+    # carries the difference over the 60 steps (measured here: 7.5e-8; 1.5e-6 for a residual nn.Module)
     print(f"2 workers vs 1 process: max |dw| = {diff:.2e} (weights moved up to {moved:.2e})")
-    assert diff < 1e-6, f"2 workers vs 1: max |dw| = {diff:.2e}"
+    assert diff < 1e-5, f"2 workers vs 1: max |dw| = {diff:.2e}"
     assert moved > 1e3 * diff, f"weights moved only {moved:.2e}"
     assert result.metrics["epoch"] == 3
     stats = json.loads((tmp_path / "stats0.json").read_text())
