@@ -8,6 +8,7 @@ outside one every test fails at once, before Ray starts. One Ray instance (2 CPU
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -58,6 +59,15 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    """A Ray run that hangs (a worker waiting at an exchange, a scheduler waiting for CPUs) ends the test
+    process with every thread's traceback after 5 minutes, instead of holding `make test` forever."""
+    faulthandler.dump_traceback_later(300, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def mlp() -> kiln.nn.Sequential:
