@@ -12,7 +12,7 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(HOME)/.cargo/bin:$(PATH)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint test-rust conformance py test-py notebooks wasm test-js chromium test-e2e bench clean
+.PHONY: help demo test lint test-rust conformance py test-py test-ray notebooks wasm test-js chromium test-e2e bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ help: ## list the targets
 demo: py wasm ## set up what is missing, train the default model, build the wasm, serve the web demo
 	bash scripts/demo.sh
 
-test: lint test-rust conformance test-py notebooks test-js test-e2e ## every test: Rust, Python, notebooks, JS, headless Chromium
+test: lint test-rust conformance test-py test-ray notebooks test-js test-e2e ## every test: Rust, Python, Ray, notebooks, JS, headless Chromium
 	@echo "make test: all suites passed"
 
 # ---- Rust -------------------------------------------------------------------------------------
@@ -48,11 +48,15 @@ py: $(VENV)/.stamp ## build the Python package (release) into .venv
 	cd py-bindings && maturin develop --release -q
 
 test-py: py ## pytest over py-bindings/tests and the stub check
-	cd py-bindings && python -m pytest -q tests
+	cd py-bindings && python -m pytest -q tests --ignore=tests/test_ray.py
 	bash scripts/stubtest.sh
 
-notebooks: py wasm ## run every notebook top to bottom (notebook 03 runs its exports in kiln-wasm)
-	python scripts/run_notebooks.py notebooks
+# Ray probes public addresses at start: its tests and notebook run in a network namespace with only loopback
+test-ray: py ## kiln.ray on Ray Tune/Train/Data, inside a loopback-only network namespace
+	cd py-bindings && bash ../scripts/netns.sh python -m pytest -q tests/test_ray.py
+
+notebooks: py wasm ## run every notebook top to bottom (in a loopback-only network namespace: notebook 05 starts Ray)
+	bash scripts/netns.sh python scripts/run_notebooks.py notebooks
 
 # ---- wasm and the browser ---------------------------------------------------------------------
 wasm: ## build wasm/pkg (installs the wasm target, wasm-bindgen-cli and npm deps when missing); prints sizes

@@ -113,7 +113,9 @@ class CallbackList:
             if not isinstance(cb, Callback):
                 raise InvalidInputError(f"fit: callbacks must be kiln.callbacks.Callback instances, got {cb!r}")
             cb.model = model
-        self.callbacks = [cb for cb in callbacks if not isinstance(cb, (EarlyStopping, ModelCheckpoint))]
+        # EarlyStopping and ModelCheckpoint run in the core; a subclass of one (kiln.ray.ReportCallback, which
+        # has the core write its checkpoints) gets its Python hooks called as well.
+        self.callbacks = [cb for cb in callbacks if type(cb) not in (EarlyStopping, ModelCheckpoint)]
         self.model = model
         self.bar = _ProgressBar(epochs) if verbose else None
         self.epochs = epochs
