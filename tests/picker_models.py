@@ -6,7 +6,9 @@
   broken.onnx   the first half of iris.onnx: what a failed download looks like; the page must explain
   not-a-model.onnx   a text file with an .onnx name
 
-Built with onnx.helper and numpy only, so they exist even when the kiln package does not.
+  resnet.onnx   a ResNet kiln trained (an nn.Module with residual blocks): kiln's engine must run it
+
+The first three are built with onnx.helper and numpy only; resnet.onnx needs the kiln package.
     python tests/picker_models.py [--out DIR]
 """
 import argparse
@@ -67,6 +69,47 @@ def main():
     (args.out / "broken.onnx").write_bytes(data[: len(data) // 2])
     (args.out / "not-a-model.onnx").write_text("This is a note, not an ONNX model.\n")
     print(f"wrote iris.onnx ({len(data)} bytes, training accuracy {accuracy:.3f}), broken.onnx, not-a-model.onnx to {args.out}")
+    resnet_accuracy = kiln_resnet(args.out / "resnet.onnx")
+    print(f"wrote resnet.onnx (a kiln nn.Module with residual blocks, test accuracy {resnet_accuracy:.3f})")
+
+
+def kiln_resnet(path):
+    """resnet.onnx: a ResNet written as a kiln nn.Module (residual blocks with BatchNorm, global
+    average pooling), trained on the digits and exported with labels and the input scale the pad
+    needs: the page must run it on kiln's engine, without fetching tract."""
+    import kiln
+    import kiln.nn.functional as F
+    from kiln import nn, optim
+    from sklearn.datasets import load_digits
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 16, 3, padding=1)
+            self.blocks = nn.Sequential(Block(16), Block(16))
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.head(self.blocks(F.relu(self.stem(x))).mean(dim=(2, 3)))
+
+    d = load_digits()
+    X, y = (d.images / 16).astype(np.float32)[:, None], d.target
+    kiln.manual_seed(0)
+    m = ResNet()
+    m.compile(optimizer=optim.Adam(lr=3e-3), loss="cross_entropy", metrics=["accuracy"])
+    stop = kiln.callbacks.EarlyStopping(monitor="val_accuracy", patience=4, restore_best_weights=True)
+    m.fit(X[:1500], y[:1500], epochs=15, validation_split=0.15, callbacks=[stop], verbose=0)
+    m.export_onnx(str(path), labels=[str(i) for i in range(10)], input_scale=1 / 16)
+    return m.evaluate(X[1500:], y[1500:])["accuracy"]
 
 
 if __name__ == "__main__":

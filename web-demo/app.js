@@ -96,6 +96,7 @@ function renderModel() {
   $("stat-latency").textContent = "–";
   const rows = [["File", m.name], ["Size", m.size < 1024 ? formatBytes(m.size) : `${formatBytes(m.size)} (${m.size.toLocaleString("en")} bytes)`]];
   if (m.info.producer) rows.push(["Producer", m.info.producer]);
+  rows.push(["Engine", m.model.engine === "kiln" ? "kiln's own (the ops that trained it)" : "tract (kiln's engine declined this file)"]);
   if (m.info.opsets.length) rows.push(["Opsets", m.info.opsets.map((o) => `${o.domain || "ai.onnx"} ${o.version}`).join(", ")]);
   if (m.labels) rows.push(["Labels", m.labels.length > 12 ? `${m.labels.slice(0, 12).join(", ")} … (${m.labels.length})` : m.labels.join(", ")]);
   if (m.dims) {

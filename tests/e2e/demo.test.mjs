@@ -142,6 +142,27 @@ test("a model dropped onto the page replaces the open one; Back returns to the d
   assert.deepEqual(outside, [], "nothing left 127.0.0.1 during the whole session");
 });
 
+test("a ResNet kiln exported from an nn.Module (residual blocks) runs from the picker on kiln's engine, without tract", async () => {
+  const fetched = [];
+  const onRequest = (r) => fetched.push(r.url());
+  page.on("request", onRequest);
+  try {
+    await page.setInputFiles("#file", path.join(PICKER, "resnet.onnx"));
+    await page.waitForFunction(() => document.getElementById("model-info").textContent.includes("resnet.onnx"));
+    assert.equal(await page.locator("#error").isVisible(), false);
+    const info = await page.locator("#model-info").textContent();
+    assert.match(info, /Enginekiln's own/, info);
+    const guesses = await drawDigit(DIGITS[3]);
+    assert.equal(guesses[0].label, "3", `the ResNet reads the drawn 3: ${JSON.stringify(guesses)}`);
+    assert.ok(!fetched.some((u) => u.includes("kiln_wasm_bg")), "tract's module was not fetched for it");
+    await page.screenshot({ path: path.join(SHOTS, "resnet.png"), fullPage: true });
+  } finally {
+    page.off("request", onRequest);
+  }
+  await page.locator("#back").click();
+  await page.waitForFunction(() => document.getElementById("model-name").textContent.includes("shipped"));
+});
+
 test("a finger draws too: touch events through Chromium's input pipeline", async () => {
   await page.click("#clear");
   const box = await page.locator("#pad").boundingBox();
