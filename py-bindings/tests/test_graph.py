@@ -326,3 +326,59 @@ def test_checkpoint_mutations_never_crash(tmp_path):
         except kiln.KilnError:
             pass
     assert os.path.exists(path)
+
+
+def test_a_pytorch_state_dict_loads_into_the_same_module_and_matches_pytorch():
+    """tests/fixtures/grad/resblock.safetensors holds a PyTorch module's state dict (float64 reference,
+    stored as float32) and its train-mode output on a batch: the same module written with kiln loads
+    that state dict by its PyTorch names and computes the same output."""
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    class Torchy(nn.Module):  # the module make_grad_fixtures.py builds in PyTorch, attribute for attribute
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.bn0 = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.head = nn.Linear(4, 5)
+
+        def forward(self, x):
+            x = F.relu(self.bn0(self.stem(x)))
+            y = F.relu(self.bn1(self.conv1(x)))
+            x = F.relu(x + self.bn2(self.conv2(y)))
+            return self.head(x.mean(dim=(2, 3)))
+
+    fx = load_file(str(Path(__file__).resolve().parents[2] / "tests/fixtures/grad/resblock.safetensors"))
+    m = Torchy()
+    m.load_state_dict({k: fx[k] for k in m.state_dict()})  # PyTorch's names, as they are
+    out = m(kiln.Tensor(fx["input.x"]))  # train mode: batch statistics, as the fixture's pass
+    np.testing.assert_allclose(out.numpy(), fx["output.0"], rtol=1e-5, atol=1e-5)
+
+
+def test_pruning_and_int8_work_on_graph_models(digits, tmp_path):
+    X, y = digits
+
+    class Small(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.conv = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.head = nn.Linear(8 * 4 * 4, 10)
+
+        def forward(self, x):
+            x = F.relu(self.stem(x))
+            x = F.max_pool2d(F.relu(x + self.conv(x)), 2)
+            return self.head(x.flatten(1))
+
+    kiln.manual_seed(0)
+    m = Small()
+    m.compile(optimizer=kiln.optim.Adam(lr=3e-3), loss="cross_entropy", metrics=["accuracy"])
+    h = m.fit(X, y, epochs=3, verbose=0, callbacks=[kiln.optimize.Pruning(0.5, end_epoch=2)])
+    assert abs(h.history["sparsity"][-1] - 0.5) < 0.01
+    report = kiln.optimize.sparsity_report(m).as_dict()
+    assert set(report) == {"stem.weight", "conv.weight", "head.weight"}
+    fp32 = m.evaluate(X, y)["accuracy"]
+    kiln.optimize.quantize(m, X[:128], tmp_path / "q.onnx")
+    q = kiln.InferenceSession(str(tmp_path / "q.onnx")).run(X)
+    assert abs((q.argmax(1) == y).mean() - fp32) < 0.02
