@@ -304,45 +304,12 @@ fn graph_round_trip(spec_json: &str, inputs: &[(&str, &[usize], Option<usize>)])
 
 #[test]
 fn residual_and_two_input_graphs_export_and_run_on_both_engines() {
-    let resnet = r#"{"modules":[
-        {"name":"stem","spec":{"type":"Conv2d","in_channels":2,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}},
-        {"name":"block.bn","spec":{"type":"BatchNorm2d","num_features":4}},
-        {"name":"block.conv","spec":{"type":"Conv2d","in_channels":4,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}},
-        {"name":"head","spec":{"type":"Linear","in_features":4,"out_features":3}}],
-      "params":[{"name":"gain","shape":[4,1,1]}],
-      "graph":{"inputs":[{"name":"image","shape":[2,6,6]}],"nodes":[
-        {"op":"Call","module":"stem","inputs":[0]},
-        {"op":"Relu","inputs":[1]},
-        {"op":"Call","module":"block.conv","inputs":[2]},
-        {"op":"Call","module":"block.bn","inputs":[3]},
-        {"op":"Add","inputs":[2,4]},
-        {"op":"Param","name":"gain","inputs":[]},
-        {"op":"Mul","inputs":[5,6]},
-        {"op":"Reduce","kind":"mean","dims":[2,3],"keepdim":false,"inputs":[7]},
-        {"op":"Call","module":"head","inputs":[8]},
-        {"op":"Softmax","dim":-1,"inputs":[9]}],
-      "outputs":[9,10]}}"#;
+    let resnet = r#"{"modules":[{"name":"stem","spec":{"type":"Conv2d","in_channels":2,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}},{"name":"block.bn","spec":{"type":"BatchNorm2d","num_features":4}},{"name":"block.conv","spec":{"type":"Conv2d","in_channels":4,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]}},{"name":"head","spec":{"type":"Linear","in_features":4,"out_features":3}}],"params":[{"name":"gain","shape":[4,1,1]}],"graph":{"inputs":[{"name":"image","shape":[2,6,6]}],"nodes":[{"op":{"Call":{"module":"stem"}},"inputs":[0]},{"op":"Relu","inputs":[1]},{"op":{"Call":{"module":"block.conv"}},"inputs":[2]},{"op":{"Call":{"module":"block.bn"}},"inputs":[3]},{"op":"Add","inputs":[2,4]},{"op":{"Param":{"name":"gain"}},"inputs":[]},{"op":"Mul","inputs":[5,6]},{"op":{"Reduce":{"kind":"mean","dims":[2,3],"keepdim":false}},"inputs":[7]},{"op":{"Call":{"module":"head"}},"inputs":[8]},{"op":{"Softmax":{"dim":-1}},"inputs":[9]}],"outputs":[9,10]}}"#;
     assert!(
         graph_round_trip(resnet, &[("image", &[2, 6, 6], None)]),
         "kiln's engine runs a residual block with global pooling"
     );
-    let two = r#"{"modules":[
-        {"name":"emb","spec":{"type":"Embedding","num_embeddings":7,"embedding_dim":3}},
-        {"name":"num","spec":{"type":"Linear","in_features":4,"out_features":5}},
-        {"name":"out","spec":{"type":"Linear","in_features":8,"out_features":2}}],
-      "graph":{"inputs":[{"name":"numeric","shape":[4]},{"name":"category","dtype":"int64","shape":[]}],"nodes":[
-        {"op":"Call","module":"num","inputs":[0]},
-        {"op":"Scalar","kind":"rsub","value":1.0,"inputs":[2]},
-        {"op":"Call","module":"emb","inputs":[1]},
-        {"op":"Concat","dim":1,"inputs":[3,4]},
-        {"op":"Call","module":"out","inputs":[5]},
-        {"op":"Reshape","shape":["batch",2,1],"inputs":[6]},
-        {"op":"Flatten","start_dim":1,"end_dim":-1,"inputs":[7]},
-        {"op":"Param","name":"num.weight","inputs":[]},
-        {"op":"Linear","inputs":[0,9]},
-        {"op":"Permute","dims":[1,0],"inputs":[9]},
-        {"op":"MatMul","inputs":[0,11]}],
-      "outputs":[8,12]}}"#;
+    let two = r#"{"modules":[{"name":"emb","spec":{"type":"Embedding","num_embeddings":7,"embedding_dim":3}},{"name":"num","spec":{"type":"Linear","in_features":4,"out_features":5}},{"name":"out","spec":{"type":"Linear","in_features":8,"out_features":2}}],"graph":{"inputs":[{"name":"numeric","shape":[4]},{"name":"category","dtype":"int64","shape":[]}],"nodes":[{"op":{"Call":{"module":"num"}},"inputs":[0]},{"op":{"Scalar":{"kind":"rsub","value":1.0}},"inputs":[2]},{"op":{"Call":{"module":"emb"}},"inputs":[1]},{"op":{"Concat":{"dim":1}},"inputs":[3,4]},{"op":{"Call":{"module":"out"}},"inputs":[5]},{"op":{"Reshape":{"shape":["batch",2,1]}},"inputs":[6]},{"op":{"Flatten":{"start_dim":1,"end_dim":-1}},"inputs":[7]},{"op":{"Param":{"name":"num.weight"}},"inputs":[]},{"op":"Linear","inputs":[0,9]},{"op":{"Permute":{"dims":[1,0]}},"inputs":[9]},{"op":"MatMul","inputs":[0,11]}],"outputs":[8,12]}}"#;
     assert!(
         graph_round_trip(two, &[("numeric", &[4], None), ("category", &[], Some(7))]),
         "kiln's engine runs two inputs with an embedding, a concat and a tied weight"
@@ -351,15 +318,6 @@ fn residual_and_two_input_graphs_export_and_run_on_both_engines() {
 
 #[test]
 fn slices_and_reductions_export_and_run_in_tract() {
-    let g = r#"{"modules":[{"name":"fc","spec":{"type":"Linear","in_features":3,"out_features":2}}],
-      "graph":{"inputs":[{"name":"x","shape":[4,3]}],"nodes":[
-        {"op":"Slice","dim":1,"start":1,"end":3,"inputs":[0]},
-        {"op":"Reduce","kind":"max","dims":[1],"keepdim":false,"inputs":[1]},
-        {"op":"Reduce","kind":"sum","dims":[-1],"keepdim":true,"inputs":[0]},
-        {"op":"Call","module":"fc","inputs":[2]},
-        {"op":"Gelu","approximate":"tanh","inputs":[4]},
-        {"op":"LogSoftmax","dim":1,"inputs":[5]},
-        {"op":"Reduce","kind":"mean","dims":[1,2],"keepdim":false,"inputs":[3]}],
-      "outputs":[6,7]}}"#;
+    let g = r#"{"modules":[{"name":"fc","spec":{"type":"Linear","in_features":3,"out_features":2}}],"graph":{"inputs":[{"name":"x","shape":[4,3]}],"nodes":[{"op":{"Slice":{"dim":1,"start":1,"end":3}},"inputs":[0]},{"op":{"Reduce":{"kind":"max","dims":[1],"keepdim":false}},"inputs":[1]},{"op":{"Reduce":{"kind":"sum","dims":[-1],"keepdim":true}},"inputs":[0]},{"op":{"Call":{"module":"fc"}},"inputs":[2]},{"op":{"Gelu":{"approximate":"tanh"}},"inputs":[4]},{"op":{"LogSoftmax":{"dim":1}},"inputs":[5]},{"op":{"Reduce":{"kind":"mean","dims":[1,2],"keepdim":false}},"inputs":[3]}],"outputs":[6,7]}}"#;
     graph_round_trip(g, &[("x", &[4, 3], None)]);
 }

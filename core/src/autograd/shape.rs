@@ -217,37 +217,46 @@ impl Tape {
         if shape[axis] == 0 {
             shape_err!("max: axis {axis} of shape {shape:?} is empty");
         }
-        let v = self.value(x);
-        let argmax = v.map_axis(Axis(axis), |lane| {
-            let mut best = 0;
-            for (i, &e) in lane.iter().enumerate() {
-                if e > lane[best] || (lane[best].is_nan() && !e.is_nan()) {
-                    best = i;
+        // Plain loops over [outer, n, inner] rather than ndarray's lanes: the same work in a
+        // fraction of the code (this op ships in the browser's small module).
+        let (outer, n) = (shape[..axis].iter().product::<usize>(), shape[axis]);
+        let inner: usize = shape[axis + 1..].iter().product();
+        let v = self.value(x).as_standard_layout();
+        let data = v.as_slice().expect("standard layout");
+        let mut argmax = vec![0usize; outer * inner];
+        let mut y = Vec::with_capacity(outer * inner);
+        for o in 0..outer {
+            for i in 0..inner {
+                let base = o * n * inner + i;
+                let mut best = 0;
+                for k in 1..n {
+                    let (e, b) = (data[base + k * inner], data[base + best * inner]);
+                    if e > b || (b.is_nan() && !e.is_nan()) {
+                        best = k;
+                    }
                 }
+                argmax[o * inner + i] = best;
+                y.push(data[base + best * inner]);
             }
-            best
-        });
-        let mut y = v.map_axis(Axis(axis), |lane| {
-            lane.iter().cloned().fold(f32::NEG_INFINITY, f32::max)
-        });
-        if keepdim {
-            y = y.insert_axis(Axis(axis));
         }
-        Ok(self.push(y, &[x], move |c, g| {
-            let g = if keepdim {
-                g.index_axis(Axis(axis), 0).to_owned()
-            } else {
-                g.clone()
-            };
-            let mut gx = ArrayD::<f32>::zeros(c.input(0).raw_dim());
-            for (mut lane, (&i, &gv)) in gx
-                .lanes_mut(Axis(axis))
-                .into_iter()
-                .zip(argmax.iter().zip(g.iter()))
-            {
-                lane[i] = gv;
+        let mut out_shape = shape.clone();
+        if keepdim {
+            out_shape[axis] = 1;
+        } else {
+            out_shape.remove(axis);
+        }
+        let y = ArrayD::from_shape_vec(IxDyn(&out_shape), y).expect("sizes agree");
+        Ok(self.push(y, &[x], move |_, g| {
+            let g = g.as_standard_layout();
+            let g = g.as_slice().expect("standard layout");
+            let mut gx = vec![0.0f32; outer * n * inner];
+            for (at, (&k, &gv)) in argmax.iter().zip(g).enumerate() {
+                let (o, i) = (at / inner, at % inner);
+                gx[o * n * inner + k * inner + i] = gv;
             }
-            vec![Some(gx)]
+            vec![Some(
+                ArrayD::from_shape_vec(IxDyn(&shape), gx).expect("sizes agree"),
+            )]
         }))
     }
 }

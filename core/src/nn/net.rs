@@ -432,17 +432,7 @@ mod tests {
     #[test]
     fn residual_graph_with_a_shared_layer_has_the_right_gradient() {
         let spec: GraphSpec = serde_json::from_str(
-            r#"{"modules":[{"name":"fc","spec":{"type":"Linear","in_features":3,"out_features":3}}],
-                "params":[{"name":"scale","shape":[3]}],
-                "graph":{"inputs":[{"name":"x"}],"nodes":[
-                  {"op":"Call","module":"fc","inputs":[0]},
-                  {"op":"Relu","inputs":[1]},
-                  {"op":"Call","module":"fc","inputs":[2]},
-                  {"op":"Add","inputs":[0,3]},
-                  {"op":"Param","name":"scale","inputs":[]},
-                  {"op":"Mul","inputs":[4,5]},
-                  {"op":"Reduce","kind":"sum","dims":[0,1],"keepdim":false,"inputs":[6]}],
-                "outputs":[7]}}"#,
+            r#"{"modules":[{"name":"fc","spec":{"type":"Linear","in_features":3,"out_features":3}}],"params":[{"name":"scale","shape":[3]}],"graph":{"inputs":[{"name":"x"}],"nodes":[{"op":{"Call":{"module":"fc"}},"inputs":[0]},{"op":"Relu","inputs":[1]},{"op":{"Call":{"module":"fc"}},"inputs":[2]},{"op":"Add","inputs":[0,3]},{"op":{"Param":{"name":"scale"}},"inputs":[]},{"op":"Mul","inputs":[4,5]},{"op":{"Reduce":{"kind":"sum","dims":[0,1],"keepdim":false}},"inputs":[6]}],"outputs":[7]}}"#,
         )
         .unwrap();
         let mut net = Net::from_spec(&spec, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();

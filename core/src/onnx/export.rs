@@ -616,7 +616,7 @@ fn emit_op(
                 && !matches!(op, GraphOp::Flatten { start_dim: 0, .. });
             let batch_first = match op {
                 GraphOp::Reshape { shape } => {
-                    matches!(shape.first(), Some(crate::graph::Dim::Batch(_)))
+                    matches!(shape.first(), Some(crate::graph::Dim::Batch))
                 }
                 _ => keeps_batch,
             };

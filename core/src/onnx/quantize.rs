@@ -96,7 +96,10 @@ fn calibrate(model: &Model, x: &Input, method: Calibration) -> Result<HashMap<St
             let mut v = t.constant(xb);
             for layer in layers.iter_mut() {
                 if is_weighted(&layer.spec) {
-                    record(format!("/{}", layer.prefix.trim_end_matches('.')), t.value(v));
+                    record(
+                        format!("/{}", layer.prefix.trim_end_matches('.')),
+                        t.value(v),
+                    );
                 }
                 v = layer.module.forward(&mut t, v)?;
             }
@@ -107,7 +110,9 @@ fn calibrate(model: &Model, x: &Input, method: Calibration) -> Result<HashMap<St
         scratch.net.load_state_dict(&model.net.state_dict())?;
         let graph = scratch.net.require_graph()?.clone();
         if graph.inputs.len() != 1 {
-            value_err!("quantize: static calibration takes models with one input; use mode=\"dynamic\"");
+            value_err!(
+                "quantize: static calibration takes models with one input; use mode=\"dynamic\""
+            );
         }
         let weighted: HashMap<String, bool> = scratch
             .net
@@ -124,7 +129,12 @@ fn calibrate(model: &Model, x: &Input, method: Calibration) -> Result<HashMap<St
                         record(format!("/{module}"), t.value(xs[0]));
                     }
                 }
-                vals.push(crate::graph::run_op(&mut scratch.net, &mut t, &node.op, &xs)?);
+                vals.push(crate::graph::run_op(
+                    &mut scratch.net,
+                    &mut t,
+                    &node.op,
+                    &xs,
+                )?);
             }
         }
     }

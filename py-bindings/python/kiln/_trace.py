@@ -48,11 +48,17 @@ class Trace:
         for x in inputs:
             if not isinstance(x, SymbolicTensor) or x._trace is not self:
                 raise TracingError(f"{user_line()}: {op['op']} got {type(x).__name__}, not a tensor of this forward")
-        vid, shape = self.tracer.op(json.dumps(op), [x._id for x in inputs], user_line())
+        vid, shape = self.tracer.op(json.dumps(_core_op(op)), [x._id for x in inputs], user_line())
         return SymbolicTensor(self, vid, shape)
 
     def param(self, name: str) -> "SymbolicTensor":
         return self.op({"op": "Param", "name": name}, [])
+
+
+def _core_op(op: dict[str, Any]) -> Any:
+    """``{"op": "Softmax", "dim": -1}`` as the core's JSON: ``{"Softmax": {"dim": -1}}`` (``"Relu"`` alone)."""
+    args = {k: v for k, v in op.items() if k != "op"}
+    return {op["op"]: args} if args else op["op"]
 
 
 def current() -> Trace | None:

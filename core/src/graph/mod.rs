@@ -7,32 +7,36 @@
 //! tape's own ops (forward and backward side by side in `autograd`), so a graph model trains with
 //! the same gradients a Sequential does.
 
+mod op_json;
+
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::{GeluApprox, Tape, Var};
 use crate::nn::{Module, Param};
 use crate::{shape_err, value_err, KilnError, Result};
 
-/// One axis of a `Reshape` target: a size, `-1` (inferred), or the batch size of this run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// One axis of a `Reshape` target: a size, `-1` (inferred), or `"batch"`, the batch size of the run.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Dim {
     /// A fixed size, or -1 for "whatever is left".
     Size(i64),
-    /// `"batch"`: the batch size of the run.
-    Batch(BatchMarker),
-}
-
-/// The string `"batch"` in a reshape target.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BatchMarker {
     /// The batch size.
     Batch,
 }
 
+// By hand rather than `#[serde(untagged)]` (serde's `Content` buffering is a visible share of the
+// browser's small module); ops are read by `op_json`.
+impl Serialize for Dim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Dim::Size(n) => s.serialize_i64(*n),
+            Dim::Batch => s.serialize_str("batch"),
+        }
+    }
+}
+
 /// Element-wise operations with a constant.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScalarOp {
     /// `x + c`
@@ -52,7 +56,7 @@ pub enum ScalarOp {
 }
 
 /// Reductions over axes.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reduction {
     /// Mean.
@@ -63,25 +67,10 @@ pub enum Reduction {
     Max,
 }
 
-fn one_isize() -> isize {
-    1
-}
-fn minus_one() -> isize {
-    -1
-}
-fn eps() -> f32 {
-    1e-5
-}
-fn ones2() -> [usize; 2] {
-    [1, 1]
-}
-fn zeros2() -> [usize; 2] {
-    [0, 0]
-}
-
-/// What a node computes. Axes may be negative (counted from the end), as in PyTorch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", deny_unknown_fields)]
+/// What a node computes. Axes may be negative (counted from the end), as in PyTorch. In JSON an op
+/// is its name (`"Relu"`) or its name over its arguments (`{"Softmax": {"dim": -1}}`): externally
+/// tagged, which serde reads without buffering (the browser's module stays small).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[allow(missing_docs)] // the fields are PyTorch's arguments of the same name
 pub enum Op {
     /// Run the module at this path (a layer such as `blocks.0.conv1`) on the one input.
@@ -127,9 +116,7 @@ pub enum Op {
         shape: Vec<Dim>,
     },
     Flatten {
-        #[serde(default = "one_isize")]
         start_dim: isize,
-        #[serde(default = "minus_one")]
         end_dim: isize,
     },
     Permute {
@@ -152,39 +139,28 @@ pub enum Op {
     MaxPool2d {
         kernel_size: [usize; 2],
         stride: [usize; 2],
-        #[serde(default = "zeros2")]
         padding: [usize; 2],
     },
     AvgPool2d {
         kernel_size: [usize; 2],
         stride: [usize; 2],
-        #[serde(default = "zeros2")]
         padding: [usize; 2],
     },
     /// Inputs: x, weight, and optionally bias.
     Linear,
     /// Inputs: x, weight, and optionally bias.
     Conv2d {
-        #[serde(default = "ones2")]
         stride: [usize; 2],
-        #[serde(default = "zeros2")]
         padding: [usize; 2],
-        #[serde(default = "ones2")]
         dilation: [usize; 2],
-        #[serde(default = "one")]
         groups: usize,
     },
     /// Inputs: x, weight, bias (over the trailing dims of the weight's shape).
     LayerNorm {
-        #[serde(default = "eps")]
         eps: f32,
     },
     /// Inputs: ids, weight.
     Embedding,
-}
-
-fn one() -> usize {
-    1
 }
 
 /// A graph input: its name (forward's argument name), element type and per-sample shape.
@@ -208,7 +184,6 @@ fn float32() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     /// What it computes.
-    #[serde(flatten)]
     pub op: Op,
     /// The values it reads (graph inputs first, then node outputs, numbered in order).
     pub inputs: Vec<usize>,
@@ -647,7 +622,7 @@ pub fn reshape_target(input: &[usize], shape: &[Dim]) -> Result<Vec<usize>> {
     let mut infer = None;
     for (i, d) in shape.iter().enumerate() {
         match d {
-            Dim::Batch(_) => out.push(*input.first().unwrap_or(&1)),
+            Dim::Batch => out.push(*input.first().unwrap_or(&1)),
             Dim::Size(-1) if infer.is_none() => {
                 infer = Some(i);
                 out.push(1);
@@ -730,7 +705,7 @@ mod tests {
 
     #[test]
     fn reshape_targets_resolve_batch_and_minus_one() {
-        let b = Dim::Batch(BatchMarker::Batch);
+        let b = Dim::Batch;
         assert_eq!(
             reshape_target(&[4, 3, 2], &[b.clone(), Dim::Size(-1)]).unwrap(),
             [4, 6]
@@ -745,10 +720,7 @@ mod tests {
 
     #[test]
     fn graph_json_round_trip_and_validation() {
-        let json = r#"{"inputs":[{"name":"x"}],"nodes":[
-            {"op":"Call","module":"stem","inputs":[0]},
-            {"op":"Add","inputs":[0,1],"line":"net.py:9"},
-            {"op":"Reshape","shape":["batch",-1],"inputs":[2]}],"outputs":[3]}"#;
+        let json = r#"{"inputs":[{"name":"x"}],"nodes":[{"op":{"Call":{"module":"stem"}},"inputs":[0]},{"op":"Add","inputs":[0,1],"line":"net.py:9"},{"op":{"Reshape":{"shape":["batch",-1]}},"inputs":[2]}],"outputs":[3]}"#;
         let g: Graph = serde_json::from_str(json).unwrap();
         g.validate().unwrap();
         assert_eq!(g.inputs[0].dtype, "float32");

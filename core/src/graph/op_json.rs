@@ -1,0 +1,411 @@
+//! Reading an [`Op`] from JSON by hand. serde's derived `Deserialize` for a 35-variant enum of
+//! structs is ~70 kB of wasm (a visitor per variant, per field set), a seventh of the browser's
+//! small module; this reader goes through `serde_json::Value` with one match. `Serialize` stays
+//! derived, and `every_op_round_trips` below keeps the two in step.
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+use super::{Dim, Op, Reduction, ScalarOp};
+use crate::autograd::GeluApprox;
+
+/// An op's arguments: `{"dim": -1}`, with defaults for the optional ones and no unknown names.
+struct Args<'a> {
+    op: &'a str,
+    map: Option<&'a Map<String, Value>>,
+}
+
+impl Args<'_> {
+    fn value(&self, key: &str) -> Result<&Value, String> {
+        self.map
+            .and_then(|m| m.get(key))
+            .ok_or_else(|| format!("{}: missing argument `{key}`", self.op))
+    }
+
+    fn bad(&self, key: &str, want: &str) -> String {
+        format!("{}: argument `{key}` must be {want}", self.op)
+    }
+
+    fn get<T: FromJson>(&self, key: &str) -> Result<T, String> {
+        T::from_json(self.value(key)?).ok_or_else(|| self.bad(key, T::WHAT))
+    }
+
+    fn or<T: FromJson>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.map.and_then(|m| m.get(key)) {
+            Some(_) => self.get(key),
+            None => Ok(default),
+        }
+    }
+    /// Refuse argument names the op does not have (a typo must not be silently defaulted).
+    fn only(&self, known: &[&str]) -> Result<(), String> {
+        if let Some(k) = self
+            .map
+            .and_then(|m| m.keys().find(|k| !known.contains(&k.as_str())))
+        {
+            return Err(format!(
+                "{}: unknown argument `{k}` (it takes {known:?})",
+                self.op
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The argument types ops take, read straight from JSON values (no per-type serde visitors: the
+/// point of this file is the browser module's size).
+trait FromJson: Sized {
+    const WHAT: &'static str;
+    fn from_json(v: &Value) -> Option<Self>;
+}
+
+impl FromJson for String {
+    const WHAT: &'static str = "a string";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_str().map(str::to_string)
+    }
+}
+impl FromJson for f32 {
+    const WHAT: &'static str = "a number";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_f64().map(|f| f as f32)
+    }
+}
+impl FromJson for bool {
+    const WHAT: &'static str = "true or false";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_bool()
+    }
+}
+impl FromJson for isize {
+    const WHAT: &'static str = "an integer";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_i64().and_then(|i| isize::try_from(i).ok())
+    }
+}
+impl FromJson for usize {
+    const WHAT: &'static str = "a non-negative integer";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_u64().and_then(|i| usize::try_from(i).ok())
+    }
+}
+impl<T: FromJson> FromJson for Vec<T> {
+    const WHAT: &'static str = "a list";
+    fn from_json(v: &Value) -> Option<Self> {
+        v.as_array()?.iter().map(T::from_json).collect()
+    }
+}
+impl FromJson for [usize; 2] {
+    const WHAT: &'static str = "a pair of non-negative integers";
+    fn from_json(v: &Value) -> Option<Self> {
+        match v.as_array()?.as_slice() {
+            [a, b] => Some([usize::from_json(a)?, usize::from_json(b)?]),
+            _ => None,
+        }
+    }
+}
+impl FromJson for Dim {
+    const WHAT: &'static str = "sizes, -1 or \"batch\"";
+    fn from_json(v: &Value) -> Option<Self> {
+        match v {
+            Value::String(s) if s == "batch" => Some(Dim::Batch),
+            _ => v.as_i64().map(Dim::Size),
+        }
+    }
+}
+impl FromJson for ScalarOp {
+    const WHAT: &'static str = "add, sub, rsub, mul, div, rdiv or pow";
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(match v.as_str()? {
+            "add" => ScalarOp::Add,
+            "sub" => ScalarOp::Sub,
+            "rsub" => ScalarOp::Rsub,
+            "mul" => ScalarOp::Mul,
+            "div" => ScalarOp::Div,
+            "rdiv" => ScalarOp::Rdiv,
+            "pow" => ScalarOp::Pow,
+            _ => return None,
+        })
+    }
+}
+impl FromJson for Reduction {
+    const WHAT: &'static str = "mean, sum or max";
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(match v.as_str()? {
+            "mean" => Reduction::Mean,
+            "sum" => Reduction::Sum,
+            "max" => Reduction::Max,
+            _ => return None,
+        })
+    }
+}
+impl FromJson for GeluApprox {
+    const WHAT: &'static str = "none or tanh";
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(match v.as_str()? {
+            "none" => GeluApprox::None,
+            "tanh" => GeluApprox::Tanh,
+            _ => return None,
+        })
+    }
+}
+
+fn parse(v: &Value) -> Result<Op, String> {
+    let (name, map) = match v {
+        Value::String(s) => (s.as_str(), None),
+        Value::Object(m) if m.len() == 1 => {
+            let (k, a) = m.iter().next().expect("one entry");
+            match a {
+                Value::Object(args) => (k.as_str(), Some(args)),
+                _ => return Err(format!("{k}: the arguments must be an object")),
+            }
+        }
+        _ => return Err("an op is a name (\"Relu\") or {\"Name\": {arguments}}".into()),
+    };
+    let a = Args { op: name, map };
+    use Op as O;
+    let (op, known): (Op, &[&str]) = match name {
+        "Call" => (
+            O::Call {
+                module: a.get("module")?,
+            },
+            &["module"],
+        ),
+        "Param" => (
+            O::Param {
+                name: a.get("name")?,
+            },
+            &["name"],
+        ),
+        "Add" => (O::Add, &[]),
+        "Sub" => (O::Sub, &[]),
+        "Mul" => (O::Mul, &[]),
+        "Div" => (O::Div, &[]),
+        "MatMul" => (O::MatMul, &[]),
+        "Neg" => (O::Neg, &[]),
+        "Scalar" => (
+            O::Scalar {
+                kind: a.get("kind")?,
+                value: a.get("value")?,
+            },
+            &["kind", "value"],
+        ),
+        "Relu" => (O::Relu, &[]),
+        "LeakyRelu" => (
+            O::LeakyRelu {
+                negative_slope: a.get("negative_slope")?,
+            },
+            &["negative_slope"],
+        ),
+        "Gelu" => (
+            O::Gelu {
+                approximate: a.get("approximate")?,
+            },
+            &["approximate"],
+        ),
+        "Sigmoid" => (O::Sigmoid, &[]),
+        "Tanh" => (O::Tanh, &[]),
+        "Exp" => (O::Exp, &[]),
+        "Log" => (O::Log, &[]),
+        "Sqrt" => (O::Sqrt, &[]),
+        "Softmax" => (O::Softmax { dim: a.get("dim")? }, &["dim"]),
+        "LogSoftmax" => (O::LogSoftmax { dim: a.get("dim")? }, &["dim"]),
+        "Dropout" => (O::Dropout { p: a.get("p")? }, &["p"]),
+        "Reshape" => (
+            O::Reshape {
+                shape: a.get("shape")?,
+            },
+            &["shape"],
+        ),
+        "Flatten" => (
+            O::Flatten {
+                start_dim: a.or("start_dim", 1)?,
+                end_dim: a.or("end_dim", -1)?,
+            },
+            &["start_dim", "end_dim"],
+        ),
+        "Permute" => (
+            O::Permute {
+                dims: a.get("dims")?,
+            },
+            &["dims"],
+        ),
+        "Reduce" => (
+            O::Reduce {
+                kind: a.get("kind")?,
+                dims: a.get("dims")?,
+                keepdim: a.get("keepdim")?,
+            },
+            &["kind", "dims", "keepdim"],
+        ),
+        "Slice" => (
+            O::Slice {
+                dim: a.get("dim")?,
+                start: a.get("start")?,
+                end: a.get("end")?,
+            },
+            &["dim", "start", "end"],
+        ),
+        "Concat" => (O::Concat { dim: a.get("dim")? }, &["dim"]),
+        "MaxPool2d" | "AvgPool2d" => {
+            let (kernel_size, stride, padding) = (
+                a.get("kernel_size")?,
+                a.get("stride")?,
+                a.or("padding", [0, 0])?,
+            );
+            let op = if name == "MaxPool2d" {
+                O::MaxPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                }
+            } else {
+                O::AvgPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                }
+            };
+            (op, &["kernel_size", "stride", "padding"])
+        }
+        "Linear" => (O::Linear, &[]),
+        "Conv2d" => (
+            O::Conv2d {
+                stride: a.or("stride", [1, 1])?,
+                padding: a.or("padding", [0, 0])?,
+                dilation: a.or("dilation", [1, 1])?,
+                groups: a.or("groups", 1)?,
+            },
+            &["stride", "padding", "dilation", "groups"],
+        ),
+        "LayerNorm" => (
+            O::LayerNorm {
+                eps: a.or("eps", 1e-5)?,
+            },
+            &["eps"],
+        ),
+        "Embedding" => (O::Embedding, &[]),
+        other => return Err(format!("unknown graph op {other:?}")),
+    };
+    a.only(known)?;
+    Ok(op)
+}
+
+impl<'de> Deserialize<'de> for Op {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse(&Value::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_round_trips() {
+        let ops = vec![
+            Op::Call {
+                module: "blocks.0.conv1".into(),
+            },
+            Op::Param {
+                name: "scale".into(),
+            },
+            Op::Add,
+            Op::Sub,
+            Op::Mul,
+            Op::Div,
+            Op::MatMul,
+            Op::Neg,
+            Op::Scalar {
+                kind: ScalarOp::Rdiv,
+                value: 2.5,
+            },
+            Op::Relu,
+            Op::LeakyRelu {
+                negative_slope: 0.2,
+            },
+            Op::Gelu {
+                approximate: GeluApprox::Tanh,
+            },
+            Op::Sigmoid,
+            Op::Tanh,
+            Op::Exp,
+            Op::Log,
+            Op::Sqrt,
+            Op::Softmax { dim: -1 },
+            Op::LogSoftmax { dim: 1 },
+            Op::Dropout { p: 0.25 },
+            Op::Reshape {
+                shape: vec![Dim::Batch, Dim::Size(-1), Dim::Size(3)],
+            },
+            Op::Flatten {
+                start_dim: 2,
+                end_dim: -2,
+            },
+            Op::Permute {
+                dims: vec![0, 2, 1],
+            },
+            Op::Reduce {
+                kind: Reduction::Max,
+                dims: vec![-1],
+                keepdim: true,
+            },
+            Op::Slice {
+                dim: 1,
+                start: 2,
+                end: 5,
+            },
+            Op::Concat { dim: 1 },
+            Op::MaxPool2d {
+                kernel_size: [2, 2],
+                stride: [2, 2],
+                padding: [0, 1],
+            },
+            Op::AvgPool2d {
+                kernel_size: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+            },
+            Op::Linear,
+            Op::Conv2d {
+                stride: [2, 2],
+                padding: [1, 1],
+                dilation: [1, 1],
+                groups: 2,
+            },
+            Op::LayerNorm { eps: 1e-6 },
+            Op::Embedding,
+        ];
+        for op in ops {
+            let json = serde_json::to_string(&op).unwrap();
+            let back: Op = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(back, op, "{json}");
+        }
+    }
+
+    #[test]
+    fn defaults_typos_and_unknown_ops() {
+        let op: Op = serde_json::from_str(r#"{"Flatten":{}}"#).unwrap();
+        assert_eq!(
+            op,
+            Op::Flatten {
+                start_dim: 1,
+                end_dim: -1
+            }
+        );
+        let e = serde_json::from_str::<Op>(r#"{"Softmax":{"dimm":1}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing argument `dim`"), "{e}");
+        let e = serde_json::from_str::<Op>(r#"{"Softmax":{"dim":1,"axis":0}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown argument `axis`"), "{e}");
+        let e = serde_json::from_str::<Op>(r#""Transformer""#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown graph op"), "{e}");
+        assert!(serde_json::from_str::<Op>("[1, 2]").is_err());
+        assert!(serde_json::from_str::<Op>(r#"{"Softmax":3}"#).is_err());
+    }
+}
