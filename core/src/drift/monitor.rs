@@ -226,6 +226,16 @@ impl DriftMonitor {
         Ok(shape[0])
     }
 
+    /// [`check_inputs`](Self::check_inputs), counting a refused batch in the report's `rejected`:
+    /// what a binding calls before it runs the model on the batch.
+    pub fn admit(&mut self, inputs: &[f32], shape: &[usize]) -> Result<usize> {
+        let checked = self.check_inputs(inputs, shape);
+        if checked.is_err() {
+            self.rejected += shape.first().copied().unwrap_or(1).max(1) as u64;
+        }
+        checked
+    }
+
     /// Adds a batch of examples and the model's outputs on them (`[batch, classes]`; required
     /// when the reference watches outputs). All or nothing: a batch with a non-finite value or a
     /// wrong shape is refused whole, counted in `rejected`, and the window is unchanged.

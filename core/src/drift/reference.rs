@@ -9,6 +9,11 @@ use crate::{value_err, KilnError, Result};
 pub const METADATA_KEY: &str = "kiln.drift";
 /// Bins per feature: cut points at the deciles (fewer where values repeat).
 pub const BINS: usize = 10;
+/// Bins per feature for inputs of more than [`WIDE`] features: quintiles, so a 784-value input's
+/// summary stays well under the size of the smallest model that reads it.
+pub const WIDE_BINS: usize = 5;
+/// The number of features above which [`WIDE_BINS`] are used.
+pub const WIDE: usize = 256;
 /// The fewest examples a reference is built from.
 pub const MIN_REFERENCE: usize = 10;
 const MAGIC: &[u8; 3] = b"KD1";
@@ -74,17 +79,17 @@ impl Sketch {
         })
     }
 
-    /// The sketch of `values` (finite, at least one).
-    pub fn build(values: &mut [f64]) -> Sketch {
+    /// The sketch of `values` (finite, at least one) with at most `bins` bins.
+    pub fn build(values: &mut [f64], bins: usize) -> Sketch {
         values.sort_by(|a, b| a.total_cmp(b));
         let n = values.len();
         let (lo, hi) = (values[0] as f32, values[n - 1] as f32);
         if lo == hi {
             return Sketch::from_parts(lo, hi, Vec::new(), Vec::new()).expect("a constant");
         }
-        let mut codes: Vec<u8> = (1..BINS)
+        let mut codes: Vec<u8> = (1..bins)
             .map(|j| {
-                let q = values[(j * n).div_ceil(BINS).clamp(1, n) - 1];
+                let q = values[(j * n).div_ceil(bins).clamp(1, n) - 1];
                 let at = (q - lo as f64) / (hi as f64 - lo as f64) * CUT_STEPS;
                 at.round().clamp(0.0, CUT_STEPS) as u8
             })
@@ -115,28 +120,28 @@ impl Sketch {
     }
 
     fn write(&self, w: &mut Vec<u8>) {
-        w.extend(self.lo.to_le_bytes());
-        w.extend(self.hi.to_le_bytes());
         w.push(self.codes.len() as u8);
+        w.extend(self.lo.to_le_bytes());
+        if self.codes.is_empty() {
+            return; // a constant: its value is all there is
+        }
+        w.extend(self.hi.to_le_bytes());
         w.extend(&self.codes);
         for c in &self.cdf_codes {
             w.extend(c.to_le_bytes());
         }
     }
 
-    fn read(r: &mut Reader) -> Result<Sketch> {
-        let lo = r.f32()?;
-        let hi = r.f32()?;
+    fn read(r: &mut Reader, bins: usize) -> Result<Sketch> {
         let k = r.u8()? as usize;
-        if k >= BINS {
+        if k >= bins {
             value_err!(
                 "drift reference: a feature has {k} cut points (at most {})",
-                BINS - 1
+                bins - 1
             );
         }
-        if k == 0 && lo != hi {
-            value_err!("drift reference: a feature with a range has no cut points");
-        }
+        let lo = r.f32()?;
+        let hi = if k == 0 { lo } else { r.f32()? };
         let codes = r.bytes(k)?.to_vec();
         let cdf = (0..k).map(|_| r.u16()).collect::<Result<Vec<_>>>()?;
         Sketch::from_parts(lo, hi, codes, cdf)
@@ -196,6 +201,8 @@ pub struct Reference {
     pub features: Features,
     /// Examples the summary was built from.
     pub count: u32,
+    /// Bins per feature ([`BINS`], or [`WIDE_BINS`] for wide inputs).
+    pub bins: usize,
     /// One sketch per feature.
     pub sketches: Vec<Sketch>,
     /// The model's outputs on the reference.
@@ -243,7 +250,8 @@ impl Reference {
                 col.push(v);
             }
         }
-        let sketches = columns.iter_mut().map(|c| Sketch::build(c)).collect();
+        let bins = if f > WIDE { WIDE_BINS } else { BINS };
+        let sketches = columns.iter_mut().map(|c| Sketch::build(c, bins)).collect();
         let outputs = match outputs {
             None => OutputSummary::None,
             Some((data, shape)) => summarise_outputs(data, shape, n)?,
@@ -252,6 +260,7 @@ impl Reference {
             input_shape: input_shape.to_vec(),
             features,
             count: n as u32,
+            bins,
             sketches,
             outputs,
         })
@@ -265,6 +274,7 @@ impl Reference {
             w.extend((d as u32).to_le_bytes());
         }
         w.extend(self.count.to_le_bytes());
+        w.push(self.bins as u8);
         for s in &self.sketches {
             s.write(&mut w);
         }
@@ -309,12 +319,16 @@ impl Reference {
         if (count as usize) < MIN_REFERENCE {
             value_err!("drift reference: built from {count} examples (at least {MIN_REFERENCE})");
         }
+        let bins = r.u8()? as usize;
+        if !(2..=BINS).contains(&bins) {
+            value_err!("drift reference: {bins} bins per feature (2 to {BINS})");
+        }
         let f = features.count();
-        if f > r.bytes.len() / 9 {
+        if f > r.bytes.len() / 5 {
             value_err!("drift reference: too short for {f} features");
         }
         let sketches = (0..f)
-            .map(|_| Sketch::read(&mut r))
+            .map(|_| Sketch::read(&mut r, bins))
             .collect::<Result<Vec<_>>>()?;
         let outputs = match r.u8()? {
             0 => OutputSummary::None,
@@ -334,11 +348,11 @@ impl Reference {
                 }
                 OutputSummary::Classes {
                     proportions,
-                    confidence: Sketch::read(&mut r)?,
+                    confidence: Sketch::read(&mut r, BINS)?,
                     confidence_mean,
                 }
             }
-            2 => OutputSummary::Value(Sketch::read(&mut r)?),
+            2 => OutputSummary::Value(Sketch::read(&mut r, BINS)?),
             k => value_err!("drift reference: unknown output summary kind {k}"),
         };
         if !r.bytes.is_empty() {
@@ -351,6 +365,7 @@ impl Reference {
             input_shape,
             features,
             count,
+            bins,
             sketches,
             outputs,
         })
@@ -394,7 +409,7 @@ fn summarise_outputs(data: &[f32], shape: &[usize], n: usize) -> Result<OutputSu
             value_err!("drift reference: the model's output for example {i} is not finite");
         }
         let mut values: Vec<f64> = data.iter().map(|&v| v as f64).collect();
-        return Ok(OutputSummary::Value(Sketch::build(&mut values)));
+        return Ok(OutputSummary::Value(Sketch::build(&mut values, BINS)));
     }
     let mut counts = vec![0u64; c];
     let mut conf = Vec::with_capacity(n);
@@ -412,7 +427,7 @@ fn summarise_outputs(data: &[f32], shape: &[usize], n: usize) -> Result<OutputSu
             .iter()
             .map(|&k| (k as f64 / n as f64 * CDF_STEPS).round() / CDF_STEPS)
             .collect(),
-        confidence: Sketch::build(&mut conf),
+        confidence: Sketch::build(&mut conf, BINS),
         confidence_mean,
     })
 }
@@ -463,11 +478,11 @@ mod tests {
         let mut v: Vec<f64> = (0..1000)
             .map(|i| if i % 2 == 0 { 0.0 } else { i as f64 / 1000.0 })
             .collect();
-        let s = Sketch::build(&mut v);
+        let s = Sketch::build(&mut v, BINS);
         assert_eq!(s.cuts[0], 0.0);
         assert!((s.proportions[0] - 0.5).abs() < 1e-4, "{:?}", s.proportions);
         assert!((s.proportions.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        assert!(s.cuts.len() <= BINS - 1 && s.cuts.len() >= 5);
+        assert!(s.cuts.len() < BINS && s.cuts.len() >= 5);
         assert_eq!(s.bin(-1.0), 0);
         assert_eq!(s.bin(2.0), s.bins() - 1);
     }
