@@ -142,6 +142,24 @@ mod tests {
     }
 
     #[test]
+    fn no_verdict_before_ten_observations() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let r = reference(&mut rng);
+        let mut m = DriftMonitor::new(r, 100).unwrap();
+        let (x, out) = data(&mut rng, 10, |x| x[1] += 5.0);
+        m.observe_batch(&x[..9 * 8], &[9, 8], Some((&out[..27], &[9, 3])))
+            .unwrap();
+        let early = m.report();
+        assert!(
+            !early.drifted && early.features[0].p_value < 1e-3,
+            "{early:?}"
+        );
+        m.observe_batch(&x[9 * 8..], &[1, 8], Some((&out[27..], &[1, 3])))
+            .unwrap();
+        assert!(m.report().drifted);
+    }
+
+    #[test]
     fn bad_observations_are_refused_and_leave_the_window_alone() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let r = reference(&mut rng);

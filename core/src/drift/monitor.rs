@@ -19,6 +19,9 @@ pub const DEFAULT_MIN_PSI: f64 = 0.1;
 pub const DEFAULT_WINDOW: usize = 200;
 /// The longest window.
 pub const MAX_WINDOW: usize = 1 << 20;
+/// No verdict on fewer observations than this (or than the window, if shorter): a handful of
+/// examples from one or two classes would look like drift.
+pub const MIN_OBSERVED: usize = 10;
 
 /// What the window remembers of one example.
 struct Observation {
@@ -100,7 +103,8 @@ pub struct OutputReport {
 /// What [`DriftMonitor::report`] says.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// The verdict: some test moved (see [`FeatureReport::drifted`]).
+    /// The verdict: some test moved (see [`FeatureReport::drifted`]), on at least
+    /// [`MIN_OBSERVED`] observations (or a full window, if shorter).
     pub drifted: bool,
     /// The window is full.
     pub ready: bool,
@@ -381,7 +385,8 @@ impl DriftMonitor {
             let p = if n == 0 { 1.0 } else { ks_p_value(d, nf, m) };
             (psi, d, adjust(p))
         };
-        let moved = |p: f64, psi: f64| n > 0 && p < self.alpha && psi >= self.min_psi;
+        let enough = self.obs.len() >= MIN_OBSERVED.min(self.window);
+        let moved = |p: f64, psi: f64| enough && p < self.alpha && psi >= self.min_psi;
         let mut features: Vec<FeatureReport> = self
             .reference
             .sketches
