@@ -108,15 +108,9 @@ pub fn drift_reference(
     outputs: Option<PyReadonlyArrayDyn<'_, f32>>,
 ) -> PyResult<(String, String)> {
     let shape = x.shape();
-    if shape.len() < 2 {
-        return Err(kiln_core::KilnError::shape(format!(
-            "drift reference: expected examples along the first axis, got shape {shape:?}"
-        )))
-        .py();
-    }
     let out = outputs.as_ref().map(|o| (values(o), o.shape().to_vec()));
     let out = out.as_ref().map(|(v, s)| (v.as_ref(), s.as_slice()));
-    let r = Reference::build(&shape[1..], &values(&x), out).py()?;
+    let r = Reference::build(shape.get(1..).unwrap_or(&[]), &values(&x), out).py()?;
     Ok((METADATA_KEY.to_string(), r.encode()))
 }
 

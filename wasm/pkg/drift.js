@@ -51,7 +51,8 @@ export class Monitor {
     if (dims !== undefined) return dims;
     const shape = this.inputShape;
     const per = shape.reduce((a, b) => a * b, 1);
-    return [data.length / per, ...shape];
+    const n = data.length / per;
+    return [Number.isInteger(n) && n > 0 ? n : 1, ...shape]; // else the core says how many values one example needs
   }
 
   /**
@@ -65,7 +66,7 @@ export class Monitor {
     }
     const mon = this.#live();
     const shape = this.#dims(input, dims);
-    coreGuard.guard(() => mon.admit(input, flat(shape.map((d) => (Number.isInteger(d) && d >= 0 ? d : NaN)))));
+    coreGuard.guard(() => mon.admit(input, flat(shape)));
     const out = this.#run(input, shape);
     return this.#add(input, shape, out);
   }
