@@ -121,6 +121,30 @@ def test_each_kind_of_shift_is_caught_within_a_window_of_25(deployed, kind):
     assert report["drifted"] and report["moved"], report["moved"]
 
 
+def fainter(x: np.ndarray) -> np.ndarray:
+    """A pen 5% fainter."""
+    return x * np.float32(0.95)
+
+
+def some_moved(x: np.ndarray) -> np.ndarray:
+    """30% of the digits moved one pixel right."""
+    out = x.copy()
+    pick = np.random.default_rng(2).random(len(x)) < 0.3
+    out[pick, :, :, 1:] = x[pick, :, :, :-1]
+    out[pick, :, :, 0] = 0
+    return out
+
+
+@pytest.mark.parametrize("kind,shift", [("5% fainter", fainter), ("30% moved one pixel", some_moved)])
+def test_a_subtle_shift_is_caught_as_the_window_grows(deployed, kind, shift):
+    _, _, path, _, xte = deployed
+    shifted = shift(xte)
+    rates = {w: _alarms(path, shifted, window=w, windows=100, seed=4) for w in (10, 25, 50, 100, 200)}
+    print(f"\n{kind}: detected in " + ", ".join(f"{r:.2f} of windows of {w}" for w, r in rates.items()))
+    assert rates[10] <= 0.2 and rates[200] >= 0.95
+    assert rates[10] <= rates[50] <= rates[200]
+
+
 def test_the_report_says_what_moved(deployed):
     _, _, path, _, xte = deployed
     mon = DriftMonitor.from_onnx(path, window=100)
