@@ -235,3 +235,43 @@ def test_the_report_is_plain_json(deployed):
     mon = DriftMonitor.from_onnx(path, window=20)
     mon.update(xte[:20])
     assert json.loads(json.dumps(mon.report())) == mon.report()
+
+
+def test_graph_models_carry_a_reference_too(digits, tmp_path):
+    import kiln.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.head = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(F.relu(self.stem(x)).mean(dim=(2, 3)))
+
+    xtr, xte = _images(digits.x_train), _images(digits.x_test)
+    kiln.manual_seed(0)
+    net = Net()
+    net.compile(optimizer="adam", loss="cross_entropy")
+    net.fit(xtr, digits.y_train, epochs=2, verbose=0)
+    net.export_onnx(tmp_path / "net.onnx", reference=xtr)
+    mon = DriftMonitor.from_onnx(tmp_path / "net.onnx", window=100)
+    mon.update(xte[:100])
+    assert not mon.report()["drifted"]
+    mon.update(thick(xte[100:200]))
+    assert mon.report()["drifted"]
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 2), nn.Linear(3, 2)
+
+        def forward(self, a, b):
+            return self.a(a) + self.b(b)
+
+    two = TwoInputs()
+    two.compile(optimizer="adam", loss="cross_entropy")
+    xa, xb = np.zeros((20, 4), np.float32), np.zeros((20, 3), np.float32)
+    two.fit((xa, xb), np.zeros(20, np.int64), epochs=1, verbose=0)
+    with pytest.raises(kiln.InvalidInputError, match="one array of training inputs"):
+        two.export_onnx(tmp_path / "two.onnx", reference=(xa, xb))
