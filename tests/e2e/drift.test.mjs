@@ -92,3 +92,19 @@ print(json.dumps({"shape": list(X.shape), "y": y.tolist(), "version": fb.model_v
   assert.equal(got.version, version, "the feedback names the model it was collected against");
   assert.ok(got.max > 0 && got.max <= 1, "inputs as the model takes them (ink / 16)");
 });
+
+test("a model taught on the page keeps the shipped model's statistics, so the meter goes on", async () => {
+  // three corrected thick digits are in the teach panel from the test before
+  await page.click("#teach-run");
+  await page.waitForFunction(() => ["taught", "error"].includes(document.getElementById("teach").dataset.state), null, { timeout: 60_000 });
+  assert.equal(await page.evaluate(() => document.getElementById("teach").dataset.state), "taught", await page.locator("#teach-result").innerText());
+  const model = await page.evaluate(() => window.kilnDemo.model);
+  assert.ok(model.taught);
+  const fresh = await report();
+  assert.ok(fresh, "the taught model is monitored");
+  await page.evaluate((p) => window.kilnDemo.predictPixels(p), SAMPLES.pixels[5]);
+  const after = await report();
+  // a new window for the new model: swapIn re-predicted what was on the pad (1), then this digit
+  assert.ok(fresh.seen <= 1, `${fresh.seen}`);
+  assert.equal(after.seen, fresh.seen + 1);
+});
