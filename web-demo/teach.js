@@ -126,7 +126,9 @@ export function setupTeach(page) {
       const after = await trainer.evaluate(mine.x, mine.dims, mine.y);
       const testAfter = tests.y.length ? await trainer.evaluate(tests.x, tests.dims, tests.y) : null;
       const t = page.current().transform;
-      const bytes = await trainer.exportOnnx({ labels: labels(), inputScale: t.scale, inputOffset: t.offset });
+      // the training statistics travel with the fine-tuned model, so the drift meter goes on
+      const statistics = page.current().metadata["kiln.drift"];
+      const bytes = await trainer.exportOnnx({ labels: labels(), inputScale: t.scale, inputOffset: t.offset, ...(statistics ? { statistics } : {}) });
       rounds += 1;
       await page.swapIn(bytes, `digits.onnx taught ${examples.length} examples (round ${rounds})`);
       result.replaceChildren(

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
-import { loadModel, saveFeedback, loadFeedback, modelVersion, Monitor } from '../pkg/index.js';
+import { loadModel, saveFeedback, loadFeedback, modelVersion, Monitor, Trainer } from '../pkg/index.js';
 import { modelsDir, modelBytes } from './helpers.mjs';
 
 const material = JSON.parse(readFileSync(join(modelsDir, 'drift.json'), 'utf8'));
@@ -225,4 +225,21 @@ test('mutated feedback files and statistics throw Errors, never crash the module
   console.log(`# mutated bytes: ${refused} of 300 feedback files refused; ${300 - accepted} of 300 statistics refused`);
   assert.ok(refused > 100 && accepted < 300, `${refused} ${accepted}`);
   model.free();
+});
+
+test('a model fine-tuned on the device carries the statistics on (Trainer.exportOnnx statistics)', async () => {
+  const original = await loadModel(modelBytes('drift_digits.onnx'));
+  const statistics = original.metadata['kiln.drift'];
+  const trainer = await Trainer.fromKiln(modelBytes('finetune/base.kiln'));
+  const tuned = await loadModel(trainer.exportOnnx({ labels: original.labels, statistics }));
+  assert.equal(tuned.metadata['kiln.drift'], statistics);
+  const mon = tuned.monitor({ window: 20 });
+  for (const x of held.slice(0, 20)) mon.observe(x, one);
+  assert.equal(mon.report().observed, 20);
+  assert.throws(() => trainer.exportOnnx({ statistics: 'not a summary' }), /kiln.drift metadata is not base64/);
+  assert.throws(() => trainer.exportOnnx({ statistics: 3 }), TypeError);
+  const plain = await loadModel(trainer.exportOnnx({}));
+  assert.equal(plain.metadata['kiln.drift'], undefined);
+  for (const m of [original, tuned, plain]) m.free();
+  trainer.free();
 });
