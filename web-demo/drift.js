@@ -2,8 +2,8 @@
 // kiln-wasm monitor over the last WINDOW inputs, compared with the training statistics the model
 // carries (export_onnx(..., reference=X_train) → metadata kiln.drift). Thick strokes, digits drawn
 // off-centre or in another hand make it rise; when it says drift, "teach it" offers to fine-tune.
-// A model taught on the page keeps the shipped model's statistics (its training data did not
-// change), so the meter goes on after a swap.
+// A model taught on the page carries the shipped model's statistics (teach.js passes them to
+// exportOnnx; for one that does not, the shipped ones are used), so the meter goes on after a swap.
 
 const WINDOW = 20;
 
