@@ -366,6 +366,12 @@ impl DriftMonitor {
 
     /// The report on the current window.
     pub fn report(&self) -> Report {
+        self.evaluate(true)
+    }
+
+    /// The report; without `detail`, features are neither named nor sorted (the verdict and the
+    /// numbers are the same): what `drift_started` needs after every observation.
+    fn evaluate(&self, detail: bool) -> Report {
         let n = self.obs.len() as u64;
         let nf = n as f64;
         let m = self.reference.count as f64;
@@ -396,7 +402,11 @@ impl DriftMonitor {
             .map(|(index, (s, counts))| {
                 let (psi, ks, p_value) = sketch_test(s, counts);
                 FeatureReport {
-                    name: self.reference.features.name(index),
+                    name: if detail {
+                        self.reference.features.name(index)
+                    } else {
+                        String::new()
+                    },
                     index,
                     psi,
                     ks,
@@ -405,12 +415,14 @@ impl DriftMonitor {
                 }
             })
             .collect();
-        features.sort_by(|a, b| {
-            a.p_value
-                .total_cmp(&b.p_value)
-                .then(b.psi.total_cmp(&a.psi))
-                .then(a.index.cmp(&b.index))
-        });
+        if detail {
+            features.sort_by(|a, b| {
+                a.p_value
+                    .total_cmp(&b.p_value)
+                    .then(b.psi.total_cmp(&a.psi))
+                    .then(a.index.cmp(&b.index))
+            });
+        }
         let live_mean = if n == 0 {
             0.0
         } else {
@@ -464,7 +476,7 @@ impl DriftMonitor {
                 (None, None, Some(report))
             }
         };
-        let mut p_value = features.first().map_or(1.0, |f| f.p_value);
+        let mut p_value = features.iter().map(|f| f.p_value).fold(1.0, f64::min);
         let mut drifted = features.iter().any(|f| f.drifted);
         if let Some(c) = &classes {
             p_value = p_value.min(c.p_value);
@@ -500,10 +512,10 @@ impl DriftMonitor {
     /// The report when the verdict has just turned to drift since the last call (then not again
     /// until the window is quiet once more): what `onDrift` callbacks are given.
     pub fn drift_started(&mut self) -> Option<Report> {
-        let report = self.report();
-        let started = report.drifted && !self.was_drifted;
-        self.was_drifted = report.drifted;
-        started.then_some(report)
+        let drifted = self.evaluate(false).drifted;
+        let started = drifted && !self.was_drifted;
+        self.was_drifted = drifted;
+        started.then(|| self.report())
     }
 }
 
