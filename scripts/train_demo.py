@@ -57,7 +57,8 @@ def main() -> int:
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "digits.onnx")
-    model.export_onnx(path, labels=[str(d) for d in range(10)], input_scale=SCALE, input_offset=0.0)
+    # reference: the training inputs' statistics (kiln.drift), which the page's drift meter compares with
+    model.export_onnx(path, labels=[str(d) for d in range(10)], input_scale=SCALE, input_offset=0.0, reference=x_train)
     # the page and the browser tests must see what Python sees
     sess = kiln.InferenceSession(path)
     diff = float(np.abs(sess.run(x_test) - model.predict(x_test)).max())

@@ -5,6 +5,7 @@
 import { strokesToPixels, inputTransform, toModelInput, GRID, MAX_VALUE } from "./preprocess.js";
 import { readOnnxInfo, labelsFromMetadata } from "./onnx-metadata.js";
 import { setupTeach } from "./teach.js";
+import { setupDrift } from "./drift.js";
 
 const KILN_URL = new URL("../wasm/pkg/index.js", import.meta.url).href;
 const params = new URLSearchParams(location.search);
@@ -24,6 +25,7 @@ let shippedBytes = null; // the default model's bytes, to go back to after tryin
 let samples = []; // [{pixels, label}] test digits shipped next to the model
 let replay = []; // [{pixels, label}] training digits "teach it" rehearses
 let teach = null; // the teach panel
+let drift = null; // the drift meter
 let sampleIndex = 0;
 let strokes = []; // [[x, y], ...] per stroke, in CSS pixels of the pad
 let drawing = false;
@@ -84,6 +86,7 @@ async function openModel(bytes, name, { loadStart = performance.now(), isShipped
     dims: padDims(model),
   };
   renderModel();
+  drift?.open(model, { taught });
   teach?.refresh();
   return current;
 }
@@ -103,9 +106,11 @@ function renderModel() {
     const t = m.transform;
     rows.push(["Preprocessing", t.fromModel ? `ink 0–16 × ${t.scale} + ${t.offset} (from the model's metadata)` : "ink 0–16 as is (no kiln.input_scale in the metadata)"]);
   }
+  const stats = m.metadata["kiln.drift"];
+  if (stats) rows.push(["Training statistics", `${formatBytes(stats.length)} (kiln.drift): what the drift meter compares with`]);
   const table = (pairs) => el("table", {}, ...pairs.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v))));
   const io = (list) => el("table", { className: "io" }, ...list.map((t) => el("tr", {}, el("td", {}, t.name), el("td", { className: "mono" }, formatDims(t.dims)), el("td", {}, t.type ?? ""))));
-  const other = Object.entries(m.metadata).filter(([k]) => !["kiln.labels", "kiln.input_scale", "kiln.input_offset"].includes(k));
+  const other = Object.entries(m.metadata).filter(([k]) => !["kiln.labels", "kiln.input_scale", "kiln.input_offset", "kiln.drift"].includes(k));
   $("model-info").replaceChildren(
     table(rows),
     el("h3", {}, "Inputs"), io(m.model.inputs),
@@ -138,6 +143,8 @@ async function predict(pixels, { precise = false } = {}) {
   const top = await current.model.classify(x, current.dims, { topK: 3 });
   let runs = 1, elapsed = performance.now() - t0;
   renderGuesses(top);
+  // a finished drawing or a shown digit (not every pointer move) is one observation
+  if (precise) drift?.observe(x, current.dims);
   if (firstPredictionAt === null) {
     // Navigation start is performance.now()'s zero: this is the page's cold start.
     firstPredictionAt = performance.now();
@@ -364,8 +371,11 @@ async function swapIn(bytes, name) {
 async function start() {
   setupPad();
   clearPad();
+  drift = setupDrift({ el, onDrift: (report) => teach?.driftNoticed(report) });
   teach = setupTeach({
     el, checkpointUrl: CHECKPOINT_URL, swapIn,
+    kiln: () => kiln,
+    drifted: () => drift?.drifted() ?? false,
     current: () => current,
     samples: () => samples,
     replay: () => replay,
@@ -421,5 +431,7 @@ window.kilnDemo = {
     const raw = await current.model.run(toModelInput(pixels, current.transform), current.dims);
     return { top, output: Array.from(raw.data), dims: raw.dims };
   },
+  // The drift meter's report (null when the model carries no training statistics).
+  drift: () => drift?.report() ?? null,
   get model() { return current && { name: current.name, size: current.size, loadMs: current.loadMs, transform: current.transform, labels: current.labels, taught: current.taught }; },
 };

@@ -45,9 +45,14 @@ export function setupTeach(page) {
     $("teach-run").disabled = !usable || n < MIN_EXAMPLES || $("teach").dataset.state === "training";
     $("teach-run").textContent = n ? `Teach it (${n} example${n > 1 ? "s" : ""})` : "Teach it";
     $("teach-forget").disabled = n === 0;
+    $("teach-save").disabled = n === 0;
     $("teach-hint").textContent = !usable
       ? "Open the shipped digits model to teach it."
-      : n < MIN_EXAMPLES ? `Wrong guess? Pick the right digit below. ${MIN_EXAMPLES - n} more example${MIN_EXAMPLES - n > 1 ? "s" : ""} to start.` : "Ready: fine-tune on your examples.";
+      : page.drifted() && n < MIN_EXAMPLES
+        ? `Your digits don't look like the training digits: pick the right label for ${MIN_EXAMPLES - n} more and fine-tune the model on them.`
+        : n < MIN_EXAMPLES ? `Wrong guess? Pick the right digit below. ${MIN_EXAMPLES - n} more example${MIN_EXAMPLES - n > 1 ? "s" : ""} to start.`
+          : page.drifted() ? "The drift meter is up: fine-tune on your examples." : "Ready: fine-tune on your examples.";
+    $("teach").classList.toggle("drifting", page.drifted());
   }
 
   function thumbnail({ pixels, label }) {
@@ -121,7 +126,9 @@ export function setupTeach(page) {
       const after = await trainer.evaluate(mine.x, mine.dims, mine.y);
       const testAfter = tests.y.length ? await trainer.evaluate(tests.x, tests.dims, tests.y) : null;
       const t = page.current().transform;
-      const bytes = await trainer.exportOnnx({ labels: labels(), inputScale: t.scale, inputOffset: t.offset });
+      // the training statistics travel with the fine-tuned model, so the drift meter goes on
+      const statistics = page.current().metadata["kiln.drift"];
+      const bytes = await trainer.exportOnnx({ labels: labels(), inputScale: t.scale, inputOffset: t.offset, ...(statistics ? { statistics } : {}) });
       rounds += 1;
       await page.swapIn(bytes, `digits.onnx taught ${examples.length} examples (round ${rounds})`);
       result.replaceChildren(
@@ -147,6 +154,28 @@ export function setupTeach(page) {
     $("teach-result").textContent = "";
     refresh();
   });
+  /** The drift meter just turned: offer to fine-tune. */
+  function driftNoticed() {
+    $("teach-result").textContent = "The drift meter says your digits don't look like the ones the model trained on. Correct its guesses below and teach it.";
+    refresh();
+  }
+
+  /** Saves the examples as a feedback file (inputs as the model takes them, labels, model version) for retraining in Python: kiln.drift.load_feedback. Only on the user's click. */
+  async function saveFeedback() {
+    const kiln = page.kiln();
+    const mine = batch(examples);
+    const bytes = await kiln.saveFeedback({ inputs: mine.x, dims: mine.dims, labels: mine.y, modelVersion: page.current().model.version ?? "" });
+    const url = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    const a = page.el("a", { href: url, download: "feedback.kiln-data" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    $("teach-result").textContent = `Saved ${examples.length} examples as feedback.kiln-data (${bytes.length} bytes). In Python: X, y = kiln.drift.load_feedback("feedback.kiln-data").`;
+    $("teach").dataset.saved = String(bytes.length);
+  }
+  $("teach-save").addEventListener("click", () => saveFeedback().catch((e) => { $("teach-result").textContent = `Saving failed: ${e.message}`; }));
+
   /** Back on the shipped model: the next round starts again from its checkpoint. */
   function reset() {
     trainer?.free().catch(() => {});
@@ -156,5 +185,5 @@ export function setupTeach(page) {
     refresh();
   }
 
-  return { refresh, reset, examples };
+  return { refresh, reset, examples, driftNoticed };
 }

@@ -3,6 +3,7 @@
 
 pub mod autograd;
 pub mod datasets;
+pub mod drift;
 pub mod error;
 pub mod graph;
 pub mod model;

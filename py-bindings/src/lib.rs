@@ -1,6 +1,7 @@
 //! kiln's Python bindings: the private module `kiln._kiln`. Every method is a thin wrapper over
 //! kiln-core; the Pythonic face (keyword arguments, tqdm, `__repr__`) is in `python/kiln/`.
 
+mod drift;
 mod error;
 mod model;
 mod optimize;
@@ -13,6 +14,11 @@ use pyo3::prelude::*;
 fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::PyModel>()?;
     m.add_class::<model::PyTracer>()?;
+    m.add_class::<drift::PyDriftMonitor>()?;
+    m.add_function(wrap_pyfunction!(drift::drift_reference, m)?)?;
+    m.add_function(wrap_pyfunction!(drift::feedback_load, m)?)?;
+    m.add_function(wrap_pyfunction!(drift::feedback_save, m)?)?;
+    m.add_function(wrap_pyfunction!(drift::py_model_version, m)?)?;
     m.add_class::<session::PySession>()?;
     m.add_class::<tensor::PyTensor>()?;
     m.add_function(wrap_pyfunction!(optimize::optimize_quantize, m)?)?;

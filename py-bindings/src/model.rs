@@ -453,7 +453,7 @@ impl PyModel {
     }
 
     /// The model as ONNX: written atomically to `path` when given, else returned as bytes.
-    #[pyo3(signature = (labels=None, input_scale=None, input_offset=None, opset=17, dynamic_batch=true, path=None))]
+    #[pyo3(signature = (labels=None, input_scale=None, input_offset=None, opset=17, dynamic_batch=true, path=None, extra_metadata=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn export_onnx<'py>(
         &self,
@@ -464,6 +464,7 @@ impl PyModel {
         opset: i64,
         dynamic_batch: bool,
         path: Option<std::path::PathBuf>,
+        extra_metadata: Vec<(String, String)>,
     ) -> PyResult<Option<Bound<'py, pyo3::types::PyBytes>>> {
         let opts = ExportOptions {
             labels,
@@ -471,6 +472,7 @@ impl PyModel {
             input_offset,
             opset,
             dynamic_batch,
+            extra_metadata,
             ..ExportOptions::default()
         };
         match path {

@@ -74,6 +74,11 @@ export declare class Model {
   readonly metadata: Readonly<Record<string, string>>;
   /** The engine running it: `"kiln"` (kiln's own, in the small module) or `"tract"`. */
   readonly engine: 'kiln' | 'tract';
+  /** A fingerprint of the model's bytes (what feedback files record), or null on tract's engine. */
+  readonly version: string | null;
+  /** A drift monitor over this model's live inputs, against the training statistics kiln's
+   * `export_onnx(..., reference=X_train)` stored in it; throws an `Error` when it has none. */
+  monitor(options?: MonitorOptions): Monitor;
   /** Runs a model that has one input; returns its first output. Throws an `Error` naming the
    * problem when the data does not fit the input (length, rank, type). */
   run(data: InputData, dims: ReadonlyArray<number>): Tensor;
@@ -84,6 +89,91 @@ export declare class Model {
   /** Releases the model's memory; the model cannot be used afterwards. */
   free(): void;
 }
+
+export interface MonitorOptions {
+  /** Examples in the sliding window (default 200). */
+  window?: number;
+  /** Observe every `run` and `classify` of the model (default false: call `observe`). */
+  auto?: boolean;
+  /** Significance of the verdict after Bonferroni's correction (default 0.01). */
+  alpha?: number;
+  /** The smallest PSI a test must also reach (default 0.1). */
+  minPsi?: number;
+  /** The `kiln.drift` text to compare against when the model carries none (one fine-tuned on the device). */
+  statistics?: string;
+}
+
+/** One watched feature in a report. */
+export interface FeatureDrift {
+  /** `x[17]`, or for images `mean`, `std`, `top-left`, …, `bottom-right` (`c1.` first with several channels). */
+  name: string;
+  index: number;
+  /** Population stability index, window against reference. */
+  psi: number;
+  /** Kolmogorov–Smirnov statistic. */
+  ks: number;
+  /** Bonferroni-adjusted p-value. */
+  p_value: number;
+  drifted: boolean;
+}
+
+/** The same object Python's `kiln.drift.DriftMonitor.report()` returns. */
+export interface DriftReport {
+  /** The verdict. */
+  drifted: boolean;
+  /** The window is full. */
+  ready: boolean;
+  observed: number;
+  window: number;
+  seen: number;
+  /** Observations refused (NaN, wrong shape); never in the window. */
+  rejected: number;
+  /** The largest feature PSI. */
+  psi: number;
+  /** The smallest adjusted p-value of any test. */
+  p_value: number;
+  /** Features that moved, most first. */
+  moved: string[];
+  /** Every feature, most moved first. */
+  features: FeatureDrift[];
+  classes: { psi: number; chi2: number; p_value: number; drifted: boolean; reference: number[]; live: number[] } | null;
+  confidence: { psi: number; ks: number; p_value: number; drifted: boolean; reference_mean?: number; live_mean: number } | null;
+  output: { psi: number; ks: number; p_value: number; drifted: boolean; live_mean: number } | null;
+  alpha: number;
+  min_psi: number;
+}
+
+/** A sliding window over a model's live inputs (`model.monitor()`). */
+export declare class Monitor {
+  private constructor();
+  readonly window: number;
+  /** Shape of one example (no batch axis). */
+  readonly inputShape: number[];
+  /** Adds an input (dims default to one example) after running the model on it; throws for NaN or a wrong shape, leaving the window as it was. */
+  observe(input: Float32Array, dims?: ReadonlyArray<number>): number;
+  report(): DriftReport;
+  /** Called each time the verdict turns to drift; returns an unsubscribe function. */
+  onDrift(callback: (report: DriftReport) => void): () => void;
+  reset(): void;
+  free(): void;
+}
+
+export interface Feedback {
+  /** Inputs as the model takes them, examples first. */
+  inputs: Float32Array;
+  dims: number[];
+  /** One class index per example. */
+  labels: Int32Array | ReadonlyArray<number>;
+  /** `model.version` of the model they were collected against. */
+  modelVersion?: string;
+}
+
+/** A feedback file's bytes (`.kiln-data`), which Python reads with `kiln.drift.load_feedback`. */
+export declare function saveFeedback(feedback: Feedback): Promise<Uint8Array>;
+/** Reads a feedback file. */
+export declare function loadFeedback(bytes: Uint8Array | ArrayBuffer): Promise<{ inputs: Float32Array; dims: number[]; labels: Int32Array; modelVersion: string }>;
+/** The fingerprint of a model's bytes that feedback files record. */
+export declare function modelVersion(bytes: Uint8Array | ArrayBuffer): Promise<string>;
 
 /** Loads tract's WebAssembly module (once), which runs the models kiln's engine declines. */
 export declare function init(wasm?: WasmSource): Promise<void>;

@@ -6,8 +6,10 @@
 import initWasm, { Session, Feed, takeLastPanic, __wbg_reset_state } from './kiln_wasm.js';
 import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from './util.js';
 import { initKiln, coreGuard, core } from './core.js';
+import { Monitor } from './drift.js';
 
 export { Trainer, initTrainer } from './train.js';
+export { Monitor, saveFeedback, loadFeedback, modelVersion } from './drift.js';
 export { initKiln };
 
 /**
@@ -35,7 +37,7 @@ export async function loadModel(source, { engine = 'auto' } = {}) {
     const session = loaded.session();
     const declined = loaded.declined();
     loaded.free();
-    if (session) return new Model(session, kiln);
+    if (session) return new Model(session, kiln, kiln.guard(() => core.modelVersion(bytes)));
     if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); load it with engine "auto" or "tract"`);
   }
   await init();
@@ -101,8 +103,9 @@ export class Model {
   #engine;
   #generation;
   #fast;
+  #watching = new Set();
 
-  constructor(session, engine) {
+  constructor(session, engine, version = null) {
     this.#session = session;
     this.#engine = engine;
     this.#generation = engine.generation();
@@ -118,6 +121,8 @@ export class Model {
     this.metadata = Object.freeze(info.metadata);
     /** Which engine runs the model: `"kiln"` (kiln's own) or `"tract"`. */
     this.engine = engine.name;
+    /** A fingerprint of the model's bytes (what feedback files record), or null on tract's engine. */
+    this.version = version;
     // One call into wasm per prediction for the common case: one float32 input, float32 output.
     this.#fast = this.inputs.length === 1 && this.inputs[0].type === 'float32' && this.outputs[0]?.type === 'float32' && typeof session.runF32 === 'function';
     Object.freeze(this);
@@ -142,12 +147,40 @@ export class Model {
     if (this.#fast && data instanceof Float32Array) {
       const session = this.#live();
       const shape = checkDims(this.inputs[0].name, dims, data.length);
-      return this.#engine.guard(() => {
-        const out = session.runF32(data, shape);
-        return { data: out, dims: Array.from(session.lastDims()) };
-      });
+      const out = this.#engine.guard(() => ({ data: session.runF32(data, shape), dims: Array.from(session.lastDims()) }));
+      return this.#watched(data, shape, out);
     }
-    return this.#execute([[this.inputs[0], data, dims]])[0];
+    return this.#watched(data, dims, this.#execute([[this.inputs[0], data, dims]])[0]);
+  }
+
+  #watched(data, dims, out) {
+    for (const m of this.#watching) m.seen(data, dims, out);
+    return out;
+  }
+
+  /**
+   * A drift monitor over this model's live inputs, against the training statistics kiln's
+   * `export_onnx(..., reference=X_train)` stored in it (an `Error` says so when it has none).
+   * `window` (default 200) examples; `auto: true` observes every `run` and `classify`.
+   * `alpha` (0.01) and `minPsi` (0.1) set how sure and how large a shift the verdict wants.
+   * `statistics`: the `kiln.drift` text to compare against when the model carries none (a model
+   * fine-tuned on the device keeps its original's).
+   */
+  monitor({ window, auto = false, alpha, minPsi, statistics } = {}) {
+    if (this.inputs.length !== 1) throw new Error('kiln-wasm: monitor watches models with one input');
+    const run = (data, dims) => {
+      const saved = this.#watching;
+      this.#watching = new Set(); // observe's own run is not observed twice
+      try {
+        return this.run(data, dims);
+      } finally {
+        this.#watching = saved;
+      }
+    };
+    const detach = (m) => this.#watching.delete(m);
+    const m = new Monitor(this, run, statistics ?? this.metadata['kiln.drift'], { window, alpha, minPsi }, detach);
+    if (auto) this.#watching.add(m);
+    return m;
   }
 
   /** Runs a model with named inputs; returns every output by name: `{ name: { data, dims } }`. */
@@ -175,7 +208,9 @@ export class Model {
    */
   classify(data, dims, { topK = Infinity } = {}) {
     if (this.inputs.length !== 1) throw new Error('kiln-wasm: classify takes models with one input; use runMany and read the scores');
-    const all = this.#fast && data instanceof Float32Array ? [this.run(data, dims)] : this.#execute([[this.inputs[0], data, dims]]);
+    const fast = this.#fast && data instanceof Float32Array;
+    const all = fast ? [this.run(data, dims)] : this.#execute([[this.inputs[0], data, dims]]);
+    if (!fast) this.#watched(data, dims, all[0]);
     const at = this.outputs.findIndex((o) => o.type === 'float32' || o.type === 'float64');
     if (at < 0) throw new Error('kiln-wasm: classify needs a float output of class scores; this model has none');
     const { data: scores, dims: outDims } = all[at];

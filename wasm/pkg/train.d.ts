@@ -81,6 +81,9 @@ export interface ExportOptions {
   inputOffset?: number;
   /** ONNX opset, 17 or later (default 17). */
   opset?: number;
+  /** Training statistics to carry on (`kiln.drift`, e.g. the original model's
+   * `model.metadata["kiln.drift"]`), so `model.monitor()` works on the fine-tuned model. */
+  statistics?: string;
 }
 
 /** A trainable model loaded from a `.kiln` checkpoint (Python's `model.save(...)`). */

@@ -195,10 +195,11 @@ export class Trainer {
    * metadata as Python's `export_onnx` does), `opset` (17).
    */
   exportOnnx(options) {
-    const { labels, inputScale, inputOffset, opset = 17 } = checkOptions('exportOnnx', options, ['labels', 'inputScale', 'inputOffset', 'opset']);
+    const { labels, inputScale, inputOffset, opset = 17, statistics } = checkOptions('exportOnnx', options, ['labels', 'inputScale', 'inputOffset', 'opset', 'statistics']);
+    if (statistics != null && typeof statistics !== 'string') throw new TypeError('kiln-wasm: exportOnnx statistics must be the kiln.drift text of a model (model.metadata["kiln.drift"])');
     const core = this.#live();
     const labelsJson = labels == null ? undefined : JSON.stringify(Array.from(labels, String));
-    return guard(() => core.exportOnnx(labelsJson, inputScale ?? undefined, inputOffset ?? undefined, opset));
+    return guard(() => core.exportOnnx(labelsJson, inputScale ?? undefined, inputOffset ?? undefined, opset, statistics ?? undefined));
   }
 
   /** The model as a `.kiln` checkpoint: Python's `kiln.load` reads it back. */

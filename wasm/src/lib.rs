@@ -14,6 +14,8 @@
 #![warn(missing_docs)]
 
 #[cfg(feature = "core")]
+mod drift;
+#[cfg(feature = "core")]
 mod engine;
 mod error;
 mod panic;

@@ -188,16 +188,26 @@ impl TrainerCore {
         input_scale: Option<f32>,
         input_offset: Option<f32>,
         opset: u32,
+        statistics: Option<String>,
     ) -> JsResult<Vec<u8>> {
         js((|| {
             let labels = labels_json
                 .map(|l| parse::<Vec<String>>("labels", &l))
                 .transpose()?;
+            // the training statistics a fine-tuned model carries on (`kiln.drift`), checked
+            let extra_metadata = match statistics {
+                Some(text) => {
+                    kiln_core::drift::Reference::decode(&text)?;
+                    vec![(kiln_core::drift::METADATA_KEY.to_string(), text)]
+                }
+                None => Vec::new(),
+            };
             let opts = ExportOptions {
                 labels,
                 input_scale,
                 input_offset,
                 opset: opset.into(),
+                extra_metadata,
                 ..ExportOptions::default()
             };
             export_onnx(&self.model, &opts)

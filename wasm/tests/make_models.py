@@ -308,6 +308,47 @@ def kiln_graphs(out, images, targets):
     return (res_path, res), (two_path, two)
 
 
+def kiln_drift(out, images, targets):
+    """drift.test.mjs's material: the digits CNN exported with its training statistics
+    (reference=) and without, held-back digits, the same digits under three shifts, and Python's
+    kiln.drift reports on one stream (window 100), which kiln-wasm's monitor must repeat (1e-6).
+    Written to drift_digits.onnx, drift_plain.onnx and drift.json."""
+    import kiln
+    from kiln import nn, optim
+
+    kiln.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+    )
+    model.compile(optimizer=optim.Adam(lr=3e-3), loss="cross_entropy", metrics=["accuracy"])
+    order = np.random.default_rng(5).permutation(len(images))  # the file is in writer order
+    images, targets = images[order], targets[order]
+    train, held = images[:1300], np.ascontiguousarray(images[1300:])
+    model.fit(train, targets[:1300], epochs=6, batch_size=32, verbose=0)
+    path = out / "drift_digits.onnx"
+    model.export_onnx(str(path), labels=[str(d) for d in range(10)], reference=train)
+    model.export_onnx(str(out / "drift_plain.onnx"), labels=[str(d) for d in range(10)])
+    p = np.pad(held, ((0, 0), (0, 0), (0, 1), (0, 1)))
+    thick = np.maximum.reduce([p[:, :, :-1, :-1], p[:, :, 1:, :-1], p[:, :, :-1, 1:], p[:, :, 1:, 1:]])
+    off = np.zeros_like(held)
+    off[:, :, 1:, 2:] = held[:, :, :-1, :-2]
+    style = np.ascontiguousarray(held[:, :, :, ::-1] * 0.7)
+    stream = np.concatenate([held[:150], thick[150:300]])
+    mon = kiln.drift.DriftMonitor.from_onnx(path, window=100)
+    checkpoints = []
+    for i in range(len(stream)):
+        mon.update(stream[i:i + 1])
+        if (i + 1) % 25 == 0:
+            checkpoints.append({"after": i + 1, "report": mon.report()})
+    flat = lambda a: a.astype(np.float32).ravel().tolist()  # noqa: E731
+    (out / "drift.json").write_text(json.dumps({
+        "held": flat(held), "dims": list(held.shape[1:]),
+        "shifts": {"thick strokes": flat(thick), "off-centre": flat(off), "other style": flat(style)},
+        "stream": flat(stream), "window": 100, "checkpoints": checkpoints,
+        "model_version": kiln.drift.model_version(path)}))
+
+
 def reference(path, inputs):
     """onnxruntime's outputs for `inputs` ({name: array}), in graph order, as JSON-able dicts."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -376,6 +417,7 @@ def main(out):
     num, cat = rng.standard_normal((5, 4)).astype(np.float32), rng.integers(0, 6, 5).astype(np.int64)
     case("kiln two-input graph", two_path, {"numeric": num, "category": cat}, tool="kiln",
          native=[encode("output", two.predict((num, cat)))])
+    kiln_drift(out, images, load_digits().target.astype(np.int64))
 
     sk, iris = sklearn_models(out)
     case("skl2onnx logistic regression", sk["sk_logreg"], {"X": iris[45:55]}, tool="skl2onnx")

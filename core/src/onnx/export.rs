@@ -35,6 +35,9 @@ pub struct ExportOptions {
     pub input_name: String,
     /// Name of the graph output.
     pub output_name: String,
+    /// More `metadata_props` entries, written after kiln's own (e.g. `kiln.drift`, the training
+    /// statistics of `crate::drift::Reference`).
+    pub extra_metadata: Vec<(String, String)>,
 }
 
 impl Default for ExportOptions {
@@ -47,6 +50,7 @@ impl Default for ExportOptions {
             dynamic_batch: true,
             input_name: "input".into(),
             output_name: "output".into(),
+            extra_metadata: Vec::new(),
         }
     }
 }
@@ -942,6 +946,7 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
     if let Some(o) = opts.input_offset {
         metadata.push(("kiln.input_offset".into(), o.to_string()));
     }
+    metadata.extend(opts.extra_metadata.iter().cloned());
     let proto = ModelProto {
         // the IR version that goes with the opset (onnx's VERSION_TABLE)
         ir_version: match opts.opset {

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import _kiln, _trace
+from . import drift as _drift
 from ._arrays import as_input, as_targets
 from ._seed import next_seed
 from .callbacks import Callback, CallbackList, EarlyStopping, ModelCheckpoint, Pruning
@@ -459,9 +460,12 @@ class Module:
 
     def export_onnx(self, path: str | os.PathLike[str] | None = None, labels: Sequence[str] | None = None,
                     input_scale: float | None = None, input_offset: float | None = None, opset: int = 17,
-                    dynamic_batch: bool = True, input_shape: Sequence[int] | None = None) -> bytes | None:
+                    dynamic_batch: bool = True, input_shape: Sequence[int] | None = None,
+                    reference: np.ndarray | None = None) -> bytes | None:
         """Write the model as ONNX (opset >= 17, symbolic batch). ``labels``, ``input_scale`` and
-        ``input_offset`` go into the metadata for runtimes such as kiln-wasm. Without ``path``,
+        ``input_offset`` go into the metadata for runtimes such as kiln-wasm. ``reference`` (the
+        training inputs) adds their statistics and the model's outputs on them (``kiln.drift``),
+        which :class:`kiln.drift.DriftMonitor` compares live inputs against. Without ``path``,
         returns the bytes."""
         if input_shape is not None:
             core = self._ensure_core()
@@ -471,8 +475,9 @@ class Module:
                 self.input_shape = input_shape
         if labels is not None:
             labels = [str(label) for label in labels]
+        extra = [] if reference is None else [_drift.reference_metadata(self, reference)]
         data = self._ensure_core().export_onnx(labels, input_scale, input_offset, opset, dynamic_batch,
-                                      None if path is None else os.fspath(path))
+                                               None if path is None else os.fspath(path), extra)
         return None if data is None else bytes(data)
 
 

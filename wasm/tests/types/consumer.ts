@@ -85,3 +85,20 @@ export async function teach(checkpoint: Uint8Array, pixels: Float32Array, labels
   trainer.free();
   return frozen + history.epochs + scores.loss + seen.length + checkpointAgain.length + names.length + remoteHistory.epochs + (notYet ? 1 : 0) + (same ? 1 : 0);
 }
+
+export async function watchForDrift(model: Model): Promise<boolean> {
+  const { saveFeedback, loadFeedback, modelVersion } = await import('kiln-wasm');
+  const mon = model.monitor({ window: 50, auto: true, alpha: 0.01 });
+  mon.observe(new Float32Array(64));
+  const off = mon.onDrift((r) => console.log(r.moved.join(', '), r.psi));
+  off();
+  const report = mon.report();
+  const first: string | undefined = report.features[0]?.name;
+  // @ts-expect-error observe takes a Float32Array
+  mon.observe([1, 2, 3]);
+  const file: Uint8Array = await saveFeedback({ inputs: new Float32Array(64), dims: [1, 1, 8, 8], labels: [3], modelVersion: model.version ?? '' });
+  const back = await loadFeedback(file);
+  const v: string = await modelVersion(file);
+  mon.free();
+  return report.drifted && first !== undefined && back.labels.length === 1 && v.length > 0;
+}
