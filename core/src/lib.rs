@@ -17,5 +17,6 @@ pub use model::Model;
 
 #[cfg(feature = "export")]
 pub mod onnx;
-#[cfg(feature = "onnx")]
+// pruning, distillation and quantization need ONNX's types, not tract: the browser's Trainer has them
+#[cfg(feature = "export")]
 pub mod optimize;

@@ -611,7 +611,8 @@ pub fn fit(
     let mut best: Option<(f64, BTreeMap<String, Tensor>)> = None;
     let mut waited = 0;
     let batches = train_idx.len().div_ceil(cfg.batch_size);
-    // `crate::optimize` is built with the `onnx` feature only (quantization reads ONNX)
+    // Gradual pruning runs in native fits only: linking the pruner into the browser's Trainer costs its
+    // small module ~20 kB gzip, for a feature the JS Trainer does not offer yet
     #[cfg(feature = "onnx")]
     let mut pruner = match &cfg.pruning {
         Some(p) => Some(crate::optimize::Pruner::new(model, p, cfg.epochs, batches)?),

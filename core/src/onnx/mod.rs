@@ -7,7 +7,6 @@ pub mod engine;
 pub mod export;
 pub(crate) mod feeds;
 pub mod pb;
-#[cfg(feature = "onnx")]
 pub mod quantize;
 #[cfg(feature = "onnx")]
 pub mod tract;

@@ -13,12 +13,12 @@
 
 use std::collections::HashMap;
 
-use ndarray::Axis;
-use prost::Message;
-use tract_onnx::pb::{
+use crate::onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, ModelProto,
     NodeProto, StringStringEntryProto, TensorProto,
 };
+use ndarray::Axis;
+use prost::Message;
 
 use crate::autograd::{Tape, Tensor};
 use crate::onnx::export::{export_onnx, ExportOptions};
