@@ -107,7 +107,7 @@ export function setupTeach(page) {
         const head = `${parameters.at(-1).name.split(".")[0]}.`;
         await trainer.freeze();
         await trainer.unfreeze(head);
-        await trainer.compile({ optimizer: "adam", lr: FIT.lr });
+        await trainer.compile({ optimizer: "adam", lr: FIT.lr, metrics: ["accuracy"] });
       }
       const mine = batch(examples);
       const tests = batch(page.samples());

@@ -21,6 +21,13 @@ fn adamw_decay() -> f32 {
 fn rms_alpha() -> f32 {
     0.99
 }
+// PyTorch's default learning rates: the one place Python's and the browser's optimizers get theirs
+fn lr_1e3() -> f32 {
+    1e-3
+}
+fn lr_1e2() -> f32 {
+    1e-2
+}
 
 /// An optimizer and its hyper-parameters, with PyTorch's names and defaults.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +35,7 @@ fn rms_alpha() -> f32 {
 #[allow(missing_docs)]
 pub enum OptimizerSpec {
     SGD {
+        #[serde(default = "lr_1e3")]
         lr: f32,
         #[serde(default)]
         momentum: f32,
@@ -39,6 +47,7 @@ pub enum OptimizerSpec {
         weight_decay: f32,
     },
     Adam {
+        #[serde(default = "lr_1e3")]
         lr: f32,
         #[serde(default = "betas")]
         betas: [f32; 2],
@@ -50,6 +59,7 @@ pub enum OptimizerSpec {
         amsgrad: bool,
     },
     AdamW {
+        #[serde(default = "lr_1e3")]
         lr: f32,
         #[serde(default = "betas")]
         betas: [f32; 2],
@@ -61,6 +71,7 @@ pub enum OptimizerSpec {
         amsgrad: bool,
     },
     RMSprop {
+        #[serde(default = "lr_1e2")]
         lr: f32,
         #[serde(default = "rms_alpha")]
         alpha: f32,

@@ -51,6 +51,14 @@ fn logs_dict<'py>(py: Python<'py>, logs: &BTreeMap<String, f64>) -> PyResult<Bou
     Ok(d)
 }
 
+/// An optimizer spec (JSON) with the core's defaults filled in, checked: what `compile` will use.
+#[pyfunction]
+pub fn optimizer_spec(spec_json: &str) -> PyResult<String> {
+    let spec: OptimizerSpec = json("optimizer", spec_json)?;
+    spec.build().py()?;
+    Ok(serde_json::to_string(&spec).expect("specs serialise"))
+}
+
 /// The trainable model.
 #[pyclass(module = "kiln._kiln", name = "Model")]
 pub struct PyModel {

@@ -129,15 +129,15 @@ def test_each_optimizer_fits_a_line(opt):
 
 
 def test_defaults_and_repr_follow_pytorch():
-    assert optim.SGD().lr == 0.01 and optim.Adam().lr == 0.001 and optim.RMSprop().lr == 0.01
+    assert optim.SGD().lr == 0.001 and optim.Adam().lr == 0.001 and optim.RMSprop().lr == 0.01  # torch 2.15: SGD 1e-3
     assert optim.AdamW().spec()["weight_decay"] == 0.01
     assert repr(optim.Adam(lr=0.1)) == "Adam(lr=0.1, betas=[0.9, 0.999], eps=1e-08, weight_decay=0.0, amsgrad=False)"
     assert optim.from_name("ADAMW").spec()["type"] == "AdamW"
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: optim.SGD(lr=0), "lr must be a positive number"),
-    (lambda: optim.Adam(lr=-1e-3), "lr must be a positive number"),
+    (lambda: optim.SGD(lr=0), "learning rate must be a positive number"),
+    (lambda: optim.Adam(lr=-1e-3), "learning rate must be a positive number"),
     (lambda: optim.Adam(weight_decay=-1), "weight_decay must be >= 0"),
     (lambda: optim.from_name("lbfgs"), "unknown optimizer 'lbfgs'"),
 ])
@@ -199,3 +199,10 @@ def test_reduce_on_plateau_watching_accuracy_wants_it_higher(digits):
     acc = h.history["accuracy"]
     assert all(b > a * 1.001 for a, b in zip(acc, acc[1:])), f"precondition: accuracy must rise, got {acc}"
     assert h.history["lr"] == pytest.approx([0.05] * 4)
+
+
+def test_defaults_are_the_cores_and_pytorchs():
+    # one place for them: the core (kiln-wasm's Trainer reads the same; wasm/tests/trainer.test.mjs)
+    assert (optim.SGD().lr, optim.Adam().lr, optim.AdamW().lr, optim.RMSprop().lr) == pytest.approx((1e-3, 1e-3, 1e-3, 1e-2))
+    assert optim.AdamW().spec()["weight_decay"] == pytest.approx(1e-2)
+    assert optim.Adam().spec()["betas"] == pytest.approx([0.9, 0.999])

@@ -99,7 +99,7 @@ export declare class Trainer {
   freeze(prefix?: string): number;
   /** Trains parameters whose name starts with `prefix` (all by default) again; returns how many. */
   unfreeze(prefix?: string): number;
-  /** Chooses optimizer, loss and metrics; `fit` uses Adam, cross-entropy and accuracy otherwise. */
+  /** Chooses optimizer, loss and metrics (defaults as Python: Adam with PyTorch's settings, cross-entropy, no metrics). */
   compile(options?: CompileOptions): void;
   /** Trains on `x` (first axis the example) against `labels`; returns the history. */
   fit(x: Float32Array | ReadonlyArray<number>, dims: ReadonlyArray<number>, labels: Labels, options?: FitOptions): History;

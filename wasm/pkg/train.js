@@ -117,15 +117,16 @@ export class Trainer {
 
   /**
    * Chooses the optimizer, loss and metrics, as Python's `model.compile`; starts a fresh optimizer
-   * state. `fit` compiles with Adam, cross-entropy and accuracy when this was never called.
+   * state. Defaults as Python's `compile`: Adam with the core's defaults (PyTorch's), cross-entropy, no
+   * metrics; `fit` compiles so when this was never called.
    */
   compile(options) {
-    const { optimizer = 'adam', loss = 'cross_entropy', metrics = ['accuracy'], ...rest } = checkOptions(
+    const { optimizer = 'adam', loss = 'cross_entropy', metrics = [], ...rest } = checkOptions(
       'compile', options, ['optimizer', 'loss', 'metrics', 'lr', 'betas', 'eps', 'weightDecay', 'amsgrad', 'momentum', 'dampening', 'nesterov', 'alpha', 'centered']);
     const entry = optimizers[String(optimizer).toLowerCase()];
     if (!entry) throw new Error(`kiln-wasm: unknown optimizer "${optimizer}" (kiln has ${Object.keys(optimizers).join(', ')})`);
     const [type, names] = entry;
-    const spec = { type, lr: 1e-3 };
+    const spec = { type }; // the rest are the core's defaults (PyTorch's), as in Python
     for (const [key, value] of Object.entries(rest)) {
       if (value === undefined) continue;
       if (!(key in names)) throw new Error(`kiln-wasm: compile: the ${optimizer} optimizer has no option "${key}" (it takes ${Object.keys(names).join(', ')})`);

@@ -18,15 +18,16 @@ const y = Int32Array.from(ref.y);
 const base = modelPath('finetune/base.kiln');
 const options = { epochs: ref.epochs, batchSize: ref.batch_size };
 const TOL = 1e-5;
+const python = process.env.KILN_PYTHON;
 
 /** The two reference runs, as Python did them (make_models.py). */
 function setUp(trainer, run) {
   if (run === 'head') {
     trainer.freeze();
     trainer.unfreeze('8.');
-    trainer.compile({ optimizer: 'adam', lr: 1e-2 });
+    trainer.compile({ optimizer: 'adam', lr: 1e-2, metrics: ['accuracy'] });
   } else {
-    trainer.compile({ optimizer: 'sgd', lr: 5e-2, momentum: 0.9 });
+    trainer.compile({ optimizer: 'sgd', lr: 5e-2, momentum: 0.9, metrics: ['accuracy'] });
   }
 }
 
@@ -76,6 +77,18 @@ test('a graph checkpoint (a residual block, saved from an nn.Module) fine-tunes 
   trainer.free();
 });
 
+test("optimizers' default learning rates come from the core, the same as Python's", async () => {
+  const want = JSON.parse(execFileSync(python, ['-c', 'import json, kiln.optim as o; print(json.dumps({k: getattr(o, c)().lr for k, c in [("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW"), ("rmsprop", "RMSprop")]}))'], { encoding: 'utf8' }));
+  assert.deepEqual(Object.keys(want).sort(), ['adam', 'adamw', 'rmsprop', 'sgd']);
+  for (const [optimizer, lr] of Object.entries(want)) {
+    const trainer = await Trainer.fromKiln(base);
+    trainer.compile({ optimizer });
+    const h = trainer.fit(x, ref.dims, y, { epochs: 1, batchSize: 20 });
+    assert.ok(Math.abs(h.history.lr[0] - lr) < 1e-9, `${optimizer}: wasm ${h.history.lr[0]}, Python ${lr}`);
+    trainer.free();
+  }
+});
+
 test('freeze and unfreeze choose what trains; frozen weights do not move', async () => {
   const trainer = await Trainer.fromKiln(base);
   const names = trainer.parameters.map((p) => p.name);
@@ -103,7 +116,9 @@ test('onProgress sees every batch and epoch, can stop the fit, and its exception
   const history = trainer.fit(x, ref.dims, y, { epochs: 3, batchSize: 8, onProgress: (p) => void seen.push(p) });
   assert.equal(seen.filter((p) => p.type === 'batch').length, 3 * 3); // 20 examples, batches of 8
   assert.deepEqual(seen.filter((p) => p.type === 'epoch').map((p) => p.epoch), [1, 2, 3]);
-  assert.deepEqual(Object.keys(seen.at(-1).logs).sort(), ['accuracy', 'loss', 'lr']);
+  // fit compiled with Python's defaults: Adam at PyTorch's 1e-3 (from the core), no metrics
+  assert.deepEqual(Object.keys(seen.at(-1).logs).sort(), ['loss', 'lr']);
+  assert.ok(Math.abs(seen.at(-1).logs.lr - 1e-3) < 1e-9, `default lr ${seen.at(-1).logs.lr}`);
   assert.equal(seen[0].batches, 3);
   assert.equal(history.history.loss.at(-1), seen.at(-1).logs.loss);
 
@@ -144,7 +159,6 @@ test('save() is a checkpoint that the Trainer and Python kiln.load read back', a
   const again = await Trainer.fromKiln(saved);
   assert.equal(maxAbsDiff(again.getFlatParameters(), trainer.getFlatParameters()), 0);
 
-  const python = process.env.KILN_PYTHON;
   assert.ok(python, 'KILN_PYTHON is set by wasm/test.sh');
   const dir = mkdtempSync(join(tmpdir(), 'kiln-trainer-'));
   writeFileSync(join(dir, 'wasm.kiln'), saved);
@@ -193,7 +207,7 @@ test('the Worker entry trains off the main thread and ends where Python does', a
   const trainer = await worker.Trainer.fromKiln(base);
   await trainer.freeze();
   await trainer.unfreeze('8.');
-  await trainer.compile({ optimizer: 'adam', lr: 1e-2 });
+  await trainer.compile({ optimizer: 'adam', lr: 1e-2, metrics: ['accuracy'] });
   const progress = [];
   const history = await trainer.fit(x, ref.dims, y, { ...options, onProgress: (p) => progress.push(p.type) });
   assert.equal(history.epochs, ref.epochs);

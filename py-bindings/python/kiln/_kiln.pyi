@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence, Union, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Model", "Tracer", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
+__all__ = ["Model", "Tracer", "optimizer_spec", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
            "optimize_sparsity_report", "optimize_make_permanent", "optimize_distill", "DriftMonitor",
            "drift_reference", "feedback_load", "feedback_save", "model_version"]
 
@@ -98,6 +98,8 @@ class Model:
         extra_metadata: Sequence[tuple[str, str]] = ...,
     ) -> Optional[bytes]: ...
     def layers_json(self) -> str: ...
+
+def optimizer_spec(spec_json: str) -> str: ...
 
 @final
 class Tracer:

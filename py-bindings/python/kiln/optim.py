@@ -8,13 +8,24 @@ from typing import Any, Tuple
 from .errors import InvalidInputError
 
 
+def _num(v: Any) -> Any:
+    return None if v is None else float(v)
+
+
 class Optimizer:
     """Base class: a spec dict for the core. Given a model's ``parameters()`` it also drives a
-    hand-written loop: ``loss.backward(); opt.step(); opt.zero_grad()``."""
+    hand-written loop: ``loss.backward(); opt.step(); opt.zero_grad()``.
+
+    Arguments left out take the core's defaults (PyTorch's), the same ones kiln-wasm's Trainer
+    gets: the core fills them in and checks the values here, at construction."""
 
     _type = ""
 
     def __init__(self, params: Any = None, **spec: Any) -> None:
+        import json
+
+        from . import _kiln
+
         self._owner = None
         if params is not None:
             owners = {id(p.owner): p.owner for p in params}
@@ -22,12 +33,8 @@ class Optimizer:
                 raise InvalidInputError("an optimizer takes the parameters of exactly one model (model.parameters())")
             self._owner = next(iter(owners.values()))
         self._bound = False
-        lr = spec.get("lr")
-        if not isinstance(lr, (int, float)) or not lr > 0:
-            raise InvalidInputError(f"{type(self).__name__}: lr must be a positive number, got {lr!r}")
-        if spec.get("weight_decay", 0) < 0:
-            raise InvalidInputError(f"{type(self).__name__}: weight_decay must be >= 0")
-        self._spec = {"type": self._type or type(self).__name__, **spec}
+        given = {"type": self._type or type(self).__name__, **{k: v for k, v in spec.items() if v is not None}}
+        self._spec: dict[str, Any] = json.loads(_kiln.optimizer_spec(json.dumps(given)))
 
     def spec(self) -> dict[str, Any]:
         return dict(self._spec)
@@ -60,39 +67,42 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay."""
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay
+    (defaults as PyTorch's: lr 1e-3)."""
 
-    def __init__(self, params: Any = None, lr: float = 1e-2, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False) -> None:
-        super().__init__(params, lr=float(lr), momentum=float(momentum), dampening=float(dampening),
-                         weight_decay=float(weight_decay), nesterov=bool(nesterov))
+    def __init__(self, params: Any = None, lr: float | None = None, momentum: float | None = None,
+                 dampening: float | None = None, weight_decay: float | None = None,
+                 nesterov: bool | None = None) -> None:
+        super().__init__(params, lr=_num(lr), momentum=_num(momentum), dampening=_num(dampening),
+                         weight_decay=_num(weight_decay), nesterov=nesterov)
 
 
 class Adam(Optimizer):
-    """Adam (L2 weight decay added to the gradient, as PyTorch's Adam)."""
+    """Adam (L2 weight decay added to the gradient, as PyTorch's Adam; lr 1e-3, betas (0.9, 0.999))."""
 
-    def __init__(self, params: Any = None, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        super().__init__(params, lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
-                         weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
+    def __init__(self, params: Any = None, lr: float | None = None, betas: Tuple[float, float] | None = None,
+                 eps: float | None = None, weight_decay: float | None = None, amsgrad: bool | None = None) -> None:
+        super().__init__(params, lr=_num(lr), betas=None if betas is None else [float(b) for b in betas],
+                         eps=_num(eps), weight_decay=_num(weight_decay), amsgrad=amsgrad)
 
 
 class AdamW(Optimizer):
-    """Adam with decoupled weight decay."""
+    """Adam with decoupled weight decay (lr 1e-3, weight_decay 1e-2, as PyTorch's)."""
 
-    def __init__(self, params: Any = None, lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
-        super().__init__(params, lr=float(lr), betas=[float(b) for b in betas], eps=float(eps),
-                         weight_decay=float(weight_decay), amsgrad=bool(amsgrad))
+    def __init__(self, params: Any = None, lr: float | None = None, betas: Tuple[float, float] | None = None,
+                 eps: float | None = None, weight_decay: float | None = None, amsgrad: bool | None = None) -> None:
+        super().__init__(params, lr=_num(lr), betas=None if betas is None else [float(b) for b in betas],
+                         eps=_num(eps), weight_decay=_num(weight_decay), amsgrad=amsgrad)
 
 
 class RMSprop(Optimizer):
-    """RMSprop, optionally centered and with momentum."""
+    """RMSprop, optionally centered and with momentum (lr 1e-2, alpha 0.99, as PyTorch's)."""
 
-    def __init__(self, params: Any = None, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-                 momentum: float = 0.0, centered: bool = False) -> None:
-        super().__init__(params, lr=float(lr), alpha=float(alpha), eps=float(eps), weight_decay=float(weight_decay),
-                         momentum=float(momentum), centered=bool(centered))
+    def __init__(self, params: Any = None, lr: float | None = None, alpha: float | None = None, eps: float | None = None,
+                 weight_decay: float | None = None, momentum: float | None = None,
+                 centered: bool | None = None) -> None:
+        super().__init__(params, lr=_num(lr), alpha=_num(alpha), eps=_num(eps), weight_decay=_num(weight_decay),
+                         momentum=_num(momentum), centered=centered)
 
 
 def from_name(name: str) -> Optimizer:
