@@ -470,6 +470,39 @@ fn not_compiled() -> KilnError {
     KilnError::value("the model is not compiled: call model.compile(optimizer=..., loss=...) first")
 }
 
+/// Temporary files of earlier saves to the same path whose writer is gone (a save killed mid-write
+/// leaves `.NAME.tmp-PID`): removed, so crashes do not pile up copies beside a checkpoint. A file
+/// whose process still runs is another save in progress and is left alone.
+fn remove_stale_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let proc = Path::new("/proc");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(prefix)) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        let alive = if proc.is_dir() {
+            proc.join(pid.to_string()).exists()
+        } else {
+            // no process table to ask: only files an hour old count as abandoned
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age.as_secs() < 3600)
+        };
+        if pid != std::process::id() && !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Write `bytes` to `path` so that a crash leaves either the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
@@ -479,11 +512,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| KilnError::value(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    remove_stale_temporaries(dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

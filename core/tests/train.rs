@@ -366,3 +366,30 @@ fn exploding_loss_names_epoch_and_batch() {
         "{e}"
     );
 }
+
+/// A save killed mid-write leaves `.NAME.tmp-PID`; the next save of the same path removes those of
+/// processes that are gone (and keeps another live process's, and other files).
+#[test]
+fn saves_clean_up_temporaries_left_by_killed_saves() {
+    let dir = std::env::temp_dir().join(format!("kiln-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.kiln");
+    let dead = dir.join(".m.kiln.tmp-4000000000"); // beyond any pid_max: no such process
+    let live = dir.join(format!(".m.kiln.tmp-{}", 1)); // init is always running
+    let other = dir.join(".n.kiln.tmp-4000000000"); // another checkpoint's
+    for f in [&dead, &live, &other] {
+        std::fs::write(f, b"half a checkpoint").unwrap();
+    }
+    let layers =
+        LayerSpec::list_from_json(r#"[{"type":"Linear","in_features":2,"out_features":1}]"#)
+            .unwrap();
+    let model = Model::new(&layers, 0).unwrap();
+    model.save(&path).unwrap();
+    assert!(!dead.exists(), "the killed save's temporary is gone");
+    assert!(
+        live.exists() && other.exists(),
+        "a live writer's and another path's are kept"
+    );
+    Model::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
