@@ -4,6 +4,7 @@
 
 use ndarray::{ArrayD, Ix1, IxDyn};
 
+use super::shape::{self as shape_ops, Reduce, SliceAttrs};
 use super::{tensor_value, Value};
 use crate::autograd::{gemm, GeluApprox, Tape, Var};
 use crate::onnx::pb::{
@@ -55,8 +56,32 @@ pub(super) enum Op {
     },
     Gather(i64),
     Cast(DataType),
+    /// Cast to input 1's element type.
+    CastLike,
+    /// The number of elements, as an int64 scalar.
+    Size,
     Identity,
     Constant(Value),
+    Reduce {
+        kind: Reduce,
+        /// The attribute (opset < 18; ReduceSum < 13); `None`: input 1, when given.
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_empty: bool,
+    },
+    /// `Some`: starts, ends and axes as attributes (opset < 10); `None`: inputs 1-4.
+    Slice(Option<SliceAttrs>),
+    /// The axes attribute (opset < 13); `None`: input 1.
+    Unsqueeze(Option<Vec<i64>>),
+    Squeeze(Option<Vec<i64>>),
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    ConstantOfShape(Value),
+    Expand,
+    /// `x ^ p` for a one-element constant exponent `p` (checked at load).
+    Pow,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +94,7 @@ pub(super) enum Unary {
     Sqrt,
     Neg,
     Erf,
+    Reciprocal,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +114,7 @@ pub(super) enum Arg<'a> {
 }
 
 /// Input `i` as a value on the tape (a borrowed weight is copied onto it).
-fn var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Var> {
+pub(super) fn var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Var> {
     match args.get(i) {
         Some(Some(Arg::F(v))) => Ok(*v),
         Some(Some(Arg::C(c))) => Ok(t.constant((*c).clone())),
@@ -106,6 +132,7 @@ fn opt_var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Option<Var>> 
 }
 
 /// What an operator gives back.
+#[derive(Debug)]
 pub(super) enum Out {
     F(Var),
     I(ArrayD<i64>),
@@ -202,6 +229,12 @@ impl Op {
                 if !max && int(n, "count_include_pad", 0) == 0 && pad.iter().any(|&p| p > 0) {
                     return Err("AveragePool excluding padding".into());
                 }
+                if (0..2).any(|i| 2 * pad[i] > kernel[i]) {
+                    return Err(format!(
+                        "{} with pads {pad:?} over half the kernel {kernel:?}",
+                        n.op_type
+                    ));
+                }
                 let stride = usizes(n, "strides", 2, 1)?;
                 Op::Pool {
                     max,
@@ -261,17 +294,68 @@ impl Op {
                 }
             }
             "Gather" => Op::Gather(int(n, "axis", 0)),
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" => Op::Reduce {
+                kind: match n.op_type.as_str() {
+                    "ReduceSum" => Reduce::Sum,
+                    "ReduceMean" => Reduce::Mean,
+                    "ReduceMax" => Reduce::Max,
+                    _ => Reduce::Min,
+                },
+                axes: ints(n, "axes"),
+                keepdims: int(n, "keepdims", 1) != 0,
+                noop_empty: int(n, "noop_with_empty_axes", 0) != 0,
+            },
+            "Slice" if opset < 10 => Op::Slice(Some(SliceAttrs {
+                starts: ints(n, "starts").ok_or("Slice without starts")?,
+                ends: ints(n, "ends").ok_or("Slice without ends")?,
+                axes: ints(n, "axes"),
+            })),
+            "Slice" => Op::Slice(None),
+            "Unsqueeze" => Op::Unsqueeze(ints(n, "axes")),
+            "Squeeze" => Op::Squeeze(ints(n, "axes")),
+            "Shape" => Op::Shape {
+                start: int(n, "start", 0),
+                end: attr(n, "end").map(|a| a.i),
+            },
+            "ConstantOfShape" => match attr(n, "value").and_then(|a| a.t.as_ref()) {
+                None => Op::ConstantOfShape(Value::F32(ArrayD::zeros(IxDyn(&[1])))),
+                Some(t) => match tensor_value(t)? {
+                    v if v.shape().iter().product::<usize>() == 1 => Op::ConstantOfShape(v),
+                    _ => return Err("ConstantOfShape value of more than one element".into()),
+                },
+            },
+            "Expand" => Op::Expand,
+            "Pow" => Op::Pow,
+            "Reciprocal" => Op::Unary(Unary::Reciprocal),
             "Cast" => match DataType::try_from(int(n, "to", 0) as i32) {
                 Ok(t @ (DataType::Float | DataType::Int64)) => Op::Cast(t),
                 _ => return Err(format!("Cast to element type {}", int(n, "to", 0))),
             },
+            "CastLike" => Op::CastLike,
+            "Size" => Op::Size,
             "Identity" | "Dropout" => Op::Identity,
-            "Constant" => match attr(n, "value") {
-                Some(a) if a.r#type == AttributeType::Tensor as i32 || a.t.is_some() => {
-                    Op::Constant(tensor_value(a.t.as_ref().ok_or_else(what)?)?)
+            "Constant" => {
+                let list = |n: usize| IxDyn(&[n]);
+                if let Some(a) = attr(n, "value") {
+                    if a.r#type == AttributeType::Tensor as i32 || a.t.is_some() {
+                        Op::Constant(tensor_value(a.t.as_ref().ok_or_else(what)?)?)
+                    } else {
+                        return Err("Constant that is not a tensor".into());
+                    }
+                } else if let Some(a) = attr(n, "value_float") {
+                    Op::Constant(Value::F32(ArrayD::from_elem(IxDyn(&[]), a.f)))
+                } else if let Some(a) = attr(n, "value_floats") {
+                    let v = ArrayD::from_shape_vec(list(a.floats.len()), a.floats.clone());
+                    Op::Constant(Value::F32(v.expect("1-D")))
+                } else if let Some(a) = attr(n, "value_int") {
+                    Op::Constant(Value::I64(ArrayD::from_elem(IxDyn(&[]), a.i)))
+                } else if let Some(a) = attr(n, "value_ints") {
+                    let v = ArrayD::from_shape_vec(list(a.ints.len()), a.ints.clone());
+                    Op::Constant(Value::I64(v.expect("1-D")))
+                } else {
+                    return Err("Constant that is not a tensor".into());
                 }
-                _ => return Err("Constant that is not a tensor".into()),
-            },
+            }
             _ => return Err(what()),
         })
     }
@@ -295,8 +379,48 @@ impl Op {
             Op::LayerNorm { .. } => "LayerNormalization",
             Op::Gather(_) => "Gather",
             Op::Cast(_) => "Cast",
+            Op::CastLike => "CastLike",
+            Op::Size => "Size",
             Op::Identity => "Identity",
             Op::Constant(_) => "Constant",
+            Op::Reduce { kind, .. } => match kind {
+                Reduce::Sum => "ReduceSum",
+                Reduce::Mean => "ReduceMean",
+                Reduce::Max => "ReduceMax",
+                Reduce::Min => "ReduceMin",
+            },
+            Op::Slice(_) => "Slice",
+            Op::Unsqueeze(_) => "Unsqueeze",
+            Op::Squeeze(_) => "Squeeze",
+            Op::Shape { .. } => "Shape",
+            Op::ConstantOfShape(_) => "ConstantOfShape",
+            Op::Expand => "Expand",
+            Op::Pow => "Pow",
+        }
+    }
+
+    /// Whether the output is int64, given which inputs are: shape operators pass input 0's type
+    /// on, the rest compute on float32 only. `Err` (the model is declined at load) where an
+    /// operator would get int64 values it does not compute on.
+    pub(super) fn output_is_int(&self, ints: &[bool]) -> std::result::Result<bool, String> {
+        let first = ints.first().copied().unwrap_or(false);
+        match self {
+            Op::Shape { .. } | Op::Size => Ok(true),
+            Op::CastLike => Ok(ints.get(1).copied().unwrap_or(false)),
+            Op::ConstantOfShape(v) | Op::Constant(v) => Ok(matches!(v, Value::I64(_))),
+            Op::Cast(to) => Ok(*to == DataType::Int64),
+            Op::Identity
+            | Op::Reshape
+            | Op::Unsqueeze(_)
+            | Op::Squeeze(_)
+            | Op::Slice(_)
+            | Op::Gather(_)
+            | Op::Expand => Ok(first),
+            Op::Concat(_) if ints.iter().all(|&i| i == first) => Ok(first),
+            Op::Concat(_) => Err("Concat of float32 and int64 values".into()),
+            Op::Reduce { .. } | Op::Pow if !first => Ok(false),
+            _ if !ints.iter().any(|&i| i) => Ok(false),
+            _ => Err(format!("{} on int64 values", self.name())),
         }
     }
 
@@ -393,11 +517,32 @@ impl Op {
                 }
             }
             Op::MatMul => {
-                let (a, b) = (var(t, args, 0)?, var(t, args, 1)?);
-                if t.shape(a).len() < 2 || t.shape(b).len() < 2 {
-                    value_err!("MatMul of 1-D operands");
+                let (mut a, mut b) = (var(t, args, 0)?, var(t, args, 1)?);
+                // numpy's rule for 1-D operands: a vector on the left is a row [1, k], on the
+                // right a column [k, 1], and that axis is dropped from the product.
+                let (row, col) = (t.shape(a).len() == 1, t.shape(b).len() == 1);
+                if row {
+                    let k = t.shape(a)[0];
+                    a = t.reshape(a, &[1, k])?;
                 }
-                t.matmul(a, b)?
+                if col {
+                    let k = t.shape(b)[0];
+                    b = t.reshape(b, &[k, 1])?;
+                }
+                let y = t.matmul(a, b)?;
+                if row || col {
+                    let mut s = t.shape(y).to_vec();
+                    let r = s.len();
+                    if col {
+                        s.remove(r - 1);
+                    }
+                    if row {
+                        s.remove(s.len() - if col { 1 } else { 2 });
+                    }
+                    t.reshape(y, &s)?
+                } else {
+                    y
+                }
             }
             Op::Conv {
                 stride,
@@ -449,10 +594,14 @@ impl Op {
                 t.reshape(x, &[outer.iter().product(), inner.iter().product()])?
             }
             Op::Reshape => {
-                let x = var(t, args, 0)?;
                 let Some(Some(Arg::I(shape))) = args.get(1) else {
                     value_err!("Reshape needs an int64 shape");
                 };
+                if let Some(Some(Arg::I(x))) = args.first() {
+                    let target = reshape_target(x.shape(), shape.iter().copied())?;
+                    return Ok(Out::I(shape_ops::int_reshape(x, &target)?));
+                }
+                let x = var(t, args, 0)?;
                 let target = reshape_target(t.shape(x), shape.iter().copied())?;
                 t.reshape(x, &target)?
             }
@@ -462,6 +611,9 @@ impl Op {
                     .clone()
                     .unwrap_or_else(|| (0..t.shape(x).len()).rev().collect());
                 t.permute(x, &perm)?
+            }
+            Op::Concat(a) if matches!(args.first(), Some(Some(Arg::I(_)))) => {
+                return shape_ops::concat_ints(args, *a)
             }
             Op::Concat(a) => {
                 let xs = (0..args.len())
@@ -483,6 +635,10 @@ impl Op {
                     Unary::Erf => {
                         let y = t.value(x).mapv(libm::erff);
                         t.constant(y)
+                    }
+                    Unary::Reciprocal => {
+                        let one = t.constant(ArrayD::from_elem(IxDyn(&[]), 1.0));
+                        t.div(one, x)?
                     }
                 }
             }
@@ -556,21 +712,47 @@ impl Op {
                 };
                 t.layer_norm(x, w, b, *eps)?
             }
-            Op::Gather(a) => {
-                let table = var(t, args, 0)?;
-                let Some(Some(Arg::I(ids))) = args.get(1) else {
-                    value_err!("Gather needs int64 indices");
+            Op::Gather(a) => return shape_ops::gather(t, args, *a),
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+                noop_empty,
+            } => return shape_ops::reduce(t, args, *kind, axes, *keepdims, *noop_empty),
+            Op::Slice(attrs) => return shape_ops::slice(t, args, attrs),
+            Op::Unsqueeze(axes) => return shape_ops::unsqueeze(t, args, axes),
+            Op::Squeeze(axes) => return shape_ops::squeeze(t, args, axes),
+            Op::Shape { start, end } => return shape_ops::shape(t, args, *start, *end),
+            Op::ConstantOfShape(v) => return shape_ops::constant_of_shape(t, args, v),
+            Op::Expand => return shape_ops::expand(t, args),
+            Op::Pow => {
+                let x = var(t, args, 0)?;
+                let p = match args.get(1) {
+                    Some(Some(Arg::C(c))) if c.len() == 1 => c.iter().copied().next(),
+                    Some(Some(Arg::I(i))) if i.len() == 1 => i.iter().map(|&v| v as f32).next(),
+                    _ => None,
                 };
-                let st = t.shape(table).to_vec();
-                if *a != 0 || st.len() != 2 {
-                    value_err!("Gather on axis {a} of a rank-{} table", st.len());
-                }
-                let rows = st[0] as i64;
-                let ids = ids.mapv(|i| if i < 0 { i + rows } else { i });
-                if let Some(bad) = ids.iter().find(|&&i| !(0..rows).contains(&i)) {
-                    value_err!("index {bad} is out of range for {rows} rows");
-                }
-                t.embedding(table, &ids.mapv(|i| i as usize))?
+                let Some(p) = p else {
+                    value_err!("Pow needs a one-element constant exponent");
+                };
+                t.pow(x, p)
+            }
+            Op::Size => {
+                let n = match args.first() {
+                    Some(Some(Arg::F(v))) => t.shape(*v).iter().product::<usize>(),
+                    Some(Some(Arg::C(c))) => c.len(),
+                    Some(Some(Arg::I(i))) => i.len(),
+                    _ => value_err!("input 0 is missing"),
+                };
+                return Ok(Out::I(ArrayD::from_elem(IxDyn(&[]), n as i64)));
+            }
+            Op::CastLike => {
+                let to = match args.get(1) {
+                    Some(Some(Arg::I(_))) => DataType::Int64,
+                    Some(Some(_)) => DataType::Float,
+                    _ => value_err!("CastLike needs input 1"),
+                };
+                return Op::Cast(to).run(t, &args[..1]);
             }
             Op::Cast(to) => match (to, args.first()) {
                 (DataType::Float, Some(Some(Arg::F(v)))) => *v,
