@@ -1,5 +1,9 @@
-//! kiln's own ONNX engine: runs the graphs kiln exports — and the plain MLPs and CNNs other tools
-//! write with the same operators — on kiln-core's autodiff ops in inference mode, without tract.
+//! kiln's own ONNX engine: runs the graphs kiln exports — and the plain MLPs, CNNs and ResNets other
+//! tools write with the same operators, PyTorch's `Shape → Gather → Unsqueeze → Concat → Reshape`
+//! flatten with a free batch included — on kiln-core's autodiff ops in inference mode, without
+//! tract. Computation is on float32; int64 values are token ids, shapes and indices, moved by the
+//! shape operators (`shape.rs`) and checked at load: an operator that would compute on int64 values
+//! declines the model there, not on its first run.
 //!
 //! Why a second engine: in the browser, tract costs 2.1 MB of gzip download, ~150 ms of wasm
 //! compilation and model optimisation before the first prediction, and its per-call overhead
@@ -10,6 +14,7 @@
 //! runs. Outputs are checked against onnxruntime and tract in the tests (wasm/tests, core/tests).
 
 mod ops;
+mod parse;
 mod shape;
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,7 +68,8 @@ pub struct IoInfo {
     pub dtype: &'static str,
 }
 
-/// Why kiln's engine declined a model: the first thing it cannot run. Not an error in the model.
+/// Why kiln's engine declined a model: the first thing it cannot run (`"operator Sin"`,
+/// `"Conv with asymmetric pads [0, 0, 1, 1]"`, `"Add on int64 values"`). Not an error in the model.
 #[derive(Clone, Debug)]
 pub struct Unsupported(pub String);
 
@@ -149,7 +155,7 @@ impl KilnSession {
             }
             let op = Op::parse(n, opset).map_err(unsupported)?;
             let ints: Vec<bool> = n.input.iter().map(|i| int_values.contains(i)).collect();
-            let int_out = op.output_is_int(&ints).map_err(unsupported)?;
+            let int_out = op.output_is_int(&n.op_type, &ints).map_err(unsupported)?;
             if let (Op::Pow, Some(exponent)) = (&op, n.input.get(1)) {
                 let one_element = |v: &Value| v.shape().iter().product::<usize>() == 1;
                 if !constants.get(exponent).is_some_and(one_element) {
