@@ -333,3 +333,50 @@ def test_a_pytorch_style_resnet_runs_on_kiln_engine(opset, rng):
         (ref,) = _ort(data, {"x": x})
         np.testing.assert_allclose(sess.run(x), ref, atol=1e-4)
         np.testing.assert_allclose(sess.run(x), tract.run(x), atol=1e-5)
+
+
+def test_graph_models_kiln_exports_run_on_kiln_engine(rng):
+    """Residual blocks with BatchNorm, reductions (mean, max, sum), slicing, squeeze/unsqueeze, a
+    concat, and a two-input model with an embedding: what kiln exports, kiln's engine runs, to
+    ``predict``'s numbers (the same ops) and to tract's."""
+    import kiln.nn.functional as F
+    from kiln import nn
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.blocks, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Sequential(Block(8), Block(8)), nn.Linear(13, 10)
+
+        def forward(self, x):
+            x = self.blocks(F.relu(self.stem(x)))
+            peak = x.max(dim=3).sum(dim=2, keepdim=True).squeeze(2)[:, 2:6]
+            return self.head(F.cat([x.mean(dim=(2, 3)), peak, x.sum(dim=(1, 2, 3)).unsqueeze(1)], dim=1))
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.num, self.out = nn.Embedding(5, 4), nn.Linear(8, 16), nn.Linear(20, 2)
+
+        def forward(self, numeric, category):
+            return self.out(F.cat([F.relu(self.num(numeric)), self.emb(category)], dim=1))
+
+    kiln.manual_seed(0)
+    net, two = Net(), TwoInputs()
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    num, cat = rng.standard_normal((6, 8)).astype(np.float32), rng.integers(0, 5, 6)
+    for model, feeds, args in [(net, x, x), (two, {"numeric": num, "category": cat}, (num, cat))]:
+        want = model.predict(args)  # traces the graph; export writes that graph
+        data = model.export_onnx()
+        sess = InferenceSession(data)
+        assert (sess.engine, sess.declined) == ("kiln", None)
+        np.testing.assert_allclose(sess.run(feeds), want, atol=1e-5)
+        np.testing.assert_allclose(InferenceSession(data, engine="tract").run(feeds), want, atol=1e-4)
