@@ -62,7 +62,7 @@ impl InferenceSession {
     /// let bytes = std::fs::read("digits.onnx")?;
     /// let sess = InferenceSession::from_bytes(&bytes, EngineChoice::Auto)?;
     /// println!("{} ({:?})", sess.engine(), sess.declined());
-    /// # Ok::<(), kiln_core::KilnError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_bytes(bytes: &[u8], choice: EngineChoice) -> Result<Self> {
         Self::load(bytes, None, choice)
