@@ -34,7 +34,7 @@ lint: ## rustfmt and clippy (warnings are errors)
 test-rust: ## the Rust core's unit, gradient and integration tests
 	cargo test --release -p kiln-core
 
-conformance: $(VENV)/.stamp ## ONNX backend node cases through kiln's tract engine (regression list in core/tests/onnx_conformance)
+conformance: $(VENV)/.stamp ## ONNX backend node cases through both engines, tract's and kiln's (regression lists in core/tests/onnx_conformance)
 	bash scripts/conformance.sh
 
 # ---- Python -----------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The ONNX backend node conformance cases through kiln's InferenceSession (tract).
+# The ONNX backend node conformance cases through both of kiln's engines: tract's and kiln's own.
 #
 #   bash scripts/conformance.sh            generate the cases (cached), run them, fail if a case on
-#                                          core/tests/onnx_conformance/passing.txt no longer passes
-#   bash scripts/conformance.sh --update   the same, then rewrite passing.txt with today's passes
+#                                          core/tests/onnx_conformance/passing.txt (tract) or
+#                                          kiln_passing.txt (kiln's engine) no longer passes, or if
+#                                          kiln's engine accepts a case and gets it wrong
+#   bash scripts/conformance.sh --update   the same, then rewrite both lists with today's passes
 #
 # Run from anywhere; uses the venv at .venv (or $VIRTUAL_ENV) for onnx. Details of every case,
 # with the reason for each failure, land in target/onnx-node-cases/report.txt.

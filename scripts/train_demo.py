@@ -78,7 +78,7 @@ def main() -> int:
     checkpoint = os.path.join(args.out, "digits.kiln")
     model.save(checkpoint)
     print(f"wrote {path} ({os.path.getsize(path):,} bytes) and {checkpoint} "
-          f"({os.path.getsize(checkpoint):,} bytes); max |tract - predict| = {diff:.2e}")
+          f"({os.path.getsize(checkpoint):,} bytes); max |InferenceSession - predict| = {diff:.2e}")
     return 0
 
 

@@ -1,17 +1,24 @@
-//! Runs the ONNX backend node conformance cases through kiln's TractSession.
+//! Runs the ONNX backend node conformance cases through both of kiln's engines: tract's
+//! (`TractSession`) and kiln's own (`KilnSession`).
 //!
 //! The cases come from `scripts/gen_onnx_cases.py` (onnx's own definitions, written to
 //! `target/onnx-node-cases`). Each case runs in isolation (a panic is caught and counted as a
 //! failure); outputs are compared like numpy's `allclose(rtol=1e-3, atol=1e-4)`, NaN equal to NaN.
+//!
+//! kiln's engine either runs a case exactly or declines it at load (then, in a browser or in
+//! `kiln.InferenceSession`, tract runs it). So for it every case is one of: accepted and passing,
+//! declined (counted, with the reason), or failing — accepted and then wrong or erroring, which
+//! must never happen: any such case makes the run exit 1.
 //!
 //! ```text
 //! cargo run --release -p kiln-core --example onnx_conformance -- \
 //!     [--cases target/onnx-node-cases] [--check core/tests/onnx_conformance/passing.txt] \
 //!     [--write core/tests/onnx_conformance/passing.txt] [--filter SUBSTRING]
 //! ```
-//! `--check` exits 1 when a case on the list no longer passes. Every case's result and the
-//! reason for each failure go to `<cases>/report.txt`. The last line printed is
-//! `conformance: N passed, M failed`.
+//! `--check LIST` exits 1 when a case on LIST no longer passes on tract, or one on
+//! `kiln_passing.txt` beside it no longer passes on kiln's engine; `--write LIST` rewrites both.
+//! Every case's result and the reason for each failure or decline go to `<cases>/report.txt`. The
+//! last line printed is `conformance: N passed, M failed` (tract).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
+use kiln_core::onnx::engine::{KilnSession, Value};
 use kiln_core::onnx::tract::{TensorData, TractSession};
 use tract_onnx::prelude::*;
 
@@ -180,8 +188,85 @@ fn check_outputs(
     Ok(())
 }
 
-fn run_case(dir: &Path) -> Result<Pass, String> {
-    let data = load_data(&dir.join("data.onnx"))?;
+/// What kiln's engine made of a case.
+#[derive(Debug, Clone)]
+enum Kiln {
+    Pass,
+    Declined(String),
+    Fail(String),
+}
+
+/// Every input fed at run time: kiln's engine reads axes, shapes and indices from int64 inputs as
+/// they come, so it needs no second try with them embedded.
+fn run_kiln(dir: &Path, data: &CaseData) -> Kiln {
+    let bytes = match std::fs::read(dir.join("model.onnx")) {
+        Ok(b) => b,
+        Err(e) => return Kiln::Fail(e.to_string()),
+    };
+    let sess = match KilnSession::from_bytes(&bytes) {
+        Ok(Ok(s)) => s,
+        Ok(Err(why)) => return Kiln::Declined(why.0),
+        Err(e) => return Kiln::Declined(format!("not loadable: {e}")),
+    };
+    if sess.inputs().len() != data.inputs.len() {
+        return Kiln::Fail(format!(
+            "{} inputs instead of {}",
+            sess.inputs().len(),
+            data.inputs.len()
+        ));
+    }
+    let mut feeds = vec![];
+    for (info, t) in sess.inputs().iter().zip(&data.inputs) {
+        let value = match t {
+            TensorData::F32(a) => Value::F32(a.clone()),
+            TensorData::I64(a) => Value::I64(a.clone()),
+            other => return Kiln::Fail(format!("input of type {}", other.dtype())),
+        };
+        feeds.push((info.name.clone(), value));
+    }
+    let outputs = match sess.run(feeds) {
+        Ok(o) => o,
+        Err(e) => return Kiln::Fail(format!("run: {e}")),
+    };
+    if outputs.len() != data.outputs.len() {
+        return Kiln::Fail(format!(
+            "{} outputs instead of {}",
+            outputs.len(),
+            data.outputs.len()
+        ));
+    }
+    for (k, (g, w)) in outputs.into_iter().zip(&data.outputs).enumerate() {
+        if let Err(e) = compare(&TensorData::F32(g), w) {
+            return Kiln::Fail(format!("output {k}: {e}"));
+        }
+    }
+    Kiln::Pass
+}
+
+fn run_case(dir: &Path) -> (Result<Pass, String>, Kiln) {
+    let data = match load_data(&dir.join("data.onnx")) {
+        Ok(d) => d,
+        // Test data kiln cannot read (strings, bfloat16): kiln's engine must decline the model.
+        Err(e) => {
+            let kiln =
+                match std::fs::read(dir.join("model.onnx")).map(|b| KilnSession::from_bytes(&b)) {
+                    Ok(Ok(Err(why))) => Kiln::Declined(why.0),
+                    Ok(Err(load)) => Kiln::Declined(format!("not loadable: {load}")),
+                    _ => Kiln::Fail(format!(
+                        "accepted a model whose test data is unreadable: {e}"
+                    )),
+                };
+            return (Err(e), kiln);
+        }
+    };
+    let kiln = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_kiln(dir, &data)))
+        .unwrap_or_else(|_| Kiln::Fail("panicked".into()));
+    let tract = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_tract(dir, data)))
+        .unwrap_or_else(|_| Err("panicked".to_string()));
+    (tract, kiln)
+}
+
+fn run_tract(dir: &Path, data: CaseData) -> Result<Pass, String> {
     let model = dir.join("model.onnx");
     let strict = TractSession::from_path(&model).map_err(|e| format!("load: {e}"));
     let error = match strict {
@@ -254,8 +339,7 @@ fn main() {
             let ix = next.fetch_add(1, Ordering::SeqCst);
             let Some(name) = names.get(ix) else { break };
             let dir = root.join(name);
-            let result = std::panic::catch_unwind(|| run_case(&dir))
-                .unwrap_or_else(|_| Err("panicked".to_string()));
+            let result = run_case(&dir);
             if tx.send((ix, result)).is_err() {
                 break;
             }
@@ -263,13 +347,41 @@ fn main() {
     }
     drop(tx);
     let mut results: Vec<Option<Result<Pass, String>>> = vec![None; names.len()];
-    for (ix, result) in rx {
-        results[ix] = Some(result);
+    let mut kiln: Vec<Option<Kiln>> = vec![None; names.len()];
+    for (ix, (tract, k)) in rx {
+        results[ix] = Some(tract);
+        kiln[ix] = Some(k);
     }
     let mut report = String::new();
     let mut passing = BTreeSet::new();
+    let mut kiln_passing = BTreeSet::new();
+    let mut kiln_failing = vec![];
+    let mut declined: std::collections::BTreeMap<String, usize> = Default::default();
     let mut strict = 0;
-    for (name, result) in names.iter().zip(&results) {
+    for (name, (result, k)) in names.iter().zip(results.iter().zip(&kiln)) {
+        match k {
+            Some(Kiln::Pass) => {
+                kiln_passing.insert(name.clone());
+                report.push_str(&format!("kiln PASS {name}\n"));
+            }
+            Some(Kiln::Declined(why)) => {
+                // Count reasons by their operator or first words, not by every attribute value.
+                let key: String = why.split([' ', '=']).take(2).collect::<Vec<_>>().join(" ");
+                *declined.entry(key).or_default() += 1;
+                report.push_str(&format!(
+                    "kiln DECLINED {name}: {}\n",
+                    why.replace('\n', " ")
+                ));
+            }
+            Some(Kiln::Fail(e)) => {
+                kiln_failing.push(name.clone());
+                report.push_str(&format!("kiln FAIL {name}: {}\n", e.replace('\n', " ")));
+            }
+            None => {
+                kiln_failing.push(name.clone());
+                report.push_str(&format!("kiln FAIL {name}: no result\n"));
+            }
+        }
         match result {
             Some(Ok(how)) => {
                 passing.insert(name.clone());
@@ -289,16 +401,52 @@ fn main() {
     if let Err(e) = std::fs::write(&report_path, report) {
         eprintln!("{}: {e}", report_path.display());
     }
+    let kiln_list = |list: &Path| list.with_file_name("kiln_passing.txt");
     if let Some(path) = &args.write {
         let text: String = passing.iter().map(|n| format!("{n}\n")).collect();
         std::fs::write(path, text).expect("write the passing list");
+        let text: String = kiln_passing.iter().map(|n| format!("{n}\n")).collect();
+        std::fs::write(kiln_list(path), text).expect("write kiln's passing list");
         println!(
-            "wrote {} passing cases to {}",
+            "wrote {} passing cases to {} and {} to {}",
             passing.len(),
-            path.display()
+            path.display(),
+            kiln_passing.len(),
+            kiln_list(path).display()
         );
     }
     let mut status = 0;
+    if !kiln_failing.is_empty() {
+        eprintln!(
+            "kiln's engine accepted {} case(s) it then got wrong (it must decline what it cannot \
+             run exactly; see {}):",
+            kiln_failing.len(),
+            report_path.display()
+        );
+        for name in &kiln_failing {
+            eprintln!("  {name}");
+        }
+        status = 1;
+    }
+    if let Some(path) = args.check.as_ref().map(|p| kiln_list(p)) {
+        if let Ok(listed) = std::fs::read_to_string(&path) {
+            let regressed: Vec<&str> = listed
+                .lines()
+                .filter(|n| !n.is_empty() && !kiln_passing.contains(*n))
+                .collect();
+            if !regressed.is_empty() {
+                eprintln!(
+                    "{} case(s) on {} no longer pass on kiln's engine:",
+                    regressed.len(),
+                    path.display()
+                );
+                for name in &regressed {
+                    eprintln!("  {name}");
+                }
+                status = 1;
+            }
+        }
+    }
     if let Some(path) = &args.check {
         let listed = std::fs::read_to_string(path).unwrap_or_else(|e| {
             eprintln!("{}: {e}", path.display());
@@ -325,6 +473,20 @@ fn main() {
         "{strict} passed with every input fed at run time, {} more once their parameter inputs \
          (all but the first) were embedded as constants",
         passing.len() - strict
+    );
+    let mut reasons: Vec<(&String, &usize)> = declined.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1));
+    let top: Vec<String> = reasons
+        .iter()
+        .take(8)
+        .map(|(k, n)| format!("{k} ({n})"))
+        .collect();
+    eprintln!("kiln's engine declined most often: {}", top.join(", "));
+    println!(
+        "kiln's engine: {} accepted and passing, {} declined, {} failing",
+        kiln_passing.len(),
+        names.len() - kiln_passing.len() - kiln_failing.len(),
+        kiln_failing.len()
     );
     eprintln!(
         "ran {} cases in {:.1} s on {workers} threads; details in {}",

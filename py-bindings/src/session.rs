@@ -1,6 +1,8 @@
-//! `kiln._kiln.InferenceSession`: tract-onnx inference (kiln_core::onnx::tract) with numpy in and out.
+//! `kiln._kiln.InferenceSession`: ONNX inference on kiln's engine or tract, chosen by
+//! kiln_core::onnx::session (kiln's engine first, as in the browser), with numpy in and out.
 
-use kiln_core::onnx::tract::{TensorData, TensorInfo, TractSession};
+use kiln_core::onnx::session::{EngineChoice, InferenceSession};
+use kiln_core::onnx::tract::{TensorData, TensorInfo};
 use numpy::{IntoPyArray, PyReadonlyArrayDyn};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -58,20 +60,37 @@ fn describe<'py>(py: Python<'py>, infos: &[TensorInfo]) -> PyResult<Vec<Bound<'p
         .collect()
 }
 
-/// A loaded ONNX model, run by tract.
+/// A loaded ONNX model, run by kiln's engine or by tract.
 #[pyclass(module = "kiln._kiln", name = "InferenceSession", frozen)]
 pub struct PySession {
-    inner: TractSession,
+    inner: InferenceSession,
 }
 
 #[pymethods]
 impl PySession {
-    /// Parse and optimise the model in `data` (the bytes of an .onnx file).
+    /// Load the model in `data` (the bytes of an .onnx file) on `engine`: "auto" (kiln's engine
+    /// when it runs the model, tract otherwise), "kiln" or "tract".
     #[new]
-    fn new(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+    #[pyo3(signature = (data, engine = "auto"))]
+    fn new(py: Python<'_>, data: &[u8], engine: &str) -> PyResult<Self> {
+        let choice: EngineChoice = engine.parse().py()?;
         Ok(PySession {
-            inner: py.detach(|| TractSession::from_bytes(data)).py()?,
+            inner: py
+                .detach(|| InferenceSession::from_bytes(data, choice))
+                .py()?,
         })
+    }
+
+    /// "kiln" or "tract": the engine that runs the model.
+    #[getter]
+    fn engine(&self) -> &'static str {
+        self.inner.engine()
+    }
+
+    /// Why kiln's engine declined the model (then tract runs it), or None.
+    #[getter]
+    fn declined(&self) -> Option<String> {
+        self.inner.declined().map(String::from)
     }
 
     /// `[{"name", "shape" (None = free), "dtype"}]` for each input.

@@ -1,5 +1,6 @@
-"""kiln.InferenceSession (tract): hand-built ONNX graphs, scikit-learn models converted by skl2onnx
-(ai.onnx.ml operators), and the errors for bad models and bad inputs. onnxruntime is the referee."""
+"""kiln.InferenceSession (kiln's engine first, tract for what it declines): hand-built ONNX graphs,
+scikit-learn models converted by skl2onnx (ai.onnx.ml operators), which engine runs what, and the
+errors for bad models and bad inputs. onnxruntime is the referee."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 import kiln
 from kiln import InferenceSession, TensorInfo
@@ -237,6 +238,145 @@ def test_kiln_model_runs_the_same_in_its_session(rng):
     kiln.manual_seed(0)
     model = kiln.nn.Sequential(kiln.nn.Linear(5, 3), kiln.nn.Softmax())
     x = rng.standard_normal((6, 5)).astype(np.float32)
-    sess = InferenceSession(model.export_onnx(input_shape=(5,), labels=["a", "b", "c"]))
+    data = model.export_onnx(input_shape=(5,), labels=["a", "b", "c"])
+    sess = InferenceSession(data)
+    assert sess.engine == "kiln"  # kiln's exports run on the ops that trained them, as in the browser
     np.testing.assert_allclose(sess.run(x), model.predict(x), atol=1e-6)
+    np.testing.assert_allclose(InferenceSession(data, engine="tract").run(x), model.predict(x), atol=1e-6)
     assert sess.labels == ["a", "b", "c"]
+
+
+# ---- which engine runs the model -------------------------------------------------------------------
+def _sin_model() -> bytes:
+    f = TensorProto.FLOAT  # Sin: an operator tract runs and kiln's engine does not
+    return _model([helper.make_node("Sin", ["x"], ["y"])], [_vi("x", f, ["n", 3])], [_vi("y", f, ["n", 3])])
+
+
+def test_kiln_engine_first_then_tract_with_the_reason(two_in_two_out):
+    sess = InferenceSession(two_in_two_out)
+    assert (sess.engine, sess.declined) == ("kiln", None)
+    assert repr(sess).startswith("InferenceSession(engine='kiln', inputs=[TensorInfo(name='a'")
+    fallback = InferenceSession(_sin_model())
+    assert (fallback.engine, fallback.declined) == ("tract", "operator Sin")
+    assert "engine='tract', declined='operator Sin'" in repr(fallback)
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_allclose(fallback.run(x), np.sin(x), atol=1e-6)
+    with pytest.raises(OnnxError, match=r"kiln's engine does not run this model \(operator Sin\)"):
+        InferenceSession(_sin_model(), engine="kiln")
+    forced = InferenceSession(two_in_two_out, engine="tract")
+    assert (forced.engine, forced.declined) == ("tract", None)
+    with pytest.raises(InvalidInputError, match='engine must be "auto", "kiln" or "tract", not \'lite\''):
+        InferenceSession(two_in_two_out, engine="lite")  # type: ignore[arg-type]
+
+
+def test_both_engines_describe_run_and_refuse_inputs_alike(two_in_two_out, rng):
+    kiln_sess, tract_sess = InferenceSession(two_in_two_out, engine="kiln"), InferenceSession(two_in_two_out, engine="tract")
+    assert kiln_sess.inputs == tract_sess.inputs and kiln_sess.outputs == tract_sess.outputs
+    assert kiln_sess.metadata == tract_sess.metadata and kiln_sess.labels == tract_sess.labels
+    a, b = rng.standard_normal((3, 3)).astype(np.float32), rng.standard_normal((3, 3)).astype(np.float32)
+    for k, t in zip(kiln_sess.run({"a": a, "b": b}).values(), tract_sess.run({"a": a, "b": b}).values()):
+        np.testing.assert_array_equal(k, t)
+    messages = []
+    for sess in (kiln_sess, tract_sess):
+        with pytest.raises(ShapeError) as e:
+            sess.run({"a": a, "b": b[:2]})
+        messages.append(str(e.value))
+    assert messages[0] == messages[1] == \
+        'input "b": dimension 0 is 2 but input "a" sets the same free dimension to 3'
+
+
+def _pytorch_resnet(opset: int) -> bytes:
+    """What PyTorch's legacy exporter writes for a small ResNet (BatchNorm folded into the convs):
+    Conv/Relu/Add, then ``x.view(x.size(0), -1)`` after GlobalAveragePool as Shape → Gather →
+    Unsqueeze → Concat → Reshape, or ``x.mean(dim=(2, 3))`` as ReduceMean, then Gemm."""
+    r = np.random.default_rng(1)
+    w = lambda *s: numpy_helper.from_array((r.standard_normal(s) * 0.3).astype(np.float32))  # noqa: E731
+    inits = []
+    for name, shape in [("stem.w", (8, 1, 3, 3)), ("stem.b", (8,)), ("c1.w", (8, 8, 3, 3)), ("c1.b", (8,)),
+                        ("c2.w", (8, 8, 3, 3)), ("c2.b", (8,)), ("fc.w", (10, 8)), ("fc.b", (10,))]:
+        t = w(*shape)
+        t.name = name
+        inits.append(t)
+    conv = lambda x, p, y: helper.make_node("Conv", [x, f"{p}.w", f"{p}.b"], [y], kernel_shape=[3, 3],  # noqa: E731
+                                             pads=[1, 1, 1, 1], strides=[1, 1])
+    nodes = [conv("x", "stem", "s"), helper.make_node("Relu", ["s"], ["s1"]), conv("s1", "c1", "a"),
+             helper.make_node("Relu", ["a"], ["a1"]), conv("a1", "c2", "b"), helper.make_node("Add", ["b", "s1"], ["r"]),
+             helper.make_node("Relu", ["r"], ["r1"])]
+    if opset >= 18:
+        inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+        nodes.append(helper.make_node("ReduceMean", ["r1", "axes"], ["p"], keepdims=0))
+    else:
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "zero_axis"))
+        inits.append(numpy_helper.from_array(np.array([-1], np.int64), "minus_one"))
+        nodes += [helper.make_node("GlobalAveragePool", ["r1"], ["g"]), helper.make_node("Shape", ["g"], ["shape"]),
+                  helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.int64))),
+                  helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+                  helper.make_node("Unsqueeze", ["n", "zero_axis"], ["n1"]),
+                  helper.make_node("Concat", ["n1", "minus_one"], ["target"], axis=0),
+                  helper.make_node("Reshape", ["g", "target"], ["p"])]
+    nodes.append(helper.make_node("Gemm", ["p", "fc.w", "fc.b"], ["logits"], transB=1))
+    graph = helper.make_graph(nodes, "resnet", [_vi("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                              [_vi("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(m, full_check=True)
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+def test_a_pytorch_style_resnet_runs_on_kiln_engine(opset, rng):
+    data = _pytorch_resnet(opset)
+    sess = InferenceSession(data)
+    assert (sess.engine, sess.declined) == ("kiln", None)
+    tract = InferenceSession(data, engine="tract")
+    for batch in (1, 5):
+        x = rng.standard_normal((batch, 1, 8, 8)).astype(np.float32)
+        (ref,) = _ort(data, {"x": x})
+        np.testing.assert_allclose(sess.run(x), ref, atol=1e-4)
+        np.testing.assert_allclose(sess.run(x), tract.run(x), atol=1e-5)
+
+
+def test_graph_models_kiln_exports_run_on_kiln_engine(rng):
+    """Residual blocks with BatchNorm, reductions (mean, max, sum), slicing, squeeze/unsqueeze, a
+    concat, and a two-input model with an embedding: what kiln exports, kiln's engine runs, to
+    ``predict``'s numbers (the same ops) and to tract's."""
+    import kiln.nn.functional as F
+    from kiln import nn
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.blocks, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Sequential(Block(8), Block(8)), nn.Linear(13, 10)
+
+        def forward(self, x):
+            x = self.blocks(F.relu(self.stem(x)))
+            peak = x.max(dim=3).sum(dim=2, keepdim=True).squeeze(2)[:, 2:6]
+            return self.head(F.cat([x.mean(dim=(2, 3)), peak, x.sum(dim=(1, 2, 3)).unsqueeze(1)], dim=1))
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.num, self.out = nn.Embedding(5, 4), nn.Linear(8, 16), nn.Linear(20, 2)
+
+        def forward(self, numeric, category):
+            return self.out(F.cat([F.relu(self.num(numeric)), self.emb(category)], dim=1))
+
+    kiln.manual_seed(0)
+    net, two = Net(), TwoInputs()
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    num, cat = rng.standard_normal((6, 8)).astype(np.float32), rng.integers(0, 5, 6)
+    for model, feeds, args in [(net, x, x), (two, {"numeric": num, "category": cat}, (num, cat))]:
+        want = model.predict(args)  # traces the graph; export writes that graph
+        data = model.export_onnx()
+        sess = InferenceSession(data)
+        assert (sess.engine, sess.declined) == ("kiln", None)
+        np.testing.assert_allclose(sess.run(feeds), want, atol=1e-5)
+        np.testing.assert_allclose(InferenceSession(data, engine="tract").run(feeds), want, atol=1e-4)

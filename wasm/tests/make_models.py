@@ -187,7 +187,8 @@ def sklearn_models(out):
 
 def kiln_digits(out, images, targets):
     """kiln's own export: the documented digits CNN, trained briefly by kiln on scikit-learn's digits,
-    exported with labels. Returns the path and kiln.InferenceSession (native tract) as a callable."""
+    exported with labels. Returns the path and kiln.InferenceSession (natively, on the engine the
+    browser picks: kiln's own) as a callable."""
     import kiln
     from kiln import nn, optim
 
@@ -201,6 +202,7 @@ def kiln_digits(out, images, targets):
     path = out / "kiln_digits.onnx"
     model.export_onnx(str(path), labels=[str(d) for d in range(10)])
     session = kiln.InferenceSession(str(path))
+    assert session.engine == "kiln", session.declined
     return path, lambda x: np.asarray(session.run(x))
 
 
@@ -403,8 +405,8 @@ def main(out):
     name = onnx.load(p).graph.input[0].name
     for n in (1, 64):
         x = images[1000:1000 + n]
-        # kiln.InferenceSession runs the same tract engine natively: kiln-wasm must agree with it
-        # even more closely than with onnxruntime.
+        # kiln.InferenceSession runs the same engine natively (kiln's, picked as loadModel picks
+        # it): kiln-wasm must agree with it even more closely than with onnxruntime.
         case(f"kiln export batch {n}", p, {name: x}, tool="kiln", labels=[str(d) for d in range(10)],
              native=[encode(onnx.load(p).graph.output[0].name, native(x))])
 

@@ -1,4 +1,4 @@
-//! The checks both ONNX engines (tract's `infer` and kiln's `lite`) make on the inputs of a run,
+//! The checks both ONNX engines (tract's and kiln's own) make on the inputs of a run,
 //! with one set of messages, so a wrong input reads the same whichever engine runs the model.
 
 use std::collections::HashMap;
@@ -34,6 +34,21 @@ pub(crate) fn in_graph_order<T>(inputs: &[&str], feeds: Vec<(String, T)>) -> Res
         )));
     }
     Ok(slots.into_iter().flatten().collect())
+}
+
+/// Inputs given by position: as many as the graph has.
+#[cfg(feature = "onnx")]
+pub(crate) fn check_count(inputs: &[&str], got: usize) -> Result<()> {
+    if got == inputs.len() {
+        return Ok(());
+    }
+    let names: Vec<String> = inputs.iter().map(|i| format!("{i:?}")).collect();
+    Err(KilnError::shape(format!(
+        "the model takes {} input{} ({}), got {got}",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", "),
+    )))
 }
 
 /// `[?, 1, 8, 8]`: a graph's dims, `?` where the size is free.

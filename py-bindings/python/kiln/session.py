@@ -1,10 +1,12 @@
-"""``kiln.InferenceSession``: run any ONNX model with tract, the engine kiln-wasm runs in the browser."""
+"""``kiln.InferenceSession``: run an ONNX model natively on the engine kiln-wasm would pick in the
+browser: kiln's own engine (the graph kiln trained, on kiln-core's ops) when it runs the model, tract
+for the models it declines (other tools' operators, attributes, element types)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Literal, Mapping, Union
 
 import numpy as np
 
@@ -24,13 +26,22 @@ class TensorInfo:
     dtype: str
 
 
-class InferenceSession:
-    """Load an ONNX model (a path, or the bytes) and run it natively through tract.
+Engine = Literal["auto", "kiln", "tract"]
 
-    The same engine runs the model in kiln-wasm, so what this predicts is what the browser predicts.
+
+class InferenceSession:
+    """Load an ONNX model (a path, or the bytes) and run it natively.
+
+    ``engine="auto"`` (the default) picks the way kiln-wasm's ``loadModel`` does: kiln's own engine
+    when it runs the graph exactly (every model kiln exports, and plain CNNs, MLPs and ResNets from
+    other tools), tract otherwise. ``"kiln"`` insists on kiln's engine (a model it declines is an
+    :class:`~kiln.errors.OnnxError` saying why), ``"tract"`` on tract. ``.engine`` says which one
+    runs the model and ``.declined`` why kiln's engine did not. Both engines take the same inputs,
+    describe the model the same way and report wrong inputs with the same messages; what this
+    predicts is what the browser predicts.
     """
 
-    def __init__(self, model: Union[str, os.PathLike[str], bytes, bytearray]) -> None:
+    def __init__(self, model: Union[str, os.PathLike[str], bytes, bytearray], engine: Engine = "auto") -> None:
         if isinstance(model, (bytes, bytearray, memoryview)):
             data = bytes(model)
         elif isinstance(model, (str, os.PathLike)):
@@ -38,9 +49,22 @@ class InferenceSession:
                 data = f.read()
         else:
             raise InvalidInputError(f"InferenceSession: expected a path or bytes, got {type(model).__name__}")
-        self._core = _kiln.InferenceSession(data)
+        if engine not in ("auto", "kiln", "tract"):
+            raise InvalidInputError(f'InferenceSession: engine must be "auto", "kiln" or "tract", not {engine!r}')
+        self._core = _kiln.InferenceSession(data, engine)
         self.inputs = [TensorInfo(d["name"], tuple(d["shape"]), d["dtype"]) for d in self._core.inputs]
         self.outputs = [TensorInfo(d["name"], tuple(d["shape"]), d["dtype"]) for d in self._core.outputs]
+
+    @property
+    def engine(self) -> str:
+        """``"kiln"`` (kiln's own engine) or ``"tract"``: which engine runs the model."""
+        return self._core.engine
+
+    @property
+    def declined(self) -> str | None:
+        """Why kiln's engine declined the model (``"operator Sin"``), when tract runs it in its
+        place; ``None`` when kiln's engine runs it or ``engine="tract"`` was asked for."""
+        return self._core.declined
 
     @property
     def labels(self) -> list[str] | None:
@@ -90,4 +114,5 @@ class InferenceSession:
         return {o.name: v for o, v in zip(self.outputs, outs)}
 
     def __repr__(self) -> str:
-        return f"InferenceSession(inputs={self.inputs}, outputs={self.outputs})"
+        declined = f", declined={self.declined!r}" if self.declined else ""
+        return f"InferenceSession(engine={self.engine!r}{declined}, inputs={self.inputs}, outputs={self.outputs})"

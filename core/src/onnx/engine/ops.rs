@@ -1,14 +1,13 @@
 //! The operators kiln's engine runs, each on kiln-core's own ops (the ones training uses), with
-//! ONNX's semantics. `Op::parse` declines (with the reason) any attribute value it cannot honour
-//! exactly — asymmetric pads, `auto_pad`, `ceil_mode`, a second output — so such graphs go to tract.
+//! ONNX's semantics. `Op::parse` (parse.rs) declines, with the reason, what they cannot run exactly;
+//! the shape and reduction operators are in shape.rs.
 
 use ndarray::{ArrayD, Ix1, IxDyn};
 
-use super::{tensor_value, Value};
+use super::shape::{self as shape_ops, Reduce, SliceAttrs};
+use super::Value;
 use crate::autograd::{gemm, GeluApprox, Tape, Var};
-use crate::onnx::pb::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto,
-};
+use crate::onnx::pb::tensor_proto::DataType;
 use crate::Tensor;
 use crate::{shape_err, value_err, Result};
 
@@ -55,8 +54,32 @@ pub(super) enum Op {
     },
     Gather(i64),
     Cast(DataType),
+    /// Cast to input 1's element type.
+    CastLike,
+    /// The number of elements, as an int64 scalar.
+    Size,
     Identity,
     Constant(Value),
+    Reduce {
+        kind: Reduce,
+        /// The attribute (opset < 18; ReduceSum < 13); `None`: input 1, when given.
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_empty: bool,
+    },
+    /// `Some`: starts, ends and axes as attributes (opset < 10); `None`: inputs 1-4.
+    Slice(Option<SliceAttrs>),
+    /// The axes attribute (opset < 13); `None`: input 1.
+    Unsqueeze(Option<Vec<i64>>),
+    Squeeze(Option<Vec<i64>>),
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    ConstantOfShape(Value),
+    Expand,
+    /// `x ^ p` for a one-element constant exponent `p` (checked at load).
+    Pow,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +92,7 @@ pub(super) enum Unary {
     Sqrt,
     Neg,
     Erf,
+    Reciprocal,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +112,7 @@ pub(super) enum Arg<'a> {
 }
 
 /// Input `i` as a value on the tape (a borrowed weight is copied onto it).
-fn var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Var> {
+pub(super) fn var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Var> {
     match args.get(i) {
         Some(Some(Arg::F(v))) => Ok(*v),
         Some(Some(Arg::C(c))) => Ok(t.constant((*c).clone())),
@@ -106,176 +130,13 @@ fn opt_var(t: &mut Tape, args: &[Option<Arg>], i: usize) -> Result<Option<Var>> 
 }
 
 /// What an operator gives back.
+#[derive(Debug)]
 pub(super) enum Out {
     F(Var),
     I(ArrayD<i64>),
 }
 
-fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
-    n.attribute.iter().find(|a| a.name == name)
-}
-fn int(n: &NodeProto, name: &str, default: i64) -> i64 {
-    attr(n, name).map_or(default, |a| a.i)
-}
-fn float(n: &NodeProto, name: &str, default: f32) -> f32 {
-    attr(n, name).map_or(default, |a| a.f)
-}
-fn ints(n: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    attr(n, name).map(|a| a.ints.clone())
-}
-fn usizes(
-    n: &NodeProto,
-    name: &str,
-    len: usize,
-    default: usize,
-) -> std::result::Result<Vec<usize>, String> {
-    match ints(n, name) {
-        None => Ok(vec![default; len]),
-        Some(v) if v.len() == len && v.iter().all(|&x| x >= 0) => {
-            Ok(v.iter().map(|&x| x as usize).collect())
-        }
-        Some(v) => Err(format!("{} {name}={v:?}", n.op_type)),
-    }
-}
-/// ONNX pads `[b1, b2, …, e1, e2, …]` as one symmetric pad per axis, or None when begin ≠ end.
-fn symmetric(pads: &[usize]) -> Option<Vec<usize>> {
-    let (b, e) = pads.split_at(pads.len() / 2);
-    (b == e).then(|| b.to_vec())
-}
-
 impl Op {
-    pub(super) fn parse(n: &NodeProto, opset: i64) -> std::result::Result<Op, String> {
-        let what = || format!("operator {}", n.op_type);
-        if n.output.iter().skip(1).any(|o| !o.is_empty()) {
-            return Err(format!("{} with {} outputs", n.op_type, n.output.len()));
-        }
-        let no_auto_pad = || match attr(n, "auto_pad").map(|a| a.s.as_slice()) {
-            None | Some(b"NOTSET") => Ok(()),
-            Some(s) => Err(format!(
-                "{} auto_pad={}",
-                n.op_type,
-                String::from_utf8_lossy(s)
-            )),
-        };
-        Ok(match n.op_type.as_str() {
-            "Gemm" => Op::Gemm {
-                alpha: float(n, "alpha", 1.0),
-                beta: float(n, "beta", 1.0),
-                trans_a: int(n, "transA", 0) != 0,
-                trans_b: int(n, "transB", 0) != 0,
-            },
-            "MatMul" => Op::MatMul,
-            "Conv" => {
-                no_auto_pad()?;
-                let k = ints(n, "kernel_shape").map(|k| k.len());
-                let rank = k.unwrap_or(2);
-                if !(1..=2).contains(&rank) {
-                    return Err(format!("Conv over {rank} dimensions"));
-                }
-                let pads = usizes(n, "pads", 2 * rank, 0)?;
-                let pad = symmetric(&pads)
-                    .ok_or_else(|| format!("Conv with asymmetric pads {pads:?}"))?;
-                Op::Conv {
-                    stride: usizes(n, "strides", rank, 1)?,
-                    pad,
-                    dilation: usizes(n, "dilations", rank, 1)?,
-                    groups: int(n, "group", 1).max(1) as usize,
-                }
-            }
-            "MaxPool" | "AveragePool" => {
-                no_auto_pad()?;
-                let max = n.op_type == "MaxPool";
-                let kernel = usizes(n, "kernel_shape", 2, 0)
-                    .map_err(|_| format!("{} that is not 2-D", n.op_type))?;
-                let pads = usizes(n, "pads", 4, 0)?;
-                let pad = symmetric(&pads)
-                    .ok_or_else(|| format!("{} with asymmetric pads {pads:?}", n.op_type))?;
-                if int(n, "ceil_mode", 0) != 0
-                    || usizes(n, "dilations", 2, 1)? != [1, 1]
-                    || int(n, "storage_order", 0) != 0
-                {
-                    return Err(format!(
-                        "{} with ceil_mode, dilations or storage_order",
-                        n.op_type
-                    ));
-                }
-                if !max && int(n, "count_include_pad", 0) == 0 && pad.iter().any(|&p| p > 0) {
-                    return Err("AveragePool excluding padding".into());
-                }
-                let stride = usizes(n, "strides", 2, 1)?;
-                Op::Pool {
-                    max,
-                    kernel: [kernel[0], kernel[1]],
-                    stride: [stride[0], stride[1]],
-                    pad: [pad[0], pad[1]],
-                }
-            }
-            "GlobalAveragePool" => Op::GlobalAveragePool,
-            "Flatten" => Op::Flatten(int(n, "axis", 1)),
-            "Reshape" => {
-                if int(n, "allowzero", 0) != 0 {
-                    return Err("Reshape allowzero=1".into());
-                }
-                Op::Reshape
-            }
-            "Transpose" => {
-                Op::Transpose(ints(n, "perm").map(|p| p.iter().map(|&x| x as usize).collect()))
-            }
-            "Concat" => Op::Concat(int(n, "axis", 0)),
-            "Relu" => Op::Unary(Unary::Relu),
-            "Sigmoid" => Op::Unary(Unary::Sigmoid),
-            "Tanh" => Op::Unary(Unary::Tanh),
-            "Exp" => Op::Unary(Unary::Exp),
-            "Log" => Op::Unary(Unary::Log),
-            "Sqrt" => Op::Unary(Unary::Sqrt),
-            "Neg" => Op::Unary(Unary::Neg),
-            "Erf" => Op::Unary(Unary::Erf),
-            "LeakyRelu" => Op::LeakyRelu(float(n, "alpha", 0.01)),
-            "Gelu" => match attr(n, "approximate").map(|a| a.s.as_slice()) {
-                None | Some(b"none") => Op::Gelu(GeluApprox::None),
-                Some(b"tanh") => Op::Gelu(GeluApprox::Tanh),
-                Some(s) => return Err(format!("Gelu approximate={}", String::from_utf8_lossy(s))),
-            },
-            "Softmax" | "LogSoftmax" => Op::Softmax {
-                axis: int(n, "axis", if opset >= 13 { -1 } else { 1 }),
-                log: n.op_type == "LogSoftmax",
-                legacy: opset < 13,
-            },
-            "Add" => Op::Binary(Binary::Add),
-            "Sub" => Op::Binary(Binary::Sub),
-            "Mul" => Op::Binary(Binary::Mul),
-            "Div" => Op::Binary(Binary::Div),
-            "BatchNormalization" => {
-                if int(n, "training_mode", 0) != 0 {
-                    return Err("BatchNormalization in training mode".into());
-                }
-                Op::BatchNorm(float(n, "epsilon", 1e-5))
-            }
-            "LayerNormalization" => {
-                if int(n, "stash_type", 1) != 1 {
-                    return Err("LayerNormalization stash_type".into());
-                }
-                Op::LayerNorm {
-                    axis: int(n, "axis", -1),
-                    eps: float(n, "epsilon", 1e-5),
-                }
-            }
-            "Gather" => Op::Gather(int(n, "axis", 0)),
-            "Cast" => match DataType::try_from(int(n, "to", 0) as i32) {
-                Ok(t @ (DataType::Float | DataType::Int64)) => Op::Cast(t),
-                _ => return Err(format!("Cast to element type {}", int(n, "to", 0))),
-            },
-            "Identity" | "Dropout" => Op::Identity,
-            "Constant" => match attr(n, "value") {
-                Some(a) if a.r#type == AttributeType::Tensor as i32 || a.t.is_some() => {
-                    Op::Constant(tensor_value(a.t.as_ref().ok_or_else(what)?)?)
-                }
-                _ => return Err("Constant that is not a tensor".into()),
-            },
-            _ => return Err(what()),
-        })
-    }
-
     pub(super) fn name(&self) -> &'static str {
         match self {
             Op::Gemm { .. } => "Gemm",
@@ -295,8 +156,52 @@ impl Op {
             Op::LayerNorm { .. } => "LayerNormalization",
             Op::Gather(_) => "Gather",
             Op::Cast(_) => "Cast",
+            Op::CastLike => "CastLike",
+            Op::Size => "Size",
             Op::Identity => "Identity",
             Op::Constant(_) => "Constant",
+            Op::Reduce { kind, .. } => match kind {
+                Reduce::Sum => "ReduceSum",
+                Reduce::Mean => "ReduceMean",
+                Reduce::Max => "ReduceMax",
+                Reduce::Min => "ReduceMin",
+            },
+            Op::Slice(_) => "Slice",
+            Op::Unsqueeze(_) => "Unsqueeze",
+            Op::Squeeze(_) => "Squeeze",
+            Op::Shape { .. } => "Shape",
+            Op::ConstantOfShape(_) => "ConstantOfShape",
+            Op::Expand => "Expand",
+            Op::Pow => "Pow",
+        }
+    }
+
+    /// Whether the output is int64, given which inputs are: shape operators pass input 0's type
+    /// on, the rest compute on float32 only. `Err` (the model is declined at load) where an
+    /// operator would get int64 values it does not compute on.
+    pub(super) fn output_is_int(
+        &self,
+        op_type: &str,
+        ints: &[bool],
+    ) -> std::result::Result<bool, String> {
+        let first = ints.first().copied().unwrap_or(false);
+        match self {
+            Op::Shape { .. } | Op::Size => Ok(true),
+            Op::CastLike => Ok(ints.get(1).copied().unwrap_or(false)),
+            Op::ConstantOfShape(v) | Op::Constant(v) => Ok(matches!(v, Value::I64(_))),
+            Op::Cast(to) => Ok(*to == DataType::Int64),
+            Op::Identity
+            | Op::Reshape
+            | Op::Unsqueeze(_)
+            | Op::Squeeze(_)
+            | Op::Slice(_)
+            | Op::Gather(_)
+            | Op::Expand => Ok(first),
+            Op::Concat(_) if ints.iter().all(|&i| i == first) => Ok(first),
+            Op::Concat(_) => Err("Concat of float32 and int64 values".into()),
+            Op::Reduce { .. } | Op::Pow if !first => Ok(false),
+            _ if !ints.iter().any(|&i| i) => Ok(false),
+            _ => Err(format!("{op_type} on int64 values")),
         }
     }
 
@@ -393,11 +298,32 @@ impl Op {
                 }
             }
             Op::MatMul => {
-                let (a, b) = (var(t, args, 0)?, var(t, args, 1)?);
-                if t.shape(a).len() < 2 || t.shape(b).len() < 2 {
-                    value_err!("MatMul of 1-D operands");
+                let (mut a, mut b) = (var(t, args, 0)?, var(t, args, 1)?);
+                // numpy's rule for 1-D operands: a vector on the left is a row [1, k], on the
+                // right a column [k, 1], and that axis is dropped from the product.
+                let (row, col) = (t.shape(a).len() == 1, t.shape(b).len() == 1);
+                if row {
+                    let k = t.shape(a)[0];
+                    a = t.reshape(a, &[1, k])?;
                 }
-                t.matmul(a, b)?
+                if col {
+                    let k = t.shape(b)[0];
+                    b = t.reshape(b, &[k, 1])?;
+                }
+                let y = t.matmul(a, b)?;
+                if row || col {
+                    let mut s = t.shape(y).to_vec();
+                    let r = s.len();
+                    if col {
+                        s.remove(r - 1);
+                    }
+                    if row {
+                        s.remove(s.len() - if col { 1 } else { 2 });
+                    }
+                    t.reshape(y, &s)?
+                } else {
+                    y
+                }
             }
             Op::Conv {
                 stride,
@@ -449,10 +375,14 @@ impl Op {
                 t.reshape(x, &[outer.iter().product(), inner.iter().product()])?
             }
             Op::Reshape => {
-                let x = var(t, args, 0)?;
                 let Some(Some(Arg::I(shape))) = args.get(1) else {
                     value_err!("Reshape needs an int64 shape");
                 };
+                if let Some(Some(Arg::I(x))) = args.first() {
+                    let target = reshape_target(x.shape(), shape.iter().copied())?;
+                    return Ok(Out::I(shape_ops::int_reshape(x, &target)?));
+                }
+                let x = var(t, args, 0)?;
                 let target = reshape_target(t.shape(x), shape.iter().copied())?;
                 t.reshape(x, &target)?
             }
@@ -462,6 +392,9 @@ impl Op {
                     .clone()
                     .unwrap_or_else(|| (0..t.shape(x).len()).rev().collect());
                 t.permute(x, &perm)?
+            }
+            Op::Concat(a) if matches!(args.first(), Some(Some(Arg::I(_)))) => {
+                return shape_ops::concat_ints(args, *a)
             }
             Op::Concat(a) => {
                 let xs = (0..args.len())
@@ -483,6 +416,10 @@ impl Op {
                     Unary::Erf => {
                         let y = t.value(x).mapv(libm::erff);
                         t.constant(y)
+                    }
+                    Unary::Reciprocal => {
+                        let one = t.constant(ArrayD::from_elem(IxDyn(&[]), 1.0));
+                        t.div(one, x)?
                     }
                 }
             }
@@ -556,21 +493,47 @@ impl Op {
                 };
                 t.layer_norm(x, w, b, *eps)?
             }
-            Op::Gather(a) => {
-                let table = var(t, args, 0)?;
-                let Some(Some(Arg::I(ids))) = args.get(1) else {
-                    value_err!("Gather needs int64 indices");
+            Op::Gather(a) => return shape_ops::gather(t, args, *a),
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+                noop_empty,
+            } => return shape_ops::reduce(t, args, *kind, axes, *keepdims, *noop_empty),
+            Op::Slice(attrs) => return shape_ops::slice(t, args, attrs),
+            Op::Unsqueeze(axes) => return shape_ops::unsqueeze(t, args, axes),
+            Op::Squeeze(axes) => return shape_ops::squeeze(t, args, axes),
+            Op::Shape { start, end } => return shape_ops::shape(t, args, *start, *end),
+            Op::ConstantOfShape(v) => return shape_ops::constant_of_shape(t, args, v),
+            Op::Expand => return shape_ops::expand(t, args),
+            Op::Pow => {
+                let x = var(t, args, 0)?;
+                let p = match args.get(1) {
+                    Some(Some(Arg::C(c))) if c.len() == 1 => c.iter().copied().next(),
+                    Some(Some(Arg::I(i))) if i.len() == 1 => i.iter().map(|&v| v as f32).next(),
+                    _ => None,
                 };
-                let st = t.shape(table).to_vec();
-                if *a != 0 || st.len() != 2 {
-                    value_err!("Gather on axis {a} of a rank-{} table", st.len());
-                }
-                let rows = st[0] as i64;
-                let ids = ids.mapv(|i| if i < 0 { i + rows } else { i });
-                if let Some(bad) = ids.iter().find(|&&i| !(0..rows).contains(&i)) {
-                    value_err!("index {bad} is out of range for {rows} rows");
-                }
-                t.embedding(table, &ids.mapv(|i| i as usize))?
+                let Some(p) = p else {
+                    value_err!("Pow needs a one-element constant exponent");
+                };
+                t.pow(x, p)
+            }
+            Op::Size => {
+                let n = match args.first() {
+                    Some(Some(Arg::F(v))) => t.shape(*v).iter().product::<usize>(),
+                    Some(Some(Arg::C(c))) => c.len(),
+                    Some(Some(Arg::I(i))) => i.len(),
+                    _ => value_err!("input 0 is missing"),
+                };
+                return Ok(Out::I(ArrayD::from_elem(IxDyn(&[]), n as i64)));
+            }
+            Op::CastLike => {
+                let to = match args.get(1) {
+                    Some(Some(Arg::I(_))) => DataType::Int64,
+                    Some(Some(_)) => DataType::Float,
+                    _ => value_err!("CastLike needs input 1"),
+                };
+                return Op::Cast(to).run(t, &args[..1]);
             }
             Op::Cast(to) => match (to, args.first()) {
                 (DataType::Float, Some(Some(Arg::F(v)))) => *v,

@@ -251,20 +251,8 @@ impl TractSession {
 
     /// Runs the model on one tensor per input, in [`inputs`](Self::inputs) order.
     pub fn run(&self, inputs: Vec<TensorData>) -> Result<Vec<TensorData>> {
-        if inputs.len() != self.inputs.len() {
-            let names: Vec<String> = self
-                .inputs
-                .iter()
-                .map(|i| format!("{:?}", i.name))
-                .collect();
-            return Err(KilnError::shape(format!(
-                "the model takes {} input{} ({}), got {}",
-                names.len(),
-                if names.len() == 1 { "" } else { "s" },
-                names.join(", "),
-                inputs.len()
-            )));
-        }
+        let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+        crate::onnx::feeds::check_count(&names, inputs.len())?;
         self.check_inputs(&inputs)?;
         let shapes: Vec<&[usize]> = inputs.iter().map(TensorData::shape).collect();
         let plan = self.plans.for_shapes(&shapes)?;

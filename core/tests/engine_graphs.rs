@@ -1,0 +1,571 @@
+//! kiln's engine against tract on the graphs graph models export and PyTorch's exporters write:
+//! residual adds, ReduceMean (axes as attribute before opset 18, as input from 18), the
+//! `Shape → Gather → Unsqueeze → Concat → Reshape` flatten with a free batch, Slice with negative
+//! and clamped bounds, Squeeze/Unsqueeze in both opset forms, Pow, Sqrt, Reciprocal, Expand.
+//! Graphs are built here with kiln's protobuf types; both engines run the same bytes, and
+//! `InferenceSession` (the choice between them) is checked on the same graphs.
+#![cfg(feature = "onnx")]
+
+use kiln_core::onnx::engine::{KilnSession, Value};
+use kiln_core::onnx::pb::attribute_proto::AttributeType;
+use kiln_core::onnx::pb::tensor_proto::DataType;
+use kiln_core::onnx::pb::tensor_shape_proto::{dimension, Dimension};
+use kiln_core::onnx::pb::type_proto;
+use kiln_core::onnx::pb::*;
+use kiln_core::onnx::session::{EngineChoice, InferenceSession};
+use kiln_core::onnx::tract::{DType, TensorData, TractSession};
+use ndarray::{ArrayD, IxDyn};
+use prost::Message;
+
+fn vi(name: &str, elem: DataType, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            denotation: String::new(),
+            value: Some(match d {
+                Some(n) => dimension::Value::DimValue(*n),
+                None => dimension::Value::DimParam("batch".into()),
+            }),
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn f32s(name: &str, dims: &[i64], seed: u32) -> TensorProto {
+    let n: i64 = dims.iter().product();
+    // Small deterministic weights in [-0.5, 0.5).
+    let data = (0..n as u32)
+        .map(|i| {
+            ((i.wrapping_mul(2654435761).wrapping_add(seed * 40503)) % 1000) as f32 / 1000.0 - 0.5
+        })
+        .collect();
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::Float as i32,
+        float_data: data,
+        ..Default::default()
+    }
+}
+
+fn i64s(name: &str, v: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![v.len() as i64],
+        data_type: DataType::Int64 as i32,
+        int64_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn scalar_i64(name: &str, v: i64) -> TensorProto {
+    TensorProto {
+        dims: vec![],
+        ..i64s(name, &[v])
+    }
+}
+
+fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn tensor_attr(t: TensorProto) -> AttributeProto {
+    AttributeProto {
+        name: "value".into(),
+        r#type: AttributeType::Tensor as i32,
+        t: Some(t),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_{output}"),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn model(
+    opset: i64,
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    inits: Vec<TensorProto>,
+) -> Vec<u8> {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        producer_name: "pytorch-like".into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "g".into(),
+            initializer: inits,
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
+    let n = shape.iter().product();
+    ArrayD::from_shape_vec(
+        IxDyn(shape),
+        (0..n)
+            .map(|i| ((i * 37 + seed * 11) % 23) as f32 / 11.0 - 1.0)
+            .collect(),
+    )
+    .unwrap()
+}
+
+/// Runs `bytes` on both engines with the one float input `x`; returns kiln's outputs after
+/// checking they match tract's to 1e-5.
+fn both(bytes: &[u8], x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
+    let kiln = KilnSession::from_bytes(bytes)
+        .unwrap()
+        .unwrap_or_else(|u| panic!("kiln's engine declined: {}", u.0));
+    let tract = TractSession::from_bytes(bytes).unwrap();
+    let name = kiln.inputs()[0].name.clone();
+    let got = kiln.run(vec![(name, Value::F32(x.clone()))]).unwrap();
+    let want = tract.run(vec![TensorData::F32(x.clone())]).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        let TensorData::F32(w) = w else {
+            panic!("tract gave {}", w.dtype())
+        };
+        assert_eq!(g.shape(), w.shape());
+        let diff = g
+            .iter()
+            .zip(w.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "max |kiln - tract| = {diff}");
+    }
+    got
+}
+
+/// What PyTorch's legacy exporter (`dynamo=False`, eval mode, BatchNorm folded into Conv) writes
+/// for a small ResNet: stem conv, one residual block, global average pooling as `ReduceMean`
+/// (opset 17: axes attribute; 18: axes input) or as `GlobalAveragePool` followed by
+/// `x.view(x.size(0), -1)`'s Shape/Gather/Unsqueeze/Concat/Reshape chain, then the Linear head.
+fn pytorch_resnet(opset: i64, pool: &str) -> Vec<u8> {
+    let conv = |x: &str, w: &str, b: &str, y: &str| {
+        node(
+            "Conv",
+            &[x, w, b],
+            y,
+            vec![
+                ints_attr("kernel_shape", &[3, 3]),
+                ints_attr("pads", &[1, 1, 1, 1]),
+                ints_attr("strides", &[1, 1]),
+                ints_attr("dilations", &[1, 1]),
+                int_attr("group", 1),
+            ],
+        )
+    };
+    let mut nodes = vec![
+        conv("x", "stem.w", "stem.b", "s"),
+        node("Relu", &["s"], "s1", vec![]),
+        conv("s1", "b.conv1.w", "b.conv1.b", "c1"),
+        node("Relu", &["c1"], "r1", vec![]),
+        conv("r1", "b.conv2.w", "b.conv2.b", "c2"),
+        node("Add", &["c2", "s1"], "res", vec![]),
+        node("Relu", &["res"], "r2", vec![]),
+    ];
+    let mut inits = vec![
+        f32s("stem.w", &[8, 3, 3, 3], 1),
+        f32s("stem.b", &[8], 2),
+        f32s("b.conv1.w", &[8, 8, 3, 3], 3),
+        f32s("b.conv1.b", &[8], 4),
+        f32s("b.conv2.w", &[8, 8, 3, 3], 5),
+        f32s("b.conv2.b", &[8], 6),
+        f32s("fc.w", &[10, 8], 7),
+        f32s("fc.b", &[10], 8),
+    ];
+    match pool {
+        "mean" if opset < 18 => nodes.push(node(
+            "ReduceMean",
+            &["r2"],
+            "pooled",
+            vec![ints_attr("axes", &[-2, -1]), int_attr("keepdims", 0)],
+        )),
+        "mean" => {
+            nodes.push(node(
+                "Constant",
+                &[],
+                "axes",
+                vec![tensor_attr(i64s("", &[2, 3]))],
+            ));
+            nodes.push(node(
+                "ReduceMean",
+                &["r2", "axes"],
+                "pooled",
+                vec![int_attr("keepdims", 0)],
+            ));
+        }
+        _ => {
+            nodes.push(node("GlobalAveragePool", &["r2"], "gap", vec![]));
+            nodes.push(node("Shape", &["gap"], "shape", vec![]));
+            nodes.push(node(
+                "Constant",
+                &[],
+                "zero",
+                vec![tensor_attr(scalar_i64("", 0))],
+            ));
+            nodes.push(node(
+                "Gather",
+                &["shape", "zero"],
+                "n",
+                vec![int_attr("axis", 0)],
+            ));
+            if opset < 13 {
+                nodes.push(node(
+                    "Unsqueeze",
+                    &["n"],
+                    "n1",
+                    vec![ints_attr("axes", &[0])],
+                ));
+            } else {
+                inits.push(i64s("unsq_axes", &[0]));
+                nodes.push(node("Unsqueeze", &["n", "unsq_axes"], "n1", vec![]));
+            }
+            inits.push(i64s("minus_one", &[-1]));
+            nodes.push(node(
+                "Concat",
+                &["n1", "minus_one"],
+                "target",
+                vec![int_attr("axis", 0)],
+            ));
+            nodes.push(node("Reshape", &["gap", "target"], "pooled", vec![]));
+        }
+    }
+    nodes.push(node(
+        "Gemm",
+        &["pooled", "fc.w", "fc.b"],
+        "logits",
+        vec![int_attr("transB", 1)],
+    ));
+    let f = DataType::Float;
+    model(
+        opset,
+        nodes,
+        vec![vi("x", f, &[None, Some(3), Some(8), Some(8)])],
+        vec![vi("logits", f, &[None, Some(10)])],
+        inits,
+    )
+}
+
+#[test]
+fn a_pytorch_exported_resnet_runs_on_kiln_engine_as_on_tract() {
+    for (opset, pool) in [
+        (17, "mean"),
+        (18, "mean"),
+        (17, "flatten-chain"),
+        (11, "flatten-chain"),
+    ] {
+        let bytes = pytorch_resnet(opset, pool);
+        for batch in [1, 3] {
+            let x = input(&[batch, 3, 8, 8], batch);
+            let out = both(&bytes, &x);
+            assert_eq!(out[0].shape(), &[batch, 10], "opset {opset} {pool}");
+        }
+        let sess = InferenceSession::from_bytes(&bytes, EngineChoice::Auto).unwrap();
+        assert_eq!((sess.engine(), sess.declined()), ("kiln", None));
+    }
+    // The two pooling forms are the same function of the weights.
+    let x = input(&[2, 3, 8, 8], 5);
+    let a = both(&pytorch_resnet(17, "mean"), &x);
+    let b = both(&pytorch_resnet(13, "flatten-chain"), &x);
+    let diff = a[0]
+        .iter()
+        .zip(b[0].iter())
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
+}
+
+/// x: [batch, 4, 6] through the shape operators in one graph, against tract.
+fn shape_ops_graph(opset: i64) -> Vec<u8> {
+    let f = DataType::Float;
+    let mut inits = vec![
+        f32s("w", &[1, 1, 6], 9),
+        TensorProto {
+            name: "two".into(),
+            dims: vec![],
+            data_type: DataType::Float as i32,
+            float_data: vec![2.0],
+            ..Default::default()
+        },
+    ];
+    let mut nodes = vec![];
+    let mut slice = |nodes: &mut Vec<NodeProto>,
+                     x: &str,
+                     y: &str,
+                     s: &[i64],
+                     e: &[i64],
+                     a: &[i64],
+                     st: &[i64]| {
+        let tag = y.to_string();
+        inits.push(i64s(&format!("{tag}.s"), s));
+        inits.push(i64s(&format!("{tag}.e"), e));
+        inits.push(i64s(&format!("{tag}.a"), a));
+        inits.push(i64s(&format!("{tag}.st"), st));
+        let names = [
+            x.to_string(),
+            format!("{tag}.s"),
+            format!("{tag}.e"),
+            format!("{tag}.a"),
+            format!("{tag}.st"),
+        ];
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        nodes.push(node("Slice", &refs, y, vec![]));
+    };
+    // a = x[:, 1:-1, ::-2]: [batch, 2, 3]; b = x[:, -100:100, 3:] (clamped): [batch, 4, 3]
+    slice(
+        &mut nodes,
+        "x",
+        "a",
+        &[1, i64::MAX],
+        &[-1, i64::MIN],
+        &[1, 2],
+        &[1, -2],
+    );
+    slice(
+        &mut nodes,
+        "x",
+        "b",
+        &[-100, 3],
+        &[100, 100],
+        &[1, -1],
+        &[1, 1],
+    );
+    let keep = || int_attr("keepdims", 1);
+    if opset < 13 {
+        nodes.push(node(
+            "ReduceSum",
+            &["b"],
+            "bs",
+            vec![ints_attr("axes", &[-2]), keep()],
+        ));
+    } else {
+        inits.push(i64s("b_axes", &[-2]));
+        nodes.push(node("ReduceSum", &["b", "b_axes"], "bs", vec![keep()]));
+    }
+    nodes.push(node("Mul", &["a", "w3"], "aw", vec![]));
+    inits.push(f32s("w3", &[3], 10));
+    if opset < 18 {
+        nodes.push(node(
+            "ReduceMax",
+            &["aw"],
+            "am",
+            vec![ints_attr("axes", &[1]), keep()],
+        ));
+    } else {
+        inits.push(i64s("am_axes", &[1]));
+        nodes.push(node("ReduceMax", &["aw", "am_axes"], "am", vec![keep()]));
+    }
+    nodes.push(node(
+        "Concat",
+        &["aw", "am", "bs"],
+        "cat",
+        vec![int_attr("axis", 1)],
+    ));
+    // cat: [batch, 4, 3]; square, sqrt of (1 + ·), reciprocal
+    nodes.push(node("Pow", &["cat", "two"], "sq", vec![]));
+    nodes.push(node("Sqrt", &["sq"], "abs", vec![]));
+    nodes.push(node("Reciprocal", &["w_pos"], "inv", vec![]));
+    inits.push(TensorProto {
+        name: "w_pos".into(),
+        dims: vec![3],
+        data_type: DataType::Float as i32,
+        float_data: vec![0.5, 2.0, 4.0],
+        ..Default::default()
+    });
+    nodes.push(node("Mul", &["abs", "inv"], "scaled", vec![]));
+    if opset < 13 {
+        nodes.push(node(
+            "Unsqueeze",
+            &["scaled"],
+            "u",
+            vec![ints_attr("axes", &[1, -1])],
+        ));
+        nodes.push(node(
+            "Squeeze",
+            &["u"],
+            "sqz",
+            vec![ints_attr("axes", &[-1])],
+        ));
+    } else {
+        inits.push(i64s("u_axes", &[1, -1]));
+        inits.push(i64s("s_axes", &[-1]));
+        nodes.push(node("Unsqueeze", &["scaled", "u_axes"], "u", vec![]));
+        nodes.push(node("Squeeze", &["u", "s_axes"], "sqz", vec![]));
+    }
+    // sqz: [batch, 1, 4, 3]; Expand over a new leading axis and ReduceMean it back.
+    inits.push(i64s("e_shape", &[2, 1, 1, 1, 1]));
+    nodes.push(node("Expand", &["sqz", "e_shape"], "ex", vec![]));
+    if opset < 18 {
+        nodes.push(node(
+            "ReduceMean",
+            &["ex"],
+            "y",
+            vec![ints_attr("axes", &[0, 2]), int_attr("keepdims", 0)],
+        ));
+    } else {
+        inits.push(i64s("m_axes", &[0, 2]));
+        nodes.push(node(
+            "ReduceMean",
+            &["ex", "m_axes"],
+            "y",
+            vec![int_attr("keepdims", 0)],
+        ));
+    }
+    model(
+        opset,
+        nodes,
+        vec![vi("x", f, &[None, Some(4), Some(6)])],
+        vec![vi("y", f, &[None, Some(4), Some(3)])],
+        inits,
+    )
+}
+
+#[test]
+fn shape_operators_agree_with_tract_in_both_opset_forms() {
+    for opset in [11, 13, 18] {
+        let bytes = shape_ops_graph(opset);
+        for batch in [1, 2] {
+            let out = both(&bytes, &input(&[batch, 4, 6], opset as usize));
+            assert_eq!(out[0].shape(), &[batch, 4, 3]);
+        }
+    }
+}
+
+#[test]
+fn int64_values_where_floats_are_computed_decline_at_load() {
+    // Shape's int64 output into Add: kiln's engine computes on float32 only, so it says so when
+    // loading instead of failing on the first run.
+    let f = DataType::Float;
+    let bytes = model(
+        17,
+        vec![
+            node("Shape", &["x"], "s", vec![]),
+            node("Add", &["s", "s"], "y", vec![]),
+        ],
+        vec![vi("x", f, &[None, Some(3)])],
+        vec![vi("y", f, &[Some(2)])],
+        vec![],
+    );
+    let why = KilnSession::from_bytes(&bytes)
+        .unwrap()
+        .err()
+        .expect("declined")
+        .0;
+    assert!(why.contains("on int64 values"), "{why}");
+    // Pow with a tensor exponent is declined too (kiln-core's pow takes a constant).
+    let bytes = model(
+        17,
+        vec![node("Pow", &["x", "x"], "y", vec![])],
+        vec![vi("x", f, &[None, Some(3)])],
+        vec![vi("y", f, &[None, Some(3)])],
+        vec![],
+    );
+    let why = KilnSession::from_bytes(&bytes)
+        .unwrap()
+        .err()
+        .expect("declined")
+        .0;
+    assert!(why.contains("Pow"), "{why}");
+    let sess = InferenceSession::from_bytes(&bytes, EngineChoice::Auto).unwrap();
+    assert_eq!(sess.engine(), "tract");
+    assert!(sess.declined().is_some_and(|d| d.contains("Pow")));
+}
+
+#[test]
+fn inference_session_picks_kiln_first_and_says_why_it_fell_back() {
+    let f = DataType::Float;
+    let resnet = pytorch_resnet(17, "mean");
+    // A graph kiln's engine declines: Sin is not among its operators.
+    let sin = model(
+        17,
+        vec![node("Sin", &["x"], "y", vec![])],
+        vec![vi("x", f, &[None, Some(3)])],
+        vec![vi("y", f, &[None, Some(3)])],
+        vec![],
+    );
+    let auto = InferenceSession::from_bytes(&sin, EngineChoice::Auto).unwrap();
+    assert_eq!(auto.engine(), "tract");
+    assert_eq!(auto.declined(), Some("operator Sin"));
+    let e = InferenceSession::from_bytes(&sin, EngineChoice::Kiln)
+        .err()
+        .expect("kiln declines")
+        .to_string();
+    assert!(e.contains("operator Sin") && e.contains("\"tract\""), "{e}");
+    let forced = InferenceSession::from_bytes(&resnet, EngineChoice::Tract).unwrap();
+    assert_eq!((forced.engine(), forced.declined()), ("tract", None));
+    let kiln = InferenceSession::from_bytes(&resnet, EngineChoice::Kiln).unwrap();
+    // One description of inputs and outputs, whichever engine runs the model.
+    assert_eq!(kiln.inputs(), forced.inputs());
+    assert_eq!(kiln.outputs(), forced.outputs());
+    assert_eq!(kiln.inputs()[0].dtype, DType::F32);
+    // The same outputs, and the same messages for wrong inputs.
+    let x = input(&[2, 3, 8, 8], 1);
+    let (a, b) = (
+        kiln.run(vec![TensorData::F32(x.clone())]).unwrap(),
+        forced.run(vec![TensorData::F32(x)]).unwrap(),
+    );
+    let (TensorData::F32(a), TensorData::F32(b)) = (&a[0], &b[0]) else {
+        panic!("float outputs")
+    };
+    assert!(a.iter().zip(b.iter()).all(|(p, q)| (p - q).abs() <= 1e-5));
+    for bad in [
+        vec![],
+        vec![TensorData::F32(input(&[2, 3, 4, 4], 0))],
+        vec![TensorData::I64(ArrayD::zeros(IxDyn(&[2, 3, 8, 8])))],
+    ] {
+        let ek = kiln.run(bad.clone()).unwrap_err().to_string();
+        let et = forced.run(bad).unwrap_err().to_string();
+        assert_eq!(ek, et);
+    }
+    // Bytes that are no model: tract's message, as before there were two engines.
+    let e = InferenceSession::from_bytes(b"", EngineChoice::Auto)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("not a valid ONNX model: the data is empty"),
+        "{e}"
+    );
+}
