@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..session import InferenceSession
+from ..session import Engine, InferenceSession
 
 
 class Predictor:
@@ -24,12 +24,13 @@ class Predictor:
     ``output_column``: where the model's (first) output goes, or a dict ``{onnx_output_name: column}``.
     ``label_column``: also write the argmax class (the model's labels when it has them, else the index).
     ``keep_columns``: pass the batch's other columns through (default), or return only the outputs.
+    ``engine``: as ``kiln.InferenceSession`` (kiln's engine first, tract for what it declines).
     """
 
     def __init__(self, path: str | os.PathLike[str], input_column: str | Sequence[str] | Mapping[str, str] = "x",
                  output_column: str | Mapping[str, str] = "scores", label_column: str | None = None,
-                 keep_columns: bool = True) -> None:
-        self.session = InferenceSession(os.fspath(path))
+                 keep_columns: bool = True, engine: Engine = "auto") -> None:
+        self.session = InferenceSession(os.fspath(path), engine=engine)
         names = [i.name for i in self.session.inputs]
         if isinstance(input_column, Mapping):
             missing = sorted(set(names) - set(input_column))
