@@ -81,6 +81,19 @@ impl PySession {
         })
     }
 
+    /// Load an .onnx file (read by the core: a missing or unreadable file is the KilnIOError every
+    /// kiln loader raises; tract finds external weights beside it).
+    #[staticmethod]
+    #[pyo3(signature = (path, engine = "auto"))]
+    fn from_path(py: Python<'_>, path: std::path::PathBuf, engine: &str) -> PyResult<Self> {
+        let choice: EngineChoice = engine.parse().py()?;
+        Ok(PySession {
+            inner: py
+                .detach(|| InferenceSession::from_path(&path, choice))
+                .py()?,
+        })
+    }
+
     /// "kiln" or "tract": the engine that runs the model.
     #[getter]
     fn engine(&self) -> &'static str {

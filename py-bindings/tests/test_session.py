@@ -141,8 +141,12 @@ def test_bad_bytes(data, match):
 def test_bad_sources(tmp_path):
     with pytest.raises(InvalidInputError, match="expected a path or bytes, got int"):
         InferenceSession(123)
-    with pytest.raises(FileNotFoundError):
+    # one error family for every loader: kiln.load raises the same (and it is still an OSError)
+    with pytest.raises(kiln.KilnIOError, match="missing.onnx.*No such file") as e:
         InferenceSession(tmp_path / "missing.onnx")
+    assert isinstance(e.value, OSError)
+    with pytest.raises(kiln.KilnIOError, match="missing.kiln"):
+        kiln.load(tmp_path / "missing.kiln")
 
 
 def test_unsupported_operator_is_named():

@@ -42,16 +42,15 @@ class InferenceSession:
     """
 
     def __init__(self, model: Union[str, os.PathLike[str], bytes, bytearray], engine: Engine = "auto") -> None:
-        if isinstance(model, (bytes, bytearray, memoryview)):
-            data = bytes(model)
-        elif isinstance(model, (str, os.PathLike)):
-            with open(model, "rb") as f:
-                data = f.read()
-        else:
-            raise InvalidInputError(f"InferenceSession: expected a path or bytes, got {type(model).__name__}")
         if engine not in ("auto", "kiln", "tract"):
             raise InvalidInputError(f'InferenceSession: engine must be "auto", "kiln" or "tract", not {engine!r}')
-        self._core = _kiln.InferenceSession(data, engine)
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            self._core = _kiln.InferenceSession(bytes(model), engine)
+        elif isinstance(model, (str, os.PathLike)):
+            # read by the core, so a missing file is kiln.KilnIOError, as for kiln.load
+            self._core = _kiln.InferenceSession.from_path(os.fspath(model), engine)
+        else:
+            raise InvalidInputError(f"InferenceSession: expected a path or bytes, got {type(model).__name__}")
         self.inputs = [TensorInfo(d["name"], tuple(d["shape"]), d["dtype"]) for d in self._core.inputs]
         self.outputs = [TensorInfo(d["name"], tuple(d["shape"]), d["dtype"]) for d in self._core.outputs]
 
