@@ -27,6 +27,7 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(optimize::optimize_make_permanent, m)?)?;
     m.add_function(wrap_pyfunction!(optimize::optimize_distill, m)?)?;
     m.add_function(wrap_pyfunction!(model::optimizer_spec, m)?)?;
+    m.add_function(wrap_pyfunction!(model::check_layer, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -59,6 +59,13 @@ pub fn optimizer_spec(spec_json: &str) -> PyResult<String> {
     Ok(serde_json::to_string(&spec).expect("specs serialise"))
 }
 
+/// Check a layer's arguments (its JSON spec) without drawing weights: bad ones are refused when the
+/// layer is made, naming the argument.
+#[pyfunction]
+pub fn check_layer(spec_json: &str) -> PyResult<()> {
+    LayerSpec::from_json(spec_json).py()?.check().py()
+}
+
 /// The trainable model.
 #[pyclass(module = "kiln._kiln", name = "Model")]
 pub struct PyModel {

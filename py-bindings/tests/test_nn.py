@@ -283,3 +283,16 @@ def test_shapes_flow_through_a_cnn(rng):
     assert out.shape == (7, 3)
     with pytest.raises(ShapeError):
         model.predict(rng.standard_normal((7, 1, 8, 8)).astype(np.float32))
+
+
+def test_bad_layer_arguments_are_refused_when_the_layer_is_made():
+    # the core's rules, applied at construction (a Module builds its weights later, at first use)
+    with pytest.raises(kiln.InvalidInputError, match="Linear: in_features must be positive"):
+        nn.Linear(0, 3)
+    with pytest.raises(kiln.InvalidInputError, match="Embedding: embedding_dim must be positive"):
+        nn.Embedding(5, 0)
+    with pytest.raises(kiln.InvalidInputError, match="divisible by groups"):
+        nn.Conv2d(3, 4, 3, groups=2)
+    with pytest.raises(kiln.InvalidInputError, match="BatchNorm"):
+        nn.BatchNorm2d(0)
+    nn.Linear(100_000, 100_000)  # checked without drawing 10^10 weights

@@ -78,10 +78,10 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// Build from a `Conv1d` or `Conv2d` spec with PyTorch's default initialisation.
-    pub fn new(spec: LayerSpec, rng: &mut ChaCha8Rng) -> Result<Self> {
+    /// The spec's channels, kernel, groups and bias, checked (no weights drawn).
+    pub(crate) fn geometry(spec: &LayerSpec) -> Result<(usize, usize, Vec<usize>, usize, bool)> {
         let (cin, cout, kernel, groups, bias, name): (usize, usize, Vec<usize>, usize, bool, &str) =
-            match &spec {
+            match spec {
                 LayerSpec::Conv1d {
                     in_channels,
                     out_channels,
@@ -132,6 +132,12 @@ impl Conv {
         if cin % groups != 0 || cout % groups != 0 {
             value_err!("{name}: in_channels ({cin}) and out_channels ({cout}) must be divisible by groups ({groups})");
         }
+        Ok((cin, cout, kernel, groups, bias))
+    }
+
+    /// Build from a `Conv1d` or `Conv2d` spec with PyTorch's default initialisation.
+    pub fn new(spec: LayerSpec, rng: &mut ChaCha8Rng) -> Result<Self> {
+        let (cin, cout, kernel, groups, bias) = Self::geometry(&spec)?;
         let mut wshape = vec![cout, cin / groups];
         wshape.extend(&kernel);
         let fan_in: usize = wshape[1..].iter().product();

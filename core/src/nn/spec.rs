@@ -174,18 +174,46 @@ impl LayerSpec {
         serde_json::from_str(json).map_err(|e| spec_error(&e))
     }
 
+    /// Check the arguments without drawing any weights (`Linear(0, 3)` is refused here, when the
+    /// layer is made, not at its first use).
+    pub fn check(&self) -> Result<()> {
+        use LayerSpec as S;
+        let name = self.type_name();
+        match self {
+            S::Linear {
+                in_features,
+                out_features,
+                ..
+            } => {
+                positive(&name, "in_features", *in_features)?;
+                positive(&name, "out_features", *out_features)
+            }
+            S::Embedding {
+                num_embeddings,
+                embedding_dim,
+            } => {
+                positive(&name, "num_embeddings", *num_embeddings)?;
+                positive(&name, "embedding_dim", *embedding_dim)
+            }
+            S::Conv1d { .. } | S::Conv2d { .. } => Conv::geometry(self).map(|_| ()),
+            S::Sequential { layers } => layers.iter().try_for_each(LayerSpec::check),
+            // the rest hold at most a few vectors: building them is the check
+            other => other
+                .build(&mut <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0))
+                .map(|_| ()),
+        }
+    }
+
     /// Build the layer with PyTorch's default initialisation drawn from `rng`.
     pub fn build(&self, rng: &mut ChaCha8Rng) -> Result<Box<dyn Module>> {
         use LayerSpec as S;
-        let name = self.type_name();
         Ok(match self.clone() {
             S::Linear {
                 in_features,
                 out_features,
                 bias,
             } => {
-                positive(&name, "in_features", in_features)?;
-                positive(&name, "out_features", out_features)?;
+                self.check()?;
                 Box::new(Linear::new(in_features, out_features, bias, rng))
             }
             S::Conv1d { .. } | S::Conv2d { .. } => Box::new(Conv::new(self.clone(), rng)?),
@@ -230,8 +258,7 @@ impl LayerSpec {
                 num_embeddings,
                 embedding_dim,
             } => {
-                positive(&name, "num_embeddings", num_embeddings)?;
-                positive(&name, "embedding_dim", embedding_dim)?;
+                self.check()?;
                 Box::new(Embedding::new(num_embeddings, embedding_dim, rng))
             }
             S::Sequential { layers } => Box::new(Sequential::from_specs(&layers, rng)?),

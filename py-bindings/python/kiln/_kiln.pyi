@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Sequence, Union, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Model", "Tracer", "optimizer_spec", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
+__all__ = ["Model", "Tracer", "optimizer_spec", "check_layer", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
            "optimize_sparsity_report", "optimize_make_permanent", "optimize_distill", "DriftMonitor",
            "drift_reference", "feedback_load", "feedback_save", "model_version"]
 
@@ -100,6 +100,7 @@ class Model:
     def layers_json(self) -> str: ...
 
 def optimizer_spec(spec_json: str) -> str: ...
+def check_layer(spec_json: str) -> None: ...
 
 @final
 class Tracer:

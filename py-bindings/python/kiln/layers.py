@@ -38,6 +38,12 @@ class Layer:
         self._spec: dict[str, Any] = {"type": self._type or type(self).__name__, **spec}
         self._owner: Module | None = None
         self._prefix = ""
+        if not self._stateless:
+            import json
+
+            from . import _kiln
+
+            _kiln.check_layer(json.dumps(self._spec))  # the core's rules, now rather than at first use
 
     def spec(self) -> dict[str, Any]:
         """The layer's architecture as kiln's JSON-able dict."""
