@@ -1,0 +1,119 @@
+//! Tracing: Python's `forward` (or any caller) records ops one by one into a [`Graph`].
+
+use super::{at_node, run_op, Graph, GraphInput, Node, Op, Scope};
+use crate::autograd::{Tape, Var};
+use crate::{value_err, KilnError, Result};
+
+/// Records a graph op by op, running each op as it comes on zeros at two batch sizes: shapes and
+/// errors are known at the line that made the op, and the axes whose size differs between the two
+/// runs are the batch axes. An op that fixes a size computed from the batch fails on the second run
+/// instead of silently baking one batch size into the graph.
+pub struct Tracer {
+    graph: Graph,
+    runs: [(Tape, Vec<Var>); 2],
+}
+
+/// The two batch sizes a trace runs at.
+const TRACE_BATCH: [usize; 2] = [2, 3];
+
+impl Default for Tracer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tracer {
+    /// An empty trace.
+    pub fn new() -> Self {
+        Tracer {
+            graph: Graph {
+                inputs: Vec::new(),
+                nodes: Vec::new(),
+                outputs: Vec::new(),
+            },
+            runs: [
+                (Tape::inference(), Vec::new()),
+                (Tape::inference(), Vec::new()),
+            ],
+        }
+    }
+
+    /// A graph input with this per-sample shape; returns its value id.
+    pub fn input(&mut self, name: &str, dtype: &str, per_sample: &[usize]) -> Result<usize> {
+        if !self.graph.nodes.is_empty() {
+            value_err!("trace: inputs come before the first op");
+        }
+        self.graph.inputs.push(GraphInput {
+            name: name.into(),
+            dtype: dtype.into(),
+            shape: Some(per_sample.to_vec()),
+        });
+        self.graph.validate_inputs()?;
+        for ((t, vals), b) in self.runs.iter_mut().zip(TRACE_BATCH) {
+            let mut shape = vec![b];
+            shape.extend(per_sample);
+            vals.push(t.constant(crate::Tensor::zeros(ndarray::IxDyn(&shape))));
+        }
+        Ok(self.runs[0].1.len() - 1)
+    }
+
+    /// Record `op` on `inputs` (value ids) and run it; returns the new value's id.
+    pub fn op(
+        &mut self,
+        scope: &mut dyn Scope,
+        op: Op,
+        inputs: Vec<usize>,
+        line: Option<String>,
+    ) -> Result<usize> {
+        let n = self.runs[0].1.len();
+        if let Some(&bad) = inputs.iter().find(|&&i| i >= n) {
+            value_err!("trace: value {bad} does not exist yet");
+        }
+        let node = Node { op, inputs, line };
+        let mut outs = [None, None];
+        for (k, (t, vals)) in self.runs.iter_mut().enumerate() {
+            let xs: Vec<Var> = node.inputs.iter().map(|&i| vals[i]).collect();
+            let v = run_op(scope, t, &node.op, &xs).map_err(|e| {
+                if k == 1 {
+                    KilnError::value(format!(
+                        "{}: this works at one batch size but not at another ({e}); a size computed from x.shape[0] is fixed into the graph: pass x.shape[0] itself (or -1) instead",
+                        node.line.as_deref().unwrap_or("forward")
+                    ))
+                } else {
+                    at_node(&*scope, &node, e)
+                }
+            })?;
+            outs[k] = Some(v);
+        }
+        for ((_, vals), v) in self.runs.iter_mut().zip(outs) {
+            vals.push(v.expect("both runs ran"));
+        }
+        self.graph.nodes.push(node);
+        Ok(n)
+    }
+
+    /// A value's shape, with `None` on the batch axes.
+    pub fn shape(&self, id: usize) -> Vec<Option<usize>> {
+        let a = self.runs[0].0.shape(self.runs[0].1[id]);
+        let b = self.runs[1].0.shape(self.runs[1].1[id]);
+        if a.len() != b.len() {
+            return vec![None; a.len()];
+        }
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| (x == y).then_some(x))
+            .collect()
+    }
+
+    /// The finished graph, returning these values.
+    pub fn finish(mut self, outputs: Vec<usize>) -> Result<Graph> {
+        self.graph.outputs = outputs;
+        self.graph.validate()?;
+        for &o in &self.graph.outputs {
+            if self.shape(o).first() != Some(&None) {
+                value_err!("forward returns a value whose first axis is not the batch (shape {:?} at batch {}): every output needs one row per sample", self.runs[0].0.shape(self.runs[0].1[o]), TRACE_BATCH[0]);
+            }
+        }
+        Ok(self.graph)
+    }
+}
