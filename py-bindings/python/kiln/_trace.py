@@ -77,9 +77,9 @@ def tracing(trace: Trace) -> Iterator[Trace]:
 
 def _value_error(what: str) -> TracingError:
     return TracingError(
-        f"{user_line()}: {what} needs a tensor's value, but forward is traced once into a graph that must "
-        "be the same for every input. Compute it with tensor operations instead (for example "
-        "torch-style masks: x * (x > 0) becomes F.relu(x)), or move the decision out of forward."
+        f"{user_line()}: {what} needs a tensor's value, but forward is traced once into a graph that is the "
+        "same for every input. Write it with tensor operations (F.relu, F.softmax, arithmetic on tensors), or "
+        "decide outside forward (a flag set in __init__, two models)."
     )
 
 
