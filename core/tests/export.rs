@@ -248,29 +248,26 @@ fn graph_round_trip(spec_json: &str, inputs: &[(&str, &[usize], Option<usize>)])
             .collect();
         let views: Vec<_> = xs.iter().map(|x| x.view()).collect();
         let want = model.predict_multi(&views, 8).unwrap();
-        let feeds = |kiln_values: bool| -> Vec<(String, Value, TensorData)> {
+        let feeds = || -> Vec<(String, Value, TensorData)> {
             inputs
                 .iter()
                 .zip(&xs)
-                .map(|((name, _, ids), x)| {
-                    let _ = kiln_values;
-                    match ids {
-                        Some(_) => (
-                            name.to_string(),
-                            Value::I64(x.mapv(|v| v as i64)),
-                            TensorData::I64(x.mapv(|v| v as i64)),
-                        ),
-                        None => (
-                            name.to_string(),
-                            Value::F32(x.clone()),
-                            TensorData::F32(x.clone()),
-                        ),
-                    }
+                .map(|((name, _, ids), x)| match ids {
+                    Some(_) => (
+                        name.to_string(),
+                        Value::I64(x.mapv(|v| v as i64)),
+                        TensorData::I64(x.mapv(|v| v as i64)),
+                    ),
+                    None => (
+                        name.to_string(),
+                        Value::F32(x.clone()),
+                        TensorData::F32(x.clone()),
+                    ),
                 })
                 .collect()
         };
         let got = tract
-            .run_named(feeds(false).into_iter().map(|(n, _, t)| (n, t)).collect())
+            .run_named(feeds().into_iter().map(|(n, _, t)| (n, t)).collect())
             .unwrap();
         for (g, w) in got.iter().zip(&want) {
             let TensorData::F32(g) = g else {
@@ -286,7 +283,7 @@ fn graph_round_trip(spec_json: &str, inputs: &[(&str, &[usize], Option<usize>)])
         }
         if let Some(k) = &kiln {
             let got = k
-                .run(feeds(true).into_iter().map(|(n, v, _)| (n, v)).collect())
+                .run(feeds().into_iter().map(|(n, v, _)| (n, v)).collect())
                 .unwrap();
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(g.shape(), w.shape());

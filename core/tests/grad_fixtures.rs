@@ -16,7 +16,14 @@ struct Fixture {
     loss: Loss,
 }
 
-fn load(name: &str) -> Fixture {
+/// A fixture file's float tensors, int64 tensors (shape, values) and metadata.
+type Raw = (
+    BTreeMap<String, Tensor>,
+    BTreeMap<String, (Vec<usize>, Vec<i64>)>,
+    std::collections::HashMap<String, String>,
+);
+
+fn read(name: &str) -> Raw {
     let path = format!(
         "{}/../tests/fixtures/grad/{name}.safetensors",
         env!("CARGO_MANIFEST_DIR")
@@ -26,10 +33,10 @@ fn load(name: &str) -> Fixture {
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap();
     let mut f32s = BTreeMap::new();
-    let mut target = Vec::new();
+    let mut ints = BTreeMap::new();
     for (k, v) in st.tensors() {
-        match (v.dtype(), k.as_str()) {
-            (Dtype::F32, _) => {
+        match v.dtype() {
+            Dtype::F32 => {
                 let data = v
                     .data()
                     .chunks_exact(4)
@@ -37,22 +44,53 @@ fn load(name: &str) -> Fixture {
                     .collect();
                 f32s.insert(k, Tensor::from_shape_vec(v.shape().to_vec(), data).unwrap());
             }
-            (Dtype::I64, "target") => {
-                target = v
+            Dtype::I64 => {
+                let data = v
                     .data()
                     .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize)
-                    .collect()
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                ints.insert(k, (v.shape().to_vec(), data));
             }
-            _ => {} // num_batches_tracked counters
+            _ => {}
         }
     }
+    (f32s, ints, meta)
+}
+
+fn load(name: &str) -> Fixture {
+    // int64 tensors besides "target" are BatchNorm's num_batches_tracked counters
+    let (f32s, ints, meta) = read(name);
     Fixture {
         f32s,
-        target,
+        target: ints["target"].1.iter().map(|&v| v as usize).collect(),
         arch: LayerSpec::list_from_json(&meta["arch"]).unwrap(),
         loss: serde_json::from_str(&meta["loss"]).unwrap(),
     }
+}
+
+/// Every tensor of the model after one pass: buffers against `after.<name>` (running statistics),
+/// parameters' gradients against `grad.<name>`. Returns how many were compared.
+fn compare_tensors(name: &str, model: &Model, f32s: &BTreeMap<String, Tensor>) -> usize {
+    let mut checked = 0;
+    for (pname, p) in model.net.tensors() {
+        if p.is_buffer {
+            let want = &f32s[&format!("after.{pname}")];
+            assert_close(&format!("{name} running stat {pname}"), &p.value, want);
+        } else {
+            let g = p
+                .grad
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
+            assert_close(
+                &format!("{name} grad {pname}"),
+                g,
+                &f32s[&format!("grad.{pname}")],
+            );
+        }
+        checked += 1;
+    }
+    checked
 }
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
@@ -97,66 +135,16 @@ fn check(name: &str) {
     t.backward(loss).unwrap();
     model.net.collect_grads(&mut t);
 
-    let mut checked = 0;
-    for (pname, p) in model.net.tensors() {
-        if p.is_buffer {
-            assert_close(
-                &format!("{name} running stat {pname}"),
-                &p.value,
-                &fx.f32s[&format!("after.{pname}")],
-            );
-        } else {
-            let g = p
-                .grad
-                .as_ref()
-                .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-            assert_close(
-                &format!("{name} grad {pname}"),
-                g,
-                &fx.f32s[&format!("grad.{pname}")],
-            );
-        }
-        checked += 1;
-    }
+    let checked = compare_tensors(name, &model, &fx.f32s);
     assert_eq!(checked, own.len());
 }
 
 /// A graph model (kiln's `GraphSpec` in the metadata): inputs `input.<name>` (int64 ids become whole
 /// numbers in f32, as the fit loop carries them), one target per output, loss summed over outputs.
 fn check_graph(name: &str) {
-    let path = format!(
-        "{}/../tests/fixtures/grad/{name}.safetensors",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
+    let (f32s, ints, meta) = read(name);
     let spec: kiln_core::nn::GraphSpec = serde_json::from_str(&meta["graph"]).unwrap();
     let loss: Loss = serde_json::from_str(&meta["loss"]).unwrap();
-    let mut f32s = BTreeMap::new();
-    let mut ints: BTreeMap<String, (Vec<usize>, Vec<i64>)> = BTreeMap::new();
-    for (k, v) in st.tensors() {
-        match v.dtype() {
-            Dtype::F32 => {
-                let data = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                f32s.insert(k, Tensor::from_shape_vec(v.shape().to_vec(), data).unwrap());
-            }
-            Dtype::I64 => {
-                let data = v
-                    .data()
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
-                ints.insert(k, (v.shape().to_vec(), data));
-            }
-            _ => {}
-        }
-    }
     let mut model = Model::from_graph_spec(&spec, 0).unwrap();
     let own = model.net.state_dict();
     let weights: BTreeMap<String, Tensor> =
@@ -209,25 +197,7 @@ fn check_graph(name: &str) {
     );
     t.backward(total).unwrap();
     model.net.collect_grads(&mut t);
-    for (pname, p) in model.net.tensors() {
-        if p.is_buffer {
-            assert_close(
-                &format!("{name} running stat {pname}"),
-                &p.value,
-                &f32s[&format!("after.{pname}")],
-            );
-        } else {
-            let g = p
-                .grad
-                .as_ref()
-                .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-            assert_close(
-                &format!("{name} grad {pname}"),
-                g,
-                &f32s[&format!("grad.{pname}")],
-            );
-        }
-    }
+    compare_tensors(name, &model, &f32s);
 }
 
 #[test]

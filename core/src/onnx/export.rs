@@ -902,10 +902,9 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
             }
             _ => {
                 let v = g.float(&value);
-                let id = g.node(&format!("/output{i}"), "Identity", &[&v], vec![]);
+                g.node(&format!("/output{i}"), "Identity", &[&v], vec![]);
                 let last = g.nodes.len() - 1;
                 g.nodes[last].output[0] = out_name.clone();
-                let _ = id;
             }
         }
     }
