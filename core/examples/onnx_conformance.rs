@@ -192,31 +192,80 @@ fn check_outputs(
 #[derive(Debug, Clone)]
 enum Kiln {
     Pass,
+    /// Passing once its int64 inputs (shapes, axes, indices) were embedded as constants.
+    PassEmbedded,
     Declined(String),
     Fail(String),
 }
 
-/// Every input fed at run time: kiln's engine reads axes, shapes and indices from int64 inputs as
-/// they come, so it needs no second try with them embedded.
+/// Every input fed at run time first. kiln's engine evaluates shapes, axes and indices when it
+/// imports a graph (they must be fixed by the model, as every exporter writes them), so a case
+/// that feeds them as int64 inputs is declined; it is tried again with those inputs embedded as
+/// constants (the convention the tract run uses too), the float inputs still fed.
 fn run_kiln(dir: &Path, data: &CaseData) -> Kiln {
     let bytes = match std::fs::read(dir.join("model.onnx")) {
         Ok(b) => b,
         Err(e) => return Kiln::Fail(e.to_string()),
     };
-    let sess = match KilnSession::from_bytes(&bytes) {
-        Ok(Ok(s)) => s,
-        Ok(Err(why)) => return Kiln::Declined(why.0),
-        Err(e) => return Kiln::Declined(format!("not loadable: {e}")),
+    match KilnSession::from_bytes(&bytes) {
+        Ok(Ok(s)) => check_kiln(&s, data, None),
+        Ok(Err(why)) => match embed_int_inputs(&bytes, data) {
+            Some((bytes, fed)) => match KilnSession::from_bytes(&bytes) {
+                Ok(Ok(s)) => match check_kiln(&s, data, Some(&fed)) {
+                    Kiln::Pass => Kiln::PassEmbedded,
+                    other => other,
+                },
+                _ => Kiln::Declined(why.0),
+            },
+            None => Kiln::Declined(why.0),
+        },
+        Err(e) => Kiln::Declined(format!("not loadable: {e}")),
+    }
+}
+
+/// The model with its int64 inputs made initializers, and the indices of the
+/// inputs still fed; `None` when there are none to embed.
+fn embed_int_inputs(bytes: &[u8], data: &CaseData) -> Option<(Vec<u8>, Vec<usize>)> {
+    use kiln_core::onnx::pb;
+    use prost::Message;
+    let mut proto = pb::ModelProto::decode(bytes).ok()?;
+    let graph = proto.graph.as_mut()?;
+    let initialized: BTreeSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<String> = graph
+        .input
+        .iter()
+        .map(|i| i.name.clone())
+        .filter(|n| !initialized.contains(n))
+        .collect();
+    let mut fed = vec![];
+    for (ix, (name, t)) in names.iter().zip(&data.inputs).enumerate() {
+        if matches!(t, TensorData::I64(_)) {
+            let mut init =
+                pb::TensorProto::decode(data.input_protos[ix].encode_to_vec().as_slice()).ok()?;
+            init.name = name.clone();
+            graph.initializer.push(init);
+        } else {
+            fed.push(ix);
+        }
+    }
+    (fed.len() < names.len()).then(|| (proto.encode_to_vec(), fed))
+}
+
+/// Runs a session on the case's inputs (`fed`: which of them; `None`: all) against its outputs.
+fn check_kiln(sess: &KilnSession, data: &CaseData, fed: Option<&[usize]>) -> Kiln {
+    let inputs: Vec<&TensorData> = match fed {
+        None => data.inputs.iter().collect(),
+        Some(fed) => fed.iter().map(|&i| &data.inputs[i]).collect(),
     };
-    if sess.inputs().len() != data.inputs.len() {
+    if sess.inputs().len() != inputs.len() {
         return Kiln::Fail(format!(
             "{} inputs instead of {}",
             sess.inputs().len(),
-            data.inputs.len()
+            inputs.len()
         ));
     }
     let mut feeds = vec![];
-    for (info, t) in sess.inputs().iter().zip(&data.inputs) {
+    for (info, t) in sess.inputs().iter().zip(inputs) {
         let value = match t {
             TensorData::F32(a) => Value::F32(a.clone()),
             TensorData::I64(a) => Value::I64(a.clone()),
@@ -356,6 +405,7 @@ fn main() {
     let mut passing = BTreeSet::new();
     let mut kiln_passing = BTreeSet::new();
     let mut kiln_failing = vec![];
+    let mut kiln_embedded = 0;
     let mut declined: std::collections::BTreeMap<String, usize> = Default::default();
     let mut strict = 0;
     for (name, (result, k)) in names.iter().zip(results.iter().zip(&kiln)) {
@@ -363,6 +413,11 @@ fn main() {
             Some(Kiln::Pass) => {
                 kiln_passing.insert(name.clone());
                 report.push_str(&format!("kiln PASS {name}\n"));
+            }
+            Some(Kiln::PassEmbedded) => {
+                kiln_passing.insert(name.clone());
+                kiln_embedded += 1;
+                report.push_str(&format!("kiln PASS (int64 inputs embedded) {name}\n"));
             }
             Some(Kiln::Declined(why)) => {
                 // Count reasons by their operator or first words, not by every attribute value.
@@ -483,7 +538,7 @@ fn main() {
         .collect();
     eprintln!("kiln's engine declined most often: {}", top.join(", "));
     println!(
-        "kiln's engine: {} accepted and passing, {} declined, {} failing",
+        "kiln's engine: {} accepted and passing ({kiln_embedded} of them once their int64 inputs were embedded), {} declined, {} failing",
         kiln_passing.len(),
         names.len() - kiln_passing.len() - kiln_failing.len(),
         kiln_failing.len()

@@ -37,6 +37,17 @@ def trained(digits):
     return model
 
 
+def _one_step(proto) -> float:
+    """One quantisation step of the last layer's input times its largest weight (dequantized)."""
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    weight = next(t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2)
+    deq = next(n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == weight.name)
+    w = np.abs(inits[weight.name].astype(np.float64)) * np.abs(inits[deq.input[1]]).max()
+    act = [float(np.abs(inits[n.input[1]]).max()) for n in proto.graph.node
+           if n.op_type == "QuantizeLinear" and n.input[1] in inits]
+    return float(w.max() * max(act, default=0.0))
+
+
 @pytest.mark.parametrize("mode,method", [("static", "minmax"), ("static", "percentile"), ("dynamic", "minmax")])
 def test_int8_runs_in_kiln_and_onnxruntime_alike(trained, digits, tmp_path, mode, method):
     x_test = images(digits.x_test)
@@ -53,7 +64,15 @@ def test_int8_runs_in_kiln_and_onnxruntime_alike(trained, digits, tmp_path, mode
     assert ("QuantizeLinear" in ops) == (mode == "static")
     ours = kiln.InferenceSession(path).run(x_test)
     theirs = ort.InferenceSession(str(path)).run(None, {"input": x_test})[0]
-    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    # Engines may round an activation that lands on a rounding boundary either way (tract and
+    # onnxruntime do): agreement to 1e-4 almost everywhere, and elsewhere to one quantisation step
+    # of the last layer's input through its largest weight.
+    if mode == "dynamic":
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    close = np.isclose(ours, theirs, atol=1e-4)
+    assert close.mean() >= 0.99, f"{(~close).sum()} of {close.size} outputs differ"
+    assert np.abs(ours - theirs).max() <= _one_step(proto) + 1e-4
+    assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.999
     assert abs(accuracy(ours, digits.y_test) - fp32) <= 0.01
     assert not np.allclose(ours, trained.predict(x_test), atol=1e-5), "the int8 model is not the fp32 one"
     assert kiln.InferenceSession(path).labels == [str(d) for d in range(10)]

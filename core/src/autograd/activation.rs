@@ -110,6 +110,17 @@ impl Tape {
         })
     }
 
+    /// The error function, `erf(x)`; its derivative is `2/√π · e^(-x²)`. ONNX graphs spell GELU
+    /// with it (`x · ½ · (1 + erf(x/√2))`, as PyTorch exports `F.gelu`).
+    pub fn erf(&mut self, x: Var) -> Var {
+        let y = self.value(x).mapv(libm::erff);
+        self.push(y, &[x], |c, g| {
+            vec![Some(Zip::from(g).and(c.input(0)).map_collect(|&g, &x| {
+                g * std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp()
+            }))]
+        })
+    }
+
     /// `1 / (1 + e^-x)`.
     pub fn sigmoid(&mut self, x: Var) -> Var {
         let y = self.value(x).mapv(sigmoid);
@@ -207,6 +218,7 @@ mod tests {
         check(&[&[4, 5]], |t, v| t.gelu(v[0], GeluApprox::None));
         check(&[&[4, 5]], |t, v| t.gelu(v[0], GeluApprox::Tanh));
         check(&[&[4, 5]], |t, v| t.sigmoid(v[0]));
+        check(&[&[4, 5]], |t, v| t.erf(v[0]));
         check(&[&[4, 5]], |t, v| t.tanh(v[0]));
         check(&[&[3, 4, 5]], |t, v| t.softmax(v[0], 1).unwrap());
         check(&[&[3, 5]], |t, v| t.softmax(v[0], 1).unwrap());

@@ -181,14 +181,23 @@ impl Tape {
             }
             None => Array2::zeros((sx[0], sw[0])),
         };
-        let beta = if bias.is_some() { 1.0 } else { 0.0 };
-        gemm(
-            1.0,
-            &as2d(self.value(x)),
-            &as2d(self.value(weight)).t(),
-            beta,
-            &mut y.view_mut(),
-        );
+        let (xv, wv) = (self.value(x), self.value(weight));
+        match (xv.as_slice(), wv.as_slice()) {
+            // A few rows (batch 1 in a page): one dot product per output, straight over W's
+            // contiguous rows; a GEMM kernel spends most of such a call packing its tiles.
+            (Some(xs), Some(ws)) if sx[0] <= 4 && sx[1] > 0 => {
+                let k = sx[1];
+                for (xr, mut yr) in xs.chunks_exact(k).zip(y.rows_mut()) {
+                    for (yj, wr) in yr.iter_mut().zip(ws.chunks_exact(k)) {
+                        *yj += dot(xr, wr);
+                    }
+                }
+            }
+            _ => {
+                let beta = if bias.is_some() { 1.0 } else { 0.0 };
+                gemm(1.0, &as2d(xv), &as2d(wv).t(), beta, &mut y.view_mut());
+            }
+        }
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
         Ok(self.push(y.into_dyn(), &inputs, |c, g| {
             let g2 = as2d(g);
@@ -203,6 +212,50 @@ impl Tape {
             }
             out
         }))
+    }
+}
+
+/// `a · b` for equally long slices, with four-lane SIMD on wasm (simd128) and eight independent
+/// accumulators elsewhere.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        use core::arch::wasm32::*;
+        let mut acc = f32x4_splat(0.0);
+        let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+        let tail: f32 = a4
+            .remainder()
+            .iter()
+            .zip(b4.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in a4.zip(b4) {
+            let xv = f32x4(x[0], x[1], x[2], x[3]);
+            let yv = f32x4(y[0], y[1], y[2], y[3]);
+            acc = f32x4_add(acc, f32x4_mul(xv, yv));
+        }
+        f32x4_extract_lane::<0>(acc)
+            + f32x4_extract_lane::<1>(acc)
+            + f32x4_extract_lane::<2>(acc)
+            + f32x4_extract_lane::<3>(acc)
+            + tail
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        let mut acc = [0f32; 8];
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a8
+            .remainder()
+            .iter()
+            .zip(b8.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in a8.zip(b8) {
+            for i in 0..8 {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        acc.iter().sum::<f32>() + tail
     }
 }
 

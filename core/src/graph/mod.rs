@@ -106,6 +106,8 @@ pub enum Op {
     Exp,
     Log,
     Sqrt,
+    /// The error function (ONNX's `Erf`, how exported graphs spell exact GELU).
+    Erf,
     Softmax {
         dim: isize,
     },
@@ -164,6 +166,18 @@ pub enum Op {
     },
     /// Inputs: ids, weight.
     Embedding,
+    /// Inputs: x and indices (whole numbers, negative ones counted from the end) picked along
+    /// `dim`: the output's shape is `x[..dim] + indices + x[dim + 1..]` (ONNX's `Gather`).
+    Gather {
+        dim: isize,
+    },
+    /// Inputs: x `[N, C, L]`, weight, and optionally bias.
+    Conv1d {
+        stride: usize,
+        padding: usize,
+        dilation: usize,
+        groups: usize,
+    },
 }
 
 /// A graph input: its name (forward's argument name), element type and per-sample shape.
@@ -290,6 +304,11 @@ pub trait Scope {
     fn module(&mut self, path: &str) -> Result<&mut Box<dyn Module>>;
     /// The tensor (parameter or buffer) with this state-dict name.
     fn tensor(&mut self, name: &str) -> Result<&mut Param>;
+    /// That tensor as a value on the tape (bound once per tape: every use reads one variable, so
+    /// a weight used twice gets both gradients).
+    fn bind(&mut self, name: &str, t: &mut Tape) -> Result<Var> {
+        Ok(self.tensor(name)?.bind(t))
+    }
     /// How errors name the module at `path`, with its layer type (`layer 0 (Linear)`, `fc (Linear)`).
     fn label(&self, path: &str) -> (String, String) {
         (path.to_string(), String::new())
@@ -312,7 +331,7 @@ pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Resul
         }
         Op::Param { name } => {
             arity(0)?;
-            scope.tensor(name)?.bind(t)
+            scope.bind(name, t)?
         }
         Op::Add | Op::Sub | Op::Mul | Op::Div | Op::MatMul => {
             arity(2)?;
@@ -358,6 +377,7 @@ pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Resul
         Op::Exp => unary(t, xs, |t, x| Ok(t.exp(x)))?,
         Op::Log => unary(t, xs, |t, x| Ok(t.log(x)))?,
         Op::Sqrt => unary(t, xs, |t, x| Ok(t.sqrt(x)))?,
+        Op::Erf => unary(t, xs, |t, x| Ok(t.erf(x)))?,
         Op::Softmax { dim } => unary(t, xs, |t, x| {
             let a = axis(*dim, rank(t, x), "softmax")?;
             t.softmax(x, a)
@@ -486,6 +506,44 @@ pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Resul
             }
             t.embedding(xs[1], &ids)?
         }
+        Op::Gather { dim } => {
+            arity(2)?;
+            let shape = t.shape(xs[0]).to_vec();
+            let a = axis(*dim, shape.len(), "gather")?;
+            let n = shape[a] as f32;
+            let mut picked = Vec::with_capacity(t.value(xs[1]).len());
+            for &v in t.value(xs[1]).iter() {
+                let i = if v < 0.0 { v + n } else { v };
+                if v.fract() != 0.0 || !(0.0..n).contains(&i) {
+                    value_err!("gather: index {v} is out of range for dim {a} of size {n}");
+                }
+                picked.push(i as usize);
+            }
+            let mut out = shape[..a].to_vec();
+            out.extend_from_slice(t.shape(xs[1]));
+            out.extend_from_slice(&shape[a + 1..]);
+            let y = t.index_select(xs[0], a, &picked)?;
+            t.reshape(y, &out)?
+        }
+        Op::Conv1d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            if !(2..=3).contains(&xs.len()) {
+                value_err!("conv1d takes x, weight and an optional bias");
+            }
+            t.conv1d(
+                xs[0],
+                xs[1],
+                xs.get(2).copied(),
+                *stride,
+                *padding,
+                *dilation,
+                *groups,
+            )?
+        }
     })
 }
 
@@ -546,6 +604,72 @@ pub fn run(scope: &mut dyn Scope, graph: &Graph, t: &mut Tape, inputs: &[Var]) -
         values.push(v);
     }
     Ok(graph.outputs.iter().map(|&o| values[o]).collect())
+}
+
+impl Graph {
+    /// For each node, the values no later node nor the output reads once it has run (parameters
+    /// aside): what an inference run frees as it goes, so it holds the live activations rather
+    /// than all of them.
+    pub fn last_uses(&self) -> Vec<Vec<usize>> {
+        let n_values = self.inputs.len() + self.nodes.len();
+        let mut seen = vec![false; n_values];
+        for &o in &self.outputs {
+            seen[o] = true;
+        }
+        // A parameter's value is bound once per tape and name (its nodes may repeat): kept.
+        let n_in = self.inputs.len();
+        for (k, node) in self.nodes.iter().enumerate() {
+            if matches!(node.op, Op::Param { .. }) {
+                seen[n_in + k] = true;
+            }
+        }
+        let mut out = vec![Vec::new(); self.nodes.len()];
+        for (k, node) in self.nodes.iter().enumerate().rev() {
+            for &i in &node.inputs {
+                if !std::mem::replace(&mut seen[i], true) {
+                    out[k].push(i);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Run the graph for inference, freeing each value after its last use (`last_uses` of the same
+/// graph): the outputs' values, in order.
+pub fn run_inference(
+    scope: &mut dyn Scope,
+    graph: &Graph,
+    last_uses: &[Vec<usize>],
+    t: &mut Tape,
+    inputs: &[Var],
+) -> Result<Vec<crate::Tensor>> {
+    if inputs.len() != graph.inputs.len() {
+        value_err!(
+            "the model takes {} input(s), got {}",
+            graph.inputs.len(),
+            inputs.len()
+        );
+    }
+    let mut values: Vec<Var> = inputs.to_vec();
+    for (node, dead) in graph.nodes.iter().zip(last_uses) {
+        let xs: Vec<Var> = node.inputs.iter().map(|&i| values[i]).collect();
+        let v = run_op(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
+        values.push(v);
+        for &d in dead {
+            drop(t.take_value(values[d]));
+        }
+    }
+    let mut out = Vec::with_capacity(graph.outputs.len());
+    for (k, &o) in graph.outputs.iter().enumerate() {
+        // the same value returned twice is copied, not taken twice
+        if graph.outputs[k + 1..].contains(&o) {
+            out.push(t.value(values[o]).clone());
+        } else {
+            out.push(t.take_value(values[o]));
+        }
+    }
+    Ok(out)
 }
 
 /// Say where in the user's code (or which layer) an error came from: `layer 0 (Linear): …` for a

@@ -208,6 +208,7 @@ fn parse(v: &Value) -> Result<Op, String> {
         "Exp" => (O::Exp, &[]),
         "Log" => (O::Log, &[]),
         "Sqrt" => (O::Sqrt, &[]),
+        "Erf" => (O::Erf, &[]),
         "Softmax" => (O::Softmax { dim: a.get("dim")? }, &["dim"]),
         "LogSoftmax" => (O::LogSoftmax { dim: a.get("dim")? }, &["dim"]),
         "Dropout" => (O::Dropout { p: a.get("p")? }, &["p"]),
@@ -285,6 +286,16 @@ fn parse(v: &Value) -> Result<Op, String> {
             &["eps"],
         ),
         "Embedding" => (O::Embedding, &[]),
+        "Gather" => (O::Gather { dim: a.get("dim")? }, &["dim"]),
+        "Conv1d" => (
+            O::Conv1d {
+                stride: a.or("stride", 1)?,
+                padding: a.or("padding", 0)?,
+                dilation: a.or("dilation", 1)?,
+                groups: a.or("groups", 1)?,
+            },
+            &["stride", "padding", "dilation", "groups"],
+        ),
         other => return Err(format!("unknown graph op {other:?}")),
     };
     a.only(known)?;
@@ -332,6 +343,14 @@ mod tests {
             Op::Exp,
             Op::Log,
             Op::Sqrt,
+            Op::Erf,
+            Op::Gather { dim: -2 },
+            Op::Conv1d {
+                stride: 2,
+                padding: 1,
+                dilation: 1,
+                groups: 1,
+            },
             Op::Softmax { dim: -1 },
             Op::LogSoftmax { dim: 1 },
             Op::Dropout { p: 0.25 },

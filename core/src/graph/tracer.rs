@@ -40,21 +40,49 @@ impl Tracer {
 
     /// A graph input with this per-sample shape; returns its value id.
     pub fn input(&mut self, name: &str, dtype: &str, per_sample: &[usize]) -> Result<usize> {
+        let shapes = TRACE_BATCH.map(|b| {
+            let mut shape = vec![b];
+            shape.extend(per_sample);
+            shape
+        });
+        self.input_at(name, dtype, Some(per_sample.to_vec()), shapes)
+    }
+
+    /// A graph input given the exact shape of each of the two runs (an imported ONNX graph sets
+    /// its free dimensions to different sizes in the two, its fixed ones to the same).
+    pub fn input_at(
+        &mut self,
+        name: &str,
+        dtype: &str,
+        per_sample: Option<Vec<usize>>,
+        shapes: [Vec<usize>; 2],
+    ) -> Result<usize> {
         if !self.graph.nodes.is_empty() {
             value_err!("trace: inputs come before the first op");
         }
         self.graph.inputs.push(GraphInput {
             name: name.into(),
             dtype: dtype.into(),
-            shape: Some(per_sample.to_vec()),
+            shape: per_sample,
         });
         self.graph.validate_inputs()?;
-        for ((t, vals), b) in self.runs.iter_mut().zip(TRACE_BATCH) {
-            let mut shape = vec![b];
-            shape.extend(per_sample);
+        for ((t, vals), shape) in self.runs.iter_mut().zip(shapes) {
             vals.push(t.constant(crate::Tensor::zeros(ndarray::IxDyn(&shape))));
         }
         Ok(self.runs[0].1.len() - 1)
+    }
+
+    /// A value's shape in each of the two runs.
+    pub fn run_shapes(&self, id: usize) -> [&[usize]; 2] {
+        [0, 1].map(|k| self.runs[k].0.shape(self.runs[k].1[id]))
+    }
+
+    /// Drop a value's two copies once nothing more reads them (an import keeps a large model's
+    /// trace to its live activations); reading it afterwards gives an empty tensor.
+    pub fn release(&mut self, id: usize) {
+        for (t, vals) in &mut self.runs {
+            drop(t.take_value(vals[id]));
+        }
     }
 
     /// Record `op` on `inputs` (value ids) and run it; returns the new value's id.
@@ -109,11 +137,25 @@ impl Tracer {
     pub fn finish(mut self, outputs: Vec<usize>) -> Result<Graph> {
         self.graph.outputs = outputs;
         self.graph.validate()?;
+        self.check_batch_outputs()?;
+        Ok(self.graph)
+    }
+
+    /// The finished graph without the batch-first check on its outputs (an imported graph's
+    /// outputs are whatever the file declares).
+    pub fn graph_with(mut self, outputs: Vec<usize>) -> Result<Graph> {
+        self.graph.outputs = outputs;
+        self.graph.validate_inputs()?;
+        self.graph.validate_nodes()?;
+        Ok(self.graph)
+    }
+
+    fn check_batch_outputs(&self) -> Result<()> {
         for &o in &self.graph.outputs {
             if self.shape(o).first() != Some(&None) {
                 value_err!("forward returns a value whose first axis is not the batch (shape {:?} at batch {}): every output needs one row per sample", self.runs[0].0.shape(self.runs[0].1[o]), TRACE_BATCH[0]);
             }
         }
-        Ok(self.graph)
+        Ok(())
     }
 }

@@ -594,11 +594,12 @@ fn emit_op(
                 g.node(&scope, name, &[&x, &c], vec![])
             }
         }
-        GraphOp::Exp | GraphOp::Log | GraphOp::Sqrt => {
+        GraphOp::Exp | GraphOp::Log | GraphOp::Sqrt | GraphOp::Erf => {
             let x = f(g, 0);
             let name = match op {
                 GraphOp::Exp => "Exp",
                 GraphOp::Log => "Log",
+                GraphOp::Erf => "Erf",
                 _ => "Sqrt",
             };
             g.node(&scope, name, &[&x], vec![])
@@ -750,6 +751,42 @@ fn emit_op(
                 )
             };
             g.node(&scope, "Gather", &[&w, &ids], vec![attr_int("axis", 0)])
+        }
+        GraphOp::Gather { dim } => {
+            let x = f(g, 0);
+            let ids = if g.int_values.contains(&xs[1]) {
+                xs[1].clone()
+            } else {
+                g.node(
+                    &scope,
+                    "Cast",
+                    &[&xs[1]],
+                    vec![attr_int("to", DataType::Int64 as i64)],
+                )
+            };
+            let axis = norm_axis(*dim, shapes[0].len())?;
+            g.node(&scope, "Gather", &[&x, &ids], vec![attr_int("axis", axis)])
+        }
+        GraphOp::Conv1d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
+            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+            g.node(
+                &scope,
+                "Conv",
+                &ins,
+                vec![
+                    attr_ints("kernel_shape", &shapes[1][2..]),
+                    attr_ints("strides", &[*stride]),
+                    attr_ints("pads", &[*padding, *padding]),
+                    attr_ints("dilations", &[*dilation]),
+                    attr_int("group", *groups as i64),
+                ],
+            )
         }
         other => {
             let spec = as_layer(other)

@@ -41,7 +41,7 @@ impl FromStr for EngineChoice {
 }
 
 enum Engine {
-    Kiln(KilnSession),
+    Kiln(Box<KilnSession>),
     Tract(Box<TractSession>),
 }
 
@@ -124,7 +124,7 @@ impl InferenceSession {
         InferenceSession {
             inputs: describe(kiln.inputs()),
             outputs: describe(kiln.outputs()),
-            engine: Engine::Kiln(kiln),
+            engine: Engine::Kiln(Box::new(kiln)),
             declined: None,
         }
     }

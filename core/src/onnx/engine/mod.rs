@@ -1,34 +1,35 @@
-//! kiln's own ONNX engine: runs the graphs kiln exports — and the plain MLPs, CNNs and ResNets other
-//! tools write with the same operators, PyTorch's `Shape → Gather → Unsqueeze → Concat → Reshape`
-//! flatten with a free batch included — on kiln-core's autodiff ops in inference mode, without
-//! tract. Computation is on float32; int64 values are token ids, shapes and indices, moved by the
-//! shape operators (`shape.rs`) and checked at load: an operator that would compute on int64 values
-//! declines the model there, not on its first run.
+//! kiln's own ONNX engine: imports an ONNX file into kiln's graph ([`crate::graph`], the one
+//! Python's `forward` is traced into, the fit loop trains and the exporter writes) and runs it on
+//! kiln-core's autodiff ops in inference mode, without tract. It takes the graphs kiln exports
+//! and the plain MLPs, CNNs and ResNets other tools write with the same operators, PyTorch's
+//! `Shape → Gather → Unsqueeze → Concat → Reshape` flatten with a free batch included: int64
+//! shape arithmetic is evaluated when the file is imported (`import.rs`, `ints.rs`), so what runs
+//! is kiln's graph and nothing else. int64 inputs are token ids, for Gather.
 //!
 //! Why a second engine: in the browser, tract costs 2.1 MB of gzip download, ~150 ms of wasm
 //! compilation and model optimisation before the first prediction, and its per-call overhead
 //! dominates the small models that belong in a page. kiln's forward ops already exist (they train
 //! the model) and compile to a fraction of that. `KilnSession::from_bytes` answers
 //! [`Unsupported`] for any graph it cannot run exactly (an operator, attribute or element type
-//! outside its list), and kiln-wasm then loads the graph with tract instead, so every model still
-//! runs. Outputs are checked against onnxruntime and tract in the tests (wasm/tests, core/tests).
+//! outside its list, a shape the graph cannot say), and kiln-wasm then loads the graph with tract
+//! instead, so every model still runs. Outputs are checked against onnxruntime and tract in the
+//! tests (wasm/tests, core/tests).
 
-mod ops;
-mod parse;
-mod shape;
+mod import;
+mod ints;
 
 use std::collections::{BTreeMap, HashMap};
 
 use ndarray::{ArrayD, IxDyn};
 use prost::Message;
 
-use crate::autograd::{Tape, Var};
+use crate::autograd::Tape;
+use crate::graph::Graph;
 use crate::onnx::pb::{
     tensor_proto::DataType, tensor_shape_proto::dimension::Value as Dim, ModelProto, TensorProto,
     ValueInfoProto,
 };
 use crate::{KilnError, Result, Tensor};
-use ops::{Arg, Op, Out};
 
 /// A value flowing through the graph: kiln computes in float32; int64 carries indices and shapes.
 #[derive(Clone, Debug)]
@@ -73,20 +74,11 @@ pub struct IoInfo {
 #[derive(Clone, Debug)]
 pub struct Unsupported(pub String);
 
-struct Node {
-    op: Op,
-    name: String,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    /// Values computed by earlier nodes that no later node (nor the graph's output) reads: freed
-    /// once this node has run, so a run holds the live activations, not every one of them.
-    last_use: Vec<String>,
-}
-
 /// A model ready to run on kiln's engine.
 pub struct KilnSession {
-    nodes: Vec<Node>,
-    constants: HashMap<String, Value>,
+    graph: Graph,
+    weights: HashMap<String, Tensor>,
+    last_uses: Vec<Vec<usize>>,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     metadata: BTreeMap<String, String>,
@@ -134,92 +126,27 @@ impl KilnSession {
         for t in &graph.initializer {
             constants.insert(t.name.clone(), tensor_value(t).map_err(unsupported)?);
         }
-        // Which values are int64 (shapes, indices), so an operator that computes on float32 only
-        // declines the model here rather than failing on its first run.
-        let mut int_values: std::collections::HashSet<String> = graph
-            .input
-            .iter()
-            .filter(|v| io_info(v).is_ok_and(|i| i.dtype == "int64"))
-            .map(|v| v.name.clone())
-            .collect();
-        int_values.extend(
-            constants
-                .iter()
-                .filter(|(_, v)| matches!(v, Value::I64(_)))
-                .map(|(k, _)| k.clone()),
-        );
-        let mut nodes = Vec::with_capacity(graph.node.len());
-        for n in &graph.node {
-            if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-                return Err(unsupported(format!("operator {}::{}", n.domain, n.op_type)));
-            }
-            let op = Op::parse(n, opset).map_err(unsupported)?;
-            let ints: Vec<bool> = n.input.iter().map(|i| int_values.contains(i)).collect();
-            let int_out = op.output_is_int(&n.op_type, &ints).map_err(unsupported)?;
-            if let (Op::Pow, Some(exponent)) = (&op, n.input.get(1)) {
-                let one_element = |v: &Value| v.shape().iter().product::<usize>() == 1;
-                if !constants.get(exponent).is_some_and(one_element) {
-                    return Err(unsupported(
-                        "Pow with an exponent that is not a one-element constant".into(),
-                    ));
-                }
-            }
-            if let Some(out) = n.output.first() {
-                if int_out {
-                    int_values.insert(out.clone());
-                } else {
-                    int_values.remove(out);
-                }
-            }
-            if let Op::Constant(v) = op {
-                constants.insert(n.output.first().cloned().unwrap_or_default(), v);
-                continue;
-            }
-            nodes.push(Node {
-                op,
-                name: n.name.clone(),
-                inputs: n.input.clone(),
-                outputs: n.output.clone(),
-                last_use: Vec::new(),
-            });
-        }
-        let io = |list: &[ValueInfoProto],
-                  skip: &HashMap<String, Value>|
-         -> std::result::Result<Vec<IoInfo>, Unsupported> {
+        let io = |list: &[ValueInfoProto]| -> std::result::Result<Vec<IoInfo>, Unsupported> {
             list.iter()
-                .filter(|v| !skip.contains_key(&v.name))
+                .filter(|v| !constants.contains_key(&v.name))
                 .map(io_info)
                 .collect()
         };
-        let inputs = io(&graph.input, &constants)?;
-        let outputs = io(&graph.output, &HashMap::new())?;
-        if outputs.iter().any(|o| o.dtype != "float32") {
-            return Err(unsupported("non-float outputs".into()));
+        let inputs = io(&graph.input)?;
+        let outputs = io(&graph.output)?;
+        if let Some(o) = outputs.iter().find(|o| o.dtype != "float32") {
+            return Err(unsupported(format!("output {:?} is not float32", o.name)));
         }
-        let mut seen: std::collections::HashSet<&str> =
-            outputs.iter().map(|o| o.name.as_str()).collect();
-        let mut last_use: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
-        for (i, node) in nodes.iter().enumerate().rev() {
-            for input in &node.inputs {
-                if !input.is_empty()
-                    && !constants.contains_key(input)
-                    && seen.insert(input.as_str())
-                {
-                    last_use[i].push(input.clone());
-                }
-            }
-        }
-        for (node, last) in nodes.iter_mut().zip(last_use) {
-            node.last_use = last;
-        }
+        let imported = import::import(graph, opset, constants, &inputs, &outputs)?;
         let metadata = proto
             .metadata_props
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
         Ok(KilnSession {
-            nodes,
-            constants,
+            graph: imported.graph,
+            weights: imported.weights,
+            last_uses: imported.last_uses,
             inputs,
             outputs,
             metadata,
@@ -266,79 +193,36 @@ impl KilnSession {
             }
             free.bind(&info.name, &info.symbols, value.shape())?;
         }
-        // One inference tape for the run: float values live on it (weights are copied on first
-        // use), int64 values beside it.
+        // One inference tape for the run: weights are copied onto it on first use; each
+        // activation is freed after its last use.
         let mut tape = Tape::inference();
-        let mut floats: HashMap<String, Var> = HashMap::new();
-        let mut ints: HashMap<String, ArrayD<i64>> = HashMap::new();
+        let mut xs = Vec::with_capacity(feeds.len());
         for (info, value) in self.inputs.iter().zip(feeds) {
-            let name = info.name.clone();
-            match value {
-                Value::F32(v) => {
-                    floats.insert(name, tape.constant(v));
-                }
+            xs.push(match value {
+                Value::F32(v) => tape.constant(v),
                 Value::I64(v) => {
-                    ints.insert(name, v);
-                }
-            }
-        }
-        for node in &self.nodes {
-            let mut args: Vec<Option<Arg>> = Vec::with_capacity(node.inputs.len());
-            for input in &node.inputs {
-                args.push(if input.is_empty() {
-                    None
-                } else if let Some(v) = floats.get(input) {
-                    Some(Arg::F(*v))
-                } else if let Some(v) = ints.get(input) {
-                    Some(Arg::I(v))
-                } else {
-                    match self.constants.get(input) {
-                        Some(Value::F32(v)) => Some(Arg::C(v)),
-                        Some(Value::I64(v)) => Some(Arg::I(v)),
-                        None => {
-                            return Err(KilnError::onnx(format!(
-                                "node {:?}: input {input:?} is computed nowhere",
-                                node.name
-                            )))
-                        }
+                    // ids travel in float32, exactly up to 2^24
+                    if let Some(bad) = v.iter().find(|i| i.unsigned_abs() > 1 << 24) {
+                        return Err(KilnError::value(format!(
+                            "input {:?}: the id {bad} is larger than kiln's engine takes (2^24)",
+                            info.name
+                        )));
                     }
-                });
-            }
-            let out = node.op.run(&mut tape, &args).map_err(|e| {
-                KilnError::onnx(format!("node {:?} ({}): {e}", node.name, node.op.name()))
-            })?;
-            let name = node.outputs[0].clone();
-            match out {
-                Out::F(v) => {
-                    floats.insert(name, v);
+                    tape.constant(v.mapv(|i| i as f32))
                 }
-                Out::I(v) => {
-                    ints.insert(name, v);
-                }
-            }
-            for dead in &node.last_use {
-                if let Some(v) = floats.remove(dead) {
-                    // Identity and Dropout pass the same value on under a new name: keep it then.
-                    if !floats.values().any(|&live| live == v) {
-                        drop(tape.take_value(v));
-                    }
-                }
-                ints.remove(dead);
-            }
+            });
         }
-        self.outputs
-            .iter()
-            .map(|o| match floats.get(&o.name) {
-                Some(v) => Ok(tape.take_value(*v)),
-                None => match self.constants.get(&o.name) {
-                    Some(Value::F32(t)) => Ok(t.clone()),
-                    _ => Err(KilnError::onnx(format!(
-                        "output {:?} is computed nowhere",
-                        o.name
-                    ))),
-                },
-            })
-            .collect()
+        let mut scope = import::Weights {
+            weights: &self.weights,
+            bound: HashMap::new(),
+        };
+        crate::graph::run_inference(&mut scope, &self.graph, &self.last_uses, &mut tape, &xs)
+            .map_err(|e| KilnError::onnx(e.to_string()))
+    }
+
+    /// The imported graph (kiln's own, as Python's models are) and its weights by name.
+    pub fn graph(&self) -> (&Graph, &HashMap<String, Tensor>) {
+        (&self.graph, &self.weights)
     }
 }
 
