@@ -1,5 +1,5 @@
-//! Latency of kiln's own engine (`lite`) against tract on one model, natively: the median of many
-//! runs at batch 1 and 64. `cargo run --release --example lite_latency -- MODEL.onnx`
+//! Latency of kiln's own engine against tract on one model, natively: the median of many
+//! runs at batch 1 and 64. `cargo run --release --example engine_latency -- MODEL.onnx`
 use std::time::Instant;
 
 use kiln_core::onnx::engine::{KilnSession, Value};

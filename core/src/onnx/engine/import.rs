@@ -91,7 +91,7 @@ pub(super) fn import(
     opset: i64,
     constants: HashMap<String, Value>,
     inputs: &[IoInfo],
-    outputs: &[IoInfo],
+    outputs: &[&str],
 ) -> std::result::Result<Imported, Unsupported> {
     let mut im = Importer {
         opset,
@@ -120,7 +120,7 @@ pub(super) fn import(
             last_read.insert(i.as_str(), k);
         }
     }
-    let kept: HashSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+    let kept: HashSet<&str> = outputs.iter().copied().collect();
     let mut dies_after: Vec<Vec<&str>> = vec![Vec::new(); graph.node.len()];
     for (name, k) in last_read {
         if !kept.contains(name) {
@@ -145,17 +145,12 @@ pub(super) fn import(
         }
     }
     let mut out = Vec::with_capacity(outputs.len());
-    for o in outputs {
-        out.push(match im.values.get(&o.name).cloned() {
+    for &o in outputs {
+        out.push(match im.values.get(o).cloned() {
             Some(V::F(id)) => id,
             Some(V::C(w)) => im.param(&w).map_err(Unsupported)?,
-            Some(_) => return Err(Unsupported(format!("output {:?} is not float32", o.name))),
-            None => {
-                return Err(Unsupported(format!(
-                    "output {:?} is computed nowhere",
-                    o.name
-                )))
-            }
+            Some(_) => return Err(Unsupported(format!("output {o:?} is not float32"))),
+            None => return Err(Unsupported(format!("output {o:?} is computed nowhere"))),
         });
     }
     let Importer {
@@ -185,6 +180,9 @@ struct Importer {
 }
 
 type R<T> = std::result::Result<T, String>;
+
+/// A reshape-like operator's output shape for trace run `k` and the input's shape in it.
+type ShapeRule<'a> = dyn Fn(usize, &[usize]) -> R<Vec<usize>> + 'a;
 
 fn attr<'a>(n: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     n.attribute.iter().find(|a| a.name == name)
@@ -450,7 +448,7 @@ impl Importer {
 
     /// Reshape-like operators on a value of either kind: the output shape of run `k` from
     /// `f(k, input shape)`.
-    fn reshaped(&mut self, n: &NodeProto, f: &dyn Fn(usize, &[usize]) -> R<Vec<usize>>) -> R<V> {
+    fn reshaped(&mut self, n: &NodeProto, f: &ShapeRule) -> R<V> {
         if let V::I(v) = self.get(n, 0)? {
             let [a, b] = v;
             return Ok(V::I([

@@ -126,18 +126,23 @@ impl KilnSession {
         for t in &graph.initializer {
             constants.insert(t.name.clone(), tensor_value(t).map_err(unsupported)?);
         }
-        let io = |list: &[ValueInfoProto]| -> std::result::Result<Vec<IoInfo>, Unsupported> {
-            list.iter()
-                .filter(|v| !constants.contains_key(&v.name))
-                .map(io_info)
-                .collect()
-        };
-        let inputs = io(&graph.input)?;
-        let outputs = io(&graph.output)?;
+        let inputs = graph
+            .input
+            .iter()
+            .filter(|v| !constants.contains_key(&v.name))
+            .map(io_info)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+        let imported = import::import(graph, opset, constants, &inputs, &names)?;
+        // after the nodes, so a graph is declined for its first operator kiln lacks
+        let outputs = graph
+            .output
+            .iter()
+            .map(io_info)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         if let Some(o) = outputs.iter().find(|o| o.dtype != "float32") {
             return Err(unsupported(format!("output {:?} is not float32", o.name)));
         }
-        let imported = import::import(graph, opset, constants, &inputs, &outputs)?;
         let metadata = proto
             .metadata_props
             .iter()
