@@ -6,6 +6,7 @@
 //! `InferenceSession` (the choice between them) is checked on the same graphs.
 #![cfg(feature = "onnx")]
 
+use kiln_core::graph::{Dim, Op as GraphOp};
 use kiln_core::onnx::engine::{KilnSession, Value};
 use kiln_core::onnx::pb::attribute_proto::AttributeType;
 use kiln_core::onnx::pb::tensor_proto::DataType;
@@ -304,6 +305,31 @@ fn a_pytorch_exported_resnet_runs_on_kiln_engine_as_on_tract() {
         }
         let sess = InferenceSession::from_bytes(&bytes, EngineChoice::Auto).unwrap();
         assert_eq!((sess.engine(), sess.declined()), ("kiln", None));
+        // Imported into kiln's graph: the flatten chain's Shape/Gather/Unsqueeze/Concat are
+        // worked out at import, leaving one Reshape to [batch, 8]; the convolutions
+        // keep their weights by the file's names.
+        let kiln = KilnSession::from_bytes(&bytes).unwrap().ok().unwrap();
+        let (graph, weights) = kiln.graph();
+        if pool == "flatten-chain" {
+            let reshapes: Vec<&GraphOp> = graph
+                .nodes
+                .iter()
+                .map(|n| &n.op)
+                .filter(|op| matches!(op, GraphOp::Reshape { .. }))
+                .collect();
+            assert_eq!(
+                reshapes,
+                [&GraphOp::Reshape {
+                    shape: vec![Dim::Batch, Dim::Size(8)]
+                }],
+                "opset {opset}"
+            );
+        }
+        for n in &graph.nodes {
+            if let GraphOp::Param { name } = &n.op {
+                assert!(weights.contains_key(name), "{name}");
+            }
+        }
     }
     // The two pooling forms are the same function of the weights.
     let x = input(&[2, 3, 8, 8], 5);
