@@ -32,7 +32,7 @@ fn main() -> kiln_core::Result<()> {
         validation_split: 0.0,
         ..FitConfig::default()
     };
-    let mut report = |e: &Event| {
+    let mut report = |e: &Event, _: &mut Model| {
         if let Event::EpochEnd { epoch, logs } = e {
             println!(
                 "epoch {epoch:3}  loss {:.4}  accuracy {:.3}",

@@ -351,7 +351,9 @@ pub struct History {
 }
 
 /// The progress callback: told of every batch and epoch, it may stop training or change the rate.
-pub type EventHook<'a> = &'a mut dyn FnMut(&Event) -> Control;
+/// It is handed the model as it stands (a binding lends it to user code that reads or saves the
+/// weights mid-fit: Keras's `ModelCheckpoint`, a callback that logs a layer's norm).
+pub type EventHook<'a> = &'a mut dyn FnMut(&Event, &mut Model) -> Control;
 
 /// The gradient hook: sees (and may change) the flat gradient before each optimizer step.
 pub type GradientHook<'a> = &'a mut dyn FnMut(&mut [f32]);
@@ -695,12 +697,13 @@ pub fn fit(
                 }
             }
             if let Some(cb) = hooks.on_event.as_mut() {
-                match cb(&Event::BatchEnd {
+                let event = Event::BatchEnd {
                     epoch,
                     batch: b + 1,
                     batches,
                     logs: &logs,
-                }) {
+                };
+                match cb(&event, model) {
                     Control::Stop => {
                         history.stopped_by = Some("callback".into());
                         break 'epochs;
@@ -732,7 +735,7 @@ pub fn fit(
         }
         history.epochs = epoch;
         if let Some(cb) = hooks.on_event.as_mut() {
-            match cb(&Event::EpochEnd { epoch, logs: &logs }) {
+            match cb(&Event::EpochEnd { epoch, logs: &logs }, model) {
                 Control::Stop => {
                     history.stopped_by = Some("callback".into());
                     break;

@@ -337,7 +337,7 @@ fn structured_pruning_in_fit_then_made_permanent() {
         ..FitConfig::default()
     };
     let mut epochs = 0;
-    let mut count = |e: &Event| {
+    let mut count = |e: &Event, _: &mut Model| {
         if matches!(e, Event::EpochEnd { .. }) {
             epochs += 1;
         }

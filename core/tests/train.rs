@@ -138,9 +138,12 @@ fn early_stopping_restores_the_best_weights() {
         restore_best_weights: true,
     };
     let mut best_seen = f64::INFINITY;
-    let mut track = |e: &Event| {
+    let mut weights_seen = Vec::new();
+    let mut track = |e: &Event, model: &mut Model| {
         if let Event::EpochEnd { logs, .. } = e {
             best_seen = best_seen.min(logs["val_loss"]);
+            // the hook holds the model as it stands: what a binding lends to user callbacks
+            weights_seen.push(model.flat_params());
         }
         Control::Continue
     };
@@ -161,6 +164,11 @@ fn early_stopping_restores_the_best_weights() {
         )
         .unwrap();
     assert_eq!(h.stopped_by.as_deref(), Some("early_stopping"));
+    assert_eq!(weights_seen.len(), h.epochs);
+    assert_ne!(
+        weights_seen[0], weights_seen[1],
+        "the hook saw the weights move"
+    );
     let now = m.evaluate(x.view(), &y, 64).unwrap()["loss"];
     assert!(
         (now - best_seen).abs() < 1e-4,
@@ -174,7 +182,7 @@ fn a_callback_can_stop_mid_epoch_and_weights_are_kept() {
     let mut m = mlp(3, 0.0);
     let before = m.flat_params();
     let mut batches = 0;
-    let mut stop = |e: &Event| {
+    let mut stop = |e: &Event, _: &mut Model| {
         if let Event::BatchEnd { .. } = e {
             batches += 1;
         }

@@ -209,7 +209,7 @@ impl PyModel {
     #[pyo3(signature = (x, y, config_json, val_x=None, val_y=None, on_batch=None, on_epoch=None, on_gradient=None))]
     #[allow(clippy::too_many_arguments)]
     fn fit(
-        &mut self,
+        slf: &Bound<'_, Self>,
         py: Python<'_>,
         x: Vec<PyReadonlyArrayDyn<f32>>,
         y: Vec<PyTargets>,
@@ -233,53 +233,31 @@ impl PyModel {
             (Some(vx), Some(vy)) => Some((vx, vy)),
             _ => None,
         };
-        let model = &mut self.inner;
+        // The model trains outside the Python object (so Python threads are not blocked on its
+        // borrow); each callback gets it lent back, so `model.state_dict()` or `model.save(...)`
+        // inside a callback sees the weights reached. Between callbacks the object holds a stand-in
+        // (one ReLU), and it gets the trained model back however fit ends.
+        let owner: Py<Self> = slf.clone().unbind();
+        let stand_in = Model::new(&[LayerSpec::ReLU], 0).py()?;
+        let mut model = std::mem::replace(&mut slf.borrow_mut().inner, stand_in);
+        // Skipped when another thread is inside the object (its own call sees the empty model).
+        let lend = |py: Python<'_>, model: &mut Model| {
+            if let Ok(mut o) = owner.bind(py).try_borrow_mut() {
+                std::mem::swap(&mut o.inner, model);
+            }
+        };
         // The first Python exception raised inside a callback (KeyboardInterrupt included), re-raised after.
         let raised: std::sync::Mutex<Option<PyErr>> = std::sync::Mutex::new(None);
         let result = py.detach(|| {
-            let mut on_event = |e: &Event| -> Control {
+            let mut on_event = |e: &Event, model: &mut Model| -> Control {
                 if raised.lock().unwrap().is_some() {
                     return Control::Stop;
                 }
                 Python::attach(|py| {
-                    // Ctrl-C / the Jupyter stop button: end within one batch.
-                    // A callback answers None/False (go on), True (stop) or a float (the new learning rate).
-                    let outcome: PyResult<Option<Py<PyAny>>> =
-                        py.check_signals().and_then(|_| match e {
-                            Event::BatchEnd {
-                                epoch,
-                                batch,
-                                batches,
-                                logs,
-                            } => match &on_batch {
-                                Some(cb) => cb
-                                    .call1(py, (*epoch, *batch, *batches, logs_dict(py, logs)?))
-                                    .map(Some),
-                                None => Ok(None),
-                            },
-                            Event::EpochEnd { epoch, logs } => match &on_epoch {
-                                Some(cb) => cb.call1(py, (*epoch, logs_dict(py, logs)?)).map(Some),
-                                None => Ok(None),
-                            },
-                        });
-                    let answer = outcome.and_then(|r| match r {
-                        None => Ok(Control::Continue),
-                        Some(v) if v.bind(py).is_instance_of::<pyo3::types::PyFloat>() => {
-                            Ok(Control::SetLr(v.extract::<f32>(py)?))
-                        }
-                        Some(v) => Ok(if v.is_truthy(py)? {
-                            Control::Stop
-                        } else {
-                            Control::Continue
-                        }),
-                    });
-                    match answer {
-                        Ok(control) => control,
-                        Err(err) => {
-                            raised.lock().unwrap().get_or_insert(err);
-                            Control::Stop
-                        }
-                    }
+                    lend(py, model);
+                    let control = fit_callback(py, e, &on_batch, &on_epoch, &raised);
+                    lend(py, model);
+                    control
                 })
             };
             let mut on_grad = |g: &mut [f32]| {
@@ -306,13 +284,20 @@ impl PyModel {
             };
             model.fit_multi(&x, &y, validation, &cfg, &mut hooks)
         });
+        // Back into the object however fit ended, waiting out another thread's call on it.
+        loop {
+            if let Ok(mut o) = slf.try_borrow_mut() {
+                std::mem::swap(&mut o.inner, &mut model);
+                break;
+            }
+            py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1)));
+        }
         if let Some(err) = raised.into_inner().unwrap() {
             return Err(err);
         }
         let history = result.py()?;
         Ok(serde_json::to_string(&history).expect("history serialises"))
     }
-
     /// Loss and metrics on a data set (eval mode).
     #[pyo3(signature = (x, y, batch_size=256))]
     fn evaluate<'py>(
@@ -567,5 +552,52 @@ impl PyTracer {
         })?;
         let graph = t.finish(outputs).py()?;
         self.model.borrow_mut(py).inner.net.set_graph(graph).py()
+    }
+}
+
+/// One fit event through the user's callbacks: `Continue`, `Stop` or a new learning rate.
+fn fit_callback(
+    py: Python<'_>,
+    e: &Event,
+    on_batch: &Option<Py<PyAny>>,
+    on_epoch: &Option<Py<PyAny>>,
+    raised: &std::sync::Mutex<Option<PyErr>>,
+) -> Control {
+    // Ctrl-C / the Jupyter stop button: end within one batch.
+    // A callback answers None/False (go on), True (stop) or a float (the new learning rate).
+    let outcome: PyResult<Option<Py<PyAny>>> = py.check_signals().and_then(|_| match e {
+        Event::BatchEnd {
+            epoch,
+            batch,
+            batches,
+            logs,
+        } => match &on_batch {
+            Some(cb) => cb
+                .call1(py, (*epoch, *batch, *batches, logs_dict(py, logs)?))
+                .map(Some),
+            None => Ok(None),
+        },
+        Event::EpochEnd { epoch, logs } => match &on_epoch {
+            Some(cb) => cb.call1(py, (*epoch, logs_dict(py, logs)?)).map(Some),
+            None => Ok(None),
+        },
+    });
+    let answer = outcome.and_then(|r| match r {
+        None => Ok(Control::Continue),
+        Some(v) if v.bind(py).is_instance_of::<pyo3::types::PyFloat>() => {
+            Ok(Control::SetLr(v.extract::<f32>(py)?))
+        }
+        Some(v) => Ok(if v.is_truthy(py)? {
+            Control::Stop
+        } else {
+            Control::Continue
+        }),
+    });
+    match answer {
+        Ok(control) => control,
+        Err(err) => {
+            raised.lock().unwrap().get_or_insert(err);
+            Control::Stop
+        }
     }
 }

@@ -200,6 +200,31 @@ def test_stop_training_from_a_callback(digits):
     assert h.stopped_by == "callback" and len(h.epoch) == 2
 
 
+def test_a_callback_reads_and_saves_the_weights_mid_fit(digits, tmp_path):
+    # Keras's habit: a callback that saves a checkpoint per epoch and watches a weight's norm.
+    class Snapshot(Callback):
+        def __init__(self):
+            self.norms, self.paths = [], []
+
+        def on_epoch_end(self, epoch, logs):
+            self.norms.append(float(np.linalg.norm(self.model.state_dict()["0.weight"])))
+            path = tmp_path / f"epoch{epoch}.kiln"
+            self.model.save(path)
+            self.paths.append(path)
+
+        def on_batch_end(self, batch, logs):
+            assert self.model.state_dict()["0.weight"].shape == (16, 64)
+
+    snap = Snapshot()
+    model = compiled(small_classifier())
+    model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, callbacks=[snap], verbose=0)
+    assert len(set(snap.norms)) == 3, "each epoch saw the weights it reached"
+    last = kiln.load(snap.paths[-1])
+    np.testing.assert_array_equal(last.predict(digits.x_test), model.predict(digits.x_test))
+    first = kiln.load(snap.paths[0])
+    assert not np.allclose(first.predict(digits.x_test), model.predict(digits.x_test))
+
+
 def test_callbacks_must_be_callbacks(digits):
     with pytest.raises(InvalidInputError, match="must be kiln.callbacks.Callback instances"):
         compiled(small_classifier()).fit(digits.x_train, digits.y_train, callbacks=[lambda *a: None], verbose=0)

@@ -112,7 +112,7 @@ impl TrainerCore {
         let x = js(array("x", x, &dims))?;
         let targets = targets.take()?;
         let mut thrown: Option<JsValue> = None;
-        let mut callback = |e: &Event| -> Control {
+        let mut callback = |e: &Event, _: &mut kiln_core::Model| -> Control {
             let Some(f) = &on_event else {
                 return Control::Continue;
             };

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 class Callback:
     """Subclass and override the hooks you need. Set ``self.model.stop_training = True`` to stop.
 
-    While ``fit`` runs, the model's weights are busy in Rust: read them after ``fit`` returns.
+    Inside a hook ``self.model`` is the model as it stands: read its weights, ``save`` it. (Between
+    hooks the weights are busy in Rust; another thread sees an empty model until ``fit`` returns.)
     """
 
     model: "Module"
