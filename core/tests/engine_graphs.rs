@@ -610,3 +610,83 @@ fn inference_session_picks_kiln_first_and_says_why_it_fell_back() {
         "{e}"
     );
 }
+
+#[test]
+fn a_pytorch_export_becomes_a_kiln_model_that_trains_and_exports_again() {
+    use kiln_core::onnx::export::{export_onnx, ExportOptions};
+    use kiln_core::optim::OptimizerSpec;
+    use kiln_core::train::{FitConfig, Hooks, Loss, Targets};
+    let bytes = pytorch_resnet(17, "flatten-chain");
+    let x = input(&[12, 3, 8, 8], 3);
+    let session = both(&bytes, &x);
+    let mut model = KilnSession::model_from_bytes(&bytes, 0).unwrap();
+    // the same function: the file's weights by the file's names
+    let ours = model.predict(x.view(), 5).unwrap();
+    let diff = ours
+        .iter()
+        .zip(session[0].iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
+    assert!(model
+        .net
+        .tensors()
+        .iter()
+        .any(|(n, p)| n == "b.conv1.w" && p.trainable));
+    // it trains: the loss on a fixed batch goes down
+    model
+        .compile(
+            &OptimizerSpec::Adam {
+                lr: 3e-2,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: 0.0,
+                amsgrad: false,
+            },
+            Loss::from_name("cross_entropy").unwrap(),
+            vec![],
+        )
+        .unwrap();
+    let y = Targets::Classes((0..12).map(|i| i % 10).collect());
+    let cfg = FitConfig {
+        epochs: 60,
+        batch_size: 12,
+        ..FitConfig::default()
+    };
+    let h = model
+        .fit(x.view(), &y, None, &cfg, &mut Hooks::default())
+        .unwrap();
+    let loss = &h.history["loss"];
+    assert!(loss[loss.len() - 1] < 0.5 * loss[0], "{loss:?}");
+    // and it goes back out: kiln's export of the fine-tuned model runs on both engines as predict
+    let out = export_onnx(&model, &ExportOptions::default()).unwrap();
+    let tuned = model.predict(x.view(), 12).unwrap();
+    let back = both(&out, &x);
+    let diff = tuned
+        .iter()
+        .zip(back[0].iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-4, "{diff}");
+    // a file kiln's graph cannot express says why
+    let bad = model_bytes_with_op("Sin");
+    let err = KilnSession::model_from_bytes(&bad, 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("kiln cannot train this ONNX file (operator Sin)"),
+        "{err}"
+    );
+}
+
+fn model_bytes_with_op(op: &str) -> Vec<u8> {
+    let f = DataType::Float;
+    model(
+        17,
+        vec![node(op, &["x"], "y", vec![])],
+        vec![vi("x", f, &[None, Some(3)])],
+        vec![vi("y", f, &[None, Some(3)])],
+        vec![],
+    )
+}

@@ -444,6 +444,17 @@ impl PyModel {
         })
     }
 
+    /// An ONNX file's graph and weights as a model that trains (kiln's engine's import).
+    #[staticmethod]
+    fn load_onnx(path: std::path::PathBuf, seed: u64) -> PyResult<Self> {
+        let data = std::fs::read(&path)
+            .map_err(|e| kiln_core::KilnError::io(&path, e))
+            .py()?;
+        Ok(PyModel {
+            inner: kiln_core::onnx::engine::KilnSession::model_from_bytes(&data, seed).py()?,
+        })
+    }
+
     /// Load a checkpoint from bytes.
     #[staticmethod]
     fn from_bytes(data: &[u8]) -> PyResult<Self> {

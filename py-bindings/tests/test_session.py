@@ -384,3 +384,38 @@ def test_graph_models_kiln_exports_run_on_kiln_engine(rng):
         assert (sess.engine, sess.declined) == ("kiln", None)
         np.testing.assert_allclose(sess.run(feeds), want, atol=1e-5)
         np.testing.assert_allclose(InferenceSession(data, engine="tract").run(feeds), want, atol=1e-4)
+
+
+def test_load_onnx_gives_a_model_that_fine_tunes_and_ships_again(rng, tmp_path):
+    """A PyTorch-style export into kiln: the same function, the file's weight names, trainable,
+    saved and exported again; what the file's graph has that kiln's does not is named."""
+    import kiln
+
+    data = _pytorch_resnet(17)
+    path = tmp_path / "resnet.onnx"
+    path.write_bytes(data)
+    model = kiln.load_onnx(path)
+    x = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    (ref,) = _ort(data, {"x": x})
+    np.testing.assert_allclose(model.predict(x), ref, atol=1e-4)
+    assert {"stem.w", "c1.w", "fc.b"} <= set(model.state_dict())
+    y = (np.arange(40) % 10).astype(np.int64)
+    model.compile(optimizer=kiln.optim.Adam(lr=3e-2), loss="cross_entropy", metrics=["accuracy"])
+    h = model.fit(x, y, epochs=40, batch_size=40, verbose=0)
+    assert h.history["loss"][-1] < 0.5 * h.history["loss"][0]
+    tuned = model.predict(x)
+    assert not np.allclose(tuned, ref, atol=1e-3), "fit changed the weights"
+    model.save(tmp_path / "tuned.kiln")
+    np.testing.assert_array_equal(kiln.load(tmp_path / "tuned.kiln").predict(x), tuned)
+    model.export_onnx(tmp_path / "tuned.onnx")
+    (back,) = _ort((tmp_path / "tuned.onnx").read_bytes(), {"x": x})
+    np.testing.assert_allclose(back, tuned, atol=1e-4)
+    sin = helper.make_model(helper.make_graph([helper.make_node("Sin", ["x"], ["y"])], "sin",
+                                              [_vi("x", TensorProto.FLOAT, ["batch", 3])],
+                                              [_vi("y", TensorProto.FLOAT, ["batch", 3])]),
+                            opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(sin, tmp_path / "sin.onnx")
+    with pytest.raises(kiln.OnnxError, match=r"kiln cannot train this ONNX file \(operator Sin\)"):
+        kiln.load_onnx(tmp_path / "sin.onnx")
+    with pytest.raises(kiln.KilnIOError, match="missing.onnx"):
+        kiln.load_onnx(tmp_path / "missing.onnx")

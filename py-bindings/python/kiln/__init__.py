@@ -23,11 +23,11 @@ from .errors import (
     TrainingError,
 )
 from .history import History
-from .model import load
+from .model import load, load_onnx
 from .session import InferenceSession, TensorInfo
 
 __all__ = [
-    "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "drift", "manual_seed", "load", "InferenceSession", "TensorInfo",
+    "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "drift", "manual_seed", "load", "load_onnx", "InferenceSession", "TensorInfo",
     "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError", "TracingError",
     "KilnIOError",
 ]

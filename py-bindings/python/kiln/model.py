@@ -618,6 +618,15 @@ def _check_batch_size(call: str, batch_size: Any) -> None:
         raise InvalidInputError(f"{call}: batch_size must be a positive integer, got {batch_size!r}")
 
 
+def load_onnx(path: str | os.PathLike[str]) -> Module:
+    """An ONNX file (exported by PyTorch, by kiln, ...) as a kiln model you can ``compile``, ``fit``,
+    ``save`` and ``export_onnx`` again: kiln's engine imports it into kiln's graph, the file's
+    initializers become its parameters (under the file's names; BatchNorm folded into a scale and a
+    shift), the constants the import makes become buffers. A file whose graph kiln cannot express
+    raises :class:`kiln.OnnxError` naming what (``kiln.InferenceSession`` can still run it on tract)."""
+    return _Loaded._from_core(_kiln.Model.load_onnx(os.fspath(path), next_seed()))
+
+
 def load(path: str | os.PathLike[str]) -> Module:
     """Load a model saved with ``model.save`` (or by kiln-wasm's trainer). A graph model comes back
     from its stored graph: the Python class that defined it need not be importable, and loading

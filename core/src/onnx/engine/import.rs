@@ -80,6 +80,9 @@ pub(super) struct Imported {
     pub(super) graph: Graph,
     pub(super) weights: HashMap<String, Tensor>,
     pub(super) last_uses: Vec<Vec<usize>>,
+    /// The constants import made that are not weights (indices, the ones of an Expand, a cast
+    /// shape): buffers, never trained, when the graph becomes a kiln model.
+    pub(super) buffers: HashSet<String>,
 }
 
 /// The sizes a free dimension takes in the two trace runs: the first free dimension (the batch)
@@ -101,6 +104,7 @@ pub(super) fn import(
         values: HashMap::new(),
         params: HashMap::new(),
         live: HashMap::new(),
+        buffers: HashSet::new(),
     };
     for (name, v) in constants {
         let v = match v {
@@ -154,7 +158,10 @@ pub(super) fn import(
         });
     }
     let Importer {
-        tracer, weights, ..
+        tracer,
+        weights,
+        buffers,
+        ..
     } = im;
     let graph = tracer
         .graph_with(out)
@@ -164,6 +171,7 @@ pub(super) fn import(
         graph,
         weights,
         last_uses,
+        buffers,
     })
 }
 
@@ -177,6 +185,7 @@ struct Importer {
     params: HashMap<String, usize>,
     /// Graph value → how many ONNX names hold it (Identity and Cast add names, not values).
     live: HashMap<usize, usize>,
+    buffers: HashSet<String>,
 }
 
 type R<T> = std::result::Result<T, String>;
@@ -353,6 +362,20 @@ impl Importer {
         }
         self.weights.insert(name.clone(), t);
         name
+    }
+
+    /// A new constant that is not a weight (a Constant node's value, a fill, a cast shape).
+    fn buffer_const(&mut self, base: &str, t: Tensor) -> String {
+        let name = self.new_const(base, t);
+        self.buffers.insert(name.clone());
+        name
+    }
+
+    /// A new constant that is not a weight (an index list, the ones of an Expand), as a value.
+    fn new_buffer(&mut self, base: &str, t: Tensor) -> R<usize> {
+        let name = self.new_const(base, t);
+        self.buffers.insert(name.clone());
+        self.param(&name)
     }
 
     /// A new constant as a graph value.
@@ -647,7 +670,7 @@ impl Importer {
                     Value::F32(v) if v.len() == 1 => {
                         let t =
                             ArrayD::from_elem(IxDyn(&dims), v.iter().copied().next().expect("1"));
-                        V::C(self.new_const(&format!("{}/value", n.output[0]), t))
+                        V::C(self.buffer_const(&format!("{}/value", n.output[0]), t))
                     }
                     Value::I64(v) if v.len() == 1 => {
                         let t =
@@ -675,9 +698,9 @@ impl Importer {
                         let t = self.weights[&w].mapv(|x| x.trunc() as i64);
                         V::I([t.clone(), t])
                     }
-                    (V::I([a, b]), false) if same(&a, &b) => {
-                        V::C(self.new_const(&format!("{}/cast", n.output[0]), a.mapv(|v| v as f32)))
-                    }
+                    (V::I([a, b]), false) if same(&a, &b) => V::C(
+                        self.buffer_const(&format!("{}/cast", n.output[0]), a.mapv(|v| v as f32)),
+                    ),
                     (V::I(_), false) => {
                         return Err(
                             "Cast to float32 of a size that depends on a free dimension".into()
@@ -724,7 +747,9 @@ impl Importer {
             return Err("Constant that is not a tensor".into());
         };
         Ok(match v {
-            Value::F32(t) => V::C(self.new_const(n.output.first().map_or("", String::as_str), t)),
+            Value::F32(t) => {
+                V::C(self.buffer_const(n.output.first().map_or("", String::as_str), t))
+            }
             Value::I64(t) => V::I([t.clone(), t]),
         })
     }
@@ -1109,7 +1134,7 @@ impl Importer {
                 let [s0, s1] = self.shapes(x);
                 ints::indices(&i0, s0[axis], axis)?;
                 ints::indices(&i0, s1[axis], axis)?;
-                self.new_weight(&format!("{}/indices", n.output[0]), i0.mapv(|v| v as f32))?
+                self.new_buffer(&format!("{}/indices", n.output[0]), i0.mapv(|v| v as f32))?
             }
             _ => return Err("Gather with float32 indices".into()),
         };
@@ -1195,7 +1220,7 @@ impl Importer {
                     i0.iter().map(|&i| i as f32).collect(),
                 )
                 .expect("1-D");
-                let idx = self.new_weight(&format!("{}/indices", n.output[0]), t)?;
+                let idx = self.new_buffer(&format!("{}/indices", n.output[0]), t)?;
                 self.op(Op::Gather { dim: a as isize }, vec![x, idx])?
             };
         }
@@ -1242,7 +1267,9 @@ impl Importer {
                 _ => f32::INFINITY,
             };
             let t = ArrayD::from_elem(IxDyn(&out), fill);
-            return Ok(V::C(self.new_const(&format!("{}/empty", n.output[0]), t)));
+            return Ok(V::C(
+                self.buffer_const(&format!("{}/empty", n.output[0]), t),
+            ));
         }
         let dims: Vec<isize> = reduced.iter().map(|&a| a as isize).collect();
         let y = match kind {
@@ -1317,7 +1344,7 @@ impl Importer {
         } else {
             return Err("Expand to a rank that depends on a free dimension".into());
         };
-        let ones = self.new_weight(&format!("{}/ones", n.output[0]), ArrayD::ones(IxDyn(&ones)))?;
+        let ones = self.new_buffer(&format!("{}/ones", n.output[0]), ArrayD::ones(IxDyn(&ones)))?;
         let y = self.op(Op::Mul, vec![x, ones])?;
         if self.shapes(y) != out {
             return Err(format!("Expand of {s0:?} to {t0:?} over a free dimension"));

@@ -77,6 +77,7 @@ pub struct Unsupported(pub String);
 /// A model ready to run on kiln's engine.
 pub struct KilnSession {
     graph: Graph,
+    buffers: std::collections::HashSet<String>,
     weights: HashMap<String, Tensor>,
     last_uses: Vec<Vec<usize>>,
     inputs: Vec<IoInfo>,
@@ -150,6 +151,7 @@ impl KilnSession {
             .collect();
         Ok(KilnSession {
             graph: imported.graph,
+            buffers: imported.buffers,
             weights: imported.weights,
             last_uses: imported.last_uses,
             inputs,
@@ -228,6 +230,43 @@ impl KilnSession {
     /// The imported graph (kiln's own, as Python's models are) and its weights by name.
     pub fn graph(&self) -> (&Graph, &HashMap<String, Tensor>) {
         (&self.graph, &self.weights)
+    }
+
+    /// The file as a kiln model that trains: the imported graph, the file's initializers as its
+    /// parameters (BatchNorm folded into a trainable scale and shift) and the constants import
+    /// made as buffers, named as in the file. `Err` naming why for a file kiln's engine declines.
+    /// The model's graph is what `export_onnx` writes back, so a PyTorch export can be fine-tuned
+    /// in a notebook or a page and shipped again.
+    pub fn into_model(self, seed: u64) -> Result<crate::Model> {
+        let mut names: Vec<&String> = self.weights.keys().collect();
+        names.sort();
+        let params = names
+            .iter()
+            .map(|&n| crate::nn::NamedParam {
+                name: n.clone(),
+                shape: self.weights[n].shape().to_vec(),
+                buffer: self.buffers.contains(n),
+            })
+            .collect();
+        let spec = crate::nn::GraphSpec {
+            modules: Vec::new(),
+            params,
+            graph: Some(self.graph),
+        };
+        let mut model = crate::Model::from_graph_spec(&spec, seed)?;
+        let dict: std::collections::BTreeMap<String, Tensor> = self.weights.into_iter().collect();
+        model.net.load_state_dict(&dict)?;
+        Ok(model)
+    }
+
+    /// [`KilnSession::into_model`] from the file's bytes.
+    pub fn model_from_bytes(bytes: &[u8], seed: u64) -> Result<crate::Model> {
+        match Self::from_bytes(bytes)? {
+            Ok(s) => s.into_model(seed),
+            Err(Unsupported(why)) => Err(KilnError::onnx(format!(
+                "kiln cannot train this ONNX file ({why}): kiln's graph does not express that (tract can still run it)"
+            ))),
+        }
     }
 }
 
