@@ -75,7 +75,9 @@ impl Tape {
 
     /// Cross-entropy between `logits` `[N, C]` and integer class `labels`, as PyTorch's
     /// `cross_entropy(logits, labels, weight, label_smoothing)` with mean reduction: the weighted sum
-    /// divided by the sum of the labels' weights.
+    /// divided by the sum of the labels' weights. Logits `[N, T, C]` (classes on the last axis)
+    /// take `N·T` labels, row-major: a language model's loss over every position, as PyTorch's
+    /// `cross_entropy(logits.reshape(-1, C), labels.reshape(-1))`.
     pub fn cross_entropy(
         &mut self,
         logits: Var,
@@ -84,13 +86,15 @@ impl Tape {
         label_smoothing: f32,
     ) -> Result<Var> {
         let s = self.shape(logits).to_vec();
-        if s.len() != 2 || s[0] != labels.len() {
+        let rows: usize = s[..s.len().saturating_sub(1)].iter().product();
+        if s.len() < 2 || rows != labels.len() {
             shape_err!(
-                "cross_entropy: logits of shape {s:?} need shape [N, classes] with N = {} labels",
+                "cross_entropy: logits of shape {s:?} need shape [N, classes] with N = {} labels \
+                 (or [N, T, classes] with N·T labels)",
                 labels.len()
             );
         }
-        let (n, c) = (s[0], s[1]);
+        let (n, c) = (rows, s[s.len() - 1]);
         if let Some(&bad) = labels.iter().find(|&&l| l >= c) {
             value_err!(
                 "cross_entropy: label {bad} is out of range for {c} classes (labels must be 0..{})",
@@ -133,7 +137,9 @@ impl Tape {
             // d/dlogit[i,j] = p[i,j] · Σ_c q[i,c] - q[i,j]
             let qsum = q.sum_axis(Axis(1)).insert_axis(Axis(1));
             let grad = (logp.mapv(f32::exp) * &qsum - &q) * g.sum();
-            vec![Some(grad.into_dyn())]
+            vec![Some(
+                grad.into_shape_with_order(IxDyn(&s)).expect("same size"),
+            )]
         }))
     }
 
@@ -186,6 +192,28 @@ mod tests {
             .remove(0)
             .mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
         check(&[&[6, 2]], |t, v| t.bce_with_logits(v[0], &y).unwrap());
+    }
+
+    #[test]
+    fn sequence_cross_entropy_is_the_mean_over_every_position() {
+        // [2, 3, 4] logits against [2, 3] labels: the same loss and gradients as [6, 4] against 6
+        check(&[&[2, 3, 4]], |t, v| {
+            t.cross_entropy(v[0], &[0, 3, 1, 1, 2, 0], Some(&[1.0, 2.0, 0.5, 1.5]), 0.1)
+                .unwrap()
+        });
+        let x = random_inputs(&[&[2, 3, 4]], 9).remove(0);
+        let labels = [0, 3, 1, 1, 2, 0];
+        let mut t = Tape::new(true, 0);
+        let a = t.leaf(x.clone(), true);
+        let b = t.leaf(x.into_shape_with_order(IxDyn(&[6, 4])).unwrap(), true);
+        let la = t.cross_entropy(a, &labels, None, 0.0).unwrap();
+        let lb = t.cross_entropy(b, &labels, None, 0.0).unwrap();
+        assert_eq!(t.value(la), t.value(lb));
+        let e = t
+            .cross_entropy(a, &labels[..3], None, 0.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[2, 3, 4]") && e.contains("N·T"), "{e}");
     }
 
     #[test]
