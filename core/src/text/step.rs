@@ -179,7 +179,10 @@ impl<'a> Windowed<'a> {
 
     /// For a model on kiln's ONNX engine.
     #[cfg(feature = "export")]
-    pub fn for_engine(session: &'a crate::onnx::engine::KilnSession) -> Result<Self> {
+    pub fn for_engine<E>(session: E) -> Result<Self>
+    where
+        E: std::ops::Deref<Target = crate::onnx::engine::KilnSession> + 'a,
+    {
         use crate::onnx::engine::Value;
         let [input] = session.inputs() else {
             value_err!(
@@ -187,7 +190,11 @@ impl<'a> Windowed<'a> {
                 session.inputs().len()
             )
         };
-        let (name, int) = (input.name.clone(), input.dtype == "int64");
+        let (name, dims, int) = (
+            input.name.clone(),
+            input.dims.clone(),
+            input.dtype == "int64",
+        );
         let rank = session.outputs().first().map(|o| o.dims.len());
         let run: Run<'a> = Box::new(move |ids: ArrayD<i64>| {
             let v = if int {
@@ -198,7 +205,7 @@ impl<'a> Windowed<'a> {
             let out = session.run(vec![(name.clone(), v)])?.swap_remove(0);
             Ok((out.iter().copied().collect(), out.shape().to_vec()))
         });
-        Self::for_dims(&input.dims, rank, run)
+        Self::for_dims(&dims, rank, run)
     }
 
     /// For an ONNX model on whichever engine `InferenceSession` chose.
@@ -235,6 +242,46 @@ impl<'a> Windowed<'a> {
             }
         });
         Self::for_dims(&input.dims, rank, run)
+    }
+}
+
+#[cfg(feature = "onnx")]
+impl<'a> Windowed<'a> {
+    /// For a model on tract (kiln-wasm's large module runs these).
+    pub fn for_tract<E>(session: E) -> Result<Self>
+    where
+        E: std::ops::Deref<Target = crate::onnx::tract::TractSession> + 'a,
+    {
+        use crate::onnx::tract::{DType, TensorData};
+        let [input] = session.inputs() else {
+            value_err!(
+                "generate: the model takes {} inputs; generation feeds one, the token ids",
+                session.inputs().len()
+            )
+        };
+        let (dims, ints) = (input.dims.clone(), input.dtype == DType::I64);
+        if !ints && input.dtype != DType::F32 {
+            value_err!(
+                "generate: the model's input is {}; token ids go in as int64 or float32",
+                input.dtype.name()
+            );
+        }
+        let rank = session.outputs().first().map(|o| o.dims.len());
+        let run: Run<'a> = Box::new(move |ids: ArrayD<i64>| {
+            let x = if ints {
+                TensorData::I64(ids)
+            } else {
+                TensorData::F32(ids.mapv(|v| v as f32))
+            };
+            match session.run(vec![x])?.swap_remove(0) {
+                TensorData::F32(a) => Ok((a.iter().copied().collect(), a.shape().to_vec())),
+                other => value_err!(
+                    "generate: the model's logits are {}, not float32",
+                    other.dtype().name()
+                ),
+            }
+        });
+        Self::for_dims(&dims, rank, run)
     }
 }
 
