@@ -41,7 +41,15 @@ export class Tokenizer {
   /** The core's tokenizer, made again if the small module restarted after an internal error. */
   core() {
     if (this.#generation !== coreGuard.generation() || this.#core === null) {
-      this.#core = coreGuard.guard(() => core.Tokenizer.fromJson(this.#json));
+      this.#core = coreGuard.guard(() => {
+        try {
+          return core.Tokenizer.fromJson(this.#json);
+        } catch (e) {
+          // wasm-bindgen's glue before the module is instantiated: its exports are undefined
+          if (e instanceof TypeError) throw new Error('kiln-wasm: the small module is not loaded yet: await initKiln() before Tokenizer.fromJSON (loadModel does it for you)', { cause: e });
+          throw e;
+        }
+      });
       this.#generation = coreGuard.generation();
     }
     return this.#core;
