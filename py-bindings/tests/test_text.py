@@ -1,6 +1,8 @@
 """kiln.text: tokenizers (character, byte-level BPE), their JSON and ONNX metadata, the sampling
 loop on kiln models and on ONNX sessions, and cross_entropy over [B, T, V] logits."""
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -96,6 +98,9 @@ def test_json_save_load_and_mutated_documents(tok, tmp_path):
         back = Tokenizer.load(tmp_path / "tok.json")
         assert type(back) is type(t) and back == t and back.to_json() == t.to_json()
         assert list(back.encode("maria 😀")) == list(t.encode("maria 😀"))
+    for t in (tok, bpe):
+        back = pickle.loads(pickle.dumps(t))
+        assert type(back) is type(t) and back == t
     rng = np.random.default_rng(0)
     outcomes = {"loaded": 0, "refused": 0}
     for trial in range(600):

@@ -152,6 +152,12 @@ class Tokenizer:
                                     "export it with export_onnx(..., tokenizer=tok)")
         return Tokenizer._wrap(core)
 
+    def __getstate__(self) -> str:  # pickling (multiprocessing, Ray) goes through the JSON
+        return self.to_json()
+
+    def __setstate__(self, state: str) -> None:
+        self._core = _kiln.Tokenizer.from_json(state)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and other.to_json() == self.to_json()
 
