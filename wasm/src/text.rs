@@ -35,12 +35,6 @@ impl Tokenizer {
         })
     }
 
-    /// The JSON document.
-    #[wasm_bindgen(js_name = toJson)]
-    pub fn to_json(&self) -> String {
-        self.inner.to_json()
-    }
-
     /// `"char"` or `"bpe"`.
     pub fn kind(&self) -> String {
         self.inner.kind().into()
