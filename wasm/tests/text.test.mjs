@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { loadModel, initKiln, Tokenizer } from '../pkg/index.js';
+import * as worker from '../pkg/worker.js';
 import { modelPath } from './helpers.mjs';
 
 const ref = JSON.parse(readFileSync(modelPath('text.json'), 'utf8'));
@@ -119,4 +120,25 @@ test('Tokenizer.fromJSON: bad documents and ids are Errors that say what, and mu
   console.log(`# mutated tokenizer JSON: ${refused} of 400 refused`);
   assert.ok(refused > 150);
   tok.free();
+});
+
+test('kiln-wasm/worker: the tokenizer and generate work in the worker, with onToken on this thread', async () => {
+  const want = ref.models.names;
+  const model = await worker.loadModel(modelPath(want.file));
+  assert.equal(model.tokenizer.vocabSize, want.vocabSize);
+  assert.deepEqual(Array.from(await model.tokenizer.encode(ref.strings[4]), Number), want.ids[4]);
+  assert.equal(await model.tokenizer.decode(want.ids[4]), want.decoded[4]);
+  for (const run of want.runs.slice(0, 3)) {
+    const pieces = [];
+    const text = await model.generate(run.prompt, { maxNewTokens: 12, temperature: run.temperature, topK: run.topK ?? undefined, seed: run.seed, onToken: (t, id) => pieces.push([t, id]) });
+    assert.equal(text, run.text);
+    assert.deepEqual(pieces, run.pieces);
+  }
+  await assert.rejects(model.generate('ma', { temperature: -2 }), /temperature must be 0/);
+  await model.free();
+  const plain = await worker.loadModel(modelPath('kiln_digits.onnx'));
+  assert.equal(plain.tokenizer, null);
+  await assert.rejects(plain.generate('ma'), /carries no tokenizer/);
+  await plain.free();
+  await worker.terminate();
 });

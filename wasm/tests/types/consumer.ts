@@ -118,3 +118,14 @@ export async function writeText(model: Model): Promise<string> {
   copy.free();
   return again + text + size + n;
 }
+
+export async function writeInWorker(): Promise<string> {
+  const m: worker.WorkerModel = await worker.loadModel('names.onnx');
+  const ids = await m.tokenizer?.encode('Ma');
+  const back: string | undefined = await m.tokenizer?.decode([4, 5]);
+  // @ts-expect-error the worker's tokenizer answers with promises
+  const sync: string = m.tokenizer!.decode([4]);
+  const text: string = await m.generate('Ma', { seed: 1, onToken: (t: string) => console.log(t) });
+  await m.free();
+  return text + (ids?.length ?? 0) + back + sync;
+}
