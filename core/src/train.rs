@@ -92,6 +92,10 @@ pub enum Loss {
         /// One weight per class.
         #[serde(default)]
         class_weights: Option<Vec<f32>>,
+        /// Labels equal to this count for nothing (loss, gradient, accuracy): the padding of a
+        /// batch of sequences, as PyTorch's `ignore_index`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ignore_index: Option<usize>,
     },
     /// Sigmoid binary cross-entropy on logits.
     BinaryCrossEntropy,
@@ -111,6 +115,7 @@ impl Loss {
             "cross_entropy" => Loss::CrossEntropy {
                 label_smoothing: 0.0,
                 class_weights: None,
+                ignore_index: None,
             },
             "binary_cross_entropy" => Loss::BinaryCrossEntropy,
             other => {
@@ -122,6 +127,14 @@ impl Loss {
                 })
             }
         })
+    }
+
+    /// The label that counts for nothing, if the loss has one.
+    pub fn ignore_index(&self) -> Option<usize> {
+        match self {
+            Loss::CrossEntropy { ignore_index, .. } => *ignore_index,
+            _ => None,
+        }
     }
 
     /// Whether the targets are class indices.
@@ -136,13 +149,21 @@ impl Loss {
                 Loss::CrossEntropy {
                     label_smoothing,
                     class_weights,
+                    ignore_index,
                 },
                 Targets::Classes(c),
-            ) => t.cross_entropy(out, c, class_weights.as_deref(), *label_smoothing),
+            ) => t.cross_entropy_ignoring(
+                out,
+                c,
+                class_weights.as_deref(),
+                *label_smoothing,
+                *ignore_index,
+            ),
             (
                 Loss::CrossEntropy {
                     label_smoothing,
                     class_weights,
+                    ignore_index,
                 },
                 Targets::Sequences { labels, steps },
             ) => {
@@ -155,7 +176,13 @@ impl Loss {
                         labels.len() / steps
                     );
                 }
-                t.cross_entropy(out, labels, class_weights.as_deref(), *label_smoothing)
+                t.cross_entropy_ignoring(
+                    out,
+                    labels,
+                    class_weights.as_deref(),
+                    *label_smoothing,
+                    *ignore_index,
+                )
             }
             (Loss::CrossEntropy { .. }, Targets::Values(_)) => {
                 value_err!("cross_entropy needs integer class labels as targets")
@@ -216,8 +243,9 @@ impl Metric {
             Metric::Mse => "mse",
         }
     }
-    /// (sum over the batch, count) so batches can be combined exactly.
-    fn batch_sum(&self, out: &Tensor, y: &Targets) -> (f64, usize) {
+    /// (sum over the batch, count) so batches can be combined exactly; class labels equal to
+    /// `ignore` count for nothing.
+    fn batch_sum(&self, out: &Tensor, y: &Targets, ignore: Option<usize>) -> (f64, usize) {
         match (self, y) {
             (Metric::Accuracy, Targets::Classes(c) | Targets::Sequences { labels: c, .. }) => {
                 // one row of class scores per label (the last axis holds the classes)
@@ -226,12 +254,14 @@ impl Metric {
                     Some(s) => std::borrow::Cow::Borrowed(s),
                     None => std::borrow::Cow::Owned(out.iter().copied().collect()),
                 };
-                let correct = flat
-                    .chunks(per.max(1))
-                    .zip(c)
-                    .filter(|(row, &l)| argmax(row.iter()) == l)
-                    .count();
-                (correct as f64, c.len())
+                let rows = flat.chunks(per.max(1)).zip(c);
+                let counted = rows.filter(|(_, &l)| Some(l) != ignore);
+                let (mut correct, mut total) = (0, 0);
+                for (row, &l) in counted {
+                    correct += (argmax(row.iter()) == l) as usize;
+                    total += 1;
+                }
+                (correct as f64, total)
             }
             (Metric::Accuracy, Targets::Values(v)) => {
                 let correct = out
@@ -563,7 +593,7 @@ pub fn evaluate(
         counts[0] += idx.len();
         for (o, (out, y)) in outs.iter().zip(&yb).enumerate() {
             for (k, m) in metrics.iter().enumerate() {
-                let (s, c) = m.batch_sum(t.value(*out), y);
+                let (s, c) = m.batch_sum(t.value(*out), y, loss.ignore_index());
                 sums[1 + o * metrics.len() + k] += s;
                 counts[1 + o * metrics.len() + k] += c;
             }
@@ -733,7 +763,7 @@ pub fn fit(
             for (o, (out, y)) in out_values.iter().zip(&yb).enumerate() {
                 for (k, m) in metrics.iter().enumerate() {
                     let i = 1 + o * metrics.len() + k;
-                    let (s, c) = m.batch_sum(out, y);
+                    let (s, c) = m.batch_sum(out, y, loss.ignore_index());
                     sums[i] += s;
                     counts[i] += c;
                     logs.insert(

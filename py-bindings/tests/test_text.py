@@ -221,3 +221,24 @@ def test_cross_entropy_over_every_position_and_generation_from_a_row_per_positio
     assert generate(lm, tok, "m", 1, 0.0) == "m" + tok.decode([best])
     with pytest.raises(ShapeError, match=r"labels of shape \[18, 3\]"):
         lm.evaluate(X, Y[:, :3])
+
+
+def test_padding_can_be_ignored_by_the_loss_and_accuracy(tok):
+    """Right-padded [B, T] targets with ignore_index=PAD: the loss and accuracy are those of the real positions."""
+    ids, lengths = tok.encode_batch(NAMES, bos=True, eos=True)
+    X, Y = ids[:, :-1], ids[:, 1:]
+    assert (Y == PAD).any()
+    kiln.manual_seed(3)
+    lm = PerPositionLM(tok.vocab_size, X.shape[1])
+    lm.compile(optimizer=optim.Adam(lr=2e-2), loss=kiln.losses.CrossEntropyLoss(ignore_index=PAD), metrics=["accuracy"])
+    got = lm.evaluate(X, Y)
+    logits = lm.predict(X).astype(np.float64)
+    real = Y != PAD
+    lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    nll = lse - np.take_along_axis(logits, Y[..., None], -1)[..., 0]
+    assert abs(got["loss"] - nll[real].mean()) < 1e-5  # one batch: the mean over the real positions
+    assert abs(got["accuracy"] - (logits.argmax(-1) == Y)[real].mean()) < 1e-9
+    history = lm.fit(X, Y, epochs=40, batch_size=len(NAMES), verbose=0)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    with pytest.raises(InvalidInputError, match="ignore_index must be a class index"):
+        kiln.losses.CrossEntropyLoss(ignore_index=-100)
