@@ -22,6 +22,14 @@ use crate::{value_err, KilnError, Result};
 pub enum Targets {
     /// Integer class labels, one per sample (for `cross_entropy`).
     Classes(Vec<usize>),
+    /// Integer class labels `[samples, steps]` row-major, one per position of a sequence (a
+    /// language model's next tokens), for `cross_entropy` on logits `[samples, steps, classes]`.
+    Sequences {
+        /// The labels, `steps` per sample.
+        labels: Vec<usize>,
+        /// Positions per sample (at least 1).
+        steps: usize,
+    },
     /// Real-valued targets, first axis the sample (for regression and `binary_cross_entropy`).
     Values(Tensor),
 }
@@ -31,7 +39,15 @@ impl Targets {
     pub fn len(&self) -> usize {
         match self {
             Targets::Classes(c) => c.len(),
+            Targets::Sequences { labels, steps } => labels.len() / steps.max(&1),
             Targets::Values(v) => v.shape().first().copied().unwrap_or(0),
+        }
+    }
+    /// The class labels, one per position, of class targets (`None` for values).
+    pub fn class_labels(&self) -> Option<&[usize]> {
+        match self {
+            Targets::Classes(c) | Targets::Sequences { labels: c, .. } => Some(c),
+            Targets::Values(_) => None,
         }
     }
     /// Whether there are no samples.
@@ -41,6 +57,14 @@ impl Targets {
     fn select(&self, idx: &[usize]) -> Targets {
         match self {
             Targets::Classes(c) => Targets::Classes(idx.iter().map(|&i| c[i]).collect()),
+            Targets::Sequences { labels, steps } => Targets::Sequences {
+                labels: idx
+                    .iter()
+                    .flat_map(|&i| &labels[i * steps..(i + 1) * steps])
+                    .copied()
+                    .collect(),
+                steps: *steps,
+            },
             Targets::Values(v) => Targets::Values(v.select(Axis(0), idx)),
         }
     }
@@ -68,6 +92,10 @@ pub enum Loss {
         /// One weight per class.
         #[serde(default)]
         class_weights: Option<Vec<f32>>,
+        /// Labels equal to this count for nothing (loss, gradient, accuracy): the padding of a
+        /// batch of sequences, as PyTorch's `ignore_index`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ignore_index: Option<usize>,
     },
     /// Sigmoid binary cross-entropy on logits.
     BinaryCrossEntropy,
@@ -87,6 +115,7 @@ impl Loss {
             "cross_entropy" => Loss::CrossEntropy {
                 label_smoothing: 0.0,
                 class_weights: None,
+                ignore_index: None,
             },
             "binary_cross_entropy" => Loss::BinaryCrossEntropy,
             other => {
@@ -98,6 +127,14 @@ impl Loss {
                 })
             }
         })
+    }
+
+    /// The label that counts for nothing, if the loss has one.
+    pub fn ignore_index(&self) -> Option<usize> {
+        match self {
+            Loss::CrossEntropy { ignore_index, .. } => *ignore_index,
+            _ => None,
+        }
     }
 
     /// Whether the targets are class indices.
@@ -112,13 +149,45 @@ impl Loss {
                 Loss::CrossEntropy {
                     label_smoothing,
                     class_weights,
+                    ignore_index,
                 },
                 Targets::Classes(c),
-            ) => t.cross_entropy(out, c, class_weights.as_deref(), *label_smoothing),
+            ) => t.cross_entropy_ignoring(
+                out,
+                c,
+                class_weights.as_deref(),
+                *label_smoothing,
+                *ignore_index,
+            ),
+            (
+                Loss::CrossEntropy {
+                    label_smoothing,
+                    class_weights,
+                    ignore_index,
+                },
+                Targets::Sequences { labels, steps },
+            ) => {
+                let shape = t.shape(out);
+                if shape.len() != 3 || shape[1] != *steps {
+                    crate::shape_err!(
+                        "cross_entropy: labels of shape [{}, {steps}] (one per position) need logits \
+                         [{0}, {steps}, classes]; the model's output has shape {shape:?} (one label \
+                         per sample: pass a 1-D array; one-hot rows: pass y.argmax(axis=1))",
+                        labels.len() / steps
+                    );
+                }
+                t.cross_entropy_ignoring(
+                    out,
+                    labels,
+                    class_weights.as_deref(),
+                    *label_smoothing,
+                    *ignore_index,
+                )
+            }
             (Loss::CrossEntropy { .. }, Targets::Values(_)) => {
                 value_err!("cross_entropy needs integer class labels as targets")
             }
-            (_, Targets::Classes(_)) => {
+            (_, Targets::Classes(_) | Targets::Sequences { .. }) => {
                 value_err!("this loss needs real-valued targets, not class labels")
             }
             (loss, Targets::Values(v)) => {
@@ -174,16 +243,25 @@ impl Metric {
             Metric::Mse => "mse",
         }
     }
-    /// (sum over the batch, count) so batches can be combined exactly.
-    fn batch_sum(&self, out: &Tensor, y: &Targets) -> (f64, usize) {
+    /// (sum over the batch, count) so batches can be combined exactly; class labels equal to
+    /// `ignore` count for nothing.
+    fn batch_sum(&self, out: &Tensor, y: &Targets, ignore: Option<usize>) -> (f64, usize) {
         match (self, y) {
-            (Metric::Accuracy, Targets::Classes(c)) => {
-                let correct = out
-                    .outer_iter()
-                    .zip(c)
-                    .filter(|(row, &l)| argmax(row.iter()) == l)
-                    .count();
-                (correct as f64, c.len())
+            (Metric::Accuracy, Targets::Classes(c) | Targets::Sequences { labels: c, .. }) => {
+                // one row of class scores per label (the last axis holds the classes)
+                let per = out.len() / c.len().max(1);
+                let flat = match out.as_slice() {
+                    Some(s) => std::borrow::Cow::Borrowed(s),
+                    None => std::borrow::Cow::Owned(out.iter().copied().collect()),
+                };
+                let rows = flat.chunks(per.max(1)).zip(c);
+                let counted = rows.filter(|(_, &l)| Some(l) != ignore);
+                let (mut correct, mut total) = (0, 0);
+                for (row, &l) in counted {
+                    correct += (argmax(row.iter()) == l) as usize;
+                    total += 1;
+                }
+                (correct as f64, total)
             }
             (Metric::Accuracy, Targets::Values(v)) => {
                 let correct = out
@@ -208,7 +286,7 @@ impl Metric {
                     .sum();
                 (s, v.len())
             }
-            (_, Targets::Classes(c)) => (0.0, c.len()),
+            (_, Targets::Classes(c) | Targets::Sequences { labels: c, .. }) => (0.0, c.len()),
         }
     }
 }
@@ -517,7 +595,7 @@ pub fn evaluate(
         counts[0] += idx.len();
         for (o, (out, y)) in outs.iter().zip(&yb).enumerate() {
             for (k, m) in metrics.iter().enumerate() {
-                let (s, c) = m.batch_sum(t.value(*out), y);
+                let (s, c) = m.batch_sum(t.value(*out), y, loss.ignore_index());
                 sums[1 + o * metrics.len() + k] += s;
                 counts[1 + o * metrics.len() + k] += c;
             }
@@ -551,7 +629,7 @@ pub fn fit(
     let loss = model.loss()?.clone();
     if ys
         .iter()
-        .any(|y| loss.wants_classes() != matches!(y, Targets::Classes(_)))
+        .any(|y| loss.wants_classes() != y.class_labels().is_some())
     {
         value_err!("fit: the loss {loss:?} does not match the kind of targets given");
     }
@@ -687,7 +765,7 @@ pub fn fit(
             for (o, (out, y)) in out_values.iter().zip(&yb).enumerate() {
                 for (k, m) in metrics.iter().enumerate() {
                     let i = 1 + o * metrics.len() + k;
-                    let (s, c) = m.batch_sum(out, y);
+                    let (s, c) = m.batch_sum(out, y, loss.ignore_index());
                     sums[i] += s;
                     counts[i] += c;
                     logs.insert(

@@ -7,6 +7,7 @@ mod model;
 mod optimize;
 mod session;
 mod tensor;
+mod text;
 
 use pyo3::prelude::*;
 
@@ -28,6 +29,11 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(optimize::optimize_distill, m)?)?;
     m.add_function(wrap_pyfunction!(model::optimizer_spec, m)?)?;
     m.add_function(wrap_pyfunction!(model::check_layer, m)?)?;
+    m.add_class::<text::PyTokenizer>()?;
+    m.add_function(wrap_pyfunction!(text::generate_model, m)?)?;
+    m.add_function(wrap_pyfunction!(text::generate_session, m)?)?;
+    m.add("TEXT_SPECIALS", kiln_core::text::SPECIALS.to_vec())?;
+    m.add("TOKENIZER_METADATA_KEY", kiln_core::text::METADATA_KEY)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

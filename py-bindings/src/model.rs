@@ -9,7 +9,9 @@ use kiln_core::onnx::export::{export_onnx, export_onnx_to, ExportOptions};
 use kiln_core::optim::OptimizerSpec;
 use kiln_core::train::{Control, Event, FitConfig, Hooks, Loss, Metric, Targets};
 use kiln_core::{Model, Tensor};
-use numpy::{IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn};
+use numpy::{
+    IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -19,6 +21,7 @@ use crate::error::IntoPy;
 #[derive(FromPyObject)]
 pub enum PyTargets<'py> {
     Classes(PyReadonlyArray1<'py, i64>),
+    Sequences(PyReadonlyArray2<'py, i64>),
     Values(PyReadonlyArrayDyn<'py, f32>),
 }
 
@@ -32,6 +35,24 @@ pub(crate) fn targets(y: PyTargets) -> PyResult<Targets> {
                 ))));
             }
             Targets::Classes(c.iter().map(|&v| v as usize).collect())
+        }
+        PyTargets::Sequences(c) => {
+            let c = c.as_array();
+            if let Some(bad) = c.iter().find(|&&v| v < 0) {
+                return Err(crate::error::to_py(kiln_core::KilnError::value(format!(
+                    "labels must be non-negative class indices, got {bad}"
+                ))));
+            }
+            if c.ncols() == 0 {
+                return Err(crate::error::to_py(kiln_core::KilnError::shape(format!(
+                    "labels of shape {:?}: a sequence needs at least one position",
+                    c.shape()
+                ))));
+            }
+            Targets::Sequences {
+                labels: c.iter().map(|&v| v as usize).collect(),
+                steps: c.ncols(),
+            }
         }
         PyTargets::Values(v) => Targets::Values(v.as_array().to_owned()),
     })

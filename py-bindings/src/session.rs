@@ -63,7 +63,7 @@ fn describe<'py>(py: Python<'py>, infos: &[TensorInfo]) -> PyResult<Vec<Bound<'p
 /// A loaded ONNX model, run by kiln's engine or by tract.
 #[pyclass(module = "kiln._kiln", name = "InferenceSession", frozen)]
 pub struct PySession {
-    inner: InferenceSession,
+    pub(crate) inner: InferenceSession,
 }
 
 #[pymethods]

@@ -131,5 +131,7 @@ def test_targets_that_do_not_fit_the_loss(rng):
         identity_model(3, losses.CrossEntropyLoss(weight=[1.0, 2.0])).evaluate(x, np.array([0, 1, 2, 0]))
     with pytest.raises(InvalidInputError, match="targets contain NaN"):
         identity_model(3, "mse").evaluate(x, np.full((4, 3), np.nan, np.float32))
-    with pytest.raises(InvalidInputError, match="1-D array of integer class labels"):
+    with pytest.raises(ShapeError, match=r"labels of shape \[4, 3\] \(one per position\).*one-hot rows"):
         identity_model(3, "cross_entropy").evaluate(x, np.zeros((4, 3)))
+    with pytest.raises(InvalidInputError, match="1-D array of integer class labels"):
+        identity_model(3, "cross_entropy").evaluate(x, np.zeros((4, 3, 1, 2)))

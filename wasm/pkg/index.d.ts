@@ -86,7 +86,47 @@ export declare class Model {
   runMany(inputs: Record<string, TensorInput>): Record<string, Tensor>;
   /** Classifies one example: the best classes first, with probabilities. */
   classify(data: InputData, dims: ReadonlyArray<number>, options?: ClassifyOptions): Prediction[];
+  /** The tokenizer kiln's `export_onnx(..., tokenizer=tok)` stored (metadata `kiln.tokenizer`), or null. */
+  readonly tokenizer: Tokenizer | null;
+  /** Generates with kiln-core's sampling loop (Python's `kiln.text.generate`: the same seed, the
+   * same text). Resolves to the prompt followed by the generated text; rejects with an `Error`
+   * for a model without a tokenizer or bad options. Yields to the event loop between tokens. */
+  generate(prompt: string, options?: GenerateOptions): Promise<string>;
   /** Releases the model's memory; the model cannot be used afterwards. */
+  free(): void;
+}
+
+export interface GenerateOptions {
+  /** Tokens to generate at most (default 32; 0 gives the prompt back; at most 65536). Fewer when
+   * the model picks end-of-text. */
+  maxNewTokens?: number;
+  /** 0: always the most likely token; 1 (default): the model's distribution; higher: flatter. */
+  temperature?: number;
+  /** Sample among the k most likely tokens only (default: all). */
+  topK?: number;
+  /** Fixes the draws (default 0): a whole number from 0 to 2^53 - 1. */
+  seed?: number;
+  /** Called with each token's text (empty while a character is incomplete) and id as it comes. */
+  onToken?: (text: string, id: number) => void;
+}
+
+/** A character or byte-level BPE tokenizer: kiln-core's code, the same ids as Python's `kiln.text`.
+ * Ids 0–3 are `<pad>`, `<unk>`, `<bos>` and `<eos>` in every kiln tokenizer. */
+export declare class Tokenizer {
+  /** From a `kiln.text` JSON document (`tok.to_json()` in Python); needs `await initKiln()` first. */
+  static fromJSON(json: string, options?: { type?: 'int64' | 'int32' }): Tokenizer;
+  private constructor();
+  readonly kind: 'char' | 'bpe';
+  /** The number of ids, the four special tokens included. */
+  readonly vocabSize: number;
+  /** The ids of `text`: a BigInt64Array for models with an int64 input (kiln's), else an Int32Array. */
+  encode(text: string, options?: { type?: 'int64' | 'int32' }): BigInt64Array | Int32Array;
+  /** The text of `ids`; an id outside the vocabulary throws an `Error`. */
+  decode(ids: BigInt64Array | Int32Array | ReadonlyArray<number>): string;
+  /** How one id reads (`"<eos>"` for the specials). */
+  token(id: number): string;
+  /** The JSON document. */
+  toJSONString(): string;
   free(): void;
 }
 

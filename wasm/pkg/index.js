@@ -7,10 +7,11 @@ import initWasm, { Session, Feed, takeLastPanic, __wbg_reset_state } from './kil
 import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from './util.js';
 import { initKiln, coreGuard, core } from './core.js';
 import { Monitor } from './drift.js';
+import { Tokenizer, TOKENIZER_KEY, generateOptions, nextTurn } from './text.js';
 
 export { Trainer, initTrainer } from './train.js';
 export { Monitor, saveFeedback, loadFeedback, modelVersion } from './drift.js';
-export { initKiln };
+export { initKiln, Tokenizer };
 
 /**
  * Loads tract's WebAssembly module, which runs the models kiln's engine declines. `loadModel`
@@ -41,7 +42,10 @@ export async function loadModel(source, { engine = 'auto' } = {}) {
     if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); load it with engine "auto" or "tract"`);
   }
   await init();
-  return new Model(tract.guard(() => new Session(bytes)), tract);
+  const session = tract.guard(() => new Session(bytes));
+  // the tokenizer is kiln-core's code in the small module, whichever engine runs the model
+  if (TOKENIZER_KEY in JSON.parse(session.describe()).metadata) await initKiln();
+  return new Model(session, tract);
 }
 
 const typedArrayTypes = [
@@ -123,6 +127,10 @@ export class Model {
     this.engine = engine.name;
     /** A fingerprint of the model's bytes (what feedback files record), or null on tract's engine. */
     this.version = version;
+    /** The tokenizer kiln's `export_onnx(..., tokenizer=tok)` stored (`kiln.tokenizer`), or null. Its
+     * `encode` returns the model's id type: a BigInt64Array for an int64 input. */
+    const ids = this.inputs.length === 1 && this.inputs[0].type !== 'int64' ? 'int32' : 'int64';
+    this.tokenizer = TOKENIZER_KEY in info.metadata ? new Tokenizer(info.metadata[TOKENIZER_KEY], ids) : null;
     // One call into wasm per prediction for the common case: one float32 input, float32 output.
     this.#fast = this.inputs.length === 1 && this.inputs[0].type === 'float32' && this.outputs[0]?.type === 'float32' && typeof session.runF32 === 'function';
     Object.freeze(this);
@@ -225,8 +233,39 @@ export class Model {
     return ranked.slice(0, Math.max(0, Math.floor(topK)));
   }
 
+  /**
+   * Generates text from `prompt` with kiln-core's sampling loop (the same as Python's
+   * `kiln.text.generate`: the same seed gives the same text): up to `maxNewTokens` (32) tokens,
+   * fewer when the model picks end-of-text; `temperature` (1; 0 always takes the most likely token),
+   * `topK` (all when omitted), `seed` (0). `onToken(text, id)` sees each token as it comes; the loop
+   * yields to the event loop between tokens so a page can show them. Resolves to the prompt
+   * followed by the generated text.
+   */
+  async generate(prompt, options = {}) {
+    const { maxNewTokens, temperature, topK, seed, onToken } = generateOptions(prompt, options);
+    if (this.tokenizer === null) {
+      throw new Error(`kiln-wasm: this model carries no tokenizer (no "${TOKENIZER_KEY}" metadata): export it with export_onnx(..., tokenizer=tok)`);
+    }
+    const session = this.#live();
+    const tok = this.tokenizer.toJSONString();
+    const gen = this.#engine.guard(() => session.generator(tok, prompt, maxNewTokens, temperature, topK, seed));
+    const generation = this.#engine.generation();
+    try {
+      for (;;) {
+        const piece = this.#engine.guard(() => gen.next());
+        if (piece === undefined) return this.#engine.guard(() => gen.text());
+        if (onToken) onToken(piece, this.#engine.guard(() => gen.lastId()));
+        await nextTurn();
+        this.#live();
+      }
+    } finally {
+      if (generation === this.#engine.generation()) gen.free();
+    }
+  }
+
   /** Releases the model's wasm memory. The model cannot be used afterwards. */
   free() {
+    this.tokenizer?.free();
     if (this.#session === null) return;
     const session = this.#session;
     this.#session = null;

@@ -20,6 +20,12 @@ function model(id) {
   return m;
 }
 
+function tokenizerOf(id) {
+  const t = model(id).tokenizer;
+  if (t === null) throw new Error('kiln-wasm: this model carries no tokenizer (no "kiln.tokenizer" metadata): export it with export_onnx(..., tokenizer=tok)');
+  return t;
+}
+
 /** Output buffers move to the page instead of being copied a second time. */
 function buffersOf(tensors) {
   return tensors.map((t) => t.data.buffer);
@@ -35,7 +41,19 @@ const handlers = {
     const id = nextModel++;
     models.set(id, m);
     const { inputs, outputs, labels, metadata, engine } = m;
-    return [{ id, inputs, outputs, labels, metadata, engine }];
+    const tokenizer = m.tokenizer === null ? null : { kind: m.tokenizer.kind, vocabSize: m.tokenizer.vocabSize };
+    return [{ id, inputs, outputs, labels, metadata, engine, tokenizer }];
+  },
+  async generate({ id, prompt, options, progress }, request) {
+    const onToken = progress ? (text, token) => void port.postMessage({ id: request, progress: { text, id: token } }) : undefined;
+    return [await model(id).generate(prompt, { ...options, onToken })];
+  },
+  encode({ id, text }) {
+    const ids = tokenizerOf(id).encode(text);
+    return [ids, [ids.buffer]];
+  },
+  decode({ id, ids }) {
+    return [tokenizerOf(id).decode(ids)];
   },
   run({ id, data, dims }) {
     const out = model(id).run(data, dims);

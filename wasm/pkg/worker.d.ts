@@ -1,9 +1,9 @@
 // Types of kiln-wasm/worker (worker.js): kiln-wasm's API with the model in a Web Worker (a worker
 // thread in Node); every method returns a Promise.
-import type { ClassifyOptions, InputData, ModelSource, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
+import type { ClassifyOptions, GenerateOptions, InputData, ModelSource, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
 import type { CompileOptions, ExportOptions, FitOptions, History, Labels, LayerSpec, ParameterInfo } from './train.js';
 
-export type { ClassifyOptions, ElementType, InputData, ModelSource, OutputData, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
+export type { ClassifyOptions, GenerateOptions, ElementType, InputData, ModelSource, OutputData, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
 
 /** Where the .wasm file is, when it is not next to the package: a URL or the file's bytes. */
 export type WorkerWasmSource = string | URL | ArrayBuffer | Uint8Array | WebAssembly.Module;
@@ -23,8 +23,20 @@ export declare class WorkerModel {
   runMany(inputs: Record<string, TensorInput>): Promise<Record<string, Tensor>>;
   /** Classifies one example: the best classes first, with probabilities. */
   classify(data: InputData, dims: ReadonlyArray<number>, options?: ClassifyOptions): Promise<Prediction[]>;
+  /** The model's tokenizer, working in the worker, or null. */
+  readonly tokenizer: WorkerTokenizer | null;
+  /** Generates in the worker (the text Python generates for the same seed); `onToken` runs on the page's thread. */
+  generate(prompt: string, options?: GenerateOptions): Promise<string>;
   /** Releases the model's memory in the worker. */
   free(): Promise<void>;
+}
+
+/** `Tokenizer` in the worker: the same ids, with promises. */
+export interface WorkerTokenizer {
+  readonly kind: 'char' | 'bpe';
+  readonly vocabSize: number;
+  encode(text: string): Promise<BigInt64Array | Int32Array>;
+  decode(ids: BigInt64Array | Int32Array | ReadonlyArray<number>): Promise<string>;
 }
 
 /** Loads the WebAssembly module in the worker (once). `loadModel` calls it for you. */

@@ -105,7 +105,25 @@ export class WorkerModel {
     this.labels = info.labels;
     this.metadata = info.metadata;
     this.engine = info.engine;
+    const id = this.#id;
+    /** The model's tokenizer, working in the worker (`encode` / `decode` resolve), or null. */
+    this.tokenizer = info.tokenizer === null ? null : Object.freeze({
+      ...info.tokenizer,
+      encode: (text) => call('encode', { id, text }),
+      decode: (ids) => call('decode', { id, ids }),
+    });
     Object.freeze(this);
+  }
+
+  /** Generates in the worker with kiln-core's loop (the text Python generates for the same seed);
+   * `onToken(text, id)` is called on the page's thread as tokens arrive. */
+  generate(prompt, options = {}) {
+    const { onToken, ...rest } = options ?? {};
+    if (onToken !== undefined && typeof onToken !== 'function') {
+      return Promise.reject(new TypeError('kiln-wasm: generate\'s onToken must be a function'));
+    }
+    const progress = onToken ? (p) => onToken(p.text, p.id) : undefined;
+    return call('generate', { id: this.#id, prompt, options: rest, progress: Boolean(onToken) }, [], progress);
   }
 
   /** Runs a model that has one input; resolves to its first output `{ data, dims }`. */

@@ -2,11 +2,15 @@
 //! module, without tract. Same shape of API as `session.rs` (describe, a feed, outputs taken once),
 //! plus `runF32`, one call for the common case of one float input.
 
+use std::rc::Rc;
+
 use kiln_core::onnx::engine::{IoInfo, KilnSession as Engine, Value};
+use kiln_core::text::Windowed;
 use kiln_core::Tensor;
 use wasm_bindgen::prelude::*;
 
 use crate::error::{js, JsResult};
+use crate::text::{options, start, Generator};
 use crate::{array, into_vec};
 
 /// What loading gave: a session, or the reason kiln's engine declined the model (then index.js
@@ -24,7 +28,7 @@ impl EngineLoad {
         Ok(match js(Engine::from_bytes(bytes))? {
             Ok(inner) => EngineLoad {
                 session: Some(KilnSession {
-                    inner,
+                    inner: Rc::new(inner),
                     last_dims: Vec::new(),
                 }),
                 declined: None,
@@ -50,7 +54,8 @@ impl EngineLoad {
 /// A model on kiln's engine.
 #[wasm_bindgen]
 pub struct KilnSession {
-    inner: Engine,
+    // shared with the generators started on it, which may outlive the JS object
+    inner: Rc<Engine>,
     last_dims: Vec<u32>,
 }
 
@@ -87,6 +92,26 @@ impl KilnSession {
     #[wasm_bindgen(js_name = lastDims)]
     pub fn last_dims(&self) -> Vec<u32> {
         self.last_dims.clone()
+    }
+
+    /// Starts generating from `prompt` with the core's loop (`kiln_core::text`), the model rerun
+    /// on the windowed prefix for every token.
+    pub fn generator(
+        &self,
+        tokenizer: &str,
+        prompt: &str,
+        max_new_tokens: f64,
+        temperature: f64,
+        top_k: Option<f64>,
+        seed: f64,
+    ) -> JsResult<Generator> {
+        let opts = options(max_new_tokens, temperature, top_k, seed);
+        start(
+            Windowed::for_engine(self.inner.clone()),
+            tokenizer,
+            prompt,
+            opts,
+        )
     }
 
     /// Runs the model on the inputs in `feed` (which this consumes).

@@ -21,6 +21,7 @@ mod error;
 mod panic;
 #[cfg(feature = "infer")]
 mod session;
+mod text;
 #[cfg(feature = "core")]
 mod trainer;
 

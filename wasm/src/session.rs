@@ -1,16 +1,21 @@
 //! Inference: the plumbing under index.js's `Model`.
 
+use std::rc::Rc;
+
 use kiln_core::onnx::tract::{TensorData, TensorInfo, TractSession};
+use kiln_core::text::Windowed;
 use kiln_core::{KilnError, Result};
 use ndarray::ArrayD;
 use wasm_bindgen::prelude::*;
 
 use crate::error::{js, JsResult};
+use crate::text::{options, start, Generator};
 
 /// A loaded, optimised ONNX model.
 #[wasm_bindgen]
 pub struct Session {
-    inner: TractSession,
+    // shared with the generators started on it, which may outlive the JS object
+    inner: Rc<TractSession>,
     last_dims: Vec<u32>,
 }
 
@@ -20,7 +25,7 @@ impl Session {
     #[wasm_bindgen(constructor)]
     pub fn new(bytes: &[u8]) -> JsResult<Session> {
         js(TractSession::from_bytes(bytes).map(|inner| Session {
-            inner,
+            inner: Rc::new(inner),
             last_dims: Vec::new(),
         }))
     }
@@ -55,6 +60,26 @@ impl Session {
     /// "labels": [...] | null}`, with `null` for a free dimension.
     pub fn describe(&self) -> String {
         describe(&self.inner)
+    }
+
+    /// Starts generating from `prompt` with the core's loop (`kiln_core::text`), the model rerun
+    /// on the windowed prefix for every token; `tokenizer` is its JSON document.
+    pub fn generator(
+        &self,
+        tokenizer: &str,
+        prompt: &str,
+        max_new_tokens: f64,
+        temperature: f64,
+        top_k: Option<f64>,
+        seed: f64,
+    ) -> JsResult<Generator> {
+        let opts = options(max_new_tokens, temperature, top_k, seed);
+        start(
+            Windowed::for_tract(self.inner.clone()),
+            tokenizer,
+            prompt,
+            opts,
+        )
     }
 
     /// Runs the model on the inputs in `feed` (which this consumes), matched by name.

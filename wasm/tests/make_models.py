@@ -351,6 +351,69 @@ def kiln_drift(out, images, targets):
         "model_version": kiln.drift.model_version(path)}))
 
 
+TEXT_STRINGS = ["ma", "", "maria", "Marianne", "Zoë Ågren", "李娜", "😀 x", "a\u0301", "O'Neil-Smith", "\u0000\t\n ",
+                "anna " * 40]
+
+
+def kiln_text(out):
+    """Tokenizers and generation across the border: a character-level next-character model over a
+    fixed window (Embedding → Flatten → Linear), the same with a byte-level BPE tokenizer, and a
+    model with a row of logits per position; Python's ids and generated texts (from the kiln model
+    itself, checked against kiln.InferenceSession) go into text.json for Node to match."""
+    import kiln
+    from kiln import nn, optim
+
+    names = ["anna", "maria", "marta", "mario", "martin", "anton", "antonia", "ada", "alan", "alina", "marina",
+             "nina", "tina", "tim", "tom", "tamara", "amanda", "miranda", "zoë", "åsa"]
+    window = 4
+
+    def window_model(tok):
+        X, y = tok.windows(names, window)
+        kiln.manual_seed(0)
+        m = nn.Sequential(nn.Embedding(tok.vocab_size, 8), nn.Flatten(), nn.Linear(window * 8, 32), nn.ReLU(),
+                          nn.Linear(32, tok.vocab_size))
+        m.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy")
+        m.fit(X, y, epochs=25, batch_size=32, verbose=0)
+        return m
+
+    class PerPosition(nn.Module):
+        def __init__(self, vocab, steps):
+            super().__init__()
+            self.vocab, self.steps = vocab, steps
+            self.emb, self.out = nn.Embedding(vocab, 16), nn.Linear(16, vocab)
+
+        def forward(self, x):
+            return self.out(self.emb(x).reshape(-1, 16)).reshape(-1, self.steps, self.vocab)
+
+    char = kiln.text.CharTokenizer.fit(names)
+    bpe = kiln.text.BPETokenizer.fit(names * 3 + ["anna maria", "tom tim"], vocab_size=300)
+    ids, _ = char.encode_batch(names, bos=True, eos=True)
+    kiln.manual_seed(2)
+    lm = PerPosition(char.vocab_size, ids.shape[1] - 1)
+    lm.compile(optimizer=optim.Adam(lr=2e-2), loss="cross_entropy")
+    lm.fit(ids[:, :-1], ids[:, 1:], epochs=40, batch_size=8, verbose=0)
+    models = {"names": (window_model(char), char), "names_bpe": (window_model(bpe), bpe), "names_lm": (lm, char)}
+    doc = {"strings": TEXT_STRINGS, "models": {}}
+    for name, (model, tok) in models.items():
+        path = out / f"{name}.onnx"
+        model.export_onnx(path, tokenizer=tok)
+        sess = kiln.InferenceSession(path)
+        runs = []
+        for prompt, temperature, top_k, seed in [("ma", 0.8, 5, 0), ("ma", 0.8, 5, 1), ("", 1.0, None, 2), ("t", 1.5, 3, 3),
+                                                 ("Zoë?", 1.0, None, 4), ("ma", 0.0, None, 5), ("a", 1.2, None, 6)]:
+            pieces = []
+            text = kiln.text.generate(model, tok, prompt, 12, temperature, top_k, seed,
+                                      on_token=lambda t, i: pieces.append([t, i]))
+            assert kiln.text.generate(sess, None, prompt, 12, temperature, top_k, seed) == text, (name, seed)
+            runs.append({"prompt": prompt, "temperature": temperature, "topK": top_k, "seed": seed, "text": text,
+                         "pieces": pieces})
+        doc["models"][name] = {"file": path.name, "kind": "char" if tok is char else "bpe", "vocabSize": tok.vocab_size,
+                               "ids": [tok.encode(s).tolist() for s in TEXT_STRINGS],
+                               "decoded": [tok.decode(tok.encode(s)) for s in TEXT_STRINGS],
+                               "json": tok.to_json(), "runs": runs}
+    (out / "text.json").write_text(json.dumps(doc))
+
+
 def reference(path, inputs):
     """onnxruntime's outputs for `inputs` ({name: array}), in graph order, as JSON-able dicts."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -420,6 +483,7 @@ def main(out):
     case("kiln two-input graph", two_path, {"numeric": num, "category": cat}, tool="kiln",
          native=[encode("output", two.predict((num, cat)))])
     kiln_drift(out, images, load_digits().target.astype(np.int64))
+    kiln_text(out)
 
     sk, iris = sklearn_models(out)
     case("skl2onnx logistic regression", sk["sk_logreg"], {"X": iris[45:55]}, tool="skl2onnx")

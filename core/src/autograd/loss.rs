@@ -75,7 +75,9 @@ impl Tape {
 
     /// Cross-entropy between `logits` `[N, C]` and integer class `labels`, as PyTorch's
     /// `cross_entropy(logits, labels, weight, label_smoothing)` with mean reduction: the weighted sum
-    /// divided by the sum of the labels' weights.
+    /// divided by the sum of the labels' weights. Logits `[N, T, C]` (classes on the last axis)
+    /// take `N·T` labels, row-major: a language model's loss over every position, as PyTorch's
+    /// `cross_entropy(logits.reshape(-1, C), labels.reshape(-1))`.
     pub fn cross_entropy(
         &mut self,
         logits: Var,
@@ -83,15 +85,32 @@ impl Tape {
         class_weights: Option<&[f32]>,
         label_smoothing: f32,
     ) -> Result<Var> {
+        self.cross_entropy_ignoring(logits, labels, class_weights, label_smoothing, None)
+    }
+
+    /// [`cross_entropy`](Self::cross_entropy) where labels equal to `ignore` (a batch's padding)
+    /// count for nothing: PyTorch's `ignore_index`, the mean over the other labels. A batch whose
+    /// labels are all ignored has loss 0 and no gradient.
+    pub fn cross_entropy_ignoring(
+        &mut self,
+        logits: Var,
+        labels: &[usize],
+        class_weights: Option<&[f32]>,
+        label_smoothing: f32,
+        ignore: Option<usize>,
+    ) -> Result<Var> {
         let s = self.shape(logits).to_vec();
-        if s.len() != 2 || s[0] != labels.len() {
+        let rows: usize = s[..s.len().saturating_sub(1)].iter().product();
+        if s.len() < 2 || rows != labels.len() {
             shape_err!(
-                "cross_entropy: logits of shape {s:?} need shape [N, classes] with N = {} labels",
+                "cross_entropy: logits of shape {s:?} need shape [N, classes] with N = {} labels \
+                 (or [N, T, classes] with N·T labels)",
                 labels.len()
             );
         }
-        let (n, c) = (s[0], s[1]);
-        if let Some(&bad) = labels.iter().find(|&&l| l >= c) {
+        let (n, c) = (rows, s[s.len() - 1]);
+        let counts = |l: &usize| Some(*l) != ignore;
+        if let Some(&bad) = labels.iter().filter(|l| counts(l)).find(|&&l| l >= c) {
             value_err!(
                 "cross_entropy: label {bad} is out of range for {c} classes (labels must be 0..{})",
                 c.saturating_sub(1)
@@ -105,7 +124,10 @@ impl Tape {
         if w.len() != c {
             shape_err!("cross_entropy: {} class weights for {c} classes", w.len());
         }
-        let z: f32 = labels.iter().map(|&l| w[l]).sum();
+        let z: f32 = labels.iter().filter(|l| counts(l)).map(|&l| w[l]).sum();
+        if labels.iter().all(|l| !counts(l)) {
+            return Ok(self.push(scalar(0.0), &[logits], move |_, _| vec![None]));
+        }
         if z <= 0.0 {
             value_err!(
                 "cross_entropy: the labels' class weights sum to {z}; they must be positive"
@@ -115,6 +137,9 @@ impl Tape {
         let eps = label_smoothing;
         let mut q = ndarray::Array2::<f32>::zeros((n, c));
         for (i, &l) in labels.iter().enumerate() {
+            if !counts(&l) {
+                continue; // an ignored label: its row of q stays zero
+            }
             for (j, qv) in q.row_mut(i).iter_mut().enumerate() {
                 *qv = (eps / c as f32) * w[j] / z;
             }
@@ -133,7 +158,9 @@ impl Tape {
             // d/dlogit[i,j] = p[i,j] · Σ_c q[i,c] - q[i,j]
             let qsum = q.sum_axis(Axis(1)).insert_axis(Axis(1));
             let grad = (logp.mapv(f32::exp) * &qsum - &q) * g.sum();
-            vec![Some(grad.into_dyn())]
+            vec![Some(
+                grad.into_shape_with_order(IxDyn(&s)).expect("same size"),
+            )]
         }))
     }
 
@@ -186,6 +213,58 @@ mod tests {
             .remove(0)
             .mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
         check(&[&[6, 2]], |t, v| t.bce_with_logits(v[0], &y).unwrap());
+    }
+
+    #[test]
+    fn sequence_cross_entropy_is_the_mean_over_every_position() {
+        // [2, 3, 4] logits against [2, 3] labels: the same loss and gradients as [6, 4] against 6
+        check(&[&[2, 3, 4]], |t, v| {
+            t.cross_entropy(v[0], &[0, 3, 1, 1, 2, 0], Some(&[1.0, 2.0, 0.5, 1.5]), 0.1)
+                .unwrap()
+        });
+        let x = random_inputs(&[&[2, 3, 4]], 9).remove(0);
+        let labels = [0, 3, 1, 1, 2, 0];
+        let mut t = Tape::new(true, 0);
+        let a = t.leaf(x.clone(), true);
+        let b = t.leaf(x.into_shape_with_order(IxDyn(&[6, 4])).unwrap(), true);
+        let la = t.cross_entropy(a, &labels, None, 0.0).unwrap();
+        let lb = t.cross_entropy(b, &labels, None, 0.0).unwrap();
+        assert_eq!(t.value(la), t.value(lb));
+        let e = t
+            .cross_entropy(a, &labels[..3], None, 0.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[2, 3, 4]") && e.contains("N·T"), "{e}");
+    }
+
+    #[test]
+    fn ignored_labels_count_for_nothing() {
+        // the loss of [6, 4] logits with labels 1 and 4 ignored = the loss of the other four rows
+        check(&[&[6, 4]], |t, v| {
+            t.cross_entropy_ignoring(
+                v[0],
+                &[0, 2, 3, 2, 1, 2],
+                Some(&[1.0, 2.0, 0.5, 1.5]),
+                0.1,
+                Some(2),
+            )
+            .unwrap()
+        });
+        let x = random_inputs(&[&[6, 4]], 4).remove(0);
+        let mut t = Tape::new(true, 0);
+        let all = t.leaf(x.clone(), true);
+        let a = t
+            .cross_entropy_ignoring(all, &[0, 0, 3, 1, 0, 1], None, 0.0, Some(0))
+            .unwrap();
+        // labels [0, 0, 3, 1, 0, 1] with 0 ignored keep rows 2, 3, 5: the loss of those rows alone
+        let kept = t.leaf(x.select(Axis(0), &[2, 3, 5]), true);
+        let b = t.cross_entropy(kept, &[3, 1, 1], None, 0.0).unwrap();
+        assert!((t.value(a).sum() - t.value(b).sum()).abs() < 1e-6);
+        // an ignored label may be out of range; all ignored: loss 0
+        let c = t
+            .cross_entropy_ignoring(all, &[9, 9, 9, 9, 9, 9], None, 0.0, Some(9))
+            .unwrap();
+        assert_eq!(t.value(c).sum(), 0.0);
     }
 
     #[test]

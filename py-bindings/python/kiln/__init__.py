@@ -9,7 +9,7 @@
     model.export_onnx("digits.onnx", labels=[str(d) for d in range(10)])
 """
 
-from . import callbacks, drift, losses, nn, optim, optimize
+from . import callbacks, drift, losses, nn, optim, optimize, text
 from ._kiln import Tensor, __version__
 from ._seed import manual_seed
 from .errors import (
@@ -27,7 +27,7 @@ from .model import load, load_onnx
 from .session import InferenceSession, TensorInfo
 
 __all__ = [
-    "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "drift", "manual_seed", "load", "load_onnx", "InferenceSession", "TensorInfo",
+    "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "drift", "text", "manual_seed", "load", "load_onnx", "InferenceSession", "TensorInfo",
     "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError", "TracingError",
     "KilnIOError",
 ]

@@ -24,14 +24,15 @@ def as_input(x: Any, what: str = "X") -> np.ndarray:
 
 
 def as_labels(y: Any, what: str = "y") -> np.ndarray:
-    """Integer class labels as a 1-D int64 array."""
+    """Integer class labels as an int64 array: 1-D (one per sample) or 2-D ``[N, T]`` (one per
+    position, for logits ``[N, T, classes]``)."""
     arr = np.asarray(y)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
-    if arr.ndim != 1:
+    if arr.ndim not in (1, 2):
         raise InvalidInputError(
-            f"{what} must be a 1-D array of integer class labels for cross_entropy, got shape {arr.shape}"
-            " (one-hot labels: pass y.argmax(axis=1))"
+            f"{what} must be a 1-D array of integer class labels for cross_entropy (or [N, T], one per position), "
+            f"got shape {arr.shape} (one-hot labels: pass y.argmax(axis=-1))"
         )
     if np.issubdtype(arr.dtype, np.floating):
         if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):

@@ -57,18 +57,29 @@ class HuberLoss(Loss):
 
 
 class CrossEntropyLoss(Loss):
-    """Softmax cross-entropy on logits with integer labels; optional class ``weight`` and label smoothing."""
+    """Softmax cross-entropy on logits with integer labels; optional class ``weight`` and label
+    smoothing. ``ignore_index``: labels equal to it count for nothing in the loss, its gradient and
+    accuracy — the padding of a batch of sequences (``ignore_index=kiln.text.PAD``), as in PyTorch."""
 
     name = "cross_entropy"
 
-    def __init__(self, weight: Sequence[float] | None = None, label_smoothing: float = 0.0) -> None:
+    def __init__(self, weight: Sequence[float] | None = None, label_smoothing: float = 0.0,
+                 ignore_index: int | None = None) -> None:
         if not 0.0 <= label_smoothing <= 1.0:
             raise InvalidInputError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}")
+        if ignore_index is not None and (not isinstance(ignore_index, int) or isinstance(ignore_index, bool)
+                                         or ignore_index < 0):
+            raise InvalidInputError(f"CrossEntropyLoss: ignore_index must be a class index (0 or more) or None, "
+                                    f"got {ignore_index!r}")
         self.weight = None if weight is None else [float(w) for w in weight]
         self.label_smoothing = float(label_smoothing)
+        self.ignore_index = ignore_index
 
     def spec(self) -> dict[str, Any]:
-        return {"name": self.name, "label_smoothing": self.label_smoothing, "class_weights": self.weight}
+        spec = {"name": self.name, "label_smoothing": self.label_smoothing, "class_weights": self.weight}
+        if self.ignore_index is not None:
+            spec["ignore_index"] = self.ignore_index
+        return spec
 
 
 class BCEWithLogitsLoss(Loss):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from .history import History
 from .layers import Layer, from_spec
 from .losses import Loss, loss_spec
 from .optim import Optimizer, Schedule
+
+if TYPE_CHECKING:
+    from .text import Tokenizer
 
 
 class Parameter:
@@ -461,12 +464,13 @@ class Module:
     def export_onnx(self, path: str | os.PathLike[str] | None = None, labels: Sequence[str] | None = None,
                     input_scale: float | None = None, input_offset: float | None = None, opset: int = 17,
                     dynamic_batch: bool = True, input_shape: Sequence[int] | None = None,
-                    reference: np.ndarray | None = None) -> bytes | None:
+                    reference: np.ndarray | None = None, tokenizer: Tokenizer | None = None) -> bytes | None:
         """Write the model as ONNX (opset >= 17, symbolic batch). ``labels``, ``input_scale`` and
         ``input_offset`` go into the metadata for runtimes such as kiln-wasm. ``reference`` (the
         training inputs) adds their statistics and the model's outputs on them (``kiln.drift``),
-        which :class:`kiln.drift.DriftMonitor` compares live inputs against. Without ``path``,
-        returns the bytes."""
+        which :class:`kiln.drift.DriftMonitor` compares live inputs against. ``tokenizer`` (a
+        :mod:`kiln.text` tokenizer) travels as ``kiln.tokenizer``: kiln-wasm's ``model.tokenizer``
+        and ``model.generate`` use it. Without ``path``, returns the bytes."""
         if input_shape is not None:
             core = self._ensure_core()
             if core.graph_json() is None:
@@ -476,6 +480,11 @@ class Module:
         if labels is not None:
             labels = [str(label) for label in labels]
         extra = [] if reference is None else [_drift.reference_metadata(self, reference)]
+        if tokenizer is not None:
+            from .text import Tokenizer
+            if not isinstance(tokenizer, Tokenizer):
+                raise InvalidInputError(f"export_onnx: tokenizer must be a kiln.text tokenizer, got {type(tokenizer).__name__}")
+            extra.append((_kiln.TOKENIZER_METADATA_KEY, tokenizer.to_json()))
         data = self._ensure_core().export_onnx(labels, input_scale, input_offset, opset, dynamic_batch,
                                                None if path is None else os.fspath(path), extra)
         return None if data is None else bytes(data)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Union
 
 import numpy as np
 
 from . import _kiln
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .text import Tokenizer
 
 _NUMPY = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
           "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
@@ -74,6 +77,13 @@ class InferenceSession:
     def metadata(self) -> dict[str, str]:
         """The model's ``metadata_props``."""
         return dict(self._core.metadata)
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The :mod:`kiln.text` tokenizer the model carries (``export_onnx(..., tokenizer=tok)``), or None."""
+        from .text import Tokenizer
+        data = self._core.metadata.get(_kiln.TOKENIZER_METADATA_KEY)
+        return None if data is None else Tokenizer.from_json(data)
 
     def _convert(self, info: TensorInfo, x: Any) -> np.ndarray:
         arr = np.asarray(x)

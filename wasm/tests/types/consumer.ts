@@ -2,7 +2,7 @@
 // package.json "exports" and "types" are exercised too. test.sh type-checks it (tsc --noEmit)
 // in a folder where node_modules/kiln-wasm is wasm/pkg. The @ts-expect-error lines prove the
 // types refuse misuse instead of being `any`.
-import { init, loadModel, Model, Trainer, type History, type Prediction, type Progress, type Tensor, type TensorInfo } from 'kiln-wasm';
+import { init, loadModel, Model, Tokenizer, Trainer, type History, type Prediction, type Progress, type Tensor, type TensorInfo } from 'kiln-wasm';
 import { Trainer as TrainerFromTrain } from 'kiln-wasm/train';
 import * as worker from 'kiln-wasm/worker';
 
@@ -101,4 +101,31 @@ export async function watchForDrift(model: Model): Promise<boolean> {
   const v: string = await modelVersion(file);
   mon.free();
   return report.drifted && first !== undefined && back.labels.length === 1 && v.length > 0;
+}
+
+export async function writeText(model: Model): Promise<string> {
+  const tok = model.tokenizer;
+  if (tok === null) return '';
+  const ids: BigInt64Array | Int32Array = tok.encode('Ma');
+  const again: string = tok.decode(ids) + tok.decode([4, 5]) + tok.token(3);
+  const copy: Tokenizer = Tokenizer.fromJSON(tok.toJSONString(), { type: 'int32' });
+  const size: number = copy.vocabSize + (copy.kind === 'bpe' ? 1 : 0);
+  const text: string = await model.generate('Ma', { maxNewTokens: 8, temperature: 0.8, topK: 5, seed: 0, onToken: (t: string, id: number) => console.log(t, id) });
+  // @ts-expect-error the seed is a number
+  await model.generate('Ma', { seed: 0n });
+  // @ts-expect-error generate resolves to a string
+  const n: number = await model.generate('Ma');
+  copy.free();
+  return again + text + size + n;
+}
+
+export async function writeInWorker(): Promise<string> {
+  const m: worker.WorkerModel = await worker.loadModel('names.onnx');
+  const ids = await m.tokenizer?.encode('Ma');
+  const back: string | undefined = await m.tokenizer?.decode([4, 5]);
+  // @ts-expect-error the worker's tokenizer answers with promises
+  const sync: string = m.tokenizer!.decode([4]);
+  const text: string = await m.generate('Ma', { seed: 1, onToken: (t: string) => console.log(t) });
+  await m.free();
+  return text + (ids?.length ?? 0) + back + sync;
 }
