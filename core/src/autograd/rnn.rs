@@ -36,6 +36,16 @@ impl RnnCell {
         }
     }
 
+    /// Where ONNX's gate blocks come from: ONNX's block `k` is PyTorch's block `order[k]`
+    /// (ONNX GRU is z, r, h against PyTorch's r, z, n; ONNX LSTM is i, o, f, c against i, f, g, o).
+    /// The exporter reorders with it, an importer inverts it.
+    pub fn onnx_gate_order(self) -> &'static [usize] {
+        match self {
+            RnnCell::Gru => &[1, 0, 2],
+            RnnCell::Lstm => &[0, 3, 1, 2],
+        }
+    }
+
     /// `"GRU"` or `"LSTM"`, PyTorch's class names (used in error messages).
     pub fn name(self) -> &'static str {
         match self {
