@@ -224,7 +224,12 @@ impl LayerSpec {
                 positive(&name, "embedding_dim", *embedding_dim)
             }
             S::Conv1d { .. } | S::Conv2d { .. } => Conv::geometry(self).map(|_| ()),
-            S::Sequential { layers } => layers.iter().try_for_each(LayerSpec::check),
+            S::Sequential { layers } => {
+                if let Some(r) = layers.iter().find(|l| super::rnn_config(l).is_some()) {
+                    value_err!("Sequential: {} returns (output, h_n), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, h = self.rnn(x)`)", r.type_name());
+                }
+                layers.iter().try_for_each(LayerSpec::check)
+            }
             S::GRU { .. } | S::LSTM { .. } => super::rnn::config_of(self)
                 .expect("a recurrent spec")
                 .check(),
@@ -292,7 +297,10 @@ impl LayerSpec {
                 self.check()?;
                 Box::new(Embedding::new(num_embeddings, embedding_dim, rng))
             }
-            S::Sequential { layers } => Box::new(Sequential::from_specs(&layers, rng)?),
+            S::Sequential { layers } => {
+                self.check()?;
+                Box::new(Sequential::from_specs(&layers, rng)?)
+            }
             S::GRU { .. } | S::LSTM { .. } => Box::new(Recurrent::new(
                 super::rnn::config_of(self).expect("a recurrent spec"),
                 rng,
