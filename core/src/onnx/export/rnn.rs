@@ -104,15 +104,16 @@ pub(super) fn emit_rnn(
         if let Some(z) = &zeros {
             states = vec![z.clone(); cell.gates() - 2];
         }
-        for s in &states {
-            inputs.push(if cfg.num_layers == 1 || zeros.is_some() {
-                s.clone()
-            } else {
-                let starts = g.constant_i64(format!("{scope}/l{l}_starts"), &[(l * dirs) as i64]);
-                let ends = g.constant_i64(format!("{scope}/l{l}_ends"), &[((l + 1) * dirs) as i64]);
-                let axes = g.constant_i64(format!("{scope}/l{l}_axes"), &[0]);
-                g.node(&scope, "Slice", &[s, &starts, &ends, &axes], vec![])
-            });
+        if cfg.num_layers == 1 || zeros.is_some() {
+            inputs.extend(states.iter().cloned());
+        } else {
+            // this layer's rows of the given [num_layers · D, batch, H] states
+            let starts = g.constant_i64(format!("{scope}/l{l}_starts"), &[(l * dirs) as i64]);
+            let ends = g.constant_i64(format!("{scope}/l{l}_ends"), &[((l + 1) * dirs) as i64]);
+            let axes = g.constant_i64(format!("{scope}/l{l}_axes"), &[0]);
+            for s in &states {
+                inputs.push(g.node(&scope, "Slice", &[s, &starts, &ends, &axes], vec![]));
+            }
         }
         while inputs.last().is_some_and(String::is_empty) {
             inputs.pop();
