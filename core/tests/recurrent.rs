@@ -144,5 +144,8 @@ fn a_recurrent_layer_in_a_sequential_or_an_unpacked_tuple_is_a_clear_error() {
     let mut model = Model::from_graph_spec(&spec, 0).unwrap();
     let ids = Tensor::zeros(IxDyn(&[2, 6]));
     let e = model.predict(ids.view(), 2).unwrap_err().to_string();
-    assert!(e.contains("tuple") && e.contains("out, h = self.gru(x)"), "{e}");
+    assert!(
+        e.contains("tuple") && e.contains("out, h = self.gru(x)"),
+        "{e}"
+    );
 }

@@ -46,6 +46,32 @@ impl RnnCell {
         }
     }
 
+    /// A PyTorch `[G·H, …]` weight or `[G·H]` bias with its gate blocks in ONNX's order.
+    pub fn to_onnx_gates(self, w: &Tensor) -> Tensor {
+        self.regroup(w, self.onnx_gate_order())
+    }
+
+    /// An ONNX gate-blocked weight or bias (one direction's `W`, `R`, or half of `B`) in PyTorch's
+    /// order: what an importer hands to [`Tape::rnn`].
+    pub fn from_onnx_gates(self, w: &Tensor) -> Tensor {
+        let order = self.onnx_gate_order();
+        let mut inverse = vec![0; order.len()];
+        for (k, &o) in order.iter().enumerate() {
+            inverse[o] = k;
+        }
+        self.regroup(w, &inverse)
+    }
+
+    /// Block `k` of the result is block `order[k]` of `w` (blocks of `rows / gates` along axis 0).
+    fn regroup(self, w: &Tensor, order: &[usize]) -> Tensor {
+        let h = w.shape()[0] / self.gates();
+        let blocks: Vec<_> = order
+            .iter()
+            .map(|&k| w.slice_axis(Axis(0), (k * h..(k + 1) * h).into()))
+            .collect();
+        ndarray::concatenate(Axis(0), &blocks).expect("blocks of one tensor")
+    }
+
     /// `"GRU"` or `"LSTM"`, PyTorch's class names (used in error messages).
     pub fn name(self) -> &'static str {
         match self {
@@ -370,8 +396,8 @@ fn backward_direction(
         }
         // ∂h_{t-1} += ∂(hidden-side pre-activations) · W_hh
         let src = if gru { &dgh } else { &dgi };
-        let rows = ArrayView2::from_shape((b, gh_w), &src[t * b * gh_w..(t + 1) * b * gh_w])
-            .expect("B×G");
+        let rows =
+            ArrayView2::from_shape((b, gh_w), &src[t * b * gh_w..(t + 1) * b * gh_w]).expect("B×G");
         let mut dpv = ArrayViewMut2::from_shape((b, h), &mut dh_prev).expect("B×H");
         gemm(1.0, &rows, &w.w_hh, 1.0, &mut dpv);
         std::mem::swap(&mut dh, &mut dh_prev);
@@ -427,12 +453,9 @@ fn dir_part(s: &Option<Tensor>, d: usize, len: usize) -> Option<&[f32]> {
         .map(|s| &s.as_slice().expect("standard")[d * len..(d + 1) * len])
 }
 
-fn standard(t: &Tensor) -> Tensor {
-    if t.is_standard_layout() {
-        t.clone()
-    } else {
-        t.as_standard_layout().into_owned()
-    }
+/// `t` in row-major order, borrowed when it already is (no copy on the common path).
+fn standard(t: &Tensor) -> ndarray::CowArray<'_, f32, IxDyn> {
+    t.as_standard_layout()
 }
 
 impl Tape {
@@ -520,7 +543,9 @@ impl Tape {
             }
             let take = |t: &mut Tape, s: Option<Var>| -> Result<Option<Var>> {
                 match s {
-                    Some(s) if cfg.num_layers > 1 => Ok(Some(t.slice(s, 0, l * dirs, (l + 1) * dirs)?)),
+                    Some(s) if cfg.num_layers > 1 => {
+                        Ok(Some(t.slice(s, 0, l * dirs, (l + 1) * dirs)?))
+                    }
                     other => Ok(other),
                 }
             };
@@ -596,7 +621,7 @@ impl Tape {
             .expect("T·B×I");
         let states: Vec<Option<Tensor>> = [slots.h0, slots.c0]
             .iter()
-            .map(|s| s.map(|k| standard(self.value(inputs[k]))))
+            .map(|s| s.map(|k| standard(self.value(inputs[k])).into_owned()))
             .collect();
         let mut out = vec![0.0f32; t_len * b * n.width];
         let mut h_n = Vec::with_capacity(dirs * b * hidden);
@@ -622,7 +647,8 @@ impl Tape {
                 caches.push(cache);
             }
         }
-        let state = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[dirs, b, hidden]), v).expect("D×B×H");
+        let state =
+            |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[dirs, b, hidden]), v).expect("D×B×H");
         let mut values = vec![
             ArrayD::from_shape_vec(IxDyn(&[t_len, b, n.width]), out).expect("T×B×DH"),
             state(h_n),
@@ -638,14 +664,14 @@ impl Tape {
 }
 
 /// Backward of one layer node: every direction through time, gradients in the node's input order.
-fn rnn_layer_backward(
+fn rnn_layer_backward<'a>(
     c: &super::tape::BackwardCtx,
     n: Dims,
     dirs: usize,
     slots: Slots,
     caches: &[DirCache],
-    outs: &[ArrayViewD<f32>],
-    grads: &[ArrayViewD<f32>],
+    outs: &[ArrayViewD<'a, f32>],
+    grads: &[ArrayViewD<'a, f32>],
 ) -> Vec<Option<Tensor>> {
     let (t_len, b, h) = (n.steps, n.batch, n.hidden);
     let xs = standard(c.input(0));
@@ -654,18 +680,21 @@ fn rnn_layer_backward(
         .expect("T·B×I");
     let states: Vec<Option<Tensor>> = [slots.h0, slots.c0]
         .iter()
-        .map(|s| s.map(|k| standard(c.input(k))))
+        .map(|s| s.map(|k| standard(c.input(k)).into_owned()))
         .collect();
-    let slice = |v: &ArrayViewD<f32>| v.as_slice().expect("packed parts are contiguous").to_vec();
-    let out = slice(&outs[0]);
-    let dout = slice(&grads[0]);
-    let dh_n = slice(&grads[1]);
+    let part = |v: &ArrayViewD<'a, f32>| v.to_slice().expect("packed parts are contiguous");
+    let out = part(&outs[0]);
+    let dout = part(&grads[0]);
+    let dh_n = part(&grads[1]);
+    let no_dc = vec![0.0; if grads.len() > 2 { 0 } else { dirs * b * h }];
     let dc_n = if grads.len() > 2 {
-        slice(&grads[2])
+        part(&grads[2])
     } else {
-        vec![0.0; dirs * b * h]
+        &no_dc
     };
-    let mut dx = c.needs(0).then(|| Array2::<f32>::zeros((t_len * b, i_size)));
+    let mut dx = c
+        .needs(0)
+        .then(|| Array2::<f32>::zeros((t_len * b, i_size)));
     let mut result: Vec<Option<Tensor>> = vec![None; c.inputs_len()];
     let (mut dh0, mut dc0) = (Vec::new(), Vec::new());
     let get = |k: usize| c.input(k);
@@ -679,10 +708,10 @@ fn rnn_layer_backward(
             part(&states[0]),
             part(&states[1]),
             d == 1,
-            &out,
+            out,
             d * h,
             cache,
-            &dout,
+            dout,
             &dh_n[d * b * h..(d + 1) * b * h],
             &dc_n[d * b * h..(d + 1) * b * h],
             dx.as_mut(),
@@ -739,7 +768,9 @@ mod tests {
             _ => (Some(v[1 + nw]), Some(v[2 + nw])),
         };
         let o = t.rnn(cfg, v[0], &v[1..1 + nw], h0, c0).unwrap();
-        let mut parts = vec![t.reshape(o.output, &[t.shape(o.output).iter().product()]).unwrap()];
+        let mut parts = vec![t
+            .reshape(o.output, &[t.shape(o.output).iter().product()])
+            .unwrap()];
         for s in [Some(o.h_n), o.c_n].into_iter().flatten() {
             let n = t.shape(s).iter().product();
             parts.push(t.reshape(s, &[n]).unwrap());
@@ -752,7 +783,11 @@ mod tests {
         s.extend(cfg.weights().into_iter().map(|(_, s)| s));
         let batch = if cfg.batch_first { x[0] } else { x[1] };
         for _ in 0..states {
-            s.push(vec![cfg.num_layers * cfg.directions(), batch, cfg.hidden_size]);
+            s.push(vec![
+                cfg.num_layers * cfg.directions(),
+                batch,
+                cfg.hidden_size,
+            ]);
         }
         s
     }
@@ -783,7 +818,8 @@ mod tests {
         c.hidden_size = 1;
         let mut t = Tape::inference();
         let x = t.constant(Tensor::from_elem(IxDyn(&[1, 1, 1]), 1.0));
-        let w_ih = t.constant(ArrayD::from_shape_vec(IxDyn(&[3, 1]), vec![0.5, -0.5, 1.0]).unwrap());
+        let w_ih =
+            t.constant(ArrayD::from_shape_vec(IxDyn(&[3, 1]), vec![0.5, -0.5, 1.0]).unwrap());
         let w_hh = t.constant(Tensor::zeros(IxDyn(&[3, 1])));
         let o = t.rnn(&c, x, &[w_ih, w_hh], None, None).unwrap();
         // h0 = 0: n = tanh(1), z = σ(-0.5), h = (1 - z) n
@@ -791,6 +827,22 @@ mod tests {
         let want = (1.0 - z) * 1.0f32.tanh();
         assert!((t.value(o.h_n)[[0, 0, 0]] - want).abs() < 1e-6);
         assert_eq!(t.value(o.output)[[0, 0, 0]], t.value(o.h_n)[[0, 0, 0]]);
+    }
+
+    #[test]
+    fn onnx_gate_blocks_round_trip() {
+        for cell in [RnnCell::Gru, RnnCell::Lstm] {
+            let g = cell.gates();
+            let w = Tensor::from_shape_fn(IxDyn(&[g * 2, 3]), |ix| (ix[0] * 10 + ix[1]) as f32);
+            let onnx = cell.to_onnx_gates(&w);
+            // GRU: ONNX block 0 is z, PyTorch's block 1; LSTM: ONNX block 1 is o, PyTorch's block 3
+            let first = if cell == RnnCell::Gru { 1 } else { 0 };
+            assert_eq!(onnx[[0, 0]], w[[first * 2, 0]]);
+            if cell == RnnCell::Lstm {
+                assert_eq!(onnx[[2, 1]], w[[6, 1]]);
+            }
+            assert_eq!(cell.from_onnx_gates(&onnx), w);
+        }
     }
 
     #[test]

@@ -51,7 +51,11 @@ struct Node {
 }
 
 /// The parts of a packed multi-output value (see [`Tape::push_multi`]).
-fn split<'a>(flat: &'a [f32], shapes: &[Vec<usize>], offsets: &[usize]) -> Vec<ArrayViewD<'a, f32>> {
+fn split<'a>(
+    flat: &'a [f32],
+    shapes: &[Vec<usize>],
+    offsets: &[usize],
+) -> Vec<ArrayViewD<'a, f32>> {
     shapes
         .iter()
         .enumerate()
@@ -193,9 +197,16 @@ impl Tape {
             inputs,
             move |c, g| {
                 let g = g.as_standard_layout();
-                let out = c.output().as_slice().expect("packed outputs are contiguous");
+                let out = c
+                    .output()
+                    .as_slice()
+                    .expect("packed outputs are contiguous");
                 let g = g.as_slice().expect("standard layout");
-                backward(c, &split(out, &shapes_b, &offsets_b), &split(g, &shapes_b, &offsets_b))
+                backward(
+                    c,
+                    &split(out, &shapes_b, &offsets_b),
+                    &split(g, &shapes_b, &offsets_b),
+                )
             },
         );
         values
@@ -208,7 +219,9 @@ impl Tape {
                     for (d, s) in full[start..end].iter_mut().zip(g.iter()) {
                         *d = *s;
                     }
-                    vec![Some(ArrayD::from_shape_vec(IxDyn(&[total]), full).expect("flat"))]
+                    vec![Some(
+                        ArrayD::from_shape_vec(IxDyn(&[total]), full).expect("flat"),
+                    )]
                 })
             })
             .collect()

@@ -335,10 +335,7 @@ pub fn run_node(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Value]) -> R
             };
             match parts.get(*index) {
                 Some(&v) => Ok(Value::One(v)),
-                None => value_err!(
-                    "Item {index}: the tuple has {} elements",
-                    parts.len()
-                ),
+                None => value_err!("Item {index}: the tuple has {} elements", parts.len()),
             }
         }
         Op::Call { module } => {

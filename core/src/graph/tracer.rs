@@ -52,9 +52,9 @@ impl Tracer {
         for ((t, vals), b) in self.runs.iter_mut().zip(TRACE_BATCH) {
             let mut shape = vec![b];
             shape.extend(per_sample);
-            vals.push(Value::One(t.constant(crate::Tensor::zeros(
-                ndarray::IxDyn(&shape),
-            ))));
+            vals.push(Value::One(
+                t.constant(crate::Tensor::zeros(ndarray::IxDyn(&shape))),
+            ));
         }
         Ok(self.runs[0].1.len() - 1)
     }

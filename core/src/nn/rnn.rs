@@ -120,7 +120,13 @@ impl Module for Recurrent {
             value_err!("LSTM: the initial state is a pair (h0, c0), got h0 alone");
         }
         let ws: Vec<Var> = self.weights.iter_mut().map(|(_, p)| p.bind(t)).collect();
-        let o = t.rnn(&self.cfg, xs[0], &ws, xs.get(1).copied(), xs.get(2).copied())?;
+        let o = t.rnn(
+            &self.cfg,
+            xs[0],
+            &ws,
+            xs.get(1).copied(),
+            xs.get(2).copied(),
+        )?;
         let mut out = vec![o.output, o.h_n];
         out.extend(o.c_n);
         Ok(out)
@@ -131,7 +137,10 @@ impl Module for Recurrent {
     }
 
     fn tensors_mut(&mut self) -> Vec<(String, &mut Param)> {
-        self.weights.iter_mut().map(|(n, p)| (n.clone(), p)).collect()
+        self.weights
+            .iter_mut()
+            .map(|(n, p)| (n.clone(), p))
+            .collect()
     }
 
     fn spec(&self) -> LayerSpec {

@@ -838,7 +838,11 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
                 .get(&node.inputs[0])
                 .and_then(|names| names.get(*index))
                 .cloned()
-                .ok_or_else(|| KilnError::onnx(format!("export: node {k} reads item {index} of a value that has none")))?,
+                .ok_or_else(|| {
+                    KilnError::onnx(format!(
+                        "export: node {k} reads item {index} of a value that has none"
+                    ))
+                })?,
             GraphOp::Call { module } => {
                 let spec = model
                     .net

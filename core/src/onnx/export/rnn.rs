@@ -10,17 +10,6 @@ use crate::nn::Param;
 use crate::onnx::pb::{attribute_proto::AttributeType, AttributeProto, NodeProto};
 use crate::{KilnError, Result};
 
-/// PyTorch's `[G·H, …]` weight (or `[G·H]` bias) with its gate blocks in ONNX's order.
-fn reorder(cell: RnnCell, w: &Tensor) -> Tensor {
-    let h = w.shape()[0] / cell.gates();
-    let blocks: Vec<_> = cell
-        .onnx_gate_order()
-        .iter()
-        .map(|&k| w.slice_axis(Axis(0), (k * h..(k + 1) * h).into()))
-        .collect();
-    ndarray::concatenate(Axis(0), &blocks).expect("blocks of one tensor")
-}
-
 /// Stack the directions' tensors on a new first axis: ONNX's `[num_directions, …]`.
 fn stack(ts: &[Tensor]) -> Tensor {
     let views: Vec<_> = ts.iter().map(|t| t.view()).collect();
@@ -48,7 +37,12 @@ pub(super) fn emit_rnn(
     let op = cell.name();
     let mut x = g.float(&xs[0]);
     if cfg.batch_first {
-        x = g.node(&scope, "Transpose", &[&x], vec![attr_ints("perm", &[1, 0, 2])]);
+        x = g.node(
+            &scope,
+            "Transpose",
+            &[&x],
+            vec![attr_ints("perm", &[1, 0, 2])],
+        );
     }
     let mut states: Vec<String> = xs[1..].iter().map(|s| g.float(s)).collect();
     // Zero initial states are spelled out (ConstantOfShape of [D, batch, H]): tract needs them
@@ -60,7 +54,12 @@ pub(super) fn emit_rnn(
         let batch = g.node(&scope, "Slice", &[&shape, &starts, &ends], vec![]);
         let d = g.constant_i64(format!("{scope}/directions"), &[dirs as i64]);
         let hs = g.constant_i64(format!("{scope}/hidden"), &[hid as i64]);
-        let dims = g.node(&scope, "Concat", &[&d, &batch, &hs], vec![attr_int("axis", 0)]);
+        let dims = g.node(
+            &scope,
+            "Concat",
+            &[&d, &batch, &hs],
+            vec![attr_int("axis", 0)],
+        );
         let zero = AttributeProto {
             name: "value".into(),
             r#type: AttributeType::Tensor as i32,
@@ -79,11 +78,11 @@ pub(super) fn emit_rnn(
         let mut r = Vec::new();
         let mut b = Vec::new();
         for d in 0..dirs {
-            w.push(reorder(cell, t(&format!("weight_ih_l{l}{}", sfx(d)))?));
-            r.push(reorder(cell, t(&format!("weight_hh_l{l}{}", sfx(d)))?));
+            w.push(cell.to_onnx_gates(t(&format!("weight_ih_l{l}{}", sfx(d)))?));
+            r.push(cell.to_onnx_gates(t(&format!("weight_hh_l{l}{}", sfx(d)))?));
             if cfg.bias {
-                let bi = reorder(cell, t(&format!("bias_ih_l{l}{}", sfx(d)))?);
-                let bh = reorder(cell, t(&format!("bias_hh_l{l}{}", sfx(d)))?);
+                let bi = cell.to_onnx_gates(t(&format!("bias_ih_l{l}{}", sfx(d)))?);
+                let bh = cell.to_onnx_gates(t(&format!("bias_hh_l{l}{}", sfx(d)))?);
                 b.push(ndarray::concatenate(Axis(0), &[bi.view(), bh.view()]).expect("1-D"));
             }
         }
@@ -122,7 +121,11 @@ pub(super) fn emit_rnn(
             attr_int("hidden_size", hid as i64),
             attr_str(
                 "direction",
-                if dirs == 2 { "bidirectional" } else { "forward" },
+                if dirs == 2 {
+                    "bidirectional"
+                } else {
+                    "forward"
+                },
             ),
         ];
         if cell == RnnCell::Gru {
@@ -143,7 +146,12 @@ pub(super) fn emit_rnn(
             ..Default::default()
         });
         // Y [T, D, B, H] → [T, B, D·H]: the next layer's input and the layer's output
-        let tb = g.node(&scope, "Transpose", &[&outs[0]], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let tb = g.node(
+            &scope,
+            "Transpose",
+            &[&outs[0]],
+            vec![attr_ints("perm", &[0, 2, 1, 3])],
+        );
         let shape = format!("{scope}/l{l}_shape");
         g.initializers.push(i64_tensor(&shape, &[0, 0, -1]));
         x = g.node(&scope, "Reshape", &[&tb, &shape], vec![]);
@@ -152,7 +160,12 @@ pub(super) fn emit_rnn(
         }
     }
     let output = if cfg.batch_first {
-        g.node(&scope, "Transpose", &[&x], vec![attr_ints("perm", &[1, 0, 2])])
+        g.node(
+            &scope,
+            "Transpose",
+            &[&x],
+            vec![attr_ints("perm", &[1, 0, 2])],
+        )
     } else {
         x
     };
