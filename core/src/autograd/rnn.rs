@@ -463,11 +463,30 @@ impl Tape {
     ///
     /// `weights` are the parameters in [`RnnConfig::weights`] order (PyTorch's state-dict order:
     /// `weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, weight_ih_l0_reverse, …`); `h0` (and for
-    /// LSTM `c0`) the initial states, zeros when `None`.
+    /// LSTM `c0`) the initial states, zeros when `None`. Dropout between layers acts only on a
+    /// training tape. Every input may be a constant (inference) or want a gradient (training).
     ///
     /// # Shapes
     /// `x: [batch, seq, input_size]` (`batch_first`) or `[seq, batch, input_size]`;
     /// `h0, c0: [num_layers · D, batch, hidden]` → [`RnnOutput`].
+    ///
+    /// ```
+    /// use kiln_core::autograd::{RnnCell, RnnConfig};
+    /// use kiln_core::{Tape, Tensor};
+    ///
+    /// let cfg = RnnConfig {
+    ///     cell: RnnCell::Gru, input_size: 3, hidden_size: 4, num_layers: 1, bias: true,
+    ///     batch_first: true, dropout: 0.0, bidirectional: true,
+    /// };
+    /// let mut t = Tape::inference();
+    /// let weights: Vec<_> = cfg.weights().into_iter()          // weight_ih_l0 [12, 3], …, bias_hh_l0_reverse [12]
+    ///     .map(|(_, shape)| t.constant(Tensor::from_elem(shape, 0.1)))
+    ///     .collect();
+    /// let x = t.constant(Tensor::zeros(vec![2, 5, 3]));        // [batch, seq, input_size]
+    /// let out = t.rnn(&cfg, x, &weights, None, None).unwrap();
+    /// assert_eq!(t.shape(out.output), [2, 5, 8]);              // both directions' states, per step
+    /// assert_eq!(t.shape(out.h_n), [2, 2, 4]);                 // [num_layers · 2, batch, hidden]
+    /// ```
     pub fn rnn(
         &mut self,
         cfg: &RnnConfig,
@@ -827,6 +846,30 @@ mod tests {
         let want = (1.0 - z) * 1.0f32.tanh();
         assert!((t.value(o.h_n)[[0, 0, 0]] - want).abs() < 1e-6);
         assert_eq!(t.value(o.output)[[0, 0, 0]], t.value(o.h_n)[[0, 0, 0]]);
+    }
+
+    #[test]
+    fn dropout_between_layers_acts_in_training_only() {
+        let mut c = cfg(RnnCell::Lstm, 2, false, true);
+        c.dropout = 0.5;
+        let run = |training: bool, dropout: f32| {
+            let mut c = c.clone();
+            c.dropout = dropout;
+            let mut t = Tape::new(training, 1);
+            let s = shapes(&c, &[2, 4, 3], 0);
+            let vars: Vec<Var> = super::super::gradcheck::random_inputs(
+                &s.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                3,
+            )
+            .into_iter()
+            .map(|v| t.constant(v))
+            .collect();
+            let o = t.rnn(&c, vars[0], &vars[1..], None, None).unwrap();
+            t.value(o.output).clone()
+        };
+        assert_eq!(run(false, 0.5), run(false, 0.0));
+        assert_eq!(run(true, 0.0), run(false, 0.0));
+        assert_ne!(run(true, 0.5), run(false, 0.5));
     }
 
     #[test]
