@@ -53,6 +53,21 @@ const CHAR_GRU: &str = r#"{
   }
 }"#;
 
+/// A bias-free bidirectional LSTM without initial states, its sequence as the output.
+const PLAIN_LSTM: &str = r#"{
+  "modules": [
+    {"name": "lstm", "spec": {"type": "LSTM", "input_size": 3, "hidden_size": 4, "bias": false, "batch_first": true, "bidirectional": true}}
+  ],
+  "graph": {
+    "inputs": [{"name": "x", "shape": [5, 3]}],
+    "nodes": [
+      {"op": {"Call": {"module": "lstm"}}, "inputs": [0]},
+      {"op": {"Item": {"index": 0}}, "inputs": [1]}
+    ],
+    "outputs": [2]
+  }
+}"#;
+
 fn inputs_of(model: &Model, batch: usize, seed: u64) -> Vec<Tensor> {
     model
         .inputs()
@@ -129,6 +144,11 @@ fn time_major_lstm_with_initial_states_exports_and_round_trips() {
 #[test]
 fn char_gru_over_an_embedding_returning_its_sequence_exports() {
     check(&serde_json::from_str(CHAR_GRU).unwrap());
+}
+
+#[test]
+fn bias_free_lstm_without_states_exports() {
+    check(&serde_json::from_str(PLAIN_LSTM).unwrap());
 }
 
 #[test]

@@ -129,9 +129,17 @@ def _inputs(model: nn.Module, batch: int, rng) -> np.ndarray:
     return rng.standard_normal((batch, 5, 3)).astype(np.float32)
 
 
-@pytest.mark.parametrize("cls", [GRUNet, LSTMNet, CharClassifier])
-def test_exports_agree_with_onnxruntime_tract_and_predict(cls, rng, tmp_path):
-    model = CharClassifier(10, 3) if cls is CharClassifier else cls()
+MODELS = {
+    "gru-h0": GRUNet,
+    "lstm-h0-c0": LSTMNet,
+    "char-gru": lambda: CharClassifier(10, 3),
+    "char-lstm": lambda: CharClassifier(10, 3, "LSTM"),  # zero initial states, spelled out in the file
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_exports_agree_with_onnxruntime_tract_and_predict(name, rng, tmp_path):
+    model = MODELS[name]()
     model.predict(_inputs(model, 2, rng))  # traced
     data = model.export_onnx()
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)

@@ -45,14 +45,17 @@ pub(super) fn emit_rnn(
         );
     }
     let mut states: Vec<String> = xs[1..].iter().map(|s| g.float(s)).collect();
-    // Zero initial states are spelled out (ConstantOfShape of [D, batch, H]): tract needs them
-    // to run a symbolic batch.
-    let zeros = if states.is_empty() {
+    // Zero initial states are spelled out, ConstantOfShape of [D, batch, H] (tract needs them to
+    // run a symbolic batch). An LSTM's h0 and c0 are two slices of one [2·D, batch, H]: tract
+    // mis-runs a bidirectional LSTM whose h0 and c0 are the same value (or two equal constants).
+    let given = !states.is_empty();
+    if !given {
+        let count = cell.gates() - 2;
         let shape = g.node(&scope, "Shape", &[&x], vec![]);
         let starts = g.constant_i64(format!("{scope}/batch_starts"), &[1]);
         let ends = g.constant_i64(format!("{scope}/batch_ends"), &[2]);
         let batch = g.node(&scope, "Slice", &[&shape, &starts, &ends], vec![]);
-        let d = g.constant_i64(format!("{scope}/directions"), &[dirs as i64]);
+        let d = g.constant_i64(format!("{scope}/states"), &[(count * dirs) as i64]);
         let hs = g.constant_i64(format!("{scope}/hidden"), &[hid as i64]);
         let dims = g.node(
             &scope,
@@ -66,10 +69,22 @@ pub(super) fn emit_rnn(
             t: Some(f32_tensor("", &Tensor::zeros(ndarray::IxDyn(&[1])))),
             ..Default::default()
         };
-        Some(g.node(&scope, "ConstantOfShape", &[&dims], vec![zero]))
-    } else {
-        None
-    };
+        let zeros = g.node(&scope, "ConstantOfShape", &[&dims], vec![zero]);
+        states = if count == 1 {
+            vec![zeros]
+        } else {
+            let axes = g.constant_i64(format!("{scope}/zeros_axes"), &[0]);
+            (0..count)
+                .map(|k| {
+                    let s =
+                        g.constant_i64(format!("{scope}/zeros{k}_starts"), &[(k * dirs) as i64]);
+                    let e = g
+                        .constant_i64(format!("{scope}/zeros{k}_ends"), &[((k + 1) * dirs) as i64]);
+                    g.node(&scope, "Slice", &[&zeros, &s, &e, &axes], vec![])
+                })
+                .collect()
+        };
+    }
     // every layer's final states, concatenated at the end: h_n (and c_n)
     let mut finals: Vec<Vec<String>> = vec![Vec::new(); cell.gates() - 2];
     for l in 0..cfg.num_layers {
@@ -100,10 +115,7 @@ pub(super) fn emit_rnn(
             String::new()
         });
         inputs.push(String::new()); // sequence_lens: every sequence runs to the end
-        if let Some(z) = &zeros {
-            states = vec![z.clone(); cell.gates() - 2];
-        }
-        if cfg.num_layers == 1 || zeros.is_some() {
+        if cfg.num_layers == 1 || !given {
             inputs.extend(states.iter().cloned());
         } else {
             // this layer's rows of the given [num_layers · D, batch, H] states
