@@ -616,15 +616,12 @@ impl Tape {
                 inputs.len() - 1
             })
         };
+        let (h0, c0) = (slot(h0, &mut inputs), slot(c0, &mut inputs));
         let slots = Slots {
-            h0: slot(h0, &mut inputs),
-            c0: slot(c0, &mut inputs),
-            weights: 0,
-            per_dir: ws.len() / dirs,
-        };
-        let slots = Slots {
+            h0,
+            c0,
             weights: inputs.len(),
-            ..slots
+            per_dir: ws.len() / dirs,
         };
         inputs.extend(ws);
         let xs = standard(self.value(x));
