@@ -188,6 +188,12 @@ struct DirCache {
     extra: Vec<f32>,
 }
 
+/// `tanh` through one `exp` (`2σ(2x) − 1`): the libm `tanhf` (via `expm1f`) was a quarter of a
+/// char-GRU's training time; this one is within 3e-7 of it, absolutely (a few float32 roundings).
+fn tanh(x: f32) -> f32 {
+    2.0 * sigmoid(2.0 * x) - 1.0
+}
+
 /// The step order of a direction.
 fn step_time(s: usize, steps: usize, reverse: bool) -> usize {
     if reverse {
@@ -255,7 +261,7 @@ fn forward_direction(
                         let r = sigmoid(g[j] + bias_x[j] + r_h[j]);
                         let z = sigmoid(g[h + j] + bias_x[h + j] + r_h[h + j]);
                         let ghn = r_h[2 * h + j] + bias_hn[j];
-                        let nn = (g[2 * h + j] + bias_x[2 * h + j] + r * ghn).tanh();
+                        let nn = tanh(g[2 * h + j] + bias_x[2 * h + j] + r * ghn);
                         let hn = (1.0 - z) * nn + z * hrow[j];
                         g[j] = r;
                         g[h + j] = z;
@@ -270,10 +276,10 @@ fn forward_direction(
                     for j in 0..h {
                         let i = sigmoid(g[j] + bias_x[j] + r_h[j]);
                         let f = sigmoid(g[h + j] + bias_x[h + j] + r_h[h + j]);
-                        let gg = (g[2 * h + j] + bias_x[2 * h + j] + r_h[2 * h + j]).tanh();
+                        let gg = tanh(g[2 * h + j] + bias_x[2 * h + j] + r_h[2 * h + j]);
                         let og = sigmoid(g[3 * h + j] + bias_x[3 * h + j] + r_h[3 * h + j]);
                         let c = f * crow[j] + i * gg;
-                        let hn = og * c.tanh();
+                        let hn = og * tanh(c);
                         g[j] = i;
                         g[h + j] = f;
                         g[2 * h + j] = gg;
@@ -383,7 +389,7 @@ fn backward_direction(
                         (None, None) => 0.0,
                     };
                     let d = dhr[j] + go[j];
-                    let tc = c.tanh();
+                    let tc = tanh(c);
                     let dcj = dcr[j] + d * o * (1.0 - tc * tc);
                     dgi_r[j] = dcj * gg * i * (1.0 - i);
                     dgi_r[h + j] = dcj * c_prev * f * (1.0 - f);
@@ -843,6 +849,14 @@ mod tests {
         let want = (1.0 - z) * 1.0f32.tanh();
         assert!((t.value(o.h_n)[[0, 0, 0]] - want).abs() < 1e-6);
         assert_eq!(t.value(o.output)[[0, 0, 0]], t.value(o.h_n)[[0, 0, 0]]);
+    }
+
+    #[test]
+    fn tanh_through_sigmoid_is_within_3e7_of_libm() {
+        for i in -2000..=2000 {
+            let x = i as f32 / 100.0;
+            assert!((tanh(x) - x.tanh()).abs() < 3e-7, "{x}");
+        }
     }
 
     #[test]
