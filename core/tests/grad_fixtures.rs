@@ -1,4 +1,5 @@
-//! Gradients agree with PyTorch: one train-mode forward/backward of an MLP and two CNNs against the
+//! Gradients agree with PyTorch: one train-mode forward/backward of an MLP, two CNNs, graph models
+//! (residual, two inputs, two outputs) and recurrent models (GRU, LSTM) against the
 //! float64 PyTorch reference in tests/fixtures/grad (made by make_grad_fixtures.py; see its README).
 //! Tolerance per tensor, as the README argues: max|kiln - ref| <= 1e-5 · max|ref| + 1e-6.
 
@@ -213,6 +214,18 @@ fn two_inputs_with_embedding_and_concat_match_pytorch() {
 #[test]
 fn two_outputs_with_a_summed_loss_match_pytorch() {
     check_graph("two_outputs");
+}
+
+/// The initial state comes from a Linear of the input, so that Linear's gradients check ∂h0;
+/// the weights load under PyTorch's own state-dict names (`gru.weight_ih_l0_reverse`, …).
+#[test]
+fn bidirectional_two_layer_gru_with_initial_state_matches_pytorch() {
+    check_graph("gru");
+}
+
+#[test]
+fn bidirectional_two_layer_time_major_lstm_with_initial_states_matches_pytorch() {
+    check_graph("lstm");
 }
 
 #[test]

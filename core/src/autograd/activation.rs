@@ -19,7 +19,7 @@ pub enum GeluApprox {
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 
-fn sigmoid(x: f32) -> f32 {
+pub(super) fn sigmoid(x: f32) -> f32 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

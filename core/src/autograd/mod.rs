@@ -10,6 +10,7 @@ mod elementwise;
 mod linalg;
 mod loss;
 mod norm;
+mod rnn;
 mod shape;
 mod tape;
 
@@ -21,4 +22,5 @@ pub use conv::Window;
 pub use elementwise::{broadcast_shape, sum_to};
 pub use linalg::{gemm, matmul2d};
 pub use norm::BatchStats;
+pub use rnn::{RnnCell, RnnConfig, RnnOutput};
 pub use tape::{BackwardCtx, Tape, Tensor, Var};

@@ -1,7 +1,7 @@
 //! The tape: every op appends a node holding its value and, when a gradient is wanted, the rule that
 //! turns the output's gradient into its inputs' gradients. `backward` walks the tape once in reverse.
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -48,6 +48,22 @@ struct Node {
     inputs: Vec<Var>,
     backward: Option<BackwardFn>,
     requires_grad: bool,
+}
+
+/// The parts of a packed multi-output value (see [`Tape::push_multi`]).
+fn split<'a>(
+    flat: &'a [f32],
+    shapes: &[Vec<usize>],
+    offsets: &[usize],
+) -> Vec<ArrayViewD<'a, f32>> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            ArrayViewD::from_shape(IxDyn(s), &flat[offsets[k]..offsets[k + 1]])
+                .expect("a part of the packed outputs")
+        })
+        .collect()
 }
 
 /// A recording of one forward pass. Create one per step; it owns every intermediate value.
@@ -152,6 +168,63 @@ impl Tape {
             requires_grad,
         });
         Var(self.nodes.len() - 1)
+    }
+
+    /// Record an op with several outputs (a recurrent layer's sequence and final states). The tape
+    /// keeps one node holding the outputs packed end to end, and one small node per output that
+    /// reads its part; `backward` receives every output's gradient (zeros where an output was unused)
+    /// and the outputs' values, and returns one gradient per input.
+    pub fn push_multi<F>(&mut self, values: Vec<Tensor>, inputs: &[Var], backward: F) -> Vec<Var>
+    where
+        F: Fn(&BackwardCtx, &[ArrayViewD<f32>], &[ArrayViewD<f32>]) -> Vec<Option<Tensor>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
+        let mut offsets = vec![0];
+        for v in &values {
+            offsets.push(offsets.last().expect("starts at 0") + v.len());
+        }
+        let total = offsets[values.len()];
+        let mut packed = Vec::with_capacity(total);
+        for v in &values {
+            packed.extend(v.iter().copied());
+        }
+        let (shapes_b, offsets_b) = (shapes.clone(), offsets.clone());
+        let whole = self.push(
+            ArrayD::from_shape_vec(IxDyn(&[total]), packed).expect("flat"),
+            inputs,
+            move |c, g| {
+                let g = g.as_standard_layout();
+                let out = c
+                    .output()
+                    .as_slice()
+                    .expect("packed outputs are contiguous");
+                let g = g.as_slice().expect("standard layout");
+                backward(
+                    c,
+                    &split(out, &shapes_b, &offsets_b),
+                    &split(g, &shapes_b, &offsets_b),
+                )
+            },
+        );
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| {
+                let (start, end) = (offsets[k], offsets[k + 1]);
+                self.push(v, &[whole], move |_, g| {
+                    let mut full = vec![0.0; total];
+                    for (d, s) in full[start..end].iter_mut().zip(g.iter()) {
+                        *d = *s;
+                    }
+                    vec![Some(
+                        ArrayD::from_shape_vec(IxDyn(&[total]), full).expect("flat"),
+                    )]
+                })
+            })
+            .collect()
     }
 
     /// Back-propagate from the scalar `loss` (gradient 1), filling every needed gradient.

@@ -76,9 +76,15 @@ pub enum Reduction {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[allow(missing_docs)] // the fields are PyTorch's arguments of the same name
 pub enum Op {
-    /// Run the module at this path (a layer such as `blocks.0.conv1`) on the one input.
+    /// Run the module at this path (a layer such as `blocks.0.conv1`) on its inputs (one for most
+    /// layers; a recurrent layer also takes its initial state). A module with several outputs
+    /// (`nn.GRU`: output and h_n) gives a tuple value, read through `Item`.
     Call {
         module: String,
+    },
+    /// One element of a tuple value (`out, h = self.gru(x)` is a `Call` and two `Item`s).
+    Item {
+        index: usize,
     },
     /// A parameter or buffer by state-dict name, as a value (`F.linear(x, self.weight)`).
     Param {
@@ -315,7 +321,59 @@ pub trait Scope {
     }
 }
 
-/// Run one node's op on the tape.
+/// A value of a running graph: one tensor, or the several a module returned (read through
+/// [`Op::Item`]). Only `Item` reads a tuple; a graph's outputs are single tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// One tensor on the tape.
+    One(Var),
+    /// A module's several outputs, in order.
+    Tuple(Vec<Var>),
+}
+
+impl Value {
+    /// The tensor, or a clear error for a tuple.
+    pub fn var(&self) -> Result<Var> {
+        match self {
+            Value::One(v) => Ok(*v),
+            Value::Tuple(vs) => value_err!(
+                "this value is a tuple of {} tensors (a module with several outputs, such as nn.GRU): unpack it first (`out, h = self.gru(x)`)",
+                vs.len()
+            ),
+        }
+    }
+}
+
+/// Run one node's op on the tape, on values that may be tuples: `Item` reads one, a module call
+/// may return one; every other op takes and gives single tensors.
+pub fn run_node(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Value]) -> Result<Value> {
+    match op {
+        Op::Item { index } => {
+            let [Value::Tuple(parts)] = xs else {
+                value_err!("Item reads one tuple value (a module's several outputs)");
+            };
+            match parts.get(*index) {
+                Some(&v) => Ok(Value::One(v)),
+                None => value_err!("Item {index}: the tuple has {} elements", parts.len()),
+            }
+        }
+        Op::Call { module } => {
+            let vars = xs.iter().map(Value::var).collect::<Result<Vec<_>>>()?;
+            let mut outs = scope.module(module)?.forward_multi(t, &vars)?;
+            Ok(if outs.len() == 1 {
+                Value::One(outs.remove(0))
+            } else {
+                Value::Tuple(outs)
+            })
+        }
+        _ => {
+            let vars = xs.iter().map(Value::var).collect::<Result<Vec<_>>>()?;
+            run_op(scope, t, op, &vars).map(Value::One)
+        }
+    }
+}
+
+/// Run one node's op on the tape (ops on single tensors; see [`run_node`] for tuples).
 pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Result<Var> {
     let arity = |n: usize| -> Result<()> {
         if xs.len() != n {
@@ -325,9 +383,9 @@ pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Resul
     };
     let rank = |t: &Tape, v: Var| t.shape(v).len();
     Ok(match op {
-        Op::Call { module } => {
-            arity(1)?;
-            scope.module(module)?.forward(t, xs[0])?
+        Op::Call { .. } | Op::Item { .. } => {
+            let vals: Vec<Value> = xs.iter().map(|&v| Value::One(v)).collect();
+            run_node(scope, t, op, &vals)?.var()?
         }
         Op::Param { name } => {
             arity(0)?;
@@ -597,13 +655,13 @@ pub fn run(scope: &mut dyn Scope, graph: &Graph, t: &mut Tape, inputs: &[Var]) -
             inputs.len()
         );
     }
-    let mut values: Vec<Var> = inputs.to_vec();
+    let mut values: Vec<Value> = inputs.iter().map(|&v| Value::One(v)).collect();
     for node in &graph.nodes {
-        let xs: Vec<Var> = node.inputs.iter().map(|&i| values[i]).collect();
-        let v = run_op(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
+        let xs: Vec<Value> = node.inputs.iter().map(|&i| values[i].clone()).collect();
+        let v = run_node(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
         values.push(v);
     }
-    Ok(graph.outputs.iter().map(|&o| values[o]).collect())
+    graph.outputs.iter().map(|&o| values[o].var()).collect()
 }
 
 impl Graph {
@@ -651,22 +709,28 @@ pub fn run_inference(
             inputs.len()
         );
     }
-    let mut values: Vec<Var> = inputs.to_vec();
+    let mut values: Vec<Value> = inputs.iter().map(|&v| Value::One(v)).collect();
     for (node, dead) in graph.nodes.iter().zip(last_uses) {
-        let xs: Vec<Var> = node.inputs.iter().map(|&i| values[i]).collect();
-        let v = run_op(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
+        let xs: Vec<Value> = node.inputs.iter().map(|&i| values[i].clone()).collect();
+        let v = run_node(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
         values.push(v);
         for &d in dead {
-            drop(t.take_value(values[d]));
+            match &values[d] {
+                Value::One(v) => drop(t.take_value(*v)),
+                // a tuple's parts may still be read through later Items: they are freed as
+                // those Items' values are
+                Value::Tuple(_) => {}
+            }
         }
     }
     let mut out = Vec::with_capacity(graph.outputs.len());
     for (k, &o) in graph.outputs.iter().enumerate() {
+        let v = values[o].var()?;
         // the same value returned twice is copied, not taken twice
         if graph.outputs[k + 1..].contains(&o) {
-            out.push(t.value(values[o]).clone());
+            out.push(t.value(v).clone());
         } else {
-            out.push(t.take_value(values[o]));
+            out.push(t.take_value(v));
         }
     }
     Ok(out)

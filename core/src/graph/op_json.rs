@@ -171,6 +171,12 @@ fn parse(v: &Value) -> Result<Op, String> {
             },
             &["module"],
         ),
+        "Item" => (
+            O::Item {
+                index: a.get("index")?,
+            },
+            &["index"],
+        ),
         "Param" => (
             O::Param {
                 name: a.get("name")?,
@@ -318,6 +324,7 @@ mod tests {
             Op::Call {
                 module: "blocks.0.conv1".into(),
             },
+            Op::Item { index: 1 },
             Op::Param {
                 name: "scale".into(),
             },

@@ -1,7 +1,7 @@
 //! Tracing: Python's `forward` (or any caller) records ops one by one into a [`Graph`].
 
-use super::{at_node, run_op, Graph, GraphInput, Node, Op, Scope};
-use crate::autograd::{Tape, Var};
+use super::{at_node, run_node, Graph, GraphInput, Node, Op, Scope, Value};
+use crate::autograd::Tape;
 use crate::{value_err, KilnError, Result};
 
 /// Records a graph op by op, running each op as it comes on zeros at two batch sizes: shapes and
@@ -10,7 +10,7 @@ use crate::{value_err, KilnError, Result};
 /// instead of silently baking one batch size into the graph.
 pub struct Tracer {
     graph: Graph,
-    runs: [(Tape, Vec<Var>); 2],
+    runs: [(Tape, Vec<Value>); 2],
 }
 
 /// The two batch sizes a trace runs at.
@@ -67,21 +67,32 @@ impl Tracer {
         });
         self.graph.validate_inputs()?;
         for ((t, vals), shape) in self.runs.iter_mut().zip(shapes) {
-            vals.push(t.constant(crate::Tensor::zeros(ndarray::IxDyn(&shape))));
+            vals.push(Value::One(
+                t.constant(crate::Tensor::zeros(ndarray::IxDyn(&shape))),
+            ));
         }
         Ok(self.runs[0].1.len() - 1)
     }
 
-    /// A value's shape in each of the two runs.
+    /// A value's shape in each of the two runs (empty for a tuple).
     pub fn run_shapes(&self, id: usize) -> [&[usize]; 2] {
-        [0, 1].map(|k| self.runs[k].0.shape(self.runs[k].1[id]))
+        [0, 1].map(|k| match &self.runs[k].1[id] {
+            Value::One(v) => self.runs[k].0.shape(*v),
+            Value::Tuple(_) => &[][..],
+        })
     }
 
     /// Drop a value's two copies once nothing more reads them (an import keeps a large model's
     /// trace to its live activations); reading it afterwards gives an empty tensor.
     pub fn release(&mut self, id: usize) {
         for (t, vals) in &mut self.runs {
-            drop(t.take_value(vals[id]));
+            let vars = match &vals[id] {
+                Value::One(v) => vec![*v],
+                Value::Tuple(vs) => vs.clone(),
+            };
+            for v in vars {
+                drop(t.take_value(v));
+            }
         }
     }
 
@@ -100,8 +111,8 @@ impl Tracer {
         let node = Node { op, inputs, line };
         let mut outs = [None, None];
         for (k, (t, vals)) in self.runs.iter_mut().enumerate() {
-            let xs: Vec<Var> = node.inputs.iter().map(|&i| vals[i]).collect();
-            let v = run_op(scope, t, &node.op, &xs).map_err(|e| {
+            let xs: Vec<Value> = node.inputs.iter().map(|&i| vals[i].clone()).collect();
+            let v = run_node(scope, t, &node.op, &xs).map_err(|e| {
                 if k == 1 {
                     KilnError::value(format!(
                         "{}: this works at one batch size but not at another ({e}); a size computed from x.shape[0] is fixed into the graph: pass x.shape[0] itself (or -1) instead",
@@ -120,10 +131,22 @@ impl Tracer {
         Ok(n)
     }
 
-    /// A value's shape, with `None` on the batch axes.
+    /// How many tensors a value holds when it is a tuple (a module's several outputs, read
+    /// through `Op::Item`); `None` for a single tensor.
+    pub fn tuple_len(&self, id: usize) -> Option<usize> {
+        match &self.runs[0].1[id] {
+            Value::Tuple(vs) => Some(vs.len()),
+            Value::One(_) => None,
+        }
+    }
+
+    /// A value's shape, with `None` on the batch axes (empty for a tuple).
     pub fn shape(&self, id: usize) -> Vec<Option<usize>> {
-        let a = self.runs[0].0.shape(self.runs[0].1[id]);
-        let b = self.runs[1].0.shape(self.runs[1].1[id]);
+        let (Value::One(a), Value::One(b)) = (&self.runs[0].1[id], &self.runs[1].1[id]) else {
+            return Vec::new();
+        };
+        let a = self.runs[0].0.shape(*a);
+        let b = self.runs[1].0.shape(*b);
         if a.len() != b.len() {
             return vec![None; a.len()];
         }
@@ -152,8 +175,9 @@ impl Tracer {
 
     fn check_batch_outputs(&self) -> Result<()> {
         for &o in &self.graph.outputs {
+            let v = self.runs[0].1[o].var()?;
             if self.shape(o).first() != Some(&None) {
-                value_err!("forward returns a value whose first axis is not the batch (shape {:?} at batch {}): every output needs one row per sample", self.runs[0].0.shape(self.runs[0].1[o]), TRACE_BATCH[0]);
+                value_err!("forward returns a value whose first axis is not the batch (shape {:?} at batch {}): every output needs one row per sample", self.runs[0].0.shape(v), TRACE_BATCH[0]);
             }
         }
         Ok(())

@@ -6,12 +6,14 @@
 
 mod layers;
 mod net;
+mod rnn;
 mod sequential;
 mod simple;
 mod spec;
 
 pub use layers::{BatchNorm, Conv, Embedding, LayerNorm, Linear};
 pub use net::{GraphSpec, NamedModule, NamedParam, Net};
+pub use rnn::{config_of as rnn_config, Recurrent};
 pub use sequential::Sequential;
 pub use simple::{Activation, Dropout, Flatten, Pool};
 pub use spec::LayerSpec;
@@ -96,6 +98,19 @@ impl Param {
 pub trait Module: Send + Sync {
     /// Run the layer on `x`, recording on `t` (whose `training` flag selects train or eval behaviour).
     fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var>;
+
+    /// Run on several inputs with several outputs: a recurrent layer takes `(x, h0)` and returns
+    /// `(output, h_n)`. Other layers take one input and return one value.
+    fn forward_multi(&mut self, t: &mut Tape, xs: &[Var]) -> Result<Vec<Var>> {
+        match xs {
+            [x] => Ok(vec![self.forward(t, *x)?]),
+            _ => crate::value_err!(
+                "{} takes one input, got {}",
+                self.spec().type_name(),
+                xs.len()
+            ),
+        }
+    }
 
     /// The layer's tensors with their state-dict names (`"weight"`, `"running_mean"`, `"0.weight"`…).
     fn tensors(&self) -> Vec<(String, &Param)> {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Activation, BatchNorm, Conv, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Pool,
-    Sequential,
+    Recurrent, Sequential,
 };
 use crate::autograd::GeluApprox;
 use crate::{value_err, KilnError, Result};
@@ -141,6 +141,34 @@ pub enum LayerSpec {
     Sequential {
         layers: Vec<LayerSpec>,
     },
+    GRU {
+        input_size: usize,
+        hidden_size: usize,
+        #[serde(default = "one")]
+        num_layers: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+        #[serde(default)]
+        batch_first: bool,
+        #[serde(default)]
+        dropout: f32,
+        #[serde(default)]
+        bidirectional: bool,
+    },
+    LSTM {
+        input_size: usize,
+        hidden_size: usize,
+        #[serde(default = "one")]
+        num_layers: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+        #[serde(default)]
+        batch_first: bool,
+        #[serde(default)]
+        dropout: f32,
+        #[serde(default)]
+        bidirectional: bool,
+    },
 }
 
 fn one_isize() -> isize {
@@ -196,7 +224,15 @@ impl LayerSpec {
                 positive(&name, "embedding_dim", *embedding_dim)
             }
             S::Conv1d { .. } | S::Conv2d { .. } => Conv::geometry(self).map(|_| ()),
-            S::Sequential { layers } => layers.iter().try_for_each(LayerSpec::check),
+            S::Sequential { layers } => {
+                if let Some(r) = layers.iter().find(|l| super::rnn_config(l).is_some()) {
+                    value_err!("Sequential: {} returns (output, h_n), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, h = self.rnn(x)`)", r.type_name());
+                }
+                layers.iter().try_for_each(LayerSpec::check)
+            }
+            S::GRU { .. } | S::LSTM { .. } => super::rnn::config_of(self)
+                .expect("a recurrent spec")
+                .check(),
             // the rest hold at most a few vectors: building them is the check
             other => other
                 .build(&mut <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0))
@@ -261,7 +297,14 @@ impl LayerSpec {
                 self.check()?;
                 Box::new(Embedding::new(num_embeddings, embedding_dim, rng))
             }
-            S::Sequential { layers } => Box::new(Sequential::from_specs(&layers, rng)?),
+            S::Sequential { layers } => {
+                self.check()?;
+                Box::new(Sequential::from_specs(&layers, rng)?)
+            }
+            S::GRU { .. } | S::LSTM { .. } => Box::new(Recurrent::new(
+                super::rnn::config_of(self).expect("a recurrent spec"),
+                rng,
+            )?),
         })
     }
 }
@@ -273,7 +316,7 @@ fn spec_error(e: &serde_json::Error) -> KilnError {
         return KilnError::Unknown {
             kind: "layer",
             name,
-            hint: ". Known layers: Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, Sequential".into(),
+            hint: ". Known layers: Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, GRU, LSTM, Sequential".into(),
         };
     }
     KilnError::value(format!("invalid architecture: {msg}"))

@@ -12,8 +12,10 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::autograd::{GeluApprox, Tape, Tensor, Var};
-use crate::graph::{Op as GraphOp, Reduction, ScalarOp};
+mod rnn;
+
+use crate::autograd::{GeluApprox, Tape, Tensor};
+use crate::graph::{Op as GraphOp, Reduction, ScalarOp, Value};
 use crate::model::{Model, VERSION};
 use crate::nn::{LayerSpec, Param};
 use crate::{value_err, KilnError, Result};
@@ -383,6 +385,9 @@ fn emit(
             g.node(&scope, "Gather", &[&w, &ids], vec![attr_int("axis", 0)])
         }
         S::Sequential { .. } => value_err!("export: nested Sequential is flattened before export"),
+        S::GRU { .. } | S::LSTM { .. } => {
+            value_err!("export: a recurrent layer is emitted with its states (emit_rnn)")
+        }
     })
 }
 
@@ -549,7 +554,9 @@ fn emit_op(
         }
     };
     Ok(match op {
-        GraphOp::Call { .. } => unreachable!("module calls are emitted by their layers"),
+        GraphOp::Call { .. } | GraphOp::Item { .. } => {
+            unreachable!("module calls and their tuples are emitted by export_onnx")
+        }
         GraphOp::Param { name } => {
             let (_, p) = model
                 .net
@@ -848,17 +855,31 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
     for i in &inputs {
         let mut shape = vec![1];
         shape.extend(i.shape.as_ref().expect("checked above"));
-        vars.push(t.constant(Tensor::zeros(IxDyn(&shape))));
+        vars.push(Value::One(t.constant(Tensor::zeros(IxDyn(&shape)))));
         shapes.push(shape);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
+    // the ONNX names of each tuple value's elements (a recurrent layer's output and states)
+    let mut tuple_names: std::collections::HashMap<usize, Vec<String>> = Default::default();
     for (k, node) in graph.nodes.iter().enumerate() {
-        let xs: Vec<Var> = node.inputs.iter().map(|&i| vars[i]).collect();
-        let v = crate::graph::run_op(&mut scratch.net, &mut t, &node.op, &xs)?;
-        let out_shape = t.shape(v).to_vec();
+        let xs: Vec<Value> = node.inputs.iter().map(|&i| vars[i].clone()).collect();
+        let v = crate::graph::run_node(&mut scratch.net, &mut t, &node.op, &xs)?;
+        let out_shape = match &v {
+            Value::One(v) => t.shape(*v).to_vec(),
+            Value::Tuple(_) => Vec::new(),
+        };
         let in_names: Vec<String> = node.inputs.iter().map(|&i| names[i].clone()).collect();
         let in_shapes: Vec<Vec<usize>> = node.inputs.iter().map(|&i| shapes[i].clone()).collect();
         let name = match &node.op {
+            GraphOp::Item { index } => tuple_names
+                .get(&node.inputs[0])
+                .and_then(|names| names.get(*index))
+                .cloned()
+                .ok_or_else(|| {
+                    KilnError::onnx(format!(
+                        "export: node {k} reads item {index} of a value that has none"
+                    ))
+                })?,
             GraphOp::Call { module } => {
                 let spec = model
                     .net
@@ -866,6 +887,23 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
                     .find(|(n, _)| n == module)
                     .map(|(_, m)| m.spec())
                     .ok_or_else(|| KilnError::onnx(format!("export: no module {module}")))?;
+                if let Some(cfg) = crate::nn::rnn_config(&spec) {
+                    let prefix = format!("{module}.");
+                    let own: Vec<(String, &Param)> = tensors
+                        .iter()
+                        .filter_map(|(n, p)| {
+                            n.strip_prefix(prefix.as_str())
+                                .map(|rest| (rest.to_string(), *p))
+                        })
+                        .collect();
+                    let outs = rnn::emit_rnn(&mut g, &cfg, &own, &prefix, &in_names)?;
+                    let first = outs[0].clone();
+                    tuple_names.insert(inputs.len() + k, outs);
+                    names.push(first);
+                    shapes.push(out_shape);
+                    vars.push(v);
+                    continue;
+                }
                 let mut flat = Vec::new();
                 match &spec {
                     LayerSpec::Sequential { layers } => {

@@ -121,15 +121,15 @@ fn calibrate(model: &Model, x: &Input, method: Calibration) -> Result<HashMap<St
             .collect();
         for xb in batches {
             let mut t = Tape::inference();
-            let mut vals = vec![t.constant(xb)];
+            let mut vals = vec![crate::graph::Value::One(t.constant(xb))];
             for node in &graph.nodes {
-                let xs: Vec<_> = node.inputs.iter().map(|&i| vals[i]).collect();
+                let xs: Vec<_> = node.inputs.iter().map(|&i| vals[i].clone()).collect();
                 if let crate::graph::Op::Call { module } = &node.op {
                     if weighted.get(module).copied().unwrap_or(false) {
-                        record(format!("/{module}"), t.value(xs[0]));
+                        record(format!("/{module}"), t.value(xs[0].var()?));
                     }
                 }
-                vals.push(crate::graph::run_op(
+                vals.push(crate::graph::run_node(
                     &mut scratch.net,
                     &mut t,
                     &node.op,

@@ -234,7 +234,8 @@ class SymbolicTensor:
         for i, d in enumerate(given):
             if isinstance(d, BatchDim):
                 # the core reads "batch" as the input's first axis; elsewhere -1 lets it follow
-                if i == 0:
+                # (only when this tensor's own axis 0 is the batch: a time-major [seq, batch, ...])
+                if i == 0 and isinstance(self._shape[0], BatchDim):
                     dims.append("batch")
                 elif -1 not in given:
                     dims.append(-1)

@@ -57,6 +57,10 @@ class Layer:
 
     def __call__(self, x: Any) -> Any:
         """Inside a traced ``forward``: this layer applied to ``x``."""
+        return self._call([x])
+
+    def _call(self, inputs: list[Any]) -> Any:
+        """Record a call of this layer on ``inputs`` in the trace in progress."""
         from . import _trace
 
         tr = _trace.current()
@@ -66,7 +70,7 @@ class Layer:
         if self._owner is not tr.root:
             raise InvalidInputError(
                 f"{type(self).__name__}: this layer is not part of {type(tr.root).__name__}: assign it in __init__")
-        return tr.op({"op": "Call", "module": self._prefix[:-1]}, [x])
+        return tr.op({"op": "Call", "module": self._prefix[:-1]}, inputs)
 
     def _tensor(self, name: str) -> Any:
         from . import _trace
@@ -311,8 +315,97 @@ class Embedding(Layer):
         return f"{self._spec['num_embeddings']}, {self._spec['embedding_dim']}"
 
 
+class _Recurrent(Layer):
+    """GRU and LSTM: PyTorch's arguments, parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, …),
+    initialisation (U(-1/√hidden_size, 1/√hidden_size)) and return values."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False) -> None:
+        for name, v in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(v, bool):
+                raise InvalidInputError(f"{type(self).__name__}: {name} must be True or False, got {v!r}")
+        super().__init__(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=float(dropout), bidirectional=bidirectional)
+
+    def _run(self, input: Any, states: list[Any]) -> list[Any]:
+        from . import _trace
+
+        node = self._call([input, *states])
+        tr = _trace.current()
+        assert tr is not None  # _call checked
+        n = 3 if isinstance(self, LSTM) else 2
+        return [tr.op({"op": "Item", "index": i}, [node]) for i in range(n)]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith(("weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l")):
+            return self._tensor(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        r = f"{s['input_size']}, {s['hidden_size']}"
+        if s["num_layers"] != 1:
+            r += f", num_layers={s['num_layers']}"
+        if not s["bias"]:
+            r += ", bias=False"
+        if s["batch_first"]:
+            r += ", batch_first=True"
+        if s["dropout"]:
+            r += f", dropout={s['dropout']}"
+        if s["bidirectional"]:
+            r += ", bidirectional=True"
+        return r
+
+
+class GRU(_Recurrent):
+    """A multi-layer gated recurrent unit over whole sequences, as ``torch.nn.GRU``.
+
+    ``out, h_n = gru(x)`` or ``gru(x, h0)`` inside an ``nn.Module``'s ``forward``. ``x`` is
+    ``[batch, seq, input_size]`` with ``batch_first=True``, else ``[seq, batch, input_size]``; ``out`` is
+    the last layer's hidden state at every step (``[..., D * hidden_size]``, D = 2 when bidirectional,
+    forward direction first), ``h_n`` every layer's and direction's final state,
+    ``[num_layers * D, batch, hidden_size]`` (as is ``h0``; zeros when omitted). Gates r, z, n with
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``; ``dropout`` applies to every layer's output but the
+    last, in training only. Parameters ``weight_ih_l{k}`` ``[3 * hidden_size, in]``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse`` for the second direction): a PyTorch state dict loads
+    as it is.
+    """
+
+    def __call__(self, input: Any, hx: Any = None) -> Any:  # type: ignore[override]
+        out, h = self._run(input, [] if hx is None else [hx])
+        return out, h
+
+
+class LSTM(_Recurrent):
+    """A multi-layer long short-term memory over whole sequences, as ``torch.nn.LSTM``.
+
+    ``out, (h_n, c_n) = lstm(x)`` or ``lstm(x, (h0, c0))`` inside an ``nn.Module``'s ``forward``; shapes
+    as :class:`GRU`, with the cell states ``c0`` / ``c_n`` shaped like ``h0`` / ``h_n``. Gates i, f, g, o:
+    ``c' = f * c + i * g``, ``h' = o * tanh(c')``. Parameters ``weight_ih_l{k}`` ``[4 * hidden_size, in]``
+    and the rest as :class:`GRU`. ``proj_size`` is not supported.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0) -> None:
+        if proj_size:
+            raise InvalidInputError("LSTM: proj_size is not supported by kiln (leave it 0)")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+
+    def __call__(self, input: Any, hx: Any = None) -> Any:  # type: ignore[override]
+        if hx is None:
+            states: list[Any] = []
+        elif isinstance(hx, (tuple, list)) and len(hx) == 2:
+            states = list(hx)
+        else:
+            raise InvalidInputError("LSTM: the initial state is a pair (h0, c0)")
+        out, h, c = self._run(input, states)
+        return out, (h, c)
+
+
 _CLASSES = {c.__name__: c for c in (Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU,
-                                     Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding)}
+                                     Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding,
+                                     GRU, LSTM)}
 
 
 def from_spec(spec: dict[str, Any]) -> Layer:

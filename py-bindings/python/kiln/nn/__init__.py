@@ -12,6 +12,8 @@ from ..layers import (
     Dropout,
     Embedding,
     Flatten,
+    GRU,
+    LSTM,
     Layer,
     LayerNorm,
     LeakyReLU,
@@ -28,5 +30,5 @@ from . import functional
 __all__ = [
     "Layer", "Sequential", "Linear", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "ReLU",
     "LeakyReLU", "GELU", "Sigmoid", "Tanh", "Softmax", "Dropout", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-    "Embedding", "Module", "ModuleList", "Parameter", "Identity", "AdaptiveAvgPool2d", "functional",
+    "Embedding", "GRU", "LSTM", "Module", "ModuleList", "Parameter", "Identity", "AdaptiveAvgPool2d", "functional",
 ]

@@ -1,0 +1,921 @@
+//! Recurrent layers over a whole sequence: GRU and LSTM, with PyTorch's semantics (gate order,
+//! parameter layout, `batch_first`, bidirectional, dropout between layers, initial states).
+//!
+//! One tape node per layer runs both directions: the input projection of every time step is one
+//! GEMM, each step one GEMM of the hidden state with `W_hh` plus a fused element-wise loop, into
+//! buffers allocated once per layer. Backward (through time) walks the steps in reverse with one
+//! GEMM per step for the hidden state's gradient, and forms the weight gradients with one GEMM
+//! each over all steps at the end.
+//!
+//! GRU (gates r, z, n): `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(… z …)`,
+//! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`.
+//! LSTM (gates i, f, g, o): `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`.
+
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix2, IxDyn};
+
+use super::activation::sigmoid;
+use super::linalg::gemm;
+use super::tape::{Tape, Tensor, Var};
+use crate::{shape_err, value_err, Result};
+
+/// Which recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RnnCell {
+    /// Gated recurrent unit: gates r, z, n.
+    Gru,
+    /// Long short-term memory: gates i, f, g, o, and a cell state.
+    Lstm,
+}
+
+impl RnnCell {
+    /// Gates per hidden unit (3 for GRU, 4 for LSTM): the weights have `gates · hidden_size` rows.
+    pub fn gates(self) -> usize {
+        match self {
+            RnnCell::Gru => 3,
+            RnnCell::Lstm => 4,
+        }
+    }
+
+    /// Where ONNX's gate blocks come from: ONNX's block `k` is PyTorch's block `order[k]`
+    /// (ONNX GRU is z, r, h against PyTorch's r, z, n; ONNX LSTM is i, o, f, c against i, f, g, o).
+    /// The exporter reorders with it, an importer inverts it.
+    pub fn onnx_gate_order(self) -> &'static [usize] {
+        match self {
+            RnnCell::Gru => &[1, 0, 2],
+            RnnCell::Lstm => &[0, 3, 1, 2],
+        }
+    }
+
+    /// A PyTorch `[G·H, …]` weight or `[G·H]` bias with its gate blocks in ONNX's order.
+    pub fn to_onnx_gates(self, w: &Tensor) -> Tensor {
+        self.regroup(w, self.onnx_gate_order())
+    }
+
+    /// An ONNX gate-blocked weight or bias (one direction's `W`, `R`, or half of `B`) in PyTorch's
+    /// order: what an importer hands to [`Tape::rnn`].
+    pub fn from_onnx_gates(self, w: &Tensor) -> Tensor {
+        let order = self.onnx_gate_order();
+        let mut inverse = vec![0; order.len()];
+        for (k, &o) in order.iter().enumerate() {
+            inverse[o] = k;
+        }
+        self.regroup(w, &inverse)
+    }
+
+    /// Block `k` of the result is block `order[k]` of `w` (blocks of `rows / gates` along axis 0).
+    fn regroup(self, w: &Tensor, order: &[usize]) -> Tensor {
+        let h = w.shape()[0] / self.gates();
+        let blocks: Vec<_> = order
+            .iter()
+            .map(|&k| w.slice_axis(Axis(0), (k * h..(k + 1) * h).into()))
+            .collect();
+        ndarray::concatenate(Axis(0), &blocks).expect("blocks of one tensor")
+    }
+
+    /// `"GRU"` or `"LSTM"`, PyTorch's class names (used in error messages).
+    pub fn name(self) -> &'static str {
+        match self {
+            RnnCell::Gru => "GRU",
+            RnnCell::Lstm => "LSTM",
+        }
+    }
+}
+
+/// A recurrent layer's hyper-parameters, PyTorch's constructor arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RnnConfig {
+    /// GRU or LSTM.
+    pub cell: RnnCell,
+    /// Features of the input `x`.
+    pub input_size: usize,
+    /// Features of the hidden state.
+    pub hidden_size: usize,
+    /// Stacked layers; each reads the previous one's output sequence.
+    pub num_layers: usize,
+    /// Whether the layers have `bias_ih` / `bias_hh`.
+    pub bias: bool,
+    /// `x` and the output are `[batch, seq, features]` rather than `[seq, batch, features]`.
+    pub batch_first: bool,
+    /// Dropout on the outputs of every layer but the last, in training only.
+    pub dropout: f32,
+    /// A second direction per layer reads the sequence backwards; outputs are concatenated.
+    pub bidirectional: bool,
+}
+
+/// What [`Tape::rnn`] returns.
+#[derive(Clone, Copy, Debug)]
+pub struct RnnOutput {
+    /// The last layer's hidden state at every step: `[batch, seq, D·hidden]` (`batch_first`) or
+    /// `[seq, batch, D·hidden]`, forward direction first in the last axis.
+    pub output: Var,
+    /// Every layer's and direction's final hidden state: `[num_layers · D, batch, hidden]`.
+    pub h_n: Var,
+    /// LSTM only: the final cell states, shaped like `h_n`.
+    pub c_n: Option<Var>,
+}
+
+impl RnnConfig {
+    /// 1 or 2.
+    pub fn directions(&self) -> usize {
+        1 + self.bidirectional as usize
+    }
+
+    /// Check the arguments (the layer's constructor calls this before drawing weights).
+    pub fn check(&self) -> Result<()> {
+        let name = self.cell.name();
+        if self.input_size == 0 || self.hidden_size == 0 || self.num_layers == 0 {
+            value_err!("{name}: input_size, hidden_size and num_layers must be positive");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            value_err!("{name}: dropout must be in [0, 1), got {}", self.dropout);
+        }
+        Ok(())
+    }
+
+    /// The parameters' names and shapes in PyTorch's order (its `_flat_weights`): per layer, per
+    /// direction, `weight_ih_l{k}`, `weight_hh_l{k}`, then `bias_ih_l{k}`, `bias_hh_l{k}`;
+    /// the reverse direction's names end in `_reverse`.
+    pub fn weights(&self) -> Vec<(String, Vec<usize>)> {
+        let gh = self.cell.gates() * self.hidden_size;
+        let mut out = Vec::new();
+        for l in 0..self.num_layers {
+            let input = if l == 0 {
+                self.input_size
+            } else {
+                self.directions() * self.hidden_size
+            };
+            for d in 0..self.directions() {
+                let sfx = if d == 1 { "_reverse" } else { "" };
+                out.push((format!("weight_ih_l{l}{sfx}"), vec![gh, input]));
+                out.push((format!("weight_hh_l{l}{sfx}"), vec![gh, self.hidden_size]));
+                if self.bias {
+                    out.push((format!("bias_ih_l{l}{sfx}"), vec![gh]));
+                    out.push((format!("bias_hh_l{l}{sfx}"), vec![gh]));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn view2(t: &Tensor) -> ArrayView2<'_, f32> {
+    t.view().into_dimensionality::<Ix2>().expect("2-D")
+}
+
+/// One direction's weights as the kernels read them.
+struct DirWeights<'a> {
+    w_ih: ArrayView2<'a, f32>,
+    w_hh: ArrayView2<'a, f32>,
+    b_ih: Option<&'a [f32]>,
+    b_hh: Option<&'a [f32]>,
+}
+
+/// Sizes of one layer's run.
+#[derive(Clone, Copy)]
+struct Dims {
+    cell: RnnCell,
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    /// Columns of the output (D · hidden); direction `d` writes columns `d·hidden..`.
+    width: usize,
+}
+
+/// What one direction's forward keeps for backward: the activated gates per step (GRU r, z, n;
+/// LSTM i, f, g, o) and, per step, GRU's `W_hn h + b_hn` or LSTM's cell state.
+struct DirCache {
+    gates: Vec<f32>,
+    extra: Vec<f32>,
+}
+
+/// `tanh` through one `exp` (`2σ(2x) − 1`): the libm `tanhf` (via `expm1f`) was a quarter of a
+/// char-GRU's training time; this one is within 3e-7 of it, absolutely (a few float32 roundings).
+fn tanh(x: f32) -> f32 {
+    2.0 * sigmoid(2.0 * x) - 1.0
+}
+
+/// The step order of a direction.
+fn step_time(s: usize, steps: usize, reverse: bool) -> usize {
+    if reverse {
+        steps - 1 - s
+    } else {
+        s
+    }
+}
+
+/// Forward of one direction over the whole sequence. `x`: `[T·B, I]` (time-major rows); writes
+/// `h_t` into `out` (`[T·B, width]`) at columns `col..col+H`; returns (h_n, c_n, cache).
+#[allow(clippy::too_many_arguments)]
+fn forward_direction(
+    n: Dims,
+    x: &ArrayView2<f32>,
+    w: &DirWeights,
+    h0: Option<&[f32]>,
+    c0: Option<&[f32]>,
+    reverse: bool,
+    out: &mut [f32],
+    col: usize,
+) -> (Vec<f32>, Vec<f32>, DirCache) {
+    let (t_len, b, h) = (n.steps, n.batch, n.hidden);
+    let gh_w = n.cell.gates() * h;
+    // gates ← x·W_ihᵀ for every step at once, then overwritten in place by the activated gates
+    let mut gi = Array2::<f32>::zeros((t_len * b, gh_w));
+    gemm(1.0, x, &w.w_ih.t(), 0.0, &mut gi.view_mut());
+    // biases folded where they add: GRU's b_hn stays apart (it is scaled by r)
+    let mut bias_x = vec![0.0f32; gh_w];
+    let mut bias_hn = vec![0.0f32; h];
+    if let Some(bi) = w.b_ih {
+        bias_x.copy_from_slice(bi);
+    }
+    if let Some(bh) = w.b_hh {
+        let folded = if n.cell == RnnCell::Gru { 2 * h } else { gh_w };
+        for (a, v) in bias_x[..folded].iter_mut().zip(bh) {
+            *a += v;
+        }
+        if n.cell == RnnCell::Gru {
+            bias_hn.copy_from_slice(&bh[2 * h..]);
+        }
+    }
+    let mut hp = h0.map_or_else(|| vec![0.0; b * h], <[f32]>::to_vec);
+    let mut cp = c0.map_or_else(|| vec![0.0; b * h], <[f32]>::to_vec);
+    let mut extra = vec![0.0f32; t_len * b * h];
+    let mut gh = Array2::<f32>::zeros((b, gh_w));
+    let gi_s = gi.as_slice_mut().expect("fresh array");
+    for s in 0..t_len {
+        let t = step_time(s, t_len, reverse);
+        {
+            let hv = ArrayView2::from_shape((b, h), &hp).expect("B×H");
+            gemm(1.0, &hv, &w.w_hh.t(), 0.0, &mut gh.view_mut());
+        }
+        let ghs = gh.as_slice().expect("fresh array");
+        for bi in 0..b {
+            let row = t * b + bi;
+            let g = &mut gi_s[row * gh_w..(row + 1) * gh_w];
+            let r_h = &ghs[bi * gh_w..(bi + 1) * gh_w];
+            let hrow = &mut hp[bi * h..(bi + 1) * h];
+            let ex = &mut extra[row * h..(row + 1) * h];
+            let o = &mut out[row * n.width + col..row * n.width + col + h];
+            match n.cell {
+                RnnCell::Gru => {
+                    for j in 0..h {
+                        let r = sigmoid(g[j] + bias_x[j] + r_h[j]);
+                        let z = sigmoid(g[h + j] + bias_x[h + j] + r_h[h + j]);
+                        let ghn = r_h[2 * h + j] + bias_hn[j];
+                        let nn = tanh(g[2 * h + j] + bias_x[2 * h + j] + r * ghn);
+                        let hn = (1.0 - z) * nn + z * hrow[j];
+                        g[j] = r;
+                        g[h + j] = z;
+                        g[2 * h + j] = nn;
+                        ex[j] = ghn;
+                        hrow[j] = hn;
+                        o[j] = hn;
+                    }
+                }
+                RnnCell::Lstm => {
+                    let crow = &mut cp[bi * h..(bi + 1) * h];
+                    for j in 0..h {
+                        let i = sigmoid(g[j] + bias_x[j] + r_h[j]);
+                        let f = sigmoid(g[h + j] + bias_x[h + j] + r_h[h + j]);
+                        let gg = tanh(g[2 * h + j] + bias_x[2 * h + j] + r_h[2 * h + j]);
+                        let og = sigmoid(g[3 * h + j] + bias_x[3 * h + j] + r_h[3 * h + j]);
+                        let c = f * crow[j] + i * gg;
+                        let hn = og * tanh(c);
+                        g[j] = i;
+                        g[h + j] = f;
+                        g[2 * h + j] = gg;
+                        g[3 * h + j] = og;
+                        ex[j] = c;
+                        crow[j] = c;
+                        hrow[j] = hn;
+                        o[j] = hn;
+                    }
+                }
+            }
+        }
+    }
+    let cache = DirCache {
+        gates: gi.into_raw_vec_and_offset().0,
+        extra,
+    };
+    (hp, cp, cache)
+}
+
+/// One direction's gradients.
+struct DirGrads {
+    w_ih: Array2<f32>,
+    w_hh: Array2<f32>,
+    b_ih: Vec<f32>,
+    b_hh: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+}
+
+/// Backward through time of one direction. `dout`: the output's gradient `[T·B, width]`;
+/// `dh_n`, `dc_n`: the final states' gradients `[B·H]`. Adds this direction's `∂x` into `dx`.
+#[allow(clippy::too_many_arguments)]
+fn backward_direction(
+    n: Dims,
+    x: &ArrayView2<f32>,
+    w: &DirWeights,
+    h0: Option<&[f32]>,
+    c0: Option<&[f32]>,
+    reverse: bool,
+    out: &[f32],
+    col: usize,
+    cache: &DirCache,
+    dout: &[f32],
+    dh_n: &[f32],
+    dc_n: &[f32],
+    dx: Option<&mut Array2<f32>>,
+) -> DirGrads {
+    let (t_len, b, h) = (n.steps, n.batch, n.hidden);
+    let gh_w = n.cell.gates() * h;
+    let gru = n.cell == RnnCell::Gru;
+    // gradients of the gates' pre-activations: from the input side, and (GRU's n differs) the hidden side
+    let mut dgi = vec![0.0f32; t_len * b * gh_w];
+    let mut dgh = if gru {
+        vec![0.0f32; t_len * b * gh_w]
+    } else {
+        Vec::new()
+    };
+    // every step's previous hidden state, for ∂W_hh = Σ_t dghᵀ · h_{t-1}
+    let mut hprev = vec![0.0f32; t_len * b * h];
+    let mut dh = dh_n.to_vec();
+    let mut dc = dc_n.to_vec();
+    let mut dh_prev = vec![0.0f32; b * h];
+    for s in (0..t_len).rev() {
+        let t = step_time(s, t_len, reverse);
+        let prev = (s > 0).then(|| step_time(s - 1, t_len, reverse));
+        for bi in 0..b {
+            let row = t * b + bi;
+            let hp = &mut hprev[row * h..(row + 1) * h];
+            match (prev, h0) {
+                (Some(p), _) => {
+                    let at = (p * b + bi) * n.width + col;
+                    hp.copy_from_slice(&out[at..at + h]);
+                }
+                (None, Some(h0)) => hp.copy_from_slice(&h0[bi * h..(bi + 1) * h]),
+                (None, None) => {}
+            }
+            let g = &cache.gates[row * gh_w..(row + 1) * gh_w];
+            let ex = &cache.extra[row * h..(row + 1) * h];
+            let dgi_r = &mut dgi[row * gh_w..(row + 1) * gh_w];
+            let dhr = &mut dh[bi * h..(bi + 1) * h];
+            let dpr = &mut dh_prev[bi * h..(bi + 1) * h];
+            let go = &dout[row * n.width + col..row * n.width + col + h];
+            if gru {
+                let dgh_r = &mut dgh[row * gh_w..(row + 1) * gh_w];
+                for j in 0..h {
+                    let (r, z, nn, ghn) = (g[j], g[h + j], g[2 * h + j], ex[j]);
+                    let d = dhr[j] + go[j];
+                    let dn = d * (1.0 - z) * (1.0 - nn * nn);
+                    let dz = d * (hp[j] - nn) * z * (1.0 - z);
+                    let dr = dn * ghn * r * (1.0 - r);
+                    dgi_r[j] = dr;
+                    dgi_r[h + j] = dz;
+                    dgi_r[2 * h + j] = dn;
+                    dgh_r[j] = dr;
+                    dgh_r[h + j] = dz;
+                    dgh_r[2 * h + j] = dn * r;
+                    dpr[j] = d * z;
+                }
+            } else {
+                let dcr = &mut dc[bi * h..(bi + 1) * h];
+                for j in 0..h {
+                    let (i, f, gg, o, c) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j], ex[j]);
+                    let c_prev = match (prev, c0) {
+                        (Some(p), _) => cache.extra[(p * b + bi) * h + j],
+                        (None, Some(c0)) => c0[bi * h + j],
+                        (None, None) => 0.0,
+                    };
+                    let d = dhr[j] + go[j];
+                    let tc = tanh(c);
+                    let dcj = dcr[j] + d * o * (1.0 - tc * tc);
+                    dgi_r[j] = dcj * gg * i * (1.0 - i);
+                    dgi_r[h + j] = dcj * c_prev * f * (1.0 - f);
+                    dgi_r[2 * h + j] = dcj * i * (1.0 - gg * gg);
+                    dgi_r[3 * h + j] = d * tc * o * (1.0 - o);
+                    dcr[j] = dcj * f;
+                    dpr[j] = 0.0;
+                }
+            }
+        }
+        // ∂h_{t-1} += ∂(hidden-side pre-activations) · W_hh
+        let src = if gru { &dgh } else { &dgi };
+        let rows =
+            ArrayView2::from_shape((b, gh_w), &src[t * b * gh_w..(t + 1) * b * gh_w]).expect("B×G");
+        let mut dpv = ArrayViewMut2::from_shape((b, h), &mut dh_prev).expect("B×H");
+        gemm(1.0, &rows, &w.w_hh, 1.0, &mut dpv);
+        std::mem::swap(&mut dh, &mut dh_prev);
+    }
+    let dgi_v = ArrayView2::from_shape((t_len * b, gh_w), &dgi).expect("TB×G");
+    let dgh_v = if gru {
+        ArrayView2::from_shape((t_len * b, gh_w), &dgh).expect("TB×G")
+    } else {
+        dgi_v
+    };
+    let hprev_v = ArrayView2::from_shape((t_len * b, h), &hprev).expect("TB×H");
+    let mut w_ih = Array2::zeros(w.w_ih.raw_dim());
+    gemm(1.0, &dgi_v.t(), x, 0.0, &mut w_ih.view_mut());
+    let mut w_hh = Array2::zeros(w.w_hh.raw_dim());
+    gemm(1.0, &dgh_v.t(), &hprev_v, 0.0, &mut w_hh.view_mut());
+    if let Some(dx) = dx {
+        gemm(1.0, &dgi_v, &w.w_ih, 1.0, &mut dx.view_mut());
+    }
+    DirGrads {
+        w_ih,
+        w_hh,
+        b_ih: dgi_v.sum_axis(Axis(0)).to_vec(),
+        b_hh: dgh_v.sum_axis(Axis(0)).to_vec(),
+        h0: dh,
+        c0: dc,
+    }
+}
+
+/// The index of each input of a layer node on the tape: `[x, h0?, c0?, weights…]`.
+#[derive(Clone, Copy)]
+struct Slots {
+    h0: Option<usize>,
+    c0: Option<usize>,
+    weights: usize,
+    per_dir: usize,
+}
+
+impl Slots {
+    fn dir<'a>(&self, get: &impl Fn(usize) -> &'a Tensor, d: usize) -> DirWeights<'a> {
+        let base = self.weights + d * self.per_dir;
+        DirWeights {
+            w_ih: view2(get(base)),
+            w_hh: view2(get(base + 1)),
+            b_ih: (self.per_dir == 4).then(|| get(base + 2).as_slice().expect("contiguous bias")),
+            b_hh: (self.per_dir == 4).then(|| get(base + 3).as_slice().expect("contiguous bias")),
+        }
+    }
+}
+
+/// Direction `d`'s rows (`len` values) of an initial state `[D, B, H]`.
+fn dir_part(s: &Option<Tensor>, d: usize, len: usize) -> Option<&[f32]> {
+    s.as_ref()
+        .map(|s| &s.as_slice().expect("standard")[d * len..(d + 1) * len])
+}
+
+/// `t` in row-major order, borrowed when it already is (no copy on the common path).
+fn standard(t: &Tensor) -> ndarray::CowArray<'_, f32, IxDyn> {
+    t.as_standard_layout()
+}
+
+impl Tape {
+    /// A GRU or LSTM over a whole sequence, as PyTorch's `nn.GRU` / `nn.LSTM` compute it.
+    ///
+    /// `weights` are the parameters in [`RnnConfig::weights`] order (PyTorch's state-dict order:
+    /// `weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, weight_ih_l0_reverse, …`); `h0` (and for
+    /// LSTM `c0`) the initial states, zeros when `None`. Dropout between layers acts only on a
+    /// training tape. Every input may be a constant (inference) or want a gradient (training).
+    ///
+    /// # Shapes
+    /// `x: [batch, seq, input_size]` (`batch_first`) or `[seq, batch, input_size]`;
+    /// `h0, c0: [num_layers · D, batch, hidden]` → [`RnnOutput`].
+    ///
+    /// ```
+    /// use kiln_core::autograd::{RnnCell, RnnConfig};
+    /// use kiln_core::{Tape, Tensor};
+    ///
+    /// let cfg = RnnConfig {
+    ///     cell: RnnCell::Gru, input_size: 3, hidden_size: 4, num_layers: 1, bias: true,
+    ///     batch_first: true, dropout: 0.0, bidirectional: true,
+    /// };
+    /// let mut t = Tape::inference();
+    /// let weights: Vec<_> = cfg.weights().into_iter()          // weight_ih_l0 [12, 3], …, bias_hh_l0_reverse [12]
+    ///     .map(|(_, shape)| t.constant(Tensor::from_elem(shape, 0.1)))
+    ///     .collect();
+    /// let x = t.constant(Tensor::zeros(vec![2, 5, 3]));        // [batch, seq, input_size]
+    /// let out = t.rnn(&cfg, x, &weights, None, None).unwrap();
+    /// assert_eq!(t.shape(out.output), [2, 5, 8]);              // both directions' states, per step
+    /// assert_eq!(t.shape(out.h_n), [2, 2, 4]);                 // [num_layers · 2, batch, hidden]
+    /// ```
+    pub fn rnn(
+        &mut self,
+        cfg: &RnnConfig,
+        x: Var,
+        weights: &[Var],
+        h0: Option<Var>,
+        c0: Option<Var>,
+    ) -> Result<RnnOutput> {
+        cfg.check()?;
+        let name = cfg.cell.name();
+        let sx = self.shape(x).to_vec();
+        let layout = if cfg.batch_first {
+            "[batch, seq, input_size] (batch_first=True)"
+        } else {
+            "[seq, batch, input_size] (batch_first=False)"
+        };
+        if sx.len() != 3 || sx[2] != cfg.input_size {
+            shape_err!(
+                "{name}: expects input {layout} with input_size {}, got shape {sx:?}",
+                cfg.input_size
+            );
+        }
+        let batch = if cfg.batch_first { sx[0] } else { sx[1] };
+        if sx[0] == 0 || sx[1] == 0 {
+            shape_err!("{name}: the input {sx:?} has no steps or no samples");
+        }
+        let expected = cfg.weights();
+        if weights.len() != expected.len() {
+            value_err!(
+                "{name}: takes {} weight tensors ({}), got {}",
+                expected.len(),
+                expected
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                weights.len()
+            );
+        }
+        for ((wname, shape), &w) in expected.iter().zip(weights) {
+            if self.shape(w) != shape.as_slice() {
+                shape_err!(
+                    "{name}: {wname} has shape {:?}, expected {shape:?}",
+                    self.shape(w)
+                );
+            }
+        }
+        let dirs = cfg.directions();
+        let state_shape = [cfg.num_layers * dirs, batch, cfg.hidden_size];
+        for (what, s) in [("h0", h0), ("c0", c0)] {
+            if let Some(s) = s {
+                if self.shape(s) != state_shape {
+                    shape_err!(
+                        "{name}: the initial state {what} has shape {:?}, expected {state_shape:?} (num_layers · directions, batch, hidden_size)",
+                        self.shape(s)
+                    );
+                }
+            }
+        }
+        if c0.is_some() && cfg.cell == RnnCell::Gru {
+            value_err!("GRU: takes one initial state h0 (an LSTM takes (h0, c0))");
+        }
+        let mut seq = if cfg.batch_first {
+            self.permute(x, &[1, 0, 2])?
+        } else {
+            x
+        };
+        let per_layer = weights.len() / cfg.num_layers;
+        let (mut hs, mut cs) = (Vec::new(), Vec::new());
+        for l in 0..cfg.num_layers {
+            if l > 0 {
+                seq = self.dropout(seq, cfg.dropout)?;
+            }
+            let take = |t: &mut Tape, s: Option<Var>| -> Result<Option<Var>> {
+                match s {
+                    Some(s) if cfg.num_layers > 1 => {
+                        Ok(Some(t.slice(s, 0, l * dirs, (l + 1) * dirs)?))
+                    }
+                    other => Ok(other),
+                }
+            };
+            let (h0l, c0l) = (take(self, h0)?, take(self, c0)?);
+            let ws = &weights[l * per_layer..(l + 1) * per_layer];
+            let (o, h, c) = self.rnn_layer(cfg.cell, cfg.hidden_size, dirs, seq, ws, h0l, c0l);
+            seq = o;
+            hs.push(h);
+            cs.extend(c);
+        }
+        let join = |t: &mut Tape, v: Vec<Var>| -> Result<Var> {
+            if v.len() == 1 {
+                Ok(v[0])
+            } else {
+                t.concat(&v, 0)
+            }
+        };
+        let output = if cfg.batch_first {
+            self.permute(seq, &[1, 0, 2])?
+        } else {
+            seq
+        };
+        let h_n = join(self, hs)?;
+        let c_n = if cs.is_empty() {
+            None
+        } else {
+            Some(join(self, cs)?)
+        };
+        Ok(RnnOutput { output, h_n, c_n })
+    }
+
+    /// One layer, every direction, time-major: `x: [T, B, I]` → (`[T, B, D·H]`, h_n `[D, B, H]`,
+    /// c_n). Shapes are checked by [`Tape::rnn`].
+    #[allow(clippy::too_many_arguments)]
+    fn rnn_layer(
+        &mut self,
+        cell: RnnCell,
+        hidden: usize,
+        dirs: usize,
+        x: Var,
+        ws: &[Var],
+        h0: Option<Var>,
+        c0: Option<Var>,
+    ) -> (Var, Var, Option<Var>) {
+        let mut inputs = vec![x];
+        let slot = |v: Option<Var>, inputs: &mut Vec<Var>| {
+            v.map(|v| {
+                inputs.push(v);
+                inputs.len() - 1
+            })
+        };
+        let (h0, c0) = (slot(h0, &mut inputs), slot(c0, &mut inputs));
+        let slots = Slots {
+            h0,
+            c0,
+            weights: inputs.len(),
+            per_dir: ws.len() / dirs,
+        };
+        inputs.extend(ws);
+        let xs = standard(self.value(x));
+        let (t_len, b, i_size) = (xs.shape()[0], xs.shape()[1], xs.shape()[2]);
+        let n = Dims {
+            cell,
+            steps: t_len,
+            batch: b,
+            hidden,
+            width: dirs * hidden,
+        };
+        let x2 = ArrayView2::from_shape((t_len * b, i_size), xs.as_slice().expect("standard"))
+            .expect("T·B×I");
+        let states: Vec<Option<Tensor>> = [slots.h0, slots.c0]
+            .iter()
+            .map(|s| s.map(|k| standard(self.value(inputs[k])).into_owned()))
+            .collect();
+        let mut out = vec![0.0f32; t_len * b * n.width];
+        let mut h_n = Vec::with_capacity(dirs * b * hidden);
+        let mut c_n = Vec::with_capacity(dirs * b * hidden);
+        let mut caches = Vec::with_capacity(dirs);
+        {
+            let get = |k: usize| self.value(inputs[k]);
+            for d in 0..dirs {
+                let w = slots.dir(&get, d);
+                let part = |s| dir_part(s, d, b * hidden);
+                let (h, c, cache) = forward_direction(
+                    n,
+                    &x2,
+                    &w,
+                    part(&states[0]),
+                    part(&states[1]),
+                    d == 1,
+                    &mut out,
+                    d * hidden,
+                );
+                h_n.extend(h);
+                c_n.extend(c);
+                caches.push(cache);
+            }
+        }
+        let state =
+            |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[dirs, b, hidden]), v).expect("D×B×H");
+        let mut values = vec![
+            ArrayD::from_shape_vec(IxDyn(&[t_len, b, n.width]), out).expect("T×B×DH"),
+            state(h_n),
+        ];
+        if cell == RnnCell::Lstm {
+            values.push(state(c_n));
+        }
+        let vars = self.push_multi(values, &inputs, move |c, outs, grads| {
+            rnn_layer_backward(c, n, dirs, slots, &caches, outs, grads)
+        });
+        (vars[0], vars[1], vars.get(2).copied())
+    }
+}
+
+/// Backward of one layer node: every direction through time, gradients in the node's input order.
+fn rnn_layer_backward<'a>(
+    c: &super::tape::BackwardCtx,
+    n: Dims,
+    dirs: usize,
+    slots: Slots,
+    caches: &[DirCache],
+    outs: &[ArrayViewD<'a, f32>],
+    grads: &[ArrayViewD<'a, f32>],
+) -> Vec<Option<Tensor>> {
+    let (t_len, b, h) = (n.steps, n.batch, n.hidden);
+    let xs = standard(c.input(0));
+    let i_size = xs.shape()[2];
+    let x2 = ArrayView2::from_shape((t_len * b, i_size), xs.as_slice().expect("standard"))
+        .expect("T·B×I");
+    let states: Vec<Option<Tensor>> = [slots.h0, slots.c0]
+        .iter()
+        .map(|s| s.map(|k| standard(c.input(k)).into_owned()))
+        .collect();
+    let part = |v: &ArrayViewD<'a, f32>| v.to_slice().expect("packed parts are contiguous");
+    let out = part(&outs[0]);
+    let dout = part(&grads[0]);
+    let dh_n = part(&grads[1]);
+    let no_dc = vec![0.0; if grads.len() > 2 { 0 } else { dirs * b * h }];
+    let dc_n = if grads.len() > 2 {
+        part(&grads[2])
+    } else {
+        &no_dc
+    };
+    let mut dx = c
+        .needs(0)
+        .then(|| Array2::<f32>::zeros((t_len * b, i_size)));
+    let mut result: Vec<Option<Tensor>> = vec![None; c.inputs_len()];
+    let (mut dh0, mut dc0) = (Vec::new(), Vec::new());
+    let get = |k: usize| c.input(k);
+    for (d, cache) in caches.iter().enumerate().take(dirs) {
+        let w = slots.dir(&get, d);
+        let part = |s| dir_part(s, d, b * h);
+        let g = backward_direction(
+            n,
+            &x2,
+            &w,
+            part(&states[0]),
+            part(&states[1]),
+            d == 1,
+            out,
+            d * h,
+            cache,
+            dout,
+            &dh_n[d * b * h..(d + 1) * b * h],
+            &dc_n[d * b * h..(d + 1) * b * h],
+            dx.as_mut(),
+        );
+        let base = slots.weights + d * slots.per_dir;
+        result[base] = Some(g.w_ih.into_dyn());
+        result[base + 1] = Some(g.w_hh.into_dyn());
+        if slots.per_dir == 4 {
+            let gh_w = n.cell.gates() * h;
+            result[base + 2] = Some(ArrayD::from_shape_vec(IxDyn(&[gh_w]), g.b_ih).expect("G"));
+            result[base + 3] = Some(ArrayD::from_shape_vec(IxDyn(&[gh_w]), g.b_hh).expect("G"));
+        }
+        dh0.extend(g.h0);
+        dc0.extend(g.c0);
+    }
+    result[0] = dx.map(|dx| {
+        dx.into_shape_with_order(IxDyn(&[t_len, b, i_size]))
+            .expect("T×B×I")
+    });
+    let state = |v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[dirs, b, h]), v).expect("D×B×H");
+    if let Some(k) = slots.h0 {
+        result[k] = Some(state(dh0));
+    }
+    if let Some(k) = slots.c0 {
+        result[k] = Some(state(dc0));
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gradcheck::check;
+    use super::*;
+
+    fn cfg(cell: RnnCell, layers: usize, bidirectional: bool, batch_first: bool) -> RnnConfig {
+        RnnConfig {
+            cell,
+            input_size: 3,
+            hidden_size: 2,
+            num_layers: layers,
+            bias: true,
+            batch_first,
+            dropout: 0.0,
+            bidirectional,
+        }
+    }
+
+    /// Every output (sequence, h_n, c_n) in one tensor, so the check covers the gradients of each.
+    fn all_outputs(t: &mut Tape, cfg: &RnnConfig, v: &[Var], states: usize) -> Var {
+        let nw = cfg.weights().len();
+        let (h0, c0) = match states {
+            0 => (None, None),
+            1 => (Some(v[1 + nw]), None),
+            _ => (Some(v[1 + nw]), Some(v[2 + nw])),
+        };
+        let o = t.rnn(cfg, v[0], &v[1..1 + nw], h0, c0).unwrap();
+        let mut parts = vec![t
+            .reshape(o.output, &[t.shape(o.output).iter().product()])
+            .unwrap()];
+        for s in [Some(o.h_n), o.c_n].into_iter().flatten() {
+            let n = t.shape(s).iter().product();
+            parts.push(t.reshape(s, &[n]).unwrap());
+        }
+        t.concat(&parts, 0).unwrap()
+    }
+
+    fn shapes(cfg: &RnnConfig, x: &[usize], states: usize) -> Vec<Vec<usize>> {
+        let mut s = vec![x.to_vec()];
+        s.extend(cfg.weights().into_iter().map(|(_, s)| s));
+        let batch = if cfg.batch_first { x[0] } else { x[1] };
+        for _ in 0..states {
+            s.push(vec![
+                cfg.num_layers * cfg.directions(),
+                batch,
+                cfg.hidden_size,
+            ]);
+        }
+        s
+    }
+
+    fn gradcheck(cfg: RnnConfig, x: &[usize], states: usize) {
+        let s = shapes(&cfg, x, states);
+        let refs: Vec<&[usize]> = s.iter().map(Vec::as_slice).collect();
+        check(&refs, |t, v| all_outputs(t, &cfg, v, states));
+    }
+
+    #[test]
+    fn gru_gradients_one_layer_and_stacked_bidirectional() {
+        gradcheck(cfg(RnnCell::Gru, 1, false, false), &[4, 2, 3], 0);
+        gradcheck(cfg(RnnCell::Gru, 2, true, true), &[2, 3, 3], 1);
+    }
+
+    #[test]
+    fn lstm_gradients_one_layer_and_stacked_bidirectional() {
+        gradcheck(cfg(RnnCell::Lstm, 1, false, true), &[2, 4, 3], 0);
+        gradcheck(cfg(RnnCell::Lstm, 2, true, false), &[3, 2, 3], 2);
+    }
+
+    #[test]
+    fn gru_without_bias_and_its_last_step_matches_a_hand_computed_cell() {
+        let mut c = cfg(RnnCell::Gru, 1, false, true);
+        c.bias = false;
+        c.input_size = 1;
+        c.hidden_size = 1;
+        let mut t = Tape::inference();
+        let x = t.constant(Tensor::from_elem(IxDyn(&[1, 1, 1]), 1.0));
+        let w_ih =
+            t.constant(ArrayD::from_shape_vec(IxDyn(&[3, 1]), vec![0.5, -0.5, 1.0]).unwrap());
+        let w_hh = t.constant(Tensor::zeros(IxDyn(&[3, 1])));
+        let o = t.rnn(&c, x, &[w_ih, w_hh], None, None).unwrap();
+        // h0 = 0: n = tanh(1), z = σ(-0.5), h = (1 - z) n
+        let z = 1.0 / (1.0 + 0.5f32.exp());
+        let want = (1.0 - z) * 1.0f32.tanh();
+        assert!((t.value(o.h_n)[[0, 0, 0]] - want).abs() < 1e-6);
+        assert_eq!(t.value(o.output)[[0, 0, 0]], t.value(o.h_n)[[0, 0, 0]]);
+    }
+
+    #[test]
+    fn tanh_through_sigmoid_is_within_3e7_of_libm() {
+        for i in -2000..=2000 {
+            let x = i as f32 / 100.0;
+            assert!((tanh(x) - x.tanh()).abs() < 3e-7, "{x}");
+        }
+    }
+
+    #[test]
+    fn dropout_between_layers_acts_in_training_only() {
+        let mut c = cfg(RnnCell::Lstm, 2, false, true);
+        c.dropout = 0.5;
+        let run = |training: bool, dropout: f32| {
+            let mut c = c.clone();
+            c.dropout = dropout;
+            let mut t = Tape::new(training, 1);
+            let s = shapes(&c, &[2, 4, 3], 0);
+            let vars: Vec<Var> = super::super::gradcheck::random_inputs(
+                &s.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                3,
+            )
+            .into_iter()
+            .map(|v| t.constant(v))
+            .collect();
+            let o = t.rnn(&c, vars[0], &vars[1..], None, None).unwrap();
+            t.value(o.output).clone()
+        };
+        assert_eq!(run(false, 0.5), run(false, 0.0));
+        assert_eq!(run(true, 0.0), run(false, 0.0));
+        assert_ne!(run(true, 0.5), run(false, 0.5));
+    }
+
+    #[test]
+    fn onnx_gate_blocks_round_trip() {
+        for cell in [RnnCell::Gru, RnnCell::Lstm] {
+            let g = cell.gates();
+            let w = Tensor::from_shape_fn(IxDyn(&[g * 2, 3]), |ix| (ix[0] * 10 + ix[1]) as f32);
+            let onnx = cell.to_onnx_gates(&w);
+            // GRU: ONNX block 0 is z, PyTorch's block 1; LSTM: ONNX block 1 is o, PyTorch's block 3
+            let first = if cell == RnnCell::Gru { 1 } else { 0 };
+            assert_eq!(onnx[[0, 0]], w[[first * 2, 0]]);
+            if cell == RnnCell::Lstm {
+                assert_eq!(onnx[[2, 1]], w[[6, 1]]);
+            }
+            assert_eq!(cell.from_onnx_gates(&onnx), w);
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_named() {
+        let c = cfg(RnnCell::Gru, 1, false, true);
+        let mut t = Tape::inference();
+        let ws: Vec<Var> = c
+            .weights()
+            .into_iter()
+            .map(|(_, s)| t.constant(Tensor::zeros(IxDyn(&s))))
+            .collect();
+        let x = t.constant(Tensor::zeros(IxDyn(&[2, 5, 4])));
+        let e = t.rnn(&c, x, &ws, None, None).unwrap_err().to_string();
+        assert!(e.contains("input_size 3") && e.contains("[2, 5, 4]"), "{e}");
+        let x = t.constant(Tensor::zeros(IxDyn(&[2, 5, 3])));
+        let h0 = t.constant(Tensor::zeros(IxDyn(&[1, 3, 2])));
+        let e = t.rnn(&c, x, &ws, Some(h0), None).unwrap_err().to_string();
+        assert!(e.contains("h0") && e.contains("[1, 2, 2]"), "{e}");
+        let e = t.rnn(&c, x, &ws[..2], None, None).unwrap_err().to_string();
+        assert!(e.contains("bias_ih_l0"), "{e}");
+    }
+}
