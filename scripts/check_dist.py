@@ -108,11 +108,13 @@ def check_tarball(path: Path, want: str) -> None:
     with tarfile.open(path) as t:
         members = {m.name.removeprefix("package/"): m for m in t.getmembers() if m.isfile()}
         shipped = json.loads(t.extractfile(members["package.json"]).read()) if "package.json" in members else {}
+        version_js = t.extractfile(members["version.js"]).read().decode() if "version.js" in members else ""
         wasm = {n: len(gzip.compress(t.extractfile(m).read(), 9)) for n, m in members.items() if n.endswith(".wasm")}
     expected = set(pkg["files"]) | {"package.json", "README.md", "LICENSE"}
     check(set(members) == expected,
           f"npm tarball: missing {sorted(expected - set(members))}, unexpected {sorted(set(members) - expected)}")
     check(shipped.get("version") == want, f"npm tarball: version {shipped.get('version')}, the workspace says {want}")
+    check(f"export const version = '{want}';" in version_js, f"npm tarball: version.js does not say {want}")
     for needed in ("index.d.ts", "worker.d.ts", "train.d.ts", "kiln_core_bg.wasm", "kiln_wasm_bg.wasm"):
         check(needed in members, f"npm tarball: {needed} is missing")
     print(f"{path.name}: {mb(path.stat().st_size)}; {len(members)} files: {', '.join(sorted(members))}")

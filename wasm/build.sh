@@ -48,6 +48,9 @@ node -e '
     const fs = require("fs"); const [file, version] = process.argv.slice(1);
     const pkg = JSON.parse(fs.readFileSync(file, "utf8"));
     if (pkg.version !== version) { pkg.version = version; fs.writeFileSync(file, JSON.stringify(pkg, null, 2) + "\n"); console.log(`wasm/pkg/package.json: version ${version}`); }
+    const js = file.replace(/package\.json$/, "version.js"); const text = fs.readFileSync(js, "utf8");
+    const line = `export const version = ${JSON.stringify(version).replace(/"/g, "\x27")};`;
+    if (!text.includes(line)) fs.writeFileSync(js, text.replace(/^export const version = .*$/m, line));
 ' "$pkg/package.json" "$version"
 
 # ---- compile, bindgen, wasm-opt: two modules from the one crate ---------------------------------

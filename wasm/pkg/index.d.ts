@@ -176,6 +176,9 @@ export declare function loadFeedback(bytes: Uint8Array | ArrayBuffer): Promise<{
 export declare function modelVersion(bytes: Uint8Array | ArrayBuffer): Promise<string>;
 
 /** Loads tract's WebAssembly module (once), which runs the models kiln's engine declines. */
+/** The package's version (kiln's: the same as Python's `kiln.__version__`). */
+export declare const version: string;
+
 export declare function init(wasm?: WasmSource): Promise<void>;
 
 /** Loads the small module (kiln's engine and the Trainer) once. `loadModel` calls it for you. */

@@ -11,6 +11,7 @@ import { Monitor } from './drift.js';
 export { Trainer, initTrainer } from './train.js';
 export { Monitor, saveFeedback, loadFeedback, modelVersion } from './drift.js';
 export { initKiln };
+export { version } from './version.js';
 
 /**
  * Loads tract's WebAssembly module, which runs the models kiln's engine declines. `loadModel`
