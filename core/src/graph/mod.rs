@@ -526,6 +526,17 @@ pub fn reshape_target(input: &[usize], shape: &[Dim]) -> Result<Vec<usize>> {
 
 /// Run the whole graph on the tape: the inputs' variables in, the outputs' variables out.
 pub fn run(scope: &mut dyn Scope, graph: &Graph, t: &mut Tape, inputs: &[Var]) -> Result<Vec<Var>> {
+    run_observed(scope, graph, t, inputs, &mut |_, _, _| {})
+}
+
+/// [`run`], calling `seen(node, tape, value)` after each node (the model summary records shapes this way).
+pub fn run_observed(
+    scope: &mut dyn Scope,
+    graph: &Graph,
+    t: &mut Tape,
+    inputs: &[Var],
+    seen: &mut dyn FnMut(&Node, &Tape, Var),
+) -> Result<Vec<Var>> {
     if inputs.len() != graph.inputs.len() {
         value_err!(
             "the model takes {} input(s) ({}), got {}",
@@ -543,6 +554,7 @@ pub fn run(scope: &mut dyn Scope, graph: &Graph, t: &mut Tape, inputs: &[Var]) -
     for node in &graph.nodes {
         let xs: Vec<Var> = node.inputs.iter().map(|&i| values[i]).collect();
         let v = run_op(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
+        seen(node, t, v);
         values.push(v);
     }
     Ok(graph.outputs.iter().map(|&o| values[o]).collect())

@@ -9,12 +9,14 @@ mod net;
 mod sequential;
 mod simple;
 mod spec;
+mod summary;
 
 pub use layers::{BatchNorm, Conv, Embedding, LayerNorm, Linear};
 pub use net::{GraphSpec, NamedModule, NamedParam, Net};
 pub use sequential::Sequential;
 pub use simple::{Activation, Dropout, Flatten, Pool};
 pub use spec::LayerSpec;
+pub use summary::{Summary, SummaryRow};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
