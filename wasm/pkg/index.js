@@ -32,17 +32,25 @@ const kiln = { ...coreGuard, Feed: core.EngineFeed, name: 'kiln' };
 export async function loadModel(source, { engine = 'auto' } = {}) {
   if (!['auto', 'kiln', 'tract'].includes(engine)) throw new TypeError(`kiln-wasm: engine must be "auto", "kiln" or "tract", not ${JSON.stringify(engine)}`);
   const bytes = await sourceBytes(source);
+  let newer = null;
   if (engine !== 'tract') {
     await initKiln();
     const loaded = kiln.guard(() => core.EngineLoad.parse(bytes));
     const session = loaded.session();
     const declined = loaded.declined();
+    newer = loaded.newerHint() ?? null;
     loaded.free();
     if (session) return new Model(session, kiln, kiln.guard(() => core.modelVersion(bytes)));
-    if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); load it with engine "auto" or "tract"`);
+    if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); ${newer ?? 'load it with engine "auto" or "tract"'}`);
   }
   await init();
-  return new Model(tract.guard(() => new Session(bytes)), tract);
+  try {
+    return new Model(tract.guard(() => new Session(bytes)), tract);
+  } catch (e) {
+    // A model from a newer kiln that neither engine runs: say so, rather than only the operator's name.
+    if (newer) throw new Error(`${e.message}; ${newer}`);
+    throw e;
+  }
 }
 
 const typedArrayTypes = [

@@ -2,6 +2,7 @@
 //! module, without tract. Same shape of API as `session.rs` (describe, a feed, outputs taken once),
 //! plus `runF32`, one call for the common case of one float input.
 
+use kiln_core::onnx::compat::{newer_hint, with_newer_hint};
 use kiln_core::onnx::engine::{IoInfo, KilnSession as Engine, Value};
 use kiln_core::Tensor;
 use wasm_bindgen::prelude::*;
@@ -15,25 +16,38 @@ use crate::{array, into_vec};
 pub struct EngineLoad {
     session: Option<KilnSession>,
     declined: Option<String>,
+    newer: Option<String>,
 }
 
 #[wasm_bindgen]
 impl EngineLoad {
     /// Parses `bytes`; throws only for bytes that are not a valid ONNX model.
     pub fn parse(bytes: &[u8]) -> JsResult<EngineLoad> {
-        Ok(match js(Engine::from_bytes(bytes))? {
+        let update = "npm install kiln-wasm@{version}";
+        let parsed =
+            Engine::from_bytes(bytes).map_err(|e| with_newer_hint(e, bytes, "kiln-wasm", update));
+        Ok(match js(parsed)? {
             Ok(inner) => EngineLoad {
                 session: Some(KilnSession {
                     inner,
                     last_dims: Vec::new(),
                 }),
                 declined: None,
+                newer: None,
             },
             Err(why) => EngineLoad {
                 session: None,
                 declined: Some(why.0),
+                newer: newer_hint(bytes, "kiln-wasm", update),
             },
         })
+    }
+
+    /// For a declined model that a newer kiln exported: what to say if tract fails on it too
+    /// ("… exported by kiln X, newer than this kiln-wasm (Y): update it (npm install kiln-wasm@X)").
+    #[wasm_bindgen(js_name = newerHint)]
+    pub fn newer_hint(&self) -> Option<String> {
+        self.newer.clone()
     }
 
     /// The session (once), or undefined when the model was declined.
