@@ -45,6 +45,15 @@ pub fn newer_hint(bytes: &[u8], runtime: &str, update: &str) -> Option<String> {
     })
 }
 
+/// `e` with [`newer_hint`] appended when a newer kiln wrote the model (an ONNX error only: a missing
+/// file stays a missing file).
+pub fn with_newer_hint(e: KilnError, bytes: &[u8], runtime: &str, update: &str) -> KilnError {
+    match (e, newer_hint(bytes, runtime, update)) {
+        (KilnError::Onnx(m), Some(hint)) => KilnError::Onnx(format!("{m}; {hint}")),
+        (e, _) => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,14 +91,5 @@ mod tests {
         assert_eq!(newer_hint(&model_from(VERSION), "kiln", "pip"), None);
         assert_eq!(newer_hint(b"not onnx", "kiln", "pip"), None);
         assert_eq!(exported_by(&model_from("1.2.3")).as_deref(), Some("1.2.3"));
-    }
-}
-
-/// `e` with [`newer_hint`] appended when a newer kiln wrote the model (an ONNX error only: a missing
-/// file stays a missing file).
-pub fn with_newer_hint(e: KilnError, bytes: &[u8], runtime: &str, update: &str) -> KilnError {
-    match (e, newer_hint(bytes, runtime, update)) {
-        (KilnError::Onnx(m), Some(hint)) => KilnError::Onnx(format!("{m}; {hint}")),
-        (e, _) => e,
     }
 }
