@@ -9,6 +9,7 @@ pub mod graph;
 pub mod model;
 pub mod nn;
 pub mod optim;
+pub mod preprocess;
 pub mod train;
 
 pub use autograd::{Tape, Tensor, Var};

@@ -5,6 +5,7 @@ mod drift;
 mod error;
 mod model;
 mod optimize;
+mod preprocess;
 mod session;
 mod tensor;
 
@@ -28,6 +29,8 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(optimize::optimize_distill, m)?)?;
     m.add_function(wrap_pyfunction!(model::optimizer_spec, m)?)?;
     m.add_function(wrap_pyfunction!(model::check_layer, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocess::preprocess_check, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocess::preprocess_apply, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

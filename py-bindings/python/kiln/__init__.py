@@ -24,11 +24,12 @@ from .errors import (
 )
 from .history import History
 from .model import load
+from .preprocess import Preprocess
 from .session import InferenceSession, TensorInfo
 from .summary import ModelSummary
 
 __all__ = [
     "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "drift", "manual_seed", "load", "InferenceSession", "TensorInfo",
     "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError", "TracingError",
-    "KilnIOError", "ModelSummary",
+    "KilnIOError", "ModelSummary", "Preprocess",
 ]

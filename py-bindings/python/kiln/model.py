@@ -21,6 +21,7 @@ from .history import History
 from .layers import Layer, from_spec
 from .losses import Loss, loss_spec
 from .optim import Optimizer, Schedule
+from .preprocess import Preprocess
 from .summary import ModelSummary
 
 
@@ -471,12 +472,13 @@ class Module:
     def export_onnx(self, path: str | os.PathLike[str] | None = None, labels: Sequence[str] | None = None,
                     input_scale: float | None = None, input_offset: float | None = None, opset: int = 17,
                     dynamic_batch: bool = True, input_shape: Sequence[int] | None = None,
-                    reference: np.ndarray | None = None) -> bytes | None:
+                    reference: np.ndarray | None = None, preprocess: Preprocess | None = None) -> bytes | None:
         """Write the model as ONNX (opset >= 17, symbolic batch). ``labels``, ``input_scale`` and
         ``input_offset`` go into the metadata for runtimes such as kiln-wasm. ``reference`` (the
         training inputs) adds their statistics and the model's outputs on them (``kiln.drift``),
-        which :class:`kiln.drift.DriftMonitor` compares live inputs against. Without ``path``,
-        returns the bytes."""
+        which :class:`kiln.drift.DriftMonitor` compares live inputs against. ``preprocess``
+        (:class:`kiln.Preprocess`) says how an image becomes the input: kiln-wasm's ``model.run(image)``
+        applies it. Without ``path``, returns the bytes."""
         if input_shape is not None:
             core = self._ensure_core()
             if core.graph_json() is None:
@@ -486,6 +488,10 @@ class Module:
         if labels is not None:
             labels = [str(label) for label in labels]
         extra = [] if reference is None else [_drift.reference_metadata(self, reference)]
+        if preprocess is not None:
+            if not isinstance(preprocess, Preprocess):
+                raise InvalidInputError(f"export_onnx: preprocess must be a kiln.Preprocess, got {preprocess!r}")
+            extra.append(("kiln.preprocess", preprocess.to_json()))
         data = self._ensure_core().export_onnx(labels, input_scale, input_offset, opset, dynamic_batch,
                                                None if path is None else os.fspath(path), extra)
         return None if data is None else bytes(data)
