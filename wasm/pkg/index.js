@@ -7,6 +7,7 @@ import initWasm, { Session, Feed, takeLastPanic, __wbg_reset_state } from './kil
 import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from './util.js';
 import { initKiln, coreGuard, core } from './core.js';
 import { Monitor } from './drift.js';
+import { isImage, imagePixels } from './image.js';
 
 export { Trainer, initTrainer } from './train.js';
 export { Monitor, saveFeedback, loadFeedback, modelVersion } from './drift.js';
@@ -45,7 +46,9 @@ export async function loadModel(source, { engine = 'auto' } = {}) {
   }
   await init();
   try {
-    return new Model(tract.guard(() => new Session(bytes)), tract);
+    const model = new Model(tract.guard(() => new Session(bytes)), tract);
+    if (model.metadata['kiln.preprocess']) await initKiln(); // run(image) preprocesses in the small module
+    return model;
   } catch (e) {
     // A model from a newer kiln that neither engine runs: say so, rather than only the operator's name.
     if (newer) throw new Error(`${e.message}; ${newer}`);
@@ -145,8 +148,28 @@ export class Model {
     return this.#session;
   }
 
-  /** Runs a model with one input; returns its first output `{ data, dims }`. */
+  /**
+   * The model's `[1, C, H, W]` input for an image (ImageData, ImageBitmap, canvas, OffscreenCanvas,
+   * <img>, VideoFrame, or `{ data, width, height }` RGBA): resized to the input's size and prepared by
+   * the `kiln.preprocess` spec the export declared, as Python's `kiln.Preprocess.apply` does.
+   */
+  preprocess(image) {
+    const spec = this.metadata['kiln.preprocess'];
+    if (!spec) throw new Error('kiln-wasm: this model declares no preprocessing for images; export it with export_onnx(..., preprocess=kiln.Preprocess(...)), or pass a Float32Array and dims');
+    const dims = this.inputs[0]?.dims ?? [];
+    if (this.inputs.length !== 1 || dims.length !== 4 || dims.slice(1).some((d) => typeof d !== 'number')) {
+      throw new Error(`kiln-wasm: run(image) takes a model with one [batch, channels, height, width] input, not ${JSON.stringify(this.inputs.map((i) => i.dims))}`);
+    }
+    const [, channels, height, width] = dims;
+    const want = JSON.parse(spec).channels === 'gray' ? 1 : 3;
+    if (channels !== want) throw new Error(`kiln-wasm: the preprocessing gives ${want} channel(s), the model's input takes ${channels}`);
+    const px = imagePixels(image);
+    return coreGuard.guard(() => core.preprocessImage(spec, px.data, px.width, px.height, height, width));
+  }
+
+  /** Runs a model with one input; returns its first output `{ data, dims }`. `run(image)` takes an image. */
   run(data, dims) {
+    if (dims === undefined && isImage(data)) return this.run(this.preprocess(data), [1, ...this.inputs[0].dims.slice(1)]);
     if (this.inputs.length !== 1) {
       throw new Error(
         `kiln-wasm: the model has ${this.inputs.length} inputs (${this.inputs.map((i) => `"${i.name}"`).join(', ')}): ` +
@@ -215,7 +238,11 @@ export class Model {
    * Classifies one example: the scores of the model's first float output, softmaxed unless they
    * already are probabilities, best first, paired with `labels`: `[{ label, index, score }]`.
    */
-  classify(data, dims, { topK = Infinity } = {}) {
+  classify(data, dims, options = {}) {
+    if (isImage(data) && (dims === undefined || !Array.isArray(dims))) {
+      return this.classify(this.preprocess(data), [1, ...this.inputs[0].dims.slice(1)], dims ?? {});
+    }
+    const { topK = Infinity } = options;
     if (this.inputs.length !== 1) throw new Error('kiln-wasm: classify takes models with one input; use runMany and read the scores');
     const fast = this.#fast && data instanceof Float32Array;
     const all = fast ? [this.run(data, dims)] : this.#execute([[this.inputs[0], data, dims]]);

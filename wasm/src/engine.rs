@@ -4,6 +4,7 @@
 
 use kiln_core::onnx::compat::{newer_hint, with_newer_hint};
 use kiln_core::onnx::engine::{IoInfo, KilnSession as Engine, Value};
+use kiln_core::preprocess::Preprocess;
 use kiln_core::Tensor;
 use wasm_bindgen::prelude::*;
 
@@ -191,4 +192,20 @@ impl EngineOutputs {
                 ))
             })
     }
+}
+
+/// The `[1, C, height, width]` input for a `src_width` × `src_height` RGBA image, by the
+/// `kiln.preprocess` spec an export declared (kiln_core::preprocess: what Python's
+/// `kiln.Preprocess.apply` computes).
+#[wasm_bindgen(js_name = preprocessImage)]
+pub fn preprocess_image(
+    spec_json: &str,
+    rgba: &[u8],
+    src_width: usize,
+    src_height: usize,
+    height: usize,
+    width: usize,
+) -> JsResult<Vec<f32>> {
+    let spec = js(Preprocess::from_json(spec_json))?;
+    js(spec.apply(rgba, src_width, src_height, height, width))
 }
