@@ -59,6 +59,8 @@ for (const { name, root, server: serve } of pages) {
       assert.equal(result.engine, 'kiln', "kiln's engine runs kiln's export");
       assert.ok(maxDiff(result.main, cases.outputs) < 1e-4, `${name}: main thread ${result.main.slice(0, 3)}…, Python ${cases.outputs.slice(0, 3)}…`);
       assert.ok(maxDiff(result.worker, cases.outputs) < 1e-4, `${name}: worker ${result.worker.slice(0, 3)}…, Python ${cases.outputs.slice(0, 3)}…`);
+      assert.ok(maxDiff(result.photoInput, cases.photo.input) <= 1e-6, `${name}: the photo's tensor differs from Python's by ${maxDiff(result.photoInput, cases.photo.input)}`);
+      assert.ok(maxDiff(result.photoOut, cases.photo.outputs) < 1e-4, `${name}: run(ImageData) ${result.photoOut.slice(0, 3)}…, Python ${cases.photo.outputs.slice(0, 3)}…`);
       assert.equal(result.version, cases.version, `kiln-wasm ${result.version}, Python's kiln ${cases.version}`);
       assert.equal(result.modelVersion, cases.version, 'the model records the kiln that exported it');
       assert.deepEqual(outside, [], 'nothing beyond 127.0.0.1 is requested');

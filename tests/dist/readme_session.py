@@ -4,8 +4,9 @@
 
 Checks that `kiln` is the installed wheel's (not the repo's sources), runs every ```python block of
 the README in order, in one namespace, in the current folder (as tests/test_readme.py does in the
-repo), then leaves for the JS installs: OUT_DIR/digits.onnx, the README's export, and OUT_DIR/cases.json,
-five inputs with what `kiln.InferenceSession` predicts for them and the versions Python reports.
+repo), then leaves for the JS installs: OUT_DIR/digits.onnx and digits-images.onnx, the README's exports, and
+OUT_DIR/cases.json: five inputs with what `kiln.InferenceSession` predicts for them, the README's photo
+(RGBA pixels, the tensor kiln.Preprocess makes of them, the scores) and the versions Python reports.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+import numpy as np
 
 readme, out = Path(sys.argv[1]), Path(sys.argv[2])
 repo = readme.resolve().parent
@@ -37,7 +40,14 @@ session = kiln.InferenceSession("digits.onnx")
 cases = X[:5]
 out.mkdir(parents=True, exist_ok=True)
 (out / "digits.onnx").write_bytes(Path("digits.onnx").read_bytes())
+# The README's image export: the photo's pixels, the tensor Python makes of them, and the scores.
+photo = namespace["photo"]
+rgba = np.concatenate([np.repeat(photo[:, :, None], 3, axis=2), np.full(photo.shape + (1,), 255, np.uint8)], axis=2)
+photo_x = kiln.Preprocess.from_onnx("digits-images.onnx").apply(photo, size=(8, 8))
+(out / "digits-images.onnx").write_bytes(Path("digits-images.onnx").read_bytes())
 (out / "cases.json").write_text(json.dumps({
+    "photo": {"width": 8, "height": 8, "rgba": rgba.ravel().tolist(), "input": photo_x.ravel().tolist(),
+              "outputs": kiln.InferenceSession("digits-images.onnx").run(photo_x).ravel().tolist()},
     "dims": list(cases.shape),
     "inputs": cases.ravel().tolist(),
     "outputs": session.run(cases).ravel().tolist(),

@@ -26,7 +26,7 @@ export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}" PYTHON="$ROOT/.venv/bin/python"
 work="$(mktemp -d "${TMPDIR:-/tmp}/kiln-dist-XXXXXX")"
 cleanup() { if [[ "${KILN_DIST_KEEP:-}" == 1 ]]; then echo "tests/dist: kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
-shared="$work/shared" # what Python leaves for the JS installs: digits.onnx and cases.json
+shared="$work/shared" # what Python leaves for the JS installs: the two models and cases.json
 mkdir -p "$shared"
 step() { printf '\n== %s\n' "$*"; }
 timed() { local start=$SECONDS; "$@"; echo "   ($((SECONDS - start)) s)"; }
@@ -69,7 +69,7 @@ step "a fresh Vite app: npm install the tarball, vite build"
 timed install_app vite
 mkdir -p "$work/vite/public"
 cp -r "$HERE/app/index.html" "$HERE/app/src" "$work/vite/"
-cp "$shared/digits.onnx" "$shared/cases.json" "$work/vite/public/"
+cp "$shared"/*.onnx "$shared/cases.json" "$work/vite/public/"
 (cd "$work/vite" && timed node node_modules/vite/bin/vite.js build --outDir "$work/vite/dist" --logLevel warn)
 
 step "a fresh webpack 5 app: npm install the tarball, webpack"
@@ -78,14 +78,14 @@ cp -r "$HERE/app/src" "$work/webpack/"
 (cd "$work/webpack" && OUT_DIR="$work/webpack/dist" timed node node_modules/webpack-cli/bin/cli.js --config webpack.config.js --no-stats)
 # webpack's bundle is a classic script: it finds its chunks and assets from document.currentScript
 sed 's#<script type="module" src="./src/main.js"></script>#<script defer src="./main.js"></script>#' "$HERE/app/index.html" > "$work/webpack/dist/index.html"
-cp "$shared/digits.onnx" "$shared/cases.json" "$work/webpack/dist/"
+cp "$shared"/*.onnx "$shared/cases.json" "$work/webpack/dist/"
 
 step "a plain static folder: the installed package copied beside a page that imports it through an import map"
 mkdir -p "$work/static/node_modules"
 cp -r "$work/node-esm/node_modules/kiln-wasm" "$work/static/node_modules/"
 cp -r "$HERE/app/src" "$work/static/"
 cp "$HERE/static/index.html" "$work/static/"
-cp "$shared/digits.onnx" "$shared/cases.json" "$work/static/"
+cp "$shared"/*.onnx "$shared/cases.json" "$work/static/"
 
 step "the three pages in headless Chromium"
 if [[ ! -d "$ROOT/tests/node_modules/playwright-core" || "$ROOT/tests/package-lock.json" -nt "$ROOT/tests/node_modules/.package-lock.json" ]]; then

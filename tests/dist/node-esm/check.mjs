@@ -25,6 +25,11 @@ const fromWorker = await remote.run(new Float32Array(cases.inputs), cases.dims);
 assert.ok(maxDiff(Array.from(fromWorker.data), cases.outputs) < 1e-4, 'the worker predicts what Python predicts');
 await terminate();
 
+const photo = await loadModel(path.join(dir, 'digits-images.onnx'));
+const pixels = { data: Uint8ClampedArray.from(cases.photo.rgba), width: cases.photo.width, height: cases.photo.height };
+assert.ok(maxDiff(Array.from(photo.preprocess(pixels)), cases.photo.input) <= 1e-6, "the photo becomes Python's tensor");
+assert.ok(maxDiff(Array.from(photo.run(pixels).data), cases.photo.outputs) < 1e-4, 'run(pixels) predicts what Python predicts');
+
 assert.equal(version, cases.version, `kiln-wasm says version ${version}, Python's kiln ${cases.version}`);
 assert.equal(pkg.version, cases.version, `package.json says ${pkg.version}, Python's kiln ${cases.version}`);
 assert.equal(model.metadata['kiln.version'], cases.version, 'the export records the version that wrote it');
