@@ -13,7 +13,8 @@ import numpy.typing as npt
 
 __all__ = ["Model", "Tracer", "optimizer_spec", "check_layer", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
            "optimize_sparsity_report", "optimize_make_permanent", "optimize_distill", "DriftMonitor",
-           "drift_reference", "feedback_load", "feedback_save", "model_version"]
+           "drift_reference", "feedback_load", "feedback_save", "model_version", "preprocess_check",
+           "preprocess_apply"]
 
 __version__: str
 
