@@ -64,6 +64,25 @@ impl Preprocess {
         Ok(p)
     }
 
+    /// A spec from its fields, checked (what kiln-wasm calls: no JSON parser is linked for it).
+    pub fn new(
+        scale: f32,
+        offset: f32,
+        mean: Vec<f32>,
+        std: Vec<f32>,
+        channels: &str,
+    ) -> Result<Self> {
+        let p = Preprocess {
+            scale,
+            offset,
+            mean,
+            std,
+            channels: channels.to_string(),
+        };
+        p.check()?;
+        Ok(p)
+    }
+
     /// The spec as JSON, as the metadata stores it.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a preprocess spec serialises")
@@ -252,6 +271,8 @@ mod tests {
         );
         assert!(Preprocess::from_json(r#"{"std":[1,0,1]}"#).is_err());
         assert!(Preprocess::from_json(r#"{"size":[8,8]}"#).is_err());
+        assert!(Preprocess::new(1.0, 0.0, vec![], vec![2.0], "gray").is_ok());
+        assert!(Preprocess::new(f32::NAN, 0.0, vec![], vec![], "rgb").is_err());
         let p = Preprocess::from_json("{}").unwrap();
         assert_eq!(p, Preprocess::default());
         assert_eq!(Preprocess::from_json(&p.to_json()).unwrap(), p);

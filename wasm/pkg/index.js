@@ -161,10 +161,13 @@ export class Model {
       throw new Error(`kiln-wasm: run(image) takes a model with one [batch, channels, height, width] input, not ${JSON.stringify(this.inputs.map((i) => i.dims))}`);
     }
     const [, channels, height, width] = dims;
-    const want = JSON.parse(spec).channels === 'gray' ? 1 : 3;
+    const p = { scale: 1 / 255, offset: 0, mean: [], std: [], channels: 'rgb', ...JSON.parse(spec) };
+    const want = p.channels === 'gray' ? 1 : 3;
     if (channels !== want) throw new Error(`kiln-wasm: the preprocessing gives ${want} channel(s), the model's input takes ${channels}`);
     const px = imagePixels(image);
-    return coreGuard.guard(() => core.preprocessImage(spec, px.data, px.width, px.height, height, width));
+    return coreGuard.guard(() =>
+      core.preprocessImage(px.data, px.width, px.height, height, width, p.scale, p.offset, Float32Array.from(p.mean), Float32Array.from(p.std), String(p.channels)),
+    );
   }
 
   /** Runs a model with one input; returns its first output `{ data, dims }`. `run(image)` takes an image. */

@@ -194,18 +194,24 @@ impl EngineOutputs {
     }
 }
 
-/// The `[1, C, height, width]` input for a `src_width` × `src_height` RGBA image, by the
-/// `kiln.preprocess` spec an export declared (kiln_core::preprocess: what Python's
-/// `kiln.Preprocess.apply` computes).
+/// The `[1, C, height, width]` input for a `src_width` × `src_height` RGBA image, by the fields of
+/// the `kiln.preprocess` spec an export declared (kiln_core::preprocess: what Python's
+/// `kiln.Preprocess.apply` computes). The fields, not the JSON: parsing it here would link serde's
+/// code for the struct into every page's module.
+#[allow(clippy::too_many_arguments)]
 #[wasm_bindgen(js_name = preprocessImage)]
 pub fn preprocess_image(
-    spec_json: &str,
     rgba: &[u8],
     src_width: usize,
     src_height: usize,
     height: usize,
     width: usize,
+    scale: f32,
+    offset: f32,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    channels: &str,
 ) -> JsResult<Vec<f32>> {
-    let spec = js(Preprocess::from_json(spec_json))?;
+    let spec = js(Preprocess::new(scale, offset, mean, std, channels))?;
     js(spec.apply(rgba, src_width, src_height, height, width))
 }
