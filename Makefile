@@ -12,7 +12,7 @@ export VIRTUAL_ENV := $(VENV)
 export PATH := $(VENV)/bin:$(HOME)/.cargo/bin:$(PATH)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint test-rust conformance py test-py test-ray notebooks wasm test-js chromium test-e2e bench clean
+.PHONY: help demo test lint test-rust conformance py test-py test-ray notebooks wasm test-js chromium test-e2e dist test-dist bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ help: ## list the targets
 demo: py wasm ## set up what is missing, train the default model, build the wasm, serve the web demo
 	bash scripts/demo.sh
 
-test: lint test-rust conformance test-py test-ray notebooks test-js test-e2e ## every test: Rust, Python, Ray, notebooks, JS, headless Chromium
+test: lint test-rust conformance test-py test-ray notebooks test-js test-e2e test-dist ## every test: Rust, Python, Ray, notebooks, JS, headless Chromium, the packages installed
 	@echo "make test: all suites passed"
 
 # ---- Rust -------------------------------------------------------------------------------------
@@ -70,6 +70,13 @@ chromium: ## install Debian's chromium for the browser tests when missing
 
 test-e2e: py wasm chromium ## the journeys across languages: Python → ONNX → Node → the page in headless Chromium
 	bash tests/run.sh
+
+# ---- the packages as users install them ----------------------------------------------------------
+dist: py wasm ## the abi3 wheel, the sdist and the npm tarball in dist/ (contents checked, sizes printed)
+	bash scripts/dist.sh
+
+test-dist: dist chromium ## install dist/ as users do, outside the repo: a fresh venv; Vite, webpack, Node and a static page
+	bash tests/dist/run.sh
 
 bench: py wasm chromium ## kiln against its peers in one run (training and inference); writes BENCHMARKS.md
 	bash bench/run.sh

@@ -42,6 +42,17 @@ if [ ! -x "$here/node_modules/.bin/wasm-opt" ] || [ "$here/package-lock.json" -n
     (cd "$here" && npm ci --no-audit --no-fund)
 fi
 
+# ---- the version: the workspace Cargo.toml's, copied into the npm package ------------------------
+version="$(bash "$root/scripts/version.sh")"
+node -e '
+    const fs = require("fs"); const [file, version] = process.argv.slice(1);
+    const pkg = JSON.parse(fs.readFileSync(file, "utf8"));
+    if (pkg.version !== version) { pkg.version = version; fs.writeFileSync(file, JSON.stringify(pkg, null, 2) + "\n"); console.log(`wasm/pkg/package.json: version ${version}`); }
+    const js = file.replace(/package\.json$/, "version.js"); const text = fs.readFileSync(js, "utf8");
+    const line = `export const version = ${JSON.stringify(version).replace(/"/g, "\x27")};`;
+    if (!text.includes(line)) fs.writeFileSync(js, text.replace(/^export const version = .*$/m, line));
+' "$pkg/package.json" "$version"
+
 # ---- compile, bindgen, wasm-opt: two modules from the one crate ---------------------------------
 # kiln_core_bg.wasm (feature `core`): kiln-core without tract: kiln's own ONNX engine, which runs
 #   the models kiln exports, and the Trainer. Small; index.js loads every model with it first.

@@ -10,6 +10,7 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod text;
+pub mod preprocess;
 pub mod train;
 
 pub use autograd::{Tape, Tensor, Var};

@@ -5,6 +5,7 @@ mod drift;
 mod error;
 mod model;
 mod optimize;
+mod preprocess;
 mod session;
 mod tensor;
 mod text;
@@ -34,6 +35,8 @@ fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(text::generate_session, m)?)?;
     m.add("TEXT_SPECIALS", kiln_core::text::SPECIALS.to_vec())?;
     m.add("TOKENIZER_METADATA_KEY", kiln_core::text::METADATA_KEY)?;
+    m.add_function(wrap_pyfunction!(preprocess::preprocess_check, m)?)?;
+    m.add_function(wrap_pyfunction!(preprocess::preprocess_apply, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -417,6 +417,12 @@ impl PyModel {
         self.inner.set_input_shape(shape).py()
     }
 
+    /// The model's summary (kiln_core::nn::Summary as JSON) for one per-sample shape per input.
+    fn summary(&mut self, input_shapes: Vec<Vec<usize>>) -> PyResult<String> {
+        let s = self.inner.net.summary(&input_shapes).py()?;
+        Ok(serde_json::to_string(&s).expect("a summary serialises"))
+    }
+
     /// The architecture as JSON (layers and input shape).
     fn architecture_json(&self) -> String {
         serde_json::to_string(&self.inner.architecture()).expect("specs serialise")

@@ -26,6 +26,16 @@ export type InputData =
   | ReadonlyArray<bigint>;
 
 /** An output's values: the typed array of its element type (bool outputs as 0/1 `Uint8Array`s). */
+/** An image `run(image)` and `classify(image)` take: resized and prepared by the model's `kiln.preprocess`. */
+export type ImageSource =
+  | ImageData
+  | ImageBitmap
+  | HTMLCanvasElement
+  | OffscreenCanvas
+  | HTMLImageElement
+  | VideoFrame
+  | { data: Uint8ClampedArray | Uint8Array; width: number; height: number };
+
 export type OutputData = Float32Array | Float64Array | BigInt64Array | Int32Array | Int8Array | Uint8Array;
 
 /** A tensor: its values, flat and row-major, and its shape. */
@@ -82,6 +92,11 @@ export declare class Model {
   /** Runs a model that has one input; returns its first output. Throws an `Error` naming the
    * problem when the data does not fit the input (length, rank, type). */
   run(data: InputData, dims: ReadonlyArray<number>): Tensor;
+  /** Runs the model on an image, prepared as its export declared (`preprocess`). */
+  run(image: ImageSource): Tensor;
+  /** The model's `[1, C, H, W]` input for an image, by the `kiln.preprocess` its export declared
+   * (the same values as Python's `kiln.Preprocess.apply`); throws when it declares none. */
+  preprocess(image: ImageSource): Float32Array;
   /** Runs a model on named inputs; returns every output by name. */
   runMany(inputs: Record<string, TensorInput>): Record<string, Tensor>;
   /** Classifies one example: the best classes first, with probabilities. */
@@ -92,6 +107,7 @@ export declare class Model {
    * same text). Resolves to the prompt followed by the generated text; rejects with an `Error`
    * for a model without a tokenizer or bad options. Yields to the event loop between tokens. */
   generate(prompt: string, options?: GenerateOptions): Promise<string>;
+  classify(image: ImageSource, options?: ClassifyOptions): Prediction[];
   /** Releases the model's memory; the model cannot be used afterwards. */
   free(): void;
 }
@@ -216,6 +232,9 @@ export declare function loadFeedback(bytes: Uint8Array | ArrayBuffer): Promise<{
 export declare function modelVersion(bytes: Uint8Array | ArrayBuffer): Promise<string>;
 
 /** Loads tract's WebAssembly module (once), which runs the models kiln's engine declines. */
+/** The package's version (kiln's: the same as Python's `kiln.__version__`). */
+export declare const version: string;
+
 export declare function init(wasm?: WasmSource): Promise<void>;
 
 /** Loads the small module (kiln's engine and the Trainer) once. `loadModel` calls it for you. */

@@ -8,10 +8,12 @@ import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from 
 import { initKiln, coreGuard, core } from './core.js';
 import { Monitor } from './drift.js';
 import { Tokenizer, TOKENIZER_KEY, generateOptions, nextTurn } from './text.js';
+import { isImage, imagePixels } from './image.js';
 
 export { Trainer, initTrainer } from './train.js';
 export { Monitor, saveFeedback, loadFeedback, modelVersion } from './drift.js';
 export { initKiln, Tokenizer };
+export { version } from './version.js';
 
 /**
  * Loads tract's WebAssembly module, which runs the models kiln's engine declines. `loadModel`
@@ -32,20 +34,30 @@ const kiln = { ...coreGuard, Feed: core.EngineFeed, name: 'kiln' };
 export async function loadModel(source, { engine = 'auto' } = {}) {
   if (!['auto', 'kiln', 'tract'].includes(engine)) throw new TypeError(`kiln-wasm: engine must be "auto", "kiln" or "tract", not ${JSON.stringify(engine)}`);
   const bytes = await sourceBytes(source);
+  let newer = null;
   if (engine !== 'tract') {
     await initKiln();
     const loaded = kiln.guard(() => core.EngineLoad.parse(bytes));
     const session = loaded.session();
     const declined = loaded.declined();
+    newer = loaded.newerHint() ?? null;
     loaded.free();
     if (session) return new Model(session, kiln, kiln.guard(() => core.modelVersion(bytes)));
-    if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); load it with engine "auto" or "tract"`);
+    if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); ${newer ?? 'load it with engine "auto" or "tract"'}`);
   }
   await init();
-  const session = tract.guard(() => new Session(bytes));
-  // the tokenizer is kiln-core's code in the small module, whichever engine runs the model
-  if (TOKENIZER_KEY in JSON.parse(session.describe()).metadata) await initKiln();
-  return new Model(session, tract);
+  try {
+    const session = tract.guard(() => new Session(bytes));
+    // the tokenizer and image preprocessing are kiln-core's code in the small module, whichever
+    // engine runs the model
+    const metadata = JSON.parse(session.describe()).metadata;
+    if (TOKENIZER_KEY in metadata || metadata['kiln.preprocess']) await initKiln();
+    return new Model(session, tract);
+  } catch (e) {
+    // A model from a newer kiln that neither engine runs: say so, rather than only the operator's name.
+    if (newer) throw new Error(`${e.message}; ${newer}`);
+    throw e;
+  }
 }
 
 const typedArrayTypes = [
@@ -144,8 +156,31 @@ export class Model {
     return this.#session;
   }
 
-  /** Runs a model with one input; returns its first output `{ data, dims }`. */
+  /**
+   * The model's `[1, C, H, W]` input for an image (ImageData, ImageBitmap, canvas, OffscreenCanvas,
+   * <img>, VideoFrame, or `{ data, width, height }` RGBA): resized to the input's size and prepared by
+   * the `kiln.preprocess` spec the export declared, as Python's `kiln.Preprocess.apply` does.
+   */
+  preprocess(image) {
+    const spec = this.metadata['kiln.preprocess'];
+    if (!spec) throw new Error('kiln-wasm: this model declares no preprocessing for images; export it with export_onnx(..., preprocess=kiln.Preprocess(...)), or pass a Float32Array and dims');
+    const dims = this.inputs[0]?.dims ?? [];
+    if (this.inputs.length !== 1 || dims.length !== 4 || dims.slice(1).some((d) => typeof d !== 'number')) {
+      throw new Error(`kiln-wasm: run(image) takes a model with one [batch, channels, height, width] input, not ${JSON.stringify(this.inputs.map((i) => i.dims))}`);
+    }
+    const [, channels, height, width] = dims;
+    const p = { scale: 1 / 255, offset: 0, mean: [], std: [], channels: 'rgb', ...JSON.parse(spec) };
+    const want = p.channels === 'gray' ? 1 : 3;
+    if (channels !== want) throw new Error(`kiln-wasm: the preprocessing gives ${want} channel(s), the model's input takes ${channels}`);
+    const px = imagePixels(image);
+    return coreGuard.guard(() =>
+      core.preprocessImage(px.data, px.width, px.height, height, width, p.scale, p.offset, Float32Array.from(p.mean), Float32Array.from(p.std), String(p.channels)),
+    );
+  }
+
+  /** Runs a model with one input; returns its first output `{ data, dims }`. `run(image)` takes an image. */
   run(data, dims) {
+    if (dims === undefined && isImage(data)) return this.run(this.preprocess(data), [1, ...this.inputs[0].dims.slice(1)]);
     if (this.inputs.length !== 1) {
       throw new Error(
         `kiln-wasm: the model has ${this.inputs.length} inputs (${this.inputs.map((i) => `"${i.name}"`).join(', ')}): ` +
@@ -214,7 +249,11 @@ export class Model {
    * Classifies one example: the scores of the model's first float output, softmaxed unless they
    * already are probabilities, best first, paired with `labels`: `[{ label, index, score }]`.
    */
-  classify(data, dims, { topK = Infinity } = {}) {
+  classify(data, dims, options = {}) {
+    if (isImage(data) && (dims === undefined || !Array.isArray(dims))) {
+      return this.classify(this.preprocess(data), [1, ...this.inputs[0].dims.slice(1)], dims ?? {});
+    }
+    const { topK = Infinity } = options;
     if (this.inputs.length !== 1) throw new Error('kiln-wasm: classify takes models with one input; use runMany and read the scores');
     const fast = this.#fast && data instanceof Float32Array;
     const all = fast ? [this.run(data, dims)] : this.#execute([[this.inputs[0], data, dims]]);

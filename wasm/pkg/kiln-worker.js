@@ -4,10 +4,11 @@
 import { init, loadModel } from './index.js';
 import { Trainer } from './train.js';
 
-const port =
-  typeof WorkerGlobalScope !== 'undefined' && self instanceof WorkerGlobalScope
-    ? self
-    : (await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:worker_threads')).parentPort;
+// No top-level await here: Vite bundles worker scripts as classic scripts (format "iife") unless an
+// app configures otherwise, and those cannot hold one (caught by tests/dist's Vite app). Node's
+// parentPort queues the messages that arrive before its listener is attached.
+const inPage = typeof WorkerGlobalScope !== 'undefined' && self instanceof WorkerGlobalScope;
+let port = inPage ? self : null;
 
 const models = new Map(); // id → Model
 let nextModel = 1;
@@ -105,5 +106,11 @@ async function answer({ id, op, args }) {
   }
 }
 
-if (typeof self !== 'undefined' && port === self) self.addEventListener('message', (e) => answer(e.data));
-else port.on('message', answer);
+if (inPage) {
+  self.addEventListener('message', (e) => answer(e.data));
+} else {
+  import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:worker_threads').then(({ parentPort }) => {
+    port = parentPort;
+    port.on('message', answer);
+  });
+}

@@ -1,6 +1,6 @@
 // Types of kiln-wasm/worker (worker.js): kiln-wasm's API with the model in a Web Worker (a worker
 // thread in Node); every method returns a Promise.
-import type { ClassifyOptions, GenerateOptions, InputData, ModelSource, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
+import type { ClassifyOptions, GenerateOptions, ImageSource, InputData, ModelSource, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
 import type { CompileOptions, ExportOptions, FitOptions, History, Labels, LayerSpec, ParameterInfo } from './train.js';
 
 export type { ClassifyOptions, GenerateOptions, ElementType, InputData, ModelSource, OutputData, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
@@ -19,6 +19,8 @@ export declare class WorkerModel {
   readonly engine: 'kiln' | 'tract';
   /** Runs a model that has one input; resolves to its first output. */
   run(data: InputData, dims: ReadonlyArray<number>): Promise<Tensor>;
+  /** Runs the model on an image (read on this thread, prepared in the worker). */
+  run(image: ImageSource): Promise<Tensor>;
   /** Runs a model on named inputs; resolves to every output by name. */
   runMany(inputs: Record<string, TensorInput>): Promise<Record<string, Tensor>>;
   /** Classifies one example: the best classes first, with probabilities. */
@@ -27,6 +29,7 @@ export declare class WorkerModel {
   readonly tokenizer: WorkerTokenizer | null;
   /** Generates in the worker (the text Python generates for the same seed); `onToken` runs on the page's thread. */
   generate(prompt: string, options?: GenerateOptions): Promise<string>;
+  classify(image: ImageSource, options?: ClassifyOptions): Promise<Prediction[]>;
   /** Releases the model's memory in the worker. */
   free(): Promise<void>;
 }

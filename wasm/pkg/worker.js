@@ -3,6 +3,8 @@
 //   const model = await loadModel(url); const out = await model.run(data, dims);
 // No SharedArrayBuffer or threads inside wasm are used, so no COOP/COEP headers are needed.
 
+import { isImage, portableImage } from './image.js';
+
 const isNode = typeof process === 'object' && typeof process.versions?.node === 'string';
 
 let worker = null; // one worker for every model, started on first use
@@ -94,6 +96,11 @@ export async function terminate() {
   await w.handle.terminate();
 }
 
+/** An image the worker can receive (an <img> or a canvas is read here first). */
+function portable(data) {
+  return isImage(data) ? portableImage(data) : data;
+}
+
 /** A model loaded in the worker: the API of kiln-wasm's `Model`, with promises. */
 export class WorkerModel {
   #id;
@@ -126,9 +133,9 @@ export class WorkerModel {
     return call('generate', { id: this.#id, prompt, options: rest, progress: Boolean(onToken) }, [], progress);
   }
 
-  /** Runs a model that has one input; resolves to its first output `{ data, dims }`. */
+  /** Runs a model that has one input; resolves to its first output `{ data, dims }`. `run(image)` takes an image. */
   run(data, dims) {
-    return call('run', { id: this.#id, data, dims });
+    return call('run', { id: this.#id, data: portable(data), dims });
   }
 
   /** Runs a model on named inputs; resolves to every output by name. */
@@ -138,7 +145,7 @@ export class WorkerModel {
 
   /** Classifies one example: `[{ label, index, score }]`, best first. */
   classify(data, dims, options) {
-    return call('classify', { id: this.#id, data, dims, options });
+    return call('classify', { id: this.#id, data: portable(data), dims, options });
   }
 
   /** Releases the model's memory in the worker. */

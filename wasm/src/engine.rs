@@ -4,7 +4,9 @@
 
 use std::rc::Rc;
 
+use kiln_core::onnx::compat::{newer_hint, with_newer_hint};
 use kiln_core::onnx::engine::{IoInfo, KilnSession as Engine, Value};
+use kiln_core::preprocess::Preprocess;
 use kiln_core::text::Windowed;
 use kiln_core::Tensor;
 use wasm_bindgen::prelude::*;
@@ -19,25 +21,38 @@ use crate::{array, into_vec};
 pub struct EngineLoad {
     session: Option<KilnSession>,
     declined: Option<String>,
+    newer: Option<String>,
 }
 
 #[wasm_bindgen]
 impl EngineLoad {
     /// Parses `bytes`; throws only for bytes that are not a valid ONNX model.
     pub fn parse(bytes: &[u8]) -> JsResult<EngineLoad> {
-        Ok(match js(Engine::from_bytes(bytes))? {
+        let update = "npm install kiln-wasm@{version}";
+        let parsed =
+            Engine::from_bytes(bytes).map_err(|e| with_newer_hint(e, bytes, "kiln-wasm", update));
+        Ok(match js(parsed)? {
             Ok(inner) => EngineLoad {
                 session: Some(KilnSession {
                     inner: Rc::new(inner),
                     last_dims: Vec::new(),
                 }),
                 declined: None,
+                newer: None,
             },
             Err(why) => EngineLoad {
                 session: None,
                 declined: Some(why.0),
+                newer: newer_hint(bytes, "kiln-wasm", update),
             },
         })
+    }
+
+    /// For a declined model that a newer kiln exported: what to say if tract fails on it too
+    /// ("… exported by kiln X, newer than this kiln-wasm (Y): update it (npm install kiln-wasm@X)").
+    #[wasm_bindgen(js_name = newerHint)]
+    pub fn newer_hint(&self) -> Option<String> {
+        self.newer.clone()
     }
 
     /// The session (once), or undefined when the model was declined.
@@ -202,4 +217,26 @@ impl EngineOutputs {
                 ))
             })
     }
+}
+
+/// The `[1, C, height, width]` input for a `src_width` × `src_height` RGBA image, by the fields of
+/// the `kiln.preprocess` spec an export declared (kiln_core::preprocess: what Python's
+/// `kiln.Preprocess.apply` computes). The fields, not the JSON: parsing it here would link serde's
+/// code for the struct into every page's module.
+#[allow(clippy::too_many_arguments)]
+#[wasm_bindgen(js_name = preprocessImage)]
+pub fn preprocess_image(
+    rgba: &[u8],
+    src_width: usize,
+    src_height: usize,
+    height: usize,
+    width: usize,
+    scale: f32,
+    offset: f32,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    channels: &str,
+) -> JsResult<Vec<f32>> {
+    let spec = js(Preprocess::new(scale, offset, mean, std, channels))?;
+    js(spec.apply(rgba, src_width, src_height, height, width))
 }

@@ -642,6 +642,17 @@ pub fn reshape_target(input: &[usize], shape: &[Dim]) -> Result<Vec<usize>> {
 
 /// Run the whole graph on the tape: the inputs' variables in, the outputs' variables out.
 pub fn run(scope: &mut dyn Scope, graph: &Graph, t: &mut Tape, inputs: &[Var]) -> Result<Vec<Var>> {
+    run_observed(scope, graph, t, inputs, &mut |_, _, _| {})
+}
+
+/// [`run`], calling `seen(node, tape, value)` after each node (the model summary records shapes this way).
+pub fn run_observed(
+    scope: &mut dyn Scope,
+    graph: &Graph,
+    t: &mut Tape,
+    inputs: &[Var],
+    seen: &mut dyn FnMut(&Node, &Tape, Var),
+) -> Result<Vec<Var>> {
     if inputs.len() != graph.inputs.len() {
         value_err!(
             "the model takes {} input(s) ({}), got {}",
@@ -659,6 +670,15 @@ pub fn run(scope: &mut dyn Scope, graph: &Graph, t: &mut Tape, inputs: &[Var]) -
     for node in &graph.nodes {
         let xs: Vec<Value> = node.inputs.iter().map(|&i| values[i].clone()).collect();
         let v = run_node(scope, t, &node.op, &xs).map_err(|e| at_node(&*scope, node, e))?;
+        match &v {
+            Value::One(x) => seen(node, t, *x),
+            // a module's several outputs: its first (nn.GRU's output sequence) stands for it
+            Value::Tuple(parts) => {
+                if let Some(&x) = parts.first() {
+                    seen(node, t, x)
+                }
+            }
+        }
         values.push(v);
     }
     graph.outputs.iter().map(|&o| values[o].var()).collect()

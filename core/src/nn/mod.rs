@@ -10,6 +10,7 @@ mod rnn;
 mod sequential;
 mod simple;
 mod spec;
+mod summary;
 
 pub use layers::{BatchNorm, Conv, Embedding, LayerNorm, Linear};
 pub use net::{GraphSpec, NamedModule, NamedParam, Net};
@@ -17,6 +18,7 @@ pub use rnn::{config_of as rnn_config, Recurrent};
 pub use sequential::Sequential;
 pub use simple::{Activation, Dropout, Flatten, Pool};
 pub use spec::LayerSpec;
+pub use summary::{Summary, SummaryRow};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -171,6 +171,11 @@ impl Net {
         self.modules.iter().map(|(n, m)| (n.as_str(), m.as_ref()))
     }
 
+    /// The free parameters and buffers (not part of a module), by state-dict name.
+    pub fn free_params(&self) -> impl Iterator<Item = (&str, &Param)> {
+        self.params.iter().map(|(n, p)| (n.as_str(), p))
+    }
+
     /// The graph, once traced (always, for a Sequential).
     pub fn graph(&self) -> Option<&Graph> {
         self.graph.as_ref()

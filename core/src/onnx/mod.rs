@@ -4,6 +4,7 @@
 //! ([`session::InferenceSession`]: kiln's engine first, as in the browser), the input checks both
 //! engines make, and quantization's graph rewriting ([`quantize`]).
 
+pub mod compat;
 pub mod engine;
 pub mod export;
 pub(crate) mod feeds;

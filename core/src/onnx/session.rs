@@ -77,6 +77,12 @@ impl InferenceSession {
     }
 
     fn load(bytes: &[u8], path: Option<&Path>, choice: EngineChoice) -> Result<Self> {
+        Self::load_on(bytes, path, choice).map_err(|e| {
+            super::compat::with_newer_hint(e, bytes, "kiln", "pip install --upgrade kiln")
+        })
+    }
+
+    fn load_on(bytes: &[u8], path: Option<&Path>, choice: EngineChoice) -> Result<Self> {
         let declined = match choice {
             EngineChoice::Tract => None,
             EngineChoice::Kiln => match KilnSession::from_bytes(bytes)? {

@@ -24,10 +24,12 @@ from .errors import (
 )
 from .history import History
 from .model import load, load_onnx
+from .preprocess import Preprocess
 from .session import InferenceSession, TensorInfo
+from .summary import ModelSummary
 
 __all__ = [
     "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "drift", "text", "manual_seed", "load", "load_onnx", "InferenceSession", "TensorInfo",
     "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError", "TracingError",
-    "KilnIOError",
+    "KilnIOError", "ModelSummary", "Preprocess",
 ]

@@ -14,7 +14,7 @@ import numpy.typing as npt
 __all__ = ["Model", "Tracer", "optimizer_spec", "check_layer", "InferenceSession", "Tensor", "__version__", "optimize_quantize", "optimize_prune",
            "optimize_sparsity_report", "optimize_make_permanent", "optimize_distill", "DriftMonitor",
            "drift_reference", "feedback_load", "feedback_save", "model_version", "Tokenizer", "generate_model",
-           "generate_session", "TEXT_SPECIALS", "TOKENIZER_METADATA_KEY"]
+           "generate_session", "TEXT_SPECIALS", "TOKENIZER_METADATA_KEY", "preprocess_check", "preprocess_apply"]
 
 __version__: str
 
@@ -74,6 +74,7 @@ class Model:
     @input_shape.setter
     def input_shape(self, shape: Optional[Sequence[int]]) -> None: ...
     def architecture_json(self) -> str: ...
+    def summary(self, input_shapes: Sequence[Sequence[int]]) -> str: ...
     @property
     def seed(self) -> int: ...
     @property
@@ -251,3 +252,7 @@ def generate_model(model: Model, tokenizer: Tokenizer, prompt: str, max_new_toke
 def generate_session(session: InferenceSession, tokenizer: Optional[Tokenizer], prompt: str, max_new_tokens: int,
                      temperature: float, top_k: Optional[int], seed: int,
                      on_token: Optional[Callable[[str, int], Any]] = None) -> str: ...
+
+def preprocess_check(spec_json: str) -> str: ...
+def preprocess_apply(spec_json: str, rgba: npt.NDArray[np.uint8], src_width: int, src_height: int, height: int,
+                     width: int) -> _F32: ...

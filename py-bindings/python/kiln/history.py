@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 
@@ -17,6 +18,25 @@ class History:
     def __repr__(self) -> str:
         keys = ", ".join(self.history)
         return f"History(epochs={len(self.epoch)}, keys=[{keys}])"
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the logs as a table: one row per epoch (the first and last five of a long run)."""
+        keys = list(self.history)
+        n = len(self.epoch)
+        shown = list(range(n)) if n <= 12 else [*range(5), -1, *range(n - 5, n)]
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+        rows = []
+        for e in shown:
+            if e < 0:
+                rows.append(f"<tr><td>…</td>{'<td>…</td>' * len(keys)}</tr>")
+                continue
+            vals = "".join(f"<td>{self.history[k][e]:.4g}</td>" if e < len(self.history[k]) else "<td></td>" for k in keys)
+            rows.append(f"<tr><td>{e + 1}</td>{vals}</tr>")
+        note = f"{n} epoch{'s' if n != 1 else ''}"
+        if self.stopped_by:
+            note += f", stopped by {html.escape(self.stopped_by)}"
+        return (f"<div><b>History</b> ({note}; <code>.plot()</code> draws the curves)<table><thead><tr><th>epoch</th>"
+                f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
     def plot(self, keys: list[str] | None = None, ax: Any = None) -> Any:
         """Draw loss and metric curves with matplotlib (train and validation side by side)."""

@@ -3,6 +3,7 @@ with the same ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save`` / ``
 
 from __future__ import annotations
 
+import html
 import inspect
 import json
 import os
@@ -15,11 +16,13 @@ from . import drift as _drift
 from ._arrays import as_input, as_targets
 from ._seed import next_seed
 from .callbacks import Callback, CallbackList, EarlyStopping, ModelCheckpoint, Pruning
-from .errors import InvalidInputError, TracingError
+from .errors import InvalidInputError, TracingError, user_facing
 from .history import History
 from .layers import Layer, from_spec
 from .losses import Loss, loss_spec
 from .optim import Optimizer, Schedule
+from .preprocess import Preprocess
+from .summary import ModelSummary
 
 if TYPE_CHECKING:
     from .text import Tokenizer
@@ -243,6 +246,7 @@ class Module:
     def forward(self, *args: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define forward(self, ...)")
 
+    @user_facing
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         tr = _trace.current()
         if tr is not None:
@@ -324,6 +328,7 @@ class Module:
         """Parameters and buffers by PyTorch state-dict name (``"0.weight"``, ``"1.running_mean"``)."""
         return dict(self._ensure_core().state_dict())
 
+    @user_facing
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Replace every parameter and buffer (names and shapes must match exactly)."""
         self._ensure_core().load_state_dict({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()})
@@ -368,6 +373,7 @@ class Module:
             core.input_shape = None if shape is None else [int(d) for d in shape]
 
     # ---- training --------------------------------------------------------------------------------
+    @user_facing
     def compile(self, optimizer: Optimizer | str = "adam", loss: Loss | str = "cross_entropy",
                 metrics: Sequence[str] | None = None, clip_grad_norm: float | None = None,
                 lr_schedule: Schedule | None = None) -> None:
@@ -390,6 +396,7 @@ class Module:
             raise InvalidInputError("the model is not compiled: call model.compile(optimizer=..., loss=...) first")
         return self._compiled
 
+    @user_facing
     def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
             validation_data: tuple[Any, Any] | None = None, shuffle: bool = True,
             callbacks: Sequence[Callback] | None = None, verbose: int = 1) -> History:
@@ -440,6 +447,7 @@ class Module:
         runner.on_train_end(history)
         return history
 
+    @user_facing
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, float]:
         """Loss and metrics on ``x``, ``y`` in evaluation mode: ``{"loss": ..., "accuracy": ...}``."""
         self._require_compiled()
@@ -448,6 +456,7 @@ class Module:
         ys = self._targets(y, "y")
         return dict(self._ensure_core().evaluate(xs, ys, batch_size))
 
+    @user_facing
     def predict(self, x: Any, batch_size: int = 256) -> Any:
         """The model's raw outputs (logits for classifiers) as float32, in evaluation mode: an
         array, or a tuple of arrays for a model with several outputs. ``x`` is an array, a tuple
@@ -457,20 +466,25 @@ class Module:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     # ---- persistence and export ------------------------------------------------------------------
+    @user_facing
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save architecture and weights as one .kiln file (safetensors inside), written atomically."""
         self._ensure_core().save(os.fspath(path))
 
+    @user_facing
     def export_onnx(self, path: str | os.PathLike[str] | None = None, labels: Sequence[str] | None = None,
                     input_scale: float | None = None, input_offset: float | None = None, opset: int = 17,
                     dynamic_batch: bool = True, input_shape: Sequence[int] | None = None,
-                    reference: np.ndarray | None = None, tokenizer: Tokenizer | None = None) -> bytes | None:
+                    reference: np.ndarray | None = None, tokenizer: Tokenizer | None = None,
+                    preprocess: Preprocess | None = None) -> bytes | None:
         """Write the model as ONNX (opset >= 17, symbolic batch). ``labels``, ``input_scale`` and
         ``input_offset`` go into the metadata for runtimes such as kiln-wasm. ``reference`` (the
         training inputs) adds their statistics and the model's outputs on them (``kiln.drift``),
         which :class:`kiln.drift.DriftMonitor` compares live inputs against. ``tokenizer`` (a
         :mod:`kiln.text` tokenizer) travels as ``kiln.tokenizer``: kiln-wasm's ``model.tokenizer``
-        and ``model.generate`` use it. Without ``path``, returns the bytes."""
+        and ``model.generate`` use it. ``preprocess`` (:class:`kiln.Preprocess`) says how an image
+        becomes the input: kiln-wasm's ``model.run(image)`` applies it. Without ``path``, returns
+        the bytes."""
         if input_shape is not None:
             core = self._ensure_core()
             if core.graph_json() is None:
@@ -485,11 +499,48 @@ class Module:
             if not isinstance(tokenizer, Tokenizer):
                 raise InvalidInputError(f"export_onnx: tokenizer must be a kiln.text tokenizer, got {type(tokenizer).__name__}")
             extra.append((_kiln.TOKENIZER_METADATA_KEY, tokenizer.to_json()))
+        if preprocess is not None:
+            if not isinstance(preprocess, Preprocess):
+                raise InvalidInputError(f"export_onnx: preprocess must be a kiln.Preprocess, got {preprocess!r}")
+            extra.append(("kiln.preprocess", preprocess.to_json()))
         data = self._ensure_core().export_onnx(labels, input_scale, input_offset, opset, dynamic_batch,
                                                None if path is None else os.fspath(path), extra)
         return None if data is None else bytes(data)
 
 
+
+    @user_facing
+    def summary(self, input_shape: Sequence[int] | Sequence[Sequence[int]] | None = None) -> ModelSummary:
+        """Every module with the shape it outputs for one sample of ``input_shape`` (``(1, 8, 8)``; a list
+        of shapes for several inputs; by default the shape the model has seen), its parameter counts, and
+        the totals with their size in bytes. ``print`` it, or let Jupyter show the table. The core runs the
+        model once on zeros to get the shapes, so a shape that does not fit fails as ``predict`` would."""
+        core = self._ensure_core()
+        shapes = _shapes_arg(input_shape)
+        if shapes is None:
+            known = [s for _, _, s in core.input_info()] if core.graph_json() is not None else []
+            if not known or any(s is None for s in known):
+                raise InvalidInputError(
+                    f"summary: {type(self).__name__} has not seen data yet: give the shape of one sample, "
+                    "e.g. model.summary(input_shape=(1, 8, 8)) (a list of shapes for several inputs)")
+            shapes = [tuple(s) for s in known]
+        if core.graph_json() is None:
+            self._ensure_graph([(s, False) for s in shapes])
+        return ModelSummary(type(self).__name__, json.loads(core.summary([list(s) for s in shapes])))
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the summary table when the input shape is known, else the layers and a hint."""
+        core = self._core
+        if core is not None and core.graph_json() is not None and self._root() is self \
+                and all(s is not None for _, _, s in core.input_info()):
+            try:
+                return self.summary()._repr_html_()
+            except Exception:  # a display must never raise; the text form below still informs
+                pass
+        params = f"{core.num_parameters:,} trainable parameters" if core is not None else \
+            "weights drawn at first use"
+        return (f"<pre>{html.escape(repr(self))}</pre><p>{params}; <code>model.summary(input_shape=...)</code> "
+                "lists each layer's output shape and parameters</p>")
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}("]
@@ -622,11 +673,28 @@ class _Loaded(Module):
         names = ", ".join(self._input_names(0))
         return f"GraphModel(inputs=[{names}], parameters={self.num_parameters()})"
 
+def _shapes_arg(shape: Any) -> list[tuple[int, ...]] | None:
+    """``(1, 8, 8)`` → one input's shape; ``[(8,), (1,)]`` → one per input; ``None`` stays."""
+    if shape is None:
+        return None
+    if isinstance(shape, (tuple, list)) and shape and all(isinstance(s, (tuple, list)) for s in shape):
+        shapes = [tuple(s) for s in shape]
+    elif isinstance(shape, (tuple, list)):
+        shapes = [tuple(shape)]
+    else:
+        raise InvalidInputError(f"summary: input_shape must be a tuple of ints such as (1, 8, 8), got {shape!r}")
+    for s in shapes:
+        if not all(isinstance(d, (int, np.integer)) and d > 0 for d in s):
+            raise InvalidInputError(f"summary: input_shape {s!r} must hold positive ints (one sample, no batch axis)")
+    return [tuple(int(d) for d in s) for s in shapes]
+
+
 def _check_batch_size(call: str, batch_size: Any) -> None:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"{call}: batch_size must be a positive integer, got {batch_size!r}")
 
 
+@user_facing
 def load_onnx(path: str | os.PathLike[str]) -> Module:
     """An ONNX file (exported by PyTorch, by kiln, ...) as a kiln model you can ``compile``, ``fit``,
     ``save`` and ``export_onnx`` again: kiln's engine imports it into kiln's graph, the file's
@@ -636,6 +704,7 @@ def load_onnx(path: str | os.PathLike[str]) -> Module:
     return _Loaded._from_core(_kiln.Model.load_onnx(os.fspath(path), next_seed()))
 
 
+@user_facing
 def load(path: str | os.PathLike[str]) -> Module:
     """Load a model saved with ``model.save`` (or by kiln-wasm's trainer). A graph model comes back
     from its stored graph: the Python class that defined it need not be importable, and loading

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Union
 import numpy as np
 
 from . import _kiln
-from .errors import InvalidInputError
+from .errors import InvalidInputError, user_facing
 
 if TYPE_CHECKING:
     from .text import Tokenizer
@@ -44,6 +44,7 @@ class InferenceSession:
     predicts is what the browser predicts.
     """
 
+    @user_facing
     def __init__(self, model: Union[str, os.PathLike[str], bytes, bytearray], engine: Engine = "auto") -> None:
         if engine not in ("auto", "kiln", "tract"):
             raise InvalidInputError(f'InferenceSession: engine must be "auto", "kiln" or "tract", not {engine!r}')
@@ -100,6 +101,7 @@ class InferenceSession:
             arr = arr.astype(want)
         return np.ascontiguousarray(arr)
 
+    @user_facing
     def run(self, inputs: Union[Any, Mapping[str, Any]]) -> Union[np.ndarray, dict[str, np.ndarray]]:
         """Run on one array (models with one input) or a dict ``{input name: array}``. Returns the
         output array for single-output models, else a dict ``{output name: array}``."""

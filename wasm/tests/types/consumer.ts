@@ -29,7 +29,13 @@ export async function inThePage(url: string, file: Blob): Promise<string> {
   const top: Prediction[] = model.classify(new Float32Array(64), [1, 1, 8, 8], { topK: 3 });
   const best: string = top[0].label;
   const at: number = top[0].index + top[0].score;
+  const pixels = { data: new Uint8ClampedArray(4 * 8 * 8), width: 8, height: 8 };
+  const fromImage: Tensor = model.run(pixels);
+  const prepared: Float32Array = model.preprocess(pixels);
+  const topOfImage: Prediction[] = model.classify(pixels, { topK: 1 });
   model.free();
+  // @ts-expect-error an image takes no dims
+  model.preprocess(pixels, [1, 3, 8, 8]);
 
   // @ts-expect-error dims are required
   model.run(new Float32Array(64));
@@ -42,7 +48,7 @@ export async function inThePage(url: string, file: Blob): Promise<string> {
   // @ts-expect-error strings are not input data
   model.run('pixels', [1, 64]);
 
-  return `${batch} ${labels?.length} ${version} ${dims} ${scores.length} ${Object.keys(many)} ${best} ${at}`;
+  return `${batch} ${labels?.length} ${version} ${dims} ${scores.length} ${Object.keys(many)} ${best} ${at} ${fromImage.dims} ${prepared.length} ${topOfImage.length}`;
 }
 
 export async function offTheMainThread(bytes: ArrayBuffer): Promise<number> {
@@ -51,11 +57,12 @@ export async function offTheMainThread(bytes: ArrayBuffer): Promise<number> {
   const out: worker.Tensor = await model.run(new Float32Array(64), [1, 64]);
   const top: worker.Prediction[] = await model.classify([0.5, 0.25], [1, 2], { topK: 1 });
   const many: Record<string, worker.Tensor> = await model.runMany({ x: { data: [1, 2], dims: [1, 2] } });
+  const fromImage: worker.Tensor = await model.run({ data: new Uint8ClampedArray(4), width: 1, height: 1 });
   // @ts-expect-error the worker's run is asynchronous
   const notYet: worker.Tensor = model.run(new Float32Array(64), [1, 64]);
   await model.free();
   await worker.terminate();
-  return info.length + out.dims.length + top.length + Object.keys(many).length + (notYet ? 1 : 0);
+  return info.length + out.dims.length + top.length + Object.keys(many).length + (notYet ? 1 : 0) + fromImage.dims.length;
 }
 
 export async function teach(checkpoint: Uint8Array, pixels: Float32Array, labels: number[]): Promise<number> {
