@@ -9,8 +9,8 @@ pub mod graph;
 pub mod model;
 pub mod nn;
 pub mod optim;
-pub mod text;
 pub mod preprocess;
+pub mod text;
 pub mod train;
 
 pub use autograd::{Tape, Tensor, Var};
