@@ -690,3 +690,56 @@ fn model_bytes_with_op(op: &str) -> Vec<u8> {
         vec![],
     )
 }
+
+#[test]
+fn pytorch_and_kiln_grus_run_on_kiln_engine() {
+    // PyTorch's exporter: a 2-layer bidirectional char GRU with zero initial states sliced out of
+    // one ConstantOfShape over the batch; expected outputs from PyTorch (tests/fixtures/foreign).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/foreign");
+    let bytes = std::fs::read(dir.join("torch_gru.onnx")).unwrap();
+    let kiln = match KilnSession::from_bytes(&bytes).unwrap() {
+        Ok(s) => s,
+        Err(why) => panic!("declined: {}", why.0),
+    };
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("torch_gru.json")).unwrap())
+            .unwrap();
+    let input = &expected["inputs"][0];
+    let ids: Vec<i64> = input["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let shape: Vec<usize> = input["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let feed = Value::I64(ArrayD::from_shape_vec(IxDyn(&shape), ids).unwrap());
+    let outs = kiln.run(vec![("ids".into(), feed)]).unwrap();
+    for (k, want) in expected["outputs"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<f32> = want["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let diff = outs[k]
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "output {k}: {diff}");
+    }
+    let sess = InferenceSession::from_bytes(&bytes, EngineChoice::Auto).unwrap();
+    assert_eq!((sess.engine(), sess.declined()), ("kiln", None));
+    // as a kiln model it trains and re-exports (the GRU becomes kiln's nn.GRU layer)
+    let model = KilnSession::model_from_bytes(&bytes, 0).unwrap();
+    let names: Vec<String> = model.net.tensors().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".weight_ih_l0_reverse")),
+        "{names:?}"
+    );
+}

@@ -159,14 +159,14 @@ def test_exports_agree_with_onnxruntime_tract_and_predict(name, rng, tmp_path):
     np.testing.assert_array_equal(kiln.load(tmp_path / "m.kiln").predict(x), model.predict(x))
 
 
-def test_a_gru_exported_by_pytorch_runs_on_tract_as_in_pytorch():
+def test_a_gru_exported_by_pytorch_runs_on_both_engines_as_in_pytorch():
     path = FIXTURES / "foreign" / "torch_gru.onnx"
     onnx.checker.check_model(onnx.load(path), full_check=True)
     record = json.loads(path.with_suffix(".json").read_text())
     (ids,) = [np.array(i["data"], dtype=np.int64).reshape(i["shape"]) for i in record["inputs"]]
-    for engine in ("tract", "auto"):
+    for engine, runs_on in (("tract", "tract"), ("auto", "kiln"), ("kiln", "kiln")):
         sess = kiln.InferenceSession(path, engine=engine)
-        assert sess.engine == "tract"
+        assert sess.engine == runs_on
         got = sess.run(ids)
         for o in record["outputs"]:
             want = np.array(o["data"], dtype=np.float32).reshape(o["shape"])

@@ -40,6 +40,10 @@ enum V {
     I([ArrayD<i64>; 2]),
     /// A float32 constant, by weight name (a graph value once a node reads it).
     C(String),
+    /// `ConstantOfShape` of a shape that depends on a free dimension (a recurrent layer's zero
+    /// initial state, as exporters write it): taken where "absent" means the same (GRU's and
+    /// LSTM's `initial_h`), declined elsewhere.
+    Fill(f32),
 }
 
 /// The model's weights as graph parameters: bound onto a tape once per name and tape (copied,
@@ -47,13 +51,17 @@ enum V {
 pub(super) struct Weights<'a> {
     pub(super) weights: &'a HashMap<String, Tensor>,
     pub(super) bound: HashMap<(u64, String), Var>,
+    /// The layers import made for operators that are layers of kiln's (GRU, LSTM), by path.
+    pub(super) modules: &'a mut Vec<(String, Box<dyn Module>)>,
 }
 
 impl Scope for Weights<'_> {
     fn module(&mut self, path: &str) -> Result<&mut Box<dyn Module>> {
-        Err(KilnError::value(format!(
-            "an imported graph has no module {path:?}"
-        )))
+        self.modules
+            .iter_mut()
+            .find(|(n, _)| n == path)
+            .map(|(_, m)| m)
+            .ok_or_else(|| KilnError::value(format!("an imported graph has no module {path:?}")))
     }
     fn tensor(&mut self, name: &str) -> Result<&mut Param> {
         Err(KilnError::value(format!(
@@ -83,6 +91,8 @@ pub(super) struct Imported {
     /// The constants import made that are not weights (indices, the ones of an Expand, a cast
     /// shape): buffers, never trained, when the graph becomes a kiln model.
     pub(super) buffers: HashSet<String>,
+    /// Layers for the operators that are kiln layers (GRU, LSTM), with their weights.
+    pub(super) modules: Vec<(String, Box<dyn Module>)>,
 }
 
 /// The sizes a free dimension takes in the two trace runs: the first free dimension (the batch)
@@ -105,6 +115,7 @@ pub(super) fn import(
         params: HashMap::new(),
         live: HashMap::new(),
         buffers: HashSet::new(),
+        modules: Vec::new(),
     };
     for (name, v) in constants {
         let v = match v {
@@ -161,6 +172,7 @@ pub(super) fn import(
         tracer,
         weights,
         buffers,
+        modules,
         ..
     } = im;
     let graph = tracer
@@ -172,6 +184,7 @@ pub(super) fn import(
         weights,
         last_uses,
         buffers,
+        modules,
     })
 }
 
@@ -186,6 +199,7 @@ struct Importer {
     /// Graph value → how many ONNX names hold it (Identity and Cast add names, not values).
     live: HashMap<usize, usize>,
     buffers: HashSet<String>,
+    modules: Vec<(String, Box<dyn Module>)>,
 }
 
 type R<T> = std::result::Result<T, String>;
@@ -390,6 +404,10 @@ impl Importer {
             V::F(id) => Ok(id),
             V::C(w) => self.param(&w),
             V::Ids(_) | V::I(_) => Err(format!("{} on int64 values", n.op_type)),
+            V::Fill(_) => Err(format!(
+                "{} of a ConstantOfShape whose shape depends on a free dimension",
+                n.op_type
+            )),
         }
     }
 
@@ -438,6 +456,7 @@ impl Importer {
         let mut scope = Weights {
             weights: &self.weights,
             bound: std::mem::take(&mut self.bound),
+            modules: &mut self.modules,
         };
         let r = self.tracer.op(&mut scope, op, inputs, None);
         self.bound = scope.bound;
@@ -489,6 +508,9 @@ impl Importer {
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
             return Err(format!("operator {}::{}", n.domain, n.op_type));
         }
+        if matches!(n.op_type.as_str(), "GRU" | "LSTM") {
+            return self.recurrent(n);
+        }
         if n.output.iter().skip(1).any(|o| !o.is_empty()) {
             return Err(format!("{} with {} outputs", n.op_type, n.output.len()));
         }
@@ -499,6 +521,15 @@ impl Importer {
     }
 
     fn value(&mut self, n: &NodeProto) -> R<V> {
+        // moving or picking parts of a constant fill gives the same fill (PyTorch slices each
+        // layer's zero initial state out of one ConstantOfShape)
+        if let (
+            "Slice" | "Transpose" | "Reshape" | "Unsqueeze" | "Squeeze" | "Gather" | "Expand",
+            Ok(V::Fill(v)),
+        ) = (n.op_type.as_str(), self.get(n, 0))
+        {
+            return Ok(V::Fill(v));
+        }
         let unary = |op: Op| op;
         let op_type = n.op_type.as_str();
         Ok(match op_type {
@@ -657,6 +688,18 @@ impl Importer {
                 V::I(s.map(|s| ArrayD::from_elem(IxDyn(&[]), s.iter().product::<usize>() as i64)))
             }
             "ConstantOfShape" => {
+                let [d0, d1] = self.ints(n, 0)?;
+                if !same(&d0, &d1) {
+                    return match attr(n, "value").and_then(|a| a.t.as_ref()) {
+                        None => Ok(V::Fill(0.0)),
+                        Some(t) => match tensor_value(t)? {
+                            Value::F32(v) if v.len() == 1 => {
+                                Ok(V::Fill(v.iter().copied().next().expect("1")))
+                            }
+                            _ => Err("ConstantOfShape of int64 values and a free shape".into()),
+                        },
+                    };
+                }
                 let dims = self.fixed_list(n, 0)?;
                 if dims.iter().any(|&d| d < 0) {
                     return Err(format!("ConstantOfShape of shape {dims:?}"));
@@ -709,6 +752,10 @@ impl Importer {
                     (V::F(_), true) => {
                         return Err("Cast of computed float32 values to int64".into())
                     }
+                    (V::Fill(v), false) => V::Fill(v),
+                    (V::Fill(_), true) => {
+                        return Err("Cast to int64 of a ConstantOfShape of a free size".into())
+                    }
                 }
             }
             _ => return Err(format!("operator {op_type}")),
@@ -724,6 +771,7 @@ impl Importer {
                 let s = self.weights[&w].shape().to_vec();
                 [s.clone(), s]
             }
+            V::Fill(_) => return Err(format!("{} of a ConstantOfShape of a free size", n.op_type)),
         })
     }
 
@@ -1350,5 +1398,205 @@ impl Importer {
             return Err(format!("Expand of {s0:?} to {t0:?} over a free dimension"));
         }
         Ok(V::F(y))
+    }
+
+    /// ONNX's GRU and LSTM (one layer, forward or bidirectional, PyTorch's semantics: GRU with
+    /// `linear_before_reset=1`) as kiln's `nn.GRU` / `nn.LSTM` layer, its gate blocks reordered
+    /// once by `RnnCell::from_onnx_gates`. Outputs: `Y` `[T, D, B, H]` (`[B, T, D, H]` with
+    /// `layout=1`), `Y_h` and LSTM's `Y_c` `[D, B, H]` (`[B, D, H]`).
+    fn recurrent(&mut self, n: &NodeProto) -> R<()> {
+        use crate::autograd::RnnCell;
+        let cell = if n.op_type == "GRU" {
+            RnnCell::Gru
+        } else {
+            RnnCell::Lstm
+        };
+        let name = n.op_type.as_str();
+        let hidden = int(n, "hidden_size", 0);
+        if hidden <= 0 {
+            return Err(format!("{name} without hidden_size"));
+        }
+        let hidden = hidden as usize;
+        let directions = match attr(n, "direction").map(|a| a.s.as_slice()) {
+            None | Some(b"forward") => 1,
+            Some(b"bidirectional") => 2,
+            Some(d) => return Err(format!("{name} direction={}", String::from_utf8_lossy(d))),
+        };
+        if cell == RnnCell::Gru && int(n, "linear_before_reset", 0) != 1 {
+            return Err("GRU with linear_before_reset=0 (PyTorch's GRU is 1)".into());
+        }
+        if attr(n, "activations").is_some()
+            || attr(n, "clip").is_some()
+            || int(n, "input_forget", 0) != 0
+        {
+            return Err(format!("{name} with activations, clip or input_forget"));
+        }
+        if self.given(n, 4) {
+            return Err(format!("{name} with sequence_lens"));
+        }
+        if cell == RnnCell::Lstm && self.given(n, 7) {
+            return Err("LSTM with peepholes".into());
+        }
+        let batch_first = int(n, "layout", 0) == 1;
+        let gh = cell.gates() * hidden;
+        let weight = |i: usize| -> R<Tensor> {
+            self.constant(n, i)
+                .cloned()
+                .ok_or_else(|| format!("{name} with input {i} computed by the graph"))
+        };
+        let (w, r) = (weight(1)?, weight(2)?);
+        let input_size = *w
+            .shape()
+            .get(2)
+            .ok_or_else(|| format!("{name} W of shape {:?}", w.shape()))?;
+        if w.shape() != [directions, gh, input_size] || r.shape() != [directions, gh, hidden] {
+            return Err(format!(
+                "{name} W {:?} / R {:?} for hidden_size {hidden}",
+                w.shape(),
+                r.shape()
+            ));
+        }
+        let b = if self.given(n, 3) {
+            let b = weight(3)?;
+            if b.shape() != [directions, 2 * gh] {
+                return Err(format!("{name} B of shape {:?}", b.shape()));
+            }
+            Some(b)
+        } else {
+            None
+        };
+        let (bias, bidirectional, num_layers, dropout) = (b.is_some(), directions == 2, 1, 0.0);
+        let spec = if cell == RnnCell::Gru {
+            crate::nn::LayerSpec::GRU {
+                input_size,
+                hidden_size: hidden,
+                num_layers,
+                bias,
+                batch_first,
+                dropout,
+                bidirectional,
+            }
+        } else {
+            crate::nn::LayerSpec::LSTM {
+                input_size,
+                hidden_size: hidden,
+                num_layers,
+                bias,
+                batch_first,
+                dropout,
+                bidirectional,
+            }
+        };
+        let mut module = spec
+            .build(&mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0))
+            .map_err(|e| e.to_string())?;
+        let ax0 = ndarray::Axis(0);
+        for (pname, p) in module.tensors_mut() {
+            let d = usize::from(pname.ends_with("_reverse"));
+            p.value = if pname.starts_with("weight_ih") {
+                cell.from_onnx_gates(&w.index_axis(ax0, d).to_owned().into_dyn())
+            } else if pname.starts_with("weight_hh") {
+                cell.from_onnx_gates(&r.index_axis(ax0, d).to_owned().into_dyn())
+            } else {
+                let bd = b.as_ref().expect("bias names come with a bias");
+                let bd = bd.index_axis(ax0, d);
+                let half = if pname.starts_with("bias_ih") {
+                    0..gh
+                } else {
+                    gh..2 * gh
+                };
+                cell.from_onnx_gates(&bd.slice(ndarray::s![half]).to_owned().into_dyn())
+            };
+        }
+        // a path no other layer has, from the node's name
+        let base: String = n
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let base = if base.is_empty() {
+            name.to_lowercase()
+        } else {
+            base
+        };
+        let mut path = base.clone();
+        let mut k = 1;
+        while self.modules.iter().any(|(p, _)| *p == path) {
+            path = format!("{base}_{k}");
+            k += 1;
+        }
+        self.modules.push((path.clone(), module));
+        let x = self.f(n, 0)?;
+        let mut ins = vec![x];
+        // initial states, [D, B, H] for kiln (ONNX's layout=1 has them [B, D, H]); zeros = absent
+        let mut state = |i: usize| -> R<Option<usize>> {
+            if !self.given(n, i) || matches!(self.get(n, i)?, V::Fill(v) if v == 0.0) {
+                return Ok(None);
+            }
+            let h = self.f(n, i)?;
+            Ok(Some(if batch_first {
+                self.op(
+                    Op::Permute {
+                        dims: vec![1, 0, 2],
+                    },
+                    vec![h],
+                )?
+            } else {
+                h
+            }))
+        };
+        let h0 = state(5)?;
+        let c0 = if cell == RnnCell::Lstm {
+            state(6)?
+        } else {
+            None
+        };
+        match (cell, h0, c0) {
+            (RnnCell::Gru, Some(h), _) => ins.push(h),
+            (RnnCell::Lstm, Some(h), Some(c)) => ins.extend([h, c]),
+            (RnnCell::Lstm, None, None) | (RnnCell::Gru, None, _) => {}
+            _ => return Err("LSTM with one of initial_h and initial_c".into()),
+        }
+        let call = self.op(Op::Call { module: path }, ins)?;
+        let out = self.op(Op::Item { index: 0 }, vec![call])?;
+        // [T, B, D·H] → [T, B, D, H] → [T, D, B, H]; batch first: [B, T, D·H] → [B, T, D, H]
+        let split = self
+            .shapes(out)
+            .map(|s| vec![s[0], s[1], directions, hidden]);
+        let mut y = self.reshape_to(out, split)?;
+        if !batch_first {
+            y = self.op(
+                Op::Permute {
+                    dims: vec![0, 2, 1, 3],
+                },
+                vec![y],
+            )?;
+        }
+        let mut outs = vec![y];
+        for index in 1..=1 + usize::from(cell == RnnCell::Lstm) {
+            let h = self.op(Op::Item { index }, vec![call])?;
+            outs.push(if batch_first {
+                self.op(
+                    Op::Permute {
+                        dims: vec![1, 0, 2],
+                    },
+                    vec![h],
+                )?
+            } else {
+                h
+            });
+        }
+        for (out_name, v) in n.output.iter().zip(outs) {
+            if !out_name.is_empty() {
+                self.set(out_name, V::F(v));
+            }
+        }
+        Ok(())
     }
 }

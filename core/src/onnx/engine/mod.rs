@@ -78,6 +78,9 @@ pub struct Unsupported(pub String);
 pub struct KilnSession {
     graph: Graph,
     buffers: std::collections::HashSet<String>,
+    /// Layers for the operators that are kiln layers (GRU, LSTM): a run binds their weights
+    /// (through `&mut`), so runs take turns on them.
+    modules: std::sync::Mutex<Vec<(String, Box<dyn crate::nn::Module>)>>,
     weights: HashMap<String, Tensor>,
     last_uses: Vec<Vec<usize>>,
     inputs: Vec<IoInfo>,
@@ -152,6 +155,7 @@ impl KilnSession {
         Ok(KilnSession {
             graph: imported.graph,
             buffers: imported.buffers,
+            modules: std::sync::Mutex::new(imported.modules),
             weights: imported.weights,
             last_uses: imported.last_uses,
             inputs,
@@ -219,9 +223,14 @@ impl KilnSession {
                 }
             });
         }
+        let mut modules = self
+            .modules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut scope = import::Weights {
             weights: &self.weights,
             bound: HashMap::new(),
+            modules: &mut modules,
         };
         crate::graph::run_inference(&mut scope, &self.graph, &self.last_uses, &mut tape, &xs)
             .map_err(|e| KilnError::onnx(e.to_string()))
@@ -248,13 +257,29 @@ impl KilnSession {
                 buffer: self.buffers.contains(n),
             })
             .collect();
+        let modules = self
+            .modules
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let spec = crate::nn::GraphSpec {
-            modules: Vec::new(),
+            modules: modules
+                .iter()
+                .map(|(name, m)| crate::nn::NamedModule {
+                    name: name.clone(),
+                    spec: m.spec(),
+                })
+                .collect(),
             params,
             graph: Some(self.graph),
         };
         let mut model = crate::Model::from_graph_spec(&spec, seed)?;
-        let dict: std::collections::BTreeMap<String, Tensor> = self.weights.into_iter().collect();
+        let mut dict: std::collections::BTreeMap<String, Tensor> =
+            self.weights.into_iter().collect();
+        for (name, m) in &modules {
+            for (t, p) in m.tensors() {
+                dict.insert(format!("{name}.{t}"), p.value.clone());
+            }
+        }
         model.net.load_state_dict(&dict)?;
         Ok(model)
     }
