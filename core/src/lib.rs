@@ -6,6 +6,7 @@ pub mod datasets;
 pub mod drift;
 pub mod error;
 pub mod graph;
+mod json_args;
 pub mod model;
 pub mod nn;
 pub mod optim;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::autograd::Tensor;
 use crate::nn::Param;
@@ -29,9 +29,11 @@ fn lr_1e2() -> f32 {
     1e-2
 }
 
-/// An optimizer and its hyper-parameters, with PyTorch's names and defaults.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
+/// An optimizer and its hyper-parameters, with PyTorch's names and defaults. In JSON
+/// `{"type": "Adam", "lr": 0.01}`; read by hand ([`crate::json_args`], the defaults below), written
+/// by serde.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type")]
 #[allow(missing_docs)]
 pub enum OptimizerSpec {
     SGD {
@@ -351,9 +353,10 @@ pub fn clip_grad_norm(params: &mut [(String, &mut Param)], max_norm: f32) -> f32
     total
 }
 
-/// A learning-rate schedule, stepped once per epoch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
+/// A learning-rate schedule, stepped once per epoch. In JSON `{"type": "Step", "step_size": 5,
+/// "gamma": 0.5}`; read by hand, as [`OptimizerSpec`] is.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type")]
 pub enum Schedule {
     /// Multiply by `gamma` every `step_size` epochs (PyTorch `StepLR`).
     Step {
@@ -497,6 +500,138 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OptimizerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        let (name, a) =
+            crate::json_args::tagged(&v, "type", "optimizer").map_err(D::Error::custom)?;
+        let read = || -> std::result::Result<OptimizerSpec, String> {
+            Ok(match name {
+                "SGD" => {
+                    a.only(&[
+                        "type",
+                        "lr",
+                        "momentum",
+                        "dampening",
+                        "nesterov",
+                        "weight_decay",
+                    ])?;
+                    OptimizerSpec::SGD {
+                        lr: a.or("lr", lr_1e3())?,
+                        momentum: a.or("momentum", 0.0)?,
+                        dampening: a.or("dampening", 0.0)?,
+                        nesterov: a.or("nesterov", false)?,
+                        weight_decay: a.or("weight_decay", 0.0)?,
+                    }
+                }
+                "Adam" | "AdamW" => {
+                    a.only(&["type", "lr", "betas", "eps", "weight_decay", "amsgrad"])?;
+                    let (lr, betas, eps, amsgrad) = (
+                        a.or("lr", lr_1e3())?,
+                        a.or("betas", betas())?,
+                        a.or("eps", adam_eps())?,
+                        a.or("amsgrad", false)?,
+                    );
+                    if name == "Adam" {
+                        let weight_decay = a.or("weight_decay", 0.0)?;
+                        OptimizerSpec::Adam {
+                            lr,
+                            betas,
+                            eps,
+                            weight_decay,
+                            amsgrad,
+                        }
+                    } else {
+                        let weight_decay = a.or("weight_decay", adamw_decay())?;
+                        OptimizerSpec::AdamW {
+                            lr,
+                            betas,
+                            eps,
+                            weight_decay,
+                            amsgrad,
+                        }
+                    }
+                }
+                "RMSprop" => {
+                    a.only(&[
+                        "type",
+                        "lr",
+                        "alpha",
+                        "eps",
+                        "weight_decay",
+                        "momentum",
+                        "centered",
+                    ])?;
+                    OptimizerSpec::RMSprop {
+                        lr: a.or("lr", lr_1e2())?,
+                        alpha: a.or("alpha", rms_alpha())?,
+                        eps: a.or("eps", adam_eps())?,
+                        weight_decay: a.or("weight_decay", 0.0)?,
+                        momentum: a.or("momentum", 0.0)?,
+                        centered: a.or("centered", false)?,
+                    }
+                }
+                other => {
+                    return Err(format!(
+                    "unknown variant `{other}`, expected one of `SGD`, `Adam`, `AdamW`, `RMSprop`"
+                ))
+                }
+            })
+        };
+        read().map_err(D::Error::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        let (name, a) =
+            crate::json_args::tagged(&v, "type", "schedule").map_err(D::Error::custom)?;
+        let read = || -> std::result::Result<Schedule, String> {
+            Ok(match name {
+                "Step" => {
+                    a.only(&["type", "step_size", "gamma"])?;
+                    Schedule::Step {
+                        step_size: a.get("step_size")?,
+                        gamma: a.get("gamma")?,
+                    }
+                }
+                "Cosine" => {
+                    a.only(&["type", "t_max", "eta_min"])?;
+                    Schedule::Cosine {
+                        t_max: a.get("t_max")?,
+                        eta_min: a.or("eta_min", 0.0)?,
+                    }
+                }
+                "Warmup" => {
+                    a.only(&["type", "warmup_epochs", "start_factor"])?;
+                    Schedule::Warmup {
+                        warmup_epochs: a.get("warmup_epochs")?,
+                        start_factor: a.or("start_factor", third())?,
+                    }
+                }
+                "ReduceOnPlateau" => {
+                    a.only(&["type", "monitor", "factor", "patience", "min_lr"])?;
+                    Schedule::ReduceOnPlateau {
+                        monitor: a.or("monitor", val_loss())?,
+                        factor: a.or("factor", tenth())?,
+                        patience: a.or("patience", ten())?,
+                        min_lr: a.or("min_lr", 0.0)?,
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown variant `{other}`, expected one of `Step`, `Cosine`, `Warmup`, `ReduceOnPlateau`"
+                    ))
+                }
+            })
+        };
+        read().map_err(D::Error::custom)
     }
 }
 
@@ -666,6 +801,117 @@ mod tests {
                 gamma: 0.5
             },
             1.0
+        )
+        .is_err());
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn specs_read_by_hand_round_trip_with_defaults_and_refuse_unknown_names() {
+        for spec in [
+            OptimizerSpec::SGD {
+                lr: 0.1,
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: true,
+                weight_decay: 1e-4,
+            },
+            OptimizerSpec::Adam {
+                lr: 1e-3,
+                betas: [0.8, 0.99],
+                eps: 1e-7,
+                weight_decay: 0.0,
+                amsgrad: true,
+            },
+            OptimizerSpec::AdamW {
+                lr: 1e-3,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: 0.01,
+                amsgrad: false,
+            },
+            OptimizerSpec::RMSprop {
+                lr: 1e-2,
+                alpha: 0.9,
+                eps: 1e-8,
+                weight_decay: 0.0,
+                momentum: 0.5,
+                centered: true,
+            },
+        ] {
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(
+                serde_json::from_str::<OptimizerSpec>(&json).unwrap(),
+                spec,
+                "{json}"
+            );
+        }
+        let adamw: OptimizerSpec = serde_json::from_str(r#"{"type":"AdamW"}"#).unwrap();
+        assert_eq!(
+            adamw,
+            OptimizerSpec::AdamW {
+                lr: 1e-3,
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                weight_decay: 0.01,
+                amsgrad: false
+            }
+        );
+        let rms: OptimizerSpec = serde_json::from_str(r#"{"type":"RMSprop"}"#).unwrap();
+        assert!(matches!(rms, OptimizerSpec::RMSprop { lr, .. } if lr == 1e-2));
+        for bad in [
+            r#"{"type":"Adam","lr":"x"}"#,
+            r#"{"type":"Adam","momentum":0.9}"#,
+            r#"{"type":"Nope"}"#,
+            r#"{"lr":1}"#,
+            "3",
+        ] {
+            assert!(serde_json::from_str::<OptimizerSpec>(bad).is_err(), "{bad}");
+        }
+        for sched in [
+            Schedule::Step {
+                step_size: 3,
+                gamma: 0.5,
+            },
+            Schedule::Cosine {
+                t_max: 10,
+                eta_min: 1e-4,
+            },
+            Schedule::Warmup {
+                warmup_epochs: 2,
+                start_factor: 0.25,
+            },
+            Schedule::ReduceOnPlateau {
+                monitor: "loss".into(),
+                factor: 0.5,
+                patience: 2,
+                min_lr: 1e-5,
+            },
+        ] {
+            let json = serde_json::to_string(&sched).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Schedule>(&json).unwrap(),
+                sched,
+                "{json}"
+            );
+        }
+        let plateau: Schedule = serde_json::from_str(r#"{"type":"ReduceOnPlateau"}"#).unwrap();
+        assert_eq!(
+            plateau,
+            Schedule::ReduceOnPlateau {
+                monitor: "val_loss".into(),
+                factor: 0.1,
+                patience: 10,
+                min_lr: 0.0
+            }
+        );
+        assert!(serde_json::from_str::<Schedule>(r#"{"type":"Step","step_size":3}"#).is_err());
+        assert!(serde_json::from_str::<Schedule>(
+            r#"{"type":"Step","step_size":3,"gamma":0.5,"x":1}"#
         )
         .is_err());
     }

@@ -5,105 +5,12 @@
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Dim, Op, Reduction, ScalarOp};
 use crate::autograd::GeluApprox;
+use crate::json_args::{Args, FromJson};
 
-/// An op's arguments: `{"dim": -1}`, with defaults for the optional ones and no unknown names.
-struct Args<'a> {
-    op: &'a str,
-    map: Option<&'a Map<String, Value>>,
-}
-
-impl Args<'_> {
-    fn value(&self, key: &str) -> Result<&Value, String> {
-        self.map
-            .and_then(|m| m.get(key))
-            .ok_or_else(|| format!("{}: missing argument `{key}`", self.op))
-    }
-
-    fn bad(&self, key: &str, want: &str) -> String {
-        format!("{}: argument `{key}` must be {want}", self.op)
-    }
-
-    fn get<T: FromJson>(&self, key: &str) -> Result<T, String> {
-        T::from_json(self.value(key)?).ok_or_else(|| self.bad(key, T::WHAT))
-    }
-
-    fn or<T: FromJson>(&self, key: &str, default: T) -> Result<T, String> {
-        match self.map.and_then(|m| m.get(key)) {
-            Some(_) => self.get(key),
-            None => Ok(default),
-        }
-    }
-    /// Refuse argument names the op does not have (a typo must not be silently defaulted).
-    fn only(&self, known: &[&str]) -> Result<(), String> {
-        if let Some(k) = self
-            .map
-            .and_then(|m| m.keys().find(|k| !known.contains(&k.as_str())))
-        {
-            return Err(format!(
-                "{}: unknown argument `{k}` (it takes {known:?})",
-                self.op
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The argument types ops take, read straight from JSON values (no per-type serde visitors: the
-/// point of this file is the browser module's size).
-trait FromJson: Sized {
-    const WHAT: &'static str;
-    fn from_json(v: &Value) -> Option<Self>;
-}
-
-impl FromJson for String {
-    const WHAT: &'static str = "a string";
-    fn from_json(v: &Value) -> Option<Self> {
-        v.as_str().map(str::to_string)
-    }
-}
-impl FromJson for f32 {
-    const WHAT: &'static str = "a number";
-    fn from_json(v: &Value) -> Option<Self> {
-        v.as_f64().map(|f| f as f32)
-    }
-}
-impl FromJson for bool {
-    const WHAT: &'static str = "true or false";
-    fn from_json(v: &Value) -> Option<Self> {
-        v.as_bool()
-    }
-}
-impl FromJson for isize {
-    const WHAT: &'static str = "an integer";
-    fn from_json(v: &Value) -> Option<Self> {
-        v.as_i64().and_then(|i| isize::try_from(i).ok())
-    }
-}
-impl FromJson for usize {
-    const WHAT: &'static str = "a non-negative integer";
-    fn from_json(v: &Value) -> Option<Self> {
-        v.as_u64().and_then(|i| usize::try_from(i).ok())
-    }
-}
-impl<T: FromJson> FromJson for Vec<T> {
-    const WHAT: &'static str = "a list";
-    fn from_json(v: &Value) -> Option<Self> {
-        v.as_array()?.iter().map(T::from_json).collect()
-    }
-}
-impl FromJson for [usize; 2] {
-    const WHAT: &'static str = "a pair of non-negative integers";
-    fn from_json(v: &Value) -> Option<Self> {
-        match v.as_array()?.as_slice() {
-            [a, b] => Some([usize::from_json(a)?, usize::from_json(b)?]),
-            _ => None,
-        }
-    }
-}
 impl FromJson for Dim {
     const WHAT: &'static str = "sizes, -1 or \"batch\"";
     fn from_json(v: &Value) -> Option<Self> {

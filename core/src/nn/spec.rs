@@ -1,7 +1,7 @@
 //! The serialisable architecture: one JSON object per layer, `{"type": "Linear", "in_features": 64, …}`.
 
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{
     Activation, BatchNorm, Conv, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Pool,
@@ -38,9 +38,12 @@ fn exact() -> GeluApprox {
     GeluApprox::None
 }
 
-/// One layer's architecture, named and parameterised as in PyTorch.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
+/// One layer's architecture, named and parameterised as in PyTorch. Read from JSON by hand
+/// (`layer_from_json` below, with the defaults above: serde's internally tagged derive buffers
+/// every object through its `Content`, a visible share of the browser's small module); written by
+/// serde.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type")]
 #[allow(missing_docs)] // the fields are PyTorch's constructor arguments
 pub enum LayerSpec {
     Linear {
@@ -320,6 +323,230 @@ fn spec_error(e: &serde_json::Error) -> KilnError {
         };
     }
     KilnError::value(format!("invalid architecture: {msg}"))
+}
+
+const LAYERS: &str = "`Linear`, `Conv1d`, `Conv2d`, `MaxPool2d`, `AvgPool2d`, `Flatten`, `ReLU`, `LeakyReLU`, `GELU`, `Sigmoid`, `Tanh`, `Softmax`, `Dropout`, `BatchNorm1d`, `BatchNorm2d`, `LayerNorm`, `Embedding`, `Sequential`, `GRU`, `LSTM`";
+
+/// One layer from its JSON object, with PyTorch's defaults; unknown argument names are refused.
+fn layer_from_json(v: &serde_json::Value) -> std::result::Result<LayerSpec, String> {
+    use LayerSpec as S;
+    let (name, a) = crate::json_args::tagged(v, "type", "layer")?;
+    let only = |known: &[&str]| {
+        let mut all = vec!["type"];
+        all.extend_from_slice(known);
+        a.only(&all)
+    };
+    Ok(match name {
+        "Linear" => {
+            only(&["in_features", "out_features", "bias"])?;
+            S::Linear {
+                in_features: a.get("in_features")?,
+                out_features: a.get("out_features")?,
+                bias: a.or("bias", yes())?,
+            }
+        }
+        "Conv1d" => {
+            only(&[
+                "in_channels",
+                "out_channels",
+                "kernel_size",
+                "stride",
+                "padding",
+                "dilation",
+                "groups",
+                "bias",
+            ])?;
+            S::Conv1d {
+                in_channels: a.get("in_channels")?,
+                out_channels: a.get("out_channels")?,
+                kernel_size: a.get("kernel_size")?,
+                stride: a.or("stride", one())?,
+                padding: a.or("padding", 0)?,
+                dilation: a.or("dilation", one())?,
+                groups: a.or("groups", one())?,
+                bias: a.or("bias", yes())?,
+            }
+        }
+        "Conv2d" => {
+            only(&[
+                "in_channels",
+                "out_channels",
+                "kernel_size",
+                "stride",
+                "padding",
+                "dilation",
+                "groups",
+                "bias",
+            ])?;
+            S::Conv2d {
+                in_channels: a.get("in_channels")?,
+                out_channels: a.get("out_channels")?,
+                kernel_size: a.get("kernel_size")?,
+                stride: a.or("stride", ones2())?,
+                padding: a.or("padding", zeros2())?,
+                dilation: a.or("dilation", ones2())?,
+                groups: a.or("groups", one())?,
+                bias: a.or("bias", yes())?,
+            }
+        }
+        "MaxPool2d" | "AvgPool2d" => {
+            only(&["kernel_size", "stride", "padding"])?;
+            let (kernel_size, stride, padding) = (
+                a.get("kernel_size")?,
+                a.get("stride")?,
+                a.or("padding", zeros2())?,
+            );
+            if name == "MaxPool2d" {
+                S::MaxPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                }
+            } else {
+                S::AvgPool2d {
+                    kernel_size,
+                    stride,
+                    padding,
+                }
+            }
+        }
+        "Flatten" => {
+            only(&["start_dim", "end_dim"])?;
+            S::Flatten {
+                start_dim: a.or("start_dim", one_isize())?,
+                end_dim: a.or("end_dim", minus_one())?,
+            }
+        }
+        "ReLU" | "Sigmoid" | "Tanh" => {
+            only(&[])?;
+            match name {
+                "ReLU" => S::ReLU,
+                "Sigmoid" => S::Sigmoid,
+                _ => S::Tanh,
+            }
+        }
+        "LeakyReLU" => {
+            only(&["negative_slope"])?;
+            S::LeakyReLU {
+                negative_slope: a.or("negative_slope", slope())?,
+            }
+        }
+        "GELU" => {
+            only(&["approximate"])?;
+            S::GELU {
+                approximate: a.or("approximate", exact())?,
+            }
+        }
+        "Softmax" => {
+            only(&["dim"])?;
+            S::Softmax {
+                dim: a.or("dim", minus_one())?,
+            }
+        }
+        "Dropout" => {
+            only(&["p"])?;
+            S::Dropout { p: a.get("p")? }
+        }
+        "BatchNorm1d" | "BatchNorm2d" => {
+            only(&["num_features", "eps", "momentum"])?;
+            let (num_features, eps, momentum) = (
+                a.get("num_features")?,
+                a.or("eps", eps())?,
+                a.or("momentum", momentum())?,
+            );
+            if name == "BatchNorm1d" {
+                S::BatchNorm1d {
+                    num_features,
+                    eps,
+                    momentum,
+                }
+            } else {
+                S::BatchNorm2d {
+                    num_features,
+                    eps,
+                    momentum,
+                }
+            }
+        }
+        "LayerNorm" => {
+            only(&["normalized_shape", "eps"])?;
+            S::LayerNorm {
+                normalized_shape: a.get("normalized_shape")?,
+                eps: a.or("eps", eps())?,
+            }
+        }
+        "Embedding" => {
+            only(&["num_embeddings", "embedding_dim"])?;
+            S::Embedding {
+                num_embeddings: a.get("num_embeddings")?,
+                embedding_dim: a.get("embedding_dim")?,
+            }
+        }
+        "Sequential" => {
+            only(&["layers"])?;
+            let layers = a
+                .value("layers")?
+                .as_array()
+                .ok_or_else(|| a.bad("layers", "a list of layers"))?
+                .iter()
+                .map(layer_from_json)
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            S::Sequential { layers }
+        }
+        "GRU" | "LSTM" => {
+            only(&[
+                "input_size",
+                "hidden_size",
+                "num_layers",
+                "bias",
+                "batch_first",
+                "dropout",
+                "bidirectional",
+            ])?;
+            let (input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional) = (
+                a.get("input_size")?,
+                a.get("hidden_size")?,
+                a.or("num_layers", one())?,
+                a.or("bias", yes())?,
+                a.or("batch_first", false)?,
+                a.or("dropout", 0.0)?,
+                a.or("bidirectional", false)?,
+            );
+            if name == "GRU" {
+                S::GRU {
+                    input_size,
+                    hidden_size,
+                    num_layers,
+                    bias,
+                    batch_first,
+                    dropout,
+                    bidirectional,
+                }
+            } else {
+                S::LSTM {
+                    input_size,
+                    hidden_size,
+                    num_layers,
+                    bias,
+                    batch_first,
+                    dropout,
+                    bidirectional,
+                }
+            }
+        }
+        other => {
+            return Err(format!(
+                "unknown variant `{other}`, expected one of {LAYERS}"
+            ))
+        }
+    })
+}
+
+impl<'de> serde::Deserialize<'de> for LayerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        layer_from_json(&serde_json::Value::deserialize(d)?).map_err(D::Error::custom)
+    }
 }
 
 #[cfg(test)]
