@@ -91,6 +91,9 @@ export declare class Trainer {
   private constructor();
   /** Loads a checkpoint: a URL (a file path in Node), bytes, a `Response` or a `Blob`. */
   static fromKiln(source: ModelSource): Promise<Trainer>;
+  /** Loads an ONNX file kiln's engine runs (a PyTorch export, say) to fine-tune it: its weights
+   * under the file's names. Rejects with an `Error` naming what kiln's graph cannot express. */
+  static fromOnnx(source: ModelSource): Promise<Trainer>;
   readonly layers: LayerSpec[];
   readonly parameters: ParameterInfo[];
   /** The per-sample input shape the model was trained on, or null. */

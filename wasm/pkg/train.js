@@ -72,6 +72,14 @@ export class Trainer {
     return new Trainer(guard(() => TrainerCore.fromKiln(bytes)));
   }
 
+  /** An ONNX file kiln's engine runs (a PyTorch export, say) as a model to fine-tune: the file's
+   * weights under the file's names; an `Error` naming what kiln's graph cannot express otherwise. */
+  static async fromOnnx(source) {
+    const bytes = await sourceBytes(source, 'the ONNX model', 'Trainer.fromOnnx');
+    await initKiln();
+    return new Trainer(guard(() => TrainerCore.fromOnnx(bytes)));
+  }
+
   constructor(core) {
     if (!(core instanceof TrainerCore)) throw new TypeError('kiln-wasm: use `await Trainer.fromKiln(bytes)` to make a Trainer');
     this.#core = core;

@@ -28,6 +28,14 @@ impl TrainerCore {
         js(Model::from_bytes(bytes).map(|model| TrainerCore { model }))
     }
 
+    /// An ONNX file kiln's engine imports (PyTorch's exports, kiln's own) as a model that trains:
+    /// the file's weights under the file's names ([`kiln_core::onnx::engine::KilnSession::into_model`]).
+    #[wasm_bindgen(js_name = fromOnnx)]
+    pub fn from_onnx(bytes: &[u8]) -> JsResult<TrainerCore> {
+        js(kiln_core::onnx::engine::KilnSession::model_from_bytes(bytes, 0)
+            .map(|model| TrainerCore { model }))
+    }
+
     /// The model as JSON: `{"layers": [...], "parameters": [{"name", "shape", "trainable"}],
     /// "inputShape": [...] | null, "seed": "…", "compiled": bool}` (the seed as a string: it is
     /// a 64-bit integer).

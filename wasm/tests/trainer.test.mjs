@@ -239,3 +239,29 @@ function argmax(values) {
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
   return best;
 }
+
+test('Trainer.fromOnnx fine-tunes an ONNX file kiln did not write, and the result ships again', async () => {
+  // tests/fixtures/foreign/helper_cnn.onnx: a CNN written with onnx.helper (Conv, Relu, pooling, Gemm, Softmax)
+  const bytes = new Uint8Array(readFileSync(new URL('../../tests/fixtures/foreign/helper_cnn.onnx', import.meta.url)));
+  const original = await loadModel(bytes);
+  const trainer = await Trainer.fromOnnx(bytes);
+  const n = 24;
+  const xs = Float32Array.from({ length: n * 64 }, (_, i) => ((i * 7919) % 17) / 17);
+  const dims = [n, 1, 8, 8];
+  const before = trainer.predict(xs, dims);
+  assert.ok(maxAbsDiff(before.data, original.run(xs, dims).data) < 1e-5, 'the imported model is the file');
+  assert.ok(trainer.parameters.some((p) => p.trainable), 'the file\'s weights train');
+  // teach it to put all its probability on class 0
+  const classes = before.dims[1];
+  const target = Float32Array.from({ length: n * classes }, (_, i) => (i % classes === 0 ? 1 : 0));
+  trainer.compile({ optimizer: 'adam', lr: 1e-2, loss: 'mse' });
+  const h = trainer.fit(xs, dims, target, { epochs: 20, batchSize: n, shuffle: false });
+  const losses = h.history.loss;
+  assert.ok(losses[losses.length - 1] < 0.5 * losses[0], JSON.stringify(losses));
+  const tuned = trainer.predict(xs, dims);
+  const shipped = await loadModel(trainer.exportOnnx({}));
+  assert.equal(shipped.engine, 'kiln');
+  assert.ok(maxAbsDiff(shipped.run(xs, dims).data, tuned.data) < 1e-5, 'the export predicts what the trainer does');
+  await assert.rejects(Trainer.fromOnnx(new Uint8Array([1, 2, 3])), /ONNX/);
+  trainer.free();
+});
