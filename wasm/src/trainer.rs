@@ -32,8 +32,10 @@ impl TrainerCore {
     /// the file's weights under the file's names ([`kiln_core::onnx::engine::KilnSession::into_model`]).
     #[wasm_bindgen(js_name = fromOnnx)]
     pub fn from_onnx(bytes: &[u8]) -> JsResult<TrainerCore> {
-        js(kiln_core::onnx::engine::KilnSession::model_from_bytes(bytes, 0)
-            .map(|model| TrainerCore { model }))
+        js(
+            kiln_core::onnx::engine::KilnSession::model_from_bytes(bytes, 0)
+                .map(|model| TrainerCore { model }),
+        )
     }
 
     /// The model as JSON: `{"layers": [...], "parameters": [{"name", "shape", "trainable"}],
