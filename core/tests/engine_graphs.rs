@@ -141,6 +141,11 @@ fn model(
     .encode_to_vec()
 }
 
+/// The largest absolute difference between two runs of numbers.
+fn max_diff<'a>(a: impl Iterator<Item = &'a f32>, b: impl Iterator<Item = &'a f32>) -> f32 {
+    a.zip(b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+}
+
 fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
     let n = shape.iter().product();
     ArrayD::from_shape_vec(
@@ -168,11 +173,7 @@ fn both(bytes: &[u8], x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
             panic!("tract gave {}", w.dtype())
         };
         assert_eq!(g.shape(), w.shape());
-        let diff = g
-            .iter()
-            .zip(w.iter())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(g.iter(), w.iter());
         assert!(diff <= 1e-5, "max |kiln - tract| = {diff}");
     }
     got
@@ -335,11 +336,7 @@ fn a_pytorch_exported_resnet_runs_on_kiln_engine_as_on_tract() {
     let x = input(&[2, 3, 8, 8], 5);
     let a = both(&pytorch_resnet(17, "mean"), &x);
     let b = both(&pytorch_resnet(13, "flatten-chain"), &x);
-    let diff = a[0]
-        .iter()
-        .zip(b[0].iter())
-        .map(|(p, q)| (p - q).abs())
-        .fold(0f32, f32::max);
+    let diff = max_diff(a[0].iter(), b[0].iter());
     assert!(diff < 1e-5, "{diff}");
 }
 
@@ -622,11 +619,7 @@ fn a_pytorch_export_becomes_a_kiln_model_that_trains_and_exports_again() {
     let mut model = KilnSession::model_from_bytes(&bytes, 0).unwrap();
     // the same function: the file's weights by the file's names
     let ours = model.predict(x.view(), 5).unwrap();
-    let diff = ours
-        .iter()
-        .zip(session[0].iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = max_diff(ours.iter(), session[0].iter());
     assert!(diff < 1e-5, "{diff}");
     assert!(model
         .net
@@ -662,11 +655,7 @@ fn a_pytorch_export_becomes_a_kiln_model_that_trains_and_exports_again() {
     let out = export_onnx(&model, &ExportOptions::default()).unwrap();
     let tuned = model.predict(x.view(), 12).unwrap();
     let back = both(&out, &x);
-    let diff = tuned
-        .iter()
-        .zip(back[0].iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let diff = max_diff(tuned.iter(), back[0].iter());
     assert!(diff < 1e-4, "{diff}");
     // a file kiln's graph cannot express says why
     let bad = model_bytes_with_op("Sin");
@@ -726,11 +715,7 @@ fn pytorch_and_kiln_grus_run_on_kiln_engine() {
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        let diff = outs[k]
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = max_diff(outs[k].iter(), want.iter());
         assert!(diff < 1e-5, "output {k}: {diff}");
     }
     let sess = InferenceSession::from_bytes(&bytes, EngineChoice::Auto).unwrap();

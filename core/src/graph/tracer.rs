@@ -114,10 +114,16 @@ impl Tracer {
             let xs: Vec<Value> = node.inputs.iter().map(|&i| vals[i].clone()).collect();
             let v = run_node(scope, t, &node.op, &xs).map_err(|e| {
                 if k == 1 {
-                    KilnError::value(format!(
-                        "{}: this works at one batch size but not at another ({e}); a size computed from x.shape[0] is fixed into the graph: pass x.shape[0] itself (or -1) instead",
-                        node.line.as_deref().unwrap_or("forward")
-                    ))
+                    KilnError::value(match &node.line {
+                        Some(line) => format!(
+                            "{line}: this works at one batch size but not at another ({e}); a size computed from x.shape[0] is fixed into the graph: pass x.shape[0] itself (or -1) instead"
+                        ),
+                        // an importer's node (no user line): the free dimensions' sizes matter
+                        None => format!(
+                            "{:?} works at one size of the free dimensions but not at another ({e})",
+                            node.op
+                        ),
+                    })
                 } else {
                     at_node(&*scope, &node, e)
                 }

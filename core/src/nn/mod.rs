@@ -14,7 +14,7 @@ mod summary;
 
 pub use layers::{BatchNorm, Conv, Embedding, LayerNorm, Linear};
 pub use net::{GraphSpec, NamedModule, NamedParam, Net};
-pub use rnn::{config_of as rnn_config, Recurrent};
+pub use rnn::{config_of as rnn_config, spec_of as rnn_spec, Recurrent};
 pub use sequential::Sequential;
 pub use simple::{Activation, Dropout, Flatten, Pool};
 pub use spec::LayerSpec;

@@ -45,56 +45,75 @@ impl Recurrent {
 
 /// The configuration a `GRU` or `LSTM` spec describes (`None` for other layers).
 pub fn config_of(spec: &LayerSpec) -> Option<RnnConfig> {
-    let (cell, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional) =
-        match *spec {
-            LayerSpec::GRU {
-                input_size,
-                hidden_size,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            } => (
-                RnnCell::Gru,
-                input_size,
-                hidden_size,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            ),
-            LayerSpec::LSTM {
-                input_size,
-                hidden_size,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            } => (
-                RnnCell::Lstm,
-                input_size,
-                hidden_size,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            ),
-            _ => return None,
-        };
-    Some(RnnConfig {
-        cell,
-        input_size,
-        hidden_size,
-        num_layers,
-        bias,
-        batch_first,
-        dropout,
-        bidirectional,
-    })
+    let cell = match spec {
+        LayerSpec::GRU { .. } => RnnCell::Gru,
+        LayerSpec::LSTM { .. } => RnnCell::Lstm,
+        _ => return None,
+    };
+    match *spec {
+        LayerSpec::GRU {
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+        }
+        | LayerSpec::LSTM {
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+        } => Some(RnnConfig {
+            cell,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+        }),
+        _ => None,
+    }
+}
+
+/// The `GRU` or `LSTM` spec of a configuration: [`config_of`]'s inverse (the layer, the JSON
+/// reader and the ONNX importer all make specs through it).
+pub fn spec_of(c: &RnnConfig) -> LayerSpec {
+    let (input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional) = (
+        c.input_size,
+        c.hidden_size,
+        c.num_layers,
+        c.bias,
+        c.batch_first,
+        c.dropout,
+        c.bidirectional,
+    );
+    match c.cell {
+        RnnCell::Gru => LayerSpec::GRU {
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+        },
+        RnnCell::Lstm => LayerSpec::LSTM {
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+        },
+    }
 }
 
 impl Module for Recurrent {
@@ -144,36 +163,7 @@ impl Module for Recurrent {
     }
 
     fn spec(&self) -> LayerSpec {
-        let c = &self.cfg;
-        let (input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional) = (
-            c.input_size,
-            c.hidden_size,
-            c.num_layers,
-            c.bias,
-            c.batch_first,
-            c.dropout,
-            c.bidirectional,
-        );
-        match c.cell {
-            RnnCell::Gru => LayerSpec::GRU {
-                input_size,
-                hidden_size,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            },
-            RnnCell::Lstm => LayerSpec::LSTM {
-                input_size,
-                hidden_size,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            },
-        }
+        spec_of(&self.cfg)
     }
 }
 

@@ -327,6 +327,18 @@ fn spec_error(e: &serde_json::Error) -> KilnError {
 
 const LAYERS: &str = "`Linear`, `Conv1d`, `Conv2d`, `MaxPool2d`, `AvgPool2d`, `Flatten`, `ReLU`, `LeakyReLU`, `GELU`, `Sigmoid`, `Tanh`, `Softmax`, `Dropout`, `BatchNorm1d`, `BatchNorm2d`, `LayerNorm`, `Embedding`, `Sequential`, `GRU`, `LSTM`";
 
+/// What `Conv1d` and `Conv2d` take (PyTorch's names).
+const CONV_ARGS: &[&str] = &[
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "bias",
+];
+
 /// One layer from its JSON object, with PyTorch's defaults; unknown argument names are refused.
 fn layer_from_json(v: &serde_json::Value) -> std::result::Result<LayerSpec, String> {
     use LayerSpec as S;
@@ -346,16 +358,7 @@ fn layer_from_json(v: &serde_json::Value) -> std::result::Result<LayerSpec, Stri
             }
         }
         "Conv1d" => {
-            only(&[
-                "in_channels",
-                "out_channels",
-                "kernel_size",
-                "stride",
-                "padding",
-                "dilation",
-                "groups",
-                "bias",
-            ])?;
+            only(CONV_ARGS)?;
             S::Conv1d {
                 in_channels: a.get("in_channels")?,
                 out_channels: a.get("out_channels")?,
@@ -368,16 +371,7 @@ fn layer_from_json(v: &serde_json::Value) -> std::result::Result<LayerSpec, Stri
             }
         }
         "Conv2d" => {
-            only(&[
-                "in_channels",
-                "out_channels",
-                "kernel_size",
-                "stride",
-                "padding",
-                "dilation",
-                "groups",
-                "bias",
-            ])?;
+            only(CONV_ARGS)?;
             S::Conv2d {
                 in_channels: a.get("in_channels")?,
                 out_channels: a.get("out_channels")?,
@@ -503,36 +497,20 @@ fn layer_from_json(v: &serde_json::Value) -> std::result::Result<LayerSpec, Stri
                 "dropout",
                 "bidirectional",
             ])?;
-            let (input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional) = (
-                a.get("input_size")?,
-                a.get("hidden_size")?,
-                a.or("num_layers", one())?,
-                a.or("bias", yes())?,
-                a.or("batch_first", false)?,
-                a.or("dropout", 0.0)?,
-                a.or("bidirectional", false)?,
-            );
-            if name == "GRU" {
-                S::GRU {
-                    input_size,
-                    hidden_size,
-                    num_layers,
-                    bias,
-                    batch_first,
-                    dropout,
-                    bidirectional,
-                }
-            } else {
-                S::LSTM {
-                    input_size,
-                    hidden_size,
-                    num_layers,
-                    bias,
-                    batch_first,
-                    dropout,
-                    bidirectional,
-                }
-            }
+            super::rnn::spec_of(&crate::autograd::RnnConfig {
+                cell: if name == "GRU" {
+                    crate::autograd::RnnCell::Gru
+                } else {
+                    crate::autograd::RnnCell::Lstm
+                },
+                input_size: a.get("input_size")?,
+                hidden_size: a.get("hidden_size")?,
+                num_layers: a.or("num_layers", one())?,
+                bias: a.or("bias", yes())?,
+                batch_first: a.or("batch_first", false)?,
+                dropout: a.or("dropout", 0.0)?,
+                bidirectional: a.or("bidirectional", false)?,
+            })
         }
         other => {
             return Err(format!(

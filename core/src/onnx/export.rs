@@ -410,9 +410,27 @@ fn conv<'a>(
     if bias {
         ins.push(g.param(format!("{prefix}bias"), t("bias")?));
     }
+    Ok(conv_node(
+        g, scope, &ins, kernel, stride, padding, dilation, groups,
+    ))
+}
+
+/// One `Conv` node (1-D or 2-D: one entry per spatial axis; symmetric pads), for a layer's
+/// convolution and the graph's `conv1d`/`conv2d` ops alike.
+#[allow(clippy::too_many_arguments)]
+fn conv_node(
+    g: &mut Graph,
+    scope: &str,
+    ins: &[String],
+    kernel: &[usize],
+    stride: &[usize],
+    padding: &[usize],
+    dilation: &[usize],
+    groups: usize,
+) -> String {
     let pads: Vec<usize> = padding.iter().chain(padding.iter()).copied().collect();
     let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
-    Ok(g.node(
+    g.node(
         scope,
         "Conv",
         &ins,
@@ -423,7 +441,22 @@ fn conv<'a>(
             attr_ints("dilations", dilation),
             attr_int("group", groups as i64),
         ],
-    ))
+    )
+}
+
+/// `name` as int64 indices: as it is when it already is int64, through a `Cast` otherwise (the
+/// graph carries ids as whole numbers in float32).
+fn int64_ids(g: &mut Graph, scope: &str, name: &str) -> String {
+    if g.int_values.contains(name) {
+        name.to_string()
+    } else {
+        g.node(
+            scope,
+            "Cast",
+            &[name],
+            vec![attr_int("to", DataType::Int64 as i64)],
+        )
+    }
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[Option<usize>]) -> ValueInfoProto {
@@ -717,20 +750,8 @@ fn emit_op(
             groups,
         } => {
             let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
-            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
-            let pads: Vec<usize> = padding.iter().chain(padding.iter()).copied().collect();
-            g.node(
-                &scope,
-                "Conv",
-                &ins,
-                vec![
-                    attr_ints("kernel_shape", &shapes[1][2..]),
-                    attr_ints("strides", stride),
-                    attr_ints("pads", &pads),
-                    attr_ints("dilations", dilation),
-                    attr_int("group", *groups as i64),
-                ],
-            )
+            let kernel = &shapes[1][2..];
+            conv_node(g, &scope, &ins, kernel, stride, padding, dilation, *groups)
         }
         GraphOp::LayerNorm { eps } => {
             let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
@@ -747,30 +768,12 @@ fn emit_op(
         }
         GraphOp::Embedding => {
             let w = f(g, 1);
-            let ids = if g.int_values.contains(&xs[0]) {
-                xs[0].clone()
-            } else {
-                g.node(
-                    &scope,
-                    "Cast",
-                    &[&xs[0]],
-                    vec![attr_int("to", DataType::Int64 as i64)],
-                )
-            };
+            let ids = int64_ids(g, &scope, &xs[0]);
             g.node(&scope, "Gather", &[&w, &ids], vec![attr_int("axis", 0)])
         }
         GraphOp::Gather { dim } => {
             let x = f(g, 0);
-            let ids = if g.int_values.contains(&xs[1]) {
-                xs[1].clone()
-            } else {
-                g.node(
-                    &scope,
-                    "Cast",
-                    &[&xs[1]],
-                    vec![attr_int("to", DataType::Int64 as i64)],
-                )
-            };
+            let ids = int64_ids(g, &scope, &xs[1]);
             let axis = norm_axis(*dim, shapes[0].len())?;
             g.node(&scope, "Gather", &[&x, &ids], vec![attr_int("axis", axis)])
         }
@@ -781,18 +784,16 @@ fn emit_op(
             groups,
         } => {
             let ins: Vec<String> = (0..xs.len()).map(|i| f(g, i)).collect();
-            let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
-            g.node(
+            let kernel = &shapes[1][2..];
+            conv_node(
+                g,
                 &scope,
-                "Conv",
                 &ins,
-                vec![
-                    attr_ints("kernel_shape", &shapes[1][2..]),
-                    attr_ints("strides", &[*stride]),
-                    attr_ints("pads", &[*padding, *padding]),
-                    attr_ints("dilations", &[*dilation]),
-                    attr_int("group", *groups as i64),
-                ],
+                kernel,
+                &[*stride],
+                &[*padding],
+                &[*dilation],
+                *groups,
             )
         }
         other => {

@@ -211,37 +211,7 @@ impl<'a> Windowed<'a> {
     /// For an ONNX model on whichever engine `InferenceSession` chose.
     #[cfg(feature = "onnx")]
     pub fn for_session(session: &'a crate::onnx::session::InferenceSession) -> Result<Self> {
-        use crate::onnx::tract::{DType, TensorData};
-        let [input] = session.inputs() else {
-            value_err!(
-                "generate: the model takes {} inputs; generation feeds one, the token ids",
-                session.inputs().len()
-            )
-        };
-        let ints = match &input.dtype {
-            DType::I64 => true,
-            DType::F32 => false,
-            other => value_err!(
-                "generate: the model's input is {}; token ids go in as int64 or float32",
-                other.name()
-            ),
-        };
-        let rank = session.outputs().first().map(|o| o.dims.len());
-        let run: Run<'a> = Box::new(move |ids: ArrayD<i64>| {
-            let x = if ints {
-                TensorData::I64(ids)
-            } else {
-                TensorData::F32(ids.mapv(|v| v as f32))
-            };
-            match session.run(vec![x])?.swap_remove(0) {
-                TensorData::F32(a) => Ok((a.iter().copied().collect(), a.shape().to_vec())),
-                other => value_err!(
-                    "generate: the model's logits are {}, not float32",
-                    other.dtype().name()
-                ),
-            }
-        });
-        Self::for_dims(&input.dims, rank, run)
+        Self::over_tensor_data(session.inputs(), session.outputs(), move |x| session.run(x))
     }
 }
 
@@ -252,28 +222,41 @@ impl<'a> Windowed<'a> {
     where
         E: std::ops::Deref<Target = crate::onnx::tract::TractSession> + 'a,
     {
+        let (inputs, outputs) = (session.inputs().to_vec(), session.outputs().to_vec());
+        Self::over_tensor_data(&inputs, &outputs, move |x| session.run(x))
+    }
+
+    /// The one rule for both sessions that run on `TensorData` (tract's, and `InferenceSession`):
+    /// one input of token ids (int64, or float32 carrying whole numbers), float32 logits out.
+    fn over_tensor_data(
+        inputs: &[crate::onnx::tract::TensorInfo],
+        outputs: &[crate::onnx::tract::TensorInfo],
+        run: impl Fn(Vec<crate::onnx::tract::TensorData>) -> Result<Vec<crate::onnx::tract::TensorData>>
+            + 'a,
+    ) -> Result<Self> {
         use crate::onnx::tract::{DType, TensorData};
-        let [input] = session.inputs() else {
+        let [input] = inputs else {
             value_err!(
                 "generate: the model takes {} inputs; generation feeds one, the token ids",
-                session.inputs().len()
+                inputs.len()
             )
         };
-        let (dims, ints) = (input.dims.clone(), input.dtype == DType::I64);
-        if !ints && input.dtype != DType::F32 {
-            value_err!(
+        let ints = match &input.dtype {
+            DType::I64 => true,
+            DType::F32 => false,
+            other => value_err!(
                 "generate: the model's input is {}; token ids go in as int64 or float32",
-                input.dtype.name()
-            );
-        }
-        let rank = session.outputs().first().map(|o| o.dims.len());
+                other.name()
+            ),
+        };
+        let rank = outputs.first().map(|o| o.dims.len());
         let run: Run<'a> = Box::new(move |ids: ArrayD<i64>| {
             let x = if ints {
                 TensorData::I64(ids)
             } else {
                 TensorData::F32(ids.mapv(|v| v as f32))
             };
-            match session.run(vec![x])?.swap_remove(0) {
+            match run(vec![x])?.swap_remove(0) {
                 TensorData::F32(a) => Ok((a.iter().copied().collect(), a.shape().to_vec())),
                 other => value_err!(
                     "generate: the model's logits are {}, not float32",
@@ -281,7 +264,7 @@ impl<'a> Windowed<'a> {
                 ),
             }
         });
-        Self::for_dims(&dims, rank, run)
+        Self::for_dims(&input.dims, rank, run)
     }
 }
 

@@ -530,7 +530,6 @@ impl Importer {
         {
             return Ok(V::Fill(v));
         }
-        let unary = |op: Op| op;
         let op_type = n.op_type.as_str();
         Ok(match op_type {
             "Identity" | "Dropout" => self.get(n, 0)?,
@@ -567,7 +566,7 @@ impl Importer {
                     },
                 };
                 let x = self.f(n, 0)?;
-                V::F(self.op(unary(op), vec![x])?)
+                V::F(self.op(op, vec![x])?)
             }
             "Add" | "Sub" | "Mul" | "Div" => self.binary(n)?,
             "Pow" => {
@@ -1465,28 +1464,16 @@ impl Importer {
         } else {
             None
         };
-        let (bias, bidirectional, num_layers, dropout) = (b.is_some(), directions == 2, 1, 0.0);
-        let spec = if cell == RnnCell::Gru {
-            crate::nn::LayerSpec::GRU {
-                input_size,
-                hidden_size: hidden,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            }
-        } else {
-            crate::nn::LayerSpec::LSTM {
-                input_size,
-                hidden_size: hidden,
-                num_layers,
-                bias,
-                batch_first,
-                dropout,
-                bidirectional,
-            }
-        };
+        let spec = crate::nn::rnn_spec(&crate::autograd::RnnConfig {
+            cell,
+            input_size,
+            hidden_size: hidden,
+            num_layers: 1,
+            bias: b.is_some(),
+            batch_first,
+            dropout: 0.0,
+            bidirectional: directions == 2,
+        });
         let mut module = spec
             .build(&mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0))
             .map_err(|e| e.to_string())?;
