@@ -152,6 +152,29 @@ def sgemm_table(extra):
     return rows
 
 
+def load_table(extra):
+    """Load time (parse + plan + first prediction) against graph size: bench/load/chains.py."""
+    r = extra.get("load_scaling")
+    if not r:
+        return [NOT_MEASURED]
+
+    def t(v):
+        return "not timed" if v is None else (f"{v * 1e3:,.0f} ms" if v < 1 else f"{v:,.2f} s")
+
+    rows = ["| Relu nodes | file | kiln's engine (native) | tract (native) | onnxruntime (1 thread) "
+            "| kiln-wasm, kiln's engine (Node) | kiln-wasm, tract (Node) | onnxruntime-web (Node) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in r["rows"]:
+        n, w = row["native"], row["wasm_node"]
+        rows.append(f"| {row['nodes']:,} | {row['bytes'] / 1e6:.2f} MB | {t(n['kiln'])} | {t(n['tract'])} | "
+                    f"{t(n['onnxruntime'])} | {t(w['kiln'])} | {t(w['tract'])} | {t(w['onnxruntime-web'])} |")
+    rows += ["", f"Median of {r['repeats']} loads each, the engine's module already started; load average "
+             f"{r['loadavg']:.1f} at the end. tract's load grows faster than the graph, so it is timed only up "
+             f"to {r['tract_max']:,} nodes (a page falling back to tract on a graph that size is warned in the "
+             "console; see wasm/pkg/README.md)."]
+    return rows
+
+
 def chart(summary, inf, path: Path, quick: bool):
     import matplotlib
     matplotlib.use("Agg")
@@ -246,7 +269,10 @@ def main() -> None:
            f"{fmt(summary['mlp'].get('pytorch') and summary['mlp']['pytorch']['us_step'], ',.1f')} |", "",
            "## GEMM: OpenBLAS sgemm (numpy) as the yardstick", "", *sgemm_table(extra), "",
            "## Inference: kiln-wasm vs onnxruntime-web, kiln.InferenceSession vs onnxruntime", "",
-           *report_infer.section(inf)]
+           *report_infer.section(inf), "",
+           "## Load time against graph size", "",
+           "A chain of Relu nodes, `x [batch, 16]` in, loaded and run once (bench/load/chains.py).", "",
+           *load_table(extra)]
     if errors:
         md += ["## Runs that failed", "", "These produced no numbers; the tables say \"not measured yet\".", ""]
         md += [f"- `{name}`: {msg[:300]}" for name, msg in errors] + [""]

@@ -176,6 +176,8 @@ if want inference; then
         esac
       done
     done
+    log "load time against graph size (Relu chains, 2k-200k nodes)"
+    run_case "$RES/load_scaling.json" "$KILN_PY" load/chains.py "$OUT/models/chains" "${QUICK[@]}"
   else
     log "FAILED: make_models.py; no inference measured"
     printf '{"error": "bench/make_models.py failed; see the bench log", "command": "make_models.py"}\n' > "$RES/inference_models.json"
