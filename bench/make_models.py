@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
+import tfjs_spec  # noqa: E402
 
 
 def mlp(path: Path) -> None:
@@ -102,6 +103,9 @@ def main() -> None:
             params=int(sum(np.prod(t.dims) for t in proto.graph.initializer)),
             ops=sorted({n.op_type for n in proto.graph.node}),
             kiln_vs_onnxruntime_max_diff=agree(path, tuple(info["shape"])))
+        # the same model for the TF.js peer (bench/tfjs_spec.py, bench/infer/tfjs.mjs)
+        (out / f"{name}.tfjs.json").write_text(json.dumps(tfjs_spec.spec(path)))
+        info["tfjs_file"] = f"{name}.tfjs.json"
     (out / "models.json").write_text(json.dumps(models, indent=1))
     summary = ", ".join(f"{k} ({v['params']:,} params)" for k, v in models.items())
     print(f"make_models: {summary} in {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
