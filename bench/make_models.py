@@ -62,6 +62,25 @@ def resnet(path: Path) -> dict:
             "trained": f"{common.EPOCHS['resnet']} epochs on {len(Xtr)} digits at 3x32x32, seed 0"}
 
 
+def train_race(out: Path) -> None:
+    """The in-browser training race (bench/peers-js/train_race.mjs): the training benchmark's digits
+    CNN, freshly initialised by kiln (seed 0) and saved as a checkpoint for kiln-wasm's Trainer, the
+    same initial weights as a TF.js layer list (through export_onnx and tfjs_spec), and the digits
+    split as raw little-endian arrays: x_train/x_test float32 NCHW, y_train/y_test int32."""
+    import kiln
+
+    Xtr, ytr, Xte, yte = common.load_case("cnn")
+    kiln.manual_seed(0)
+    model = common.build(kiln.nn, "cnn")
+    model.save(str(out / "race_cnn.kiln"))
+    model.export_onnx(str(out / "race_cnn.onnx"), input_shape=Xtr.shape[1:])
+    (out / "race_cnn.tfjs.json").write_text(json.dumps(tfjs_spec.spec(out / "race_cnn.onnx")))
+    for name, a, dtype in (("x_train", Xtr, "<f4"), ("y_train", ytr, "<i4"), ("x_test", Xte, "<f4"), ("y_test", yte, "<i4")):
+        (out / f"race_{name}.bin").write_bytes(np.ascontiguousarray(a, dtype=dtype).tobytes())
+    (out / "race.json").write_text(json.dumps({"shape": list(Xtr.shape[1:]), "train": len(Xtr), "test": len(Xte),
+                                               "batch": common.BATCH["cnn"], "lr": common.LR}))
+
+
 def agree(path: Path, shape: tuple[int, ...]) -> float:
     """Largest |kiln - onnxruntime| over a batch of 4; raises if they disagree beyond 1e-4."""
     import kiln
@@ -107,6 +126,7 @@ def main() -> None:
         (out / f"{name}.tfjs.json").write_text(json.dumps(tfjs_spec.spec(path)))
         info["tfjs_file"] = f"{name}.tfjs.json"
     (out / "models.json").write_text(json.dumps(models, indent=1))
+    train_race(out)
     summary = ", ".join(f"{k} ({v['params']:,} params)" for k, v in models.items())
     print(f"make_models: {summary} in {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 

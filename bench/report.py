@@ -175,6 +175,29 @@ def load_table(extra):
     return rows
 
 
+def race_table(extra):
+    """kiln-wasm's Trainer against TF.js's model.fit on the digits CNN (bench/peers-js/train_race.mjs)."""
+    runs = {e: extra.get(f"train_race_node_{e}") for e in ("kiln", "tfjs-cpu", "tfjs-wasm")}
+    k = runs["kiln"]
+    if not k:
+        return [NOT_MEASURED]
+    rows = ["| engine (Node) | backend | samples/s | kiln / it | test accuracy after the same epochs |",
+            "| --- | --- | ---: | ---: | ---: |"]
+    for e, r in runs.items():
+        if not r:
+            continue
+        if "cannot_train" in r:
+            rows.append(f"| {'kiln-wasm Trainer' if e == 'kiln' else 'TF.js ' + r.get('engine', e)} | "
+                        f"{e.split('-')[-1]} | cannot train: {r['cannot_train']} | – | – |")
+            continue
+        name = "kiln-wasm Trainer" if e == "kiln" else f"TF.js {r['version']} `model.fit`"
+        ratio = "–" if e == "kiln" else f"{k['samples_per_s'] / r['samples_per_s']:.1f}×"
+        rows.append(f"| {name} | {r['backend']} | {r['samples_per_s']:,.0f} | {ratio} | {r['accuracy']:.3f} |")
+    return rows + ["", f"Digits CNN, the same initial weights (kiln's seed 0), {k['epochs']} epochs of "
+                   f"{k['train_samples']:,} samples, batch {k['batch_size']}, Adam 1e-3, cross-entropy on logits; "
+                   f"load average {k['loadavg_start']:.1f} at the start."]
+
+
 def chart(summary, inf, path: Path, quick: bool):
     import matplotlib
     matplotlib.use("Agg")
@@ -270,6 +293,7 @@ def main() -> None:
            "## GEMM: OpenBLAS sgemm (numpy) as the yardstick", "", *sgemm_table(extra), "",
            "## Inference: kiln-wasm vs onnxruntime-web, kiln.InferenceSession vs onnxruntime", "",
            *report_infer.section(inf), "",
+           "## Training in JavaScript: kiln-wasm's Trainer vs TensorFlow.js", "", *race_table(extra), "",
            "## Load time against graph size", "",
            "A chain of Relu nodes, `x [batch, 16]` in, loaded and run once (bench/load/chains.py).", "",
            *load_table(extra)]
