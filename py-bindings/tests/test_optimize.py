@@ -62,8 +62,12 @@ def test_int8_runs_in_kiln_and_onnxruntime_alike(trained, digits, tmp_path, mode
     assert not any(t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2 for t in proto.graph.initializer)
     ops = {n.op_type for n in proto.graph.node}
     assert ("QuantizeLinear" in ops) == (mode == "static")
-    ours = kiln.InferenceSession(path).run(x_test)
+    session = kiln.InferenceSession(path)
+    assert session.engine == "kiln", "kiln's engine runs kiln's QDQ files (no tract)"
+    ours = session.run(x_test)
     theirs = ort.InferenceSession(str(path)).run(None, {"input": x_test})[0]
+    tract = kiln.InferenceSession(path, engine="tract").run(x_test)
+    assert np.isclose(ours, tract, atol=1e-4).mean() >= 0.99 and np.abs(ours - tract).max() <= _one_step(proto) + 1e-4
     # Engines may round an activation that lands on a rounding boundary either way (tract and
     # onnxruntime do): agreement to 1e-4 almost everywhere, and elsewhere to one quantisation step
     # of the last layer's input through its largest weight.
@@ -76,6 +80,85 @@ def test_int8_runs_in_kiln_and_onnxruntime_alike(trained, digits, tmp_path, mode
     assert abs(accuracy(ours, digits.y_test) - fp32) <= 0.01
     assert not np.allclose(ours, trained.predict(x_test), atol=1e-5), "the int8 model is not the fp32 one"
     assert kiln.InferenceSession(path).labels == [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_onnxruntime_quantize_static_runs_on_kilns_engine(digits, tmp_path, per_channel):
+    """onnxruntime's own quantizer (QDQ, uint8 activations, int8 weights) on a CNN with BatchNorm and
+    pooling: kiln's engine runs it (each QuantizeLinear → DequantizeLinear pair one rounding onto
+    the grid, the int8 weights dequantized once at load) and agrees with onnxruntime to one step of
+    the output's grid; onnxruntime rounds inside its fused integer kernels, so a value on a
+    boundary may land one step away."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    kiln.manual_seed(0)
+    model = compiled(nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(64, 10)), lr=1e-2)
+    x, x_test = images(digits.x_train), images(digits.x_test)
+    model.fit(x, digits.y_train, epochs=3, batch_size=32, verbose=0)
+    model.export_onnx(tmp_path / "fp32.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": x[i:i + 32]} for i in range(0, 256, 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    path = tmp_path / "q.onnx"
+    quantize_static(tmp_path / "fp32.onnx", path, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    proto = onnx.load(path)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    last_dq = next(n for n in reversed(proto.graph.node) if n.op_type == "DequantizeLinear")
+    step = float(inits[last_dq.input[1]].max())
+    session = kiln.InferenceSession(path)
+    assert session.engine == "kiln"
+    ours = session.run(x_test)
+    theirs = ort.InferenceSession(str(path)).run(None, {"input": x_test})[0]
+    assert np.abs(ours - theirs).max() <= step * 1.001, (np.abs(ours - theirs).max(), step)
+    assert (np.abs(ours - theirs) < 1e-5).mean() >= 0.9, "most outputs agree exactly (measured 96%)"
+    assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.99
+    # and the graph kiln imported is a model: it exports the same QDQ pairs again
+    again = kiln.load_onnx(path)
+    np.testing.assert_allclose(again.predict(x_test), ours, atol=1e-6)
+    out = again.export_onnx(tmp_path / "again.onnx")
+    ops = {n.op_type for n in onnx.load(tmp_path / "again.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops, ops
+    # onnxruntime's reference semantics (no graph rewrites): the weights are float now, so its
+    # optimizer would fuse the file differently from the one its quantizer wrote
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    rerun_session = ort.InferenceSession(str(tmp_path / "again.onnx"), plain)
+    rerun = rerun_session.run(None, {rerun_session.get_inputs()[0].name: x_test})[0]
+    assert np.abs(rerun - ours).max() <= step * 1.001
+    del out
+
+
+def test_quantized_files_kilns_engine_declines_fall_back_to_tract(tmp_path):
+    """A QuantizeLinear read back on another grid than its own (a requantization kiln's engine does
+    not fold) is declined with the reason, and tract runs the file instead."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s2", "z"], ["y"])], "requantize",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.5]), helper.make_tensor("s2", TensorProto.FLOAT, [], [0.25]),
+         helper.make_tensor("z", TensorProto.UINT8, [], [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = tmp_path / "requantize.onnx"
+    onnx.save(model, path)
+    with pytest.raises(kiln.KilnError, match="DequantizeLinear on another grid than its QuantizeLinear's"):
+        kiln.InferenceSession(path, engine="kiln")
+    session = kiln.InferenceSession(path)
+    assert session.engine == "tract"
+    x = np.array([[-5.0, 0.0, 0.74, 200.0]], np.float32)
+    # q = clamp(round(x / 0.5) + 3, 0, 255) = [0, 3, 4, 255]; y = (q - 3) · 0.25
+    np.testing.assert_allclose(session.run(x), [[-0.75, 0.0, 0.25, 63.0]])
 
 
 def test_int8_files_are_smaller(trained, digits, tmp_path):

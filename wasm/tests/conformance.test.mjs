@@ -19,7 +19,7 @@ test('cases.json covers the tools and element types it should', () => {
 });
 
 // The models kiln's own engine must run (the rest may go to tract).
-const KILN_ENGINE = new Set(['kiln_digits.onnx', 'kiln_resnet.onnx', 'kiln_two_inputs.onnx', 'digits_cnn.onnx', 'mlp.onnx', 'mlp_softmax.onnx', 'two_in_two_out.onnx', 'embedding.onnx']);
+const KILN_ENGINE = new Set(['kiln_digits.onnx', 'kiln_int8.onnx', 'kiln_resnet.onnx', 'kiln_two_inputs.onnx', 'digits_cnn.onnx', 'mlp.onnx', 'mlp_softmax.onnx', 'two_in_two_out.onnx', 'embedding.onnx']);
 
 test("kiln's engine takes kiln's exports, plain MLPs/CNNs and token-id pooling, and declines the rest to tract", async () => {
   for (const c of cases) {

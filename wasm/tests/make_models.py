@@ -213,6 +213,10 @@ def kiln_digits(out, images, targets):
     model.export_onnx(str(path), labels=[str(d) for d in range(10)])
     session = kiln.InferenceSession(str(path))
     assert session.engine == "kiln", session.declined
+    # the same model in int8 (kiln's static QDQ): kiln's engine runs it too, as in Python
+    int8 = out / "kiln_int8.onnx"
+    kiln.optimize.quantize(model, images[:300], str(int8), labels=[str(d) for d in range(10)])
+    assert kiln.InferenceSession(str(int8)).engine == "kiln"
     return path, lambda x: np.asarray(session.run(x))
 
 
@@ -484,6 +488,12 @@ def main(out):
         case(f"kiln export batch {n}", p, {name: x}, tool="kiln", labels=[str(d) for d in range(10)],
              native=[encode(onnx.load(p).graph.output[0].name, native(x))])
 
+    import kiln
+
+    int8 = out / "kiln_int8.onnx"
+    x = images[1000:1064]
+    case("kiln int8 (QDQ) batch 64", int8, {name: x}, tool="kiln", labels=[str(d) for d in range(10)],
+         native=[encode(onnx.load(int8).graph.output[0].name, np.asarray(kiln.InferenceSession(str(int8)).run(x)))])
     kiln_finetune(out, images, load_digits().target.astype(np.int64))
     (res_path, res), (two_path, two) = kiln_graphs(out, images, load_digits().target.astype(np.int64))
     for n in (1, 7):

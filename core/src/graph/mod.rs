@@ -114,6 +114,14 @@ pub enum Op {
     Sqrt,
     /// The error function (ONNX's `Erf`, how exported graphs spell exact GELU).
     Erf,
+    /// ONNX's `QuantizeLinear → DequantizeLinear` on one tensor (QDQ models): x onto the grid
+    /// `scale · (q - zero_point)`, q whole in `[qmin, qmax]` ([`crate::autograd::QuantGrid`]).
+    FakeQuant {
+        scale: f32,
+        zero_point: f32,
+        qmin: f32,
+        qmax: f32,
+    },
     Softmax {
         dim: isize,
     },
@@ -436,6 +444,20 @@ pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Resul
         Op::Log => unary(t, xs, |t, x| Ok(t.log(x)))?,
         Op::Sqrt => unary(t, xs, |t, x| Ok(t.sqrt(x)))?,
         Op::Erf => unary(t, xs, |t, x| Ok(t.erf(x)))?,
+        Op::FakeQuant {
+            scale,
+            zero_point,
+            qmin,
+            qmax,
+        } => {
+            let grid = crate::autograd::QuantGrid {
+                scale: *scale,
+                zero_point: *zero_point,
+                qmin: *qmin,
+                qmax: *qmax,
+            };
+            unary(t, xs, |t, x| Ok(t.fake_quant(x, grid)))?
+        }
         Op::Softmax { dim } => unary(t, xs, |t, x| {
             let a = axis(*dim, rank(t, x), "softmax")?;
             t.softmax(x, a)

@@ -116,6 +116,15 @@ fn parse(v: &Value) -> Result<Op, String> {
             },
             &["approximate"],
         ),
+        "FakeQuant" => (
+            O::FakeQuant {
+                scale: a.get("scale")?,
+                zero_point: a.get("zero_point")?,
+                qmin: a.get("qmin")?,
+                qmax: a.get("qmax")?,
+            },
+            &["scale", "zero_point", "qmin", "qmax"],
+        ),
         "Sigmoid" => (O::Sigmoid, &[]),
         "Tanh" => (O::Tanh, &[]),
         "Exp" => (O::Exp, &[]),
@@ -258,6 +267,12 @@ mod tests {
             Op::Log,
             Op::Sqrt,
             Op::Erf,
+            Op::FakeQuant {
+                scale: 0.25,
+                zero_point: 128.0,
+                qmin: 0.0,
+                qmax: 255.0,
+            },
             Op::Gather { dim: -2 },
             Op::Conv1d {
                 stride: 2,

@@ -644,6 +644,30 @@ fn emit_op(
             };
             g.node(&scope, name, &[&x], vec![])
         }
+        GraphOp::FakeQuant {
+            scale,
+            zero_point,
+            qmin,
+            ..
+        } => {
+            // uint8 when the grid starts at 0 (activations), int8 otherwise
+            let x = f(g, 0);
+            let s = g.constant_f32(format!("{scope}/scale"), *scale);
+            let z = format!("{scope}/zero_point");
+            let (dtype, byte) = if *qmin >= 0.0 {
+                (DataType::Uint8, *zero_point as u8)
+            } else {
+                (DataType::Int8, (*zero_point as i8) as u8)
+            };
+            g.initializers.push(TensorProto {
+                name: z.clone(),
+                data_type: dtype as i32,
+                raw_data: vec![byte],
+                ..Default::default()
+            });
+            let q = g.node(&scope, "QuantizeLinear", &[&x, &s, &z], vec![]);
+            g.node(&scope, "DequantizeLinear", &[&q, &s, &z], vec![])
+        }
         GraphOp::Softmax { dim } | GraphOp::LogSoftmax { dim } => {
             let x = f(g, 0);
             let name = if matches!(op, GraphOp::Softmax { .. }) {

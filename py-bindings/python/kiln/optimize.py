@@ -101,13 +101,13 @@ def quantize(model: Sequential, calibration_x: Any = None, path: str | os.PathLi
     On the small model the payload (int8 weights, int32 biases, per-channel scales) is 2.9 kB of the
     3.8 kB file; the rest is the graph (QDQ nodes, metadata), which is why the ratio grows with the model.
 
-    Speed: not faster in tract (kiln.InferenceSession and kiln-wasm). tract folds the weights'
-    ``DequantizeLinear`` into float constants and runs its float kernels, so static int8 costs what
-    fp32 does plus a quantize/dequantize pair per layer (measured 0.6-0.8x the speed of fp32 on the
-    digits CNN at batch 1 and 64; dynamic int8 runs at fp32 speed). The integer form (``QLinearConv``,
-    as onnxruntime's QOperator format writes) is slower still in tract: 3-7x slower than fp32, as
-    tract runs it through generic integer kernels and requantization. So QDQ is the fastest int8 form
-    tract executes, and the win is the download size, not the arithmetic.
+    Speed: not faster than fp32 yet. kiln's engine (kiln.InferenceSession and kiln-wasm pick it for
+    these files) runs each QuantizeLinear → DequantizeLinear pair as one rounding onto its grid and
+    dequantizes the int8 weights once at load, so it computes onnxruntime's QDQ semantics exactly
+    but in float32: static int8 costs what fp32 does plus one rounding pass per quantized tensor
+    (about fp32's time on the digits CNN). tract does the same folding; the integer form
+    (``QLinearConv``, onnxruntime's QOperator format) goes to tract, 3-7x slower than fp32 there.
+    The win today is the download size, not the arithmetic.
     """
     core = _core(model, "quantize: model")
     x = None if calibration_x is None else as_input(calibration_x, "calibration_x")

@@ -19,8 +19,8 @@ use std::collections::{HashMap, HashSet};
 use ndarray::{ArrayD, Ix1, IxDyn};
 
 use super::ints;
-use super::{tensor_value, IoInfo, Unsupported, Value};
-use crate::autograd::{GeluApprox, Tape, Var};
+use super::{tensor_value, IoInfo, Narrow, Unsupported, Value};
+use crate::autograd::{GeluApprox, QuantGrid, Tape, Var};
 use crate::graph::{Dim, Graph, Op, Reduction, ScalarOp, Scope, Tracer};
 use crate::nn::{Module, Param};
 use crate::onnx::pb::{
@@ -44,6 +44,12 @@ enum V {
     /// initial state, as exporters write it): taken where "absent" means the same (GRU's and
     /// LSTM's `initial_h`), declined elsewhere.
     Fill(f32),
+    /// An int8, uint8 or int32 constant (a quantized weight, zero point or bias) and its type's
+    /// range: only DequantizeLinear reads it (and Q/DQ their zero points).
+    Q8(ArrayD<i64>, [i64; 2]),
+    /// `QuantizeLinear` of a float value: only a `DequantizeLinear` on the same grid reads it,
+    /// and the pair becomes one `FakeQuant` node.
+    Quant(usize, QuantGrid),
 }
 
 /// The model's weights as graph parameters: bound onto a tape once per name and tape (copied,
@@ -103,6 +109,7 @@ pub(super) fn import(
     graph: &GraphProto,
     opset: i64,
     constants: HashMap<String, Value>,
+    narrow: HashMap<String, Narrow>,
     inputs: &[IoInfo],
     outputs: &[&str],
 ) -> std::result::Result<Imported, Unsupported> {
@@ -126,6 +133,9 @@ pub(super) fn import(
             Value::I64(t) => V::I([t.clone(), t]),
         };
         im.values.insert(name, v);
+    }
+    for (name, (q, range)) in narrow {
+        im.values.insert(name, V::Q8(q, range));
     }
     im.inputs(inputs).map_err(Unsupported)?;
     // The last node reading each value, so the trace drops activations it no longer needs.
@@ -245,6 +255,17 @@ fn no_auto_pad(n: &NodeProto) -> R<()> {
 }
 
 /// The same int64 values in both runs (by hand: ndarray's `==` is a sizeable generic).
+/// `f` over two constants broadcast together (import-time folding).
+fn fold(op: &str, a: &Tensor, b: &Tensor, f: fn(f32, f32) -> f32) -> R<Tensor> {
+    let shape =
+        crate::autograd::broadcast_shape(op, a.shape(), b.shape()).map_err(|e| e.to_string())?;
+    let (a, b) = (a.broadcast(IxDyn(&shape)), b.broadcast(IxDyn(&shape)));
+    let (a, b) = a
+        .zip(b)
+        .ok_or_else(|| format!("{op}: shapes that do not broadcast"))?;
+    Ok(ndarray::Zip::from(&a).and(&b).map_collect(|&x, &y| f(x, y)))
+}
+
 fn same(a: &ArrayD<i64>, b: &ArrayD<i64>) -> bool {
     a.shape() == b.shape() && a.iter().eq(b.iter())
 }
@@ -317,17 +338,20 @@ impl Importer {
     }
 
     fn set(&mut self, name: &str, v: V) {
-        if let V::F(id) | V::Ids(id) = v {
+        // a quantized value holds the float value its DequantizeLinear will round
+        if let V::F(id) | V::Ids(id) | V::Quant(id, _) = v {
             *self.live.entry(id).or_default() += 1;
         }
-        if let Some(V::F(old) | V::Ids(old)) = self.values.insert(name.to_string(), v) {
+        if let Some(V::F(old) | V::Ids(old) | V::Quant(old, _)) =
+            self.values.insert(name.to_string(), v)
+        {
             // a name written twice (invalid ONNX, but harmless): the old value loses a holder
             self.drop_holder(old);
         }
     }
 
     fn forget(&mut self, name: &str) {
-        if let Some(V::F(id) | V::Ids(id)) = self.values.remove(name) {
+        if let Some(V::F(id) | V::Ids(id) | V::Quant(id, _)) = self.values.remove(name) {
             self.drop_holder(id);
         }
     }
@@ -408,6 +432,112 @@ impl Importer {
                 "{} of a ConstantOfShape whose shape depends on a free dimension",
                 n.op_type
             )),
+            V::Q8(..) => Err(format!(
+                "{} on an int8/uint8/int32 constant (kiln's engine reads those through DequantizeLinear only)",
+                n.op_type
+            )),
+            V::Quant(..) => Err(format!(
+                "{} on a quantized tensor (kiln's engine runs QuantizeLinear only where DequantizeLinear reads it)",
+                n.op_type
+            )),
+        }
+    }
+
+    /// The scalar float constant at input `i`.
+    fn scalar(&self, n: &NodeProto, i: usize) -> R<f32> {
+        match self.constant(n, i) {
+            Some(t) if t.len() == 1 => Ok(*t.iter().next().expect("one")),
+            Some(_) => Err(format!("{} with a per-axis input {i}", n.op_type)),
+            None => Err(format!("{} whose input {i} is not a constant", n.op_type)),
+        }
+    }
+
+    /// The grid of a QuantizeLinear / DequantizeLinear: its scalar scale and zero point (uint8 0
+    /// when absent, or the `output_dtype` attribute's type).
+    fn grid(&self, n: &NodeProto) -> R<QuantGrid> {
+        let scale = self.scalar(n, 1)?;
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(format!("{} with scale {scale}", n.op_type));
+        }
+        let (zero_point, [lo, hi]) = if self.given(n, 2) {
+            match self.get(n, 2)? {
+                V::Q8(z, range) if z.len() == 1 && range[1] <= 255 => {
+                    (z.iter().copied().next().expect("one"), range)
+                }
+                _ => {
+                    return Err(format!(
+                        "{} whose zero point is not one int8 or uint8 constant",
+                        n.op_type
+                    ))
+                }
+            }
+        } else {
+            match int(n, "output_dtype", DataType::Uint8 as i64) {
+                t if t == DataType::Uint8 as i64 => (0, [0, 255]),
+                t if t == DataType::Int8 as i64 => (0, [-128, 127]),
+                t => return Err(format!("{} to element type {t}", n.op_type)),
+            }
+        };
+        Ok(QuantGrid {
+            scale,
+            zero_point: zero_point as f32,
+            qmin: lo as f32,
+            qmax: hi as f32,
+        })
+    }
+
+    /// `DequantizeLinear`: of a `QuantizeLinear` on the same grid, one `FakeQuant` node; of a
+    /// quantized constant (a weight per tensor or per output channel, an int32 bias), the float
+    /// constant it stands for, folded now.
+    fn dequantize(&mut self, n: &NodeProto) -> R<V> {
+        match self.get(n, 0)? {
+            V::Quant(x, grid) => {
+                let here = self.grid(n)?;
+                if here.scale != grid.scale || here.zero_point != grid.zero_point {
+                    return Err("DequantizeLinear on another grid than its QuantizeLinear's".into());
+                }
+                let op = Op::FakeQuant {
+                    scale: grid.scale,
+                    zero_point: grid.zero_point,
+                    qmin: grid.qmin,
+                    qmax: grid.qmax,
+                };
+                Ok(V::F(self.op(op, vec![x])?))
+            }
+            V::Q8(q, _) => {
+                let scale = self
+                    .constant(n, 1)
+                    .cloned()
+                    .ok_or("DequantizeLinear whose scale is not a constant")?;
+                let zero = if self.given(n, 2) {
+                    match self.get(n, 2)? {
+                        V::Q8(z, _) => z.mapv(|v| v as f32),
+                        _ => return Err("DequantizeLinear whose zero point is not an integer constant".into()),
+                    }
+                } else {
+                    ArrayD::zeros(scale.raw_dim())
+                };
+                if zero.len() != scale.len() || scale.ndim() > 1 || zero.ndim() > 1 {
+                    return Err("DequantizeLinear with a zero point unlike its scale, or a blocked scale".into());
+                }
+                // per axis: the scale and zero point along `axis`, broadcast over the rest
+                let mut along = vec![1; q.ndim()];
+                if scale.len() != 1 {
+                    let axis = int(n, "axis", 1);
+                    let a = if axis < 0 { axis + q.ndim() as i64 } else { axis };
+                    if !(0..q.ndim() as i64).contains(&a) || q.shape()[a as usize] != scale.len() {
+                        return Err(format!("DequantizeLinear with axis {axis} for a {} scale of a {:?} tensor", scale.len(), q.shape()));
+                    }
+                    along[a as usize] = scale.len();
+                }
+                let shaped = |t: Tensor| t.into_shape_with_order(IxDyn(&along)).expect("same length");
+                let (s, z) = (shaped(scale), shaped(zero));
+                let centred = fold(&n.op_type, &q.mapv(|v| v as f32), &z, |q, z| q - z)?;
+                let t = fold(&n.op_type, &centred, &s, |x, s| x * s)?;
+                let base = n.output.first().cloned().unwrap_or_default();
+                Ok(V::C(self.new_const(&base, t)))
+            }
+            _ => Err("DequantizeLinear of a value computed when the model runs (kiln's engine runs QDQ pairs and quantized constants)".into()),
         }
     }
 
@@ -533,6 +663,11 @@ impl Importer {
         let op_type = n.op_type.as_str();
         Ok(match op_type {
             "Identity" | "Dropout" => self.get(n, 0)?,
+            "QuantizeLinear" => {
+                let x = self.f(n, 0)?;
+                V::Quant(x, self.grid(n)?)
+            }
+            "DequantizeLinear" => self.dequantize(n)?,
             "Constant" => self.constant_node(n)?,
             "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Sqrt" | "Neg" | "Erf" | "Reciprocal"
             | "LeakyRelu" | "Gelu" => {
@@ -755,6 +890,7 @@ impl Importer {
                     (V::Fill(_), true) => {
                         return Err("Cast to int64 of a ConstantOfShape of a free size".into())
                     }
+                    (V::Q8(..) | V::Quant(..), _) => return Err("Cast of a quantized value".into()),
                 }
             }
             _ => return Err(format!("operator {op_type}")),
@@ -771,6 +907,7 @@ impl Importer {
                 [s.clone(), s]
             }
             V::Fill(_) => return Err(format!("{} of a ConstantOfShape of a free size", n.op_type)),
+            V::Q8(..) | V::Quant(..) => return Err(format!("{} of a quantized value", n.op_type)),
         })
     }
 
@@ -808,6 +945,17 @@ impl Importer {
                 ints::arith(op_type, &a0, &b0)?,
                 ints::arith(op_type, &a1, &b1)?,
             ]));
+        }
+        // Two float constants (a QDQ bias's scale, x_scale · w_scale): folded now.
+        if let (Some(a), Some(b)) = (self.constant(n, 0), self.constant(n, 1)) {
+            let f: fn(f32, f32) -> f32 = match op_type {
+                "Add" => |x, y| x + y,
+                "Sub" => |x, y| x - y,
+                "Mul" => |x, y| x * y,
+                _ => |x, y| x / y,
+            };
+            let t = fold(op_type, a, b, f)?;
+            return Ok(V::C(self.buffer_const(&n.output[0], t)));
         }
         // A one-element constant on either side (that does not raise the rank): a scalar op.
         for side in [1, 0] {

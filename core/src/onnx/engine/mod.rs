@@ -134,17 +134,23 @@ impl KilnSession {
             return Err(unsupported(format!("opset {opset}")));
         }
         let mut constants = HashMap::new();
+        let mut narrow = HashMap::new();
         for t in &graph.initializer {
-            constants.insert(t.name.clone(), tensor_value(t).map_err(unsupported)?);
+            match narrow_ints(t).map_err(unsupported)? {
+                Some(q) => narrow.insert(t.name.clone(), q).map(|_| ()),
+                None => constants
+                    .insert(t.name.clone(), tensor_value(t).map_err(unsupported)?)
+                    .map(|_| ()),
+            };
         }
         let inputs = graph
             .input
             .iter()
-            .filter(|v| !constants.contains_key(&v.name))
+            .filter(|v| !constants.contains_key(&v.name) && !narrow.contains_key(&v.name))
             .map(io_info)
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-        let imported = import::import(graph, opset, constants, &inputs, &names)?;
+        let imported = import::import(graph, opset, constants, narrow, &inputs, &names)?;
         // after the nodes, so a graph is declined for its first operator kiln lacks
         let outputs = graph
             .output
@@ -351,6 +357,43 @@ fn io_info(v: &ValueInfoProto) -> std::result::Result<IoInfo, Unsupported> {
 }
 
 /// An initializer or Constant as a [`Value`] (float32 and int64 only, stored inline).
+/// An int8, uint8 or int32 constant's values and its type's range.
+pub(super) type Narrow = (ArrayD<i64>, [i64; 2]);
+
+/// An int8, uint8 or int32 initializer (a quantized weight, zero point or bias) as its values and
+/// the type's range; None for other element types.
+fn narrow_ints(t: &TensorProto) -> std::result::Result<Option<Narrow>, String> {
+    let (range, width) = match DataType::try_from(t.data_type) {
+        Ok(DataType::Int8) => ([-128, 127], 1),
+        Ok(DataType::Uint8) => ([0, 255], 1),
+        Ok(DataType::Int32) => ([i32::MIN as i64, i32::MAX as i64], 4),
+        _ => return Ok(None),
+    };
+    if !t.external_data.is_empty() {
+        return Err(format!("{:?}: weights in an external file", t.name));
+    }
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let data: Vec<i64> = match (width, t.raw_data.is_empty()) {
+        (1, false) if range[0] < 0 => t.raw_data.iter().map(|&b| b as i8 as i64).collect(),
+        (1, false) => t.raw_data.iter().map(|&b| b as i64).collect(),
+        (_, false) => t
+            .raw_data
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as i64)
+            .collect(),
+        // int32_data holds every narrow type's values when raw_data is not used
+        (_, true) => t.int32_data.iter().map(|&v| v as i64).collect(),
+    };
+    if data.len() != shape.iter().product::<usize>()
+        || data.iter().any(|v| !(range[0]..=range[1]).contains(v))
+    {
+        return Err(format!("{:?}: malformed tensor data", t.name));
+    }
+    let q =
+        ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| format!("{:?}: {e}", t.name))?;
+    Ok(Some((q, range)))
+}
+
 fn tensor_value(t: &TensorProto) -> std::result::Result<Value, String> {
     if !t.external_data.is_empty() {
         return Err(format!("{:?}: weights in an external file", t.name));
