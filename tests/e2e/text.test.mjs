@@ -69,9 +69,16 @@ function assertSameGuesses(got, i, what) {
   }
 }
 
-test("the page opens offline with both models on kiln's own engine", async () => {
+test("the page opens offline with both models on kiln's own engine", async (t) => {
   assert.deepEqual(outside, [], "the page must not reach beyond 127.0.0.1");
-  const info = await page.evaluate(() => ({ language: window.kilnText.language, generator: window.kilnText.generator }));
+  const info = await page.evaluate(() => ({
+    language: window.kilnText.language, generator: window.kilnText.generator,
+    wasm: performance.getEntriesByType("resource").filter((r) => r.name.endsWith(".wasm")).map((r) => ({ file: r.name.split("/").pop(), bytes: r.decodedBodySize })),
+  }));
+  assert.ok(info.wasm.length >= 1, "kiln-wasm's module was fetched");
+  assert.ok(info.wasm.every((w) => !w.file.startsWith("kiln_wasm")), `tract's module is never fetched: ${JSON.stringify(info.wasm)}`);
+  writeFileSync(path.join(SHOTS, "wasm.json"), JSON.stringify(info.wasm, null, 2));
+  t.diagnostic(`wasm fetched: ${JSON.stringify(info.wasm)}`);
   assert.equal(info.language.engine, "kiln");
   assert.equal(info.generator.engine, "kiln");
   assert.deepEqual(info.language.labels, python.labels);

@@ -283,8 +283,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         use core::arch::wasm32::*;
-        let mut acc = f32x4_splat(0.0);
-        let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+        let lanes = |x: &[f32]| f32x4(x[0], x[1], x[2], x[3]);
+        // four accumulators, so the adds do not wait on each other (one chain was the limit)
+        let mut acc = [f32x4_splat(0.0); 4];
+        let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+        let (ra, rb) = (a16.remainder(), b16.remainder());
+        for (x, y) in a16.zip(b16) {
+            for q in 0..4 {
+                let (xs, ys) = (&x[4 * q..4 * q + 4], &y[4 * q..4 * q + 4]);
+                acc[q] = f32x4_add(acc[q], f32x4_mul(lanes(xs), lanes(ys)));
+            }
+        }
+        let (a4, b4) = (ra.chunks_exact(4), rb.chunks_exact(4));
         let tail: f32 = a4
             .remainder()
             .iter()
@@ -292,14 +302,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             .map(|(x, y)| x * y)
             .sum();
         for (x, y) in a4.zip(b4) {
-            let xv = f32x4(x[0], x[1], x[2], x[3]);
-            let yv = f32x4(y[0], y[1], y[2], y[3]);
-            acc = f32x4_add(acc, f32x4_mul(xv, yv));
+            acc[0] = f32x4_add(acc[0], f32x4_mul(lanes(x), lanes(y)));
         }
-        f32x4_extract_lane::<0>(acc)
-            + f32x4_extract_lane::<1>(acc)
-            + f32x4_extract_lane::<2>(acc)
-            + f32x4_extract_lane::<3>(acc)
+        let v = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
             + tail
     }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
