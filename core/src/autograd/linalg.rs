@@ -289,9 +289,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
         let (ra, rb) = (a16.remainder(), b16.remainder());
         for (x, y) in a16.zip(b16) {
-            for q in 0..4 {
+            for (q, lane) in acc.iter_mut().enumerate() {
                 let (xs, ys) = (&x[4 * q..4 * q + 4], &y[4 * q..4 * q + 4]);
-                acc[q] = f32x4_add(acc[q], f32x4_mul(lanes(xs), lanes(ys)));
+                *lane = f32x4_add(*lane, f32x4_mul(lanes(xs), lanes(ys)));
             }
         }
         let (a4, b4) = (ra.chunks_exact(4), rb.chunks_exact(4));
