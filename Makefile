@@ -28,8 +28,9 @@ test: lint test-rust conformance test-py test-ray notebooks test-js test-e2e tes
 lint: ## rustfmt and clippy (warnings are errors)
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
-	# the browser's small module: kiln's own engine and the trainer, kiln-core without tract
+	# the browser's modules without tract: kiln's engine (predict only), and with the Trainer
 	cargo clippy --release -p kiln-wasm --no-default-features --features core -- -D warnings
+	cargo clippy --release -p kiln-wasm --no-default-features --features train -- -D warnings
 
 test-rust: ## the Rust core's unit, gradient and integration tests
 	cargo test --release -p kiln-core

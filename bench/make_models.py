@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
+import tfjs_spec  # noqa: E402
 
 
 def mlp(path: Path) -> None:
@@ -59,6 +60,25 @@ def resnet(path: Path) -> dict:
     model.export_onnx(str(path), labels=[str(d) for d in range(10)])
     return {"test_accuracy": round(accuracy, 4),
             "trained": f"{common.EPOCHS['resnet']} epochs on {len(Xtr)} digits at 3x32x32, seed 0"}
+
+
+def train_race(out: Path) -> None:
+    """The in-browser training race (bench/peers-js/train_race.mjs): the training benchmark's digits
+    CNN, freshly initialised by kiln (seed 0) and saved as a checkpoint for kiln-wasm's Trainer, the
+    same initial weights as a TF.js layer list (through export_onnx and tfjs_spec), and the digits
+    split as raw little-endian arrays: x_train/x_test float32 NCHW, y_train/y_test int32."""
+    import kiln
+
+    Xtr, ytr, Xte, yte = common.load_case("cnn")
+    kiln.manual_seed(0)
+    model = common.build(kiln.nn, "cnn")
+    model.save(str(out / "race_cnn.kiln"))
+    model.export_onnx(str(out / "race_cnn.onnx"), input_shape=Xtr.shape[1:])
+    (out / "race_cnn.tfjs.json").write_text(json.dumps(tfjs_spec.spec(out / "race_cnn.onnx")))
+    for name, a, dtype in (("x_train", Xtr, "<f4"), ("y_train", ytr, "<i4"), ("x_test", Xte, "<f4"), ("y_test", yte, "<i4")):
+        (out / f"race_{name}.bin").write_bytes(np.ascontiguousarray(a, dtype=dtype).tobytes())
+    (out / "race.json").write_text(json.dumps({"shape": list(Xtr.shape[1:]), "train": len(Xtr), "test": len(Xte),
+                                               "batch": common.BATCH["cnn"], "lr": common.LR}))
 
 
 def agree(path: Path, shape: tuple[int, ...]) -> float:
@@ -102,7 +122,11 @@ def main() -> None:
             params=int(sum(np.prod(t.dims) for t in proto.graph.initializer)),
             ops=sorted({n.op_type for n in proto.graph.node}),
             kiln_vs_onnxruntime_max_diff=agree(path, tuple(info["shape"])))
+        # the same model for the TF.js peer (bench/tfjs_spec.py, bench/infer/tfjs.mjs)
+        (out / f"{name}.tfjs.json").write_text(json.dumps(tfjs_spec.spec(path)))
+        info["tfjs_file"] = f"{name}.tfjs.json"
     (out / "models.json").write_text(json.dumps(models, indent=1))
+    train_race(out)
     summary = ", ".join(f"{k} ({v['params']:,} params)" for k, v in models.items())
     print(f"make_models: {summary} in {out} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
 

@@ -152,6 +152,52 @@ def sgemm_table(extra):
     return rows
 
 
+def load_table(extra):
+    """Load time (parse + plan + first prediction) against graph size: bench/load/chains.py."""
+    r = extra.get("load_scaling")
+    if not r:
+        return [NOT_MEASURED]
+
+    def t(v):
+        return "not timed" if v is None else (f"{v * 1e3:,.0f} ms" if v < 1 else f"{v:,.2f} s")
+
+    rows = ["| Relu nodes | file | kiln's engine (native) | tract (native) | onnxruntime (1 thread) "
+            "| kiln-wasm, kiln's engine (Node) | kiln-wasm, tract (Node) | onnxruntime-web (Node) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in r["rows"]:
+        n, w = row["native"], row["wasm_node"]
+        rows.append(f"| {row['nodes']:,} | {row['bytes'] / 1e6:.2f} MB | {t(n['kiln'])} | {t(n['tract'])} | "
+                    f"{t(n['onnxruntime'])} | {t(w['kiln'])} | {t(w['tract'])} | {t(w['onnxruntime-web'])} |")
+    rows += ["", f"Median of {r['repeats']} loads each, the engine's module already started; load average "
+             f"{r['loadavg']:.1f} at the end. tract's load grows faster than the graph, so it is timed only up "
+             f"to {r['tract_max']:,} nodes (a page falling back to tract on a graph that size is warned in the "
+             "console; see wasm/pkg/README.md)."]
+    return rows
+
+
+def race_table(extra):
+    """kiln-wasm's Trainer against TF.js's model.fit on the digits CNN (bench/peers-js/train_race.mjs)."""
+    runs = {e: extra.get(f"train_race_node_{e}") for e in ("kiln", "tfjs-cpu", "tfjs-wasm")}
+    k = runs["kiln"]
+    if not k:
+        return [NOT_MEASURED]
+    rows = ["| engine (Node) | backend | samples/s | kiln / it | test accuracy after the same epochs |",
+            "| --- | --- | ---: | ---: | ---: |"]
+    for e, r in runs.items():
+        if not r:
+            continue
+        if "cannot_train" in r:
+            rows.append(f"| {'kiln-wasm Trainer' if e == 'kiln' else 'TF.js ' + r.get('engine', e)} | "
+                        f"{e.split('-')[-1]} | cannot train: {r['cannot_train']} | – | – |")
+            continue
+        name = "kiln-wasm Trainer" if e == "kiln" else f"TF.js {r['version']} `model.fit`"
+        ratio = "–" if e == "kiln" else f"{k['samples_per_s'] / r['samples_per_s']:.1f}×"
+        rows.append(f"| {name} | {r['backend']} | {r['samples_per_s']:,.0f} | {ratio} | {r['accuracy']:.3f} |")
+    return rows + ["", f"Digits CNN, the same initial weights (kiln's seed 0), {k['epochs']} epochs of "
+                   f"{k['train_samples']:,} samples, batch {k['batch_size']}, Adam 1e-3, cross-entropy on logits; "
+                   f"load average {k['loadavg_start']:.1f} at the start."]
+
+
 def chart(summary, inf, path: Path, quick: bool):
     import matplotlib
     matplotlib.use("Agg")
@@ -246,12 +292,16 @@ def main() -> None:
            f"{fmt(summary['mlp'].get('pytorch') and summary['mlp']['pytorch']['us_step'], ',.1f')} |", "",
            "## GEMM: OpenBLAS sgemm (numpy) as the yardstick", "", *sgemm_table(extra), "",
            "## Inference: kiln-wasm vs onnxruntime-web, kiln.InferenceSession vs onnxruntime", "",
-           *report_infer.section(inf)]
+           *report_infer.section(inf), "",
+           "## Training in JavaScript: kiln-wasm's Trainer vs TensorFlow.js", "", *race_table(extra), "",
+           "## Load time against graph size", "",
+           "A chain of Relu nodes, `x [batch, 16]` in, loaded and run once (bench/load/chains.py).", "",
+           *load_table(extra)]
     # Rows run.sh does not make (measured by hand with their own scripts, e.g. the text models'):
     # kept in bench/sequences.md so a full run keeps them beside its own tables.
     kept = Path(__file__).with_name("sequences.md")
     if kept.exists():
-        md += [kept.read_text().rstrip(), ""]
+        md += ["", kept.read_text().rstrip(), ""]
     if errors:
         md += ["## Runs that failed", "", "These produced no numbers; the tables say \"not measured yet\".", ""]
         md += [f"- `{name}`: {msg[:300]}" for name, msg in errors] + [""]

@@ -223,6 +223,29 @@ def targets(summary, inf):
     return rows
 
 
+def tfjs_table(inf):
+    """kiln-wasm against TensorFlow.js's wasm backend (XNNPACK), both environments, same weights."""
+    head = ["environment", "model", "kiln cold start ms", "TF.js cold start ms", "ratio", "kiln batch 1 ms",
+            "TF.js batch 1 ms", "ratio", "kiln batch 64 ms", "TF.js batch 64 ms", "ratio", "outputs agree to"]
+    rows = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 3) + " --- |"]
+    for env in ("chromium", "node"):
+        for m, label in MODELS.items():
+            k, t = inf.get((env, "kiln-wasm", m)), inf.get((env, "tfjs-wasm", m))
+            if not t:
+                continue
+            cells = [env, label + _flag(k, t), _ms(_cold(k)), _ms(_cold(t)), _ratio(_cold(k), _cold(t))]
+            for b in (1, 64):
+                cells += [_ms(_lat(k, b)), _ms(_lat(t, b)), _ratio(_lat(k, b), _lat(t, b))]
+            cells.append(_diff(k, t))
+            rows.append("| " + " | ".join(cells) + " |")
+    if len(rows) == 2:
+        return [NOT_MEASURED]
+    return rows + ["", "TF.js builds each model with tfjs-layers from kiln's trained weights in NHWC "
+                   "(bench/tfjs_spec.py; the input is handed over in NHWC, converted outside the timing), "
+                   "so the outputs are comparable; one thread, its `@tensorflow/tfjs-core`, `-layers` and "
+                   "`-backend-wasm` 4.22 ES modules (bench/peers-js)."]
+
+
 def section(inf) -> list[str]:
     if not inf:
         return ["No inference results: run `make bench` (or `BENCH_ONLY=inference bash bench/run.sh`).", ""]
@@ -234,6 +257,7 @@ def section(inf) -> list[str]:
         "are one call):", "", *phases_table(inf), "",
         "### What a page downloads", "", *download_table(inf), "",
         "### In Node", "", *wasm_table(inf, "node"), "",
+        "### Against TensorFlow.js (wasm backend)", "", *tfjs_table(inf), "",
         "### Native (Python)", "", *native_table(inf), "",
         "### Memory", "", "Wasm linear memory in Chromium (MB = 10⁶ bytes) and the native processes' peak RSS.", "",
         *memory_table(inf), ""]

@@ -150,7 +150,7 @@ if want inference; then
   log "inference models -> bench/out/models"
   if "$KILN_PY" make_models.py "$OUT/models"; then
     # npm ci only when node_modules is missing or older than its lock file (as tests/run.sh does)
-    for dir in "$ROOT/wasm" "$ROOT/tests"; do
+    for dir in "$ROOT/wasm" "$ROOT/tests" "$HERE/peers-js"; do
       if [[ ! -d "$dir/node_modules" || "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
         (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
       fi
@@ -163,7 +163,7 @@ if want inference; then
         case "$env" in
           node|chromium)
             script=infer/node.mjs; [[ "$env" == chromium ]] && script=infer/browser.mjs
-            for engine in kiln-wasm onnxruntime-web; do
+            for engine in kiln-wasm onnxruntime-web tfjs-wasm; do
               log "inference $env $engine $model"
               run_case "$RES/inference_${env}_${engine}_${model}.json" node "$script" "$engine" "$model" --models "$OUT/models" "${QUICK[@]}"
             done ;;
@@ -176,6 +176,12 @@ if want inference; then
         esac
       done
     done
+    for engine in kiln tfjs-cpu tfjs-wasm; do
+      log "training race in Node: $engine (digits CNN)"
+      run_case "$RES/train_race_node_${engine}.json" node peers-js/train_race.mjs "$engine" "$OUT/models" ${BENCH_QUICK:+--epochs 1}
+    done
+    log "load time against graph size (Relu chains, 2k-200k nodes)"
+    run_case "$RES/load_scaling.json" "$KILN_PY" load/chains.py "$OUT/models/chains" "${QUICK[@]}"
   else
     log "FAILED: make_models.py; no inference measured"
     printf '{"error": "bench/make_models.py failed; see the bench log", "command": "make_models.py"}\n' > "$RES/inference_models.json"

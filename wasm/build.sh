@@ -53,9 +53,11 @@ node -e '
     if (!text.includes(line)) fs.writeFileSync(js, text.replace(/^export const version = .*$/m, line));
 ' "$pkg/package.json" "$version"
 
-# ---- compile, bindgen, wasm-opt: two modules from the one crate ---------------------------------
-# kiln_core_bg.wasm (feature `core`): kiln-core without tract: kiln's own ONNX engine, which runs
-#   the models kiln exports, and the Trainer. Small; index.js loads every model with it first.
+# ---- compile, bindgen, wasm-opt: three modules from the one crate -------------------------------
+# kiln_core_bg.wasm (feature `core`): kiln's own ONNX engine, which runs the models kiln exports,
+#   tokenizers, preprocessing and drift; no tract, no backward code. Small; index.js loads every
+#   model with it first.
+# kiln_train_bg.wasm (feature `train`): the same plus the Trainer; fetched only to train.
 # kiln_wasm_bg.wasm (feature `infer`): tract, for the models kiln's engine declines.
 # .cargo/config.toml sets simd128 for this target, but a RUSTFLAGS in the environment would
 # replace it: keep simd128 in that case too (tract's SIMD kernels are 2.5x faster).
@@ -101,11 +103,12 @@ build_module() {
 }
 build_module kiln_wasm infer wasm
 build_module kiln_core core wasm-core
+build_module kiln_train train wasm-core
 
 # ---- sizes -------------------------------------------------------------------------------------
 step "sizes"
 # Brotli at quality 11 takes ~15 s on this file: reuse the figures while the file is unchanged.
-for name in kiln_core kiln_wasm; do
+for name in kiln_core kiln_train kiln_wasm; do
     sizes_cache="$out/$name.sizes"
     pkg_sum="$(sha256sum "$pkg/${name}_bg.wasm" | cut -d' ' -f1)"
     if [ -f "$sizes_cache" ] && [ "$(head -1 "$sizes_cache")" = "$pkg_sum" ]; then

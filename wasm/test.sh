@@ -9,7 +9,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 python="${PYTHON:-$root/.venv/bin/python}"
 
-if [ ! -f "$here/pkg/kiln_wasm_bg.wasm" ] || [ ! -f "$here/pkg/kiln_wasm.js" ] || [ ! -f "$here/pkg/kiln_core_bg.wasm" ] || [ ! -f "$here/pkg/kiln_core.js" ]; then
+if [ ! -f "$here/pkg/kiln_wasm_bg.wasm" ] || [ ! -f "$here/pkg/kiln_wasm.js" ] || [ ! -f "$here/pkg/kiln_core_bg.wasm" ] || [ ! -f "$here/pkg/kiln_core.js" ] || [ ! -f "$here/pkg/kiln_train_bg.wasm" ] || [ ! -f "$here/pkg/kiln_train.js" ]; then
     bash "$here/build.sh"
 fi
 if [ ! -x "$here/node_modules/.bin/tsc" ]; then

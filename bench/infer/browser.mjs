@@ -1,6 +1,6 @@
 // One wasm engine on one model in headless Chromium; prints one JSON object as the last line.
 //
-//   node bench/infer/browser.mjs kiln-wasm|onnxruntime-web MODEL [--models bench/out/models] [--quick]
+//   node bench/infer/browser.mjs kiln-wasm|onnxruntime-web|tfjs-wasm MODEL [--models bench/out/models] [--quick]
 //
 // A tiny static server on 127.0.0.1 serves the repo's engine files as they ship; Debian's chromium
 // (CHROMIUM overrides /usr/bin/chromium; never a downloaded browser) opens bench/infer/page.html in
@@ -30,6 +30,8 @@ const { chromium } = require('playwright-core');
 export const PAGE_ENTRIES = {
   'kiln-wasm': '/wasm/pkg/index.js',
   'onnxruntime-web': '/wasm/node_modules/onnxruntime-web/dist/ort.wasm.bundle.min.mjs',
+  // TF.js core + layers + the wasm backend as ES modules (page.html's import map)
+  'tfjs-wasm': '/bench/peers-js/tfjs.mjs',
 };
 // KILN_WASM_PKG: serve another copy of the package at /wasm/pkg/ (run.sh benchmarks a snapshot, so a
 // rebuild during the run cannot mix two builds into one report).
@@ -37,9 +39,11 @@ const KILN_PKG = process.env.KILN_WASM_PKG ? resolve(process.env.KILN_WASM_PKG) 
 const VERSION_FILES = {
   'kiln-wasm': join(KILN_PKG, 'package.json'),
   'onnxruntime-web': join(ROOT, 'wasm/node_modules/onnxruntime-web/package.json'),
+  'tfjs-wasm': join(ROOT, 'bench/peers-js/node_modules/@tensorflow/tfjs-core/package.json'),
 };
 // Only these folders are served; anything else is a 404 (and a sign the harness grew a dependency).
-const SERVED = ['/bench/infer/', '/bench/out/models/', '/wasm/pkg/', '/wasm/node_modules/onnxruntime-web/dist/'];
+const SERVED = ['/bench/infer/', '/bench/out/models/', '/wasm/pkg/', '/wasm/node_modules/onnxruntime-web/dist/',
+  '/bench/peers-js/tfjs.mjs', '/bench/peers-js/node-stub.mjs', '/bench/peers-js/node_modules/@tensorflow/'];
 const HARNESS = ['/bench/infer/', '/bench/out/models/']; // not the engine's bytes
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.onnx': 'application/octet-stream' };
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -95,7 +99,7 @@ function downloadSizes(log) {
 }
 
 function usage(message) {
-  console.error(`browser.mjs: ${message}\nusage: node bench/infer/browser.mjs kiln-wasm|onnxruntime-web MODEL [--models DIR] [--quick]`);
+  console.error(`browser.mjs: ${message}\nusage: node bench/infer/browser.mjs kiln-wasm|onnxruntime-web|tfjs-wasm MODEL [--models DIR] [--quick]`);
   process.exit(2);
 }
 
@@ -111,7 +115,7 @@ async function main() {
   if (!existsSync(executablePath)) usage(`no Chromium at ${executablePath} (make chromium installs Debian's)`);
 
   const { server, log, origin } = await serve(modelsDir);
-  const query = new URLSearchParams({ engine, entry: PAGE_ENTRIES[engine], file: `/bench/out/models/${model.file}`, shape: model.shape.join(',') });
+  const query = new URLSearchParams({ engine, entry: PAGE_ENTRIES[engine], file: `/bench/out/models/${engine === 'tfjs-wasm' ? model.tfjs_file : model.file}`, shape: model.shape.join(',') });
   if (args.includes('--quick')) query.set('quick', '1');
   const loadavg = os.loadavg()[0];
   try {

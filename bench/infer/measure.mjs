@@ -48,6 +48,20 @@ export const ENGINES = {
       };
     },
   },
+  'tfjs-wasm': {
+    // TensorFlow.js 4.22's wasm backend (XNNPACK), one thread. `url` is bench/peers-js/tfjs.mjs, `bytes`
+    // the model as a TF.js layer list with kiln's trained weights (bench/tfjs_spec.py), built with
+    // tfjs-layers; the input is handed over in NHWC (converted once per batch, outside the timing).
+    async start(url, bytes, mark) {
+      const peer = await import(url);
+      mark('import');
+      await peer.init();
+      mark('init');
+      const model = peer.build(JSON.parse(new TextDecoder().decode(bytes)));
+      mark('load');
+      return { run: (x) => peer.run(model, x), output: (r) => r, release: () => model.dispose() };
+    },
+  },
 };
 
 /** A deterministic batch: `shape` without the batch dimension, pixels in [0, 1]. */

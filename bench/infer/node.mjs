@@ -1,6 +1,6 @@
 // One wasm engine on one model in this (fresh) Node process; prints one JSON object as the last line.
 //
-//   node bench/infer/node.mjs kiln-wasm|onnxruntime-web MODEL [--models bench/out/models] [--quick]
+//   node bench/infer/node.mjs kiln-wasm|onnxruntime-web|tfjs-wasm MODEL [--models bench/out/models] [--quick]
 //
 // The cold start (import + wasm init + model load + first prediction) is the median over 5 fresh
 // processes (2 with --quick): this one and children started with --cold-only.
@@ -23,14 +23,17 @@ const KILN_PKG = process.env.KILN_WASM_PKG ? resolve(process.env.KILN_WASM_PKG) 
 export const NODE_ENTRIES = {
   'kiln-wasm': join(KILN_PKG, 'index.js'),
   'onnxruntime-web': join(ROOT, 'wasm/node_modules/onnxruntime-web/dist/ort.node.min.mjs'),
+  // imports TF.js by package name, resolved from bench/peers-js/node_modules
+  'tfjs-wasm': join(ROOT, 'bench/peers-js/tfjs.mjs'),
 };
 const VERSION_FILES = {
   'kiln-wasm': join(KILN_PKG, 'package.json'),
   'onnxruntime-web': join(ROOT, 'wasm/node_modules/onnxruntime-web/package.json'),
+  'tfjs-wasm': join(ROOT, 'bench/peers-js/node_modules/@tensorflow/tfjs-core/package.json'),
 };
 
 function usage(message) {
-  console.error(`node.mjs: ${message}\nusage: node bench/infer/node.mjs kiln-wasm|onnxruntime-web MODEL [--models DIR] [--quick]`);
+  console.error(`node.mjs: ${message}\nusage: node bench/infer/node.mjs kiln-wasm|onnxruntime-web|tfjs-wasm MODEL [--models DIR] [--quick]`);
   process.exit(2);
 }
 
@@ -42,7 +45,8 @@ async function main() {
   const models = JSON.parse(readFileSync(join(modelsDir, 'models.json'), 'utf8'));
   const model = models[modelName];
   if (!model) usage(`unknown model ${modelName}; models.json has ${Object.keys(models).join(', ')}`);
-  const bytes = new Uint8Array(readFileSync(join(modelsDir, model.file)));
+  // the TF.js peer takes the same model as a layer list with the same weights (bench/tfjs_spec.py)
+  const bytes = new Uint8Array(readFileSync(join(modelsDir, engine === 'tfjs-wasm' ? model.tfjs_file : model.file)));
 
   const loadavg = os.loadavg()[0];
   const others = otherCpuShare();

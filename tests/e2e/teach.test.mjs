@@ -29,11 +29,13 @@ after(async () => {
 
 const topLabel = () => page.evaluate(() => document.querySelector("#guesses .guess .label")?.textContent);
 const tractFetched = () => requested.some((u) => u.includes("kiln_wasm_bg.wasm"));
+const trainerFetched = () => requested.some((u) => u.includes("kiln_train_bg.wasm"));
 
 test("teaching three corrected digits changes what the page predicts for them", async (t) => {
   assert.equal(await page.locator("#teach-labels button").count(), 10, "one button per label");
   assert.ok(await page.locator("#teach-run").isDisabled(), "nothing to teach yet");
   assert.equal(tractFetched(), false, "kiln's engine runs the shipped model: tract's module is never downloaded");
+  assert.equal(trainerFetched(), false, "predicting needs no backward code: the Trainer's module waits for the first lesson");
 
   // The start-up showed the first test digit; show the next ones with the page's own button.
   const taught = [];
@@ -54,7 +56,8 @@ test("teaching three corrected digits changes what the page predicts for them", 
   assert.equal(await page.evaluate(() => document.getElementById("teach").dataset.state), "taught", `${result}\n${log.join("\n")}`);
   assert.match(result, /Your examples: 0\/3 right before → 3\/3 after/);
   assert.match(result, /Shipped test digits: \d+\/24 → \d+\/24/);
-  assert.equal(tractFetched(), false, "teaching runs in the same small module");
+  assert.equal(tractFetched(), false, "teaching needs no tract");
+  assert.equal(trainerFetched(), true, "the lesson fetched the Trainer's module");
   const model = await page.evaluate(() => window.kilnDemo.model);
   assert.ok(model.taught && /taught 3 examples/.test(model.name), JSON.stringify(model));
 

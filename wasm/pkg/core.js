@@ -1,10 +1,11 @@
-// The small module, kiln_core_bg.wasm: kiln-core without tract — kiln's own ONNX engine (which
-// runs the models kiln exports) and the Trainer. Loaded once, shared by index.js and train.js.
-// Private to the package.
+// The small module, kiln_core_bg.wasm: kiln-core without tract and without backward code — kiln's
+// own ONNX engine (which runs the models kiln exports), tokenizers and generation, preprocessing,
+// drift. Loaded once, shared by index.js, text.js and drift.js; the Trainer has its own module
+// (train.js). Private to the package.
 import initCoreWasm, * as core from './kiln_core.js';
 import { moduleLoader, panicGuard } from './util.js';
 
-/** Loads kiln_core_bg.wasm (once). `loadModel` and `Trainer.fromKiln` call it for you. */
+/** Loads kiln_core_bg.wasm (once). `loadModel` calls it for you. */
 export const initKiln = moduleLoader(initCoreWasm, new URL('./kiln_core_bg.wasm', import.meta.url));
 
 /** Calls into the small module; a panic there restarts that module only. */

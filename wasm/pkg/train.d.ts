@@ -120,5 +120,5 @@ export declare class Trainer {
   free(): void;
 }
 
-/** Loads the small module, kiln_core_bg.wasm (once). `Trainer.fromKiln` calls it for you. */
+/** Loads kiln_train_bg.wasm, the Trainer's module (once). `Trainer.fromKiln` and `Trainer.fromOnnx` call it for you. */
 export declare function initTrainer(wasm?: WasmSource): Promise<void>;

@@ -1,16 +1,21 @@
 // kiln-wasm's Trainer: fine-tune a model saved by Python's `model.save(...)` on the user's own
 // examples, on the device, with kiln-core's autodiff, optimizers and fit loop compiled to wasm (the
-// code Python's `fit` runs). It lives in the small module, kiln_core_bg.wasm (with kiln's own
-// inference engine, no tract).
-import { initKiln, coreGuard, core as wasm } from './core.js';
-import { sourceBytes, describeValue, checkDims } from './util.js';
+// code Python's `fit` runs). It lives in its own module, kiln_train_bg.wasm, fetched the first time
+// a Trainer is made: pages that only predict never download the backward code.
+import initTrainWasm, * as wasm from './kiln_train.js';
+import { moduleLoader, panicGuard, sourceBytes, describeValue, checkDims } from './util.js';
 
 const { TrainerCore, Targets } = wasm;
 
-/** Loads the module the Trainer runs in (once). `Trainer.fromKiln` calls it for you. */
-export const initTrainer = initKiln;
+/**
+ * Loads kiln_train_bg.wasm, the module the Trainer runs in (once). `Trainer.fromKiln` and
+ * `Trainer.fromOnnx` call it for you; call it yourself to start the download early, or to say
+ * where the .wasm is when a server or bundler moved it.
+ */
+export const initTrainer = moduleLoader(initTrainWasm, new URL('./kiln_train_bg.wasm', import.meta.url));
 
-const { guard, generation } = coreGuard;
+// a panic in the training module restarts that module only
+const { guard, generation } = panicGuard(wasm.takeLastPanic, wasm.__wbg_reset_state);
 
 // The optimizers by the names Python's kiln.optim uses, with the options each takes (JS spelling →
 // kiln-core's). Unknown options are refused, so a typo is an error, not a silent default.
@@ -68,7 +73,7 @@ export class Trainer {
   /** Loads a `.kiln` checkpoint: a URL (a file path in Node), bytes, a Response or a Blob. */
   static async fromKiln(source) {
     const bytes = await sourceBytes(source, 'the checkpoint', 'Trainer.fromKiln');
-    await initKiln();
+    await initTrainer();
     return new Trainer(guard(() => TrainerCore.fromKiln(bytes)));
   }
 
@@ -76,7 +81,7 @@ export class Trainer {
    * weights under the file's names; an `Error` naming what kiln's graph cannot express otherwise. */
   static async fromOnnx(source) {
     const bytes = await sourceBytes(source, 'the ONNX model', 'Trainer.fromOnnx');
-    await initKiln();
+    await initTrainer();
     return new Trainer(guard(() => TrainerCore.fromOnnx(bytes)));
   }
 

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use kiln_core::onnx::compat::{newer_hint, with_newer_hint};
-use kiln_core::onnx::engine::{IoInfo, KilnSession as Engine, Value};
+use kiln_core::onnx::engine::{graph_nodes, IoInfo, KilnSession as Engine, Value};
 use kiln_core::preprocess::Preprocess;
 use kiln_core::text::Windowed;
 use kiln_core::Tensor;
@@ -22,6 +22,7 @@ pub struct EngineLoad {
     session: Option<KilnSession>,
     declined: Option<String>,
     newer: Option<String>,
+    nodes: usize,
 }
 
 #[wasm_bindgen]
@@ -39,11 +40,13 @@ impl EngineLoad {
                 }),
                 declined: None,
                 newer: None,
+                nodes: 0,
             },
             Err(why) => EngineLoad {
                 session: None,
                 declined: Some(why.0),
                 newer: newer_hint(bytes, "kiln-wasm", update),
+                nodes: graph_nodes(bytes),
             },
         })
     }
@@ -58,6 +61,12 @@ impl EngineLoad {
     /// The session (once), or undefined when the model was declined.
     pub fn session(&mut self) -> Option<KilnSession> {
         self.session.take()
+    }
+
+    /// How many nodes a declined model's graph has: tract's load grows faster than that (index.js
+    /// warns before a long one).
+    pub fn nodes(&self) -> usize {
+        self.nodes
     }
 
     /// Why kiln's engine declined the model, if it did.

@@ -1,16 +1,18 @@
-//! kiln's ONNX inference for JavaScript: the browser, Web Workers and Node.
+//! kiln for JavaScript: the browser, Web Workers and Node.
 //!
-//! This crate is the thin wasm-bindgen layer over [`kiln_core::onnx::tract`], so a model gives the same
-//! predictions here as in Python's `kiln.InferenceSession`. The npm package's hand-written
-//! `index.js` is the public face; these exports are its private plumbing: `Session` holds a
-//! model, a `Feed` carries the inputs in, `Outputs` hands the results out.
+//! This crate is the thin wasm-bindgen layer over kiln-core, so a model gives the same predictions
+//! here as in Python. The npm package's hand-written `index.js` is the public face; these exports
+//! are its private plumbing.
 //!
-//! Two modules are built from this crate (wasm/build.sh):
-//! - `kiln_core_bg.wasm` (feature `core`): kiln-core alone, no tract — kiln's own ONNX engine
-//!   (`engine`: the graphs kiln exports, on the ops that train them) and the `Trainer`. Small
-//!   (0.3 MB gzip); index.js loads models with it first.
-//! - `kiln_wasm_bg.wasm` (feature `infer`): tract, for every other ONNX model (2 MB gzip), fetched
-//!   only when kiln's engine declines a model.
+//! Three modules are built from this crate (wasm/build.sh), so a page downloads only what it uses:
+//! - `kiln_core_bg.wasm` (feature `core`): kiln's own ONNX engine (`engine`: the graphs kiln
+//!   exports, on the ops that train them), tokenizers and generation (`text`), image preprocessing
+//!   and drift monitoring (`drift`). kiln-core without tract and without its `train` feature, so
+//!   none of the ops' backward code is linked. Every `loadModel` starts here.
+//! - `kiln_train_bg.wasm` (feature `train`): the same plus the `Trainer` (autodiff, optimizers,
+//!   the fit loop, ONNX export), fetched only by `initTrainer` / `Trainer.from*`.
+//! - `kiln_wasm_bg.wasm` (feature `infer`): tract, for every other ONNX model (2 MB gzip),
+//!   fetched only when kiln's engine declines a model.
 #![warn(missing_docs)]
 
 #[cfg(feature = "core")]
@@ -22,7 +24,7 @@ mod panic;
 #[cfg(feature = "infer")]
 mod session;
 mod text;
-#[cfg(feature = "core")]
+#[cfg(feature = "train")]
 mod trainer;
 
 use kiln_core::{KilnError, Result, Tensor};

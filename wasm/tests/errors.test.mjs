@@ -111,3 +111,24 @@ test('classify on something that is not one example of class scores', async () =
   typedOut.free();
   stillWorks();
 });
+
+test("a long graph kiln's engine declines: loadModel warns before tract's slow load, and it still runs", async () => {
+  const warnings = [];
+  const warn = console.warn;
+  console.warn = (...a) => warnings.push(a.join(' '));
+  try {
+    const model = await loadModel(modelPath('long_chain.onnx'));
+    assert.equal(model.engine, 'tract', 'kiln has no Sin: tract runs it');
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(warnings[0], /declined this model, so tract loads it; its 2,001 nodes will take a while/);
+    assert.match(warnings[0], /kiln-wasm\/worker/);
+    const y = await model.run(new Float32Array([-1, 0, 0.5, 2]), [1, 4]);
+    assert.deepEqual(Array.from(y.data, (v) => Math.round(v * 1e6) / 1e6), [0, 0, 0.479426, 0.909297]);
+    model.free();
+    warnings.length = 0;
+    (await loadModel(modelPath('unsupported_op.onnx')).catch(() => null));
+    assert.deepEqual(warnings, [], 'a short declined graph loads without a word');
+  } finally {
+    console.warn = warn;
+  }
+});

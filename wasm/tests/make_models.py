@@ -157,6 +157,16 @@ def unsupported_op(out):
     return save(out, "unsupported_op", graph, opset=[helper.make_opsetid("", 18)])
 
 
+def long_chain(out, n=2000):
+    """n Relu nodes then a Sin (kiln's engine has no Sin, so tract loads it): loadModel warns that
+    tract takes seconds on a graph this long."""
+    nodes = [helper.make_node("Relu", [f"t{i}" if i else "x"], [f"t{i + 1}"]) for i in range(n)]
+    nodes.append(helper.make_node("Sin", [f"t{n}"], ["y"]))
+    graph = helper.make_graph(nodes, "long_chain", [tensor("x", TensorProto.FLOAT, ["batch", 4])],
+                              [tensor("y", TensorProto.FLOAT, ["batch", 4])])
+    return save(out, "long_chain", graph)
+
+
 def sklearn_models(out):
     """scikit-learn pipelines through skl2onnx, on iris (bundled with scikit-learn)."""
     from skl2onnx import to_onnx
@@ -473,6 +483,7 @@ def main(out):
     p = pixels_u8(out)
     case("uint8 input", p, {"px": np.array([[0, 64, 128, 255]], dtype=np.uint8)})
     unsupported_op(out)
+    long_chain(out)
 
     images = digits.reshape(-1, 1, 8, 8)
     p, native = kiln_digits(out, images, load_digits().target.astype(np.int64))

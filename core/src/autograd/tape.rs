@@ -50,6 +50,22 @@ struct Node {
     requires_grad: bool,
 }
 
+/// `f` boxed as a backward rule. Without the `train` feature (kiln-wasm's predict-only module) no
+/// tape records (see [`Tape::new`]) and no rule is ever boxed, so the linker drops every op's backward
+/// code: that is most of the autodiff's size.
+#[cfg(feature = "train")]
+fn rule<F>(f: F) -> Option<BackwardFn>
+where
+    F: Fn(&BackwardCtx, &Tensor) -> Vec<Option<Tensor>> + Send + Sync + 'static,
+{
+    Some(Box::new(f))
+}
+
+#[cfg(not(feature = "train"))]
+fn rule<F>(_: F) -> Option<BackwardFn> {
+    None
+}
+
 /// The parts of a packed multi-output value (see [`Tape::push_multi`]).
 fn split<'a>(
     flat: &'a [f32],
@@ -82,12 +98,14 @@ static NEXT_TAPE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 
 impl Tape {
     /// A tape that records backward rules. `training` selects layer behaviour; `seed` drives dropout.
+    /// Built without the `train` feature, kiln-core keeps no backward rules: every tape is an
+    /// inference tape and [`Tape::backward`] says so.
     pub fn new(training: bool, seed: u64) -> Self {
         Tape {
             nodes: Vec::with_capacity(64),
             grads: Vec::new(),
             training,
-            record: true,
+            record: cfg!(feature = "train"),
             rng: ChaCha8Rng::seed_from_u64(seed),
             id: NEXT_TAPE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
@@ -160,11 +178,7 @@ impl Tape {
             } else {
                 Vec::new()
             },
-            backward: if requires_grad {
-                Some(Box::new(backward))
-            } else {
-                None
-            },
+            backward: if requires_grad { rule(backward) } else { None },
             requires_grad,
         });
         Var(self.nodes.len() - 1)
@@ -241,6 +255,11 @@ impl Tape {
 
     /// Back-propagate from `out` with an explicit output gradient.
     pub fn backward_with(&mut self, out: Var, grad: Tensor) -> Result<()> {
+        if !cfg!(feature = "train") {
+            return Err(KilnError::value(
+                "backward: this kiln-core was built without the `train` feature (predict only)",
+            ));
+        }
         if grad.shape() != self.nodes[out.0].value.shape() {
             return Err(KilnError::shape(format!(
                 "backward: gradient shape {:?} does not match the value's shape {:?}",

@@ -74,6 +74,13 @@ pub struct IoInfo {
 #[derive(Clone, Debug)]
 pub struct Unsupported(pub String);
 
+/// How many nodes the main graph of the ONNX file `bytes` has (0 for bytes that are not one): what a
+/// caller falling back to tract checks first, since tract's load grows faster than the graph
+/// (bench/load/chains.py measures it).
+pub fn graph_nodes(bytes: &[u8]) -> usize {
+    ModelProto::decode(bytes).map_or(0, |m| m.graph.map_or(0, |g| g.node.len()))
+}
+
 /// A model ready to run on kiln's engine.
 pub struct KilnSession {
     graph: Graph,
