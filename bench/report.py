@@ -297,6 +297,11 @@ def main() -> None:
            "## Load time against graph size", "",
            "A chain of Relu nodes, `x [batch, 16]` in, loaded and run once (bench/load/chains.py).", "",
            *load_table(extra)]
+    # Rows run.sh does not make (measured by hand with their own scripts, e.g. the text models'):
+    # kept in bench/sequences.md so a full run keeps them beside its own tables.
+    kept = Path(__file__).with_name("sequences.md")
+    if kept.exists():
+        md += ["", kept.read_text().rstrip(), ""]
     if errors:
         md += ["## Runs that failed", "", "These produced no numbers; the tables say \"not measured yet\".", ""]
         md += [f"- `{name}`: {msg[:300]}" for name, msg in errors] + [""]

@@ -242,3 +242,44 @@ def test_padding_can_be_ignored_by_the_loss_and_accuracy(tok):
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
     with pytest.raises(InvalidInputError, match="ignore_index must be a class index"):
         kiln.losses.CrossEntropyLoss(ignore_index=-100)
+
+
+def test_bad_input_to_generate_has_one_defined_answer_in_both_languages(window_model, tok):
+    """What wasm/tests/text.test.mjs checks for kiln-wasm, on the Python side: every odd input is a
+    clear InvalidInputError/ShapeError or a defined text."""
+    # a prompt longer than the window: the model sees its last WINDOW ids, so only they matter
+    assert WINDOW == 4
+    for seed in range(3):
+        long = generate(window_model, tok, "x" * 5000 + "ma", 8, 0.8, 5, seed)
+        assert long == "x" * 4998 + generate(window_model, tok, "xxma", 8, 0.8, 5, seed)
+    # a lone surrogate (Python strings may hold one, UTF-8 cannot) reads as U+FFFD, as in JavaScript
+    assert list(tok.encode("ma\ud800")) == list(tok.encode("ma\ufffd")) == [*tok.encode("ma"), UNK]
+    assert generate(window_model, tok, "ma\ud800", 8, 1.0, None, 4) == generate(window_model, tok, "ma\ufffd", 8, 1.0, None, 4)
+    assert generate(window_model, tok, "ma\ud800", 8, 1.0, None, 4).startswith("ma\ufffd")
+    assert tok.encode_batch(["a\udfff"])[0].tolist() == [[*tok.encode("a"), UNK]]
+    # top_k at least the vocabulary is every token, however large; below 1 an error, however small
+    for big in (tok.vocab_size, 10**6, 2**63, 10**30):
+        assert generate(window_model, tok, "ma", 10, 1.0, big, 5) == generate(window_model, tok, "ma", 10, 1.0, None, 5)
+    for small in (-1, -(10**30)):
+        with pytest.raises(InvalidInputError, match="top_k must be at least 1"):
+            generate(window_model, tok, "ma", top_k=small)
+    for bad, match in [({"max_new_tokens": 10**30}, "max_new_tokens 10+ is out of range"),
+                       ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
+                       ({"max_new_tokens": "3"}, "max_new_tokens must be an integer"),
+                       ({"temperature": float("inf")}, "temperature must be 0"),
+                       ({"temperature": "hot"}, "temperature must be a number"),
+                       ({"on_token": 3}, "on_token must be a function")]:
+        with pytest.raises(InvalidInputError, match=match):
+            generate(window_model, tok, "ma", **bad)
+    # a classifier exported with a tokenizer is not a language model: its 3 scores are not one per id
+    X, _ = tok.windows(NAMES, WINDOW)
+    kiln.manual_seed(0)
+    classifier = nn.Sequential(nn.Embedding(tok.vocab_size, 4), nn.Flatten(), nn.Linear(WINDOW * 4, 3))
+    classifier.compile(optimizer="adam", loss="cross_entropy")
+    classifier.fit(X, X[:, -1] % 3, epochs=1, verbose=0)
+    session = kiln.InferenceSession(classifier.export_onnx(None, tokenizer=tok, labels=["a", "b", "c"]))
+    assert session.tokenizer == tok
+    for model, t in ((session, None), (classifier, tok)):
+        with pytest.raises(ShapeError, match=f"gives 3 logits per token but the tokenizer has {tok.vocab_size} ids"):
+            generate(model, t, "ma")
+        assert generate(model, t, "ma", max_new_tokens=0) == "ma"  # nothing to run: the prompt back

@@ -118,9 +118,10 @@ export interface GenerateOptions {
   maxNewTokens?: number;
   /** 0: always the most likely token; 1 (default): the model's distribution; higher: flatter. */
   temperature?: number;
-  /** Sample among the k most likely tokens only (default: all). */
+  /** Sample among the k most likely tokens only (default: all; a k at least the vocabulary, or
+   * Infinity, is all too). */
   topK?: number;
-  /** Fixes the draws (default 0): a whole number from 0 to 2^53 - 1. */
+  /** Fixes the draws (default 0): a whole number from 0 to 2^53 - 1 (Number.MAX_SAFE_INTEGER). */
   seed?: number;
   /** Called with each token's text (empty while a character is incomplete) and id as it comes. */
   onToken?: (text: string, id: number) => void;

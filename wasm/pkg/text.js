@@ -117,5 +117,9 @@ export function generateOptions(prompt, options) {
   }
   if (topK !== undefined && topK !== null && typeof topK !== 'number') throw new TypeError(`kiln-wasm: generate's topK must be a number, not ${describeValue(topK)}`);
   if (onToken !== undefined && typeof onToken !== 'function') throw new TypeError(`kiln-wasm: generate's onToken must be a function, not ${describeValue(onToken)}`);
-  return { maxNewTokens, temperature, topK: topK ?? undefined, seed, onToken };
+  // a seed JavaScript cannot hold exactly would not be the seed the caller wrote
+  if (Number.isInteger(seed) && seed > Number.MAX_SAFE_INTEGER) throw new RangeError(`kiln-wasm: generate: seed must be 0 to ${Number.MAX_SAFE_INTEGER} (Number.MAX_SAFE_INTEGER) in JavaScript, got ${seed}`);
+  // topK at least the vocabulary samples from every token, as no topK does; Infinity too, as in classify
+  const every = typeof topK === 'number' && topK > Number.MAX_SAFE_INTEGER;
+  return { maxNewTokens, temperature, topK: every ? undefined : topK ?? undefined, seed, onToken };
 }

@@ -414,7 +414,10 @@ def kiln_text(out):
         sess = kiln.InferenceSession(path)
         runs = []
         for prompt, temperature, top_k, seed in [("ma", 0.8, 5, 0), ("ma", 0.8, 5, 1), ("", 1.0, None, 2), ("t", 1.5, 3, 3),
-                                                 ("Zoë?", 1.0, None, 4), ("ma", 0.0, None, 5), ("a", 1.2, None, 6)]:
+                                                 ("Zoë?", 1.0, None, 4), ("ma", 0.0, None, 5), ("a", 1.2, None, 6),
+                                                 # longer than any window (the model sees the last ids), and a
+                                                 # lone surrogate, which both languages read as U+FFFD
+                                                 ("x" * 3000 + "ma", 0.8, 5, 7), ("ma\ud800", 1.0, None, 8)]:
             pieces = []
             text = kiln.text.generate(model, tok, prompt, 12, temperature, top_k, seed,
                                       on_token=lambda t, i: pieces.append([t, i]))
@@ -425,6 +428,14 @@ def kiln_text(out):
                                "ids": [tok.encode(s).tolist() for s in TEXT_STRINGS],
                                "decoded": [tok.decode(tok.encode(s)) for s in TEXT_STRINGS],
                                "json": tok.to_json(), "runs": runs}
+    # a classifier that carries a tokenizer is not a language model: generate must say so
+    X, _ = char.windows(names, window)
+    kiln.manual_seed(0)
+    classifier = nn.Sequential(nn.Embedding(char.vocab_size, 4), nn.Flatten(), nn.Linear(window * 4, 3))
+    classifier.compile(optimizer="adam", loss="cross_entropy")
+    classifier.fit(X, X[:, -1] % 3, epochs=1, verbose=0)
+    classifier.export_onnx(out / "names_classifier.onnx", tokenizer=char, labels=["a", "b", "c"])
+    doc["classifier"] = {"file": "names_classifier.onnx", "classes": 3, "vocabSize": char.vocab_size}
     (out / "text.json").write_text(json.dumps(doc))
 
 

@@ -86,6 +86,31 @@ test('generate: edge cases are defined, bad options and models without a tokeniz
   plain.free();
 });
 
+test('generate: the odd inputs Python defines the same way (py-bindings/tests/test_text.py)', async () => {
+  const model = await loadModel(modelPath(ref.models.names.file));
+  const opts = { maxNewTokens: 10, temperature: 1, seed: 5 };
+  const every = await model.generate('ma', opts);
+  for (const topK of [model.tokenizer.vocabSize, 1e6, 2 ** 63, 1e30, Infinity]) {
+    assert.equal(await model.generate('ma', { ...opts, topK }), every, `topK ${topK} is every token`);
+  }
+  // a long prompt is seen through the window (4 ids): only its last ids matter, as in Python
+  const long = await model.generate('x'.repeat(5000) + 'ma', { maxNewTokens: 8, temperature: 0.8, topK: 5, seed: 2 });
+  assert.equal(long, 'x'.repeat(4998) + await model.generate('xxma', { maxNewTokens: 8, temperature: 0.8, topK: 5, seed: 2 }));
+  assert.deepEqual(Array.from(model.tokenizer.encode('ma\ud800'), Number), [...Array.from(model.tokenizer.encode('ma'), Number), 1]);
+  assert.equal(await model.generate('ma\ud800', opts), await model.generate('ma\ufffd', opts));
+  await assert.rejects(model.generate('ma', { seed: 2 ** 60 }), (e) => e instanceof RangeError && /seed must be 0 to 9007199254740991/.test(e.message));
+  await assert.rejects(model.generate('ma', { temperature: Infinity }), /temperature must be 0/);
+  await assert.rejects(model.generate('ma', { topK: -1 }), /top_k must be at least 1/);
+  model.free();
+
+  const { file, classes, vocabSize } = ref.classifier;
+  const classifier = await loadModel(modelPath(file));
+  assert.equal(classifier.tokenizer.vocabSize, vocabSize);
+  await assert.rejects(classifier.generate('ma'), new RegExp(`gives ${classes} logits per token but the tokenizer has ${vocabSize} ids`));
+  assert.equal(await classifier.generate('ma', { maxNewTokens: 0 }), 'ma', 'nothing to run: the prompt back');
+  classifier.free();
+});
+
 test('Tokenizer.fromJSON: bad documents and ids are Errors that say what, and mutated bytes never crash', async () => {
   await initKiln();
   const json = ref.models.names_bpe.json;

@@ -62,7 +62,69 @@ pub fn gemm(
         }
     }
     #[cfg(target_arch = "wasm32")]
-    general_mat_mul(alpha, a, b, beta, c);
+    if !few_rows(alpha, a, b, beta, c) {
+        general_mat_mul(alpha, a, b, beta, c);
+    }
+}
+
+/// Rows of `a` at most this many go through [`few_rows`] in wasm.
+const FEW_ROWS: usize = 16;
+
+/// `c = alpha·a·b + beta·c` for a few rows of `a` when `b`'s columns or rows are contiguous (a
+/// recurrent step `h·W_hhᵀ`, a Linear at batch 1), as dot products or row updates that the wasm
+/// build runs in simd128 lanes; `false` (nothing done) otherwise. matrixmultiply, wasm's GEMM, packs
+/// all of `b` on every call, as much work as the product itself for one row, and runs it scalar: a
+/// char-GRU's generation step was 9x slower in wasm than natively.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn few_rows(
+    alpha: f32,
+    a: &ArrayView2<f32>,
+    b: &ArrayView2<f32>,
+    beta: f32,
+    c: &mut ndarray::ArrayViewMut2<f32>,
+) -> bool {
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    assert!(
+        b.nrows() == k && c.nrows() == m && c.ncols() == n,
+        "gemm: shapes do not fit"
+    );
+    if m > FEW_ROWS || m == 0 || n == 0 {
+        return m == 0 || n == 0;
+    }
+    let scale = |old: f32| if beta == 0.0 { 0.0 } else { beta * old };
+    if b.strides()[0] == 1 || k == 1 {
+        // columns of b contiguous (b = Wᵀ of a row-major W): one dot product per output
+        let cols: Vec<&[f32]> = (0..n).map_while(|j| b.column(j).to_slice()).collect();
+        if cols.len() == n {
+            for i in 0..m {
+                let row = a.row(i).to_vec();
+                for (j, col) in cols.iter().enumerate() {
+                    let out = &mut c[[i, j]];
+                    *out = alpha * dot(&row, col) + scale(*out);
+                }
+            }
+            return true;
+        }
+    }
+    if b.strides()[1] == 1 {
+        // rows of b contiguous: c_i = Σ_k a_ik · b_k, row by row
+        let mut acc = vec![0.0f32; n];
+        for i in 0..m {
+            acc.iter_mut().for_each(|v| *v = 0.0);
+            for (p, &aik) in a.row(i).iter().enumerate() {
+                let brow = b.row(p).to_slice().expect("contiguous row");
+                for (v, &bv) in acc.iter_mut().zip(brow) {
+                    *v += aik * bv;
+                }
+            }
+            for (j, v) in acc.iter().enumerate() {
+                let out = &mut c[[i, j]];
+                *out = alpha * v + scale(*out);
+            }
+        }
+        return true;
+    }
+    false
 }
 
 /// `a·b` for 2-D views.
@@ -221,8 +283,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
         use core::arch::wasm32::*;
-        let mut acc = f32x4_splat(0.0);
-        let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+        let lanes = |x: &[f32]| f32x4(x[0], x[1], x[2], x[3]);
+        // four accumulators, so the adds do not wait on each other (one chain was the limit)
+        let mut acc = [f32x4_splat(0.0); 4];
+        let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+        let (ra, rb) = (a16.remainder(), b16.remainder());
+        for (x, y) in a16.zip(b16) {
+            for (q, lane) in acc.iter_mut().enumerate() {
+                let (xs, ys) = (&x[4 * q..4 * q + 4], &y[4 * q..4 * q + 4]);
+                *lane = f32x4_add(*lane, f32x4_mul(lanes(xs), lanes(ys)));
+            }
+        }
+        let (a4, b4) = (ra.chunks_exact(4), rb.chunks_exact(4));
         let tail: f32 = a4
             .remainder()
             .iter()
@@ -230,14 +302,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             .map(|(x, y)| x * y)
             .sum();
         for (x, y) in a4.zip(b4) {
-            let xv = f32x4(x[0], x[1], x[2], x[3]);
-            let yv = f32x4(y[0], y[1], y[2], y[3]);
-            acc = f32x4_add(acc, f32x4_mul(xv, yv));
+            acc[0] = f32x4_add(acc[0], f32x4_mul(lanes(x), lanes(y)));
         }
-        f32x4_extract_lane::<0>(acc)
-            + f32x4_extract_lane::<1>(acc)
-            + f32x4_extract_lane::<2>(acc)
-            + f32x4_extract_lane::<3>(acc)
+        let v = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
             + tail
     }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -264,6 +335,59 @@ mod tests {
     use super::super::gradcheck::check;
     use super::*;
     use ndarray::ArrayD;
+
+    #[test]
+    fn few_rows_is_the_general_product_for_every_layout_it_takes() {
+        let fill = |r: usize, c: usize, s: f32| {
+            Array2::from_shape_fn((r, c), |(i, j)| ((i * 7 + j * 3) as f32 * s).sin())
+        };
+        for (m, k, n) in [
+            (1, 128, 384),
+            (3, 17, 9),
+            (16, 33, 90),
+            (1, 1, 5),
+            (2, 8, 1),
+        ] {
+            let a = fill(m, k, 0.37);
+            let w = fill(n, k, 0.11); // b = wᵀ: contiguous columns
+            let b_rows = fill(k, n, 0.23); // contiguous rows
+            for (b, label) in [(w.t(), "columns"), (b_rows.view(), "rows")] {
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (2.0, -0.5)] {
+                    let start = fill(m, n, 0.05);
+                    let mut want = start.clone();
+                    ndarray::linalg::general_mat_mul(alpha, &a.view(), &b, beta, &mut want);
+                    let mut got = start.clone();
+                    assert!(
+                        few_rows(alpha, &a.view(), &b, beta, &mut got.view_mut()),
+                        "{label} {m}x{k}x{n}"
+                    );
+                    let diff = (&got - &want).iter().fold(0.0f32, |d, v| d.max(v.abs()));
+                    assert!(
+                        diff < 1e-4,
+                        "{label} {m}x{k}x{n} alpha {alpha} beta {beta}: {diff}"
+                    );
+                }
+            }
+        }
+        // too many rows, or neither layout: left to the general product
+        let (a, b) = (fill(17, 4, 0.3), fill(4, 4, 0.2));
+        assert!(!few_rows(
+            1.0,
+            &a.view(),
+            &b.view(),
+            0.0,
+            &mut Array2::zeros((17, 4)).view_mut()
+        ));
+        let strided = fill(8, 8, 0.2);
+        let b = strided.slice(ndarray::s![..;2, ..;2]);
+        assert!(!few_rows(
+            1.0,
+            &fill(1, 4, 0.3).view(),
+            &b,
+            0.0,
+            &mut Array2::zeros((1, 4)).view_mut()
+        ));
+    }
 
     #[test]
     fn matmul_gradients_2d_and_batched() {

@@ -38,9 +38,20 @@ PAD, UNK, BOS, EOS = range(len(_kiln.TEXT_SPECIALS))
 _Path = Union[str, "os.PathLike[str]"]
 
 
+def _unicode(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (which Python strings may hold and UTF-8
+    cannot) becomes U+FFFD, as a JavaScript string becomes when it reaches kiln-wasm, so both
+    languages give the same ids for it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _texts(texts: Any, what: str) -> list[str]:
     if isinstance(texts, str):
-        return [texts]
+        return [_unicode(texts)]
     try:
         items = list(texts)
     except TypeError:
@@ -48,7 +59,7 @@ def _texts(texts: Any, what: str) -> list[str]:
     for i, t in enumerate(items):
         if not isinstance(t, str):
             raise InvalidInputError(f"{what}: item {i} is {type(t).__name__}, not a string")
-    return items
+    return [_unicode(t) for t in items]
 
 
 def _ids(ids: Any, what: str) -> np.ndarray:
@@ -82,10 +93,11 @@ class Tokenizer:
         return int(self._core.vocab_size)
 
     def encode(self, text: str) -> np.ndarray:
-        """The ids of ``text`` (np.int64; no bos or eos added)."""
+        """The ids of ``text`` (np.int64; no bos or eos added). A lone surrogate reads as U+FFFD,
+        as in JavaScript."""
         if not isinstance(text, str):
             raise InvalidInputError(f"encode: expected a string, got {type(text).__name__}")
-        return self._core.encode(text)
+        return self._core.encode(_unicode(text))
 
     def decode(self, ids: Any) -> str:
         """The text of ``ids``: special tokens dropped, unknown characters as U+FFFD. An id outside
@@ -207,7 +219,13 @@ def generate(model: Union["Module", InferenceSession, _Path], tokenizer: Optiona
     next token, or ``[batch, T, vocab]``. A model with a fixed window sees the last ``T`` ids of
     ``<bos>`` + prompt + what was generated, padded as :meth:`Tokenizer.windows` pads. It reruns
     on that window for every token. ``tokenizer`` defaults to the one an ONNX model carries.
-    ``on_token(text, id)`` is called with each token's text as it comes."""
+    ``on_token(text, id)`` is called with each token's text as it comes.
+
+    Edge cases, the same in kiln-wasm: prompt characters the tokenizer never saw are ``<unk>``
+    (a lone surrogate is U+FFFD first); an empty prompt starts from ``<bos>`` alone; a prompt longer
+    than the model's window is seen by its last ids; ``max_new_tokens=0`` gives the prompt back;
+    ``top_k`` at least the vocabulary samples from every token, as ``None`` does; a model whose
+    logits are not one per tokenizer id (a classifier exported with a tokenizer) raises ShapeError."""
     if not isinstance(prompt, str):
         raise InvalidInputError(f"generate: prompt must be a string, got {type(prompt).__name__}")
     for name, v in (("max_new_tokens", max_new_tokens), ("seed", seed)):
@@ -215,13 +233,21 @@ def generate(model: Union["Module", InferenceSession, _Path], tokenizer: Optiona
             raise InvalidInputError(f"generate: {name} must be an integer, got {v!r}")
     if not 0 <= seed < 2**64:
         raise InvalidInputError(f"generate: seed must be 0 to 2**64 - 1, got {seed}")
+    if not -(2**63) <= max_new_tokens < 2**63:  # the core checks the range; this one does not fit its int64
+        raise InvalidInputError(f"generate: max_new_tokens {max_new_tokens} is out of range")
     if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool)):
         raise InvalidInputError(f"generate: top_k must be an integer or None, got {top_k!r}")
+    if top_k is not None and top_k >= 2**63:  # more than any vocabulary: every token, as the core reads any k >= vocab
+        top_k = 2**63 - 1
+    if top_k is not None and top_k < -(2**63):
+        raise InvalidInputError(f"generate: top_k must be at least 1 (or None, to sample from every token), got {top_k}")
+    if on_token is not None and not callable(on_token):
+        raise InvalidInputError(f"generate: on_token must be a function (text, id), got {type(on_token).__name__}")
     if not isinstance(temperature, (int, float, np.floating, np.integer)) or isinstance(temperature, bool):
         raise InvalidInputError(f"generate: temperature must be a number, got {temperature!r}")
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         raise InvalidInputError(f"generate: tokenizer must be a kiln.text tokenizer, got {type(tokenizer).__name__}")
-    args = (prompt, int(max_new_tokens), float(temperature), None if top_k is None else int(top_k), int(seed), on_token)
+    args = (_unicode(prompt), int(max_new_tokens), float(temperature), None if top_k is None else int(top_k), int(seed), on_token)
     if isinstance(model, (str, os.PathLike)):
         model = InferenceSession(model)
     if isinstance(model, InferenceSession):

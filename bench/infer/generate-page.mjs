@@ -1,0 +1,10 @@
+// Runs measureGenerate() in the page and hands the result to the driver as window.__bench (a promise).
+import { measureGenerate } from './generate.mjs';
+
+const q = new URLSearchParams(location.search);
+window.__bench = (async () => {
+  const response = await fetch(q.get('file'));
+  if (!response.ok) throw new Error(`cannot fetch the model ${q.get('file')}: HTTP ${response.status}`);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  return measureGenerate({ engine: q.get('engine'), url: q.get('entry'), bytes, promptIds: JSON.parse(q.get('prompts')), budgetMs: Number(q.get('budget') ?? 3000) });
+})();
