@@ -45,7 +45,8 @@ test.after(() => browser.close());
 for (const { name, root, server: serve } of pages) {
   test(`${name}: the installed package predicts in Chromium what Python predicted, on the main thread and in a Worker`, { timeout: 120_000 }, async (t) => {
     const wasm = readdirSync(root, { recursive: true }).filter((f) => String(f).endsWith('.wasm'));
-    assert.equal(wasm.length, 2, `${name}: both .wasm files are shipped with the app: ${wasm.join(', ')}`);
+    // the predicting module, the Trainer's and tract's
+    assert.equal(wasm.length, 3, `${name}: the three .wasm files are shipped with the app: ${wasm.join(', ')}`);
     const server = await serve(root);
     try {
       const requested = [];
@@ -65,6 +66,7 @@ for (const { name, root, server: serve } of pages) {
       assert.equal(result.modelVersion, cases.version, 'the model records the kiln that exported it');
       assert.deepEqual(outside, [], 'nothing beyond 127.0.0.1 is requested');
       assert.ok(!requested.some((u) => u.includes('kiln_wasm_bg')), "tract's module is fetched only for models kiln's engine declines");
+      assert.ok(!requested.some((u) => u.includes('kiln_train_bg')), "the Trainer's module is fetched only to train");
       await page.close();
       t.diagnostic(`${name}: top-1 ${result.top}, max |diff| main ${maxDiff(result.main, cases.outputs).toExponential(1)}, worker ${maxDiff(result.worker, cases.outputs).toExponential(1)}`);
     } finally {
