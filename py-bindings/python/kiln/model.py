@@ -69,6 +69,10 @@ def _is_int(a: Any) -> bool:
     return np.issubdtype(np.asarray(a).dtype, np.integer)
 
 
+def _is_bool(a: Any) -> bool:
+    return np.asarray(a).dtype == np.bool_
+
+
 class Module:
     """Base class for models and their parts, as in PyTorch: assign layers, modules and
     ``nn.Parameter`` s in ``__init__`` and write ``forward``. The first ``fit``, ``predict``,
@@ -221,8 +225,10 @@ class Module:
             names += [f"input_{i}" for i in range(len(names), n)]
         return names[:n] if n else names
 
-    def _ensure_graph(self, samples: Sequence[tuple[Sequence[int], bool]]) -> None:
-        """Trace forward once, from each input's per-sample shape and whether it holds integer ids."""
+    def _ensure_graph(self, samples: Sequence[tuple[Any, ...]]) -> None:
+        """Trace forward once, from each input's per-sample shape, whether it holds integer ids and
+        (optionally) whether it is boolean: a bool input arrives as 0/1 floats, and an attention
+        mask made of one reads as PyTorch reads a bool mask (True = masked)."""
         core = self._ensure_core()
         if core.graph_json() is not None:
             return
@@ -230,9 +236,9 @@ class Module:
         names = self._input_names(len(samples))
         trace = _trace.Trace(tracer, self)
         args = []
-        for name, (shape, is_int) in zip(names, samples):
+        for name, (shape, is_int, *is_bool) in zip(names, samples):
             vid, sh = tracer.input(name, "int64" if is_int else "float32", [int(d) for d in shape])
-            args.append(_trace.SymbolicTensor(trace, vid, sh))
+            args.append(_trace.SymbolicTensor(trace, vid, sh, bool(is_bool and is_bool[0])))
         with _trace.tracing(trace):
             out = self.forward(*args)
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -265,7 +271,8 @@ class Module:
         ts = [a if isinstance(a, Tensor) else Tensor(a) for a in args]
         core = self._ensure_core()
         if core.graph_json() is None:
-            self._ensure_graph([(tuple(t.shape[1:]), _is_int(a) if not isinstance(a, Tensor) else False)
+            self._ensure_graph([(tuple(t.shape[1:]), *((_is_int(a), _is_bool(a)) if not isinstance(a, Tensor)
+                                                       else (False, False)))
                                 for t, a in zip(ts, args)])
         outs = ts[0].apply(core, ts[1:], training=self.training)
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -288,7 +295,7 @@ class Module:
             raw = [x]
         arrays = [as_input(a, what if len(raw) == 1 else f"{what}[{i}]") for i, a in enumerate(raw)]
         if core.graph_json() is None:
-            self._ensure_graph([(a.shape[1:], _is_int(r)) for a, r in zip(arrays, raw)])
+            self._ensure_graph([(a.shape[1:], _is_int(r), _is_bool(r)) for a, r in zip(arrays, raw)])
         info = core.input_info()
         if len(info) != len(arrays):
             names = [n for n, _, _ in info]
