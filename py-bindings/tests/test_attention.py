@@ -94,3 +94,135 @@ def test_a_pytorch_state_dict_loads_and_gives_pytorchs_outputs_loss_and_gradient
         assert err <= 1e-5 * np.abs(want).max() + 1e-6, (p.name, err)
         checked += 1
     assert checked == len(grads)
+
+
+class WeightsOut(nn.Module):
+    """A model returning attention's output and its per-head weights (several ONNX outputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x, pad):
+        out, w = self.attn(x, x, x, key_padding_mask=pad, average_attn_weights=False)
+        return out, w
+
+
+def _batch(name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if name == "mha":
+        a = rng.standard_normal((n, 5, 4)).astype(np.float32)
+    elif name == "weights":
+        a = rng.standard_normal((n, 5, 8)).astype(np.float32)
+    else:
+        a = rng.integers(0, 7, (n, 6))
+    t = a.shape[1]
+    pad = np.arange(t)[None, :] >= t - rng.integers(0, 3, n)[:, None]
+    return a, pad
+
+
+@pytest.mark.parametrize("name", list(CASES) + ["weights"])
+def test_exports_agree_with_onnxruntime_kiln_engine_and_predict(name, rng, tmp_path):
+    model = WeightsOut() if name == "weights" else CASES[name]()
+    model.predict(_batch(name, 2, rng))  # traced; pad is bool
+    data = model.export_onnx()
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 17
+    assert {"MatMul", "Softmax"} <= {n.op_type for n in proto.graph.node}
+    ref = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    sess = kiln.InferenceSession(data, engine="kiln")
+    assert sess.engine == "kiln"
+    names = [i.name for i in ref.get_inputs()]
+    for batch in (1, 9):
+        a, pad = _batch(name, batch, rng)
+        want = model.predict((a, pad))
+        want = list(want) if isinstance(want, tuple) else [want]
+        feeds = dict(zip(names, (a, pad.astype(np.float32))))
+        for got, w in zip(ref.run(None, feeds), want):
+            np.testing.assert_allclose(got, w, atol=1e-4, rtol=0)
+        got = sess.run(feeds)
+        got = list(got.values()) if isinstance(got, dict) else [got]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, atol=1e-5, rtol=0)
+    model.save(tmp_path / "m.kiln")
+    a, pad = _batch(name, 3, rng)
+    loaded = kiln.load(tmp_path / "m.kiln").predict((a, pad))
+    np.testing.assert_array_equal(np.asarray(loaded[0] if name == "weights" else loaded),
+                                  np.asarray(model.predict((a, pad))[0] if name == "weights" else model.predict((a, pad))))
+
+
+def test_pytorch_names_init_and_repr():
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
+    enc = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = enc
+
+        def forward(self, x):
+            return self.encoder(x)
+
+    m = Net()
+    m.predict(np.zeros((1, 3, 8), np.float32))
+    sd = m.state_dict()
+    for k in ("encoder.layers.0.self_attn.in_proj_weight", "encoder.layers.1.self_attn.out_proj.bias",
+              "encoder.layers.0.linear1.weight", "encoder.layers.1.norm2.bias", "encoder.norm.weight"):
+        assert k in sd, k
+    w = sd["encoder.layers.0.self_attn.in_proj_weight"]
+    assert w.shape == (24, 8) and np.abs(w).max() <= np.sqrt(6 / 32) and np.abs(w).max() > 0.5 * np.sqrt(6 / 32)
+    assert not sd["encoder.layers.0.self_attn.in_proj_bias"].any()
+    assert not sd["encoder.layers.0.self_attn.out_proj.bias"].any()
+    assert np.abs(sd["encoder.layers.0.self_attn.out_proj.weight"]).max() <= 1 / np.sqrt(8)
+    attn = enc.layers[0].self_attn
+    assert attn.in_proj_weight.shape == (24, 8) and attn.out_proj.weight.shape == (8, 8)
+    assert repr(attn) == "MultiheadAttention(embed_dim=8, num_heads=2, dropout=0.1, batch_first=True)"
+
+
+class Attend(nn.Module):
+    def __init__(self, mha: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x, mask):
+        return self.mha(x, x, x, key_padding_mask=mask)[0]
+
+
+def test_bad_arguments_and_shapes_are_clear_errors():
+    with pytest.raises(KilnError, match=r"embed_dim \(6\) must be divisible by num_heads \(4\)"):
+        nn.MultiheadAttention(6, 4)
+    with pytest.raises(InvalidInputError, match="kdim and vdim"):
+        nn.MultiheadAttention(8, 2, kdim=4)
+    with pytest.raises(InvalidInputError, match="activation"):
+        nn.TransformerEncoderLayer(8, 2, activation="swish")
+    m = Attend(nn.MultiheadAttention(8, 2, batch_first=True))
+    with pytest.raises(KilnError, match=r"query of shape \[2, 5, 6\] does not fit embed_dim 8"):
+        m.predict((np.zeros((2, 5, 6), np.float32), np.zeros((2, 5), bool)))
+    m = Attend(nn.MultiheadAttention(8, 2, batch_first=True))
+    with pytest.raises(KilnError, match=r"key_padding_mask of shape \[2, 4\] must be \[batch, S\] = \[2, 5\]"):
+        m.predict((np.zeros((2, 5, 8), np.float32), np.zeros((2, 4), bool)))
+    with pytest.raises(KilnError, match="Sequential"):
+        nn.Sequential(nn.MultiheadAttention(8, 2))
+
+
+def test_a_small_causal_transformer_learns_to_copy_the_previous_token(rng):
+    """Next-token prediction where the answer is the token before: learnable only by attending back."""
+
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.pos = nn.Embedding(6, 16), nn.Embedding(8, 16)
+            layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 1)
+            self.head = nn.Linear(16, 6)
+
+        def forward(self, ids):
+            return self.head(self.encoder(self.emb(ids) + self.pos.weight, is_causal=True))
+
+    kiln.manual_seed(0)
+    X = rng.integers(0, 6, (256, 8))
+    y = np.concatenate([X[:, :1], X[:, :-1]], axis=1)
+    m = LM()
+    m.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy", metrics=["accuracy"])
+    m.fit(X, y, epochs=30, batch_size=32, verbose=0)
+    assert m.evaluate(X, y)["accuracy"] > 0.9

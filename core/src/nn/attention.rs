@@ -271,7 +271,10 @@ impl MultiheadAttention {
 
 impl Module for MultiheadAttention {
     fn forward(&mut self, _t: &mut Tape, _x: Var) -> Result<Var> {
-        value_err!("MultiheadAttention: returns (output, weights) from (query, key, value): call it in an nn.Module's forward (`out, w = self.attn(x, x, x)`), not in an nn.Sequential chain")
+        value_err!(
+            "MultiheadAttention: {}",
+            self.spec.chain_refusal().expect("attention refuses chains")
+        )
     }
 
     fn tensors(&self) -> Vec<(String, &Param)> {

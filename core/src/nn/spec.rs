@@ -239,11 +239,8 @@ impl LayerSpec {
             }
             S::Conv1d { .. } | S::Conv2d { .. } => Conv::geometry(self).map(|_| ()),
             S::Sequential { layers } => {
-                if let Some(r) = layers.iter().find(|l| {
-                    super::rnn_config(l).is_some()
-                        || matches!(l, LayerSpec::MultiheadAttention { .. })
-                }) {
-                    value_err!("Sequential: {} returns a tuple (output and states or weights), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, h = self.rnn(x)`)", r.type_name());
+                if let Some((r, why)) = layers.iter().find_map(|l| Some((l, l.chain_refusal()?))) {
+                    value_err!("Sequential: {} {why}", r.type_name());
                 }
                 layers.iter().try_for_each(LayerSpec::check)
             }
@@ -254,6 +251,15 @@ impl LayerSpec {
             other => other
                 .build(&mut <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0))
                 .map(|_| ()),
+        }
+    }
+
+    /// Why the layer cannot be a link of a Sequential chain (it returns a tuple), if it cannot.
+    pub fn chain_refusal(&self) -> Option<&'static str> {
+        match self {
+            LayerSpec::GRU { .. } | LayerSpec::LSTM { .. } => Some("returns (output, h_n), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, h = self.rnn(x)`)"),
+            LayerSpec::MultiheadAttention { .. } => Some("returns (output, weights) from (query, key, value), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, w = self.attn(x, x, x)`)"),
+            _ => None,
         }
     }
 
