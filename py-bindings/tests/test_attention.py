@@ -226,3 +226,18 @@ def test_a_small_causal_transformer_learns_to_copy_the_previous_token(rng):
     m.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy", metrics=["accuracy"])
     m.fit(X, y, epochs=30, batch_size=32, verbose=0)
     assert m.evaluate(X, y)["accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("name", ["mha", "transformer"])
+def test_load_onnx_turns_an_exported_transformer_back_into_a_model_that_trains(name, rng, tmp_path):
+    model = CASES[name]()
+    a, pad = _batch(name, 4, rng)
+    want = model.predict((a, pad))
+    model.export_onnx(tmp_path / "m.onnx")
+    loaded = kiln.load_onnx(tmp_path / "m.onnx")
+    first = "x" if name == "mha" else "ids"
+    np.testing.assert_allclose(loaded.predict({first: a, "pad": pad.astype(np.float32)}), want, atol=1e-5, rtol=0)
+    assert any(k.endswith("self_attn.in_proj_weight") or k.endswith("attn.in_proj_weight") for k in loaded.state_dict())
+    loaded.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy")
+    losses = loaded.fit((a, pad.astype(np.float32)), np.array([0, 1, 2, 0]), epochs=5, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]

@@ -474,6 +474,30 @@ def kiln_attention(out):
         doc[name] = {"file": path.name,
                      "inputs": {names[0]: encode(names[0], first), names[1]: encode(names[1], pad.astype(np.float32))},
                      "outputs": [encode(f"output_{i}", o) for i, o in enumerate(outs)]}
+    # a single-input transformer classifier for the Trainer: Python's fit from its checkpoint
+    class Pooler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.encoder(x, is_causal=True).mean(dim=1))
+
+    from kiln import optim
+    x = rng.standard_normal((24, 6, 8)).astype(np.float32)
+    y = (x[:, 0, 0] > 0).astype(np.int64) + (x[:, -1, 1] > 0.5)
+    pooler = Pooler()
+    pooler.predict(x[:2])
+    (out / "finetune").mkdir(exist_ok=True)
+    base = out / "finetune" / "transformer.kiln"
+    pooler.save(str(base))
+    m = kiln.load(str(base))
+    m.compile(optimizer=optim.SGD(lr=5e-2, momentum=0.9), loss="cross_entropy")
+    m.fit(x, y, epochs=4, batch_size=8, verbose=0)
+    doc["trainer"] = {"checkpoint": "finetune/transformer.kiln", "x": x.ravel().tolist(), "dims": list(x.shape),
+                      "y": y.tolist(), "epochs": 4, "batch_size": 8, "flat": m.get_flat_parameters().tolist(),
+                      "predict": m.predict(x[:3]).ravel().tolist()}
     (out / "attention.json").write_text(json.dumps(doc))
 
 
