@@ -241,3 +241,33 @@ def test_load_onnx_turns_an_exported_transformer_back_into_a_model_that_trains(n
     loaded.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy")
     losses = loaded.fit((a, pad.astype(np.float32)), np.array([0, 1, 2, 0]), epochs=5, verbose=0).history["loss"]
     assert losses[-1] < losses[0]
+
+
+def test_generation_with_the_key_value_cache_writes_the_windowed_reruns_text():
+    """kiln.text.generate on a causal transformer keeps each attention's keys and values (one new
+    position per token); on the exported file kiln's engine reruns the window. Same seeds, same text,
+    past the window's end too (the cache restarts on the last T ids)."""
+
+    class GPT(nn.Module):
+        def __init__(self, vocab: int, steps: int) -> None:
+            super().__init__()
+            self.emb, self.pos = nn.Embedding(vocab, 16), nn.Embedding(steps, 16)
+            layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 2)
+            self.out = nn.Linear(16, vocab)
+
+        def forward(self, x):
+            return self.out(self.encoder(self.emb(x) + self.pos.weight, is_causal=True))
+
+    tok = kiln.text.CharTokenizer.fit(["anna", "maria", "tom", "alan"])
+    kiln.manual_seed(1)
+    gpt = GPT(tok.vocab_size, 12)
+    gpt.predict(np.zeros((1, 12), np.int64))
+    sd = gpt.state_dict()
+    sd["out.bias"][3] = -30.0  # no <eos>: the text runs past the window
+    gpt.load_state_dict(sd)
+    sess = kiln.InferenceSession(gpt.export_onnx(tokenizer=tok))
+    for seed, prompt in ((0, "ma"), (1, ""), (2, "tom a")):
+        want = kiln.text.generate(sess, None, prompt, 20, 1.0, None, seed)
+        assert len(want) == len(prompt) + 20
+        assert kiln.text.generate(gpt, tok, prompt, 20, 1.0, None, seed) == want

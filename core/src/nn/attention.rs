@@ -144,21 +144,10 @@ impl Attention {
         }
 
         // the three projections, heads split off: [B, H, T, D]
-        let project = |t: &mut Tape, x: Var, part: usize, perm: &[usize]| -> Result<Var> {
-            let w = t.slice(in_w, 0, part * e, (part + 1) * e)?;
-            let bias = match in_b {
-                Some(bv) => Some(t.slice(bv, 0, part * e, (part + 1) * e)?),
-                None => None,
-            };
-            let y = t.linear(x, w, bias)?;
-            let n = t.shape(x)[1];
-            let y = t.reshape(y, &[b, n, h, d])?;
-            t.permute(y, perm)
-        };
-        let qh = project(t, q, 0, &[0, 2, 1, 3])?;
+        let qh = project(t, q, in_w, in_b, 0, h, &[0, 2, 1, 3])?;
         let qh = t.scale(qh, 1.0 / (d as f32).sqrt());
-        let kt = project(t, k, 1, &[0, 2, 3, 1])?; // [B, H, D, S]
-        let vh = project(t, v, 2, &[0, 2, 1, 3])?;
+        let kt = project(t, k, in_w, in_b, 1, h, &[0, 2, 3, 1])?; // [B, H, D, S]
+        let vh = project(t, v, in_w, in_b, 2, h, &[0, 2, 1, 3])?;
         let mut scores = t.matmul(qh, kt)?; // [B, H, L, S]
 
         if let Some(m) = mask {
@@ -174,14 +163,7 @@ impl Attention {
             let m = t.constant(m);
             scores = t.add(scores, m)?;
         } else if self.is_causal {
-            let m = Tensor::from_shape_fn(ndarray::IxDyn(&[l, s]), |ix| {
-                if ix[1] > ix[0] {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            });
-            let m = t.constant(m);
+            let m = t.constant(causal(l, s, 0));
             scores = t.add(scores, m)?;
         }
         if let Some(m) = kpm {
@@ -199,13 +181,7 @@ impl Attention {
         }
         let attn = t.softmax(scores, 3)?;
         let attn = t.dropout(attn, self.dropout)?;
-        let o = t.matmul(attn, vh)?; // [B, H, L, D]
-        let o = t.permute(o, &[0, 2, 1, 3])?;
-        let o = t.reshape(o, &[b, l, e])?;
-        let mut o = t.linear(o, out_w, out_b)?;
-        if !self.batch_first {
-            o = t.permute(o, &[1, 0, 2])?;
-        }
+        let o = self.merge(t, attn, vh, out_w, out_b)?;
         let weights = match (self.need_weights, self.average_attn_weights) {
             (false, _) => None,
             (true, true) => Some(t.mean(attn, &[1], false)?),
@@ -213,6 +189,116 @@ impl Attention {
         };
         Ok((o, weights))
     }
+
+    /// The heads' outputs `attn · v` merged and projected, back in the caller's layout.
+    fn merge(
+        &self,
+        t: &mut Tape,
+        attn: Var,
+        vh: Var,
+        out_w: Var,
+        out_b: Option<Var>,
+    ) -> Result<Var> {
+        let o = t.matmul(attn, vh)?; // [B, H, L, D]
+        let s = t.shape(o).to_vec();
+        let o = t.permute(o, &[0, 2, 1, 3])?;
+        let o = t.reshape(o, &[s[0], s[2], s[1] * s[3]])?;
+        let o = t.linear(o, out_w, out_b)?;
+        if self.batch_first {
+            Ok(o)
+        } else {
+            t.permute(o, &[1, 0, 2])
+        }
+    }
+
+    /// Whether a call can run position by position with a key/value cache
+    /// ([`Attention::forward_cached`]): causal self-attention without masks or returned weights.
+    pub fn cacheable(&self, xs: &[usize]) -> bool {
+        self.is_causal
+            && !self.need_weights
+            && self.key_padding_mask == MaskKind::None
+            && self.attn_mask == MaskKind::None
+            && xs.len() >= 3
+            && xs[0] == xs[1]
+            && xs[1] == xs[2]
+    }
+
+    /// Causal self-attention (a [`Attention::cacheable`] call) for new positions only: `xs[0]`
+    /// holds the `n` positions after the `p` whose keys and values `cache` holds (`[B, H, p, D]`
+    /// each); they attend to those and to each other causally, and join the cache. The output
+    /// equals rows `p..p + n` of [`Attention::forward`] on the whole sequence.
+    pub fn forward_cached(
+        &self,
+        t: &mut Tape,
+        xs: &[Var],
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Var> {
+        let bias = self.bias as usize;
+        let (in_w, out_w) = (xs[3], xs[4 + bias]);
+        let (in_b, out_b) = (self.bias.then(|| xs[4]), self.bias.then(|| xs[6]));
+        let x = if self.batch_first {
+            xs[0]
+        } else {
+            t.permute(xs[0], &[1, 0, 2])?
+        };
+        let e = t.shape(in_w)[1];
+        let (h, n) = (self.num_heads, t.shape(x)[1]);
+        let d = e / h;
+        let q = project(t, x, in_w, in_b, 0, h, &[0, 2, 1, 3])?;
+        let q = t.scale(q, 1.0 / (d as f32).sqrt());
+        let mut k = project(t, x, in_w, in_b, 1, h, &[0, 2, 1, 3])?;
+        let mut v = project(t, x, in_w, in_b, 2, h, &[0, 2, 1, 3])?;
+        let p = cache.as_ref().map_or(0, |(kc, _)| kc.shape()[2]);
+        if let Some((kc, vc)) = cache.take() {
+            let (kc, vc) = (t.constant(kc), t.constant(vc));
+            k = t.concat(&[kc, k], 2)?;
+            v = t.concat(&[vc, v], 2)?;
+        }
+        *cache = Some((t.value(k).clone(), t.value(v).clone()));
+        let kt = t.permute(k, &[0, 1, 3, 2])?;
+        let mut scores = t.matmul(q, kt)?; // [B, H, n, p + n]
+        if n > 1 {
+            let m = t.constant(causal(n, p + n, p));
+            scores = t.add(scores, m)?;
+        }
+        let attn = t.softmax(scores, 3)?;
+        self.merge(t, attn, v, out_w, out_b)
+    }
+}
+
+/// The causal mask for queries at positions `offset..offset + rows` over keys `0..cols`: −∞
+/// where the key comes after the query.
+fn causal(rows: usize, cols: usize, offset: usize) -> Tensor {
+    Tensor::from_shape_fn(ndarray::IxDyn(&[rows, cols]), |ix| {
+        if ix[1] > offset + ix[0] {
+            f32::NEG_INFINITY
+        } else {
+            0.0
+        }
+    })
+}
+
+/// Rows `part·E .. (part+1)·E` of the packed projection applied to `x` `[B, T, E]`, heads split
+/// off and permuted by `perm` from `[B, T, H, D]`.
+fn project(
+    t: &mut Tape,
+    x: Var,
+    in_w: Var,
+    in_b: Option<Var>,
+    part: usize,
+    h: usize,
+    perm: &[usize],
+) -> Result<Var> {
+    let e = t.shape(in_w)[1];
+    let w = t.slice(in_w, 0, part * e, (part + 1) * e)?;
+    let bias = match in_b {
+        Some(bv) => Some(t.slice(bv, 0, part * e, (part + 1) * e)?),
+        None => None,
+    };
+    let y = t.linear(x, w, bias)?;
+    let (b, n) = (t.shape(x)[0], t.shape(x)[1]);
+    let y = t.reshape(y, &[b, n, h, e / h])?;
+    t.permute(y, perm)
 }
 
 /// The layer: it owns the weights a [`crate::graph::Op::MultiheadAttention`] call reads.
