@@ -3,6 +3,9 @@
 //! cache), so a token costs the same early in the window as late in it; the windowed rerun
 //! ([`super::step::Windowed`]) costs a whole window per token.
 //!
+//! A recurrent layer (one direction, `nn.GRU` / `nn.LSTM`) carries its state the same way: each
+//! token runs one step from the state the last one left.
+//!
 //! A model qualifies when its graph is position-wise apart from causal self-attention: every value
 //! either does not depend on the ids (parameters and what is made of them) or has one time axis
 //! along which position `p` depends only on ids `..=p` (embeddings, Linear, LayerNorm,
@@ -14,7 +17,7 @@
 
 use super::Step;
 use crate::autograd::{broadcast_shape, Tape, Tensor, Var};
-use crate::graph::{axis, run_node, Graph, Op, Value};
+use crate::graph::{axis, run_node, Graph, Op, Scope, Value};
 use crate::nn::LayerSpec;
 use crate::{value_err, Model, Result};
 
@@ -23,6 +26,10 @@ use crate::{value_err, Model, Result};
 enum Kind {
     Const,
     Time(usize),
+    /// A recurrent layer's tuple (its output along time, its final states).
+    Recurrent(usize),
+    /// A final state: it depends on every position, so nothing may read it.
+    State,
 }
 
 /// A causal model run position by position with key/value caches.
@@ -56,10 +63,24 @@ fn plan(
         // each timed input's time axis; for arithmetic, lined up with the output's axes from the
         // end, as broadcasting lines them up
         let binary = op_is_binary(&node.op);
+        if node.inputs.iter().any(|&i| kinds[i] == Kind::State) {
+            return None;
+        }
+        if let (Op::Item { index }, [i]) = (&node.op, node.inputs.as_slice()) {
+            let Kind::Recurrent(a) = kinds[*i] else {
+                return None;
+            };
+            kinds.push(if *index == 0 {
+                Kind::Time(a)
+            } else {
+                Kind::State
+            });
+            continue;
+        }
         let mut timed = node.inputs.iter().filter_map(|&i| match kinds[i] {
             Kind::Time(a) if binary => Some(a + rank - rank_of(i).min(rank)),
-            Kind::Time(a) => Some(a),
-            Kind::Const => None,
+            Kind::Time(a) | Kind::Recurrent(a) => Some(a),
+            Kind::Const | Kind::State => None,
         });
         let Some(a) = timed.next() else {
             if matches!(
@@ -81,6 +102,16 @@ fn plan(
                 att.cacheable(&node.inputs) && a == if att.batch_first { 1 } else { 0 }
             }
             Op::Call { module } => match spec_of(module) {
+                // one direction, no initial state given: its state carries over between tokens
+                Some(spec @ (S::GRU { .. } | S::LSTM { .. })) => {
+                    let cfg = crate::nn::rnn_config(&spec)?;
+                    let along = if cfg.batch_first { 1 } else { 0 };
+                    if cfg.bidirectional || node.inputs.len() != 1 || a != along {
+                        return None;
+                    }
+                    kinds.push(Kind::Recurrent(a));
+                    continue;
+                }
                 Some(S::Embedding { .. }) => true,
                 Some(S::Linear { .. }) => away_from_time(1),
                 Some(S::LayerNorm {
@@ -132,6 +163,9 @@ fn plan(
             return None;
         }
         kinds.push(Kind::Time(a));
+    }
+    if graph.outputs.iter().any(|&o| kinds[o] == Kind::State) {
+        return None;
     }
     match graph.outputs.first().map(|&o| (kinds[o], shapes[o].len())) {
         Some((Kind::Time(1), 3)) => Some(kinds),
@@ -202,20 +236,46 @@ impl<'a> Cached<'a> {
             .expect("sized");
         let mut values = vec![Value::One(t.constant(ids))];
         for (k, node) in self.graph.nodes.iter().enumerate() {
+            let kind = self.kinds[self.graph.inputs.len() + k];
+            if let Op::Item { .. } = node.op {
+                let v = run_node(
+                    &mut self.model.net,
+                    &mut t,
+                    &node.op,
+                    &[values[node.inputs[0]].clone()],
+                )?;
+                values.push(v);
+                continue;
+            }
             let mut xs: Vec<Var> = node
                 .inputs
                 .iter()
                 .map(|&i| values[i].var())
                 .collect::<Result<_>>()?;
+            if let (Kind::Recurrent(_), Op::Call { module }) = (kind, &node.op) {
+                // the state the last token left, as the initial state of this one
+                if let Some((h, c)) = self.caches[k].take() {
+                    xs.push(t.constant(h));
+                    if !c.is_empty() {
+                        xs.push(t.constant(c));
+                    }
+                }
+                let outs = self.model.net.module(module)?.forward_multi(&mut t, &xs)?;
+                let state = |i: usize| outs.get(i).map(|&v| t.value(v).clone());
+                let empty = Tensor::zeros(vec![0]);
+                self.caches[k] =
+                    Some((state(1).unwrap_or(empty.clone()), state(2).unwrap_or(empty)));
+                values.push(Value::Tuple(outs));
+                continue;
+            }
             let v = match &node.op {
                 Op::MultiheadAttention(att) => {
                     att.forward_cached(&mut t, &xs, &mut self.caches[k])?
                 }
                 op => {
                     // a constant along time (a position table) is read at the new positions
-                    let out = self.kinds[self.graph.inputs.len() + k];
                     if let (Kind::Time(_), true, true) =
-                        (out, node.inputs.len() == 2, op_is_binary(op))
+                        (kind, node.inputs.len() == 2, op_is_binary(op))
                     {
                         for j in 0..2 {
                             if self.kinds[node.inputs[j]] == Kind::Const {
@@ -375,9 +435,65 @@ mod tests {
         }
     }
 
+    /// Embedding → GRU (batch first) or a 2-layer LSTM (time-major, between Permutes) → Linear.
+    fn recurrent(cell: &str, extra: &str, nodes: &str, output: usize) -> Model {
+        let json = format!(
+            r#"{{"modules":[{{"name":"emb","spec":{{"type":"Embedding","num_embeddings":7,"embedding_dim":4}}}},
+                {{"name":"rnn","spec":{{"type":"{cell}","input_size":4,"hidden_size":5{extra}}}}},
+                {{"name":"head","spec":{{"type":"Linear","in_features":5,"out_features":7}}}}],
+              "graph":{{"inputs":[{{"name":"ids","dtype":"int64","shape":[6]}}],"nodes":[{nodes}],"outputs":[{output}]}}}}"#
+        );
+        let spec: GraphSpec = serde_json::from_str(&json).unwrap();
+        Model::from_graph_spec(&spec, 4).unwrap()
+    }
+
+    // emb → rnn → (out, h) → head(out); value 4 is h_n
+    const GRU_NODES: &str = r#"{"op":{"Call":{"module":"emb"}},"inputs":[0]},{"op":{"Call":{"module":"rnn"}},"inputs":[1]},
+        {"op":{"Item":{"index":0}},"inputs":[2]},{"op":{"Item":{"index":1}},"inputs":[2]},{"op":{"Call":{"module":"head"}},"inputs":[3]}"#;
+    // emb → time-major → rnn → out → batch-major → head
+    const LSTM_NODES: &str = r#"{"op":{"Call":{"module":"emb"}},"inputs":[0]},{"op":{"Permute":{"dims":[1,0,2]}},"inputs":[1]},
+        {"op":{"Call":{"module":"rnn"}},"inputs":[2]},{"op":{"Item":{"index":0}},"inputs":[3]},{"op":{"Permute":{"dims":[1,0,2]}},"inputs":[4]},
+        {"op":{"Call":{"module":"head"}},"inputs":[5]}"#;
+
+    fn steps_match_whole_windows(m: &mut Model, what: &str) {
+        let seq = [2u32, 5, 1, 6, 3, 4, 2, 5, 6];
+        let mut want = Vec::new();
+        for end in 2..=seq.len() {
+            let window = &seq[end.saturating_sub(6)..end];
+            want.push(full(m, window, window.len() - 1));
+        }
+        let mut c = Cached::for_model(m).unwrap().expect(what);
+        let mut got = vec![c.start(&seq[..2]).unwrap()];
+        for &tok in &seq[2..] {
+            got.push(c.next(tok).unwrap());
+        }
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let err = g.iter().zip(w).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+            assert!(err < 1e-5, "{what}, step {k}: {err}");
+        }
+    }
+
+    #[test]
+    fn recurrent_layers_carry_their_state_between_tokens() {
+        let mut gru = recurrent("GRU", r#","batch_first":true"#, GRU_NODES, 5);
+        steps_match_whole_windows(&mut gru, "a GRU");
+        let mut lstm = recurrent("LSTM", r#","num_layers":2"#, LSTM_NODES, 6);
+        steps_match_whole_windows(&mut lstm, "a two-layer time-major LSTM");
+    }
+
     #[test]
     fn models_that_mix_positions_are_not_cached() {
         let mut m = model(true, false); // attention without the causal mask sees the future
+        assert!(Cached::for_model(&mut m).unwrap().is_none());
+        // a GRU whose final state is returned reads every position; so does a bidirectional one
+        let mut m = recurrent("GRU", r#","batch_first":true"#, GRU_NODES, 4);
+        assert!(Cached::for_model(&mut m).unwrap().is_none());
+        let mut m = recurrent(
+            "GRU",
+            r#","batch_first":true,"bidirectional":true"#,
+            GRU_NODES,
+            5,
+        );
         assert!(Cached::for_model(&mut m).unwrap().is_none());
     }
 }
