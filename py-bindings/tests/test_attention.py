@@ -271,3 +271,32 @@ def test_generation_with_the_key_value_cache_writes_the_windowed_reruns_text():
         want = kiln.text.generate(sess, None, prompt, 20, 1.0, None, seed)
         assert len(want) == len(prompt) + 20
         assert kiln.text.generate(gpt, tok, prompt, 20, 1.0, None, seed) == want
+
+
+def test_a_bool_buffer_masks_as_pytorch_reads_a_bool_mask(rng):
+    """An attn_mask registered from a bool array masks (True = may not attend), as is_causal does; the
+    same mask as floats is added to the scores."""
+
+    class Masked(nn.Module):
+        def __init__(self, mask: np.ndarray | None) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.has_mask = mask is not None
+            if mask is not None:
+                self.register_buffer("mask", mask)
+
+        def forward(self, x):
+            if self.has_mask:
+                return self.attn(x, x, x, attn_mask=self.mask, need_weights=False)[0]
+            return self.attn(x, x, x, is_causal=True, need_weights=False)[0]
+
+    future = np.triu(np.ones((5, 5), bool), 1)
+    x = rng.standard_normal((3, 5, 8)).astype(np.float32)
+    causal, as_bool, as_float = Masked(None), Masked(future), Masked(future.astype(np.float32))
+    for m in (causal, as_bool, as_float):
+        m.predict(x)
+    weights = {k: v for k, v in causal.state_dict().items()}
+    as_bool.load_state_dict({**weights, "mask": future.astype(np.float32)})
+    as_float.load_state_dict({**weights, "mask": future.astype(np.float32)})
+    np.testing.assert_allclose(as_bool.predict(x), causal.predict(x), atol=1e-6, rtol=0)
+    assert np.abs(as_float.predict(x) - causal.predict(x)).max() > 1e-3

@@ -125,7 +125,10 @@ class Module:
                 tr = _trace.current()
                 root = self._root()
                 if tr is not None and root is tr.root:
-                    return tr.param(self._path_of(name))
+                    value = tr.param(self._path_of(name))
+                    # a buffer registered from a bool array is held as 0/1: masks made of it read as bool
+                    value._bool = name in d.get("_bool_buffers", ())
+                    return value
                 if root._core is not None:
                     return Parameter(owner=root, name=self._path_of(name))
                 return d[store][name] if store == "_parameters" else Parameter(d[store][name], False)
@@ -137,6 +140,8 @@ class Module:
         if self._core is not None:
             raise InvalidInputError("register_buffer: add buffers in __init__, before the model's first use")
         self._buffers[name] = np.array(value, dtype=np.float32)
+        if np.asarray(value).dtype == np.bool_:
+            self.__dict__.setdefault("_bool_buffers", set()).add(name)
 
     def _root(self) -> "Module":
         return self.__dict__.get("_owner") or self
