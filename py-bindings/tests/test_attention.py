@@ -300,3 +300,9 @@ def test_a_bool_buffer_masks_as_pytorch_reads_a_bool_mask(rng):
     as_float.load_state_dict({**weights, "mask": future.astype(np.float32)})
     np.testing.assert_allclose(as_bool.predict(x), causal.predict(x), atol=1e-6, rtol=0)
     assert np.abs(as_float.predict(x) - causal.predict(x)).max() > 1e-3
+
+
+def test_summary_lists_attention_with_its_output_shape():
+    text = str(EncoderNet(False).summary(input_shape=[(6,), (6,)]))
+    line = next(row for row in text.splitlines() if row.startswith("encoder.layers.0.self_attn"))
+    assert "(None, 6, 8)" in line and "288" in line, line
