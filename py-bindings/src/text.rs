@@ -1,7 +1,7 @@
 //! `kiln._kiln.Tokenizer` and the generation functions: thin wrappers over kiln_core::text. The
 //! tokenizers, the sampling loop and every check are the core's; `kiln/text.py` is the face.
 
-use kiln_core::text::{self, GenerateOptions, Generation, Step, Tokenizer, Windowed};
+use kiln_core::text::{self, Cached, GenerateOptions, Generation, Step, Tokenizer, Windowed};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::prelude::*;
@@ -158,8 +158,14 @@ pub fn generate_model(
     on_token: Option<Bound<'_, PyAny>>,
 ) -> PyResult<String> {
     let opts = GenerateOptions::new(max_new_tokens, temperature, top_k, seed).py()?;
-    let step = Windowed::for_model(model.core_mut()).py()?;
-    run(py, step, &tokenizer.inner, prompt, opts, on_token)
+    // a causal transformer keeps its keys and values; any other model reruns its window
+    match Cached::for_model(model.core_mut()).py()? {
+        Some(step) => run(py, step, &tokenizer.inner, prompt, opts, on_token),
+        None => {
+            let step = Windowed::for_model(model.core_mut()).py()?;
+            run(py, step, &tokenizer.inner, prompt, opts, on_token)
+        }
+    }
 }
 
 /// Generates with an ONNX model on its session's engine; the tokenizer defaults to the model's own.

@@ -217,3 +217,33 @@ def test_bad_arguments_and_calls_are_clear_errors():
 
     with pytest.raises(ShapeError, match=r"gru \(GRU\) at test_rnn.py:\d+.*input_size 4"):
         WrongSize().predict(np.zeros((2, 5, 3), np.float32))
+
+
+def test_generation_carries_a_grus_state_and_writes_the_windowed_reruns_text():
+    """kiln.text.generate on a char-GRU language model runs one step per token from the state the
+    last one left; kiln's engine reruns the window on the exported file. Same seeds, same text, past
+    the window's end too (the state restarts on the last T ids, as the rerun sees them)."""
+
+    class CharLM(nn.Module):
+        def __init__(self, vocab: int) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(vocab, 8)
+            self.gru = nn.GRU(8, 16, num_layers=2, batch_first=True)
+            self.out = nn.Linear(16, vocab)
+
+        def forward(self, x):
+            out, _ = self.gru(self.emb(x))
+            return self.out(out)
+
+    tok = kiln.text.CharTokenizer.fit(["anna", "maria", "tom", "alan"])
+    kiln.manual_seed(2)
+    lm = CharLM(tok.vocab_size)
+    lm.predict(np.zeros((1, 10), np.int64))
+    sd = lm.state_dict()
+    sd["out.bias"][3] = -30.0  # no <eos>: the text runs past the window
+    lm.load_state_dict(sd)
+    sess = kiln.InferenceSession(lm.export_onnx(tokenizer=tok))
+    for seed, prompt in ((0, "ma"), (1, ""), (2, "tom a")):
+        want = kiln.text.generate(sess, None, prompt, 20, 1.0, None, seed)
+        assert len(want) == len(prompt) + 20
+        assert kiln.text.generate(lm, tok, prompt, 20, 1.0, None, seed) == want

@@ -399,6 +399,19 @@ def kiln_text(out):
         def forward(self, x):
             return self.out(self.emb(x).reshape(-1, 16)).reshape(-1, self.steps, self.vocab)
 
+    class TinyTransformer(nn.Module):
+        """A causal character transformer: token and position embeddings, two encoder layers."""
+
+        def __init__(self, vocab, steps):
+            super().__init__()
+            self.emb, self.pos = nn.Embedding(vocab, 16), nn.Embedding(steps, 16)
+            layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 2)
+            self.out = nn.Linear(16, vocab)
+
+        def forward(self, x):
+            return self.out(self.encoder(self.emb(x) + self.pos.weight, is_causal=True))
+
     char = kiln.text.CharTokenizer.fit(names)
     bpe = kiln.text.BPETokenizer.fit(names * 3 + ["anna maria", "tom tim"], vocab_size=300)
     ids, _ = char.encode_batch(names, bos=True, eos=True)
@@ -406,7 +419,12 @@ def kiln_text(out):
     lm = PerPosition(char.vocab_size, ids.shape[1] - 1)
     lm.compile(optimizer=optim.Adam(lr=2e-2), loss="cross_entropy")
     lm.fit(ids[:, :-1], ids[:, 1:], epochs=40, batch_size=8, verbose=0)
-    models = {"names": (window_model(char), char), "names_bpe": (window_model(bpe), bpe), "names_lm": (lm, char)}
+    kiln.manual_seed(3)
+    gpt = TinyTransformer(char.vocab_size, ids.shape[1] - 1)
+    gpt.compile(optimizer=optim.Adam(lr=1e-2), loss="cross_entropy")
+    gpt.fit(ids[:, :-1], ids[:, 1:], epochs=40, batch_size=8, verbose=0)
+    models = {"names": (window_model(char), char), "names_bpe": (window_model(bpe), bpe), "names_lm": (lm, char),
+              "names_transformer": (gpt, char)}
     doc = {"strings": TEXT_STRINGS, "models": {}}
     for name, (model, tok) in models.items():
         path = out / f"{name}.onnx"
@@ -437,6 +455,75 @@ def kiln_text(out):
     classifier.export_onnx(out / "names_classifier.onnx", tokenizer=char, labels=["a", "b", "c"])
     doc["classifier"] = {"file": "names_classifier.onnx", "classes": 3, "vocabSize": char.vocab_size}
     (out / "text.json").write_text(json.dumps(doc))
+
+
+def kiln_attention(out):
+    """A transformer classifier over token ids with a key-padding mask (a bool input in Python, 0/1
+    floats in the file) and the causal mask, and a model returning attention's per-head weights:
+    kiln's predictions for Node to match on kiln's engine."""
+    import kiln
+    from kiln import nn
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(7, 8)
+            layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, activation="gelu",
+                                               norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8))
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, ids, pad):
+            h = self.encoder(self.emb(ids).permute(1, 0, 2), src_key_padding_mask=pad, is_causal=True)
+            return self.head(h.mean(dim=0))
+
+    class Weights(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 4, batch_first=True)
+
+        def forward(self, x, pad):
+            return self.attn(x, x, x, key_padding_mask=pad, average_attn_weights=False)
+
+    kiln.manual_seed(4)
+    rng = np.random.default_rng(5)
+    doc = {}
+    for name, model, first in (("attention_classifier", Classifier(), rng.integers(0, 7, (5, 6))),
+                               ("attention_weights", Weights(), rng.standard_normal((5, 6, 8)).astype(np.float32))):
+        pad = np.arange(6)[None, :] >= 6 - rng.integers(0, 3, 5)[:, None]
+        outs = model.predict((first, pad))
+        outs = list(outs) if isinstance(outs, tuple) else [outs]
+        path = out / f"{name}.onnx"
+        model.export_onnx(path)
+        names = [i.name for i in kiln.InferenceSession(path).inputs]
+        doc[name] = {"file": path.name,
+                     "inputs": {names[0]: encode(names[0], first), names[1]: encode(names[1], pad.astype(np.float32))},
+                     "outputs": [encode(f"output_{i}", o) for i, o in enumerate(outs)]}
+    # a single-input transformer classifier for the Trainer: Python's fit from its checkpoint
+    class Pooler(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.encoder(x, is_causal=True).mean(dim=1))
+
+    from kiln import optim
+    x = rng.standard_normal((24, 6, 8)).astype(np.float32)
+    y = (x[:, 0, 0] > 0).astype(np.int64) + (x[:, -1, 1] > 0.5)
+    pooler = Pooler()
+    pooler.predict(x[:2])
+    (out / "finetune").mkdir(exist_ok=True)
+    base = out / "finetune" / "transformer.kiln"
+    pooler.save(str(base))
+    m = kiln.load(str(base))
+    m.compile(optimizer=optim.SGD(lr=5e-2, momentum=0.9), loss="cross_entropy")
+    m.fit(x, y, epochs=4, batch_size=8, verbose=0)
+    doc["trainer"] = {"checkpoint": "finetune/transformer.kiln", "x": x.ravel().tolist(), "dims": list(x.shape),
+                      "y": y.tolist(), "epochs": 4, "batch_size": 8, "flat": m.get_flat_parameters().tolist(),
+                      "predict": m.predict(x[:3]).ravel().tolist()}
+    (out / "attention.json").write_text(json.dumps(doc))
 
 
 def reference(path, inputs):
@@ -516,6 +603,7 @@ def main(out):
          native=[encode("output", two.predict((num, cat)))])
     kiln_drift(out, images, load_digits().target.astype(np.int64))
     kiln_text(out)
+    kiln_attention(out)
 
     sk, iris = sklearn_models(out)
     case("skl2onnx logistic regression", sk["sk_logreg"], {"X": iris[45:55]}, tool="skl2onnx")

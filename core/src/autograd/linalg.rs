@@ -219,11 +219,26 @@ impl Tape {
         }))
     }
 
-    /// `x·Wᵀ + b`, PyTorch's `Linear`: one GEMM forward, two backward.
+    /// `x·Wᵀ + b`, PyTorch's `Linear`: one GEMM forward, two backward. Leading axes beyond the
+    /// first (a batch of sequences, `[B, T, in]`) are folded into the rows and unfolded after.
     ///
     /// # Shapes
-    /// `x: [N, in]`, `weight: [out, in]`, `bias: [out]` → `[N, out]`
+    /// `x: [..., in]`, `weight: [out, in]`, `bias: [out]` → `[..., out]`
     pub fn linear(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Result<Var> {
+        let sx = self.shape(x).to_vec();
+        let sw = self.shape(weight).to_vec();
+        if sx.len() <= 2 || sw.len() != 2 || sx[sx.len() - 1] != sw[1] {
+            return self.linear2d(x, weight, bias);
+        }
+        let rows: usize = sx[..sx.len() - 1].iter().product();
+        let x2 = self.reshape(x, &[rows, sw[1]])?;
+        let y = self.linear2d(x2, weight, bias)?;
+        let mut out = sx[..sx.len() - 1].to_vec();
+        out.push(sw[0]);
+        self.reshape(y, &out)
+    }
+
+    fn linear2d(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Result<Var> {
         let (sx, sw) = (self.shape(x).to_vec(), self.shape(weight).to_vec());
         if sx.len() != 2 || sw.len() != 2 || sx[1] != sw[1] {
             shape_err!("Linear: input of shape {sx:?} does not fit weight of shape {sw:?} (expects [N, {}])", sw.get(1).copied().unwrap_or(0));
@@ -409,6 +424,10 @@ mod tests {
         });
         check(&[&[5, 3], &[4, 3]], |t, v| {
             t.linear(v[0], v[1], None).unwrap()
+        });
+        // a batch of sequences [B, T, in]
+        check(&[&[2, 3, 4], &[5, 4], &[5]], |t, v| {
+            t.linear(v[0], v[1], Some(v[2])).unwrap()
         });
     }
 

@@ -15,7 +15,7 @@ pub use tracer::Tracer;
 use serde::{Deserialize, Serialize};
 
 use crate::autograd::{GeluApprox, Tape, Var};
-use crate::nn::{Module, Param};
+use crate::nn::{Attention, Module, Param};
 use crate::{shape_err, value_err, KilnError, Result};
 
 /// One axis of a `Reshape` target: a size, `-1` (inferred), or `"batch"`, the batch size of the run.
@@ -192,6 +192,9 @@ pub enum Op {
         dilation: usize,
         groups: usize,
     },
+    /// A call of `nn.MultiheadAttention`: inputs query, key, value, the layer's weights (as
+    /// `Param` values) and the masks given; a tuple (output, weights) when `need_weights`.
+    MultiheadAttention(Attention),
 }
 
 /// A graph input: its name (forward's argument name), element type and per-sample shape.
@@ -365,6 +368,13 @@ pub fn run_node(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Value]) -> R
                 None => value_err!("Item {index}: the tuple has {} elements", parts.len()),
             }
         }
+        Op::MultiheadAttention(att) => {
+            let vars = xs.iter().map(Value::var).collect::<Result<Vec<_>>>()?;
+            Ok(match att.forward(t, &vars)? {
+                (o, Some(w)) => Value::Tuple(vec![o, w]),
+                (o, None) => Value::One(o),
+            })
+        }
         Op::Call { module } => {
             let vars = xs.iter().map(Value::var).collect::<Result<Vec<_>>>()?;
             let mut outs = scope.module(module)?.forward_multi(t, &vars)?;
@@ -391,7 +401,7 @@ pub fn run_op(scope: &mut dyn Scope, t: &mut Tape, op: &Op, xs: &[Var]) -> Resul
     };
     let rank = |t: &Tape, v: Var| t.shape(v).len();
     Ok(match op {
-        Op::Call { .. } | Op::Item { .. } => {
+        Op::Call { .. } | Op::Item { .. } | Op::MultiheadAttention(_) => {
             let vals: Vec<Value> = xs.iter().map(|&v| Value::One(v)).collect();
             run_node(scope, t, op, &vals)?.var()?
         }

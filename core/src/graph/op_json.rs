@@ -10,6 +10,19 @@ use serde_json::Value;
 use super::{Dim, Op, Reduction, ScalarOp};
 use crate::autograd::GeluApprox;
 use crate::json_args::{Args, FromJson};
+use crate::nn::{Attention, MaskKind};
+
+impl FromJson for MaskKind {
+    const WHAT: &'static str = "none, bool or float";
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(match v.as_str()? {
+            "none" => MaskKind::None,
+            "bool" => MaskKind::Bool,
+            "float" => MaskKind::Float,
+            _ => return None,
+        })
+    }
+}
 
 impl FromJson for Dim {
     const WHAT: &'static str = "sizes, -1 or \"batch\"";
@@ -218,6 +231,30 @@ fn parse(v: &Value) -> Result<Op, String> {
             },
             &["stride", "padding", "dilation", "groups"],
         ),
+        "MultiheadAttention" => (
+            O::MultiheadAttention(Attention {
+                num_heads: a.get("num_heads")?,
+                dropout: a.or("dropout", 0.0)?,
+                batch_first: a.or("batch_first", false)?,
+                bias: a.or("bias", true)?,
+                need_weights: a.or("need_weights", true)?,
+                average_attn_weights: a.or("average_attn_weights", true)?,
+                is_causal: a.or("is_causal", false)?,
+                key_padding_mask: a.or("key_padding_mask", MaskKind::None)?,
+                attn_mask: a.or("attn_mask", MaskKind::None)?,
+            }),
+            &[
+                "num_heads",
+                "dropout",
+                "batch_first",
+                "bias",
+                "need_weights",
+                "average_attn_weights",
+                "is_causal",
+                "key_padding_mask",
+                "attn_mask",
+            ],
+        ),
         other => return Err(format!("unknown graph op {other:?}")),
     };
     a.only(known)?;
@@ -323,6 +360,17 @@ mod tests {
             },
             Op::LayerNorm { eps: 1e-6 },
             Op::Embedding,
+            Op::MultiheadAttention(Attention {
+                num_heads: 2,
+                dropout: 0.1,
+                batch_first: true,
+                bias: false,
+                need_weights: true,
+                average_attn_weights: false,
+                is_causal: true,
+                key_padding_mask: MaskKind::Bool,
+                attn_mask: MaskKind::Float,
+            }),
         ];
         for op in ops {
             let json = serde_json::to_string(&op).unwrap();

@@ -4,6 +4,7 @@
 //! can describe itself as a [`LayerSpec`], the serialisable architecture that checkpoints, the Python
 //! package and the ONNX exporter share.
 
+mod attention;
 mod layers;
 mod net;
 mod rnn;
@@ -12,6 +13,7 @@ mod simple;
 mod spec;
 mod summary;
 
+pub use attention::{Attention, MaskKind, MultiheadAttention};
 pub use layers::{BatchNorm, Conv, Embedding, LayerNorm, Linear};
 pub use net::{GraphSpec, NamedModule, NamedParam, Net};
 pub use rnn::{config_of as rnn_config, spec_of as rnn_spec, Recurrent};

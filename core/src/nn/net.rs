@@ -62,11 +62,12 @@ impl Net {
         if specs.is_empty() {
             value_err!("a model needs at least one layer");
         }
-        if let Some(i) = specs.iter().position(|s| super::rnn_config(s).is_some()) {
-            value_err!(
-                "layer {i} ({}): returns (output, h_n), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, h = self.rnn(x)`)",
-                specs[i].type_name()
-            );
+        if let Some((i, why)) = specs
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| Some((i, s.chain_refusal()?)))
+        {
+            value_err!("layer {i} ({}): {why}", specs[i].type_name());
         }
         let modules = specs
             .iter()

@@ -4,8 +4,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{
-    Activation, BatchNorm, Conv, Dropout, Embedding, Flatten, LayerNorm, Linear, Module, Pool,
-    Recurrent, Sequential,
+    Activation, BatchNorm, Conv, Dropout, Embedding, Flatten, LayerNorm, Linear, Module,
+    MultiheadAttention, Pool, Recurrent, Sequential,
 };
 use crate::autograd::GeluApprox;
 use crate::{value_err, KilnError, Result};
@@ -172,6 +172,17 @@ pub enum LayerSpec {
         #[serde(default)]
         bidirectional: bool,
     },
+    /// Its calls are `Op::MultiheadAttention` nodes (query, key, value, masks): never a chain link.
+    MultiheadAttention {
+        embed_dim: usize,
+        num_heads: usize,
+        #[serde(default)]
+        dropout: f32,
+        #[serde(default = "yes")]
+        bias: bool,
+        #[serde(default)]
+        batch_first: bool,
+    },
 }
 
 fn one_isize() -> isize {
@@ -228,8 +239,8 @@ impl LayerSpec {
             }
             S::Conv1d { .. } | S::Conv2d { .. } => Conv::geometry(self).map(|_| ()),
             S::Sequential { layers } => {
-                if let Some(r) = layers.iter().find(|l| super::rnn_config(l).is_some()) {
-                    value_err!("Sequential: {} returns (output, h_n), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, h = self.rnn(x)`)", r.type_name());
+                if let Some((r, why)) = layers.iter().find_map(|l| Some((l, l.chain_refusal()?))) {
+                    value_err!("Sequential: {} {why}", r.type_name());
                 }
                 layers.iter().try_for_each(LayerSpec::check)
             }
@@ -240,6 +251,15 @@ impl LayerSpec {
             other => other
                 .build(&mut <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0))
                 .map(|_| ()),
+        }
+    }
+
+    /// Why the layer cannot be a link of a Sequential chain (it returns a tuple), if it cannot.
+    pub fn chain_refusal(&self) -> Option<&'static str> {
+        match self {
+            LayerSpec::GRU { .. } | LayerSpec::LSTM { .. } => Some("returns (output, h_n), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, h = self.rnn(x)`)"),
+            LayerSpec::MultiheadAttention { .. } => Some("returns (output, weights) from (query, key, value), so it cannot sit in a Sequential chain: use it in an nn.Module's forward (`out, w = self.attn(x, x, x)`)"),
+            _ => None,
         }
     }
 
@@ -304,6 +324,7 @@ impl LayerSpec {
                 self.check()?;
                 Box::new(Sequential::from_specs(&layers, rng)?)
             }
+            S::MultiheadAttention { .. } => Box::new(MultiheadAttention::new(self.clone(), rng)?),
             S::GRU { .. } | S::LSTM { .. } => Box::new(Recurrent::new(
                 super::rnn::config_of(self).expect("a recurrent spec"),
                 rng,
@@ -319,13 +340,13 @@ fn spec_error(e: &serde_json::Error) -> KilnError {
         return KilnError::Unknown {
             kind: "layer",
             name,
-            hint: ". Known layers: Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, GRU, LSTM, Sequential".into(),
+            hint: ". Known layers: Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU, Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding, GRU, LSTM, MultiheadAttention, Sequential".into(),
         };
     }
     KilnError::value(format!("invalid architecture: {msg}"))
 }
 
-const LAYERS: &str = "`Linear`, `Conv1d`, `Conv2d`, `MaxPool2d`, `AvgPool2d`, `Flatten`, `ReLU`, `LeakyReLU`, `GELU`, `Sigmoid`, `Tanh`, `Softmax`, `Dropout`, `BatchNorm1d`, `BatchNorm2d`, `LayerNorm`, `Embedding`, `Sequential`, `GRU`, `LSTM`";
+const LAYERS: &str = "`Linear`, `Conv1d`, `Conv2d`, `MaxPool2d`, `AvgPool2d`, `Flatten`, `ReLU`, `LeakyReLU`, `GELU`, `Sigmoid`, `Tanh`, `Softmax`, `Dropout`, `BatchNorm1d`, `BatchNorm2d`, `LayerNorm`, `Embedding`, `Sequential`, `GRU`, `LSTM`, `MultiheadAttention`";
 
 /// What `Conv1d` and `Conv2d` take (PyTorch's names).
 const CONV_ARGS: &[&str] = &[
@@ -511,6 +532,16 @@ fn layer_from_json(v: &serde_json::Value) -> std::result::Result<LayerSpec, Stri
                 dropout: a.or("dropout", 0.0)?,
                 bidirectional: a.or("bidirectional", false)?,
             })
+        }
+        "MultiheadAttention" => {
+            only(&["embed_dim", "num_heads", "dropout", "bias", "batch_first"])?;
+            S::MultiheadAttention {
+                embed_dim: a.get("embed_dim")?,
+                num_heads: a.get("num_heads")?,
+                dropout: a.or("dropout", 0.0)?,
+                bias: a.or("bias", yes())?,
+                batch_first: a.or("batch_first", false)?,
+            }
         }
         other => {
             return Err(format!(

@@ -79,10 +79,24 @@ impl Net {
             })
             .collect();
         let mut first: BTreeMap<String, (Vec<usize>, usize)> = BTreeMap::new();
+        let n_in = graph.inputs.len();
+        // an attention call reads its layer's weights: the layer is the one owning in_proj_weight
+        let attention_of = |node: &graph::Node| -> Option<String> {
+            let w = node.inputs.get(3)?.checked_sub(n_in)?;
+            match &graph.nodes.get(w)?.op {
+                Op::Param { name } => name.strip_suffix(".in_proj_weight").map(str::to_string),
+                _ => None,
+            }
+        };
         let outs = graph::run_observed(self, &graph, &mut t, &inputs, &mut |node, t, v| {
-            if let Op::Call { module } = &node.op {
+            let module = match &node.op {
+                Op::Call { module } => Some(module.clone()),
+                Op::MultiheadAttention(_) => attention_of(node),
+                _ => None,
+            };
+            if let Some(module) = module {
                 first
-                    .entry(module.clone())
+                    .entry(module)
                     .or_insert_with(|| (per_sample(t.value(v)), 0))
                     .1 += 1;
             }

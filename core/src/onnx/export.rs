@@ -12,6 +12,7 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+mod attention;
 mod rnn;
 
 use crate::autograd::{GeluApprox, Tape, Tensor};
@@ -388,6 +389,9 @@ fn emit(
         S::GRU { .. } | S::LSTM { .. } => {
             value_err!("export: a recurrent layer is emitted with its states (emit_rnn)")
         }
+        S::MultiheadAttention { .. } => {
+            value_err!("export: MultiheadAttention is emitted at its calls (emit_attention)")
+        }
     })
 }
 
@@ -587,7 +591,7 @@ fn emit_op(
         }
     };
     Ok(match op {
-        GraphOp::Call { .. } | GraphOp::Item { .. } => {
+        GraphOp::Call { .. } | GraphOp::Item { .. } | GraphOp::MultiheadAttention(_) => {
             unreachable!("module calls and their tuples are emitted by export_onnx")
         }
         GraphOp::Param { name } => {
@@ -956,6 +960,14 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
                     shape = t.shape(out).to_vec();
                 }
                 x
+            }
+            GraphOp::MultiheadAttention(att) => {
+                let (o, w) =
+                    attention::emit_attention(&mut g, att, k, &in_names, &in_shapes, opts.opset)?;
+                if let Some(w) = w {
+                    tuple_names.insert(inputs.len() + k, vec![o.clone(), w]);
+                }
+                o
             }
             op => {
                 let mut s = in_shapes.clone();

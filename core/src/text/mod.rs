@@ -26,6 +26,7 @@
 //! ```
 
 mod bpe;
+mod cached;
 mod char;
 mod generate;
 mod json;
@@ -33,6 +34,7 @@ mod sample;
 mod step;
 
 pub use self::bpe::{BpeTokenizer, BYTE_IDS};
+pub use self::cached::Cached;
 pub use self::char::CharTokenizer;
 pub use self::generate::{generate, GenerateOptions, Generation, Step, Token, MAX_NEW_TOKENS};
 pub use self::sample::{sample, SeededRng};

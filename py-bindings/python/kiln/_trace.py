@@ -110,9 +110,11 @@ class SymbolicTensor:
 
     __array_priority__ = 1000  # numpy scalars on the left defer to us
 
-    def __init__(self, trace: Trace, vid: int, shape: Sequence[int | None]) -> None:
+    def __init__(self, trace: Trace, vid: int, shape: Sequence[int | None], is_bool: bool = False) -> None:
         self._trace, self._id = trace, vid
         self._shape = tuple(BatchDim(2) if d is None else int(d) for d in shape)
+        # a graph input fed a bool array (0/1 on the tape): an attention mask of it reads as bool
+        self._bool = is_bool
 
     # ---- shape ---------------------------------------------------------------------------------
     @property

@@ -403,9 +403,113 @@ class LSTM(_Recurrent):
         return out, (h, c)
 
 
+def _mask_kind(mask: Any) -> str:
+    """How the core reads a mask: ``"bool"`` (True = masked) for a graph input fed a bool array, else
+    ``"float"`` (added to the scores), as PyTorch reads a bool or a float tensor."""
+    if mask is None:
+        return "none"
+    return "bool" if getattr(mask, "_bool", False) else "float"
+
+
+class _Projection:
+    """``mha.out_proj``: its ``weight`` and ``bias`` by PyTorch's names."""
+
+    def __init__(self, layer: "MultiheadAttention") -> None:
+        self._layer = layer
+
+    @property
+    def weight(self) -> Any:
+        return self._layer._tensor("out_proj.weight")
+
+    @property
+    def bias(self) -> Any:
+        return self._layer._tensor("out_proj.bias") if self._layer._spec["bias"] else None
+
+
+class MultiheadAttention(Layer):
+    """Multi-head attention, as ``torch.nn.MultiheadAttention``.
+
+    ``out, weights = mha(query, key, value)`` inside an ``nn.Module``'s ``forward``. With
+    ``batch_first=True`` query is ``[batch, L, embed_dim]``, key and value ``[batch, S, embed_dim]``
+    (else ``[L, batch, embed_dim]``, ``[S, batch, embed_dim]``); ``out`` is shaped like query;
+    ``weights`` is ``[batch, L, S]`` averaged over the heads (``average_attn_weights=False``:
+    ``[batch, num_heads, L, S]``), None with ``need_weights=False``. ``key_padding_mask`` is ``[batch, S]``,
+    ``attn_mask`` ``[L, S]`` or ``[batch * num_heads, L, S]``; a mask given as a bool array (a model input
+    fed ``np.bool_``) marks with True the positions that may not be attended, any other mask is added to
+    the scores (``-inf`` masks), as in PyTorch. ``is_causal=True`` without an ``attn_mask`` masks every key
+    after the query's position (with one, PyTorch's hint: the mask is used as given). Parameters
+    ``in_proj_weight`` ``[3 * embed_dim, embed_dim]`` (Xavier-uniform), ``in_proj_bias``, ``out_proj.weight``,
+    ``out_proj.bias`` (zero biases): a PyTorch state dict loads as it is. ``kdim``/``vdim`` other than
+    ``embed_dim``, ``add_bias_kv`` and ``add_zero_attn`` are not supported.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
+                 vdim: int | None = None, batch_first: bool = False) -> None:
+        for name, v in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(v, bool):
+                raise InvalidInputError(f"MultiheadAttention: {name} must be True or False, got {v!r}")
+        if add_bias_kv or add_zero_attn:
+            raise InvalidInputError("MultiheadAttention: add_bias_kv and add_zero_attn are not supported by kiln")
+        if kdim not in (None, embed_dim) or vdim not in (None, embed_dim):
+            raise InvalidInputError(
+                f"MultiheadAttention: kdim and vdim must equal embed_dim ({embed_dim}) in kiln, got {kdim}, {vdim}")
+        super().__init__(embed_dim=embed_dim, num_heads=num_heads, dropout=float(dropout), bias=bias,
+                         batch_first=batch_first)
+
+    def __call__(self, query: Any, key: Any, value: Any, key_padding_mask: Any = None,  # type: ignore[override]
+                 need_weights: bool = True, attn_mask: Any = None, average_attn_weights: bool = True,
+                 is_causal: bool = False) -> Any:
+        from . import _trace
+
+        tr = _trace.current()
+        if tr is None or self._owner is not tr.root:
+            return self._call([query])  # the same errors as any layer called outside its model
+        s = self._spec
+        names = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"] if s["bias"] \
+            else ["in_proj_weight", "out_proj.weight"]
+        masks = [m for m in (key_padding_mask, attn_mask) if m is not None]
+        op = {"op": "MultiheadAttention", "num_heads": s["num_heads"], "dropout": s["dropout"],
+              "batch_first": s["batch_first"], "bias": s["bias"], "need_weights": bool(need_weights),
+              "average_attn_weights": bool(average_attn_weights), "is_causal": bool(is_causal),
+              "key_padding_mask": _mask_kind(key_padding_mask),
+              "attn_mask": _mask_kind(attn_mask)}
+        node = tr.op(op, [query, key, value, *[tr.param(self._prefix + n) for n in names], *masks])
+        if not need_weights:
+            return node, None
+        return tr.op({"op": "Item", "index": 0}, [node]), tr.op({"op": "Item", "index": 1}, [node])
+
+    @property
+    def in_proj_weight(self) -> Any:
+        """``[3 * embed_dim, embed_dim]``: the query, key and value projections stacked."""
+        return self._tensor("in_proj_weight")
+
+    @property
+    def in_proj_bias(self) -> Any:
+        return self._tensor("in_proj_bias") if self._spec["bias"] else None
+
+    @property
+    def out_proj(self) -> _Projection:
+        return _Projection(self)
+
+    @property
+    def weight(self) -> Any:
+        raise AttributeError("MultiheadAttention has in_proj_weight and out_proj.weight, not weight")
+
+    @property
+    def bias(self) -> Any:
+        raise AttributeError("MultiheadAttention has in_proj_bias and out_proj.bias, not bias")
+
+    def extra_repr(self) -> str:
+        s = self._spec
+        return f"embed_dim={s['embed_dim']}, num_heads={s['num_heads']}" + \
+            (f", dropout={s['dropout']}" if s["dropout"] else "") + ("" if s["bias"] else ", bias=False") + \
+            (", batch_first=True" if s["batch_first"] else "")
+
+
 _CLASSES = {c.__name__: c for c in (Linear, Conv1d, Conv2d, MaxPool2d, AvgPool2d, Flatten, ReLU, LeakyReLU, GELU,
                                      Sigmoid, Tanh, Softmax, Dropout, BatchNorm1d, BatchNorm2d, LayerNorm, Embedding,
-                                     GRU, LSTM)}
+                                     GRU, LSTM, MultiheadAttention)}
 
 
 def from_spec(spec: dict[str, Any]) -> Layer:

@@ -69,6 +69,10 @@ def _is_int(a: Any) -> bool:
     return np.issubdtype(np.asarray(a).dtype, np.integer)
 
 
+def _is_bool(a: Any) -> bool:
+    return np.asarray(a).dtype == np.bool_
+
+
 class Module:
     """Base class for models and their parts, as in PyTorch: assign layers, modules and
     ``nn.Parameter`` s in ``__init__`` and write ``forward``. The first ``fit``, ``predict``,
@@ -121,7 +125,10 @@ class Module:
                 tr = _trace.current()
                 root = self._root()
                 if tr is not None and root is tr.root:
-                    return tr.param(self._path_of(name))
+                    value = tr.param(self._path_of(name))
+                    # a buffer registered from a bool array is held as 0/1: masks made of it read as bool
+                    value._bool = name in d.get("_bool_buffers", ())
+                    return value
                 if root._core is not None:
                     return Parameter(owner=root, name=self._path_of(name))
                 return d[store][name] if store == "_parameters" else Parameter(d[store][name], False)
@@ -133,6 +140,8 @@ class Module:
         if self._core is not None:
             raise InvalidInputError("register_buffer: add buffers in __init__, before the model's first use")
         self._buffers[name] = np.array(value, dtype=np.float32)
+        if np.asarray(value).dtype == np.bool_:
+            self.__dict__.setdefault("_bool_buffers", set()).add(name)
 
     def _root(self) -> "Module":
         return self.__dict__.get("_owner") or self
@@ -221,8 +230,10 @@ class Module:
             names += [f"input_{i}" for i in range(len(names), n)]
         return names[:n] if n else names
 
-    def _ensure_graph(self, samples: Sequence[tuple[Sequence[int], bool]]) -> None:
-        """Trace forward once, from each input's per-sample shape and whether it holds integer ids."""
+    def _ensure_graph(self, samples: Sequence[tuple[Any, ...]]) -> None:
+        """Trace forward once, from each input's per-sample shape, whether it holds integer ids and
+        (optionally) whether it is boolean: a bool input arrives as 0/1 floats, and an attention
+        mask made of one reads as PyTorch reads a bool mask (True = masked)."""
         core = self._ensure_core()
         if core.graph_json() is not None:
             return
@@ -230,9 +241,9 @@ class Module:
         names = self._input_names(len(samples))
         trace = _trace.Trace(tracer, self)
         args = []
-        for name, (shape, is_int) in zip(names, samples):
+        for name, (shape, is_int, *is_bool) in zip(names, samples):
             vid, sh = tracer.input(name, "int64" if is_int else "float32", [int(d) for d in shape])
-            args.append(_trace.SymbolicTensor(trace, vid, sh))
+            args.append(_trace.SymbolicTensor(trace, vid, sh, bool(is_bool and is_bool[0])))
         with _trace.tracing(trace):
             out = self.forward(*args)
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
@@ -265,7 +276,8 @@ class Module:
         ts = [a if isinstance(a, Tensor) else Tensor(a) for a in args]
         core = self._ensure_core()
         if core.graph_json() is None:
-            self._ensure_graph([(tuple(t.shape[1:]), _is_int(a) if not isinstance(a, Tensor) else False)
+            self._ensure_graph([(tuple(t.shape[1:]), *((_is_int(a), _is_bool(a)) if not isinstance(a, Tensor)
+                                                       else (False, False)))
                                 for t, a in zip(ts, args)])
         outs = ts[0].apply(core, ts[1:], training=self.training)
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -288,7 +300,7 @@ class Module:
             raw = [x]
         arrays = [as_input(a, what if len(raw) == 1 else f"{what}[{i}]") for i, a in enumerate(raw)]
         if core.graph_json() is None:
-            self._ensure_graph([(a.shape[1:], _is_int(r)) for a, r in zip(arrays, raw)])
+            self._ensure_graph([(a.shape[1:], _is_int(r), _is_bool(r)) for a, r in zip(arrays, raw)])
         info = core.input_info()
         if len(info) != len(arrays):
             names = [n for n, _, _ in info]

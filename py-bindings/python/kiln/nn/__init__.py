@@ -18,6 +18,7 @@ from ..layers import (
     LayerNorm,
     LeakyReLU,
     Linear,
+    MultiheadAttention,
     MaxPool2d,
     ReLU,
     Sigmoid,
@@ -26,9 +27,10 @@ from ..layers import (
 )
 from ..model import Module, ModuleList, Parameter, Sequential
 from . import functional
+from ..transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "Layer", "Sequential", "Linear", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "Flatten", "ReLU",
     "LeakyReLU", "GELU", "Sigmoid", "Tanh", "Softmax", "Dropout", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-    "Embedding", "GRU", "LSTM", "Module", "ModuleList", "Parameter", "Identity", "AdaptiveAvgPool2d", "functional",
+    "Embedding", "GRU", "LSTM", "MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder", "Module", "ModuleList", "Parameter", "Identity", "AdaptiveAvgPool2d", "functional",
 ]
