@@ -812,7 +812,7 @@ fn batchnorm_resnet() -> Vec<u8> {
     model(
         17,
         nodes,
-        vec![vi("x", f, &[None, Some(3), Some(12), Some(12)])],
+        vec![vi("x", f, &[None, Some(3), Some(16), Some(16)])],
         vec![vi("logits", f, &[None, Some(10)])],
         inits,
     )
@@ -823,7 +823,7 @@ fn fused_convolutions_give_what_the_nodes_give_one_by_one() {
     let bytes = batchnorm_resnet();
     let kiln = KilnSession::from_bytes(&bytes).unwrap().ok().unwrap();
     for batch in [1, 3, 64] {
-        let x = input(&[batch, 3, 12, 12], batch);
+        let x = input(&[batch, 3, 16, 16], batch);
         let feeds = || vec![("x".to_string(), Value::F32(x.clone()))];
         let fused = kiln.run(feeds()).unwrap();
         let (unfused, steps) = kiln.profile(feeds(), &|| 0.0, false).unwrap();
@@ -838,7 +838,7 @@ fn fused_convolutions_give_what_the_nodes_give_one_by_one() {
     }
     // What was fused: BatchNorm into every convolution, the residual adds and ReLUs into the
     // convolutions before them; the grouped convolution keeps its ReLU apart (its output is read twice).
-    let x = input(&[1, 3, 12, 12], 1);
+    let x = input(&[1, 3, 16, 16], 1);
     let (_, steps) = kiln
         .profile(vec![("x".into(), Value::F32(x))], &|| 0.0, true)
         .unwrap();

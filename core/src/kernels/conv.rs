@@ -1,13 +1,15 @@
 //! 2-D convolution over NCHW as a GEMM without an im2col matrix: weights packed once into panels
-//! of [`MR`] output channels, the input packed per tile of [`NR`] output positions (`k × NR`
-//! values, a few KB that stay in L1 while every panel of the group passes over them), and bias,
-//! residual add and ReLU applied in the tile's store.
+//! of [`MR`] output channels; tiles of [`NR`] output positions of a row read a zero-padded copy of
+//! the image in place when the horizontal stride is 1, and otherwise an input panel packed per
+//! tile (`k × NR` values, a few KB that stay in L1 while every panel of the group passes over
+//! them); bias, residual add and ReLU applied in the tile's store.
 
-use super::tile::{tile, Store, MR, NR};
+use super::tile::{tile_direct, tile_packed, Store, MR, NR};
 use crate::autograd::Window;
 use crate::{shape_err, Result};
 
-/// A convolution's weights, packed for [`tile`], with its geometry and a per-channel bias.
+/// A convolution's weights, packed in panels for the microkernel, with its geometry and a
+/// per-channel bias.
 #[derive(Clone, Debug)]
 pub struct PackedConv {
     /// Output channels.
@@ -143,57 +145,117 @@ impl PackedConv {
                 "Conv2d: buffers do not fit input {shape:?} and output [{n}, {o}, {oh}, {ow}]"
             );
         }
-        let og = o / self.groups;
-        let blocks = og.div_ceil(MR);
-        let mut bt = vec![0f32; self.k * NR];
+        let Window {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+        } = self.win;
+        let cg = self.cg;
         let mut part = [0f32; MR * NR];
-        for img in 0..n {
-            let xi = &x[img * c * h * w..][..c * h * w];
-            for g in 0..self.groups {
-                let xg = &xi[g * self.cg * h * w..][..self.cg * h * w];
-                for p0 in (0..p).step_by(NR) {
-                    let nr = NR.min(p - p0);
-                    self.pack(xg, [h, w, ow], p0, nr, &mut bt);
-                    for blk in 0..blocks {
-                        let o0 = g * og + blk * MR;
-                        let mr = MR.min(og - blk * MR);
-                        let a = &self.panels[(g * blocks + blk) * self.k * MR..][..self.k * MR];
-                        let mut bias = [0f32; MR];
-                        bias[..mr].copy_from_slice(&self.bias[o0..o0 + mr]);
-                        let at = (img * o + o0) * p + p0;
-                        if mr == MR && nr == NR {
-                            let st = Store {
-                                out: &mut out[at..],
-                                stride: p,
-                                residual: residual.map(|r| &r[at..]),
-                                relu,
-                            };
-                            tile(a, &bt, &bias, st);
-                            continue;
+        // Tiles within rows waste the columns past a row's end: taken when that is under a quarter.
+        if sw == 1 && ow.div_ceil(NR) * NR * 4 <= ow * 5 {
+            // Positions along a row read contiguous inputs: the tiles read a zero-padded copy of
+            // the image in place, row (ci, ki, kj) at a fixed offset from the tile's first input.
+            let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+            let mut xp = vec![0f32; cg * hp * wp + NR];
+            let mut offsets = Vec::with_capacity(self.k);
+            for ci in 0..cg {
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        offsets.push((ci * hp + ki * dh) * wp + kj * dw);
+                    }
+                }
+            }
+            for img in 0..n {
+                for g in 0..self.groups {
+                    let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
+                    for (ci, plane) in xg.chunks_exact(h * w).enumerate() {
+                        for (y, row) in plane.chunks_exact(w).enumerate() {
+                            xp[(ci * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
                         }
-                        // A partial tile: computed whole into `part`, then the part that exists.
-                        let st = Store {
-                            out: &mut part,
-                            stride: NR,
-                            residual: None,
-                            relu: false,
-                        };
-                        tile(a, &bt, &bias, st);
-                        for i in 0..mr {
-                            let dst = &mut out[at + i * p..][..nr];
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                let mut v = part[i * NR + j];
-                                if let Some(r) = residual {
-                                    v += r[at + i * p + j];
-                                }
-                                *d = if relu && !(v > 0.0) { 0.0 } else { v };
-                            }
+                    }
+                    for oy in 0..oh {
+                        for ox0 in (0..ow).step_by(NR) {
+                            let base = oy * sh * wp + ox0;
+                            let at = [img, g, oy * ow + ox0, NR.min(ow - ox0)];
+                            self.blocks(at, p, residual, relu, out, &mut part, |a, b, st| {
+                                tile_direct(a, &xp, base, &offsets, b, st)
+                            });
                         }
                     }
                 }
             }
+            return Ok(());
+        }
+        let mut bt = vec![0f32; self.k * NR];
+        for img in 0..n {
+            for g in 0..self.groups {
+                let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
+                for p0 in (0..p).step_by(NR) {
+                    let nr = NR.min(p - p0);
+                    self.pack(xg, [h, w, ow], p0, nr, &mut bt);
+                    let at = [img, g, p0, nr];
+                    self.blocks(at, p, residual, relu, out, &mut part, |a, b, st| {
+                        tile_packed(a, &bt, b, st)
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Every panel of group `g` over one tile of input (`tile(panel, bias, store)` computes
+    /// it): positions `p0..p0 + nr` of image `img`, each of the `p` an output plane holds.
+    #[allow(clippy::too_many_arguments)]
+    fn blocks(
+        &self,
+        [img, g, p0, nr]: [usize; 4],
+        p: usize,
+        residual: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+        part: &mut [f32; MR * NR],
+        tile: impl Fn(&[f32], &[f32; MR], Store),
+    ) {
+        let og = self.o / self.groups;
+        let blocks = og.div_ceil(MR);
+        for blk in 0..blocks {
+            let o0 = g * og + blk * MR;
+            let mr = MR.min(og - blk * MR);
+            let a = &self.panels[(g * blocks + blk) * self.k * MR..][..self.k * MR];
+            let mut bias = [0f32; MR];
+            bias[..mr].copy_from_slice(&self.bias[o0..o0 + mr]);
+            let at = (img * self.o + o0) * p + p0;
+            if mr == MR && nr == NR {
+                let st = Store {
+                    out: &mut out[at..],
+                    stride: p,
+                    residual: residual.map(|r| &r[at..]),
+                    relu,
+                };
+                tile(a, &bias, st);
+                continue;
+            }
+            // A partial tile: computed whole into `part`, then the part that exists.
+            let st = Store {
+                out: part,
+                stride: NR,
+                residual: None,
+                relu: false,
+            };
+            tile(a, &bias, st);
+            for i in 0..mr {
+                let dst = &mut out[at + i * p..][..nr];
+                for (j, d) in dst.iter_mut().enumerate() {
+                    let mut v = part[i * NR + j];
+                    if let Some(r) = residual {
+                        v += r[at + i * p + j];
+                    }
+                    *d = if relu && !(v > 0.0) { 0.0 } else { v };
+                }
+            }
+        }
     }
 
     /// Packs the `k × NR` input panel of output positions `p0..p0 + nr` of one image's group

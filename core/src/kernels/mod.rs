@@ -73,6 +73,10 @@ mod tests {
             (2, 8, 9, 9, 8, [3, 3], [1, 1], [1, 1], [1, 1], 8),
             (1, 6, 5, 13, 9, [5, 1], [1, 3], [2, 0], [1, 1], 3),
             (1, 2, 3, 3, 1, [3, 3], [1, 1], [0, 0], [1, 1], 1),
+            // tiles reading the padded image in place: groups, dilation, vertical stride, partial tiles
+            (2, 8, 8, 16, 8, [3, 3], [1, 1], [1, 1], [1, 1], 8),
+            (1, 4, 10, 22, 6, [3, 3], [2, 1], [1, 1], [2, 2], 2),
+            (64, 32, 16, 16, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
         ];
         for &(n, c, h, w, o, kernel, stride, padding, dilation, groups) in cases {
             let win = Window {

@@ -39,14 +39,19 @@ mod simd {
         unsafe { v128_store(dst.as_mut_ptr().cast(), v) }
     }
 
-    /// `a`: `k × MR`, `b`: `k × NR`, `bias`: `MR`.
-    #[inline(never)]
-    pub fn tile(a: &[f32], b: &[f32], bias: &[f32; MR], st: Store) {
+    /// `a`: `k × MR`, `rows`: `k` rows of `NR`, `bias`: `MR`.
+    #[inline(always)]
+    pub fn tile<'a>(
+        a: &[f32],
+        rows: impl Iterator<Item = &'a [f32; NR]>,
+        bias: &[f32; MR],
+        st: Store,
+    ) {
         let mut c = [[f32x4_splat(0.0); 2]; MR];
         for (ci, &bi) in c.iter_mut().zip(bias) {
             *ci = [f32x4_splat(bi); 2];
         }
-        for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (ak, bk) in a.chunks_exact(MR).zip(rows) {
             let (b0, b1) = (load(&bk[..4]), load(&bk[4..]));
             for (ci, &av) in c.iter_mut().zip(ak) {
                 let av = f32x4_splat(av);
@@ -79,16 +84,20 @@ mod simd {
 mod portable {
     use super::{Store, MR, NR};
 
-    /// `a`: `k × MR`, `b`: `k × NR`, `bias`: `MR`. Fixed-size rows, so the compiler keeps the
-    /// tile in vector registers.
-    #[inline(never)]
-    pub fn tile(a: &[f32], b: &[f32], bias: &[f32; MR], st: Store) {
+    /// `a`: `k × MR`, `rows`: `k` rows of `NR`, `bias`: `MR`. Fixed-size rows, so the
+    /// compiler keeps the tile in vector registers.
+    #[inline(always)]
+    pub fn tile<'a>(
+        a: &[f32],
+        rows: impl Iterator<Item = &'a [f32; NR]>,
+        bias: &[f32; MR],
+        st: Store,
+    ) {
         let mut c = [[0f32; NR]; MR];
         for (ci, &bi) in c.iter_mut().zip(bias) {
             *ci = [bi; NR];
         }
-        for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-            let bk: &[f32; NR] = bk.try_into().expect("NR values");
+        for (ak, bk) in a.chunks_exact(MR).zip(rows) {
             for (ci, &av) in c.iter_mut().zip(ak) {
                 for (cij, &bj) in ci.iter_mut().zip(bk) {
                     *cij += av * bj;
@@ -113,7 +122,34 @@ mod portable {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub use simd::tile;
+use simd::tile;
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub use portable::tile;
+use portable::tile;
+
+/// A tile over a packed input panel `b` (`k × NR`).
+#[inline(never)]
+pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32; MR], st: Store) {
+    let rows = b
+        .chunks_exact(NR)
+        .map(|r| <&[f32; NR]>::try_from(r).expect("NR values"));
+    tile(a, rows, bias, st)
+}
+
+/// A tile reading its input rows in place: row `r` is `x[base + offsets[r]..][..NR]` (a
+/// zero-padded image, where the positions of a tile are contiguous).
+#[inline(never)]
+pub fn tile_direct(
+    a: &[f32],
+    x: &[f32],
+    base: usize,
+    offsets: &[usize],
+    bias: &[f32; MR],
+    st: Store,
+) {
+    let x = &x[base..];
+    let rows = offsets
+        .iter()
+        .map(|&o| <&[f32; NR]>::try_from(&x[o..o + NR]).expect("NR values"));
+    tile(a, rows, bias, st)
+}
