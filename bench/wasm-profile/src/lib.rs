@@ -38,9 +38,12 @@ pub extern "C" fn alloc(n: usize) -> *mut u8 {
     p
 }
 
-/// Loads the model at `ptr..ptr + len` (from `alloc`); 0 on success.
+/// Loads the model at `ptr..ptr + len`; 0 on success.
+///
+/// # Safety
+/// `ptr` must come from `alloc(len)`, filled by the host; the call takes it back.
 #[no_mangle]
-pub extern "C" fn load(ptr: *mut u8, len: usize) -> i32 {
+pub unsafe extern "C" fn load(ptr: *mut u8, len: usize) -> i32 {
     // SAFETY: `ptr` came from `alloc(len)` and the host filled it.
     let bytes = unsafe { Vec::from_raw_parts(ptr, len, len) };
     match KilnSession::from_bytes(&bytes) {

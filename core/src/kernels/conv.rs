@@ -252,7 +252,11 @@ impl PackedConv {
                     if let Some(r) = residual {
                         v += r[at + i * p + j];
                     }
-                    *d = if relu && !(v > 0.0) { 0.0 } else { v };
+                    *d = match relu {
+                        true if v > 0.0 => v,
+                        true => 0.0, // NaN too, as Tape::relu
+                        false => v,
+                    };
                 }
             }
         }

@@ -50,8 +50,8 @@ mod tests {
     #[test]
     fn packed_conv_matches_the_im2col_path_on_random_geometries() {
         let mut rng = ChaCha8Rng::seed_from_u64(18);
-        // (n, c, h, w, o, k, stride, pad, dilation, groups)
-        let cases: &[(
+        // (n, c, h, w, o, kernel, stride, padding, dilation, groups)
+        type Case = (
             usize,
             usize,
             usize,
@@ -62,7 +62,8 @@ mod tests {
             [usize; 2],
             [usize; 2],
             usize,
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (1, 3, 32, 32, 16, [3, 3], [1, 1], [1, 1], [1, 1], 1),
             (64, 16, 8, 8, 32, [3, 3], [2, 2], [1, 1], [1, 1], 1),
             (2, 16, 16, 16, 32, [1, 1], [2, 2], [0, 0], [1, 1], 1),

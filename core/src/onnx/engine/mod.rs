@@ -219,7 +219,7 @@ impl KilnSession {
         &self,
         feeds: Vec<(String, Value)>,
         plan: Option<&plan::Plan>,
-        timings: Option<(&dyn Fn() -> f64, &mut Vec<(String, f64)>)>,
+        timings: Option<plan::Timings>,
     ) -> Result<Vec<Tensor>> {
         let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
         let feeds = crate::onnx::feeds::in_graph_order(&names, feeds)?;

@@ -35,6 +35,9 @@ struct FusedConv {
     fused: String,
 }
 
+/// A clock in milliseconds, and where each step's name and time go.
+pub(super) type Timings<'a> = (&'a dyn Fn() -> f64, &'a mut Vec<(String, f64)>);
+
 /// The steps, and after each the values no later step reads.
 pub(super) struct Plan {
     steps: Vec<Step>,
@@ -94,7 +97,7 @@ fn param<'a>(graph: &Graph, weights: &'a HashMap<String, Tensor>, v: usize) -> O
 /// `[1, o, 1, 1]`, or a single value), or None.
 fn per_channel(t: &Tensor, o: usize) -> Option<Vec<f32>> {
     let s = t.shape();
-    if s.len() > 4 || t.len() == 0 {
+    if s.len() > 4 || t.is_empty() {
         return None;
     }
     if t.len() == 1 {
@@ -186,7 +189,7 @@ impl Plan {
         t: &mut Tape,
         inputs: &[Var],
         pool: &mut Pool,
-        mut timings: Option<(&dyn Fn() -> f64, &mut Vec<(String, f64)>)>,
+        mut timings: Option<Timings>,
     ) -> Result<Vec<Tensor>> {
         if inputs.len() != graph.inputs.len() {
             crate::value_err!(
