@@ -1,7 +1,7 @@
 //! 2-D convolution over NCHW as a GEMM without an im2col matrix: weights packed once into panels
-//! of [`MR`] output channels; tiles of [`NR`] output positions of a row read a zero-padded copy of
-//! the image in place when the horizontal stride is 1, and otherwise an input panel packed per
-//! tile (`k × NR` values, a few KB that stay in L1 while every panel of the group passes over
+//! of [`MR`] output channels; tiles of [`NR`] output positions read a zero-padded copy of the
+//! image in place when the horizontal stride is 1 and rows are a whole number of runs of four, and
+//! otherwise an input panel packed per tile (`k × NR` values, a few KB that stay in L1 while every panel of the group passes over
 //! them); bias, residual add and ReLU applied in the tile's store.
 
 use super::tile::{tile_direct, tile_packed, Store, MR, NR};
@@ -153,10 +153,10 @@ impl PackedConv {
         } = self.win;
         let cg = self.cg;
         let mut part = [0f32; MR * NR];
-        // Tiles within rows waste the columns past a row's end: taken when that is under a quarter.
-        if sw == 1 && ow.div_ceil(NR) * NR * 4 <= ow * 5 {
-            // Positions along a row read contiguous inputs: the tiles read a zero-padded copy of
-            // the image in place, row (ci, ki, kj) at a fixed offset from the tile's first input.
+        if sw == 1 && ow % 4 == 0 {
+            // Four positions of an output row read four contiguous inputs: the tiles (two such
+            // runs, in one row or two) read a zero-padded copy of the image in place, row
+            // (ci, ki, kj) at a fixed offset from each run's first input.
             let (hp, wp) = (h + 2 * ph, w + 2 * pw);
             let mut xp = vec![0f32; cg * hp * wp + NR];
             let mut offsets = Vec::with_capacity(self.k);
@@ -167,6 +167,7 @@ impl PackedConv {
                     }
                 }
             }
+            let run_at = |q: usize| (q * 4 / ow) * sh * wp + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
@@ -175,14 +176,20 @@ impl PackedConv {
                             xp[(ci * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
                         }
                     }
-                    for oy in 0..oh {
-                        for ox0 in (0..ow).step_by(NR) {
-                            let base = oy * sh * wp + ox0;
-                            let at = [img, g, oy * ow + ox0, NR.min(ow - ox0)];
-                            self.blocks(at, p, residual, relu, out, &mut part, |a, b, st| {
-                                tile_direct(a, &xp, base, &offsets, b, st)
-                            });
-                        }
+                    for p0 in (0..p).step_by(NR) {
+                        let nr = NR.min(p - p0);
+                        let q = p0 / 4;
+                        // a last run of four alone reads its own inputs twice
+                        let bases = [run_at(q), run_at(if nr > 4 { q + 1 } else { q })];
+                        self.blocks(
+                            [img, g, p0, nr],
+                            p,
+                            residual,
+                            relu,
+                            out,
+                            &mut part,
+                            |a, b, st| tile_direct(a, &xp, bases, &offsets, b, st),
+                        );
                     }
                 }
             }

@@ -43,7 +43,7 @@ mod simd {
     #[inline(always)]
     pub fn tile<'a>(
         a: &[f32],
-        rows: impl Iterator<Item = &'a [f32; NR]>,
+        rows: impl Iterator<Item = [&'a [f32; 4]; 2]>,
         bias: &[f32; MR],
         st: Store,
     ) {
@@ -51,8 +51,8 @@ mod simd {
         for (ci, &bi) in c.iter_mut().zip(bias) {
             *ci = [f32x4_splat(bi); 2];
         }
-        for (ak, bk) in a.chunks_exact(MR).zip(rows) {
-            let (b0, b1) = (load(&bk[..4]), load(&bk[4..]));
+        for (ak, [h0, h1]) in a.chunks_exact(MR).zip(rows) {
+            let (b0, b1) = (load(h0), load(h1));
             for (ci, &av) in c.iter_mut().zip(ak) {
                 let av = f32x4_splat(av);
                 ci[0] = f32x4_add(ci[0], f32x4_mul(av, b0));
@@ -89,7 +89,7 @@ mod portable {
     #[inline(always)]
     pub fn tile<'a>(
         a: &[f32],
-        rows: impl Iterator<Item = &'a [f32; NR]>,
+        rows: impl Iterator<Item = [&'a [f32; 4]; 2]>,
         bias: &[f32; MR],
         st: Store,
     ) {
@@ -97,9 +97,9 @@ mod portable {
         for (ci, &bi) in c.iter_mut().zip(bias) {
             *ci = [bi; NR];
         }
-        for (ak, bk) in a.chunks_exact(MR).zip(rows) {
+        for (ak, [h0, h1]) in a.chunks_exact(MR).zip(rows) {
             for (ci, &av) in c.iter_mut().zip(ak) {
-                for (cij, &bj) in ci.iter_mut().zip(bk) {
+                for (cij, &bj) in ci.iter_mut().zip(h0.iter().chain(h1)) {
                     *cij += av * bj;
                 }
             }
@@ -127,29 +127,42 @@ use simd::tile;
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 use portable::tile;
 
+/// Four values at `x[at..]`.
+#[inline(always)]
+fn quad(x: &[f32], at: usize) -> &[f32; 4] {
+    x[at..at + 4].try_into().expect("4 values")
+}
+
 /// A tile over a packed input panel `b` (`k × NR`).
 #[inline(never)]
 pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32; MR], st: Store) {
-    let rows = b
-        .chunks_exact(NR)
-        .map(|r| <&[f32; NR]>::try_from(r).expect("NR values"));
+    let rows = b.chunks_exact(NR).map(|r| [quad(r, 0), quad(r, 4)]);
     tile(a, rows, bias, st)
 }
 
-/// A tile reading its input rows in place: row `r` is `x[base + offsets[r]..][..NR]` (a
-/// zero-padded image, where the positions of a tile are contiguous).
+/// A tile reading its input rows in place, as two runs of four positions: row `r` is
+/// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded
+/// image, where four positions of an output row read contiguous inputs).
 #[inline(never)]
 pub fn tile_direct(
     a: &[f32],
     x: &[f32],
-    base: usize,
+    bases: [usize; 2],
     offsets: &[usize],
     bias: &[f32; MR],
     st: Store,
 ) {
-    let x = &x[base..];
+    if bases[1] == bases[0] + 4 {
+        // both runs in one row: one bounds check per row of eight
+        let x = &x[bases[0]..];
+        let rows = offsets.iter().map(|&o| {
+            let r: &[f32; NR] = x[o..o + NR].try_into().expect("NR values");
+            [quad(r, 0), quad(r, 4)]
+        });
+        return tile(a, rows, bias, st);
+    }
     let rows = offsets
         .iter()
-        .map(|&o| <&[f32; NR]>::try_from(&x[o..o + NR]).expect("NR values"));
+        .map(|&o| [quad(x, bases[0] + o), quad(x, bases[1] + o)]);
     tile(a, rows, bias, st)
 }
