@@ -7,6 +7,7 @@ pub mod drift;
 pub mod error;
 pub mod graph;
 mod json_args;
+pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod optim;

@@ -728,3 +728,139 @@ fn pytorch_and_kiln_grus_run_on_kiln_engine() {
         "{names:?}"
     );
 }
+
+/// The benchmark's ResNet shape at a small size, as kiln's exporter writes it: convolutions
+/// without bias, each followed by BatchNormalization; an identity block and a stride-2 block with
+/// a 1×1 projection shortcut, the residual `Add` then `Relu`; plus a grouped convolution with a
+/// bias whose output is also read by a second node (so nothing may be fused past it).
+fn batchnorm_resnet() -> Vec<u8> {
+    let conv = |x: &str, w: &str, y: &str, k: i64, stride: i64, group: i64, bias: Option<&str>| {
+        let mut ins = vec![x, w];
+        ins.extend(bias);
+        node(
+            "Conv",
+            &ins,
+            y,
+            vec![
+                ints_attr("kernel_shape", &[k, k]),
+                ints_attr("pads", &[k / 2; 4]),
+                ints_attr("strides", &[stride, stride]),
+                int_attr("group", group),
+            ],
+        )
+    };
+    let mut inits = Vec::new();
+    let mut bn = |x: &str, y: &str, c: i64, seed: u32| {
+        let names = ["g", "b", "mean", "var"].map(|s| format!("{y}.{s}"));
+        for (i, n) in names.iter().enumerate() {
+            let mut t = f32s(n, &[c], seed * 7 + i as u32);
+            if i == 3 {
+                t.float_data.iter_mut().for_each(|v| *v += 1.0); // a variance is positive
+            }
+            inits.push(t);
+        }
+        let ins: Vec<&str> = std::iter::once(x)
+            .chain(names.iter().map(|s| s.as_str()))
+            .collect();
+        node("BatchNormalization", &ins, y, vec![])
+    };
+    let nodes = vec![
+        conv("x", "stem.w", "c0", 3, 1, 1, None),
+        bn("c0", "n0", 8, 1),
+        node("Relu", &["n0"], "s", vec![]),
+        conv("s", "b1.w1", "c1", 3, 1, 1, None),
+        bn("c1", "n1", 8, 2),
+        node("Relu", &["n1"], "r1", vec![]),
+        conv("r1", "b1.w2", "c2", 3, 1, 1, None),
+        bn("c2", "n2", 8, 3),
+        node("Add", &["n2", "s"], "a1", vec![]),
+        node("Relu", &["a1"], "b1", vec![]),
+        conv("b1", "b2.w1", "c3", 3, 2, 1, None),
+        bn("c3", "n3", 16, 4),
+        node("Relu", &["n3"], "r3", vec![]),
+        conv("r3", "b2.w2", "c4", 3, 1, 1, None),
+        bn("c4", "n4", 16, 5),
+        conv("b1", "b2.proj", "c5", 1, 2, 1, None),
+        bn("c5", "n5", 16, 6),
+        node("Add", &["n4", "n5"], "a2", vec![]),
+        node("Relu", &["a2"], "b2", vec![]),
+        conv("b2", "dw.w", "d", 3, 1, 4, Some("dw.b")),
+        node("Relu", &["d"], "dr", vec![]),
+        node("Add", &["dr", "d"], "both", vec![]),
+        node("GlobalAveragePool", &["both"], "gap", vec![]),
+        node("Flatten", &["gap"], "flat", vec![]),
+        node(
+            "Gemm",
+            &["flat", "fc.w", "fc.b"],
+            "logits",
+            vec![int_attr("transB", 1)],
+        ),
+    ];
+    inits.extend([
+        f32s("stem.w", &[8, 3, 3, 3], 11),
+        f32s("b1.w1", &[8, 8, 3, 3], 12),
+        f32s("b1.w2", &[8, 8, 3, 3], 13),
+        f32s("b2.w1", &[16, 8, 3, 3], 14),
+        f32s("b2.w2", &[16, 16, 3, 3], 15),
+        f32s("b2.proj", &[16, 8, 1, 1], 16),
+        f32s("dw.w", &[16, 4, 3, 3], 17),
+        f32s("dw.b", &[16], 18),
+        f32s("fc.w", &[10, 16], 19),
+        f32s("fc.b", &[10], 20),
+    ]);
+    let f = DataType::Float;
+    model(
+        17,
+        nodes,
+        vec![vi("x", f, &[None, Some(3), Some(16), Some(16)])],
+        vec![vi("logits", f, &[None, Some(10)])],
+        inits,
+    )
+}
+
+#[test]
+fn fused_convolutions_give_what_the_nodes_give_one_by_one() {
+    let bytes = batchnorm_resnet();
+    let kiln = KilnSession::from_bytes(&bytes).unwrap().ok().unwrap();
+    for batch in [1, 3, 64] {
+        let x = input(&[batch, 3, 16, 16], batch);
+        let feeds = || vec![("x".to_string(), Value::F32(x.clone()))];
+        let fused = kiln.run(feeds()).unwrap();
+        let (unfused, steps) = kiln.profile(feeds(), &|| 0.0, false).unwrap();
+        let diff = max_diff(fused[0].iter(), unfused[0].iter());
+        let scale = unfused[0].iter().fold(1f32, |m, v| m.max(v.abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "batch {batch}: fused vs unfused {diff} (outputs up to {scale})"
+        );
+        assert!(steps.iter().all(|(n, _)| !n.contains('+')), "{steps:?}");
+        both(&bytes, &x);
+    }
+    // What was fused: BatchNorm into every convolution, the residual adds and ReLUs into the
+    // convolutions before them; the grouped convolution keeps its ReLU apart (its output is read twice).
+    let x = input(&[1, 3, 16, 16], 1);
+    let (_, steps) = kiln
+        .profile(vec![("x".into(), Value::F32(x))], &|| 0.0, true)
+        .unwrap();
+    let convs: Vec<&str> = steps
+        .iter()
+        .map(|(n, _)| n.split(' ').next().unwrap())
+        .filter(|n| n.starts_with("Conv2d"))
+        .collect();
+    assert_eq!(
+        convs,
+        [
+            "Conv2d·s+b+relu",
+            "Conv2d·s+b+relu",
+            "Conv2d·s+b+residual+relu",
+            "Conv2d·s+b+relu",
+            "Conv2d·s+b",
+            "Conv2d·s+b+residual+relu",
+            "Conv2d",
+        ]
+    );
+    assert!(
+        !steps.iter().any(|(n, _)| n.starts_with("Mul")),
+        "{steps:?}"
+    );
+}

@@ -159,6 +159,33 @@ impl Tape {
             ow,
             win,
         };
+        let needs_grad = [Some(x), Some(weight), bias]
+            .into_iter()
+            .flatten()
+            .any(|v| self.requires_grad(v));
+        if !needs_grad {
+            // Inference: the packed tiled kernel, without an im2col matrix.
+            let wv = self.value(weight).as_standard_layout();
+            let bv = bias.map(|b| self.value(b).as_standard_layout());
+            let packed = crate::kernels::PackedConv::new(
+                wv.as_slice().expect("standard layout"),
+                &sw,
+                bv.as_ref().map(|b| b.as_slice().expect("standard layout")),
+                win,
+                groups,
+            )?;
+            let xv = self.value(x).as_standard_layout();
+            let mut y = vec![0f32; n * o * oh * ow];
+            packed.run(
+                xv.as_slice().expect("standard layout"),
+                &sx,
+                None,
+                false,
+                &mut y,
+            )?;
+            let y = ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).expect("the output's size");
+            return Ok(self.constant(y));
+        }
         let (cg, og) = (c / groups, o / groups);
         let k = cg * sw[2] * sw[3];
         let nl = n * oh * ow;

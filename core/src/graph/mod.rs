@@ -790,7 +790,7 @@ pub fn run_inference(
 
 /// Say where in the user's code (or which layer) an error came from: `layer 0 (Linear): …` for a
 /// Sequential, `fc (Linear) at net.py:12: …` for a traced model.
-fn at_node(scope: &dyn Scope, node: &Node, e: KilnError) -> KilnError {
+pub(crate) fn at_node(scope: &dyn Scope, node: &Node, e: KilnError) -> KilnError {
     let (place, type_name) = match &node.op {
         Op::Call { module } => {
             let (label, ty) = scope.label(module);

@@ -93,7 +93,6 @@ impl Scope for Weights<'_> {
 pub(super) struct Imported {
     pub(super) graph: Graph,
     pub(super) weights: HashMap<String, Tensor>,
-    pub(super) last_uses: Vec<Vec<usize>>,
     /// The constants import made that are not weights (indices, the ones of an Expand, a cast
     /// shape): buffers, never trained, when the graph becomes a kiln model.
     pub(super) buffers: HashSet<String>,
@@ -188,11 +187,9 @@ pub(super) fn import(
     let graph = tracer
         .graph_with(out)
         .map_err(|e| Unsupported(e.to_string()))?;
-    let last_uses = graph.last_uses();
     Ok(Imported {
         graph,
         weights,
-        last_uses,
         buffers,
         modules,
     })

@@ -17,6 +17,7 @@
 
 mod import;
 mod ints;
+mod plan;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -89,7 +90,10 @@ pub struct KilnSession {
     /// (through `&mut`), so runs take turns on them.
     modules: std::sync::Mutex<Vec<(String, Box<dyn crate::nn::Module>)>>,
     weights: HashMap<String, Tensor>,
-    last_uses: Vec<Vec<usize>>,
+    /// Made once at load: convolutions packed and fused with what follows them.
+    plan: plan::Plan,
+    /// Freed activations' buffers, reused by the next runs.
+    pool: std::sync::Mutex<plan::Pool>,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     metadata: BTreeMap<String, String>,
@@ -165,12 +169,14 @@ impl KilnSession {
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
+        let plan = plan::Plan::new(&imported.graph, &imported.weights, true);
         Ok(KilnSession {
             graph: imported.graph,
             buffers: imported.buffers,
             modules: std::sync::Mutex::new(imported.modules),
             weights: imported.weights,
-            last_uses: imported.last_uses,
+            plan,
+            pool: Default::default(),
             inputs,
             outputs,
             metadata,
@@ -202,6 +208,32 @@ impl KilnSession {
     /// Runs the graph on named inputs; returns the outputs in graph order. Inputs are checked as
     /// kiln's tract session checks them, with the same messages.
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<Tensor>> {
+        self.run_plan(feeds, None, None)
+    }
+
+    /// [`KilnSession::run`], timing each step of the plan by `now` (a clock in milliseconds):
+    /// the outputs, and each step's name (`Conv2d·s+b+relu → [1, 16, 32, 32]`, `Relu → …`) with
+    /// its milliseconds. With `fused` false every node runs on its own, as before the plan packed
+    /// and fused the convolutions (the reference path).
+    #[allow(clippy::type_complexity)]
+    pub fn profile(
+        &self,
+        feeds: Vec<(String, Value)>,
+        now: &dyn Fn() -> f64,
+        fused: bool,
+    ) -> Result<(Vec<Tensor>, Vec<(String, f64)>)> {
+        let mut timings = Vec::new();
+        let unfused = (!fused).then(|| plan::Plan::new(&self.graph, &self.weights, false));
+        let out = self.run_plan(feeds, unfused.as_ref(), Some((now, &mut timings)))?;
+        Ok((out, timings))
+    }
+
+    fn run_plan(
+        &self,
+        feeds: Vec<(String, Value)>,
+        plan: Option<&plan::Plan>,
+        timings: Option<plan::Timings>,
+    ) -> Result<Vec<Tensor>> {
         let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
         let feeds = crate::onnx::feeds::in_graph_order(&names, feeds)?;
         let mut free = crate::onnx::feeds::FreeDims::default();
@@ -240,12 +272,17 @@ impl KilnSession {
             .modules
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut scope = import::Weights {
             weights: &self.weights,
             bound: HashMap::new(),
             modules: &mut modules,
         };
-        crate::graph::run_inference(&mut scope, &self.graph, &self.last_uses, &mut tape, &xs)
+        plan.unwrap_or(&self.plan)
+            .run(&self.graph, &mut scope, &mut tape, &xs, &mut pool, timings)
             .map_err(|e| KilnError::onnx(e.to_string()))
     }
 

@@ -1,0 +1,173 @@
+//! Inference kernels: convolution as a tiled GEMM on packed weights ([`PackedConv`]), with a
+//! 4×8 microkernel in wasm simd128 intrinsics and a portable twin elsewhere (`tile.rs`). kiln's
+//! ONNX engine packs each convolution once when a model loads and fuses what follows it (bias,
+//! BatchNorm, residual add, ReLU) into the tile's store; the tape's convolution uses the same
+//! kernel when no gradient is needed.
+
+mod conv;
+mod tile;
+
+pub use conv::PackedConv;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{Tape, Window};
+    use ndarray::{ArrayD, IxDyn};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> ArrayD<f32> {
+        ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
+    }
+
+    /// The tape's convolution with gradients on: the im2col + GEMM path training runs.
+    fn reference(
+        x: &ArrayD<f32>,
+        w: &ArrayD<f32>,
+        b: Option<&ArrayD<f32>>,
+        win: Window,
+        groups: usize,
+    ) -> ArrayD<f32> {
+        let mut t = Tape::new(true, 0);
+        let xv = t.leaf(x.clone(), true);
+        let wv = t.leaf(w.clone(), true);
+        let bv = b.map(|b| t.leaf(b.clone(), true));
+        let y = t
+            .conv2d(xv, wv, bv, win.stride, win.padding, win.dilation, groups)
+            .unwrap();
+        t.value(y).clone()
+    }
+
+    fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn packed_conv_matches_the_im2col_path_on_random_geometries() {
+        let mut rng = ChaCha8Rng::seed_from_u64(18);
+        // (n, c, h, w, o, kernel, stride, padding, dilation, groups)
+        type Case = (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            usize,
+        );
+        let cases: &[Case] = &[
+            (1, 3, 32, 32, 16, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (64, 16, 8, 8, 32, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (2, 16, 16, 16, 32, [1, 1], [2, 2], [0, 0], [1, 1], 1),
+            (3, 1, 8, 8, 16, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (64, 16, 4, 4, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (2, 5, 7, 9, 6, [3, 2], [2, 1], [1, 2], [1, 1], 1),
+            (1, 4, 11, 10, 6, [3, 3], [1, 2], [2, 1], [2, 2], 2),
+            (2, 8, 9, 9, 8, [3, 3], [1, 1], [1, 1], [1, 1], 8),
+            (1, 6, 5, 13, 9, [5, 1], [1, 3], [2, 0], [1, 1], 3),
+            (1, 2, 3, 3, 1, [3, 3], [1, 1], [0, 0], [1, 1], 1),
+            // tiles reading the padded image in place: groups, dilation, vertical stride, partial tiles
+            (2, 8, 8, 16, 8, [3, 3], [1, 1], [1, 1], [1, 1], 8),
+            (1, 4, 10, 22, 6, [3, 3], [2, 1], [1, 1], [2, 2], 2),
+            (64, 32, 16, 16, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            // a last run of four positions alone, and a last panel of three channels
+            (2, 5, 3, 4, 7, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+        ];
+        for &(n, c, h, w, o, kernel, stride, padding, dilation, groups) in cases {
+            let win = Window {
+                kernel,
+                stride,
+                padding,
+                dilation,
+            };
+            let x = random(&[n, c, h, w], &mut rng);
+            let wt = random(&[o, c / groups, kernel[0], kernel[1]], &mut rng);
+            let b = random(&[o], &mut rng);
+            for bias in [None, Some(&b)] {
+                let want = reference(&x, &wt, bias, win, groups);
+                let packed = PackedConv::new(
+                    wt.as_slice().unwrap(),
+                    wt.shape(),
+                    bias.map(|b| b.as_slice().unwrap()),
+                    win,
+                    groups,
+                )
+                .unwrap();
+                assert_eq!(&packed.output_shape(x.shape()).unwrap()[..], want.shape());
+                let mut got = vec![f32::NAN; want.len()];
+                packed
+                    .run(x.as_slice().unwrap(), x.shape(), None, false, &mut got)
+                    .unwrap();
+                let d = max_rel_diff(&got, want.as_slice().unwrap());
+                assert!(
+                    d < 1e-5,
+                    "{:?}: off by {d}",
+                    (n, c, h, w, o, kernel, stride, padding, dilation, groups)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fused_scale_shift_residual_and_relu_match_the_ops_one_by_one() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let win = Window {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+        };
+        for (n, c, hw, o) in [(1, 16, 8, 16), (64, 8, 6, 12), (2, 3, 5, 5)] {
+            let x = random(&[n, c, hw, hw], &mut rng);
+            let wt = random(&[o, c, 3, 3], &mut rng);
+            let (s, t) = (random(&[o, 1, 1], &mut rng), random(&[o, 1, 1], &mut rng));
+            let res = random(&[n, o, hw, hw], &mut rng);
+            let conv = reference(&x, &wt, None, win, 1);
+            let want = ((conv * &s + &t) + &res).mapv(|v| if v > 0.0 { v } else { 0.0 });
+            let mut packed =
+                PackedConv::new(wt.as_slice().unwrap(), wt.shape(), None, win, 1).unwrap();
+            packed.scale_channels(s.as_slice().unwrap());
+            packed.shift_channels(t.as_slice().unwrap());
+            let mut got = vec![0f32; want.len()];
+            packed
+                .run(
+                    x.as_slice().unwrap(),
+                    x.shape(),
+                    Some(res.as_slice().unwrap()),
+                    true,
+                    &mut got,
+                )
+                .unwrap();
+            let d = max_rel_diff(&got, want.as_slice().unwrap());
+            assert!(d < 1e-5, "{n}x{c}x{hw}: off by {d}");
+        }
+    }
+
+    #[test]
+    fn misfits_are_errors() {
+        let win = Window {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        };
+        assert!(PackedConv::new(&[0.0; 54], &[2, 3, 3, 3], None, win, 4).is_err());
+        assert!(PackedConv::new(&[0.0; 53], &[2, 3, 3, 3], None, win, 1).is_err());
+        assert!(PackedConv::new(&[0.0; 54], &[2, 3, 3, 3], Some(&[0.0]), win, 1).is_err());
+        let p = PackedConv::new(&[0.0; 54], &[2, 3, 3, 3], None, win, 1).unwrap();
+        assert!(p.output_shape(&[1, 4, 5, 5]).is_err());
+        assert!(p.output_shape(&[1, 3, 2, 5]).is_err());
+        let mut out = vec![0.0; 18];
+        assert!(p
+            .run(&[0.0; 74], &[1, 3, 5, 5], None, false, &mut out)
+            .is_err());
+    }
+}

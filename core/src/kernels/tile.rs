@@ -1,0 +1,168 @@
+//! The register-blocked microkernel: one `MR × NR` tile of `C = A·B`, `A` a packed weight panel
+//! (`k` rows of `MR` output channels) and `B` a packed input panel (`k` rows of `NR` output
+//! positions), with bias, residual and ReLU applied in the store.
+//!
+//! The vectors run along the positions (NCHW keeps them contiguous), so `A`'s values are splatted:
+//! per `k`, four `load32_splat`s, two vector loads and eight multiply-add pairs. Eight accumulators,
+//! two `B` vectors, a splat and a product fit the 15 SIMD registers V8 leaves on x86-64 (XNNPACK
+//! uses this 4×8 tile for its wasm simd128 x86 kernels for the same reason; 8×8 spills).
+
+/// Output channels per tile.
+pub const MR: usize = 4;
+/// Output positions per tile.
+pub const NR: usize = 8;
+
+/// Where a tile goes: `MR` rows of `NR` values, `stride` apart in `out` (and in `residual`).
+pub struct Store<'a> {
+    pub out: &'a mut [f32],
+    pub stride: usize,
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use super::{Store, MR, NR};
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    fn load(src: &[f32]) -> v128 {
+        let src: &[f32; 4] = src[..4].try_into().expect("4 values");
+        // SAFETY: `src` is 4 readable f32s (16 bytes); v128.load takes unaligned addresses.
+        unsafe { v128_load(src.as_ptr().cast()) }
+    }
+
+    #[inline(always)]
+    fn store(dst: &mut [f32], v: v128) {
+        let dst: &mut [f32; 4] = (&mut dst[..4]).try_into().expect("4 values");
+        // SAFETY: `dst` is 4 writable f32s (16 bytes), borrowed uniquely; unaligned is fine.
+        unsafe { v128_store(dst.as_mut_ptr().cast(), v) }
+    }
+
+    /// `a`: `k × MR`, `rows`: `k` rows of `NR`, `bias`: `MR`.
+    #[inline(always)]
+    pub fn tile<'a>(
+        a: &[f32],
+        rows: impl Iterator<Item = [&'a [f32; 4]; 2]>,
+        bias: &[f32; MR],
+        st: Store,
+    ) {
+        let mut c = [[f32x4_splat(0.0); 2]; MR];
+        for (ci, &bi) in c.iter_mut().zip(bias) {
+            *ci = [f32x4_splat(bi); 2];
+        }
+        for (ak, [h0, h1]) in a.chunks_exact(MR).zip(rows) {
+            let (b0, b1) = (load(h0), load(h1));
+            for (ci, &av) in c.iter_mut().zip(ak) {
+                let av = f32x4_splat(av);
+                ci[0] = f32x4_add(ci[0], f32x4_mul(av, b0));
+                ci[1] = f32x4_add(ci[1], f32x4_mul(av, b1));
+            }
+        }
+        let zero = f32x4_splat(0.0);
+        for (i, ci) in c.iter().enumerate() {
+            let row = i * st.stride;
+            let (mut v0, mut v1) = (ci[0], ci[1]);
+            if let Some(r) = st.residual {
+                let r = &r[row..row + NR];
+                v0 = f32x4_add(v0, load(&r[..4]));
+                v1 = f32x4_add(v1, load(&r[4..]));
+            }
+            if st.relu {
+                // pmax(0, v) = 0 < v ? v : 0, so NaN becomes 0 as in Tape::relu
+                v0 = f32x4_pmax(zero, v0);
+                v1 = f32x4_pmax(zero, v1);
+            }
+            let out = &mut st.out[row..row + NR];
+            store(&mut out[..4], v0);
+            store(&mut out[4..], v1);
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod portable {
+    use super::{Store, MR, NR};
+
+    /// `a`: `k × MR`, `rows`: `k` rows of `NR`, `bias`: `MR`. Fixed-size rows, so the
+    /// compiler keeps the tile in vector registers.
+    #[inline(always)]
+    pub fn tile<'a>(
+        a: &[f32],
+        rows: impl Iterator<Item = [&'a [f32; 4]; 2]>,
+        bias: &[f32; MR],
+        st: Store,
+    ) {
+        let mut c = [[0f32; NR]; MR];
+        for (ci, &bi) in c.iter_mut().zip(bias) {
+            *ci = [bi; NR];
+        }
+        for (ak, [h0, h1]) in a.chunks_exact(MR).zip(rows) {
+            for (ci, &av) in c.iter_mut().zip(ak) {
+                for (cij, &bj) in ci.iter_mut().zip(h0.iter().chain(h1)) {
+                    *cij += av * bj;
+                }
+            }
+        }
+        for (i, ci) in c.iter_mut().enumerate() {
+            let row = i * st.stride;
+            if let Some(r) = st.residual {
+                for (v, &r) in ci.iter_mut().zip(&r[row..row + NR]) {
+                    *v += r;
+                }
+            }
+            if st.relu {
+                for v in ci.iter_mut() {
+                    *v = if *v > 0.0 { *v } else { 0.0 };
+                }
+            }
+            st.out[row..row + NR].copy_from_slice(ci);
+        }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use simd::tile;
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+use portable::tile;
+
+/// Four values at `x[at..]`.
+#[inline(always)]
+fn quad(x: &[f32], at: usize) -> &[f32; 4] {
+    x[at..at + 4].try_into().expect("4 values")
+}
+
+/// A tile over a packed input panel `b` (`k × NR`).
+#[inline(never)]
+pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32; MR], st: Store) {
+    let rows = b.chunks_exact(NR).map(|r| [quad(r, 0), quad(r, 4)]);
+    tile(a, rows, bias, st)
+}
+
+/// A tile reading its input rows in place, as two runs of four positions: row `r` is
+/// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded
+/// image, where four positions of an output row read contiguous inputs).
+#[inline(never)]
+pub fn tile_direct(
+    a: &[f32],
+    x: &[f32],
+    bases: [usize; 2],
+    offsets: &[usize],
+    bias: &[f32; MR],
+    st: Store,
+) {
+    if bases[1] == bases[0] + 4 {
+        // both runs in one row: one bounds check per row of eight
+        let x = &x[bases[0]..];
+        let rows = offsets.iter().map(|&o| {
+            let r: &[f32; NR] = x[o..o + NR].try_into().expect("NR values");
+            [quad(r, 0), quad(r, 4)]
+        });
+        return tile(a, rows, bias, st);
+    }
+    let rows = offsets
+        .iter()
+        .map(|&o| [quad(x, bases[0] + o), quad(x, bases[1] + o)]);
+    tile(a, rows, bias, st)
+}

@@ -1,0 +1,390 @@
+//! How kiln's engine runs an imported graph: a plan made once when the model loads. Each `Conv2d`
+//! whose weights are the model's own is packed for the tiled kernel ([`PackedConv`]) and takes
+//! what follows it when nothing else reads the values in between: a per-channel `Mul` and `Add`
+//! (an inference BatchNorm, folded into the packed weights and bias), an `Add` of another
+//! activation (a residual) and a `Relu`, all applied in the tile's store. Every other node runs as
+//! [`crate::graph::run_inference`] runs it. Values are freed after their last reader, and their
+//! buffers kept in a [`Pool`] for the next convolutions' outputs, across runs.
+
+use std::collections::HashMap;
+
+use ndarray::{ArrayD, IxDyn};
+
+use crate::autograd::{Tape, Var, Window};
+use crate::graph::{self, Graph, Op, Scope, Value};
+use crate::kernels::PackedConv;
+use crate::{KilnError, Result, Tensor};
+
+/// One step of the plan.
+enum Step {
+    /// Graph node `k`, run as the graph says.
+    Node(usize),
+    /// A convolution (graph node `node`) and the nodes fused into it, giving value `out`.
+    Conv(Box<FusedConv>),
+}
+
+struct FusedConv {
+    /// The convolution's node, then the nodes fused into it, each the only reader of the one before.
+    chain: Vec<usize>,
+    out: usize,
+    x: usize,
+    residual: Option<usize>,
+    relu: bool,
+    conv: PackedConv,
+    /// For profiles: what was fused (`"·s+b+residual+relu"`).
+    fused: String,
+}
+
+/// A clock in milliseconds, and where each step's name and time go.
+pub(super) type Timings<'a> = (&'a dyn Fn() -> f64, &'a mut Vec<(String, f64)>);
+
+/// The steps, and after each the values no later step reads.
+pub(super) struct Plan {
+    steps: Vec<Step>,
+    frees: Vec<Vec<usize>>,
+}
+
+/// Buffers of freed values, reused for convolution outputs (a run of a model allocates the same
+/// sizes every time). Bounded: a few buffers, the largest kept.
+#[derive(Default)]
+pub(super) struct Pool(Vec<Vec<f32>>);
+
+const POOL_SIZE: usize = 8;
+
+impl Pool {
+    /// A buffer of `len` values (old contents: the caller overwrites every one).
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let best = (0..self.0.len())
+            .filter(|&i| self.0[i].capacity() >= len)
+            .min_by_key(|&i| self.0[i].capacity());
+        match best {
+            Some(i) => {
+                let mut v = self.0.swap_remove(i);
+                v.resize(len, 0.0);
+                v
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    fn give(&mut self, t: Tensor) {
+        let (mut v, offset) = t.into_raw_vec_and_offset();
+        if v.capacity() == 0 || offset.is_some_and(|o| o != 0) {
+            return;
+        }
+        // keep the full length: `take` then truncates without writing zeros
+        v.resize(v.capacity(), 0.0);
+        self.0.push(v);
+        if self.0.len() > POOL_SIZE {
+            let smallest = (0..self.0.len())
+                .min_by_key(|&i| self.0[i].capacity())
+                .expect("non-empty");
+            self.0.swap_remove(smallest);
+        }
+    }
+}
+
+/// A weight's values when value `v` is a `Param` node's.
+fn param<'a>(graph: &Graph, weights: &'a HashMap<String, Tensor>, v: usize) -> Option<&'a Tensor> {
+    let k = v.checked_sub(graph.inputs.len())?;
+    match &graph.nodes[k].op {
+        Op::Param { name } => weights.get(name),
+        _ => None,
+    }
+}
+
+/// `t` as one value per channel of an `[N, o, H, W]` value it broadcasts against (`[o, 1, 1]`,
+/// `[1, o, 1, 1]`, or a single value), or None.
+fn per_channel(t: &Tensor, o: usize) -> Option<Vec<f32>> {
+    let s = t.shape();
+    if s.len() > 4 || t.is_empty() {
+        return None;
+    }
+    if t.len() == 1 {
+        return Some(vec![*t.iter().next()?; o]);
+    }
+    let mut full = vec![1; 4 - s.len()];
+    full.extend_from_slice(s);
+    (full == [1, o, 1, 1]).then(|| t.iter().copied().collect())
+}
+
+impl Plan {
+    /// The plan for `graph`; with `fuse` false every node runs on its own (the reference path).
+    pub(super) fn new(graph: &Graph, weights: &HashMap<String, Tensor>, fuse: bool) -> Self {
+        let n_in = graph.inputs.len();
+        let n_values = n_in + graph.nodes.len();
+        let mut readers = vec![Vec::new(); n_values];
+        for (k, node) in graph.nodes.iter().enumerate() {
+            for &i in &node.inputs {
+                readers[i].push(k);
+            }
+        }
+        let mut is_output = vec![false; n_values];
+        for &o in &graph.outputs {
+            is_output[o] = true;
+        }
+        // step placed at each node: None for nodes fused into a convolution
+        let mut at: Vec<Option<Step>> = (0..graph.nodes.len())
+            .map(|k| Some(Step::Node(k)))
+            .collect();
+        if fuse {
+            for k in 0..graph.nodes.len() {
+                // a node already fused into an earlier convolution's chain is not a start
+                if at[k].is_none() {
+                    continue;
+                }
+                if let Some(f) = fuse_conv(graph, weights, &readers, &is_output, &at, k) {
+                    for &j in &f.chain {
+                        at[j] = None;
+                    }
+                    let last = *f.chain.last().expect("the convolution");
+                    at[last] = Some(Step::Conv(Box::new(f)));
+                }
+            }
+        }
+        let mut steps: Vec<Step> = at.into_iter().flatten().collect();
+        // Param nodes no step reads any more (a folded BatchNorm's scale, a packed weight)
+        let reads = |s: &Step| -> Vec<usize> {
+            match s {
+                Step::Node(k) => graph.nodes[*k].inputs.clone(),
+                Step::Conv(f) => std::iter::once(f.x).chain(f.residual).collect(),
+            }
+        };
+        let mut needed = is_output.clone();
+        for s in steps.iter().rev() {
+            for i in reads(s) {
+                needed[i] = true;
+            }
+        }
+        steps.retain(|s| match s {
+            Step::Node(k) => !matches!(graph.nodes[*k].op, Op::Param { .. }) || needed[n_in + k],
+            Step::Conv(_) => true,
+        });
+        // what each step frees: values past their last reader (parameters and outputs stay)
+        let mut seen = is_output;
+        for s in &steps {
+            if let Step::Node(k) = s {
+                if matches!(graph.nodes[*k].op, Op::Param { .. }) {
+                    seen[n_in + k] = true;
+                }
+            }
+        }
+        let mut frees = vec![Vec::new(); steps.len()];
+        for (s, step) in steps.iter().enumerate().rev() {
+            for i in reads(step) {
+                if !std::mem::replace(&mut seen[i], true) {
+                    frees[s].push(i);
+                }
+            }
+        }
+        Plan { steps, frees }
+    }
+
+    /// Runs the plan on the inputs' variables; returns the outputs. With `timings`, each step's
+    /// name and milliseconds by `now` (a clock in ms) are appended.
+    pub(super) fn run(
+        &self,
+        graph: &Graph,
+        scope: &mut dyn Scope,
+        t: &mut Tape,
+        inputs: &[Var],
+        pool: &mut Pool,
+        mut timings: Option<Timings>,
+    ) -> Result<Vec<Tensor>> {
+        if inputs.len() != graph.inputs.len() {
+            crate::value_err!(
+                "the model takes {} input(s), got {}",
+                graph.inputs.len(),
+                inputs.len()
+            );
+        }
+        let n_in = graph.inputs.len();
+        let mut values: Vec<Option<Value>> = vec![None; n_in + graph.nodes.len()];
+        for (v, &x) in values.iter_mut().zip(inputs) {
+            *v = Some(Value::One(x));
+        }
+        let get = |values: &[Option<Value>], i: usize| -> Result<Value> {
+            values[i]
+                .clone()
+                .ok_or_else(|| KilnError::value(format!("value {i} was freed before its use")))
+        };
+        for (step, dead) in self.steps.iter().zip(&self.frees) {
+            let t0 = timings.as_ref().map(|(now, _)| now());
+            let (out, v) = match step {
+                Step::Node(k) => {
+                    let node = &graph.nodes[*k];
+                    let xs = node
+                        .inputs
+                        .iter()
+                        .map(|&i| get(&values, i))
+                        .collect::<Result<Vec<_>>>()?;
+                    let v = graph::run_node(scope, t, &node.op, &xs)
+                        .map_err(|e| graph::at_node(&*scope, node, e))?;
+                    (n_in + k, v)
+                }
+                Step::Conv(f) => {
+                    let x = get(&values, f.x)?.var()?;
+                    let r = f.residual.map(|r| get(&values, r)?.var()).transpose()?;
+                    let v = f
+                        .run(t, x, r, pool)
+                        .map_err(|e| graph::at_node(&*scope, &graph.nodes[f.chain[0]], e))?;
+                    (f.out, Value::One(v))
+                }
+            };
+            if let (Some(t0), Some((now, out))) = (t0, timings.as_mut()) {
+                let shape = match &v {
+                    Value::One(x) => format!("{:?}", t.shape(*x)),
+                    Value::Tuple(_) => "(tuple)".into(),
+                };
+                out.push((format!("{} → {shape}", self.name(graph, step)), now() - t0));
+            }
+            values[out] = Some(v);
+            for &d in dead {
+                // a tuple's parts may still be read through later Items: they are freed as
+                // those Items' values are
+                if let Some(Value::One(v)) = values[d].take() {
+                    pool.give(t.take_value(v));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(graph.outputs.len());
+        for (k, &o) in graph.outputs.iter().enumerate() {
+            let v = get(&values, o)?.var()?;
+            // the same value returned twice is copied, not taken twice
+            if graph.outputs[k + 1..].contains(&o) {
+                out.push(t.value(v).clone());
+            } else {
+                out.push(t.take_value(v));
+            }
+        }
+        Ok(out)
+    }
+
+    fn name(&self, graph: &Graph, step: &Step) -> String {
+        match step {
+            Step::Node(k) => {
+                let op = format!("{:?}", graph.nodes[*k].op);
+                op.split([' ', '{', '(']).next().unwrap_or("").to_string()
+            }
+            Step::Conv(f) => format!("Conv2d{}", f.fused),
+        }
+    }
+}
+
+/// The convolution at node `k` with the chain of nodes it takes (`k` first).
+fn fuse_conv(
+    graph: &Graph,
+    weights: &HashMap<String, Tensor>,
+    readers: &[Vec<usize>],
+    is_output: &[bool],
+    at: &[Option<Step>],
+    k: usize,
+) -> Option<FusedConv> {
+    let node = &graph.nodes[k];
+    let Op::Conv2d {
+        stride,
+        padding,
+        dilation,
+        groups,
+    } = node.op
+    else {
+        return None;
+    };
+    let w = param(graph, weights, *node.inputs.get(1)?)?;
+    let b = match node.inputs.get(2) {
+        Some(&b) => Some(param(graph, weights, b)?),
+        None => None,
+    };
+    let win = Window {
+        kernel: [*w.shape().get(2)?, *w.shape().get(3)?],
+        stride,
+        padding,
+        dilation,
+    };
+    let w = w.as_standard_layout();
+    let b = b.map(|b| b.as_standard_layout());
+    let mut conv = PackedConv::new(
+        w.as_slice()?,
+        w.shape(),
+        b.as_ref().and_then(|b| b.as_slice()),
+        win,
+        groups,
+    )
+    .ok()?;
+    let o = conv.out_channels();
+    let n_in = graph.inputs.len();
+    let (mut chain, mut residual, mut relu, mut fused) = (vec![k], None, false, String::new());
+    let mut out = n_in + k;
+    while !relu && !is_output[out] && readers[out].len() == 1 {
+        let j = readers[out][0];
+        if at[j].is_none() {
+            break; // another convolution's chain took it (the other side of a residual add)
+        }
+        let next = &graph.nodes[j];
+        let other = match next.inputs[..] {
+            [a, b] if a == out && b != out => Some(b),
+            [a, b] if b == out && a != out => Some(a),
+            _ => None,
+        };
+        // a weight of one value per channel: folded while nothing but scales and shifts came before
+        let constant = other.and_then(|c| param(graph, weights, c));
+        let channels = constant.and_then(|c| per_channel(c, o));
+        match (&next.op, other) {
+            (Op::Mul | Op::Add, Some(_)) if residual.is_none() && constant.is_some() => {
+                let Some(c) = channels else { break };
+                if next.op == Op::Mul {
+                    conv.scale_channels(&c);
+                    fused.push_str("·s");
+                } else {
+                    conv.shift_channels(&c);
+                    fused.push_str("+b");
+                }
+            }
+            (Op::Add, Some(r)) if residual.is_none() => {
+                residual = Some(r);
+                fused.push_str("+residual");
+            }
+            (Op::Relu, None) if next.inputs.len() == 1 => {
+                relu = true;
+                fused.push_str("+relu");
+            }
+            _ => break,
+        }
+        chain.push(j);
+        out = n_in + j;
+    }
+    Some(FusedConv {
+        chain,
+        out,
+        x: node.inputs[0],
+        residual,
+        relu,
+        conv,
+        fused,
+    })
+}
+
+impl FusedConv {
+    fn run(&self, t: &mut Tape, x: Var, residual: Option<Var>, pool: &mut Pool) -> Result<Var> {
+        let shape = self.conv.output_shape(t.shape(x))?;
+        let mut buf = pool.take(shape.iter().product());
+        let fits = residual.is_none_or(|r| t.shape(r) == shape);
+        {
+            let xv = t.value(x).as_standard_layout();
+            let xs = xv.as_slice().expect("standard layout");
+            let rv = residual
+                .filter(|_| fits)
+                .map(|r| t.value(r).as_standard_layout());
+            let rs = rv.as_ref().map(|r| r.as_slice().expect("standard layout"));
+            let relu = self.relu && fits;
+            self.conv.run(xs, t.shape(x), rs, relu, &mut buf)?;
+        }
+        let y = t.constant(ArrayD::from_shape_vec(IxDyn(&shape), buf).expect("the output's size"));
+        if fits {
+            return Ok(y);
+        }
+        // a residual that broadcasts: the add and the ReLU on their own
+        let y = t.add(y, residual.expect("checked"))?;
+        Ok(if self.relu { t.relu(y) } else { y })
+    }
+}
