@@ -449,7 +449,8 @@ fn unknown_layer_probe(arch: &str) -> String {
         .unwrap_or_default()
 }
 
-fn input_names(inputs: &[crate::graph::GraphInput]) -> String {
+/// The graph inputs' names, comma-separated (what a count mismatch lists).
+pub(crate) fn input_names(inputs: &[crate::graph::GraphInput]) -> String {
     inputs
         .iter()
         .map(|i| i.name.as_str())

@@ -23,10 +23,6 @@ export { version } from './version.js';
  */
 export const init = moduleLoader(initWasm, new URL('./kiln_wasm_bg.wasm', import.meta.url));
 
-// From this many nodes tract's load takes seconds (bench/load/chains.py: ~1 s at 2,000 in Node),
-// and loadModel says so in the console before it starts.
-const TRACT_SLOW_NODES = 2000;
-
 const tract = { ...panicGuard(takeLastPanic, __wbg_reset_state), Feed, name: 'tract' };
 const kiln = { ...coreGuard, Feed: core.EngineFeed, name: 'kiln' };
 
@@ -39,22 +35,20 @@ export async function loadModel(source, { engine = 'auto' } = {}) {
   if (!['auto', 'kiln', 'tract'].includes(engine)) throw new TypeError(`kiln-wasm: engine must be "auto", "kiln" or "tract", not ${JSON.stringify(engine)}`);
   const bytes = await sourceBytes(source);
   let newer = null;
-  let nodes = 0;
+  let slow = null;
   if (engine !== 'tract') {
     await initKiln();
     const loaded = kiln.guard(() => core.EngineLoad.parse(bytes));
     const session = loaded.session();
     const declined = loaded.declined();
     newer = loaded.newerHint() ?? null;
-    nodes = loaded.nodes();
+    slow = loaded.slowFallback() ?? null;
     loaded.free();
     if (session) return new Model(session, kiln, kiln.guard(() => core.modelVersion(bytes)));
     if (engine === 'kiln') throw new Error(`kiln-wasm: kiln's engine does not run this model (${declined}); ${newer ?? 'load it with engine "auto" or "tract"'}`);
   }
   await init();
-  if (nodes >= TRACT_SLOW_NODES) {
-    console.warn(`kiln-wasm: kiln's engine declined this model, so tract loads it; its ${nodes.toLocaleString('en-US')} nodes will take a while (tract's load grows faster than the graph: about 1 s at 2,000 nodes and 8 s at 8,000 in Node on a 2-core machine, minutes past 30,000) and the thread is busy meanwhile. Load it through kiln-wasm/worker to keep a page responsive.`);
-  }
+  if (slow) console.warn(`kiln-wasm: ${slow}`);
   try {
     const session = tract.guard(() => new Session(bytes));
     // the tokenizer and image preprocessing are kiln-core's code in the small module, whichever

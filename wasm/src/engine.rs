@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use kiln_core::onnx::compat::{newer_hint, with_newer_hint};
-use kiln_core::onnx::engine::{graph_nodes, IoInfo, KilnSession as Engine, Value};
+use kiln_core::onnx::engine::{slow_fallback_warning, IoInfo, KilnSession as Engine, Value};
 use kiln_core::preprocess::Preprocess;
 use kiln_core::text::Windowed;
 use kiln_core::Tensor;
@@ -22,7 +22,7 @@ pub struct EngineLoad {
     session: Option<KilnSession>,
     declined: Option<String>,
     newer: Option<String>,
-    nodes: usize,
+    slow: Option<String>,
 }
 
 #[wasm_bindgen]
@@ -40,13 +40,16 @@ impl EngineLoad {
                 }),
                 declined: None,
                 newer: None,
-                nodes: 0,
+                slow: None,
             },
             Err(why) => EngineLoad {
                 session: None,
                 declined: Some(why.0),
                 newer: newer_hint(bytes, "kiln-wasm", update),
-                nodes: graph_nodes(bytes),
+                slow: slow_fallback_warning(
+                    bytes,
+                    "Load it through kiln-wasm/worker to keep a page responsive.",
+                ),
             },
         })
     }
@@ -63,10 +66,11 @@ impl EngineLoad {
         self.session.take()
     }
 
-    /// How many nodes a declined model's graph has: tract's load grows faster than that (index.js
-    /// warns before a long one).
-    pub fn nodes(&self) -> usize {
-        self.nodes
+    /// For a declined model whose graph is long enough that tract takes seconds to load it:
+    /// what index.js warns before it starts (the core's rule and words).
+    #[wasm_bindgen(js_name = slowFallback)]
+    pub fn slow_fallback(&self) -> Option<String> {
+        self.slow.clone()
     }
 
     /// Why kiln's engine declined the model, if it did.

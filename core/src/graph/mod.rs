@@ -689,12 +689,7 @@ pub fn run_observed(
         value_err!(
             "the model takes {} input(s) ({}), got {}",
             graph.inputs.len(),
-            graph
-                .inputs
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            crate::model::input_names(&graph.inputs),
             inputs.len()
         );
     }

@@ -60,12 +60,7 @@ impl Net {
             value_err!(
                 "summary: the model takes {} input(s) ({}), got {} shape(s)",
                 graph.inputs.len(),
-                graph
-                    .inputs
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                crate::model::input_names(&graph.inputs),
                 input_shapes.len()
             );
         }

@@ -75,11 +75,27 @@ pub struct IoInfo {
 #[derive(Clone, Debug)]
 pub struct Unsupported(pub String);
 
-/// How many nodes the main graph of the ONNX file `bytes` has (0 for bytes that are not one): what a
-/// caller falling back to tract checks first, since tract's load grows faster than the graph
-/// (bench/load/chains.py measures it).
-pub fn graph_nodes(bytes: &[u8]) -> usize {
-    ModelProto::decode(bytes).map_or(0, |m| m.graph.map_or(0, |g| g.node.len()))
+/// From this many nodes tract's load takes seconds (bench/load/chains.py: ~1 s at 2,000 in Node).
+pub const TRACT_SLOW_NODES: usize = 2000;
+
+/// What to tell a caller about to load the ONNX file `bytes` with tract after kiln's engine
+/// declined it, when its graph is long enough for that to take a while (tract's load grows faster
+/// than the graph): None for shorter graphs and for bytes that are not a model.
+pub fn slow_fallback_warning(bytes: &[u8], remedy: &str) -> Option<String> {
+    let nodes = ModelProto::decode(bytes).map_or(0, |m| m.graph.map_or(0, |g| g.node.len()));
+    (nodes >= TRACT_SLOW_NODES).then(|| {
+        let mut grouped = nodes.to_string();
+        let len = grouped.len();
+        for at in (1..len).rev().filter(|i| (len - i) % 3 == 0) {
+            grouped.insert(at, ',');
+        }
+        format!(
+            "kiln's engine declined this model, so tract loads it; its {grouped} nodes will take a \
+             while (tract's load grows faster than the graph: about 1 s at 2,000 nodes and 8 s at \
+             8,000 in Node on a 2-core machine, minutes past 30,000) and the thread is busy \
+             meanwhile. {remedy}"
+        )
+    })
 }
 
 /// A model ready to run on kiln's engine.
