@@ -180,6 +180,10 @@ if want inference; then
       log "training race in Node: $engine (digits CNN)"
       run_case "$RES/train_race_node_${engine}.json" node peers-js/train_race.mjs "$engine" "$OUT/models" ${BENCH_QUICK:+--epochs 1}
     done
+    for engine in kiln tfjs-webgl; do
+      log "training race in Chromium: $engine (digits CNN)"
+      run_case "$RES/train_race_chromium_${engine}.json" node peers-js/train_race_browser.mjs "$engine" "$OUT/models" ${BENCH_QUICK:+--epochs 1}
+    done
     log "load time against graph size (Relu chains, 2k-200k nodes)"
     run_case "$RES/load_scaling.json" "$KILN_PY" load/chains.py "$OUT/models/chains" "${QUICK[@]}"
   else
