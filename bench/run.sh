@@ -176,6 +176,10 @@ if want inference; then
         esac
       done
     done
+    for model in resnet cnn; do
+      log "batch 64 on two threads in Node: kiln-wasm/worker { threads: 2 } and onnxruntime-web numThreads 2 ($model)"
+      run_case "$RES/threads_node_${model}.json" node infer/threads.mjs "$model" --models "$OUT/models" "${QUICK[@]}"
+    done
     for engine in kiln tfjs-cpu tfjs-wasm; do
       log "training race in Node: $engine (digits CNN)"
       run_case "$RES/train_race_node_${engine}.json" node peers-js/train_race.mjs "$engine" "$OUT/models" ${BENCH_QUICK:+--epochs 1}
