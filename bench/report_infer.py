@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 NOT_MEASURED = "not measured yet"
-MODELS = {"cnn": "digits CNN", "mlp": "digits MLP", "resnet": "ResNet-8 3×32×32"}
+MODELS = {"cnn": "digits CNN", "mlp": "digits MLP", "resnet": "ResNet-8 3×32×32", "resnet-torch": "ResNet-8, PyTorch's export"}
 WASM = ("kiln-wasm", "onnxruntime-web")
 NATIVE = ("kiln", "onnxruntime", "onnxruntime-2t")
 LOADED = 0.05

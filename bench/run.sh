@@ -29,7 +29,7 @@ SEEDS="${BENCH_SEEDS:-0 1 2}"
 CASES="${BENCH_CASES:-mlp cnn gemm resnet}"
 ONLY="${BENCH_ONLY:-}"
 INFER_ENVS="${BENCH_INFER_ENVS:-node chromium native}"
-INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet}"
+INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet resnet-torch}"
 EXTRA=()
 QUICK=()
 if [[ -n "${BENCH_QUICK:-}" ]]; then SEEDS=0; EXTRA=(--epochs 1); QUICK=(--quick); fi
@@ -164,6 +164,7 @@ if want inference; then
           node|chromium)
             script=infer/node.mjs; [[ "$env" == chromium ]] && script=infer/browser.mjs
             for engine in kiln-wasm onnxruntime-web tfjs-wasm; do
+              [[ "$engine" == tfjs-wasm && "$model" == resnet-torch ]] && continue # no TF.js twin of a PyTorch file
               log "inference $env $engine $model"
               run_case "$RES/inference_${env}_${engine}_${model}.json" node "$script" "$engine" "$model" --models "$OUT/models" "${QUICK[@]}"
             done ;;
