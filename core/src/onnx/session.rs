@@ -84,7 +84,6 @@ impl InferenceSession {
     /// engine declines such models).
     pub fn from_path(path: impl AsRef<Path>, choice: EngineChoice) -> Result<Self> {
         let path = path.as_ref();
-        let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| KilnError::io(path, e))?;
         Self::load(&bytes, Some(path), choice, &mut |_| Ok(()))
     }
