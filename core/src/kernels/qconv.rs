@@ -1,9 +1,11 @@
 //! 2-D convolution on integers: a QDQ model's `Conv(DQ(Q(x)), DQ(w_int8))` as an i16 × i16 → i32
 //! GEMM ([`super::qtile`]). Weights are packed once as centred integers (`q - zero_point`) in
-//! panels of [`MR`] channels and pairs of taps; the input is quantized once per call onto its
-//! grid (as ONNX's `QuantizeLinear`: divide, round half to even, saturate) and centred, so
-//! padding is 0 as in the float graph; tiles of [`NR`] positions pack their `k × NR` input panel
-//! as the float kernel does ([`super::conv::pack`]), and the store dequantizes with one scale per
+//! panels of [`MR`] channels, input channels in pairs; the input is quantized once per call onto
+//! its grid (as ONNX's `QuantizeLinear`: divide, round half to even, saturate), centred (so
+//! padding is 0, as in the float graph) and stored with its channels interleaved in pairs. With a
+//! horizontal stride of 1 and rows a whole number of tiles, tiles read a zero-padded copy in
+//! place (the quantization writes it); otherwise each tile packs its `kp × NR` input panel as the
+//! float kernel does ([`super::conv::pack`], on pairs). The store dequantizes with one scale per
 //! channel (`input scale · weight scale`, times a folded BatchNorm's) and a float bias, then adds
 //! a residual and applies ReLU.
 //!
@@ -12,7 +14,7 @@
 //! of its `k` multiply-adds).
 
 use super::conv::pack;
-use super::qtile::{qtile, QStore};
+use super::qtile::{qtile_direct, qtile_packed, QStore};
 use super::tile::{MR, NR};
 use crate::autograd::{QuantGrid, Window};
 use crate::{shape_err, value_err, Result};
@@ -25,12 +27,11 @@ pub struct QConv {
     cg: usize,
     groups: usize,
     win: Window,
-    /// `cg · kh · kw`.
-    k: usize,
-    /// Pairs of taps: `ceil(k / 2)`.
+    /// Rows of a panel: `ceil(cg / 2) · kh · kw` (channel pairs × taps).
     kp: usize,
-    /// Per group, `ceil(o / groups / MR)` panels of `kp × MR × 2` centred weights.
-    panels: Vec<i16>,
+    /// Per group, `ceil(o / groups / MR)` panels of `kp × MR` pairs of centred weights (two i16
+    /// in a u32, the even channel low).
+    panels: Vec<u32>,
     grid: QuantGrid,
     scale: Vec<f32>,
     bias: Vec<f32>,
@@ -81,15 +82,17 @@ impl QConv {
                 );
             }
         }
-        let kp = k.div_ceil(2);
+        let kp = cg.div_ceil(2) * kh * kw;
         let og = o / groups;
         let blocks = og.div_ceil(MR);
-        let mut panels = vec![0i16; groups * blocks * kp * MR * 2];
+        let mut panels = vec![0u32; groups * blocks * kp * MR];
         for (ch, w) in centred.chunks_exact(k.max(1)).enumerate() {
             let (g, j) = (ch / og, ch % og);
-            let panel = &mut panels[(g * blocks + j / MR) * kp * MR * 2..][..kp * MR * 2];
+            let panel = &mut panels[(g * blocks + j / MR) * kp * MR..][..kp * MR];
             for (r, &v) in w.iter().enumerate() {
-                panel[((r / 2) * MR + j % MR) * 2 + r % 2] = v;
+                let (ci, tap) = (r / (kh * kw), r % (kh * kw));
+                let row = (ci / 2) * kh * kw + tap;
+                panel[row * MR + j % MR] |= (v as u16 as u32) << (16 * (ci % 2));
             }
         }
         let scale = (0..o)
@@ -100,7 +103,6 @@ impl QConv {
             cg,
             groups,
             win,
-            k,
             kp,
             panels,
             grid,
@@ -174,18 +176,61 @@ impl QConv {
                 "Conv2d: buffers do not fit input {shape:?} and output [{n}, {o}, {oh}, {ow}]"
             );
         }
-        let xq = quantize(x, self.grid);
-        let cg = self.cg;
-        // 2·kp rows: an odd k's last row stays 0
-        let mut bt = vec![0i16; 2 * self.kp * NR];
+        let Window {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+        } = self.win;
+        let (cg, cg2) = (self.cg, self.cg.div_ceil(2));
         let mut part = [0f32; MR * NR];
+        if sw == 1 && ow % NR == 0 {
+            // NR positions of an output row read NR contiguous inputs: tiles read the quantized,
+            // zero-padded image in place, row (pair, ki, kj) at a fixed offset from the tile's
+            // first input
+            let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+            let mut xp = vec![0u32; cg2 * hp * wp + NR];
+            let mut offsets = Vec::with_capacity(self.kp);
+            for cp in 0..cg2 {
+                for ki in 0..kh {
+                    for kj in 0..kw {
+                        offsets.push((cp * hp + ki * dh) * wp + kj * dw);
+                    }
+                }
+            }
+            for img in 0..n {
+                for g in 0..self.groups {
+                    let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
+                    quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
+                    for p0 in (0..p).step_by(NR) {
+                        let base = (p0 / ow) * sh * wp + p0 % ow;
+                        self.blocks(
+                            [img, g, p0, NR],
+                            p,
+                            residual,
+                            relu,
+                            out,
+                            &mut part,
+                            |a, st| qtile_direct(a, &xp, base, &offsets, st),
+                        );
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut xq = vec![0u32; cg2 * h * w];
+        let mut bt = vec![0u32; self.kp * NR];
         for img in 0..n {
             for g in 0..self.groups {
-                let xg = &xq[(img * c + g * cg) * h * w..][..cg * h * w];
+                let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
+                quantize_pairs(xg, [cg, h, w], [0, 0, w], self.grid, &mut xq);
                 for p0 in (0..p).step_by(NR) {
                     let nr = NR.min(p - p0);
-                    pack(self.win, cg, xg, [h, w, ow], p0, nr, &mut bt[..self.k * NR]);
-                    self.blocks([img, g, p0, nr], p, residual, relu, out, &bt, &mut part);
+                    pack(self.win, cg2, &xq, [h, w, ow], p0, nr, &mut bt);
+                    let at = [img, g, p0, nr];
+                    self.blocks(at, p, residual, relu, out, &mut part, |a, st| {
+                        qtile_packed(a, &bt, st)
+                    });
                 }
             }
         }
@@ -201,12 +246,12 @@ impl QConv {
         residual: Option<&[f32]>,
         relu: bool,
         out: &mut [f32],
-        bt: &[i16],
         part: &mut [f32; MR * NR],
+        tile: impl Fn(&[u32], QStore),
     ) {
         let og = self.o / self.groups;
         let blocks = og.div_ceil(MR);
-        let panel = self.kp * MR * 2;
+        let panel = self.kp * MR;
         for blk in 0..blocks {
             let o0 = g * og + blk * MR;
             let mr = MR.min(og - blk * MR);
@@ -224,7 +269,7 @@ impl QConv {
                     scale: &scale,
                     bias: &bias,
                 };
-                qtile(a, bt, st);
+                tile(a, st);
                 continue;
             }
             // a partial tile: computed whole into `part`, then the part that exists
@@ -236,7 +281,7 @@ impl QConv {
                 scale: &scale,
                 bias: &bias,
             };
-            qtile(a, bt, st);
+            tile(a, st);
             for i in 0..mr {
                 let dst = &mut out[at + i * p..][..nr];
                 for (j, d) in dst.iter_mut().enumerate() {
@@ -251,11 +296,88 @@ impl QConv {
     }
 }
 
-/// `x` quantized onto `grid` and centred (`q - zero_point`), as i16.
-fn quantize(x: &[f32], grid: QuantGrid) -> Vec<i16> {
-    x.iter()
-        .map(|&v| (grid.quantize(v) - grid.zero_point) as i16)
-        .collect()
+/// One image's group `x` (`[cg, h, w]`) quantized onto `grid`, centred (`q - zero_point`), its
+/// channels interleaved in pairs (`u32`: the even channel's i16 low, an odd last channel's
+/// partner 0), into `dst` as `[ceil(cg / 2), h + 2·ph, wp]` at row `ph`, column `pw` (the
+/// padding, untouched, stays 0).
+fn quantize_pairs(
+    x: &[f32],
+    [cg, h, w]: [usize; 3],
+    [ph, pw, wp]: [usize; 3],
+    grid: QuantGrid,
+    dst: &mut [u32],
+) {
+    // clamp(round(x / s) + z, qmin, qmax) - z, exact as the rounding gives whole numbers
+    let (lo, hi) = (grid.qmin - grid.zero_point, grid.qmax - grid.zero_point);
+    let q = |v: f32| {
+        let v = v / grid.scale;
+        // NaN becomes `lo`, as in `pairs4`
+        let v = if lo < v { v } else { lo };
+        let v = if v < hi { v } else { hi };
+        v.round_ties_even() as i32 as u16 as u32
+    };
+    let hp = h + 2 * ph;
+    for cp in 0..cg.div_ceil(2) {
+        let even = &x[2 * cp * h * w..][..h * w];
+        let odd = (2 * cp + 1 < cg).then(|| &x[(2 * cp + 1) * h * w..][..h * w]);
+        for y in 0..h {
+            let d = &mut dst[(cp * hp + y + ph) * wp + pw..][..w];
+            let e = &even[y * w..][..w];
+            match odd {
+                Some(odd) => {
+                    let o = &odd[y * w..][..w];
+                    let done = pairs4(e, o, [grid.scale, lo, hi], d);
+                    for ((d, &a), &b) in d.iter_mut().zip(e).zip(o).skip(done) {
+                        *d = q(a) | (q(b) << 16);
+                    }
+                }
+                None => {
+                    for (d, &a) in d.iter_mut().zip(e) {
+                        *d = q(a);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The quantization of [`quantize_pairs`] four pixels at a time in simd128: how many pixels it
+/// did.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn pairs4(e: &[f32], o: &[f32], [s, lo, hi]: [f32; 3], d: &mut [u32]) -> usize {
+    use core::arch::wasm32::*;
+    let (s, lo, hi) = (f32x4_splat(s), f32x4_splat(lo), f32x4_splat(hi));
+    // 1.5 · 2^23: adding it rounds a value in (-2^22, 2^22) to a whole number, half to even
+    // (the float add's rounding), and leaves that number in the low mantissa bits
+    let magic = f32x4_splat(12_582_912.0);
+    let q = |x: &[f32]| {
+        let x: &[f32; 4] = x.try_into().expect("4 values");
+        // SAFETY: `x` is 4 readable f32s (16 bytes); v128.load takes unaligned addresses.
+        let v = unsafe { v128_load(x.as_ptr().cast()) };
+        // clamping first is the same (the bounds are whole numbers); NaN becomes `lo`
+        let v = f32x4_pmin(hi, f32x4_pmax(lo, f32x4_div(v, s)));
+        i32x4_sub(f32x4_add(v, magic), magic)
+    };
+    let n = e.len().min(o.len()).min(d.len()) / 4 * 4;
+    for ((d, e), o) in d[..n]
+        .chunks_exact_mut(4)
+        .zip(e.chunks_exact(4))
+        .zip(o.chunks_exact(4))
+    {
+        let both = i16x8_narrow_i32x4(q(e), q(o));
+        let v = i16x8_shuffle::<0, 4, 1, 5, 2, 6, 3, 7>(both, both);
+        let d: &mut [u32; 4] = d.try_into().expect("4 values");
+        // SAFETY: `d` is 4 writable u32s (16 bytes), borrowed uniquely.
+        unsafe { v128_store(d.as_mut_ptr().cast(), v) }
+    }
+    n
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn pairs4(_: &[f32], _: &[f32], _: [f32; 3], _: &mut [u32]) -> usize {
+    0
 }
 
 #[cfg(test)]
@@ -353,6 +475,10 @@ mod tests {
             (1, 4, 11, 10, 6, 3, 2, 2, 2, 2),
             (2, 8, 9, 9, 8, 3, 1, 1, 1, 8), // depthwise
             (2, 16, 6, 6, 8, 1, 2, 0, 1, 1),
+            // tiles reading the padded image in place: an odd channel count, dilation, groups
+            (2, 5, 8, 16, 6, 3, 1, 1, 1, 1),
+            (1, 4, 12, 16, 6, 3, 1, 2, 2, 2),
+            (2, 8, 8, 8, 8, 3, 1, 1, 1, 8),
         ];
         for &(n, c, h, w, o, kk, s, p, d, groups) in cases {
             let win = Window {

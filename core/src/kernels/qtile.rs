@@ -3,14 +3,15 @@
 //! dequantized in the store: `out = relu?(f32(acc) · scale + bias + residual?)`.
 //!
 //! The vectors run along the positions, as in the float kernel ([`super::tile`]). The reduction
-//! goes two taps at a time: `i32x4_dot_i16x8` multiplies eight i16 pairs and adds each pair, so
-//! `B`'s rows `k` and `k + 1` are interleaved (two shuffles per pair of rows) and `A`'s two taps
-//! of a channel are one 32-bit splat. Per pair of taps: two loads, two shuffles, four splats and
-//! eight dot-add pairs for 64 multiply-adds (the float kernel does 32 in as many instructions).
-//! This is the shape of XNNPACK's and MLAS's wasm QS8 kernels (i16 extended inputs,
-//! `i32x4.dot_i16x8_s`). Values are centred at quantization, so no zero-point terms remain, and
-//! `|A|, |B| ≤ 255` keep every pair's sum far inside i32; [`super::qconv::QConv`] checks that a
-//! whole reduction fits.
+//! goes two input channels at a time: the input is stored with channels interleaved in pairs
+//! (one `u32` holds channel `2c` and `2c + 1` of a pixel as two i16), so one row of the panel is
+//! `NR` such pairs, two vector loads that `i32x4_dot_i16x8` takes as they are (it multiplies
+//! eight i16 pairs and adds each pair), and `A`'s two channels at a tap are one 32-bit splat. Per
+//! row: two loads, four splats and eight dot-add pairs for 64 multiply-adds, where the float
+//! kernel does 32 in as many instructions. XNNPACK's and MLAS's wasm QS8 kernels work the same
+//! way (i16 extended values, `i32x4.dot_i16x8_s`, `c2` packing). Values are centred at
+//! quantization, so no zero-point terms remain, and `|A|, |B| ≤ 255` keep each pair's sum far
+//! inside i32; [`super::qconv::QConv`] checks that a whole reduction fits.
 
 use super::tile::{MR, NR};
 
@@ -32,13 +33,6 @@ mod simd {
     use core::arch::wasm32::*;
 
     #[inline(always)]
-    fn load16(src: &[i16]) -> v128 {
-        let src: &[i16; 8] = src[..8].try_into().expect("8 values");
-        // SAFETY: `src` is 8 readable i16s (16 bytes); v128.load takes unaligned addresses.
-        unsafe { v128_load(src.as_ptr().cast()) }
-    }
-
-    #[inline(always)]
     fn loadf(src: &[f32]) -> v128 {
         let src: &[f32; 4] = src[..4].try_into().expect("4 values");
         // SAFETY: `src` is 4 readable f32s (16 bytes).
@@ -52,19 +46,21 @@ mod simd {
         unsafe { v128_store(dst.as_mut_ptr().cast(), v) }
     }
 
-    /// `a`: `kp × MR × 2` (pairs of taps per channel), `b`: `2·kp` rows of `NR`.
     #[inline(always)]
-    pub fn tile(a: &[i16], b: &[i16], st: QStore) {
+    fn load(src: &[u32]) -> v128 {
+        let src: &[u32; 4] = src[..4].try_into().expect("4 values");
+        // SAFETY: `src` is 4 readable u32s (16 bytes); v128.load takes unaligned addresses.
+        unsafe { v128_load(src.as_ptr().cast()) }
+    }
+
+    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs.
+    #[inline(always)]
+    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = &'a [u32; NR]>, st: QStore) {
         let mut c = [[i32x4_splat(0); 2]; MR];
-        for (ak, bk) in a.chunks_exact(2 * MR).zip(b.chunks_exact(2 * NR)) {
-            let (r0, r1) = (load16(&bk[..NR]), load16(&bk[NR..]));
-            // positions 0..4 and 4..8, each as (tap k, tap k + 1)
-            let lo = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(r0, r1);
-            let hi = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(r0, r1);
-            for (ci, pair) in c.iter_mut().zip(ak.chunks_exact(2)) {
-                let pair: &[i16; 2] = pair.try_into().expect("a pair");
-                // SAFETY: `pair` is 2 readable i16s (4 bytes).
-                let av = unsafe { v128_load32_splat(pair.as_ptr().cast()) };
+        for (ak, r) in a.chunks_exact(MR).zip(rows) {
+            let (lo, hi) = (load(&r[..4]), load(&r[4..]));
+            for (ci, &pair) in c.iter_mut().zip(ak) {
+                let av = u32x4_splat(pair);
                 ci[0] = i32x4_add(ci[0], i32x4_dot_i16x8(av, lo));
                 ci[1] = i32x4_add(ci[1], i32x4_dot_i16x8(av, hi));
             }
@@ -95,19 +91,22 @@ mod simd {
 mod portable {
     use super::{QStore, MR, NR};
 
-    /// `a`: `kp × MR × 2` (pairs of taps per channel), `b`: `2·kp` rows of `NR`.
+    /// The two i16 of a channel pair.
     #[inline(always)]
-    pub fn tile(a: &[i16], b: &[i16], st: QStore) {
+    fn halves(v: u32) -> [i32; 2] {
+        [v as u16 as i16 as i32, (v >> 16) as u16 as i16 as i32]
+    }
+
+    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs.
+    #[inline(always)]
+    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = &'a [u32; NR]>, st: QStore) {
         let mut c = [[0i32; NR]; MR];
-        for (ak, bk) in a.chunks_exact(2 * MR).zip(b.chunks_exact(2 * NR)) {
-            let (r0, r1): (&[i16; NR], &[i16; NR]) = (
-                bk[..NR].try_into().expect("NR"),
-                bk[NR..].try_into().expect("NR"),
-            );
-            for (ci, pair) in c.iter_mut().zip(ak.chunks_exact(2)) {
-                let (a0, a1) = (pair[0] as i32, pair[1] as i32);
-                for ((cij, &b0), &b1) in ci.iter_mut().zip(r0).zip(r1) {
-                    *cij += a0 * b0 as i32 + a1 * b1 as i32;
+        for (ak, r) in a.chunks_exact(MR).zip(rows) {
+            let r = r.map(halves);
+            for (ci, &pair) in c.iter_mut().zip(ak) {
+                let [a0, a1] = halves(pair);
+                for (cij, [b0, b1]) in ci.iter_mut().zip(r) {
+                    *cij += a0 * b0 + a1 * b1;
                 }
             }
         }
@@ -130,7 +129,28 @@ mod portable {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub use simd::tile as qtile;
+use simd::tile as qtile;
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub use portable::tile as qtile;
+use portable::tile as qtile;
+
+/// A tile over a packed input panel `b` (`kp × NR` channel pairs).
+#[inline(never)]
+pub fn qtile_packed(a: &[u32], b: &[u32], st: QStore) {
+    let rows = b
+        .chunks_exact(NR)
+        .map(|r| <&[u32; NR]>::try_from(r).expect("NR values"));
+    qtile(a, rows, st)
+}
+
+/// A tile reading its input rows in place: row `r` is `x[base + offsets[r]..][..NR]` (a
+/// zero-padded image of channel pairs, where `NR` positions of an output row read contiguous
+/// inputs).
+#[inline(never)]
+pub fn qtile_direct(a: &[u32], x: &[u32], base: usize, offsets: &[usize], st: QStore) {
+    let x = &x[base..];
+    let rows = offsets
+        .iter()
+        .map(|&o| <&[u32; NR]>::try_from(&x[o..o + NR]).expect("NR values"));
+    qtile(a, rows, st)
+}
