@@ -198,21 +198,20 @@ impl QConv {
                     }
                 }
             }
+            let run_at = |q: usize| (q * 4 / ow) * sh * wp + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
                     quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
                     for p0 in (0..p).step_by(NR) {
-                        let base = (p0 / ow) * sh * wp + p0 % ow;
-                        self.blocks(
-                            [img, g, p0, NR],
-                            p,
-                            residual,
-                            relu,
-                            out,
-                            &mut part,
-                            |a, st| qtile_direct(a, &xp, base, &offsets, st),
-                        );
+                        let nr = NR.min(p - p0);
+                        let q = p0 / 4;
+                        // a last run of four alone reads its own inputs twice
+                        let bases = [run_at(q), run_at(if nr > 4 { q + 1 } else { q })];
+                        let at = [img, g, p0, nr];
+                        self.blocks(at, p, residual, relu, out, &mut part, |a, st| {
+                            qtile_direct(a, &xp, bases, &offsets, st)
+                        });
                     }
                 }
             }
@@ -479,6 +478,8 @@ mod tests {
             (2, 5, 8, 16, 6, 3, 1, 1, 1, 1),
             (1, 4, 12, 16, 6, 3, 1, 2, 2, 2),
             (2, 8, 8, 8, 8, 3, 1, 1, 1, 8),
+            (3, 16, 4, 4, 32, 3, 1, 1, 1, 1), // runs of four in two rows
+            (2, 5, 3, 4, 7, 3, 1, 1, 1, 1),   // a last run of four alone
         ];
         for &(n, c, h, w, o, kk, s, p, d, groups) in cases {
             let win = Window {

@@ -53,12 +53,12 @@ mod simd {
         unsafe { v128_load(src.as_ptr().cast()) }
     }
 
-    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs.
+    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs, as two runs of four.
     #[inline(always)]
-    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = &'a [u32; NR]>, st: QStore) {
+    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: QStore) {
         let mut c = [[i32x4_splat(0); 2]; MR];
-        for (ak, r) in a.chunks_exact(MR).zip(rows) {
-            let (lo, hi) = (load(&r[..4]), load(&r[4..]));
+        for (ak, [r0, r1]) in a.chunks_exact(MR).zip(rows) {
+            let (lo, hi) = (load(r0), load(r1));
             for (ci, &pair) in c.iter_mut().zip(ak) {
                 let av = u32x4_splat(pair);
                 ci[0] = i32x4_add(ci[0], i32x4_dot_i16x8(av, lo));
@@ -97,12 +97,15 @@ mod portable {
         [v as u16 as i16 as i32, (v >> 16) as u16 as i16 as i32]
     }
 
-    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs.
+    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs, as two runs of four.
     #[inline(always)]
-    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = &'a [u32; NR]>, st: QStore) {
+    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: QStore) {
         let mut c = [[0i32; NR]; MR];
-        for (ak, r) in a.chunks_exact(MR).zip(rows) {
-            let r = r.map(halves);
+        for (ak, [r0, r1]) in a.chunks_exact(MR).zip(rows) {
+            let mut r = [[0; 2]; NR];
+            for (d, &v) in r.iter_mut().zip(r0.iter().chain(r1)) {
+                *d = halves(v);
+            }
             for (ci, &pair) in c.iter_mut().zip(ak) {
                 let [a0, a1] = halves(pair);
                 for (cij, [b0, b1]) in ci.iter_mut().zip(r) {
@@ -134,23 +137,35 @@ use simd::tile as qtile;
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 use portable::tile as qtile;
 
+/// Four values at `x[at..]`.
+#[inline(always)]
+fn quad(x: &[u32], at: usize) -> &[u32; 4] {
+    x[at..at + 4].try_into().expect("4 values")
+}
+
 /// A tile over a packed input panel `b` (`kp × NR` channel pairs).
 #[inline(never)]
 pub fn qtile_packed(a: &[u32], b: &[u32], st: QStore) {
-    let rows = b
-        .chunks_exact(NR)
-        .map(|r| <&[u32; NR]>::try_from(r).expect("NR values"));
+    let rows = b.chunks_exact(NR).map(|r| [quad(r, 0), quad(r, 4)]);
     qtile(a, rows, st)
 }
 
-/// A tile reading its input rows in place: row `r` is `x[base + offsets[r]..][..NR]` (a
-/// zero-padded image of channel pairs, where `NR` positions of an output row read contiguous
-/// inputs).
+/// A tile reading its input rows in place, as two runs of four positions: row `r` is
+/// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded image
+/// of channel pairs, where four positions of an output row read contiguous inputs).
 #[inline(never)]
-pub fn qtile_direct(a: &[u32], x: &[u32], base: usize, offsets: &[usize], st: QStore) {
-    let x = &x[base..];
+pub fn qtile_direct(a: &[u32], x: &[u32], bases: [usize; 2], offsets: &[usize], st: QStore) {
+    if bases[1] == bases[0] + 4 {
+        // both runs in one row: one bounds check per row of eight
+        let x = &x[bases[0]..];
+        let rows = offsets.iter().map(|&o| {
+            let r: &[u32; NR] = x[o..o + NR].try_into().expect("NR values");
+            [quad(r, 0), quad(r, 4)]
+        });
+        return qtile(a, rows, st);
+    }
     let rows = offsets
         .iter()
-        .map(|&o| <&[u32; NR]>::try_from(&x[o..o + NR]).expect("NR values"));
+        .map(|&o| [quad(x, bases[0] + o), quad(x, bases[1] + o)]);
     qtile(a, rows, st)
 }
