@@ -288,7 +288,11 @@ impl QConv {
                     if let Some(r) = residual {
                         v += r[at + i * p + j];
                     }
-                    *d = if relu && !(v > 0.0) { 0.0 } else { v };
+                    *d = match relu {
+                        true if v > 0.0 => v,
+                        true => 0.0, // NaN too, as Tape::relu
+                        false => v,
+                    };
                 }
             }
         }
