@@ -6,6 +6,9 @@
 - cnn.onnx: kiln's digits CNN as the web demo ships it (web-demo/model/digits.onnx, copied).
 - mlp.onnx: the training benchmark's MLP 64-128-64-10 (bench/common.py), trained 10 epochs on digits
   by kiln and exported by kiln's `export_onnx`.
+- resnet-torch.onnx: the same ResNet-8 with the same weights, written by PyTorch's legacy exporter
+  (bench/torch_export.py, run with bench/.venv-peers' torch): what a PyTorch user brings. No TF.js
+  twin (tfjs_spec.py reads kiln's exports).
 - resnet.onnx: the training benchmark's ResNet-8 at 3x32x32 (CIFAR-sized; bench/common.py `resnet8`,
   an nn.Module with residual adds and BatchNorm), trained by kiln as `kiln_train.py resnet --seed 0`
   trains it (digits blown up to 32x32 colour images) and exported by kiln's `export_onnx`: trained
@@ -64,6 +67,8 @@ def resnet(path: Path) -> dict:
     accuracy = float(np.mean(np.argmax(model.predict(Xte), axis=1) == yte))
     model.export_onnx(str(path), labels=[str(d) for d in range(10)])
     int8(model, Xtr, path.with_name("resnet_int8.onnx"))
+    # the same weights for torch_export.py (kiln's state_dict has PyTorch's names)
+    np.savez(path.with_name("resnet_state.npz"), **model.state_dict())
     return {"test_accuracy": round(accuracy, 4),
             "trained": f"{common.EPOCHS['resnet']} epochs on {len(Xtr)} digits at 3x32x32, seed 0"}
 
@@ -157,11 +162,15 @@ def main() -> None:
     mlp(out / "mlp.onnx")
     resnet_info = resnet(out / "resnet.onnx")
 
+    import subprocess
+    subprocess.run([str(HERE / ".venv-peers" / "bin" / "python"), str(HERE / "torch_export.py"), str(out)], check=True)
     models = {
         "cnn": {"label": "digits CNN (web demo)", "shape": [1, 8, 8], "source": "web-demo/model/digits.onnx, exported by kiln"},
         "mlp": {"label": "digits MLP 64-128-64-10", "shape": [64], "source": "trained and exported by kiln"},
         "resnet": {"label": "ResNet-8, 3x32x32", "shape": [3, 32, 32],
                    "source": "bench/common.py resnet8 (nn.Module), trained and exported by kiln", **resnet_info},
+        "resnet-torch": {"label": "ResNet-8, exported by PyTorch", "shape": [3, 32, 32],
+                         "source": "the same ResNet-8 and weights in torch.nn, torch.onnx.export(dynamo=False), eval mode"},
         "cnn_int8": {"label": "digits CNN int8", "shape": [1, 8, 8], "fp32": "cnn", "case": "cnn",
                      "source": "cnn.onnx through kiln.optimize.quantize (QDQ, static, per channel)"},
         "resnet_int8": {"label": "ResNet-8 int8", "shape": [3, 32, 32], "fp32": "resnet", "case": "resnet",
@@ -183,6 +192,10 @@ def main() -> None:
             info["fp32_bytes"] = (out / f"{info['fp32']}.onnx").stat().st_size
             continue  # no TF.js twin: the peer runs float32 models
         info["kiln_vs_onnxruntime_max_diff"] = agree(path, tuple(info["shape"]))
+        if name == "resnet-torch":
+            import kiln
+            info["kiln_engine"] = kiln.InferenceSession(str(path)).engine  # "kiln": no tract download
+            continue
         # the same model for the TF.js peer (bench/tfjs_spec.py, bench/infer/tfjs.mjs)
         (out / f"{name}.tfjs.json").write_text(json.dumps(tfjs_spec.spec(path)))
         info["tfjs_file"] = f"{name}.tfjs.json"

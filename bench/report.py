@@ -175,27 +175,55 @@ def load_table(extra):
     return rows
 
 
+def threads_table(extra):
+    """Batch 64 on one and two threads in Node (bench/infer/threads.mjs)."""
+    runs = [r for r in (extra.get(f"threads_node_{m}") for m in ("resnet", "cnn")) if r]
+    if not runs:
+        return [NOT_MEASURED]
+    rows = ["| model | kiln-wasm/worker, 1 | kiln-wasm/worker, 2 threads | speed-up | onnxruntime-web, 1 | onnxruntime-web, 2 threads | speed-up | kiln / ort at 2 |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        t = {(row["engine"], row["threads"]): row["ms"] for row in r["rows"]}
+        k1, k2 = t[("kiln-wasm/worker", 1)], t[("kiln-wasm/worker", 2)]
+        o1, o2 = t[("onnxruntime-web", 1)], t[("onnxruntime-web", 2)]
+        rows.append(f"| {r['model']} | {k1:.2f} ms | {k2:.2f} ms | {k1 / k2:.2f}× | {o1:.2f} ms | {o2:.2f} ms | "
+                    f"{o1 / o2:.2f}× | {k2 / o2:.2f}× |")
+    r = runs[0]
+    return rows + ["", f"Node {r.get('env_version', '')}, batch {r['batch']}, medians, {r['cores']} cores; load average "
+                   f"{r['loadavg_start']:.1f} at the start, other processes {r['other_cpu_share'] * 100:.0f}% of the CPU. "
+                   "kiln-wasm/worker's threads are workers each holding a copy of the model, a batch split by rows "
+                   "(no shared memory, so no COOP/COEP headers); onnxruntime-web's are its threaded wasm (SharedArrayBuffer: "
+                   "in a page, only a cross-origin-isolated one)."]
+
+
 def race_table(extra):
-    """kiln-wasm's Trainer against TF.js's model.fit on the digits CNN (bench/peers-js/train_race.mjs)."""
-    runs = {e: extra.get(f"train_race_node_{e}") for e in ("kiln", "tfjs-cpu", "tfjs-wasm")}
-    k = runs["kiln"]
+    """kiln-wasm's Trainer against TF.js's model.fit on the digits CNN (bench/peers-js/race.mjs), in
+    Node (TF.js cpu and wasm) and in Chromium (TF.js WebGL)."""
+    k = extra.get("train_race_node_kiln") or extra.get("train_race_chromium_kiln")
     if not k:
         return [NOT_MEASURED]
-    rows = ["| engine (Node) | backend | samples/s | kiln / it | test accuracy after the same epochs |",
-            "| --- | --- | ---: | ---: | ---: |"]
-    for e, r in runs.items():
-        if not r:
-            continue
-        if "cannot_train" in r:
-            rows.append(f"| {'kiln-wasm Trainer' if e == 'kiln' else 'TF.js ' + r.get('engine', e)} | "
-                        f"{e.split('-')[-1]} | cannot train: {r['cannot_train']} | – | – |")
-            continue
-        name = "kiln-wasm Trainer" if e == "kiln" else f"TF.js {r['version']} `model.fit`"
-        ratio = "–" if e == "kiln" else f"{k['samples_per_s'] / r['samples_per_s']:.1f}×"
-        rows.append(f"| {name} | {r['backend']} | {r['samples_per_s']:,.0f} | {ratio} | {r['accuracy']:.3f} |")
+    rows = ["| where | engine | backend | samples/s | kiln / it (same place) | test accuracy after the same epochs |",
+            "| --- | --- | --- | ---: | ---: | ---: |"]
+    for env, engines in (("node", ("kiln", "tfjs-cpu", "tfjs-wasm")), ("chromium", ("kiln", "tfjs-webgl"))):
+        mine = extra.get(f"train_race_{env}_kiln")
+        for e in engines:
+            r = extra.get(f"train_race_{env}_{e}")
+            if not r:
+                continue
+            where = "Node" if env == "node" else "Chromium"
+            if "cannot_train" in r:
+                rows.append(f"| {where} | {'kiln-wasm Trainer' if e == 'kiln' else 'TF.js'} | "
+                            f"{e.split('-')[-1]} | cannot train: {r['cannot_train']} | – | – |")
+                continue
+            name = "kiln-wasm Trainer" if e == "kiln" else f"TF.js {r['version']} `model.fit`"
+            ratio = "–" if e == "kiln" or not mine or "samples_per_s" not in mine \
+                else f"{mine['samples_per_s'] / r['samples_per_s']:.1f}×"
+            rows.append(f"| {where} | {name} | {r['backend']} | {r['samples_per_s']:,.0f} | {ratio} | {r['accuracy']:.3f} |")
     return rows + ["", f"Digits CNN, the same initial weights (kiln's seed 0), {k['epochs']} epochs of "
                    f"{k['train_samples']:,} samples, batch {k['batch_size']}, Adam 1e-3, cross-entropy on logits; "
-                   f"load average {k['loadavg_start']:.1f} at the start."]
+                   f"load average {k['loadavg_start']:.1f} at the start. TF.js's wasm backend cannot train a CNN, so "
+                   "its fastest backend that trains here is WebGL in Chromium; this machine has no GPU, so that "
+                   "WebGL is SwiftShader (a GPU emulated on the CPU), as the backend column says."]
 
 
 def chart(summary, inf, path: Path, quick: bool):
@@ -293,6 +321,7 @@ def main() -> None:
            "## GEMM: OpenBLAS sgemm (numpy) as the yardstick", "", *sgemm_table(extra), "",
            "## Inference: kiln-wasm vs onnxruntime-web, kiln.InferenceSession vs onnxruntime", "",
            *report_infer.section(inf), "",
+           "## Two threads: batch 64 in Node", "", *threads_table(extra), "",
            "## Training in JavaScript: kiln-wasm's Trainer vs TensorFlow.js", "", *race_table(extra), "",
            "## Load time against graph size", "",
            "A chain of Relu nodes, `x [batch, 16]` in, loaded and run once (bench/load/chains.py).", "",

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 NOT_MEASURED = "not measured yet"
-MODELS = {"cnn": "digits CNN", "mlp": "digits MLP", "resnet": "ResNet-8 3×32×32"}
+MODELS = {"cnn": "digits CNN", "mlp": "digits MLP", "resnet": "ResNet-8 3×32×32", "resnet-torch": "ResNet-8, PyTorch's export"}
 # int8 twins (kiln.optimize.quantize's QDQ files, bench/make_models.py) and their float models
 INT8 = {"cnn_int8": "cnn", "resnet_int8": "resnet"}
 WASM = ("kiln-wasm", "onnxruntime-web")

@@ -9,7 +9,7 @@
 #   BENCH_ONLY=training bash bench/run.sh  # all of training, no inference (inference results are kept)
 #   BENCH_ONLY=inference bash bench/run.sh # inference only: models, Node, Chromium, native (training kept)
 #   BENCH_CASES="resnet" bash bench/run.sh  # a subset of the training cases (mlp cnn gemm resnet)
-#   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet cnn_int8 resnet_int8"   # inference subsets
+#   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet resnet-torch cnn_int8 resnet_int8"   # inference subsets
 #   BENCH_WAIT_IDLE=600 bash bench/run.sh  # on a shared machine: before each case wait (up to 600 s)
 #                                          # until other processes leave the CPUs < 10% busy
 #   BENCH_PRIORITY=1 bash bench/run.sh     # on a shared machine, as root: run the cases at high CPU
@@ -29,7 +29,7 @@ SEEDS="${BENCH_SEEDS:-0 1 2}"
 CASES="${BENCH_CASES:-mlp cnn gemm resnet}"
 ONLY="${BENCH_ONLY:-}"
 INFER_ENVS="${BENCH_INFER_ENVS:-node chromium native}"
-INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet cnn_int8 resnet_int8}"
+INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet resnet-torch cnn_int8 resnet_int8}"
 EXTRA=()
 QUICK=()
 if [[ -n "${BENCH_QUICK:-}" ]]; then SEEDS=0; EXTRA=(--epochs 1); QUICK=(--quick); fi
@@ -164,7 +164,8 @@ if want inference; then
           node|chromium)
             script=infer/node.mjs; [[ "$env" == chromium ]] && script=infer/browser.mjs
             for engine in kiln-wasm onnxruntime-web tfjs-wasm; do
-              # the TF.js peer runs the float models only (make_models.py writes no int8 twin)
+              [[ "$engine" == tfjs-wasm && "$model" == resnet-torch ]] && continue # no TF.js twin of a PyTorch file
+              # nor of the int8 files: the TF.js peer runs the float models only
               [[ "$engine" == tfjs-wasm && "$model" == *_int8 ]] && continue
               log "inference $env $engine $model"
               run_case "$RES/inference_${env}_${engine}_${model}.json" node "$script" "$engine" "$model" --models "$OUT/models" "${QUICK[@]}"
@@ -178,9 +179,17 @@ if want inference; then
         esac
       done
     done
+    for model in resnet cnn; do
+      log "batch 64 on two threads in Node: kiln-wasm/worker { threads: 2 } and onnxruntime-web numThreads 2 ($model)"
+      run_case "$RES/threads_node_${model}.json" node infer/threads.mjs "$model" --models "$OUT/models" "${QUICK[@]}"
+    done
     for engine in kiln tfjs-cpu tfjs-wasm; do
       log "training race in Node: $engine (digits CNN)"
       run_case "$RES/train_race_node_${engine}.json" node peers-js/train_race.mjs "$engine" "$OUT/models" ${BENCH_QUICK:+--epochs 1}
+    done
+    for engine in kiln tfjs-webgl; do
+      log "training race in Chromium: $engine (digits CNN)"
+      run_case "$RES/train_race_chromium_${engine}.json" node peers-js/train_race_browser.mjs "$engine" "$OUT/models" ${BENCH_QUICK:+--epochs 1}
     done
     log "load time against graph size (Relu chains, 2k-200k nodes)"
     run_case "$RES/load_scaling.json" "$KILN_PY" load/chains.py "$OUT/models/chains" "${QUICK[@]}"

@@ -14,7 +14,7 @@ import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmS
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { brotliCompressSync, constants, gzipSync } from 'node:zlib';
 import os from 'node:os';
 import { otherCpuShare } from './cpu.mjs';
@@ -22,7 +22,7 @@ import { summariseCold } from './measure.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const require = createRequire(join(ROOT, 'tests/package.json'));
-const { chromium } = require('playwright-core');
+export const { chromium } = require('playwright-core');
 
 // What a page imports: kiln-wasm's package entry, and onnxruntime-web's wasm-only build (what
 // `import 'onnxruntime-web/wasm'` resolves to in a bundler: the smallest onnxruntime-web that runs
@@ -43,14 +43,14 @@ const VERSION_FILES = {
 };
 // Only these folders are served; anything else is a 404 (and a sign the harness grew a dependency).
 const SERVED = ['/bench/infer/', '/bench/out/models/', '/wasm/pkg/', '/wasm/node_modules/onnxruntime-web/dist/',
-  '/bench/peers-js/tfjs.mjs', '/bench/peers-js/node-stub.mjs', '/bench/peers-js/node_modules/@tensorflow/'];
+  '/bench/peers-js/tfjs.mjs', '/bench/peers-js/race.mjs', '/bench/peers-js/node-stub.mjs', '/bench/peers-js/node_modules/@tensorflow/'];
 const HARNESS = ['/bench/infer/', '/bench/out/models/']; // not the engine's bytes
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.onnx': 'application/octet-stream' };
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+export const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1'];
 
 /** Static server for SERVED on a free port; `log` collects every path served with status 200. */
-function serve(modelsDir) {
+export function serve(modelsDir) {
   const log = [];
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
@@ -179,7 +179,10 @@ async function session(executablePath, origin, query, full, cpu = null) {
   }
 }
 
-main().catch((e) => {
-  console.error(e?.stack ?? e);
-  process.exit(1);
-});
+// run as a script (train_race_browser.mjs imports serve, ARGS and chromium from here)
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((e) => {
+    console.error(e?.stack ?? e);
+    process.exit(1);
+  });
+}

@@ -19,6 +19,11 @@
 //! `kiln_passing.txt` beside it no longer passes on kiln's engine; `--write LIST` rewrites both.
 //! Every case's result and the reason for each failure or decline go to `<cases>/report.txt`. The
 //! last line printed is `conformance: N passed, M failed` (tract).
+//!
+//! Then whole models from other tools (`--foreign tests/fixtures/foreign`: PyTorch's legacy and
+//! dynamo exporters, skl2onnx, onnxruntime's quantizer, onnx.helper): how many of each tool's files
+//! kiln's engine takes, each taken one checked against the outputs recorded beside it. `--check`
+//! also fails when a file on `kiln_foreign.txt` is no longer taken; `--write` rewrites it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,7 @@ struct Args {
     check: Option<PathBuf>,
     write: Option<PathBuf>,
     filter: Option<String>,
+    foreign: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
         check: None,
         write: None,
         filter: None,
+        foreign: "tests/fixtures/foreign".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
             "--check" => args.check = Some(value()?.into()),
             "--write" => args.write = Some(value()?.into()),
             "--filter" => args.filter = Some(value()?),
+            "--foreign" => args.foreign = value()?.into(),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -524,6 +532,7 @@ fn main() {
             status = 1;
         }
     }
+    status |= foreign(&args);
     eprintln!(
         "{strict} passed with every input fed at run time, {} more once their parameter inputs \
          (all but the first) were embedded as constants",
@@ -555,4 +564,171 @@ fn main() {
         names.len() - passing.len()
     );
     std::process::exit(status);
+}
+
+/// Which tool wrote a foreign fixture, from its file name's prefix.
+fn exporter(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("torch_dynamo_") => "PyTorch, dynamo=True",
+        n if n.starts_with("torch_") => "PyTorch, dynamo=False",
+        n if n.starts_with("skl_") => "skl2onnx",
+        n if n.starts_with("quant_") => "onnxruntime's quantizer",
+        _ => "onnx.helper",
+    }
+}
+
+fn tensor_json(v: &serde_json::Value) -> Result<(String, Value), String> {
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .ok_or("no shape")?
+        .iter()
+        .map(|d| d.as_u64().map(|d| d as usize).ok_or("bad dim"))
+        .collect::<Result<_, _>>()?;
+    let data: Vec<f64> = v["data"]
+        .as_array()
+        .ok_or("no data")?
+        .iter()
+        .map(|d| d.as_f64().ok_or("bad value"))
+        .collect::<Result<_, _>>()?;
+    let name = v["name"].as_str().ok_or("no name")?.to_string();
+    let dims = ndarray::IxDyn(&shape);
+    let value = match v["dtype"].as_str() {
+        Some("float32") => Value::F32(
+            ndarray::ArrayD::from_shape_vec(dims, data.iter().map(|&x| x as f32).collect())
+                .map_err(|e| e.to_string())?,
+        ),
+        Some("int64") => Value::I64(
+            ndarray::ArrayD::from_shape_vec(dims, data.iter().map(|&x| x as i64).collect())
+                .map_err(|e| e.to_string())?,
+        ),
+        other => {
+            return Err(format!(
+                "dtype {other:?} (kiln's engine feeds float32 and int64)"
+            ))
+        }
+    };
+    Ok((name, value))
+}
+
+/// One foreign file on kiln's engine: Ok(None) taken and matching, Ok(Some(why)) declined,
+/// Err(what) taken and then wrong.
+fn foreign_one(path: &Path) -> Result<Option<String>, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let sess = match KilnSession::from_bytes(&bytes).map_err(|e| e.to_string())? {
+        Ok(s) => s,
+        Err(why) => return Ok(Some(why.0)),
+    };
+    let text = std::fs::read_to_string(path.with_extension("json")).map_err(|e| e.to_string())?;
+    let record: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let tolerance = record["tolerance"].as_f64().unwrap_or(1e-5);
+    let feeds = record["inputs"]
+        .as_array()
+        .ok_or("no inputs")?
+        .iter()
+        .map(tensor_json)
+        .collect::<Result<Vec<_>, _>>()?;
+    let got = sess.run(feeds).map_err(|e| format!("run: {e}"))?;
+    let want = record["outputs"].as_array().ok_or("no outputs")?;
+    // kiln's engine returns the float outputs; integer ones (class labels) are tract's to give
+    for (g, w) in got.iter().zip(want) {
+        let (name, w) = tensor_json(w)?;
+        let Value::F32(w) = w else {
+            return Err(format!("{name}: an int64 output"));
+        };
+        if g.shape() != w.shape() {
+            return Err(format!(
+                "{name}: shape {:?}, expected {:?}",
+                g.shape(),
+                w.shape()
+            ));
+        }
+        let worst = g
+            .iter()
+            .zip(w.iter())
+            .map(|(a, b)| (a - b).abs() as f64)
+            .fold(0.0, f64::max);
+        if worst.is_nan() || worst > tolerance {
+            return Err(format!("{name}: max |diff| {worst:e} > {tolerance:e}"));
+        }
+    }
+    Ok(None)
+}
+
+/// The foreign fixtures on kiln's engine, counted per tool; 1 when one is wrong or a listed one
+/// is no longer taken.
+fn foreign(args: &Args) -> i32 {
+    let Ok(dir) = std::fs::read_dir(&args.foreign) else {
+        eprintln!("{}: no foreign fixtures", args.foreign.display());
+        return 1;
+    };
+    let mut files: Vec<PathBuf> = dir
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    files.sort();
+    let mut counts: std::collections::BTreeMap<&str, (usize, usize, BTreeSet<String>)> =
+        Default::default();
+    let (mut taken, mut status) = (BTreeSet::new(), 0);
+    for path in &files {
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let entry = counts.entry(exporter(&name)).or_default();
+        entry.1 += 1;
+        match std::panic::catch_unwind(|| foreign_one(path)) {
+            Ok(Ok(None)) => {
+                entry.0 += 1;
+                taken.insert(name);
+            }
+            Ok(Ok(Some(why))) => {
+                entry
+                    .2
+                    .insert(why.split([' ', '=']).take(3).collect::<Vec<_>>().join(" "));
+            }
+            Ok(Err(e)) => {
+                eprintln!(
+                    "kiln's engine took {name} from {} and got it wrong: {e}",
+                    args.foreign.display()
+                );
+                status = 1;
+            }
+            Err(_) => {
+                eprintln!("kiln's engine panicked on {name}");
+                status = 1;
+            }
+        }
+    }
+    for (tool, (n, of, why)) in &counts {
+        let why: Vec<&str> = why.iter().map(String::as_str).collect();
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!("; declined: {}", why.join(", "))
+        };
+        println!("kiln's engine takes {n} of {of} files from {tool}{why}");
+    }
+    let list = |p: &Path| p.with_file_name("kiln_foreign.txt");
+    if let Some(path) = args.write.as_ref().map(|p| list(p)) {
+        let text: String = taken.iter().map(|n| format!("{n}\n")).collect();
+        std::fs::write(&path, text).expect("write kiln_foreign.txt");
+    }
+    if let Some(path) = args.check.as_ref().map(|p| list(p)) {
+        let listed = std::fs::read_to_string(&path).unwrap_or_default();
+        let lost: Vec<&str> = listed
+            .lines()
+            .filter(|n| !n.is_empty() && !taken.contains(*n))
+            .collect();
+        if !lost.is_empty() {
+            eprintln!(
+                "kiln's engine no longer takes {} file(s) on {}: {}",
+                lost.len(),
+                path.display(),
+                lost.join(", ")
+            );
+            status = 1;
+        }
+    }
+    status
 }

@@ -60,6 +60,41 @@ fn describe<'py>(py: Python<'py>, infos: &[TensorInfo]) -> PyResult<Vec<Bound<'p
         .collect()
 }
 
+/// Loads a session without the GIL; when tract is about to load a long graph kiln's engine
+/// declined, `kiln.errors.SlowLoadWarning` is issued first (a warnings filter set to "error" stops
+/// the load with it).
+fn with_slow_warning(
+    py: Python<'_>,
+    load: impl FnOnce(
+            &str,
+            &mut dyn FnMut(String) -> kiln_core::Result<()>,
+        ) -> kiln_core::Result<InferenceSession>
+        + Send,
+) -> PyResult<PySession> {
+    let mut raised: Option<PyErr> = None;
+    let loaded = py.detach(|| {
+        load(
+            "The GIL is released while it loads, so other Python threads keep running.",
+            &mut |words| {
+                Python::attach(|py| {
+                    let category = py.import("kiln.errors")?.getattr("SlowLoadWarning")?;
+                    PyErr::warn(py, &category, &std::ffi::CString::new(words)?, 1)
+                })
+                .map_err(|e| {
+                    raised = Some(e);
+                    kiln_core::KilnError::onnx("the load was stopped by a warnings filter")
+                })
+            },
+        )
+    });
+    match (loaded, raised) {
+        (_, Some(e)) => Err(e),
+        (loaded, None) => Ok(PySession {
+            inner: loaded.py()?,
+        }),
+    }
+}
+
 /// A loaded ONNX model, run by kiln's engine or by tract.
 #[pyclass(module = "kiln._kiln", name = "InferenceSession", frozen)]
 pub struct PySession {
@@ -74,10 +109,8 @@ impl PySession {
     #[pyo3(signature = (data, engine = "auto"))]
     fn new(py: Python<'_>, data: &[u8], engine: &str) -> PyResult<Self> {
         let choice: EngineChoice = engine.parse().py()?;
-        Ok(PySession {
-            inner: py
-                .detach(|| InferenceSession::from_bytes(data, choice))
-                .py()?,
+        with_slow_warning(py, |remedy, warn| {
+            InferenceSession::from_bytes_warning(data, choice, remedy, warn)
         })
     }
 
@@ -87,10 +120,8 @@ impl PySession {
     #[pyo3(signature = (path, engine = "auto"))]
     fn from_path(py: Python<'_>, path: std::path::PathBuf, engine: &str) -> PyResult<Self> {
         let choice: EngineChoice = engine.parse().py()?;
-        Ok(PySession {
-            inner: py
-                .detach(|| InferenceSession::from_path(&path, choice))
-                .py()?,
+        with_slow_warning(py, |remedy, warn| {
+            InferenceSession::from_path_warning(&path, choice, remedy, warn)
         })
     }
 

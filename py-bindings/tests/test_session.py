@@ -273,6 +273,27 @@ def test_kiln_engine_first_then_tract_with_the_reason(two_in_two_out):
         InferenceSession(two_in_two_out, engine="lite")  # type: ignore[arg-type]
 
 
+def test_a_long_graph_that_falls_back_to_tract_warns_before_it_loads(tmp_path):
+    f = TensorProto.FLOAT  # 2,000 Relus then a Sin: kiln's engine declines it, tract's load is slow
+    nodes = [helper.make_node("Relu", [f"t{i}" if i else "x"], [f"t{i + 1}"]) for i in range(2000)]
+    data = _model([*nodes, helper.make_node("Sin", ["t2000"], ["y"])], [_vi("x", f, ["n", 4])], [_vi("y", f, ["n", 4])])
+    path = tmp_path / "long.onnx"
+    path.write_bytes(data)
+    for source in (data, path):
+        with pytest.warns(kiln.SlowLoadWarning, match=r"so tract loads it; its 2,001 nodes will take a while") as w:
+            sess = InferenceSession(source)
+        assert len(w) == 1 and "GIL is released" in str(w[0].message)
+        assert sess.engine == "tract"
+        np.testing.assert_allclose(sess.run(np.array([[-1, 0, 0.5, 2]], np.float32)),
+                                   [[0, 0, np.sin(0.5), np.sin(2)]], atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(kiln.SlowLoadWarning):  # a filter that turns warnings into errors stops the load
+            InferenceSession(data)
+        InferenceSession(data, engine="tract")  # asked for tract: nothing to warn about
+        InferenceSession(_sin_model())  # a short declined graph loads without a word
+
+
 def test_both_engines_describe_run_and_refuse_inputs_alike(two_in_two_out, rng):
     kiln_sess, tract_sess = InferenceSession(two_in_two_out, engine="kiln"), InferenceSession(two_in_two_out, engine="tract")
     assert kiln_sess.inputs == tract_sess.inputs and kiln_sess.outputs == tract_sess.outputs

@@ -1,7 +1,8 @@
 // Images straight in, in Chromium: every image type a page has — ImageData, a canvas, an
 // OffscreenCanvas, an ImageBitmap, an <img> and a VideoFrame holding the same pixels — goes through
 // model.preprocess / run / classify (and kiln-wasm/worker, where an ImageBitmap is read inside the
-// worker) and becomes the tensor Python's kiln.Preprocess.apply made of those pixels, to 1e-6.
+// worker, and a batch split across two workers) and becomes the tensor Python's kiln.Preprocess.apply
+// made of those pixels, to 1e-6.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -55,6 +56,15 @@ test("every browser image type becomes the tensor Python's kiln.Preprocess makes
       const remote = await loadInWorker('/tests/out/image/model.onnx');
       out.workerBitmap = Array.from((await remote.run(await createImageBitmap(data))).data); // read in the worker
       out.workerImg = Array.from((await remote.run(img)).data); // read here, prepared there
+      // two Web Workers, a batch of three split between them by rows
+      const pooled = await loadInWorker('/tests/out/image/model.onnx', { threads: 2 });
+      const one = model.preprocess(data);
+      const three = new Float32Array(one.length * 3);
+      for (let i = 0; i < 3; i++) three.set(one, i * one.length);
+      const r = await pooled.run(three, [3, ...model.inputs[0].dims.slice(1)]);
+      const k = r.data.length / 3;
+      out.pooled = { count: pooled.threads.count, reason: pooled.threads.reason, dims: r.dims,
+        rows: [0, 1, 2].map((i) => Array.from(r.data.slice(i * k, (i + 1) * k))) };
       await terminate();
       return out;
     }, { image });
@@ -68,6 +78,9 @@ test("every browser image type becomes the tensor Python's kiln.Preprocess makes
       assert.ok(maxDiff(out, expected.output) < 1e-5, `${what}: ${out.slice(0, 3)}… vs Python's predict ${expected.output.slice(0, 3)}…`);
     }
     assert.equal(got.top, 'abcde'[expected.output.indexOf(Math.max(...expected.output))]);
+    assert.equal(got.pooled.count, 2, got.pooled.reason);
+    assert.equal(got.pooled.dims[0], 3);
+    for (const row of got.pooled.rows) assert.ok(maxDiff(row, expected.output) < 1e-5, `threads: 2 row ${row.slice(0, 3)}…`);
     assert.deepEqual(outside, []);
   } finally {
     await browser.close();

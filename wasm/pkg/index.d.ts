@@ -84,6 +84,8 @@ export declare class Model {
   readonly metadata: Readonly<Record<string, string>>;
   /** The engine running it: `"kiln"` (kiln's own, in the small module) or `"tract"`. */
   readonly engine: 'kiln' | 'tract';
+  /** How many threads run the model, and why: the calling one (see kiln-wasm/worker's `threads`). */
+  readonly threads: Threads;
   /** A fingerprint of the model's bytes (what feedback files record), or null on tract's engine. */
   readonly version: string | null;
   /** A drift monitor over this model's live inputs, against the training statistics kiln's
@@ -240,6 +242,12 @@ export declare function init(wasm?: WasmSource): Promise<void>;
 
 /** Loads the small module (kiln's engine and the Trainer) once. `loadModel` calls it for you. */
 export declare function initKiln(wasm?: WasmSource): Promise<void>;
+
+/** How many threads run a model, and why that many. */
+export interface Threads {
+  readonly count: number;
+  readonly reason: string;
+}
 
 export interface LoadOptions {
   /** `"auto"` (default): kiln's engine when it runs the model, tract otherwise; or force one. */

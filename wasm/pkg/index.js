@@ -116,6 +116,11 @@ function isDistribution(values) {
   return Math.abs(sum - 1) < 1e-3;
 }
 
+const CALLING_THREAD = Object.freeze({
+  count: 1,
+  reason: "the calling thread (kiln-wasm/worker's loadModel(source, { threads: n }) splits batches across n workers)",
+});
+
 /** A loaded model. Keep one per model file and call it many times; `free()` when done. */
 export class Model {
   #session;
@@ -140,6 +145,8 @@ export class Model {
     this.metadata = Object.freeze(info.metadata);
     /** Which engine runs the model: `"kiln"` (kiln's own) or `"tract"`. */
     this.engine = engine.name;
+    /** How many threads run the model, and why: here always the calling one. */
+    this.threads = CALLING_THREAD;
     /** A fingerprint of the model's bytes (what feedback files record), or null on tract's engine. */
     this.version = version;
     /** The tokenizer kiln's `export_onnx(..., tokenizer=tok)` stored (`kiln.tokenizer`), or null. Its

@@ -1,8 +1,9 @@
 // Types of kiln-wasm/worker (worker.js): kiln-wasm's API with the model in a Web Worker (a worker
 // thread in Node); every method returns a Promise.
-import type { ClassifyOptions, GenerateOptions, ImageSource, InputData, ModelSource, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
+import type { ClassifyOptions, GenerateOptions, ImageSource, InputData, LoadOptions, ModelSource, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
 import type { CompileOptions, ExportOptions, FitOptions, History, Labels, LayerSpec, ParameterInfo } from './train.js';
 
+export type { Threads } from './index.js';
 export type { ClassifyOptions, GenerateOptions, ElementType, InputData, ModelSource, OutputData, Prediction, Tensor, TensorInfo, TensorInput } from './index.js';
 
 /** Where the .wasm file is, when it is not next to the package: a URL or the file's bytes. */
@@ -17,6 +18,8 @@ export declare class WorkerModel {
   readonly metadata: Readonly<Record<string, string>>;
   /** The engine running it in the worker: `"kiln"` or `"tract"`. */
   readonly engine: 'kiln' | 'tract';
+  /** How many workers hold a copy of the model (`loadModel(source, { threads })`), and why. */
+  readonly threads: import('./index.js').Threads;
   /** Runs a model that has one input; resolves to its first output. */
   run(data: InputData, dims: ReadonlyArray<number>): Promise<Tensor>;
   /** Runs the model on an image (read on this thread, prepared in the worker). */
@@ -46,9 +49,16 @@ export interface WorkerTokenizer {
 export declare function init(wasm?: WorkerWasmSource): Promise<void>;
 
 /** Loads an ONNX model into the worker. */
-export declare function loadModel(source: ModelSource, options?: import('./index.js').LoadOptions): Promise<WorkerModel>;
+export declare function loadModel(source: ModelSource, options?: WorkerLoadOptions): Promise<WorkerModel>;
 
-/** Ends the shared worker; models loaded in it are gone. The next call starts a new one. */
+/** `loadModel`'s options in the worker: the engine, and how many workers run the model. */
+export interface WorkerLoadOptions extends LoadOptions {
+  /** 1 (default), up to 16, or `"auto"` (the cores, at most 4): workers holding a copy of the model;
+   * `run` splits a batch across them by rows when the input and outputs have a free first dimension. */
+  threads?: number | 'auto';
+}
+
+/** Ends the workers; models loaded in them are gone. The next call starts new ones. */
 export declare function terminate(): Promise<void>;
 
 /** Fit options in the worker: `onProgress` observes from the page's thread and cannot stop the fit. */

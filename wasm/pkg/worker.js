@@ -7,24 +7,27 @@ import { isImage, portableImage } from './image.js';
 
 const isNode = typeof process === 'object' && typeof process.versions?.node === 'string';
 
-let worker = null; // one worker for every model, started on first use
+// The workers: slot 0 serves every model and Trainer; a model loaded with { threads: n } also uses
+// slots 1 … n-1, each holding its own copy of it. Started on first use.
+const pool = []; // slot → Promise<handle>
 let nextRequest = 1;
-const pending = new Map(); // request id → { resolve, reject }
+const pending = new Map(); // request id → { resolve, reject, onProgress, slot }
+let initArgs = null; // what init() was given, for workers started later
 
-/** Starts the worker. Written so that Vite and webpack see `new Worker(new URL(…, import.meta.url))`. */
-async function startWorker() {
+/** Starts a worker. Written so that Vite and webpack see `new Worker(new URL(…, import.meta.url))`. */
+async function startWorker(slot) {
   if (typeof Worker === 'function' && !isNode) {
     const w = new Worker(new URL('./kiln-worker.js', import.meta.url), { type: 'module' });
     w.addEventListener('message', (e) => settle(e.data));
-    w.addEventListener('error', (e) => fail(w, new Error(`kiln-wasm: the worker failed: ${e.message ?? 'could not start kiln-worker.js'}`)));
-    w.addEventListener('messageerror', () => fail(w, new Error('kiln-wasm: a message from the worker could not be read')));
+    w.addEventListener('error', (e) => fail(slot, w, new Error(`kiln-wasm: the worker failed: ${e.message ?? 'could not start kiln-worker.js'}`)));
+    w.addEventListener('messageerror', () => fail(slot, w, new Error('kiln-wasm: a message from the worker could not be read')));
     return { handle: w, post: (m, transfer) => w.postMessage(m, transfer), idle() {}, busy() {} };
   }
   const { Worker: NodeWorker } = await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:worker_threads');
   const w = new NodeWorker(new URL('./kiln-worker.js', import.meta.url));
   w.on('message', settle);
-  w.on('error', (e) => fail(w, new Error(`kiln-wasm: the worker failed: ${e.message}`)));
-  w.on('exit', (code) => fail(w, new Error(`kiln-wasm: the worker exited (code ${code})`)));
+  w.on('error', (e) => fail(slot, w, new Error(`kiln-wasm: the worker failed: ${e.message}`)));
+  w.on('exit', (code) => fail(slot, w, new Error(`kiln-wasm: the worker exited (code ${code})`)));
   w.unref(); // an idle worker must not keep Node running; busy() holds it while requests are out
   return { handle: w, post: (m, transfer) => w.postMessage(m, transfer), idle: () => w.unref(), busy: () => w.ref() };
 }
@@ -37,35 +40,52 @@ function settle({ id, ok, value, error, progress }) {
     return;
   }
   pending.delete(id);
-  if (pending.size === 0) worker?.then((w) => w.idle());
+  if (![...pending.values()].some((r) => r.slot === request.slot)) pool[request.slot]?.then((w) => w.idle());
   if (ok) request.resolve(value);
   else request.reject(error.name === 'TypeError' ? new TypeError(error.message) : new Error(error.message));
 }
 
-/** The worker died: every request still out fails, and the next call starts a new worker. */
-function fail(handle, error) {
-  worker?.then((w) => {
+/** A worker died: every request still out to it fails, and the next call starts a new one. */
+function fail(slot, handle, error) {
+  pool[slot]?.then((w) => {
     if (w.handle !== handle) return;
-    worker = null;
-    for (const request of pending.values()) request.reject(error);
-    pending.clear();
+    pool[slot] = undefined;
+    for (const [id, request] of pending) {
+      if (request.slot !== slot) continue;
+      pending.delete(id);
+      request.reject(error);
+    }
   });
 }
 
-async function call(op, args, transfer = [], onProgress = undefined) {
-  if (worker === null) worker = startWorker();
-  const w = await worker;
+function workerAt(slot) {
+  if (!pool[slot]) {
+    pool[slot] = startWorker(slot).then(async (w) => {
+      if (initArgs !== null) await send(w, slot, 'init', initArgs);
+      return w;
+    });
+  }
+  return pool[slot];
+}
+
+function send(w, slot, op, args, transfer = [], onProgress = undefined) {
   const id = nextRequest++;
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject, onProgress });
+    pending.set(id, { resolve, reject, onProgress, slot });
     w.busy();
     w.post({ id, op, args }, transfer);
   });
 }
 
-/** Loads the WebAssembly module in the worker (once). `loadModel` calls it for you. */
-export function init(wasm) {
-  return call('init', { wasm: typeof wasm === 'string' || wasm instanceof URL ? absolute(wasm) : wasm });
+async function call(op, args, transfer = [], onProgress = undefined, slot = 0) {
+  return send(await workerAt(slot), slot, op, args, transfer, onProgress);
+}
+
+/** Loads the WebAssembly module in the workers (once). `loadModel` calls it for you. */
+export async function init(wasm) {
+  initArgs = { wasm: typeof wasm === 'string' || wasm instanceof URL ? absolute(wasm) : wasm };
+  const started = pool.flatMap((w, slot) => (w ? [call('init', initArgs, [], undefined, slot)] : []));
+  await Promise.all(started.length ? started : [workerAt(0)]); // a new worker is sent initArgs first
 }
 
 /** A URL relative to the page, made absolute: the worker's own location is kiln-worker.js. */
@@ -74,26 +94,67 @@ function absolute(url) {
   return String(url);
 }
 
-/** Loads an ONNX model into the worker: a URL string (a file path in Node), bytes, a Response or a Blob. */
-export async function loadModel(source, options) {
+/** How many workers `threads: "auto"` asks for: the machine's cores, at most 4. */
+async function cores() {
+  const n = globalThis.navigator?.hardwareConcurrency
+    ?? (isNode ? (await import(/* webpackIgnore: true */ /* @vite-ignore */ 'node:os')).availableParallelism() : 1);
+  return Math.max(1, Math.min(4, n));
+}
+
+/**
+ * Loads an ONNX model into the worker: a URL string (a file path in Node), bytes, a Response or a
+ * Blob. `threads` (default 1, or `"auto"`: the cores, at most 4): how many workers hold a copy of
+ * the model; a batch then splits across them by rows (`model.threads` says what it got and why).
+ */
+export async function loadModel(source, options = {}) {
+  const { threads = 1, ...rest } = options ?? {};
+  if (!(threads === 'auto' || (Number.isInteger(threads) && threads >= 1 && threads <= 16))) {
+    throw new TypeError(`kiln-wasm: threads must be a whole number from 1 to 16 or "auto", not ${JSON.stringify(threads)}`);
+  }
+  const count = threads === 'auto' ? await cores() : threads;
   let payload = source;
   if (typeof source === 'string' || source instanceof URL) payload = absolute(source);
   else if (typeof Response !== 'undefined' && source instanceof Response) {
     if (!source.ok) throw new Error(`kiln-wasm: cannot load the model from ${source.url || 'a Response'}: HTTP ${source.status} ${source.statusText}`.trim());
     payload = new Uint8Array(await source.arrayBuffer());
   }
-  const info = await call('load', { source: payload, options });
-  return new WorkerModel(info);
+  if (count > 1 && typeof Blob !== 'undefined' && payload instanceof Blob) payload = new Uint8Array(await payload.arrayBuffer());
+  const infos = await Promise.all(Array.from({ length: count }, (_, slot) => call('load', { source: payload, options: rest }, [], undefined, slot)));
+  return new WorkerModel(infos[0], infos.map((info, slot) => ({ slot, id: info.id })), threads);
 }
 
-/** Ends the shared worker (models loaded in it are gone). The next call starts a new one. */
+/** Ends the workers (models loaded in them are gone). The next call starts new ones. */
 export async function terminate() {
-  if (worker === null) return;
-  const w = await worker;
-  worker = null;
+  const live = pool.splice(0, pool.length);
   for (const request of pending.values()) request.reject(new Error('kiln-wasm: the worker was terminated'));
   pending.clear();
-  await w.handle.terminate();
+  await Promise.all(live.filter(Boolean).map(async (w) => (await w).handle.terminate()));
+}
+
+/** Whether a batch of `dims` for the model's one input splits by rows: a free first dimension in
+ * the input and in every output (each output row then belongs to one input row). */
+function splitsByRows(model, data, dims) {
+  const [input] = model.inputs;
+  return model.inputs.length === 1 && input.dims[0] === null && model.outputs.every((o) => o.dims[0] === null)
+    && Array.isArray(dims) && dims.length >= 1 && Number.isInteger(dims[0]) && dims[0] >= 2
+    && ArrayBuffer.isView(data) && data.length % dims[0] === 0;
+}
+
+/** The rows of `out` (one `{ data, dims }` per chunk) back in one tensor. */
+function joinRows(parts) {
+  const rest = parts[0].dims.slice(1);
+  for (const p of parts) {
+    if (p.dims.length !== rest.length + 1 || p.dims.slice(1).some((d, i) => d !== rest[i])) {
+      throw new Error(`kiln-wasm: the workers' outputs do not stack (${JSON.stringify(parts.map((q) => q.dims))})`);
+    }
+  }
+  const data = new parts[0].data.constructor(parts.reduce((n, p) => n + p.data.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    data.set(p.data, at);
+    at += p.data.length;
+  }
+  return { data, dims: [parts.reduce((n, p) => n + p.dims[0], 0), ...rest] };
 }
 
 /** An image the worker can receive (an <img> or a canvas is read here first). */
@@ -104,14 +165,29 @@ function portable(data) {
 /** A model loaded in the worker: the API of kiln-wasm's `Model`, with promises. */
 export class WorkerModel {
   #id;
+  #copies;
+  #next = 0;
 
-  constructor(info) {
+  constructor(info, copies = [{ slot: 0, id: info.id }], asked = 1) {
     this.#id = info.id;
+    this.#copies = copies;
     this.inputs = info.inputs;
     this.outputs = info.outputs;
     this.labels = info.labels;
     this.metadata = info.metadata;
     this.engine = info.engine;
+    const n = copies.length;
+    const rows = this.inputs.length === 1 && this.inputs[0].dims[0] === null && this.outputs.every((o) => o.dims[0] === null);
+    /** How many workers run the model, and why that many: `{ count, reason }`. */
+    this.threads = Object.freeze({
+      count: n,
+      reason: n === 1
+        ? (asked === 'auto' ? 'threads: "auto" found one core' : 'one worker (pass { threads: n } or "auto" for more)')
+        : `${n} workers, each with its own copy of the model (kiln's wasm is built without shared memory, so ` +
+          'no COOP/COEP headers are needed); ' + (rows
+          ? 'run() splits a batch across them by rows, and calls spread across them'
+          : 'the model has no free batch dimension in its input and outputs, so each call runs whole on one of them, calls spread across them'),
+    });
     const id = this.#id;
     /** The model's tokenizer, working in the worker (`encode` / `decode` resolve), or null. */
     this.tokenizer = info.tokenizer === null ? null : Object.freeze({
@@ -135,22 +211,48 @@ export class WorkerModel {
 
   /** Runs a model that has one input; resolves to its first output `{ data, dims }`. `run(image)` takes an image. */
   run(data, dims) {
-    return call('run', { id: this.#id, data: portable(data), dims });
+    const n = this.#copies.length;
+    if (n > 1 && splitsByRows(this, data, dims)) {
+      const batch = dims[0];
+      const k = Math.min(n, batch);
+      const row = data.length / batch;
+      const parts = [];
+      for (let i = 0, start = 0; i < k; i++) {
+        const rows = Math.floor(batch / k) + (i < batch % k ? 1 : 0);
+        const { slot, id } = this.#copies[i];
+        // a copy of the rows, moved to the worker (a view would send its whole buffer)
+        const chunk = data.slice(start * row, (start + rows) * row);
+        parts.push(call('run', { id, data: chunk, dims: [rows, ...dims.slice(1)] }, [chunk.buffer], undefined, slot));
+        start += rows;
+      }
+      return Promise.all(parts).then(joinRows);
+    }
+    const { slot, id } = this.#spread();
+    return call('run', { id, data: portable(data), dims }, [], undefined, slot);
+  }
+
+  /** The next copy for a call that runs whole on one worker. */
+  #spread() {
+    const copy = this.#copies[this.#next % this.#copies.length];
+    this.#next++;
+    return copy;
   }
 
   /** Runs a model on named inputs; resolves to every output by name. */
   runMany(inputs) {
-    return call('runMany', { id: this.#id, inputs });
+    const { slot, id } = this.#spread();
+    return call('runMany', { id, inputs }, [], undefined, slot);
   }
 
   /** Classifies one example: `[{ label, index, score }]`, best first. */
   classify(data, dims, options) {
-    return call('classify', { id: this.#id, data: portable(data), dims, options });
+    const { slot, id } = this.#spread();
+    return call('classify', { id, data: portable(data), dims, options }, [], undefined, slot);
   }
 
-  /** Releases the model's memory in the worker. */
-  free() {
-    return call('free', { id: this.#id });
+  /** Releases the model's memory in its workers. */
+  async free() {
+    await Promise.all(this.#copies.map(({ slot, id }) => call('free', { id }, [], undefined, slot)));
   }
 }
 

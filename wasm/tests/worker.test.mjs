@@ -66,3 +66,43 @@ test('concurrent requests from several models are answered in full', async () =>
   for (const r of results) assert.deepEqual(r.dims, [1, 10]);
   await Promise.all(models.map((m) => m.free()));
 });
+
+test('threads: a batch splits across workers by rows and comes back as one batch run alone would give', async () => {
+  const one = await loadModel(modelPath('digits_cnn.onnx'));
+  const two = await loadModel(modelPath('digits_cnn.onnx'), { threads: 2 });
+  assert.equal(one.threads.count, 1);
+  assert.match(one.threads.reason, /one worker/);
+  assert.equal(two.threads.count, 2);
+  assert.match(two.threads.reason, /2 workers, each with its own copy of the model.*splits a batch across them by rows/);
+  for (const batch of [1, 2, 5, 64]) {
+    const x = pixels(batch, 7);
+    const [a, b] = await Promise.all([one.run(x, [batch, 1, 8, 8]), two.run(x, [batch, 1, 8, 8])]);
+    assert.deepEqual(b.dims, [batch, 10]);
+    assert.ok(b.data instanceof Float32Array);
+    assert.deepEqual(Array.from(b.data), Array.from(a.data), `batch ${batch}`);
+    assert.equal(x.length, batch * 64, 'the caller keeps its input');
+  }
+  // single examples spread over the copies and give the same answers
+  const singles = await Promise.all([0, 1, 2, 3].map((s) => two.classify(pixels(1, s), [1, 1, 8, 8], { topK: 1 })));
+  const direct1 = await Promise.all([0, 1, 2, 3].map((s) => one.classify(pixels(1, s), [1, 1, 8, 8], { topK: 1 })));
+  assert.deepEqual(singles, direct1);
+  await assert.rejects(two.run(pixels(2), [2, 1, 8, 9]), /8|9|shape|dimension/, 'a wrong shape still gets the error');
+  await two.free();
+  await assert.rejects(two.run(pixels(1), [1, 1, 8, 8]), /freed/);
+  const auto = await loadModel(modelPath('mlp.onnx'), { threads: 'auto' });
+  assert.ok(auto.threads.count >= 1 && auto.threads.count <= 4);
+  await auto.free();
+  await one.free();
+});
+
+test('threads: bad values are refused; integer outputs join too', async () => {
+  for (const bad of [0, 1.5, -1, 17, 'two', null]) {
+    await assert.rejects(loadModel(modelPath('mlp.onnx'), { threads: bad }), (e) => e instanceof TypeError && /threads must be a whole number from 1 to 16 or "auto"/.test(e.message), String(bad));
+  }
+  const typed = await loadModel(modelPath('typed_outputs.onnx'), { threads: 2 });
+  const x = Float32Array.from([1, -2, 3, -4, 5, -6, 0.5, 9, -1]);
+  assert.deepEqual(await typed.run(x, [3, 3]), { data: BigInt64Array.from([2n, 1n, 1n]), dims: [3] });
+  const out = await typed.runMany({ x: { data: x.slice(0, 6), dims: [2, 3] } });
+  assert.deepEqual(out.best, { data: BigInt64Array.from([2n, 1n]), dims: [2] });
+  await typed.free();
+});

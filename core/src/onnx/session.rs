@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
-use super::engine::{IoInfo, KilnSession, Unsupported, Value};
+use super::engine::{slow_fallback_warning, IoInfo, KilnSession, Unsupported, Value};
 use super::feeds;
 use super::tract::{DType, TensorData, TensorInfo, TractSession};
 use crate::{KilnError, Result};
@@ -65,24 +65,60 @@ impl InferenceSession {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_bytes(bytes: &[u8], choice: EngineChoice) -> Result<Self> {
-        Self::load(bytes, None, choice)
+        Self::load(bytes, None, choice, &mut |_| Ok(()))
+    }
+
+    /// [`Self::from_bytes`], telling `warn` before tract starts a load that will take seconds
+    /// (the words of [`super::engine::slow_fallback_warning`], ending with `remedy`). An error
+    /// from `warn` (Python's warnings filter set to "error") stops the load.
+    pub fn from_bytes_warning(
+        bytes: &[u8],
+        choice: EngineChoice,
+        remedy: &str,
+        warn: &mut dyn FnMut(String) -> Result<()>,
+    ) -> Result<Self> {
+        Self::load(bytes, None, choice, &mut warning(remedy, warn))
     }
 
     /// Loads an `.onnx` file; tract finds weights kept in external files next to it (kiln's
     /// engine declines such models).
     pub fn from_path(path: impl AsRef<Path>, choice: EngineChoice) -> Result<Self> {
         let path = path.as_ref();
+        let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| KilnError::io(path, e))?;
-        Self::load(&bytes, Some(path), choice)
+        Self::load(&bytes, Some(path), choice, &mut |_| Ok(()))
     }
 
-    fn load(bytes: &[u8], path: Option<&Path>, choice: EngineChoice) -> Result<Self> {
-        Self::load_on(bytes, path, choice).map_err(|e| {
+    /// [`Self::from_path`] with the warning of [`Self::from_bytes_warning`].
+    pub fn from_path_warning(
+        path: impl AsRef<Path>,
+        choice: EngineChoice,
+        remedy: &str,
+        warn: &mut dyn FnMut(String) -> Result<()>,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| KilnError::io(path, e))?;
+        Self::load(&bytes, Some(path), choice, &mut warning(remedy, warn))
+    }
+
+    /// `before_tract` runs when kiln's engine declined the model in `"auto"`, before tract loads it.
+    fn load(
+        bytes: &[u8],
+        path: Option<&Path>,
+        choice: EngineChoice,
+        before_tract: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Self> {
+        Self::load_on(bytes, path, choice, before_tract).map_err(|e| {
             super::compat::with_newer_hint(e, bytes, "kiln", "pip install --upgrade kiln")
         })
     }
 
-    fn load_on(bytes: &[u8], path: Option<&Path>, choice: EngineChoice) -> Result<Self> {
+    fn load_on(
+        bytes: &[u8],
+        path: Option<&Path>,
+        choice: EngineChoice,
+        before_tract: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Self> {
         let declined = match choice {
             EngineChoice::Tract => None,
             EngineChoice::Kiln => match KilnSession::from_bytes(bytes)? {
@@ -101,6 +137,9 @@ impl InferenceSession {
                 Err(e) => Some(e.to_string()),
             },
         };
+        if declined.is_some() {
+            before_tract(bytes)?;
+        }
         let tract = match path {
             Some(p) => TractSession::from_path(p)?,
             None => TractSession::from_bytes(bytes)?,
@@ -207,6 +246,17 @@ impl InferenceSession {
     pub fn run_named(&self, inputs: Vec<(String, TensorData)>) -> Result<Vec<TensorData>> {
         let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
         self.run(feeds::in_graph_order(&names, inputs)?)
+    }
+}
+
+/// What runs before tract loads a declined model: `warn` gets the slow-load words when there are any.
+fn warning<'a>(
+    remedy: &'a str,
+    warn: &'a mut dyn FnMut(String) -> Result<()>,
+) -> impl FnMut(&[u8]) -> Result<()> + 'a {
+    move |bytes| match slow_fallback_warning(bytes, remedy) {
+        Some(w) => warn(w),
+        None => Ok(()),
     }
 }
 

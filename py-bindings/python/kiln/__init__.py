@@ -19,6 +19,7 @@ from .errors import (
     KilnIOError,
     OnnxError,
     ShapeError,
+    SlowLoadWarning,
     TracingError,
     TrainingError,
 )
@@ -31,5 +32,5 @@ from .summary import ModelSummary
 __all__ = [
     "__version__", "Tensor", "nn", "optim", "losses", "callbacks", "optimize", "drift", "text", "manual_seed", "load", "load_onnx", "InferenceSession", "TensorInfo",
     "History", "KilnError", "ShapeError", "InvalidInputError", "CheckpointError", "OnnxError", "TrainingError", "TracingError",
-    "KilnIOError", "ModelSummary", "Preprocess",
+    "KilnIOError", "SlowLoadWarning", "ModelSummary", "Preprocess",
 ]

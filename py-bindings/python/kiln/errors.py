@@ -16,6 +16,7 @@ __all__ = [
     "OnnxError",
     "TrainingError",
     "KilnIOError",
+    "SlowLoadWarning",
 ]
 
 
@@ -41,6 +42,12 @@ class OnnxError(KilnError):
 
 class TrainingError(KilnError):
     """Training went wrong, e.g. the loss became NaN (the message names the epoch and batch)."""
+
+
+class SlowLoadWarning(UserWarning):
+    """Issued before a load that will take seconds: kiln's engine declined a long graph
+    (``kiln.InferenceSession``, thousands of nodes) and tract, whose load grows faster than the
+    graph, takes it. The model still loads; the message says how long to expect."""
 
 
 class KilnIOError(KilnError, OSError):

@@ -53,6 +53,12 @@ export async function inThePage(url: string, file: Blob): Promise<string> {
 
 export async function offTheMainThread(bytes: ArrayBuffer): Promise<number> {
   const model: worker.WorkerModel = await worker.loadModel(bytes);
+  const pooled = await worker.loadModel(bytes, { threads: 'auto', engine: 'kiln' });
+  const threads: worker.Threads = pooled.threads;
+  const count: number = threads.count + (await worker.loadModel(bytes, { threads: 2 })).threads.count;
+  console.log(count, threads.reason.length);
+  // @ts-expect-error threads is a number or "auto"
+  await worker.loadModel(bytes, { threads: 'many' });
   const info: ReadonlyArray<worker.TensorInfo> = model.outputs;
   const out: worker.Tensor = await model.run(new Float32Array(64), [1, 64]);
   const top: worker.Prediction[] = await model.classify([0.5, 0.25], [1, 2], { topK: 1 });

@@ -725,6 +725,18 @@ impl Importer {
                 V::F(self.op(op, vec![x])?)
             }
             "Add" | "Sub" | "Mul" | "Div" => self.binary(n)?,
+            // shape arithmetic only (PyTorch's legacy exporter checks embed_dim % num_heads)
+            "Mod" => match (self.get(n, 0)?, self.get(n, 1)?) {
+                (V::I([a0, a1]), V::I([b0, b1])) => {
+                    let op = if int(n, "fmod", 0) != 0 {
+                        "Fmod"
+                    } else {
+                        "Mod"
+                    };
+                    V::I([ints::arith(op, &a0, &b0)?, ints::arith(op, &a1, &b1)?])
+                }
+                _ => return Err("Mod on float values".into()),
+            },
             "Pow" => {
                 let p = match self.get(n, 1)? {
                     V::C(w) if self.weights[&w].len() == 1 => {
@@ -794,12 +806,14 @@ impl Importer {
                 })?
             }
             "Reshape" => {
-                if int(n, "allowzero", 0) != 0 {
-                    return Err("Reshape allowzero=1".into());
-                }
                 let [t0, t1] = self.ints(n, 1)?;
                 // the target of each run against the input's shape in that run
                 let targets = [ints::list(&t0)?, ints::list(&t1)?];
+                // allowzero=1 (what PyTorch's dynamo exporter writes) reads a 0 as a 0-sized
+                // axis, not "copy this one": the same reshape when the target has no 0
+                if int(n, "allowzero", 0) != 0 && targets.iter().flatten().any(|&d| d == 0) {
+                    return Err("Reshape allowzero=1 to a shape with a 0".into());
+                }
                 self.reshaped(n, &|k, s| ints::reshape_target(s, &targets[k]))?
             }
             "Unsqueeze" | "Squeeze" => {
@@ -1537,6 +1551,14 @@ impl Importer {
         }
         let to_us = |t: &[i64]| t.iter().map(|&d| d as usize).collect::<Vec<_>>();
         let (t0, t1) = (to_us(&t0), to_us(&t1));
+        // one number spread over a shape with a free dimension (PyTorch's dynamo exporter writes a
+        // recurrent layer's zero initial state so): a fill, as ConstantOfShape of that shape
+        if let (V::C(w), true) = (self.get(n, 0)?, t0 != t1) {
+            let c = &self.weights[&w];
+            if c.len() == 1 {
+                return Ok(V::Fill(c.iter().copied().next().expect("one value")));
+            }
+        }
         if let V::I([x0, x1]) = self.get(n, 0)? {
             let grow = |x: ArrayD<i64>, t: &[usize]| -> R<ArrayD<i64>> {
                 let out = ints::broadcast(x.shape(), t)?;

@@ -227,6 +227,15 @@ pub(super) fn arith(op: &str, a: &ArrayD<i64>, b: &ArrayD<i64>) -> Result<ArrayD
             "Add" => x.checked_add(y),
             "Sub" => x.checked_sub(y),
             "Mul" => x.checked_mul(y),
+            // ONNX's integer Mod: the sign of the divisor (Python's %); with fmod=1, the dividend's
+            "Mod" => x.checked_rem(y).map(|r| {
+                if r != 0 && (r < 0) != (y < 0) {
+                    r + y
+                } else {
+                    r
+                }
+            }),
+            "Fmod" => x.checked_rem(y),
             _ => x.checked_div(y),
         }
         .ok_or_else(|| format!("{op} of int64 values {x} and {y} overflows or divides by 0"))?;
@@ -291,6 +300,10 @@ mod tests {
             ints(&[1], &[-3])
         );
         assert!(arith("Div", &a, &ints(&[1], &[0])).is_err());
+        let (x, y) = (ints(&[4], &[7, -7, 7, -7]), ints(&[4], &[3, 3, -3, -3]));
+        assert_eq!(arith("Mod", &x, &y).unwrap(), ints(&[4], &[1, 2, -2, -1]));
+        assert_eq!(arith("Fmod", &x, &y).unwrap(), ints(&[4], &[1, -1, 1, -1]));
+        assert!(arith("Mod", &x, &ints(&[1], &[0])).is_err());
         assert_eq!(broadcast(&[3, 1], &[2, 1, 4]).unwrap(), [2, 3, 4]);
         assert!(broadcast(&[3], &[2]).is_err());
     }
