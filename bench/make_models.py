@@ -14,6 +14,11 @@
   trains it (digits blown up to 32x32 colour images) and exported by kiln's `export_onnx`: trained
   weights and BatchNorm statistics, so the engines run a model a user would ship.
 
+- cnn_int8.onnx, resnet_int8.onnx: the same two models as int8 QDQ files by kiln's own
+  `kiln.optimize.quantize` (static, per-channel, min-max calibration on 256 training images): int8
+  weights, uint8 activations; kiln's engine runs their convolutions on integer kernels. models.json
+  records each one's test accuracy next to its float model's, and the file sizes.
+
 Every model is checked by onnx.checker, and kiln.InferenceSession must agree with onnxruntime on it
 (1e-4), so the engines are timed on models they both run correctly.
 """
@@ -61,6 +66,7 @@ def resnet(path: Path) -> dict:
     model.fit(Xtr, ytr, epochs=common.EPOCHS["resnet"], batch_size=common.BATCH["resnet"], verbose=0)
     accuracy = float(np.mean(np.argmax(model.predict(Xte), axis=1) == yte))
     model.export_onnx(str(path), labels=[str(d) for d in range(10)])
+    int8(model, Xtr, path.with_name("resnet_int8.onnx"))
     # the same weights for torch_export.py (kiln's state_dict has PyTorch's names)
     np.savez(path.with_name("resnet_state.npz"), **model.state_dict())
     return {"test_accuracy": round(accuracy, 4),
@@ -86,6 +92,46 @@ def train_race(out: Path) -> None:
                                                "batch": common.BATCH["cnn"], "lr": common.LR}))
 
 
+def int8(model, x_train: np.ndarray, path: Path) -> None:
+    """`model` as int8 QDQ by kiln's quantizer, calibrated on its first 256 training images."""
+    import kiln
+
+    kiln.optimize.quantize(model, x_train[:256], str(path), labels=[str(d) for d in range(10)])
+
+
+def test_accuracy(path: Path, case: str) -> float:
+    """Top-1 accuracy of the file on the case's held-out digits, by kiln.InferenceSession."""
+    import kiln
+
+    _, _, x_test, y_test = common.load_case(case)
+    return round(float(np.mean(kiln.InferenceSession(str(path)).run(x_test).argmax(1) == y_test)), 4)
+
+
+def agree_int8(path: Path, shape: tuple[int, ...]) -> float:
+    """Largest |kiln - onnxruntime| on an int8 file over a batch of 4; raises beyond one quantisation
+    step of the output (the last DequantizeLinear's scale): engines may round a value that lands on a
+    rounding boundary either way."""
+    import kiln
+    import onnxruntime as ort
+
+    proto = onnx.load(path)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    # the step of the classifier's output: its input's step times its largest weight
+    last_w = next(n for n in reversed(proto.graph.node) if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                  and inits[n.input[0]].ndim == 2)
+    last_x = next(n for n in reversed(proto.graph.node) if n.op_type == "DequantizeLinear" and n.input[0] not in inits)
+    w = np.abs(inits[last_w.input[0]].astype(np.float64)).max() * float(np.abs(inits[last_w.input[1]]).max())
+    step = w * float(inits[last_x.input[1]])
+    x = np.random.default_rng(1).random((4, *shape), dtype=np.float32)
+    ours = kiln.InferenceSession(str(path)).run(x)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    theirs = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    diff = float(np.max(np.abs(ours - theirs)))
+    if not diff <= step * 1.001 + 1e-5:
+        raise SystemExit(f"make_models: kiln and onnxruntime disagree on {path.name} by {diff:g} (one step {step:g})")
+    return diff
+
+
 def agree(path: Path, shape: tuple[int, ...]) -> float:
     """Largest |kiln - onnxruntime| over a batch of 4; raises if they disagree beyond 1e-4."""
     import kiln
@@ -109,6 +155,10 @@ def main() -> None:
     if not demo.exists():
         raise SystemExit(f"make_models: {demo} is missing (the web demo's model; `make demo` trains it)")
     shutil.copyfile(demo, out / "cnn.onnx")
+    import kiln
+
+    cnn_model = kiln.load(str(demo.with_suffix(".kiln")))
+    int8(cnn_model, common.load_case("cnn")[0], out / "cnn_int8.onnx")
     mlp(out / "mlp.onnx")
     resnet_info = resnet(out / "resnet.onnx")
 
@@ -121,6 +171,10 @@ def main() -> None:
                    "source": "bench/common.py resnet8 (nn.Module), trained and exported by kiln", **resnet_info},
         "resnet-torch": {"label": "ResNet-8, exported by PyTorch", "shape": [3, 32, 32],
                          "source": "the same ResNet-8 and weights in torch.nn, torch.onnx.export(dynamo=False), eval mode"},
+        "cnn_int8": {"label": "digits CNN int8", "shape": [1, 8, 8], "fp32": "cnn", "case": "cnn",
+                     "source": "cnn.onnx through kiln.optimize.quantize (QDQ, static, per channel)"},
+        "resnet_int8": {"label": "ResNet-8 int8", "shape": [3, 32, 32], "fp32": "resnet", "case": "resnet",
+                        "source": "resnet.onnx's model through kiln.optimize.quantize (QDQ, static, per channel)"},
     }
     for name, info in models.items():
         path = out / f"{name}.onnx"
@@ -129,8 +183,15 @@ def main() -> None:
         info.update(
             file=path.name, bytes=path.stat().st_size,
             params=int(sum(np.prod(t.dims) for t in proto.graph.initializer)),
-            ops=sorted({n.op_type for n in proto.graph.node}),
-            kiln_vs_onnxruntime_max_diff=agree(path, tuple(info["shape"])))
+            ops=sorted({n.op_type for n in proto.graph.node}))
+        if "fp32" in info:
+            # int8: agreement to one quantisation step, and accuracy next to the float model's
+            info["kiln_vs_onnxruntime_max_diff"] = agree_int8(path, tuple(info["shape"]))
+            info["test_accuracy"] = test_accuracy(path, info["case"])
+            info["fp32_test_accuracy"] = test_accuracy(out / f"{info['fp32']}.onnx", info["case"])
+            info["fp32_bytes"] = (out / f"{info['fp32']}.onnx").stat().st_size
+            continue  # no TF.js twin: the peer runs float32 models
+        info["kiln_vs_onnxruntime_max_diff"] = agree(path, tuple(info["shape"]))
         if name == "resnet-torch":
             import kiln
             info["kiln_engine"] = kiln.InferenceSession(str(path)).engine  # "kiln": no tract download

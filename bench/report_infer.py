@@ -11,6 +11,8 @@ from pathlib import Path
 
 NOT_MEASURED = "not measured yet"
 MODELS = {"cnn": "digits CNN", "mlp": "digits MLP", "resnet": "ResNet-8 3×32×32", "resnet-torch": "ResNet-8, PyTorch's export"}
+# int8 twins (kiln.optimize.quantize's QDQ files, bench/make_models.py) and their float models
+INT8 = {"cnn_int8": "cnn", "resnet_int8": "resnet"}
 WASM = ("kiln-wasm", "onnxruntime-web")
 NATIVE = ("kiln", "onnxruntime", "onnxruntime-2t")
 LOADED = 0.05
@@ -49,6 +51,10 @@ METHOD = """\
 
 def load(results: Path) -> dict:
     out = {}
+    # what make_models.py recorded of each model (file sizes, test accuracy), beside the results
+    index = results.parent / "models" / "models.json"
+    if index.exists():
+        out["models"] = json.loads(index.read_text())
     for p in sorted(results.glob("inference_*.json")):
         r = json.loads(p.read_text() or "{}")
         if "error" not in r and "env" in r:
@@ -173,7 +179,7 @@ def native_table(inf):
 
 def versions(inf):
     seen = {}
-    for (env, engine, _), r in sorted(inf.items()):
+    for (env, engine, _), r in sorted((k, r) for k, r in inf.items() if k != "models"):
         seen.setdefault(engine.removesuffix("-2t"), r["engine_version"])
         if env != "native":  # native's is the Python version, in the machine table
             seen.setdefault(env.capitalize(), r["env_version"])
@@ -220,7 +226,7 @@ def targets(summary, inf):
     r = k / o if k and o else None
     rows.append(f"| download, gzip: ≤ ½ onnxruntime-web | {f'{_mb(k)} vs {_mb(o)} MB ({r:.2f}×)' if r else NOT_MEASURED} "
                 f"| {_verdict(None if r is None else r <= 0.5)} |")
-    return rows
+    return rows + int8_targets(inf)
 
 
 def tfjs_table(inf):
@@ -246,6 +252,65 @@ def tfjs_table(inf):
                    "`-backend-wasm` 4.22 ES modules (bench/peers-js)."]
 
 
+def int8_table(inf):
+    """kiln-wasm on the int8 files against the float ones (the speed-up is fp32 ms / int8 ms), with
+    onnxruntime-web's time on the same int8 file for reference, the file sizes and test accuracy."""
+    models = inf.get("models", {})
+    head = ["environment", "model", "kiln fp32 batch 1 ms", "kiln int8 batch 1 ms", "int8 speed-up",
+            "ort-web int8 batch 1 ms", "kiln fp32 batch 64 ms", "kiln int8 batch 64 ms", "int8 speed-up",
+            "ort-web int8 batch 64 ms"]
+    rows = ["| " + " | ".join(head) + " |", "| --- | --- |" + " ---: |" * (len(head) - 2)]
+    for env in ("chromium", "node"):
+        for m8, m32 in INT8.items():
+            k8, k32, o8 = (inf.get((env, e, m)) for e, m in
+                           (("kiln-wasm", m8), ("kiln-wasm", m32), ("onnxruntime-web", m8)))
+            if not k8:
+                continue
+            ran = k8.get("model_engine")
+            cells = [env, MODELS[m32] + (f" (kiln-wasm: {ran})" if ran and ran != "kiln" else "") + _flag(k8, k32)]
+            for b in (1, 64):
+                f, q = _lat(k32, b), _lat(k8, b)
+                cells += [_ms(f), _ms(q), f"{f / q:.2f}×" if f and q else "–", _ms(_lat(o8, b))]
+            rows.append("| " + " | ".join(cells) + " |")
+    if len(rows) == 2:
+        return [NOT_MEASURED]
+    rows += ["", "| model | fp32 file bytes | int8 file bytes | smaller by | fp32 test accuracy | int8 test accuracy "
+             "| kiln vs onnxruntime (int8, batch of 4) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m8, m32 in INT8.items():
+        i = models.get(m8)
+        if not i:
+            continue
+        rows.append(f"| {MODELS[m32]} | {i['fp32_bytes']:,} | {i['bytes']:,} | {i['fp32_bytes'] / i['bytes']:.2f}× "
+                    f"| {i['fp32_test_accuracy'] * 100:.2f}% | {i['test_accuracy'] * 100:.2f}% "
+                    f"| {i['kiln_vs_onnxruntime_max_diff']:.1e} |")
+    return rows + ["", "int8 files: kiln's `kiln.optimize.quantize` (QDQ, static, per-channel int8 weights, uint8 "
+                   "activations; bench/make_models.py). kiln's engine runs their convolutions on integer kernels "
+                   "(i16 × i16 → i32 dot products, the input quantized once per layer); the accuracy is on the "
+                   "held-out digits of each model's own test split, by kiln.InferenceSession."]
+
+
+def int8_targets(inf):
+    """The int8 goals: ≥ 1.5× faster than float32 in kiln-wasm, accuracy within 1 point, ResNet-8 ≥ 3.5× smaller."""
+    rows, models = [], inf.get("models", {})
+    for m8, m32 in INT8.items():
+        for env in ("chromium", "node"):
+            k8, k32 = inf.get((env, "kiln-wasm", m8)), inf.get((env, "kiln-wasm", m32))
+            r = [(_lat(k32, b) / _lat(k8, b)) if k8 and k32 else None for b in (1, 64)]
+            ok = None if None in r else min(r) >= 1.5
+            where = f"{r[0]:.2f}× at batch 1, {r[1]:.2f}× at batch 64" if ok is not None else NOT_MEASURED
+            rows.append(f"| int8 ≥ 1.5× float32 in kiln-wasm ({env}), {MODELS[m32]} | {where} "
+                        f"| {_verdict(ok, bool(_flag(k8, k32)))} |")
+        i = models.get(m8)
+        if i:
+            d = (i["test_accuracy"] - i["fp32_test_accuracy"]) * 100
+            rows.append(f"| int8 accuracy within 1 point of float32, {MODELS[m32]} | {d:+.2f} points | {_verdict(d >= -1)} |")
+    i = models.get("resnet_int8")
+    if i:
+        r = i["fp32_bytes"] / i["bytes"]
+        rows.append(f"| int8 file ≥ 3.5× smaller, ResNet-8 | {r:.2f}× | {_verdict(r >= 3.5)} |")
+    return rows
+
+
 def section(inf) -> list[str]:
     if not inf:
         return ["No inference results: run `make bench` (or `BENCH_ONLY=inference bash bench/run.sh`).", ""]
@@ -258,6 +323,7 @@ def section(inf) -> list[str]:
         "### What a page downloads", "", *download_table(inf), "",
         "### In Node", "", *wasm_table(inf, "node"), "",
         "### Against TensorFlow.js (wasm backend)", "", *tfjs_table(inf), "",
+        "### int8 against float32 in kiln-wasm", "", *int8_table(inf), "",
         "### Native (Python)", "", *native_table(inf), "",
         "### Memory", "", "Wasm linear memory in Chromium (MB = 10⁶ bytes) and the native processes' peak RSS.", "",
         *memory_table(inf), ""]

@@ -9,7 +9,7 @@
 #   BENCH_ONLY=training bash bench/run.sh  # all of training, no inference (inference results are kept)
 #   BENCH_ONLY=inference bash bench/run.sh # inference only: models, Node, Chromium, native (training kept)
 #   BENCH_CASES="resnet" bash bench/run.sh  # a subset of the training cases (mlp cnn gemm resnet)
-#   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet"   # inference subsets
+#   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet resnet-torch cnn_int8 resnet_int8"   # inference subsets
 #   BENCH_WAIT_IDLE=600 bash bench/run.sh  # on a shared machine: before each case wait (up to 600 s)
 #                                          # until other processes leave the CPUs < 10% busy
 #   BENCH_PRIORITY=1 bash bench/run.sh     # on a shared machine, as root: run the cases at high CPU
@@ -29,7 +29,7 @@ SEEDS="${BENCH_SEEDS:-0 1 2}"
 CASES="${BENCH_CASES:-mlp cnn gemm resnet}"
 ONLY="${BENCH_ONLY:-}"
 INFER_ENVS="${BENCH_INFER_ENVS:-node chromium native}"
-INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet resnet-torch}"
+INFER_MODELS="${BENCH_INFER_MODELS:-cnn mlp resnet resnet-torch cnn_int8 resnet_int8}"
 EXTRA=()
 QUICK=()
 if [[ -n "${BENCH_QUICK:-}" ]]; then SEEDS=0; EXTRA=(--epochs 1); QUICK=(--quick); fi
@@ -165,6 +165,8 @@ if want inference; then
             script=infer/node.mjs; [[ "$env" == chromium ]] && script=infer/browser.mjs
             for engine in kiln-wasm onnxruntime-web tfjs-wasm; do
               [[ "$engine" == tfjs-wasm && "$model" == resnet-torch ]] && continue # no TF.js twin of a PyTorch file
+              # nor of the int8 files: the TF.js peer runs the float models only
+              [[ "$engine" == tfjs-wasm && "$model" == *_int8 ]] && continue
               log "inference $env $engine $model"
               run_case "$RES/inference_${env}_${engine}_${model}.json" node "$script" "$engine" "$model" --models "$OUT/models" "${QUICK[@]}"
             done ;;

@@ -26,8 +26,11 @@ if (args.includes('--conv')) {
     [16, 32, 32, 1, 2, 0], [32, 16, 64, 3, 2, 1], [64, 8, 64, 3, 1, 1], [1, 8, 16, 3, 1, 1], [16, 4, 32, 3, 1, 1]];
   for (const n of batches) {
     for (const [c, h, o, kk, s, p] of convs) {
-      for (let i = 0; i < 3; i++) k.conv(n, c, h, o, kk, s, p, 3); // warm-up: V8 tiers up
-      k.conv(n, c, h, o, kk, s, p, n === 1 ? 201 : 21);
+      // the float kernel, then the integer one (int8) on the same geometry, back to back
+      for (const run of [k.conv, k.qconv]) {
+        for (let i = 0; i < 3; i++) run(n, c, h, o, kk, s, p, 3); // warm-up: V8 tiers up
+        run(n, c, h, o, kk, s, p, n === 1 ? 201 : 21);
+      }
     }
   }
 }

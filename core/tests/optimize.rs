@@ -157,6 +157,57 @@ fn int8_static_and_dynamic_run_in_tract_close_to_fp32() {
 }
 
 #[test]
+fn int8_convolutions_run_on_integer_kernels_in_kilns_engine() {
+    use kiln_core::onnx::engine::{KilnSession, Value};
+    let (m, x, y) = trained();
+    for per_channel in [false, true] {
+        let opts = QuantizeOptions {
+            per_channel,
+            ..Default::default()
+        };
+        let q = quantize_onnx(&m, Some(x.view()), &opts).unwrap();
+        let kiln = KilnSession::from_bytes(&q).unwrap().ok().unwrap();
+        let feeds = || vec![("input".to_string(), Value::F32(x.clone()))];
+        let name = kiln.inputs()[0].name.clone();
+        let feeds = || {
+            let mut f = feeds();
+            f[0].0 = name.clone();
+            f
+        };
+        // the plan: the convolution on integers, quantizing its own input (the QDQ pair absorbed)
+        let (int8, steps) = kiln.profile(feeds(), &|| 0.0, true).unwrap();
+        let names: Vec<&str> = steps.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("QConv2d+relu")),
+            "{names:?}"
+        );
+        assert!(!names[0].starts_with("FakeQuant"), "{names:?}");
+        // every node on its own: float arithmetic on the dequantized weights and fake-quantized
+        // activations, onnxruntime's QDQ semantics
+        let (float, _) = kiln.profile(feeds(), &|| 0.0, false).unwrap();
+        let (a, b) = (&int8[0], &float[0]);
+        let close = a
+            .iter()
+            .zip(b.iter())
+            .filter(|(a, b)| (*a - *b).abs() <= 1e-4 * (1.0 + b.abs()))
+            .count();
+        assert!(
+            close as f32 >= 0.99 * a.len() as f32,
+            "per_channel={per_channel}: {close} of {} agree",
+            a.len()
+        );
+        let spread = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(b.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 0.02 * spread, "per_channel={per_channel}: {worst}");
+        assert!((accuracy(a, &y) - accuracy(b, &y)).abs() <= 0.01);
+    }
+}
+
+#[test]
 fn quantize_rejects_bad_calibration_data() {
     let (m, _, _) = trained();
     let wrong = Tensor::zeros(vec![10, 1, 7, 7]);

@@ -6,7 +6,8 @@ use std::cell::RefCell;
 use std::fmt::Write;
 
 use kiln_core::autograd::Window;
-use kiln_core::kernels::PackedConv;
+use kiln_core::autograd::QuantGrid;
+use kiln_core::kernels::{PackedConv, QConv};
 use kiln_core::onnx::engine::{KilnSession, Value};
 
 #[link(wasm_import_module = "env")]
@@ -166,6 +167,58 @@ pub extern "C" fn conv(
     let flops = 2.0 * (shape.iter().product::<usize>() * c * k * k) as f64;
     say(&format!(
         "{ms:.4} ms\t{:.2} GFLOP/s\tconv {n}x{c}x{h}x{h} -> {o}, {k}x{k}/{stride}",
+        flops / ms / 1e6
+    ));
+    0
+}
+
+/// [`conv`] on the integer kernel ([`QConv`]: the input quantized onto a uint8 grid in the call,
+/// int8 weights), printed alike with `qconv` in the line.
+#[no_mangle]
+pub extern "C" fn qconv(
+    n: usize,
+    c: usize,
+    h: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    reps: usize,
+) -> i32 {
+    let win = Window {
+        kernel: [k, k],
+        stride: [stride; 2],
+        padding: [pad; 2],
+        dilation: [1, 1],
+    };
+    let w: Vec<i16> = (0..o * c * k * k).map(|i| (i % 255) as i16 - 127).collect();
+    let grid = QuantGrid {
+        scale: 1.0 / 255.0,
+        zero_point: 3.0,
+        qmin: 0.0,
+        qmax: 255.0,
+    };
+    let Ok(p) = QConv::new(&w, &[o, c, k, k], &[0.01], None, grid, win, 1) else {
+        return 1;
+    };
+    let Ok(shape) = p.output_shape(&[n, c, h, h]) else {
+        return 2;
+    };
+    let x: Vec<f32> = (0..n * c * h * h)
+        .map(|i| ((i % 17) as f32) / 16.0)
+        .collect();
+    let mut out = vec![0f32; shape.iter().product()];
+    let mut ts = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t0 = clock();
+        let _ = p.run(&x, &[n, c, h, h], None, true, &mut out);
+        ts.push(clock() - t0);
+    }
+    ts.sort_by(|a, b| a.total_cmp(b));
+    let ms = ts[ts.len() / 2];
+    let flops = 2.0 * (shape.iter().product::<usize>() * c * k * k) as f64;
+    say(&format!(
+        "{ms:.4} ms\t{:.2} GFLOP/s\tqconv {n}x{c}x{h}x{h} -> {o}, {k}x{k}/{stride}",
         flops / ms / 1e6
     ));
     0

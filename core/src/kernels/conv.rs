@@ -269,61 +269,74 @@ impl PackedConv {
         }
     }
 
-    /// Packs the `k × NR` input panel of output positions `p0..p0 + nr` of one image's group
-    /// (`x`: `[cg, h, w]`): row `(ci, ki, kj)` holds the input each position's tap reads, or 0
-    /// in the padding; columns past `nr` are 0.
-    fn pack(&self, x: &[f32], [h, w, ow]: [usize; 3], p0: usize, nr: usize, bt: &mut [f32]) {
-        let Window {
-            kernel: [kh, kw],
-            stride: [sh, sw],
-            padding: [ph, pw],
-            dilation: [dh, dw],
-        } = self.win;
-        if nr < NR {
-            bt.fill(0.0);
-        }
-        let (mut pos, mut col) = (p0, 0);
-        while pos < p0 + nr {
-            // a run of positions in one output row
-            let (oy, ox0) = (pos / ow, pos % ow);
-            let len = (ow - ox0).min(p0 + nr - pos);
-            for ki in 0..kh {
-                let iy = (oy * sh + ki * dh) as isize - ph as isize;
-                let row_in = (0..h as isize).contains(&iy);
-                for kj in 0..kw {
-                    // ix = ox·sw + off − pw lies in [0, w) for ox in [lo, hi)
-                    let off = kj * dw;
-                    let lo = if pw > off { (pw - off).div_ceil(sw) } else { 0 };
-                    let hi = if w + pw > off {
-                        (w - 1 + pw - off) / sw + 1
-                    } else {
-                        0
-                    };
-                    let (lo, hi) = (lo.clamp(ox0, ox0 + len), hi.clamp(ox0, ox0 + len));
-                    let (a, b) = (lo - ox0, hi.max(lo) - ox0);
-                    for ci in 0..self.cg {
-                        let r = (ci * kh + ki) * kw + kj;
-                        let dst = &mut bt[r * NR + col..][..len];
-                        if !row_in || a == b {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let src = (ci * h + iy as usize) * w + lo * sw + off - pw;
-                        if len == NR && a == 0 && b == NR && sw == 1 {
-                            let s: &[f32; NR] = x[src..src + NR].try_into().expect("NR values");
-                            dst.copy_from_slice(s);
-                            continue;
-                        }
-                        dst[..a].fill(0.0);
-                        dst[b..].fill(0.0);
-                        for (i, d) in dst[a..b].iter_mut().enumerate() {
-                            *d = x[src + i * sw];
-                        }
+    fn pack(&self, x: &[f32], hw: [usize; 3], p0: usize, nr: usize, bt: &mut [f32]) {
+        pack(self.win, self.cg, x, hw, p0, nr, bt)
+    }
+}
+
+/// Packs the `k × NR` input panel of output positions `p0..p0 + nr` of one image's group
+/// (`x`: `[cg, h, w]`) of a convolution with window `win`: row `(ci, ki, kj)` holds the input
+/// each position's tap reads, or 0 (`T::default()`) in the padding; columns past `nr` are 0. The
+/// float kernel packs f32, the integer kernel ([`super::qconv`]) i16.
+pub(super) fn pack<T: Copy + Default>(
+    win: Window,
+    cg: usize,
+    x: &[T],
+    [h, w, ow]: [usize; 3],
+    p0: usize,
+    nr: usize,
+    bt: &mut [T],
+) {
+    let Window {
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        padding: [ph, pw],
+        dilation: [dh, dw],
+    } = win;
+    if nr < NR {
+        bt.fill(T::default());
+    }
+    let (mut pos, mut col) = (p0, 0);
+    while pos < p0 + nr {
+        // a run of positions in one output row
+        let (oy, ox0) = (pos / ow, pos % ow);
+        let len = (ow - ox0).min(p0 + nr - pos);
+        for ki in 0..kh {
+            let iy = (oy * sh + ki * dh) as isize - ph as isize;
+            let row_in = (0..h as isize).contains(&iy);
+            for kj in 0..kw {
+                // ix = ox·sw + off − pw lies in [0, w) for ox in [lo, hi)
+                let off = kj * dw;
+                let lo = if pw > off { (pw - off).div_ceil(sw) } else { 0 };
+                let hi = if w + pw > off {
+                    (w - 1 + pw - off) / sw + 1
+                } else {
+                    0
+                };
+                let (lo, hi) = (lo.clamp(ox0, ox0 + len), hi.clamp(ox0, ox0 + len));
+                let (a, b) = (lo - ox0, hi.max(lo) - ox0);
+                for ci in 0..cg {
+                    let r = (ci * kh + ki) * kw + kj;
+                    let dst = &mut bt[r * NR + col..][..len];
+                    if !row_in || a == b {
+                        dst.fill(T::default());
+                        continue;
+                    }
+                    let src = (ci * h + iy as usize) * w + lo * sw + off - pw;
+                    if len == NR && a == 0 && b == NR && sw == 1 {
+                        let s: &[T; NR] = x[src..src + NR].try_into().expect("NR values");
+                        dst.copy_from_slice(s);
+                        continue;
+                    }
+                    dst[..a].fill(T::default());
+                    dst[b..].fill(T::default());
+                    for (i, d) in dst[a..b].iter_mut().enumerate() {
+                        *d = x[src + i * sw];
                     }
                 }
             }
-            pos += len;
-            col += len;
         }
+        pos += len;
+        col += len;
     }
 }

@@ -2,12 +2,16 @@
 //! 4×8 microkernel in wasm simd128 intrinsics and a portable twin elsewhere (`tile.rs`). kiln's
 //! ONNX engine packs each convolution once when a model loads and fuses what follows it (bias,
 //! BatchNorm, residual add, ReLU) into the tile's store; the tape's convolution uses the same
-//! kernel when no gradient is needed.
+//! kernel when no gradient is needed. A QDQ model's convolutions run on integers ([`QConv`]:
+//! i16 × i16 → i32 dot products, `qtile.rs`), dequantized in the same kind of store.
 
 mod conv;
+mod qconv;
+mod qtile;
 mod tile;
 
 pub use conv::PackedConv;
+pub use qconv::QConv;
 
 #[cfg(test)]
 mod tests {

@@ -101,13 +101,13 @@ def quantize(model: Sequential, calibration_x: Any = None, path: str | os.PathLi
     On the small model the payload (int8 weights, int32 biases, per-channel scales) is 2.9 kB of the
     3.8 kB file; the rest is the graph (QDQ nodes, metadata), which is why the ratio grows with the model.
 
-    Speed: not faster than fp32 yet. kiln's engine (kiln.InferenceSession and kiln-wasm pick it for
-    these files) runs each QuantizeLinear → DequantizeLinear pair as one rounding onto its grid and
-    dequantizes the int8 weights once at load, so it computes onnxruntime's QDQ semantics exactly
-    but in float32: static int8 costs what fp32 does plus one rounding pass per quantized tensor
-    (about fp32's time on the digits CNN). tract does the same folding; the integer form
-    (``QLinearConv``, onnxruntime's QOperator format) goes to tract, 3-7x slower than fp32 there.
-    The win today is the download size, not the arithmetic.
+    Speed: kiln's engine (kiln.InferenceSession and kiln-wasm pick it for these files) runs each QDQ
+    convolution on integer kernels (int8 weights packed once at load, the input quantized once per
+    layer, i32 sums, BatchNorm / residual / ReLU fused in the store) and agrees with onnxruntime to
+    one step of the output grid; Linear layers and pooling stay float32 on the dequantized values.
+    In kiln-wasm that makes conv-heavy int8 models faster than fp32 (BENCHMARKS.md, "int8 against
+    float32 in kiln-wasm"). The integer form (``QLinearConv``, onnxruntime's QOperator format) goes
+    to tract, 3-7x slower than fp32 there.
     """
     core = _core(model, "quantize: model")
     x = None if calibration_x is None else as_input(calibration_x, "calibration_x")

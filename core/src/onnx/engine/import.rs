@@ -98,6 +98,18 @@ pub(super) struct Imported {
     pub(super) buffers: HashSet<String>,
     /// Layers for the operators that are kiln layers (GRU, LSTM), with their weights.
     pub(super) modules: Vec<(String, Box<dyn Module>)>,
+    /// The weights that are a `DequantizeLinear` of int8/uint8 values, by weight name: the
+    /// integers the plan's integer kernels run on ([`super::plan`]).
+    pub(super) quantized: HashMap<String, QWeight>,
+}
+
+/// An int8 or uint8 weight as its integers: `value = centred · scale`, one scale for the tensor
+/// or one per index of `axis`.
+pub(super) struct QWeight {
+    /// `q - zero_point`, in `[-255, 255]`, in the weight's standard layout.
+    pub(super) centred: Vec<i16>,
+    pub(super) scale: Vec<f32>,
+    pub(super) axis: usize,
 }
 
 /// The sizes a free dimension takes in the two trace runs: the first free dimension (the batch)
@@ -122,6 +134,7 @@ pub(super) fn import(
         live: HashMap::new(),
         buffers: HashSet::new(),
         modules: Vec::new(),
+        quantized: HashMap::new(),
     };
     for (name, v) in constants {
         let v = match v {
@@ -182,6 +195,7 @@ pub(super) fn import(
         weights,
         buffers,
         modules,
+        quantized,
         ..
     } = im;
     let graph = tracer
@@ -192,6 +206,7 @@ pub(super) fn import(
         weights,
         buffers,
         modules,
+        quantized,
     })
 }
 
@@ -207,6 +222,7 @@ struct Importer {
     live: HashMap<usize, usize>,
     buffers: HashSet<String>,
     modules: Vec<(String, Box<dyn Module>)>,
+    quantized: HashMap<String, QWeight>,
 }
 
 type R<T> = std::result::Result<T, String>;
@@ -501,7 +517,7 @@ impl Importer {
                 };
                 Ok(V::F(self.op(op, vec![x])?))
             }
-            V::Q8(q, _) => {
+            V::Q8(q, range) => {
                 let scale = self
                     .constant(n, 1)
                     .cloned()
@@ -532,7 +548,15 @@ impl Importer {
                 let centred = fold(&n.op_type, &q.mapv(|v| v as f32), &z, |q, z| q - z)?;
                 let t = fold(&n.op_type, &centred, &s, |x, s| x * s)?;
                 let base = n.output.first().cloned().unwrap_or_default();
-                Ok(V::C(self.new_const(&base, t)))
+                let name = self.new_const(&base, t);
+                // int8 / uint8 weights (not int32 biases): kept as integers for the plan
+                if range[1] <= 255 && centred.shape() == q.shape() {
+                    let axis = along.iter().position(|&a| a != 1).unwrap_or(0);
+                    let centred = centred.as_standard_layout().iter().map(|&v| v as i16).collect();
+                    let scale = s.iter().copied().collect();
+                    self.quantized.insert(name.clone(), QWeight { centred, scale, axis });
+                }
+                Ok(V::C(name))
             }
             _ => Err("DequantizeLinear of a value computed when the model runs (kiln's engine runs QDQ pairs and quantized constants)".into()),
         }

@@ -185,7 +185,12 @@ impl KilnSession {
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
-        let plan = plan::Plan::new(&imported.graph, &imported.weights, true);
+        let plan = plan::Plan::new(
+            &imported.graph,
+            &imported.weights,
+            &imported.quantized,
+            true,
+        );
         Ok(KilnSession {
             graph: imported.graph,
             buffers: imported.buffers,
@@ -239,7 +244,8 @@ impl KilnSession {
         fused: bool,
     ) -> Result<(Vec<Tensor>, Vec<(String, f64)>)> {
         let mut timings = Vec::new();
-        let unfused = (!fused).then(|| plan::Plan::new(&self.graph, &self.weights, false));
+        let unfused =
+            (!fused).then(|| plan::Plan::new(&self.graph, &self.weights, &HashMap::new(), false));
         let out = self.run_plan(feeds, unfused.as_ref(), Some((now, &mut timings)))?;
         Ok((out, timings))
     }

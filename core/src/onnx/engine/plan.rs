@@ -10,9 +10,11 @@ use std::collections::HashMap;
 
 use ndarray::{ArrayD, IxDyn};
 
+use super::import::QWeight;
+use crate::autograd::QuantGrid;
 use crate::autograd::{Tape, Var, Window};
 use crate::graph::{self, Graph, Op, Scope, Value};
-use crate::kernels::PackedConv;
+use crate::kernels::{PackedConv, QConv};
 use crate::{KilnError, Result, Tensor};
 
 /// One step of the plan.
@@ -30,9 +32,58 @@ struct FusedConv {
     x: usize,
     residual: Option<usize>,
     relu: bool,
-    conv: PackedConv,
+    conv: Kernel,
     /// For profiles: what was fused (`"·s+b+residual+relu"`).
     fused: String,
+    /// The `FakeQuant` node (a QuantizeLinear → DequantizeLinear pair) on the input that only
+    /// this integer convolution reads: it quantizes the input itself.
+    absorbed: Option<usize>,
+}
+
+/// The kernel a fused convolution runs: float, or integer for a QDQ convolution.
+enum Kernel {
+    F32(PackedConv),
+    I8(QConv),
+}
+
+impl Kernel {
+    fn out_channels(&self) -> usize {
+        match self {
+            Kernel::F32(c) => c.out_channels(),
+            Kernel::I8(c) => c.out_channels(),
+        }
+    }
+    fn scale_channels(&mut self, s: &[f32]) {
+        match self {
+            Kernel::F32(c) => c.scale_channels(s),
+            Kernel::I8(c) => c.scale_channels(s),
+        }
+    }
+    fn shift_channels(&mut self, t: &[f32]) {
+        match self {
+            Kernel::F32(c) => c.shift_channels(t),
+            Kernel::I8(c) => c.shift_channels(t),
+        }
+    }
+    fn output_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
+        match self {
+            Kernel::F32(c) => c.output_shape(x),
+            Kernel::I8(c) => c.output_shape(x),
+        }
+    }
+    fn run(
+        &self,
+        x: &[f32],
+        shape: &[usize],
+        residual: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Kernel::F32(c) => c.run(x, shape, residual, relu, out),
+            Kernel::I8(c) => c.run(x, shape, residual, relu, out),
+        }
+    }
 }
 
 /// A clock in milliseconds, and where each step's name and time go.
@@ -86,9 +137,14 @@ impl Pool {
 
 /// A weight's values when value `v` is a `Param` node's.
 fn param<'a>(graph: &Graph, weights: &'a HashMap<String, Tensor>, v: usize) -> Option<&'a Tensor> {
+    weights.get(param_name(graph, v)?)
+}
+
+/// The weight name of value `v` when it is a `Param` node's.
+fn param_name(graph: &Graph, v: usize) -> Option<&str> {
     let k = v.checked_sub(graph.inputs.len())?;
     match &graph.nodes[k].op {
-        Op::Param { name } => weights.get(name),
+        Op::Param { name } => Some(name),
         _ => None,
     }
 }
@@ -110,7 +166,12 @@ fn per_channel(t: &Tensor, o: usize) -> Option<Vec<f32>> {
 
 impl Plan {
     /// The plan for `graph`; with `fuse` false every node runs on its own (the reference path).
-    pub(super) fn new(graph: &Graph, weights: &HashMap<String, Tensor>, fuse: bool) -> Self {
+    pub(super) fn new(
+        graph: &Graph,
+        weights: &HashMap<String, Tensor>,
+        quantized: &HashMap<String, QWeight>,
+        fuse: bool,
+    ) -> Self {
         let n_in = graph.inputs.len();
         let n_values = n_in + graph.nodes.len();
         let mut readers = vec![Vec::new(); n_values];
@@ -133,8 +194,9 @@ impl Plan {
                 if at[k].is_none() {
                     continue;
                 }
-                if let Some(f) = fuse_conv(graph, weights, &readers, &is_output, &at, k) {
-                    for &j in &f.chain {
+                let found = fuse_conv(graph, weights, quantized, &readers, &is_output, &at, k);
+                if let Some(f) = found {
+                    for &j in f.chain.iter().chain(&f.absorbed) {
                         at[j] = None;
                     }
                     let last = *f.chain.last().expect("the convolution");
@@ -266,7 +328,10 @@ impl Plan {
                 let op = format!("{:?}", graph.nodes[*k].op);
                 op.split([' ', '{', '(']).next().unwrap_or("").to_string()
             }
-            Step::Conv(f) => format!("Conv2d{}", f.fused),
+            Step::Conv(f) => match f.conv {
+                Kernel::F32(_) => format!("Conv2d{}", f.fused),
+                Kernel::I8(_) => format!("QConv2d{}", f.fused),
+            },
         }
     }
 }
@@ -275,6 +340,7 @@ impl Plan {
 fn fuse_conv(
     graph: &Graph,
     weights: &HashMap<String, Tensor>,
+    quantized: &HashMap<String, QWeight>,
     readers: &[Vec<usize>],
     is_output: &[bool],
     at: &[Option<Step>],
@@ -301,18 +367,27 @@ fn fuse_conv(
         padding,
         dilation,
     };
-    let w = w.as_standard_layout();
-    let b = b.map(|b| b.as_standard_layout());
-    let mut conv = PackedConv::new(
-        w.as_slice()?,
-        w.shape(),
-        b.as_ref().and_then(|b| b.as_slice()),
-        win,
-        groups,
-    )
-    .ok()?;
-    let o = conv.out_channels();
     let n_in = graph.inputs.len();
+    let b = b.map(|b| b.as_standard_layout());
+    let b = b.as_ref().and_then(|b| b.as_slice());
+    let mut x = node.inputs[0];
+    let mut absorbed = None;
+    let int = integer_conv(graph, quantized, node, w.shape(), b, win, groups);
+    let mut conv = match int {
+        Some((q, fq)) => {
+            // the input's QDQ pair read by this convolution alone: the kernel quantizes
+            if readers[x].len() == 1 && !is_output[x] && at[fq].is_some() {
+                x = graph.nodes[fq].inputs[0];
+                absorbed = Some(fq);
+            }
+            Kernel::I8(q)
+        }
+        None => {
+            let w = w.as_standard_layout();
+            Kernel::F32(PackedConv::new(w.as_slice()?, w.shape(), b, win, groups).ok()?)
+        }
+    };
+    let o = conv.out_channels();
     let (mut chain, mut residual, mut relu, mut fused) = (vec![k], None, false, String::new());
     let mut out = n_in + k;
     while !relu && !is_output[out] && readers[out].len() == 1 {
@@ -356,12 +431,50 @@ fn fuse_conv(
     Some(FusedConv {
         chain,
         out,
-        x: node.inputs[0],
+        x,
         residual,
         relu,
         conv,
         fused,
+        absorbed,
     })
+}
+
+/// The integer kernel for a QDQ convolution: its input a `FakeQuant` node's output (returned
+/// too) on an 8-bit grid, its weight a dequantized int8/uint8 constant with one scale or one per
+/// output channel. None otherwise (or when [`QConv::new`] declines, e.g. a sum that could
+/// overflow i32): the float kernel runs it.
+fn integer_conv(
+    graph: &Graph,
+    quantized: &HashMap<String, QWeight>,
+    node: &graph::Node,
+    shape: &[usize],
+    bias: Option<&[f32]>,
+    win: Window,
+    groups: usize,
+) -> Option<(QConv, usize)> {
+    let q = quantized.get(param_name(graph, *node.inputs.get(1)?)?)?;
+    if !(q.scale.len() == 1 || q.axis == 0) {
+        return None;
+    }
+    let fq = node.inputs[0].checked_sub(graph.inputs.len())?;
+    let Op::FakeQuant {
+        scale,
+        zero_point,
+        qmin,
+        qmax,
+    } = graph.nodes[fq].op
+    else {
+        return None;
+    };
+    let grid = QuantGrid {
+        scale,
+        zero_point,
+        qmin,
+        qmax,
+    };
+    let conv = QConv::new(&q.centred, shape, &q.scale, bias, grid, win, groups).ok()?;
+    Some((conv, fq))
 }
 
 impl FusedConv {
