@@ -12,6 +12,17 @@ use crate::{shape_err, Result};
 /// The tallest tile of any kernel (the x86 kernels' `mr` is at most this).
 const MAX_MR: usize = 16;
 
+/// What a tile's store does to one value: the residual added, then ReLU.
+#[inline(always)]
+fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
+    let v = residual.map_or(v, |r| v + r);
+    match relu {
+        true if v > 0.0 => v,
+        true => 0.0, // NaN too, as Tape::relu
+        false => v,
+    }
+}
+
 /// A microkernel and its tile: `packed(a, b, bias, store)` computes one `mr × nr` tile from a
 /// weight panel `a` (`k × mr`) and a packed input panel `b` (`k × nr`);
 /// `direct(a, x, bases, offsets, bias, store)` reads row `r` of its input in place as two runs of
@@ -241,12 +252,16 @@ impl PackedConv {
         } = self.kernel;
         let run = nr / 2;
         let mut part = vec![0f32; self.kernel.mr * nr];
-        if sw == 1 && ow % run == 0 {
-            // `run` positions of an output row read `run` contiguous inputs: the tiles (two such
-            // runs, in one row or two) read a zero-padded copy of the image in place, row
-            // (ci, ki, kj) at a fixed offset from each run's first input.
+        // Tiles read a zero-padded copy of the image in place when the horizontal stride is 1:
+        // `run` positions of an output row read `run` contiguous inputs, row (ci, ki, kj) of the
+        // reduction at a fixed offset from each run's first input. When rows are a whole number of
+        // runs, a tile's two runs lie in one output row or two; otherwise (stride 1 both ways)
+        // every output row is computed `wp` wide, so that consecutive positions read consecutive
+        // inputs whatever the width, into `wide`, and the `ow` positions that exist copied out.
+        let rows = ow % run == 0;
+        if sw == 1 && (rows || sh == 1) {
             let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-            let mut xp = vec![0f32; cg * hp * wp + nr];
+            let mut xp = vec![0f32; cg * hp * wp + nr + wp];
             let mut offsets = Vec::with_capacity(self.k);
             for ci in 0..cg {
                 for ki in 0..kh {
@@ -255,7 +270,14 @@ impl PackedConv {
                     }
                 }
             }
-            let run_at = |q: usize| (q * run / ow) * sh * wp + q * run % ow;
+            // positions per plane as computed, and the first input of run `q`
+            let pq = if rows { p } else { oh * wp };
+            let run_at = |q: usize| match rows {
+                true => (q * run / ow) * sh * wp + q * run % ow,
+                false => q * run,
+            };
+            let mut wide = if rows { Vec::new() } else { vec![0f32; o * pq] };
+            let og = o / self.groups;
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
@@ -264,20 +286,33 @@ impl PackedConv {
                             xp[(ci * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
                         }
                     }
-                    for p0 in (0..p).step_by(nr) {
-                        let len = nr.min(p - p0);
+                    for p0 in (0..pq).step_by(nr) {
+                        let len = nr.min(pq - p0);
                         let q = p0 / run;
                         // a last run alone reads its own inputs twice
                         let bases = [run_at(q), run_at(if len > run { q + 1 } else { q })];
-                        self.blocks(
-                            [img, g, p0, len],
-                            p,
-                            residual,
-                            relu,
-                            out,
-                            &mut part,
-                            |a, b, st| direct(a, &xp, bases, &offsets, b, st),
-                        );
+                        let tile = |a: &[f32], b: &[f32], st: Store| {
+                            direct(a, &xp, bases, &offsets, b, st)
+                        };
+                        if rows {
+                            let at = [img, g, p0, len];
+                            self.blocks(at, p, residual, relu, out, &mut part, tile);
+                        } else {
+                            let at = [0, g, p0, len];
+                            self.blocks(at, pq, None, false, &mut wide, &mut part, tile);
+                        }
+                    }
+                    if rows {
+                        continue;
+                    }
+                    for ch in g * og..(g + 1) * og {
+                        for oy in 0..oh {
+                            let src = &wide[ch * pq + oy * wp..][..ow];
+                            let at = (img * o + ch) * p + oy * ow;
+                            for (j, (d, &v)) in out[at..at + ow].iter_mut().zip(src).enumerate() {
+                                *d = finish(v, residual.map(|r| r[at + j]), relu);
+                            }
+                        }
                     }
                 }
             }
@@ -346,15 +381,8 @@ impl PackedConv {
             for i in 0..mr {
                 let dst = &mut out[at + i * p..][..nr];
                 for (j, d) in dst.iter_mut().enumerate() {
-                    let mut v = part[i * full_nr + j];
-                    if let Some(r) = residual {
-                        v += r[at + i * p + j];
-                    }
-                    *d = match relu {
-                        true if v > 0.0 => v,
-                        true => 0.0, // NaN too, as Tape::relu
-                        false => v,
-                    };
+                    let r = residual.map(|r| r[at + i * p + j]);
+                    *d = finish(part[i * full_nr + j], r, relu);
                 }
             }
         }
