@@ -163,10 +163,8 @@ impl Tape {
             .into_iter()
             .flatten()
             .any(|v| self.requires_grad(v));
-        // The value, training or not: the packed tiled kernel without an im2col matrix (packing
-        // the weights, o·k values, costs little beside the product, and the output comes out in
-        // NCHW with its bias, where a GEMM's (O, N·L) would still be transposed).
-        let y = {
+        if !needs_grad {
+            // Inference: the packed tiled kernel, without an im2col matrix.
             let wv = self.value(weight).as_standard_layout();
             let bv = bias.map(|b| self.value(b).as_standard_layout());
             let packed = crate::kernels::PackedConv::new(
@@ -185,38 +183,59 @@ impl Tape {
                 false,
                 &mut y,
             )?;
-            ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).expect("the output's size")
-        };
-        if !needs_grad {
+            let y = ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).expect("the output's size");
             return Ok(self.constant(y));
         }
         let (cg, og) = (c / groups, o / groups);
         let k = cg * sw[2] * sw[3];
         let nl = n * oh * ow;
-        // cols[g] is a (k × N·L) matrix: one column per output position of every image in the
-        // batch, kept for the weight's gradient (dW = dY·colsᵀ) when one is needed.
+        // cols[g] is a (k × N·L) matrix: one column per output position of every image in the batch.
         let xs = self.value(x).as_standard_layout();
         let xs = xs.as_slice().unwrap();
-        let mut cols = Vec::new();
-        if self.requires_grad(weight) {
-            cols = vec![0f32; groups * k * nl];
-            for g in 0..groups {
-                let block = &mut cols[g * k * nl..(g + 1) * k * nl];
-                let step = geo.win.stride[1];
-                geo.for_each_run(g * cg..(g + 1) * cg, |row, col, at, len| {
-                    let dst = &mut block[row * nl + col..row * nl + col + len];
-                    // Short runs (small images) copy faster element by element than through
-                    // memcpy, which is a bulk-memory call with a fixed cost on wasm.
-                    if step == 1 && len >= 16 {
-                        dst.copy_from_slice(&xs[at..at + len]);
-                    } else {
-                        for (i, d) in dst.iter_mut().enumerate() {
-                            *d = xs[at + i * step];
-                        }
+        let mut cols = vec![0f32; groups * k * nl];
+        for g in 0..groups {
+            let block = &mut cols[g * k * nl..(g + 1) * k * nl];
+            let step = geo.win.stride[1];
+            geo.for_each_run(g * cg..(g + 1) * cg, |row, col, at, len| {
+                let dst = &mut block[row * nl + col..row * nl + col + len];
+                // Short runs (small images) copy faster element by element than through memcpy,
+                // which is a bulk-memory call with a fixed cost on wasm.
+                if step == 1 && len >= 16 {
+                    dst.copy_from_slice(&xs[at..at + len]);
+                } else {
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = xs[at + i * step];
                     }
-                });
+                }
+            });
+        }
+        let wv = self.value(weight).as_standard_layout().into_owned();
+        let w2 = wv.view().into_shape_with_order((o, k)).unwrap();
+        let mut y2 = ndarray::Array2::<f32>::zeros((o, nl));
+        for g in 0..groups {
+            let cg_view =
+                ArrayView2::from_shape((k, nl), &cols[g * k * nl..(g + 1) * k * nl]).unwrap();
+            let mut out = y2.slice_mut(ndarray::s![g * og..(g + 1) * og, ..]);
+            gemm(
+                1.0,
+                &w2.slice(ndarray::s![g * og..(g + 1) * og, ..]),
+                &cg_view,
+                0.0,
+                &mut out,
+            );
+        }
+        if let Some(b) = bias {
+            let bv = self.value(b);
+            for (mut row, &bias) in y2.rows_mut().into_iter().zip(bv.iter()) {
+                row += bias;
             }
         }
+        // (O, N·L) → [N, O, H', W']
+        let y = ArrayD::from_shape_vec(
+            IxDyn(&[n, o, oh, ow]),
+            swap_outer(y2.as_slice().unwrap(), o, n, oh * ow),
+        )
+        .unwrap();
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
         Ok(self.push(y, &inputs, move |ctx, gy| {
             // gy [N, O, H', W'] → (O, N·L)
