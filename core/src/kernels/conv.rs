@@ -23,6 +23,11 @@ fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
     }
 }
 
+/// `packed(a, b, bias, store)`: see [`Kernel`].
+pub(super) type PackedTile = fn(&[f32], &[f32], &[f32], Store);
+/// `direct(a, x, bases, offsets, bias, store)`: see [`Kernel`].
+pub(super) type DirectTile = fn(&[f32], &[f32], [usize; 2], &[usize], &[f32], Store);
+
 /// A microkernel and its tile: `packed(a, b, bias, store)` computes one `mr × nr` tile from a
 /// weight panel `a` (`k × mr`) and a packed input panel `b` (`k × nr`);
 /// `direct(a, x, bases, offsets, bias, store)` reads row `r` of its input in place as two runs of
@@ -32,8 +37,8 @@ fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
 pub struct Kernel {
     pub(super) mr: usize,
     pub(super) nr: usize,
-    pub(super) packed: fn(&[f32], &[f32], &[f32], Store),
-    pub(super) direct: fn(&[f32], &[f32], [usize; 2], &[usize], &[f32], Store),
+    pub(super) packed: PackedTile,
+    pub(super) direct: DirectTile,
     pub(super) name: &'static str,
 }
 

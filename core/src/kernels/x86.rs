@@ -27,7 +27,10 @@ pub(super) fn kernels() -> Vec<Kernel> {
 /// The checks that make a tile's raw-pointer loop in bounds: `a` is `k` rows of `mr`, the store
 /// holds `mr` rows of `nr` at its stride (and so does the residual).
 fn check(a: &[f32], bias: &[f32], st: &Store, mr: usize, nr: usize) -> usize {
-    assert!(a.len() % mr == 0 && bias.len() == mr, "a tile's panel");
+    assert!(
+        a.len().is_multiple_of(mr) && bias.len() == mr,
+        "a tile's panel"
+    );
     let need = (mr - 1) * st.stride + nr;
     assert!(st.out.len() >= need, "a tile's output");
     assert!(
