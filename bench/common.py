@@ -15,7 +15,10 @@ import time
 
 import numpy as np
 
-THREADS = 2
+# Both frameworks train on 2 threads (the machine's cores); BENCH_THREADS=1 compares them at one
+# thread each, the fairer race on a shared machine (PyTorch's 2 threads collapse when the other core
+# is busy).
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 # ResNet-8 at 3x32x32 costs ~700x the digits MLP per sample: 5 epochs on a subset of the training
 # images (160 steps, as gemm: PyTorch's slow first steps amortised) keep its six runs (2 frameworks x
 # 3 seeds) near a minute on 2 idle cores, and reach 95-98% test accuracy (10 epochs: ~99%).

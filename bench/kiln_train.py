@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import os
 
+import common  # noqa: E402  (numpy only: kiln is not imported yet)
+
 # kiln's parallel pieces read these when they start, so they must be set before kiln is imported:
-# rayon (kiln's own parallel loops) and matrixmultiply's GEMM threads.
-os.environ.setdefault("RAYON_NUM_THREADS", "2")
-os.environ.setdefault("MATMUL_NUM_THREADS", "2")
+# rayon (kiln's own parallel loops) and matrixmultiply's GEMM threads; as many as PyTorch gets.
+os.environ.setdefault("RAYON_NUM_THREADS", str(common.THREADS))
+os.environ.setdefault("MATMUL_NUM_THREADS", str(common.THREADS))
 
 import numpy as np  # noqa: E402
 
-import common  # noqa: E402
 import kiln  # noqa: E402
 from kiln import nn, optim  # noqa: E402
 

@@ -12,6 +12,8 @@
 #   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet resnet-torch cnn_int8 resnet_int8"   # inference subsets
 #   BENCH_WAIT_IDLE=600 bash bench/run.sh  # on a shared machine: before each case wait (up to 600 s)
 #                                          # until other processes leave the CPUs < 10% busy
+#   BENCH_THREADS=1 bash bench/run.sh      # training on one thread each (default 2): on a shared machine
+#                                          # PyTorch's 2 threads collapse when the other core is busy
 #   BENCH_PRIORITY=1 bash bench/run.sh     # on a shared machine, as root: run the cases at high CPU
 #                                          # priority so background builds disturb them less
 #

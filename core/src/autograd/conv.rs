@@ -422,7 +422,34 @@ impl Tape {
             Vec::new()
         };
         let step = win.stride[1];
-        if win.padding == [0, 0] && win.kernel == win.stride {
+        if is_max && win.padding == [0, 0] && win.kernel == [2, 2] && win.stride == [2, 2] {
+            // MaxPool2d(2), the commonest pooling: rows two at a time, the argmax only kept when
+            // a gradient will need it (an inference tape's pooling is the max alone)
+            let need_arg = self.requires_grad(x);
+            for p in 0..n * c {
+                let plane = &xs[p * h * w..(p + 1) * h * w];
+                for oy in 0..oh {
+                    let first = 2 * oy * w;
+                    let (r0, r1) = (&plane[first..][..2 * ow], &plane[first + w..][..2 * ow]);
+                    let o = (p * oh + oy) * ow;
+                    let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                    for (ox, (d, (a, b))) in out[o..o + ow].iter_mut().zip(pairs).enumerate() {
+                        // the window's first value wins ties and NaN, as in the general walk
+                        let (mut best, mut at) = (a[0], 0);
+                        for (i, v) in [a[1], b[0], b[1]].into_iter().enumerate() {
+                            if v > best {
+                                (best, at) = (v, i + 1);
+                            }
+                        }
+                        *d = best;
+                        if need_arg {
+                            let row = if at < 2 { first } else { first + w };
+                            arg[o + ox] = p * h * w + row + 2 * ox + at % 2;
+                        }
+                    }
+                }
+            }
+        } else if win.padding == [0, 0] && win.kernel == win.stride {
             // Non-overlapping windows without padding (MaxPool2d(2), the common case): walk each
             // window directly; the general walk below pays per run of one or two taps here.
             let [kh, kw] = win.kernel;
@@ -578,6 +605,50 @@ mod tests {
         check(&[&[1, 2, 5, 5]], |t, v| {
             t.avg_pool2d(v[0], [3, 3], [2, 2], [1, 1]).unwrap()
         });
+    }
+
+    #[test]
+    fn max_pool_2x2_matches_a_naive_max_with_ties_nan_and_odd_sizes() {
+        // 7x7 planes (the last row and column dropped), ties and NaN in the windows
+        let vals: Vec<f32> = (0..2 * 3 * 7 * 7)
+            .map(|i| match i % 11 {
+                0 => f32::NAN,
+                3 | 4 => 1.5,
+                _ => ((i * 29) % 17) as f32 - 8.0,
+            })
+            .collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&[2, 3, 7, 7]), vals.clone()).unwrap();
+        for grad in [false, true] {
+            let mut t = Tape::new(grad, 0);
+            let xv = t.leaf(x.clone(), grad);
+            let y = t.max_pool2d(xv, [2, 2], [2, 2], [0, 0]).unwrap();
+            let got = to_vec(t.value(y));
+            assert_eq!(t.shape(y), [2, 3, 3, 3]);
+            for (o, g) in got.iter().enumerate() {
+                let (p, oy, ox) = (o / 9, o / 3 % 3, o % 3);
+                let at = |i: usize, j: usize| vals[p * 49 + (2 * oy + i) * 7 + 2 * ox + j];
+                let mut best = at(0, 0);
+                for v in [at(0, 1), at(1, 0), at(1, 1)] {
+                    if v > best {
+                        best = v;
+                    }
+                }
+                assert!(
+                    g.to_bits() == best.to_bits(),
+                    "grad {grad}, at {o}: {g} vs {best}"
+                );
+            }
+            if grad {
+                // each window's gradient goes to the value it picked
+                t.backward_with(y, ArrayD::ones(IxDyn(&[2, 3, 3, 3])))
+                    .unwrap();
+                let dx = to_vec(t.grad(xv).unwrap());
+                assert_eq!(dx.iter().sum::<f32>(), 54.0);
+                for (i, &d) in dx.iter().enumerate() {
+                    assert!(d == 0.0 || d == 1.0, "{i}: {d}");
+                }
+            }
+        }
     }
 
     #[test]

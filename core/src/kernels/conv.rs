@@ -1,12 +1,90 @@
 //! 2-D convolution over NCHW as a GEMM without an im2col matrix: weights packed once into panels
-//! of [`MR`] output channels; tiles of [`NR`] output positions read a zero-padded copy of the
-//! image in place when the horizontal stride is 1 and rows are a whole number of runs of four, and
-//! otherwise an input panel packed per tile (`k × NR` values, a few KB that stay in L1 while every panel of the group passes over
-//! them); bias, residual add and ReLU applied in the tile's store.
+//! of `mr` output channels (the [`Kernel`]'s tile height); tiles of `nr` output positions (two
+//! runs of `nr / 2`) read a zero-padded copy of the image in place when the horizontal stride is 1
+//! and rows are a whole number of runs, and otherwise an input panel packed per tile (`k × nr`
+//! values, a few KB that stay in L1 while every panel of the group passes over them); bias,
+//! residual add and ReLU applied in the tile's store.
 
 use super::tile::{tile_direct, tile_packed, Store, MR, NR};
 use crate::autograd::Window;
 use crate::{shape_err, Result};
+
+/// The tallest tile of any kernel (the x86 kernels' `mr` is at most this).
+const MAX_MR: usize = 16;
+
+/// What a tile's store does to one value: the residual added, then ReLU.
+#[inline(always)]
+fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
+    let v = residual.map_or(v, |r| v + r);
+    match relu {
+        true if v > 0.0 => v,
+        true => 0.0, // NaN too, as Tape::relu
+        false => v,
+    }
+}
+
+/// `packed(a, b, bias, store)`: see [`Kernel`].
+pub(super) type PackedTile = fn(&[f32], &[f32], &[f32], Store);
+/// `direct(a, x, bases, offsets, bias, store)`: see [`Kernel`].
+pub(super) type DirectTile = fn(&[f32], &[f32], [usize; 2], &[usize], &[f32], Store);
+
+/// A microkernel and its tile: `packed(a, b, bias, store)` computes one `mr × nr` tile from a
+/// weight panel `a` (`k × mr`) and a packed input panel `b` (`k × nr`);
+/// `direct(a, x, bases, offsets, bias, store)` reads row `r` of its input in place as two runs of
+/// `nr / 2` positions, `x[bases[0] + offsets[r]..]` and `x[bases[1] + offsets[r]..]` (`offsets`
+/// increasing). Both check their slices' lengths, so a kernel is safe to call with any.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    pub(super) mr: usize,
+    pub(super) nr: usize,
+    pub(super) packed: PackedTile,
+    pub(super) direct: DirectTile,
+    pub(super) name: &'static str,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Kernel {
+    /// The 4×8 tile of `tile.rs`: wasm simd128 intrinsics in wasm, portable code elsewhere.
+    pub const PORTABLE: Kernel = Kernel {
+        mr: MR,
+        nr: NR,
+        packed: tile_packed,
+        direct: tile_direct,
+        name: if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
+            "simd128 4x8"
+        } else {
+            "portable 4x8"
+        },
+    };
+
+    /// The fastest kernel this CPU runs (x86-64: AVX-512 or AVX2+FMA when the CPU has them,
+    /// detected on the first call), else [`Kernel::PORTABLE`].
+    pub fn best() -> Kernel {
+        Kernel::available()[0]
+    }
+
+    /// Every kernel this CPU runs, fastest first; the last is [`Kernel::PORTABLE`].
+    pub fn available() -> &'static [Kernel] {
+        static ALL: std::sync::OnceLock<Vec<Kernel>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| {
+            let mut all = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            all.extend(super::x86::kernels());
+            all.push(Kernel::PORTABLE);
+            all
+        })
+    }
+
+    /// Its name and tile, e.g. `"avx2+fma 6x16"`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
 
 /// A convolution's weights, packed in panels for the microkernel, with its geometry and a
 /// per-channel bias.
@@ -20,13 +98,15 @@ pub struct PackedConv {
     win: Window,
     /// `cg · kh · kw`: the reduction length.
     k: usize,
-    /// Per group, `ceil(o / groups / MR)` panels of `k × MR` (zero rows past the group's channels).
+    /// Per group, `ceil(o / groups / mr)` panels of `k × mr` (zero rows past the group's channels).
     panels: Vec<f32>,
     bias: Vec<f32>,
+    kernel: Kernel,
 }
 
 impl PackedConv {
-    /// Packs `weight` (`[o, c/groups, kh, kw]`, standard layout) and an optional bias `[o]`.
+    /// Packs `weight` (`[o, c/groups, kh, kw]`, standard layout) and an optional bias `[o]` for
+    /// the fastest kernel this CPU runs ([`Kernel::best`]).
     pub fn new(
         weight: &[f32],
         shape: &[usize],
@@ -34,6 +114,19 @@ impl PackedConv {
         win: Window,
         groups: usize,
     ) -> Result<Self> {
+        Self::with_kernel(weight, shape, bias, win, groups, Kernel::best())
+    }
+
+    /// [`PackedConv::new`] for a given kernel (one of [`Kernel::available`]).
+    pub fn with_kernel(
+        weight: &[f32],
+        shape: &[usize],
+        bias: Option<&[f32]>,
+        win: Window,
+        groups: usize,
+        kernel: Kernel,
+    ) -> Result<Self> {
+        let mr = kernel.mr;
         let [o, cg, kh, kw] = shape[..] else {
             shape_err!("Conv2d: expects a weight [O, C/groups, kh, kw], got {shape:?}");
         };
@@ -51,13 +144,13 @@ impl PackedConv {
         }
         let k = cg * kh * kw;
         let og = o / groups;
-        let blocks = og.div_ceil(MR);
-        let mut panels = vec![0f32; groups * blocks * k * MR];
+        let blocks = og.div_ceil(mr);
+        let mut panels = vec![0f32; groups * blocks * k * mr];
         for (ch, w) in weight.chunks_exact(k.max(1)).enumerate() {
             let (g, j) = (ch / og, ch % og);
-            let panel = &mut panels[(g * blocks + j / MR) * k * MR..][..k * MR];
+            let panel = &mut panels[(g * blocks + j / mr) * k * mr..][..k * mr];
             for (r, &v) in w.iter().enumerate() {
-                panel[r * MR + j % MR] = v;
+                panel[r * mr + j % mr] = v;
             }
         }
         Ok(PackedConv {
@@ -68,7 +161,13 @@ impl PackedConv {
             k,
             panels,
             bias: bias.map_or_else(|| vec![0.0; o], <[f32]>::to_vec),
+            kernel,
         })
+    }
+
+    /// The kernel it runs on.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// Output channels.
@@ -79,14 +178,15 @@ impl PackedConv {
     /// Multiplies output channel `i` by `s[i]` (weights and bias): a BatchNorm's scale folded in.
     pub fn scale_channels(&mut self, s: &[f32]) {
         let og = self.o / self.groups;
-        let panel = self.k * MR;
+        let mr = self.kernel.mr;
+        let panel = self.k * mr;
         for (ch, &si) in s.iter().enumerate().take(self.o) {
             let (g, j) = (ch / og, ch % og);
-            let start = (g * og.div_ceil(MR) + j / MR) * panel;
+            let start = (g * og.div_ceil(mr) + j / mr) * panel;
             for v in self.panels[start..start + panel]
                 .iter_mut()
-                .skip(j % MR)
-                .step_by(MR)
+                .skip(j % mr)
+                .step_by(mr)
             {
                 *v *= si;
             }
@@ -152,13 +252,21 @@ impl PackedConv {
             dilation: [dh, dw],
         } = self.win;
         let cg = self.cg;
-        let mut part = [0f32; MR * NR];
-        if sw == 1 && ow % 4 == 0 {
-            // Four positions of an output row read four contiguous inputs: the tiles (two such
-            // runs, in one row or two) read a zero-padded copy of the image in place, row
-            // (ci, ki, kj) at a fixed offset from each run's first input.
+        let Kernel {
+            nr, packed, direct, ..
+        } = self.kernel;
+        let run = nr / 2;
+        let mut part = vec![0f32; self.kernel.mr * nr];
+        // Tiles read a zero-padded copy of the image in place when the horizontal stride is 1:
+        // `run` positions of an output row read `run` contiguous inputs, row (ci, ki, kj) of the
+        // reduction at a fixed offset from each run's first input. When rows are a whole number of
+        // runs, a tile's two runs lie in one output row or two; otherwise (stride 1 both ways)
+        // every output row is computed `wp` wide, so that consecutive positions read consecutive
+        // inputs whatever the width, into `wide`, and the `ow` positions that exist copied out.
+        let rows = ow % run == 0;
+        if sw == 1 && (rows || sh == 1) {
             let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-            let mut xp = vec![0f32; cg * hp * wp + NR];
+            let mut xp = vec![0f32; cg * hp * wp + nr + wp];
             let mut offsets = Vec::with_capacity(self.k);
             for ci in 0..cg {
                 for ki in 0..kh {
@@ -167,7 +275,14 @@ impl PackedConv {
                     }
                 }
             }
-            let run_at = |q: usize| (q * 4 / ow) * sh * wp + q * 4 % ow;
+            // positions per plane as computed, and the first input of run `q`
+            let pq = if rows { p } else { oh * wp };
+            let run_at = |q: usize| match rows {
+                true => (q * run / ow) * sh * wp + q * run % ow,
+                false => q * run,
+            };
+            let mut wide = if rows { Vec::new() } else { vec![0f32; o * pq] };
+            let og = o / self.groups;
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
@@ -176,35 +291,48 @@ impl PackedConv {
                             xp[(ci * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
                         }
                     }
-                    for p0 in (0..p).step_by(NR) {
-                        let nr = NR.min(p - p0);
-                        let q = p0 / 4;
-                        // a last run of four alone reads its own inputs twice
-                        let bases = [run_at(q), run_at(if nr > 4 { q + 1 } else { q })];
-                        self.blocks(
-                            [img, g, p0, nr],
-                            p,
-                            residual,
-                            relu,
-                            out,
-                            &mut part,
-                            |a, b, st| tile_direct(a, &xp, bases, &offsets, b, st),
-                        );
+                    for p0 in (0..pq).step_by(nr) {
+                        let len = nr.min(pq - p0);
+                        let q = p0 / run;
+                        // a last run alone reads its own inputs twice
+                        let bases = [run_at(q), run_at(if len > run { q + 1 } else { q })];
+                        let tile = |a: &[f32], b: &[f32], st: Store| {
+                            direct(a, &xp, bases, &offsets, b, st)
+                        };
+                        if rows {
+                            let at = [img, g, p0, len];
+                            self.blocks(at, p, residual, relu, out, &mut part, tile);
+                        } else {
+                            let at = [0, g, p0, len];
+                            self.blocks(at, pq, None, false, &mut wide, &mut part, tile);
+                        }
+                    }
+                    if rows {
+                        continue;
+                    }
+                    for ch in g * og..(g + 1) * og {
+                        for oy in 0..oh {
+                            let src = &wide[ch * pq + oy * wp..][..ow];
+                            let at = (img * o + ch) * p + oy * ow;
+                            for (j, (d, &v)) in out[at..at + ow].iter_mut().zip(src).enumerate() {
+                                *d = finish(v, residual.map(|r| r[at + j]), relu);
+                            }
+                        }
                     }
                 }
             }
             return Ok(());
         }
-        let mut bt = vec![0f32; self.k * NR];
+        let mut bt = vec![0f32; self.k * nr];
         for img in 0..n {
             for g in 0..self.groups {
                 let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
-                for p0 in (0..p).step_by(NR) {
-                    let nr = NR.min(p - p0);
-                    self.pack(xg, [h, w, ow], p0, nr, &mut bt);
-                    let at = [img, g, p0, nr];
+                for p0 in (0..p).step_by(nr) {
+                    let len = nr.min(p - p0);
+                    self.pack(xg, [h, w, ow], p0, len, &mut bt);
+                    let at = [img, g, p0, len];
                     self.blocks(at, p, residual, relu, out, &mut part, |a, b, st| {
-                        tile_packed(a, &bt, b, st)
+                        packed(a, &bt, b, st)
                     });
                 }
             }
@@ -222,62 +350,61 @@ impl PackedConv {
         residual: Option<&[f32]>,
         relu: bool,
         out: &mut [f32],
-        part: &mut [f32; MR * NR],
-        tile: impl Fn(&[f32], &[f32; MR], Store),
+        part: &mut [f32],
+        tile: impl Fn(&[f32], &[f32], Store),
     ) {
+        let (full_mr, full_nr) = (self.kernel.mr, self.kernel.nr);
         let og = self.o / self.groups;
-        let blocks = og.div_ceil(MR);
+        let blocks = og.div_ceil(full_mr);
+        let mut bias = [0f32; MAX_MR];
+        let bias = &mut bias[..full_mr];
         for blk in 0..blocks {
-            let o0 = g * og + blk * MR;
-            let mr = MR.min(og - blk * MR);
-            let a = &self.panels[(g * blocks + blk) * self.k * MR..][..self.k * MR];
-            let mut bias = [0f32; MR];
+            let o0 = g * og + blk * full_mr;
+            let mr = full_mr.min(og - blk * full_mr);
+            let a = &self.panels[(g * blocks + blk) * self.k * full_mr..][..self.k * full_mr];
+            bias.fill(0.0);
             bias[..mr].copy_from_slice(&self.bias[o0..o0 + mr]);
             let at = (img * self.o + o0) * p + p0;
-            if mr == MR && nr == NR {
+            if mr == full_mr && nr == full_nr {
                 let st = Store {
                     out: &mut out[at..],
                     stride: p,
                     residual: residual.map(|r| &r[at..]),
                     relu,
                 };
-                tile(a, &bias, st);
+                tile(a, bias, st);
                 continue;
             }
             // A partial tile: computed whole into `part`, then the part that exists.
             let st = Store {
                 out: part,
-                stride: NR,
+                stride: full_nr,
                 residual: None,
                 relu: false,
             };
-            tile(a, &bias, st);
+            tile(a, bias, st);
             for i in 0..mr {
                 let dst = &mut out[at + i * p..][..nr];
                 for (j, d) in dst.iter_mut().enumerate() {
-                    let mut v = part[i * NR + j];
-                    if let Some(r) = residual {
-                        v += r[at + i * p + j];
-                    }
-                    *d = match relu {
-                        true if v > 0.0 => v,
-                        true => 0.0, // NaN too, as Tape::relu
-                        false => v,
-                    };
+                    let r = residual.map(|r| r[at + i * p + j]);
+                    *d = finish(part[i * full_nr + j], r, relu);
                 }
             }
         }
     }
 
+    /// Packs the `k × full` input panel (`full` the kernel's `nr`) of output positions
+    /// `p0..p0 + nr` of one image's group (`x`: `[cg, h, w]`).
     fn pack(&self, x: &[f32], hw: [usize; 3], p0: usize, nr: usize, bt: &mut [f32]) {
-        pack(self.win, self.cg, x, hw, p0, nr, bt)
+        pack(self.win, self.cg, x, hw, p0, nr, self.kernel.nr, bt)
     }
 }
 
-/// Packs the `k × NR` input panel of output positions `p0..p0 + nr` of one image's group
-/// (`x`: `[cg, h, w]`) of a convolution with window `win`: row `(ci, ki, kj)` holds the input
-/// each position's tap reads, or 0 (`T::default()`) in the padding; columns past `nr` are 0. The
-/// float kernel packs f32, the integer kernel ([`super::qconv`]) i16.
+/// Packs the `k × full` input panel of output positions `p0..p0 + nr` of one image's group
+/// (`x`: `[cg, h, w]`) of a convolution with window `win`, for a tile `full` positions wide: row
+/// `(ci, ki, kj)` holds the input each position's tap reads, or 0 (`T::default()`) in the padding;
+/// columns past `nr` are 0. The float kernels pack f32, the integer kernel ([`super::qconv`]) i16.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pack<T: Copy + Default>(
     win: Window,
     cg: usize,
@@ -285,6 +412,7 @@ pub(super) fn pack<T: Copy + Default>(
     [h, w, ow]: [usize; 3],
     p0: usize,
     nr: usize,
+    full: usize,
     bt: &mut [T],
 ) {
     let Window {
@@ -293,7 +421,7 @@ pub(super) fn pack<T: Copy + Default>(
         padding: [ph, pw],
         dilation: [dh, dw],
     } = win;
-    if nr < NR {
+    if nr < full {
         bt.fill(T::default());
     }
     let (mut pos, mut col) = (p0, 0);
@@ -317,15 +445,14 @@ pub(super) fn pack<T: Copy + Default>(
                 let (a, b) = (lo - ox0, hi.max(lo) - ox0);
                 for ci in 0..cg {
                     let r = (ci * kh + ki) * kw + kj;
-                    let dst = &mut bt[r * NR + col..][..len];
+                    let dst = &mut bt[r * full + col..][..len];
                     if !row_in || a == b {
                         dst.fill(T::default());
                         continue;
                     }
                     let src = (ci * h + iy as usize) * w + lo * sw + off - pw;
-                    if len == NR && a == 0 && b == NR && sw == 1 {
-                        let s: &[T; NR] = x[src..src + NR].try_into().expect("NR values");
-                        dst.copy_from_slice(s);
+                    if len == full && a == 0 && b == full && sw == 1 {
+                        dst.copy_from_slice(&x[src..src + full]);
                         continue;
                     }
                     dst[..a].fill(T::default());

@@ -1,5 +1,6 @@
 //! Inference kernels: convolution as a tiled GEMM on packed weights ([`PackedConv`]), with a
-//! 4×8 microkernel in wasm simd128 intrinsics and a portable twin elsewhere (`tile.rs`). kiln's
+//! 4×8 microkernel in wasm simd128 intrinsics and a portable twin elsewhere (`tile.rs`), and on
+//! x86-64 AVX-512F (8×32) and AVX2+FMA (6×16) kernels chosen at run time (`x86.rs`, [`Kernel`]). kiln's
 //! ONNX engine packs each convolution once when a model loads and fuses what follows it (bias,
 //! BatchNorm, residual add, ReLU) into the tile's store; the tape's convolution uses the same
 //! kernel when no gradient is needed. A QDQ model's convolutions run on integers ([`QConv`]:
@@ -9,14 +10,16 @@ mod conv;
 mod qconv;
 mod qtile;
 mod tile;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
-pub use conv::PackedConv;
+pub use conv::{Kernel, PackedConv};
 pub use qconv::QConv;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autograd::{Tape, Window};
+    use crate::autograd::Window;
     use ndarray::{ArrayD, IxDyn};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -25,7 +28,7 @@ mod tests {
         ArrayD::from_shape_fn(IxDyn(shape), |_| rng.random_range(-1.0f32..1.0))
     }
 
-    /// The tape's convolution with gradients on: the im2col + GEMM path training runs.
+    /// The convolution by its definition: seven loops, in f64.
     fn reference(
         x: &ArrayD<f32>,
         w: &ArrayD<f32>,
@@ -33,14 +36,31 @@ mod tests {
         win: Window,
         groups: usize,
     ) -> ArrayD<f32> {
-        let mut t = Tape::new(true, 0);
-        let xv = t.leaf(x.clone(), true);
-        let wv = t.leaf(w.clone(), true);
-        let bv = b.map(|b| t.leaf(b.clone(), true));
-        let y = t
-            .conv2d(xv, wv, bv, win.stride, win.padding, win.dilation, groups)
-            .unwrap();
-        t.value(y).clone()
+        let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+        let (o, cg) = (w.shape()[0], c / groups);
+        let [oh, ow] = win.output_size(h, wd).unwrap();
+        let og = o / groups;
+        ArrayD::from_shape_fn(IxDyn(&[n, o, oh, ow]), |ix| {
+            let (img, oc, oy, ox) = (ix[0], ix[1], ix[2], ix[3]);
+            let g = oc / og;
+            let mut acc = b.map_or(0.0, |b| b[[oc]] as f64);
+            for ci in 0..cg {
+                for ki in 0..win.kernel[0] {
+                    for kj in 0..win.kernel[1] {
+                        let iy = (oy * win.stride[0] + ki * win.dilation[0]) as isize
+                            - win.padding[0] as isize;
+                        let ix = (ox * win.stride[1] + kj * win.dilation[1]) as isize
+                            - win.padding[1] as isize;
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                            continue;
+                        }
+                        let xv = x[[img, g * cg + ci, iy as usize, ix as usize]] as f64;
+                        acc += xv * w[[oc, ci, ki, kj]] as f64;
+                    }
+                }
+            }
+            acc as f32
+        })
     }
 
     fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -84,6 +104,20 @@ mod tests {
             (64, 32, 16, 16, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
             // a last run of four positions alone, and a last panel of three channels
             (2, 5, 3, 4, 7, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            // the x86 tiles (runs of 8 and 16, panels of 6 and 8 channels): rows of 24, 16, 40
+            // and 48 read in place, last runs alone, last panels of 1 to 7 channels
+            (1, 3, 6, 24, 13, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (2, 4, 5, 16, 9, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (1, 2, 3, 40, 17, [1, 3], [1, 1], [0, 1], [1, 1], 1),
+            (1, 3, 9, 48, 10, [3, 3], [2, 1], [2, 2], [2, 2], 1),
+            (3, 6, 8, 32, 12, [3, 3], [1, 1], [1, 1], [1, 1], 3),
+            (2, 7, 9, 30, 23, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (1, 16, 8, 8, 64, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            // stride 1, rows not a whole number of runs: computed `wp` wide, then copied out
+            (1, 4, 7, 7, 6, [3, 3], [1, 1], [2, 2], [2, 2], 2),
+            (2, 3, 5, 5, 5, [1, 1], [1, 1], [0, 0], [1, 1], 1),
+            (3, 16, 4, 4, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            (1, 2, 6, 3, 9, [2, 3], [1, 1], [0, 1], [1, 1], 1),
         ];
         for &(n, c, h, w, o, kernel, stride, padding, dilation, groups) in cases {
             let win = Window {
@@ -97,25 +131,28 @@ mod tests {
             let b = random(&[o], &mut rng);
             for bias in [None, Some(&b)] {
                 let want = reference(&x, &wt, bias, win, groups);
-                let packed = PackedConv::new(
-                    wt.as_slice().unwrap(),
-                    wt.shape(),
-                    bias.map(|b| b.as_slice().unwrap()),
-                    win,
-                    groups,
-                )
-                .unwrap();
-                assert_eq!(&packed.output_shape(x.shape()).unwrap()[..], want.shape());
-                let mut got = vec![f32::NAN; want.len()];
-                packed
-                    .run(x.as_slice().unwrap(), x.shape(), None, false, &mut got)
+                for &k in Kernel::available() {
+                    let packed = PackedConv::with_kernel(
+                        wt.as_slice().unwrap(),
+                        wt.shape(),
+                        bias.map(|b| b.as_slice().unwrap()),
+                        win,
+                        groups,
+                        k,
+                    )
                     .unwrap();
-                let d = max_rel_diff(&got, want.as_slice().unwrap());
-                assert!(
-                    d < 1e-5,
-                    "{:?}: off by {d}",
-                    (n, c, h, w, o, kernel, stride, padding, dilation, groups)
-                );
+                    assert_eq!(&packed.output_shape(x.shape()).unwrap()[..], want.shape());
+                    let mut got = vec![f32::NAN; want.len()];
+                    packed
+                        .run(x.as_slice().unwrap(), x.shape(), None, false, &mut got)
+                        .unwrap();
+                    let d = max_rel_diff(&got, want.as_slice().unwrap());
+                    assert!(
+                        d < 1e-5,
+                        "{k:?} {:?}: off by {d}",
+                        (n, c, h, w, o, kernel, stride, padding, dilation, groups)
+                    );
+                }
             }
         }
     }
@@ -129,29 +166,83 @@ mod tests {
             padding: [1, 1],
             dilation: [1, 1],
         };
-        for (n, c, hw, o) in [(1, 16, 8, 16), (64, 8, 6, 12), (2, 3, 5, 5)] {
+        for (n, c, hw, o) in [
+            (1, 16, 8, 16),
+            (64, 8, 6, 12),
+            (2, 3, 5, 5),
+            (2, 8, 16, 13),
+            (1, 4, 32, 8),
+        ] {
             let x = random(&[n, c, hw, hw], &mut rng);
             let wt = random(&[o, c, 3, 3], &mut rng);
             let (s, t) = (random(&[o, 1, 1], &mut rng), random(&[o, 1, 1], &mut rng));
             let res = random(&[n, o, hw, hw], &mut rng);
             let conv = reference(&x, &wt, None, win, 1);
             let want = ((conv * &s + &t) + &res).mapv(|v| if v > 0.0 { v } else { 0.0 });
-            let mut packed =
-                PackedConv::new(wt.as_slice().unwrap(), wt.shape(), None, win, 1).unwrap();
-            packed.scale_channels(s.as_slice().unwrap());
-            packed.shift_channels(t.as_slice().unwrap());
-            let mut got = vec![0f32; want.len()];
-            packed
-                .run(
-                    x.as_slice().unwrap(),
-                    x.shape(),
-                    Some(res.as_slice().unwrap()),
-                    true,
-                    &mut got,
-                )
-                .unwrap();
-            let d = max_rel_diff(&got, want.as_slice().unwrap());
-            assert!(d < 1e-5, "{n}x{c}x{hw}: off by {d}");
+            for &k in Kernel::available() {
+                let mut packed =
+                    PackedConv::with_kernel(wt.as_slice().unwrap(), wt.shape(), None, win, 1, k)
+                        .unwrap();
+                packed.scale_channels(s.as_slice().unwrap());
+                packed.shift_channels(t.as_slice().unwrap());
+                let mut got = vec![0f32; want.len()];
+                packed
+                    .run(
+                        x.as_slice().unwrap(),
+                        x.shape(),
+                        Some(res.as_slice().unwrap()),
+                        true,
+                        &mut got,
+                    )
+                    .unwrap();
+                let d = max_rel_diff(&got, want.as_slice().unwrap());
+                assert!(d < 1e-5, "{k:?} {n}x{c}x{hw}: off by {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_the_cpu_has_is_offered_and_the_portable_one_last() {
+        let all = Kernel::available();
+        assert_eq!(all.last().unwrap().name(), Kernel::PORTABLE.name());
+        assert_eq!(Kernel::best().name(), all[0].name());
+        #[cfg(target_arch = "x86_64")]
+        {
+            let names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+            let has = |n: &str| names.iter().any(|k| k.starts_with(n));
+            assert_eq!(
+                has("avx2"),
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+            );
+            assert_eq!(has("avx512f"), is_x86_feature_detected!("avx512f"));
+        }
+    }
+
+    #[test]
+    fn relu_in_the_store_turns_nan_into_zero_in_every_kernel() {
+        let win = Window {
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        };
+        // one channel, 64 positions: full tiles of every kernel; NaN, -0 and negatives
+        let x: Vec<f32> = (0..64)
+            .map(|i| match i % 4 {
+                0 => f32::NAN,
+                1 => -0.0,
+                2 => -1.0 - i as f32,
+                _ => i as f32,
+            })
+            .collect();
+        for &k in Kernel::available() {
+            let p = PackedConv::with_kernel(&[1.0; 8], &[8, 1, 1, 1], None, win, 1, k).unwrap();
+            let mut got = vec![f32::NAN; 8 * 64];
+            p.run(&x, &[1, 1, 8, 8], None, true, &mut got).unwrap();
+            for (i, v) in got.iter().enumerate() {
+                let want = if i % 4 == 3 { (i % 64) as f32 } else { 0.0 };
+                assert!(v.to_bits() == want.to_bits(), "{k:?} at {i}: {v}");
+            }
         }
     }
 

@@ -135,7 +135,8 @@ fn quad(x: &[f32], at: usize) -> &[f32; 4] {
 
 /// A tile over a packed input panel `b` (`k × NR`).
 #[inline(never)]
-pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32; MR], st: Store) {
+pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32], st: Store) {
+    let bias: &[f32; MR] = bias.try_into().expect("MR biases");
     let rows = b.chunks_exact(NR).map(|r| [quad(r, 0), quad(r, 4)]);
     tile(a, rows, bias, st)
 }
@@ -149,9 +150,10 @@ pub fn tile_direct(
     x: &[f32],
     bases: [usize; 2],
     offsets: &[usize],
-    bias: &[f32; MR],
+    bias: &[f32],
     st: Store,
 ) {
+    let bias: &[f32; MR] = bias.try_into().expect("MR biases");
     if bases[1] == bases[0] + 4 {
         // both runs in one row: one bounds check per row of eight
         let x = &x[bases[0]..];
