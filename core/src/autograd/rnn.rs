@@ -5,7 +5,10 @@
 //! GEMM, each step one GEMM of the hidden state with `W_hh` plus a fused element-wise loop, into
 //! buffers allocated once per layer. Backward (through time) walks the steps in reverse with one
 //! GEMM per step for the hidden state's gradient, and forms the weight gradients with one GEMM
-//! each over all steps at the end.
+//! each over all steps at the end. The batch's rows are independent through time, so the batch is
+//! split into (at most) two chunks that each run the whole sequence, forward and backward, as one
+//! task on its own thread (see `Chunks`); the gate loops call no libm function and are compiled
+//! for AVX2 when the CPU has it.
 //!
 //! GRU (gates r, z, n): `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(… z …)`,
 //! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`.
