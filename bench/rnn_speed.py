@@ -13,6 +13,8 @@ venv has, so kiln writes the data once for both):
     bench/.venv-peers/bin/python bench/rnn_speed.py torch names
     .venv/bin/python bench/rnn_speed.py kiln names-lm        # the GRU language model, [B, 16] -> [B, 16, V]
     bench/.venv-peers/bin/python bench/rnn_speed.py torch names-lm
+    .venv/bin/python bench/rnn_speed.py kiln names-gpt       # notebook 04's small causal transformer, same data
+    bench/.venv-peers/bin/python bench/rnn_speed.py torch names-gpt
 
 Prints one JSON line: samples/s over the whole fit (after one warm-up epoch; evaluation not timed),
 final training loss, for the names cases the validation loss (and accuracy) on the held-out split
@@ -106,6 +108,7 @@ NAMES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "na
 NAMES = {  # case: epochs, batch, learning rate (scripts/train_text_demo.py's recipe, fixed epochs)
     "names": (10, 32, 2e-3),
     "names-lm": (4, 32, 3e-3),
+    "names-gpt": (4, 32, 3e-3),
 }
 EMB_N, HIDDEN_N = 32, 128
 
@@ -170,7 +173,21 @@ def names_model(nn, case: str, vocab: int, classes: int, F=None):
             out, _ = self.gru(self.emb(ids))
             return self.head(out.reshape(-1, HIDDEN_N)).reshape(-1, ids.shape[1], vocab)
 
-    return NameLanguage() if case == "names" else NameLM()
+    class NameGPT(nn.Module):  # notebooks/04-text.ipynb's transformer: d 48, 4 heads, 2 pre-norm layers
+        def __init__(self, steps=16, d=48, heads=4, layers=2):
+            super().__init__()
+            self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(steps, d)
+            layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=0.0,
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, layers)
+            self.head = nn.Linear(d, vocab)
+            # PyTorch wants the causal mask itself beside the is_causal hint; kiln builds it from the hint
+            self.mask = None if nn.__name__.startswith("kiln") else nn.Transformer.generate_square_subsequent_mask(steps)
+
+        def forward(self, ids):
+            return self.head(self.encoder(self.emb(ids) + self.pos.weight, mask=self.mask, is_causal=True))
+
+    return {"names": NameLanguage, "names-lm": NameLM, "names-gpt": NameGPT}[case]()
 
 
 def names_kiln(case: str) -> dict:
@@ -196,9 +213,12 @@ def names_kiln(case: str) -> dict:
 
 
 def names_torch(case: str) -> dict:
+    import warnings
+
     import torch
     from torch import nn
 
+    warnings.filterwarnings("ignore", message="enable_nested_tensor")  # norm_first layers: nothing to fix
     # 2 threads, as every case; RNN_TORCH_THREADS=1 for context on a busy machine, where two OpenMP
     # threads that wait for each other at every op lose most when one core is taken
     torch.set_num_threads(int(os.environ.get("RNN_TORCH_THREADS", "2")))

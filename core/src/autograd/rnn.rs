@@ -5,7 +5,10 @@
 //! GEMM, each step one GEMM of the hidden state with `W_hh` plus a fused element-wise loop, into
 //! buffers allocated once per layer. Backward (through time) walks the steps in reverse with one
 //! GEMM per step for the hidden state's gradient, and forms the weight gradients with one GEMM
-//! each over all steps at the end.
+//! each over all steps at the end. The batch's rows are independent through time, so the batch is
+//! split into (at most) two chunks that each run the whole sequence, forward and backward, as one
+//! task on its own thread (see `Chunks`); the gate loops call no libm function and are compiled
+//! for AVX2 when the CPU has it.
 //!
 //! GRU (gates r, z, n): `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(… z …)`,
 //! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`.
@@ -13,7 +16,6 @@
 
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix2, IxDyn};
 
-use super::activation::sigmoid;
 use super::linalg::gemm;
 use super::tape::{Tape, Tensor, Var};
 use crate::{shape_err, value_err, Result};
@@ -181,34 +183,341 @@ struct Dims {
     width: usize,
 }
 
-/// What one direction's forward keeps for backward: the activated gates per step (GRU r, z, n;
-/// LSTM i, f, g, o) and, per step, GRU's `W_hn h + b_hn` or LSTM's cell state.
+/// What one direction's forward keeps for backward, in chunk-major row order (see [`Chunks`]): the
+/// activated gates per step (GRU r, z, n; LSTM i, f, g, o), per step GRU's `W_hn h + b_hn` or
+/// LSTM's cell state, and the hidden states it produced (`[T·B, H]`, backward's `h_{t-1}`).
 struct DirCache {
     gates: Vec<f32>,
     extra: Vec<f32>,
+    states: Vec<f32>,
+}
+
+/// Batch rows that make a chunk worth its own task.
+const MIN_CHUNK_ROWS: usize = 4;
+/// Chunks per batch: the batch's rows are independent through time, so each chunk runs its whole
+/// sequence (forward, then backward) as one task, on its own core, with no synchronisation per
+/// step. The split depends on the batch size only, never on the thread count, so one thread and two
+/// give bit-identical results.
+const MAX_CHUNKS: usize = 2;
+
+/// How one layer's batch is split into chunks. Buffers shared by the chunks hold their rows in
+/// chunk-major order: chunk `c` (batch rows `b0..b1`) owns rows `T·b0..T·b1`, time-major within
+/// (`T·b0 + t·(b1 − b0) + (bi − b0)`), so every chunk reads and writes one contiguous block. With one
+/// chunk that order is the time-major `t·B + bi` itself.
+#[derive(Clone, Debug)]
+struct Chunks {
+    steps: usize,
+    batch: usize,
+    bounds: Vec<(usize, usize)>,
+}
+
+impl Chunks {
+    fn new(steps: usize, batch: usize) -> Chunks {
+        let count = (batch / MIN_CHUNK_ROWS).clamp(1, MAX_CHUNKS);
+        let bounds = (0..count)
+            .map(|c| (c * batch / count, (c + 1) * batch / count))
+            .collect();
+        Chunks {
+            steps,
+            batch,
+            bounds,
+        }
+    }
+
+    fn single(&self) -> bool {
+        self.bounds.len() == 1
+    }
+
+    /// For every chunk-major row, its time-major row `t·B + bi`.
+    fn time_major_rows(&self) -> Vec<usize> {
+        let mut rows = Vec::with_capacity(self.steps * self.batch);
+        for &(b0, b1) in &self.bounds {
+            for t in 0..self.steps {
+                rows.extend((b0..b1).map(|bi| t * self.batch + bi));
+            }
+        }
+        rows
+    }
+
+    /// `m` (`[T·B, w]`, time-major rows) in chunk-major row order; borrowed when that is the same.
+    fn gather<'a>(&self, m: &'a ArrayView2<'a, f32>) -> ndarray::CowArray<'a, f32, Ix2> {
+        if self.single() {
+            return m.view().into();
+        }
+        m.select(Axis(0), &self.time_major_rows()).into()
+    }
+
+    /// `buf` (`[T·B, width]` values, chunk-major rows) cut into one mutable block per chunk.
+    fn split<'a>(&self, mut buf: &'a mut [f32], width: usize) -> Vec<&'a mut [f32]> {
+        let mut parts = Vec::with_capacity(self.bounds.len());
+        for &(b0, b1) in &self.bounds {
+            let (head, tail) = buf.split_at_mut(self.steps * (b1 - b0) * width);
+            parts.push(head);
+            buf = tail;
+        }
+        parts
+    }
+
+    /// The read-only counterpart of [`Chunks::split`].
+    fn blocks<'a>(&self, buf: &'a [f32], width: usize) -> Vec<&'a [f32]> {
+        self.bounds
+            .iter()
+            .map(|&(b0, b1)| &buf[self.steps * b0 * width..self.steps * b1 * width])
+            .collect()
+    }
+}
+
+/// Batch rows `b0..b1` of a `[B, H]` state.
+fn batch_rows(s: Option<&[f32]>, (b0, b1): (usize, usize), h: usize) -> Option<&[f32]> {
+    s.map(|s| &s[b0 * h..b1 * h])
+}
+
+/// `f` on every task, in parallel on rayon's threads natively (in order in wasm); results in order.
+fn run_tasks<T: Send, R: Send>(tasks: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if tasks.len() > 1 {
+        use rayon::prelude::*;
+        return tasks.into_par_iter().map(f).collect();
+    }
+    tasks.into_iter().map(f).collect()
+}
+
+/// `e^x` for `x ≤ 0` without a libm call, so the gate loops vectorise: Cody–Waite reduction by
+/// `ln 2` and Cephes' degree-6 polynomial (within 2 ulp of libm's `expf`); arguments below −87
+/// (where `e^x` stops being a normal float) give `e^−87`, which the callers round away.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    // adding 1.5·2^23 rounds to an integer, kept in the low mantissa bits
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.max(-87.0);
+    let k = x * std::f32::consts::LOG2_E + ROUND;
+    let n = k - ROUND;
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    let exponent = (k.to_bits() as i32 - ROUND.to_bits() as i32 + 127) as u32;
+    e * f32::from_bits(exponent << 23)
+}
+
+/// `1 / (1 + e^-x)`, branch-free (the exponent is never positive, so it never overflows).
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    let e = exp_nonpositive(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x >= 0.0 {
+        r
+    } else {
+        e * r
+    }
 }
 
 /// `tanh` through one `exp` (`2σ(2x) − 1`): the libm `tanhf` (via `expm1f`) was a quarter of a
 /// char-GRU's training time; this one is within 3e-7 of it, absolutely (a few float32 roundings).
+#[inline(always)]
 fn tanh(x: f32) -> f32 {
     2.0 * sigmoid(2.0 * x) - 1.0
 }
 
-/// The step order of a direction.
-fn step_time(s: usize, steps: usize, reverse: bool) -> usize {
-    if reverse {
-        steps - 1 - s
-    } else {
-        s
+/// Defines `$name`, which runs `$body` (an `#[inline(always)]` fn) compiled for AVX2 when the CPU
+/// has it (8 lanes; the baseline x86-64 target has 4), else as built. No fused multiply-adds are
+/// formed either way (Rust does not contract), so both give bit-identical results.
+macro_rules! simd_dispatch {
+    ($name:ident, $avx2:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU was just checked for AVX2.
+                unsafe { return $avx2($($arg),*) }
+            }
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx2($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
+}
+
+/// The gate biases of one direction, folded where they add: GRU's `b_hn` stays apart (`r` scales it).
+struct Bias {
+    x: Vec<f32>,
+    hn: Vec<f32>,
+}
+
+impl Bias {
+    fn new(cell: RnnCell, h: usize, w: &DirWeights) -> Bias {
+        let gh_w = cell.gates() * h;
+        let mut x = vec![0.0f32; gh_w];
+        let mut hn = vec![0.0f32; h];
+        if let Some(bi) = w.b_ih {
+            x.copy_from_slice(bi);
+        }
+        if let Some(bh) = w.b_hh {
+            let folded = if cell == RnnCell::Gru { 2 * h } else { gh_w };
+            for (a, v) in x[..folded].iter_mut().zip(bh) {
+                *a += v;
+            }
+            if cell == RnnCell::Gru {
+                hn.copy_from_slice(&bh[2 * h..]);
+            }
+        }
+        Bias { x, hn }
     }
 }
 
-/// Forward of one direction over the whole sequence. `x`: `[T·B, I]` (time-major rows); writes
-/// `h_t` into `out` (`[T·B, width]`) at columns `col..col+H`; returns (h_n, c_n, cache).
+/// One GRU step's element-wise part for `rows` rows: `g` holds `x·W_ihᵀ` (`[rows, 3H]`), `rh`
+/// `h·W_hhᵀ`; writes the activated gates back into `g`, `W_hn h + b_hn` into `ex`, `h'` into
+/// `hp` and `o`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gru_step_body(
+    h: usize,
+    g: &mut [f32],
+    rh: &[f32],
+    bias: &[f32],
+    bias_hn: &[f32],
+    hp: &mut [f32],
+    ex: &mut [f32],
+    o: &mut [f32],
+) {
+    let (br, bz, bn, bhn) = (
+        &bias[..h],
+        &bias[h..2 * h],
+        &bias[2 * h..3 * h],
+        &bias_hn[..h],
+    );
+    for ((((g, rh), hp), ex), o) in g
+        .chunks_exact_mut(3 * h)
+        .zip(rh.chunks_exact(3 * h))
+        .zip(hp.chunks_exact_mut(h))
+        .zip(ex.chunks_exact_mut(h))
+        .zip(o.chunks_exact_mut(h))
+    {
+        let (gr, rest) = g.split_at_mut(h);
+        let (gz, gn) = rest.split_at_mut(h);
+        let (gn, ex, o, hp) = (&mut gn[..h], &mut ex[..h], &mut o[..h], &mut hp[..h]);
+        let (hr, hz, hn) = (&rh[..h], &rh[h..2 * h], &rh[2 * h..3 * h]);
+        for j in 0..h {
+            let r = sigmoid(gr[j] + br[j] + hr[j]);
+            let z = sigmoid(gz[j] + bz[j] + hz[j]);
+            let ghn = hn[j] + bhn[j];
+            let nn = tanh(gn[j] + bn[j] + r * ghn);
+            let out = (1.0 - z) * nn + z * hp[j];
+            gr[j] = r;
+            gz[j] = z;
+            gn[j] = nn;
+            ex[j] = ghn;
+            hp[j] = out;
+            o[j] = out;
+        }
+    }
+}
+simd_dispatch!(gru_step, gru_step_avx2, gru_step_body, (h: usize, g: &mut [f32], rh: &[f32], bias: &[f32], bias_hn: &[f32], hp: &mut [f32], ex: &mut [f32], o: &mut [f32]));
+
+/// One LSTM step's element-wise part: as [`gru_step_body`], with the cell state `cp` updated and
+/// stored in `ex`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lstm_step_body(
+    h: usize,
+    g: &mut [f32],
+    rh: &[f32],
+    bias: &[f32],
+    hp: &mut [f32],
+    cp: &mut [f32],
+    ex: &mut [f32],
+    o: &mut [f32],
+) {
+    for (((((g, rh), hp), cp), ex), o) in g
+        .chunks_exact_mut(4 * h)
+        .zip(rh.chunks_exact(4 * h))
+        .zip(hp.chunks_exact_mut(h))
+        .zip(cp.chunks_exact_mut(h))
+        .zip(ex.chunks_exact_mut(h))
+        .zip(o.chunks_exact_mut(h))
+    {
+        let (g, rh, bias) = (&mut g[..4 * h], &rh[..4 * h], &bias[..4 * h]);
+        let (hp, cp, ex, o) = (&mut hp[..h], &mut cp[..h], &mut ex[..h], &mut o[..h]);
+        for j in 0..h {
+            let i = sigmoid(g[j] + bias[j] + rh[j]);
+            let f = sigmoid(g[h + j] + bias[h + j] + rh[h + j]);
+            let gg = tanh(g[2 * h + j] + bias[2 * h + j] + rh[2 * h + j]);
+            let og = sigmoid(g[3 * h + j] + bias[3 * h + j] + rh[3 * h + j]);
+            let c = f * cp[j] + i * gg;
+            let out = og * tanh(c);
+            g[j] = i;
+            g[h + j] = f;
+            g[2 * h + j] = gg;
+            g[3 * h + j] = og;
+            ex[j] = c;
+            cp[j] = c;
+            hp[j] = out;
+            o[j] = out;
+        }
+    }
+}
+simd_dispatch!(lstm_step, lstm_step_avx2, lstm_step_body, (h: usize, g: &mut [f32], rh: &[f32], bias: &[f32], hp: &mut [f32], cp: &mut [f32], ex: &mut [f32], o: &mut [f32]));
+
+/// One chunk's share of a direction's forward: its blocks of the chunk-major buffers.
+struct ForwardChunk<'a> {
+    /// `x·W_ihᵀ` for its rows on entry, the activated gates on return (`[T·bc, G·H]`).
+    gates: &'a mut [f32],
+    extra: &'a mut [f32],
+    states: &'a mut [f32],
+    h0: Option<&'a [f32]>,
+    c0: Option<&'a [f32]>,
+}
+
+/// Forward of one chunk through the whole sequence: one GEMM with `W_hh` and one fused
+/// element-wise pass per step; returns the chunk's (h_n, c_n).
+fn forward_chunk(
+    n: Dims,
+    w: &DirWeights,
+    bias: &Bias,
+    reverse: bool,
+    ch: ForwardChunk,
+) -> (Vec<f32>, Vec<f32>) {
+    let h = n.hidden;
+    let gh_w = n.cell.gates() * h;
+    let bc = ch.states.len() / (n.steps * h);
+    let mut hp = ch.h0.map_or_else(|| vec![0.0; bc * h], <[f32]>::to_vec);
+    let mut cp = ch.c0.map_or_else(|| vec![0.0; bc * h], <[f32]>::to_vec);
+    let mut gh = Array2::<f32>::zeros((bc, gh_w));
+    for s in 0..n.steps {
+        let t = step_time(s, n.steps, reverse);
+        {
+            let hv = ArrayView2::from_shape((bc, h), &hp).expect("bc×H");
+            gemm(1.0, &hv, &w.w_hh.t(), 0.0, &mut gh.view_mut());
+        }
+        let rh = gh.as_slice().expect("fresh array");
+        let g = &mut ch.gates[t * bc * gh_w..(t + 1) * bc * gh_w];
+        let ex = &mut ch.extra[t * bc * h..(t + 1) * bc * h];
+        let o = &mut ch.states[t * bc * h..(t + 1) * bc * h];
+        match n.cell {
+            RnnCell::Gru => gru_step(h, g, rh, &bias.x, &bias.hn, &mut hp, ex, o),
+            RnnCell::Lstm => lstm_step(h, g, rh, &bias.x, &mut hp, &mut cp, ex, o),
+        }
+    }
+    (hp, cp)
+}
+
+/// Forward of one direction over the whole sequence. `xw`: `x·W_ihᵀ` for every step
+/// (`[T·B, G·H]`, chunk-major rows), consumed as the gates' buffer; writes `h_t` into `out`
+/// (`[T·B, width]`, time-major) at columns `col..col+H`; returns (h_n, c_n, cache).
 #[allow(clippy::too_many_arguments)]
 fn forward_direction(
     n: Dims,
-    x: &ArrayView2<f32>,
+    chunks: &Chunks,
+    xw: Vec<f32>,
     w: &DirWeights,
     h0: Option<&[f32]>,
     c0: Option<&[f32]>,
@@ -218,86 +527,228 @@ fn forward_direction(
 ) -> (Vec<f32>, Vec<f32>, DirCache) {
     let (t_len, b, h) = (n.steps, n.batch, n.hidden);
     let gh_w = n.cell.gates() * h;
-    // gates ← x·W_ihᵀ for every step at once, then overwritten in place by the activated gates
-    let mut gi = Array2::<f32>::zeros((t_len * b, gh_w));
-    gemm(1.0, x, &w.w_ih.t(), 0.0, &mut gi.view_mut());
-    // biases folded where they add: GRU's b_hn stays apart (it is scaled by r)
-    let mut bias_x = vec![0.0f32; gh_w];
-    let mut bias_hn = vec![0.0f32; h];
-    if let Some(bi) = w.b_ih {
-        bias_x.copy_from_slice(bi);
-    }
-    if let Some(bh) = w.b_hh {
-        let folded = if n.cell == RnnCell::Gru { 2 * h } else { gh_w };
-        for (a, v) in bias_x[..folded].iter_mut().zip(bh) {
-            *a += v;
-        }
-        if n.cell == RnnCell::Gru {
-            bias_hn.copy_from_slice(&bh[2 * h..]);
-        }
-    }
-    let mut hp = h0.map_or_else(|| vec![0.0; b * h], <[f32]>::to_vec);
-    let mut cp = c0.map_or_else(|| vec![0.0; b * h], <[f32]>::to_vec);
+    let bias = Bias::new(n.cell, h, w);
+    let mut gates = xw;
     let mut extra = vec![0.0f32; t_len * b * h];
-    let mut gh = Array2::<f32>::zeros((b, gh_w));
-    let gi_s = gi.as_slice_mut().expect("fresh array");
-    for s in 0..t_len {
-        let t = step_time(s, t_len, reverse);
-        {
-            let hv = ArrayView2::from_shape((b, h), &hp).expect("B×H");
-            gemm(1.0, &hv, &w.w_hh.t(), 0.0, &mut gh.view_mut());
-        }
-        let ghs = gh.as_slice().expect("fresh array");
-        for bi in 0..b {
-            let row = t * b + bi;
-            let g = &mut gi_s[row * gh_w..(row + 1) * gh_w];
-            let r_h = &ghs[bi * gh_w..(bi + 1) * gh_w];
-            let hrow = &mut hp[bi * h..(bi + 1) * h];
-            let ex = &mut extra[row * h..(row + 1) * h];
-            let o = &mut out[row * n.width + col..row * n.width + col + h];
-            match n.cell {
-                RnnCell::Gru => {
-                    for j in 0..h {
-                        let r = sigmoid(g[j] + bias_x[j] + r_h[j]);
-                        let z = sigmoid(g[h + j] + bias_x[h + j] + r_h[h + j]);
-                        let ghn = r_h[2 * h + j] + bias_hn[j];
-                        let nn = tanh(g[2 * h + j] + bias_x[2 * h + j] + r * ghn);
-                        let hn = (1.0 - z) * nn + z * hrow[j];
-                        g[j] = r;
-                        g[h + j] = z;
-                        g[2 * h + j] = nn;
-                        ex[j] = ghn;
-                        hrow[j] = hn;
-                        o[j] = hn;
-                    }
-                }
-                RnnCell::Lstm => {
-                    let crow = &mut cp[bi * h..(bi + 1) * h];
-                    for j in 0..h {
-                        let i = sigmoid(g[j] + bias_x[j] + r_h[j]);
-                        let f = sigmoid(g[h + j] + bias_x[h + j] + r_h[h + j]);
-                        let gg = tanh(g[2 * h + j] + bias_x[2 * h + j] + r_h[2 * h + j]);
-                        let og = sigmoid(g[3 * h + j] + bias_x[3 * h + j] + r_h[3 * h + j]);
-                        let c = f * crow[j] + i * gg;
-                        let hn = og * tanh(c);
-                        g[j] = i;
-                        g[h + j] = f;
-                        g[2 * h + j] = gg;
-                        g[3 * h + j] = og;
-                        ex[j] = c;
-                        crow[j] = c;
-                        hrow[j] = hn;
-                        o[j] = hn;
-                    }
-                }
-            }
+    let mut states = vec![0.0f32; t_len * b * h];
+    let tasks: Vec<ForwardChunk> = chunks
+        .split(&mut gates, gh_w)
+        .into_iter()
+        .zip(chunks.split(&mut extra, h))
+        .zip(chunks.split(&mut states, h))
+        .zip(&chunks.bounds)
+        .map(|(((gates, extra), states), &bounds)| ForwardChunk {
+            gates,
+            extra,
+            states,
+            h0: batch_rows(h0, bounds, h),
+            c0: batch_rows(c0, bounds, h),
+        })
+        .collect();
+    let finals = run_tasks(tasks, |ch| forward_chunk(n, w, &bias, reverse, ch));
+    let (mut h_n, mut c_n) = (Vec::with_capacity(b * h), Vec::with_capacity(b * h));
+    for (hc, cc) in finals {
+        h_n.extend(hc);
+        c_n.extend(cc);
+    }
+    for (state, row) in states.chunks_exact(h).zip(chunks.time_major_rows()) {
+        out[row * n.width + col..row * n.width + col + h].copy_from_slice(state);
+    }
+    (
+        h_n,
+        c_n,
+        DirCache {
+            gates,
+            extra,
+            states,
+        },
+    )
+}
+
+/// One GRU step's backward for `rows` rows: from the step's gates `g`, `W_hn h + b_hn` (`ex`), the
+/// previous state `hp` and the incoming `∂h` (`dh`, plus the output's `go`), the gradients of the
+/// pre-activations on the input side (`dgi`) and the hidden side (`dgh`: GRU's `n` differs), and
+/// the direct part of `∂h_{t-1}` (`dp`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gru_back_body(
+    h: usize,
+    g: &[f32],
+    ex: &[f32],
+    hp: &[f32],
+    dh: &[f32],
+    go: &[f32],
+    dgi: &mut [f32],
+    dgh: &mut [f32],
+    dp: &mut [f32],
+) {
+    for ((((((((g, ex), hp), dh), go), dgi), dgh), dp), _) in g
+        .chunks_exact(3 * h)
+        .zip(ex.chunks_exact(h))
+        .zip(hp.chunks_exact(h))
+        .zip(dh.chunks_exact(h))
+        .zip(go.chunks_exact(h))
+        .zip(dgi.chunks_exact_mut(3 * h))
+        .zip(dgh.chunks_exact_mut(3 * h))
+        .zip(dp.chunks_exact_mut(h))
+        .zip(0..)
+    {
+        let (gr, gz, gn) = (&g[..h], &g[h..2 * h], &g[2 * h..3 * h]);
+        let (ex, hp, dh, go, dp) = (&ex[..h], &hp[..h], &dh[..h], &go[..h], &mut dp[..h]);
+        let (ir, rest) = dgi.split_at_mut(h);
+        let (iz, in_) = rest.split_at_mut(h);
+        let in_ = &mut in_[..h];
+        let (hr, rest) = dgh.split_at_mut(h);
+        let (hz, hn) = rest.split_at_mut(h);
+        let hn = &mut hn[..h];
+        for j in 0..h {
+            let (r, z, nn, ghn) = (gr[j], gz[j], gn[j], ex[j]);
+            let d = dh[j] + go[j];
+            let dn = d * (1.0 - z) * (1.0 - nn * nn);
+            let dz = d * (hp[j] - nn) * z * (1.0 - z);
+            let dr = dn * ghn * r * (1.0 - r);
+            ir[j] = dr;
+            iz[j] = dz;
+            in_[j] = dn;
+            hr[j] = dr;
+            hz[j] = dz;
+            hn[j] = dn * r;
+            dp[j] = d * z;
         }
     }
-    let cache = DirCache {
-        gates: gi.into_raw_vec_and_offset().0,
-        extra,
-    };
-    (hp, cp, cache)
+}
+simd_dispatch!(gru_back, gru_back_avx2, gru_back_body, (h: usize, g: &[f32], ex: &[f32], hp: &[f32], dh: &[f32], go: &[f32], dgi: &mut [f32], dgh: &mut [f32], dp: &mut [f32]));
+
+/// One LSTM step's backward: `ex` the step's cell states, `cprev` the previous ones, `dc` the cell
+/// state's gradient (updated to `∂c_{t-1}`); `dp` (the direct part of `∂h_{t-1}`) is zero.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lstm_back_body(
+    h: usize,
+    g: &[f32],
+    ex: &[f32],
+    cprev: &[f32],
+    dh: &[f32],
+    go: &[f32],
+    dgi: &mut [f32],
+    dc: &mut [f32],
+    dp: &mut [f32],
+) {
+    for ((((((((g, ex), cprev), dh), go), dgi), dc), dp), _) in g
+        .chunks_exact(4 * h)
+        .zip(ex.chunks_exact(h))
+        .zip(cprev.chunks_exact(h))
+        .zip(dh.chunks_exact(h))
+        .zip(go.chunks_exact(h))
+        .zip(dgi.chunks_exact_mut(4 * h))
+        .zip(dc.chunks_exact_mut(h))
+        .zip(dp.chunks_exact_mut(h))
+        .zip(0..)
+    {
+        let (g, dgi) = (&g[..4 * h], &mut dgi[..4 * h]);
+        let (ex, cprev, dh, go) = (&ex[..h], &cprev[..h], &dh[..h], &go[..h]);
+        let (dc, dp) = (&mut dc[..h], &mut dp[..h]);
+        for j in 0..h {
+            let (i, f, gg, o, c) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j], ex[j]);
+            let d = dh[j] + go[j];
+            let tc = tanh(c);
+            let dcj = dc[j] + d * o * (1.0 - tc * tc);
+            dgi[j] = dcj * gg * i * (1.0 - i);
+            dgi[h + j] = dcj * cprev[j] * f * (1.0 - f);
+            dgi[2 * h + j] = dcj * i * (1.0 - gg * gg);
+            dgi[3 * h + j] = d * tc * o * (1.0 - o);
+            dc[j] = dcj * f;
+            dp[j] = 0.0;
+        }
+    }
+}
+simd_dispatch!(lstm_back, lstm_back_avx2, lstm_back_body, (h: usize, g: &[f32], ex: &[f32], cprev: &[f32], dh: &[f32], go: &[f32], dgi: &mut [f32], dc: &mut [f32], dp: &mut [f32]));
+
+/// One chunk's share of a direction's backward: what its forward kept, and its blocks of the
+/// chunk-major gradient buffers.
+struct BackwardChunk<'a> {
+    bounds: (usize, usize),
+    gates: &'a [f32],
+    extra: &'a [f32],
+    states: &'a [f32],
+    h0: Option<&'a [f32]>,
+    c0: Option<&'a [f32]>,
+    dh_n: &'a [f32],
+    dc_n: &'a [f32],
+    dgi: &'a mut [f32],
+    /// GRU only (empty for LSTM, whose hidden-side gradients are `dgi`).
+    dgh: &'a mut [f32],
+    hprev: &'a mut [f32],
+}
+
+/// Backward through time of one chunk: per step one fused element-wise pass and one GEMM with
+/// `W_hh` for `∂h_{t-1}`; fills the chunk's `dgi`, `dgh`, `hprev`; returns its (∂h0, ∂c0).
+fn backward_chunk(
+    n: Dims,
+    w: &DirWeights,
+    reverse: bool,
+    dout: &[f32],
+    col: usize,
+    ch: BackwardChunk,
+) -> (Vec<f32>, Vec<f32>) {
+    let (t_len, h) = (n.steps, n.hidden);
+    let gh_w = n.cell.gates() * h;
+    let gru = n.cell == RnnCell::Gru;
+    let (b0, b1) = ch.bounds;
+    let bc = b1 - b0;
+    let mut dh = ch.dh_n.to_vec();
+    let mut dc = ch.dc_n.to_vec();
+    let mut dh_prev = vec![0.0f32; bc * h];
+    let mut go = vec![0.0f32; bc * h];
+    let zeros = vec![0.0f32; bc * h];
+    let step = |t: usize| t * bc * h..(t + 1) * bc * h;
+    for s in (0..t_len).rev() {
+        let t = step_time(s, t_len, reverse);
+        let prev = (s > 0).then(|| step_time(s - 1, t_len, reverse));
+        // the previous state (and LSTM's previous cell state)
+        let hp: &[f32] = match prev {
+            Some(p) => &ch.states[step(p)],
+            None => ch.h0.unwrap_or(&zeros),
+        };
+        ch.hprev[step(t)].copy_from_slice(hp);
+        for (i, bi) in (b0..b1).enumerate() {
+            let at = (t * n.batch + bi) * n.width + col;
+            go[i * h..(i + 1) * h].copy_from_slice(&dout[at..at + h]);
+        }
+        let g = &ch.gates[t * bc * gh_w..(t + 1) * bc * gh_w];
+        let ex = &ch.extra[step(t)];
+        let dgi = &mut ch.dgi[t * bc * gh_w..(t + 1) * bc * gh_w];
+        if gru {
+            let dgh = &mut ch.dgh[t * bc * gh_w..(t + 1) * bc * gh_w];
+            gru_back(h, g, ex, hp, &dh, &go, dgi, dgh, &mut dh_prev);
+        } else {
+            let cprev: &[f32] = match prev {
+                Some(p) => &ch.extra[step(p)],
+                None => ch.c0.unwrap_or(&zeros),
+            };
+            lstm_back(h, g, ex, cprev, &dh, &go, dgi, &mut dc, &mut dh_prev);
+        }
+        // ∂h_{t-1} += ∂(hidden-side pre-activations) · W_hh
+        let src: &[f32] = if gru {
+            &ch.dgh[t * bc * gh_w..(t + 1) * bc * gh_w]
+        } else {
+            &ch.dgi[t * bc * gh_w..(t + 1) * bc * gh_w]
+        };
+        let rows = ArrayView2::from_shape((bc, gh_w), src).expect("bc×G");
+        let mut dpv = ArrayViewMut2::from_shape((bc, h), &mut dh_prev).expect("bc×H");
+        gemm(1.0, &rows, &w.w_hh, 1.0, &mut dpv);
+        std::mem::swap(&mut dh, &mut dh_prev);
+    }
+    (dh, dc)
+}
+
+/// The step order of a direction.
+fn step_time(s: usize, steps: usize, reverse: bool) -> usize {
+    if reverse {
+        steps - 1 - s
+    } else {
+        s
+    }
 }
 
 /// One direction's gradients.
@@ -310,23 +761,24 @@ struct DirGrads {
     c0: Vec<f32>,
 }
 
-/// Backward through time of one direction. `dout`: the output's gradient `[T·B, width]`;
-/// `dh_n`, `dc_n`: the final states' gradients `[B·H]`. Adds this direction's `∂x` into `dx`.
+/// Backward through time of one direction. `xp`: the input in chunk-major rows; `dout`: the
+/// output's gradient `[T·B, width]` (time-major); `dh_n`, `dc_n`: the final states' gradients
+/// `[B·H]`. Adds this direction's `∂x` (chunk-major rows) into `dxp`.
 #[allow(clippy::too_many_arguments)]
 fn backward_direction(
     n: Dims,
-    x: &ArrayView2<f32>,
+    chunks: &Chunks,
+    xp: &ArrayView2<f32>,
     w: &DirWeights,
     h0: Option<&[f32]>,
     c0: Option<&[f32]>,
     reverse: bool,
-    out: &[f32],
     col: usize,
     cache: &DirCache,
     dout: &[f32],
     dh_n: &[f32],
     dc_n: &[f32],
-    dx: Option<&mut Array2<f32>>,
+    dxp: Option<&mut Array2<f32>>,
 ) -> DirGrads {
     let (t_len, b, h) = (n.steps, n.batch, n.hidden);
     let gh_w = n.cell.gates() * h;
@@ -340,73 +792,41 @@ fn backward_direction(
     };
     // every step's previous hidden state, for ∂W_hh = Σ_t dghᵀ · h_{t-1}
     let mut hprev = vec![0.0f32; t_len * b * h];
-    let mut dh = dh_n.to_vec();
-    let mut dc = dc_n.to_vec();
-    let mut dh_prev = vec![0.0f32; b * h];
-    for s in (0..t_len).rev() {
-        let t = step_time(s, t_len, reverse);
-        let prev = (s > 0).then(|| step_time(s - 1, t_len, reverse));
-        for bi in 0..b {
-            let row = t * b + bi;
-            let hp = &mut hprev[row * h..(row + 1) * h];
-            match (prev, h0) {
-                (Some(p), _) => {
-                    let at = (p * b + bi) * n.width + col;
-                    hp.copy_from_slice(&out[at..at + h]);
-                }
-                (None, Some(h0)) => hp.copy_from_slice(&h0[bi * h..(bi + 1) * h]),
-                (None, None) => {}
-            }
-            let g = &cache.gates[row * gh_w..(row + 1) * gh_w];
-            let ex = &cache.extra[row * h..(row + 1) * h];
-            let dgi_r = &mut dgi[row * gh_w..(row + 1) * gh_w];
-            let dhr = &mut dh[bi * h..(bi + 1) * h];
-            let dpr = &mut dh_prev[bi * h..(bi + 1) * h];
-            let go = &dout[row * n.width + col..row * n.width + col + h];
-            if gru {
-                let dgh_r = &mut dgh[row * gh_w..(row + 1) * gh_w];
-                for j in 0..h {
-                    let (r, z, nn, ghn) = (g[j], g[h + j], g[2 * h + j], ex[j]);
-                    let d = dhr[j] + go[j];
-                    let dn = d * (1.0 - z) * (1.0 - nn * nn);
-                    let dz = d * (hp[j] - nn) * z * (1.0 - z);
-                    let dr = dn * ghn * r * (1.0 - r);
-                    dgi_r[j] = dr;
-                    dgi_r[h + j] = dz;
-                    dgi_r[2 * h + j] = dn;
-                    dgh_r[j] = dr;
-                    dgh_r[h + j] = dz;
-                    dgh_r[2 * h + j] = dn * r;
-                    dpr[j] = d * z;
-                }
-            } else {
-                let dcr = &mut dc[bi * h..(bi + 1) * h];
-                for j in 0..h {
-                    let (i, f, gg, o, c) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j], ex[j]);
-                    let c_prev = match (prev, c0) {
-                        (Some(p), _) => cache.extra[(p * b + bi) * h + j],
-                        (None, Some(c0)) => c0[bi * h + j],
-                        (None, None) => 0.0,
-                    };
-                    let d = dhr[j] + go[j];
-                    let tc = tanh(c);
-                    let dcj = dcr[j] + d * o * (1.0 - tc * tc);
-                    dgi_r[j] = dcj * gg * i * (1.0 - i);
-                    dgi_r[h + j] = dcj * c_prev * f * (1.0 - f);
-                    dgi_r[2 * h + j] = dcj * i * (1.0 - gg * gg);
-                    dgi_r[3 * h + j] = d * tc * o * (1.0 - o);
-                    dcr[j] = dcj * f;
-                    dpr[j] = 0.0;
-                }
-            }
-        }
-        // ∂h_{t-1} += ∂(hidden-side pre-activations) · W_hh
-        let src = if gru { &dgh } else { &dgi };
-        let rows =
-            ArrayView2::from_shape((b, gh_w), &src[t * b * gh_w..(t + 1) * b * gh_w]).expect("B×G");
-        let mut dpv = ArrayViewMut2::from_shape((b, h), &mut dh_prev).expect("B×H");
-        gemm(1.0, &rows, &w.w_hh, 1.0, &mut dpv);
-        std::mem::swap(&mut dh, &mut dh_prev);
+    let mut dgh_parts = if gru {
+        chunks.split(&mut dgh, gh_w)
+    } else {
+        chunks.bounds.iter().map(|_| Default::default()).collect()
+    };
+    let tasks: Vec<BackwardChunk> = chunks
+        .split(&mut dgi, gh_w)
+        .into_iter()
+        .zip(dgh_parts.drain(..))
+        .zip(chunks.split(&mut hprev, h))
+        .zip(chunks.blocks(&cache.gates, gh_w))
+        .zip(chunks.blocks(&cache.extra, h))
+        .zip(chunks.blocks(&cache.states, h))
+        .zip(&chunks.bounds)
+        .map(
+            |((((((dgi, dgh), hprev), gates), extra), states), &bounds)| BackwardChunk {
+                bounds,
+                gates,
+                extra,
+                states,
+                h0: batch_rows(h0, bounds, h),
+                c0: batch_rows(c0, bounds, h),
+                dh_n: &dh_n[bounds.0 * h..bounds.1 * h],
+                dc_n: &dc_n[bounds.0 * h..bounds.1 * h],
+                dgi,
+                dgh,
+                hprev,
+            },
+        )
+        .collect();
+    let firsts = run_tasks(tasks, |ch| backward_chunk(n, w, reverse, dout, col, ch));
+    let (mut dh0, mut dc0) = (Vec::with_capacity(b * h), Vec::with_capacity(b * h));
+    for (dh, dc) in firsts {
+        dh0.extend(dh);
+        dc0.extend(dc);
     }
     let dgi_v = ArrayView2::from_shape((t_len * b, gh_w), &dgi).expect("TB×G");
     let dgh_v = if gru {
@@ -416,19 +836,19 @@ fn backward_direction(
     };
     let hprev_v = ArrayView2::from_shape((t_len * b, h), &hprev).expect("TB×H");
     let mut w_ih = Array2::zeros(w.w_ih.raw_dim());
-    gemm(1.0, &dgi_v.t(), x, 0.0, &mut w_ih.view_mut());
+    gemm(1.0, &dgi_v.t(), xp, 0.0, &mut w_ih.view_mut());
     let mut w_hh = Array2::zeros(w.w_hh.raw_dim());
     gemm(1.0, &dgh_v.t(), &hprev_v, 0.0, &mut w_hh.view_mut());
-    if let Some(dx) = dx {
-        gemm(1.0, &dgi_v, &w.w_ih, 1.0, &mut dx.view_mut());
+    if let Some(dxp) = dxp {
+        gemm(1.0, &dgi_v, &w.w_ih, 1.0, &mut dxp.view_mut());
     }
     DirGrads {
         w_ih,
         w_hh,
         b_ih: dgi_v.sum_axis(Axis(0)).to_vec(),
         b_hh: dgh_v.sum_axis(Axis(0)).to_vec(),
-        h0: dh,
-        c0: dc,
+        h0: dh0,
+        c0: dc0,
     }
 }
 
@@ -645,6 +1065,8 @@ impl Tape {
             .iter()
             .map(|s| s.map(|k| standard(self.value(inputs[k])).into_owned()))
             .collect();
+        let chunks = Chunks::new(t_len, b);
+        let xp = chunks.gather(&x2);
         let mut out = vec![0.0f32; t_len * b * n.width];
         let mut h_n = Vec::with_capacity(dirs * b * hidden);
         let mut c_n = Vec::with_capacity(dirs * b * hidden);
@@ -654,9 +1076,13 @@ impl Tape {
             for d in 0..dirs {
                 let w = slots.dir(&get, d);
                 let part = |s| dir_part(s, d, b * hidden);
+                // the input projection of every step at once: the gates' buffer
+                let mut xw = Array2::<f32>::zeros((t_len * b, cell.gates() * hidden));
+                gemm(1.0, &xp.view(), &w.w_ih.t(), 0.0, &mut xw.view_mut());
                 let (h, c, cache) = forward_direction(
                     n,
-                    &x2,
+                    &chunks,
+                    xw.into_raw_vec_and_offset().0,
                     &w,
                     part(&states[0]),
                     part(&states[1]),
@@ -678,8 +1104,8 @@ impl Tape {
         if cell == RnnCell::Lstm {
             values.push(state(c_n));
         }
-        let vars = self.push_multi(values, &inputs, move |c, outs, grads| {
-            rnn_layer_backward(c, n, dirs, slots, &caches, outs, grads)
+        let vars = self.push_multi(values, &inputs, move |c, _, grads| {
+            rnn_layer_backward(c, n, dirs, slots, &caches, grads)
         });
         (vars[0], vars[1], vars.get(2).copied())
     }
@@ -692,7 +1118,6 @@ fn rnn_layer_backward<'a>(
     dirs: usize,
     slots: Slots,
     caches: &[DirCache],
-    outs: &[ArrayViewD<'a, f32>],
     grads: &[ArrayViewD<'a, f32>],
 ) -> Vec<Option<Tensor>> {
     let (t_len, b, h) = (n.steps, n.batch, n.hidden);
@@ -704,8 +1129,9 @@ fn rnn_layer_backward<'a>(
         .iter()
         .map(|s| s.map(|k| standard(c.input(k)).into_owned()))
         .collect();
+    let chunks = Chunks::new(t_len, b);
+    let xp = chunks.gather(&x2);
     let part = |v: &ArrayViewD<'a, f32>| v.to_slice().expect("packed parts are contiguous");
-    let out = part(&outs[0]);
     let dout = part(&grads[0]);
     let dh_n = part(&grads[1]);
     let no_dc = vec![0.0; if grads.len() > 2 { 0 } else { dirs * b * h }];
@@ -714,7 +1140,8 @@ fn rnn_layer_backward<'a>(
     } else {
         &no_dc
     };
-    let mut dx = c
+    // ∂x in chunk-major rows, every direction's share summed
+    let mut dxp = c
         .needs(0)
         .then(|| Array2::<f32>::zeros((t_len * b, i_size)));
     let mut result: Vec<Option<Tensor>> = vec![None; c.inputs_len()];
@@ -725,18 +1152,18 @@ fn rnn_layer_backward<'a>(
         let part = |s| dir_part(s, d, b * h);
         let g = backward_direction(
             n,
-            &x2,
+            &chunks,
+            &xp.view(),
             &w,
             part(&states[0]),
             part(&states[1]),
             d == 1,
-            out,
             d * h,
             cache,
             dout,
             &dh_n[d * b * h..(d + 1) * b * h],
             &dc_n[d * b * h..(d + 1) * b * h],
-            dx.as_mut(),
+            dxp.as_mut(),
         );
         let base = slots.weights + d * slots.per_dir;
         result[base] = Some(g.w_ih.into_dyn());
@@ -749,7 +1176,16 @@ fn rnn_layer_backward<'a>(
         dh0.extend(g.h0);
         dc0.extend(g.c0);
     }
-    result[0] = dx.map(|dx| {
+    result[0] = dxp.map(|dxp| {
+        let dx = if chunks.single() {
+            dxp
+        } else {
+            let mut dx = Array2::<f32>::zeros((t_len * b, i_size));
+            for (row, &to) in dxp.rows().into_iter().zip(&chunks.time_major_rows()) {
+                dx.row_mut(to).assign(&row);
+            }
+            dx
+        };
         dx.into_shape_with_order(IxDyn(&[t_len, b, i_size]))
             .expect("T×B×I")
     });
@@ -830,6 +1266,64 @@ mod tests {
     fn lstm_gradients_one_layer_and_stacked_bidirectional() {
         gradcheck(cfg(RnnCell::Lstm, 1, false, true), &[2, 4, 3], 0);
         gradcheck(cfg(RnnCell::Lstm, 2, true, false), &[3, 2, 3], 2);
+    }
+
+    #[test]
+    fn gradients_through_a_batch_split_into_chunks() {
+        // 9 rows: chunks of 4 and 5 (see `Chunks`), every gradient across both
+        assert_eq!(Chunks::new(3, 9).bounds, [(0, 4), (4, 9)]);
+        gradcheck(cfg(RnnCell::Gru, 2, true, true), &[9, 3, 3], 1);
+        gradcheck(cfg(RnnCell::Lstm, 1, true, false), &[3, 9, 3], 2);
+    }
+
+    #[test]
+    fn a_chunked_batch_matches_its_rows_run_one_by_one() {
+        for cell in [RnnCell::Gru, RnnCell::Lstm] {
+            let mut c = cfg(cell, 1, true, true);
+            c.hidden_size = 5;
+            let s = shapes(&c, &[10, 4, 3], 0);
+            let refs: Vec<&[usize]> = s.iter().map(Vec::as_slice).collect();
+            let values = super::super::gradcheck::random_inputs(&refs, 7);
+            let run = |x: Tensor| {
+                let mut t = Tape::inference();
+                let x = t.constant(x);
+                let ws: Vec<Var> = values[1..].iter().map(|w| t.constant(w.clone())).collect();
+                let o = t.rnn(&c, x, &ws, None, None).unwrap();
+                (t.value(o.output).clone(), t.value(o.h_n).clone())
+            };
+            let (all, all_h) = run(values[0].clone());
+            for i in 0..10 {
+                let (one, one_h) = run(values[0].slice_axis(Axis(0), (i..i + 1).into()).to_owned());
+                let row = all.slice_axis(Axis(0), (i..i + 1).into());
+                let h = all_h.slice_axis(Axis(1), (i..i + 1).into());
+                assert!(
+                    (&row - &one).iter().all(|d| d.abs() < 1e-6),
+                    "{cell:?} row {i}"
+                );
+                assert!(
+                    (&h - &one_h).iter().all(|d| d.abs() < 1e-6),
+                    "{cell:?} h_n {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sigmoid_without_libm_is_within_4e7_of_it_relatively() {
+        for i in -10000..=10000 {
+            let x = i as f32 / 100.0;
+            let want = if x >= 0.0 {
+                1.0 / (1.0 + (-x).exp())
+            } else {
+                x.exp() / (1.0 + x.exp())
+            };
+            assert!(
+                (sigmoid(x) - want).abs() <= 4e-7 * want.max(1e-30),
+                "{x}: {} vs {want}",
+                sigmoid(x)
+            );
+        }
+        assert!(sigmoid(-200.0) < 1e-37 && sigmoid(200.0) == 1.0);
     }
 
     #[test]
