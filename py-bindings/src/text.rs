@@ -193,6 +193,7 @@ pub fn generate_session(
             own.as_ref().ok_or_else(text::missing).py()?
         }
     };
-    let step = Windowed::for_session(&session.inner).py()?;
+    // on kiln's engine a GRU keeps its state and a causal transformer its keys and values
+    let step = text::session_step(&session.inner).py()?;
     run(py, step, tok, prompt, opts, on_token)
 }

@@ -1,25 +1,56 @@
-//! [`Cached`]: a [`Step`] for kiln's own causal language models that computes only the new
-//! position per token, keeping every causal self-attention's keys and values (a key/value
-//! cache), so a token costs the same early in the window as late in it; the windowed rerun
+//! [`Cached`]: a [`Step`] for causal language models that computes only the new position per
+//! token, keeping every causal self-attention's keys and values (a key/value cache), so a token
+//! costs the same early in the window as late in it; the windowed rerun
 //! ([`super::step::Windowed`]) costs a whole window per token.
 //!
 //! A recurrent layer (one direction, `nn.GRU` / `nn.LSTM`) carries its state the same way: each
 //! token runs one step from the state the last one left.
 //!
+//! It runs kiln's graph ([`crate::graph`]) wherever that comes from, a [`Source`]: kiln's own
+//! [`Model`] (Python's `kiln.text.generate(model, …)`) or an ONNX file kiln's engine imported
+//! (`InferenceSession` in Python, `model.generate` in kiln-wasm). The same rules and the same
+//! run serve both.
+//!
 //! A model qualifies when its graph is position-wise apart from causal self-attention: every value
 //! either does not depend on the ids (parameters and what is made of them) or has one time axis
-//! along which position `p` depends only on ids `..=p` (embeddings, Linear, LayerNorm,
-//! activations, element-wise arithmetic, permutations, softmax and slices away from the time
-//! axis, and [`crate::nn::Attention::cacheable`] calls); its input is ids `[batch, T]` and its first output
-//! logits `[batch, T, vocab]`. A parameter shaped along time (a learnt position table `[T, E]`
-//! added to the embeddings) is read at the new position. When the window is full, the next token
-//! starts a fresh cache on the last `T` ids, as the windowed rerun would see them.
+//! along which position `p` depends only on ids `..=p` (embeddings and gathers by id, Linear,
+//! matrix products with a constant, LayerNorm, activations, element-wise arithmetic,
+//! permutations, reshapes that keep the time axis whole (`reshape(-1, H)` on a batch of one),
+//! softmax and slices away from the time axis, and [`crate::nn::Attention::cacheable`] calls);
+//! its input is ids `[batch, T]` and its first output logits `[batch, T, vocab]`. A parameter
+//! shaped along time (a learnt position table `[T, E]` added to the embeddings) is read at the
+//! new position. When the window is full, the next token starts a fresh cache on the last `T`
+//! ids, as the windowed rerun would see them.
 
 use super::Step;
 use crate::autograd::{broadcast_shape, Tape, Tensor, Var};
-use crate::graph::{axis, run_node, Graph, Op, Scope, Value};
+use crate::graph::{axis, run_node, Dim, Graph, Op, Scope, Value};
 use crate::nn::LayerSpec;
 use crate::{value_err, Model, Result};
+
+/// Where a cached run finds what the graph's nodes read: its parameters and layers.
+pub trait Source {
+    /// Runs `f` with the scope that binds the graph's parameters and layers.
+    fn scoped(&mut self, f: &mut dyn FnMut(&mut dyn Scope) -> Result<()>) -> Result<()>;
+}
+
+impl Source for &mut Model {
+    fn scoped(&mut self, f: &mut dyn FnMut(&mut dyn Scope) -> Result<()>) -> Result<()> {
+        f(&mut self.net)
+    }
+}
+
+/// A model on kiln's ONNX engine as a [`Source`] (any handle to the session: a reference, an
+/// `Rc`, an `Arc`).
+#[cfg(feature = "export")]
+pub struct Engine<E>(pub E);
+
+#[cfg(feature = "export")]
+impl<E: std::ops::Deref<Target = crate::onnx::engine::KilnSession>> Source for Engine<E> {
+    fn scoped(&mut self, f: &mut dyn FnMut(&mut dyn Scope) -> Result<()>) -> Result<()> {
+        self.0.scoped(f)
+    }
+}
 
 /// Each value of the graph: independent of the ids, or along which axis it runs over time.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,11 +63,18 @@ enum Kind {
     State,
 }
 
-/// A causal model run position by position with key/value caches.
+/// A causal model run position by position with key/value caches and carried states.
 pub struct Cached<'a> {
-    model: &'a mut Model,
+    source: Box<dyn Source + 'a>,
+    run: Run,
+}
+
+/// What a cached generation keeps between tokens.
+struct Run {
     graph: Graph,
     kinds: Vec<Kind>,
+    /// Every value's shape on a whole window of ids `[1, window]` (a timed reshape's target).
+    shapes: Vec<Vec<usize>>,
     window: usize,
     history: Vec<u32>,
     /// Positions of `history[start..]` already in the caches.
@@ -50,15 +88,16 @@ pub struct Cached<'a> {
 fn plan(
     graph: &Graph,
     shapes: &[Vec<usize>],
-    spec_of: &dyn Fn(&str) -> Option<LayerSpec>,
+    spec_of: &mut dyn FnMut(&str) -> Option<LayerSpec>,
 ) -> Option<Vec<Kind>> {
     use crate::nn::LayerSpec as S;
-    if graph.inputs.len() != 1 || shapes.first()?.len() != 2 {
+    if graph.inputs.len() != 1 || shapes.first()?.len() != 2 || shapes[0][1] < 2 {
         return None;
     }
     let mut kinds = vec![Kind::Time(1)];
     for (k, node) in graph.nodes.iter().enumerate() {
-        let rank = shapes[graph.inputs.len() + k].len();
+        let out = &shapes[graph.inputs.len() + k];
+        let rank = out.len();
         let rank_of = |i: usize| shapes[i].len();
         // each timed input's time axis; for arithmetic, lined up with the output's axes from the
         // end, as broadcasting lines them up
@@ -97,6 +136,7 @@ fn plan(
         }
         let x_rank = rank_of(node.inputs[0]);
         let away_from_time = |trailing: usize| a + trailing < x_rank;
+        let only_first_timed = node.inputs[1..].iter().all(|&i| kinds[i] == Kind::Const);
         let ok = match &node.op {
             Op::MultiheadAttention(att) => {
                 att.cacheable(&node.inputs) && a == if att.batch_first { 1 } else { 0 }
@@ -145,6 +185,17 @@ fn plan(
             | Op::Div
             | Op::Embedding => true,
             Op::Linear => away_from_time(1),
+            // x @ w with w a constant matrix: rows stay rows
+            Op::MatMul => only_first_timed && rank_of(node.inputs[1]) == 2 && away_from_time(1),
+            Op::Gather { dim } => {
+                let d = axis(*dim, x_rank, "gather").ok()?;
+                if kinds[node.inputs[0]] == Kind::Const {
+                    // rows of a table picked by ids along time (an embedding as ONNX writes it)
+                    kinds.push(Kind::Time(d + a));
+                    continue;
+                }
+                only_first_timed && a < d
+            }
             Op::LayerNorm { .. } => away_from_time(rank_of(node.inputs[1])),
             Op::Softmax { dim } | Op::LogSoftmax { dim } => {
                 axis(*dim, x_rank, "softmax").ok() != Some(a)
@@ -155,6 +206,10 @@ fn plan(
                     .iter()
                     .position(|&d| axis(d, x_rank, "permute").ok() == Some(a))?;
                 kinds.push(Kind::Time(at));
+                continue;
+            }
+            Op::Reshape { .. } | Op::Flatten { .. } => {
+                kinds.push(Kind::Time(reshaped_time(&shapes[node.inputs[0]], a, out)?));
                 continue;
             }
             _ => false,
@@ -173,6 +228,14 @@ fn plan(
     }
 }
 
+/// The output axis that a reshape from `from` (time along `a`) to `to` keeps the time axis as,
+/// whole: the same length, with as many values before it (on a batch of one, `[1, T, H]` to
+/// `[T, H]` and back); `None` when the reshape splits or merges it with other positions.
+fn reshaped_time(from: &[usize], a: usize, to: &[usize]) -> Option<usize> {
+    let before: usize = from[..a].iter().product();
+    (0..to.len()).find(|&b| to[b] == from[a] && to[..b].iter().product::<usize>() == before)
+}
+
 impl<'a> Cached<'a> {
     /// For kiln's own model, when its graph runs position by position (see the module's notes);
     /// `Ok(None)` when it does not (the caller reruns the window instead).
@@ -185,41 +248,79 @@ impl<'a> Cached<'a> {
             return Ok(None);
         };
         let graph = graph.clone();
-        // every value's shape on a whole window of ids
-        let mut t = Tape::inference();
-        let x = t.constant(Tensor::zeros(vec![1, window]));
-        let mut shapes = vec![vec![1, window]];
-        let ran =
-            crate::graph::run_observed(&mut model.net, &graph, &mut t, &[x], &mut |_, t, v| {
-                shapes.push(t.shape(v).to_vec())
-            });
-        if ran.is_err() || shapes.len() != graph.nodes.len() + 1 {
+        Self::new(Box::new(model), graph, window)
+    }
+
+    /// For a model on kiln's ONNX engine (ids `[batch, T]` in, logits `[batch, T, vocab]` out),
+    /// when its imported graph runs position by position; `Ok(None)` when it does not.
+    #[cfg(feature = "export")]
+    pub fn for_engine<E>(session: E) -> Result<Option<Self>>
+    where
+        E: std::ops::Deref<Target = crate::onnx::engine::KilnSession> + 'a,
+    {
+        let window = match session.inputs() {
+            [i] if matches!(i.dims.as_slice(), [None | Some(1), Some(t)] if *t > 0) => {
+                i.dims[1].expect("matched")
+            }
+            _ => return Ok(None),
+        };
+        if session.outputs().first().map(|o| o.dims.len()) != Some(3) {
             return Ok(None);
         }
-        let specs: Vec<(String, LayerSpec)> = model
-            .net
-            .modules()
-            .map(|(n, m)| (n.to_string(), m.spec()))
-            .collect();
-        let spec_of = |m: &str| specs.iter().find(|(n, _)| n == m).map(|(_, s)| s.clone());
-        let Some(kinds) = plan(&graph, &shapes, &spec_of) else {
+        let graph = session.graph().0.clone();
+        Self::new(Box::new(Engine(session)), graph, window)
+    }
+
+    fn new(mut source: Box<dyn Source + 'a>, graph: Graph, window: usize) -> Result<Option<Self>> {
+        // every value's shape on a whole window of ids, and the layers' specs
+        let mut shapes = vec![vec![1, window]];
+        let mut kinds = None;
+        let planned = source.scoped(&mut |scope| {
+            let mut t = Tape::inference();
+            let x = t.constant(Tensor::zeros(vec![1, window]));
+            crate::graph::run_observed(scope, &graph, &mut t, &[x], &mut |_, t, v| {
+                shapes.push(t.shape(v).to_vec())
+            })?;
+            if shapes.len() == graph.nodes.len() + 1 {
+                kinds = plan(&graph, &shapes, &mut |m| {
+                    scope.module(m).ok().map(|m| m.spec())
+                });
+            }
+            Ok(())
+        });
+        let (Ok(()), Some(kinds)) = (planned, kinds) else {
             return Ok(None);
         };
         let n = graph.nodes.len();
         Ok(Some(Cached {
-            model,
-            graph,
-            kinds,
-            window,
-            history: Vec::new(),
-            done: 0,
-            start: 0,
-            caches: vec![None; n],
+            source,
+            run: Run {
+                graph,
+                kinds,
+                shapes,
+                window,
+                history: Vec::new(),
+                done: 0,
+                start: 0,
+                caches: vec![None; n],
+            },
         }))
     }
 
     /// Run the positions `history[start + done..]` through the graph; the logits at the last.
     fn advance(&mut self) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        let run = &mut self.run;
+        self.source.scoped(&mut |scope| {
+            logits = run.advance(scope)?;
+            Ok(())
+        })?;
+        Ok(logits)
+    }
+}
+
+impl Run {
+    fn advance(&mut self, scope: &mut dyn Scope) -> Result<Vec<f32>> {
         if self.history.len() - self.start > self.window {
             // the window is full: a fresh cache over the last `window` ids
             self.start = self.history.len() - self.window;
@@ -235,15 +336,11 @@ impl<'a> Cached<'a> {
         let ids = Tensor::from_shape_vec(vec![1, n], new.iter().map(|&v| v as f32).collect())
             .expect("sized");
         let mut values = vec![Value::One(t.constant(ids))];
+        let n_in = self.graph.inputs.len();
         for (k, node) in self.graph.nodes.iter().enumerate() {
-            let kind = self.kinds[self.graph.inputs.len() + k];
+            let kind = self.kinds[n_in + k];
             if let Op::Item { .. } = node.op {
-                let v = run_node(
-                    &mut self.model.net,
-                    &mut t,
-                    &node.op,
-                    &[values[node.inputs[0]].clone()],
-                )?;
+                let v = run_node(scope, &mut t, &node.op, &[values[node.inputs[0]].clone()])?;
                 values.push(v);
                 continue;
             }
@@ -260,7 +357,7 @@ impl<'a> Cached<'a> {
                         xs.push(t.constant(c));
                     }
                 }
-                let outs = self.model.net.module(module)?.forward_multi(&mut t, &xs)?;
+                let outs = scope.module(module)?.forward_multi(&mut t, &xs)?;
                 let state = |i: usize| outs.get(i).map(|&v| t.value(v).clone());
                 let empty = Tensor::zeros(vec![0]);
                 self.caches[k] =
@@ -268,11 +365,19 @@ impl<'a> Cached<'a> {
                 values.push(Value::Tuple(outs));
                 continue;
             }
-            let v = match &node.op {
-                Op::MultiheadAttention(att) => {
+            let v = match (&node.op, kind) {
+                (Op::MultiheadAttention(att), _) => {
                     att.forward_cached(&mut t, &xs, &mut self.caches[k])?
                 }
-                op => {
+                (Op::Reshape { .. } | Op::Flatten { .. }, Kind::Time(b)) => {
+                    // the window's target with the new positions along time
+                    let mut to = self.shapes[n_in + k].clone();
+                    to[b] = n;
+                    let shape = to.iter().map(|&d| Dim::Size(d as i64)).collect();
+                    let vals = [Value::One(xs[0])];
+                    run_node(scope, &mut t, &Op::Reshape { shape }, &vals)?.var()?
+                }
+                (op, _) => {
                     // a constant along time (a position table) is read at the new positions
                     if let (Kind::Time(_), true, true) =
                         (kind, node.inputs.len() == 2, op_is_binary(op))
@@ -285,7 +390,7 @@ impl<'a> Cached<'a> {
                         }
                     }
                     let vals: Vec<Value> = xs.iter().map(|&x| Value::One(x)).collect();
-                    run_node(&mut self.model.net, &mut t, op, &vals)?.var()?
+                    run_node(scope, &mut t, op, &vals)?.var()?
                 }
             };
             values.push(Value::One(v));
@@ -326,21 +431,50 @@ impl<'a> Cached<'a> {
     }
 }
 
+/// The step generation runs a model on kiln's engine with: [`Cached`] when its imported graph
+/// qualifies, else the windowed rerun. The one rule for kiln-wasm's `model.generate` and
+/// Python's `InferenceSession`.
+#[cfg(feature = "export")]
+pub fn engine_step<'a, E>(session: E) -> Result<Box<dyn Step + 'a>>
+where
+    E: std::ops::Deref<Target = crate::onnx::engine::KilnSession> + Clone + 'a,
+{
+    Ok(match Cached::for_engine(session.clone())? {
+        Some(c) => Box::new(c),
+        None => Box::new(super::Windowed::for_engine(session)?),
+    })
+}
+
+/// [`engine_step`] for an `InferenceSession`: cached on kiln's engine when the graph qualifies,
+/// else (tract's engine too) the windowed rerun.
+#[cfg(feature = "onnx")]
+pub fn session_step(
+    session: &crate::onnx::session::InferenceSession,
+) -> Result<Box<dyn Step + '_>> {
+    if let Some(kiln) = session.kiln() {
+        if let Some(c) = Cached::for_engine(kiln)? {
+            return Ok(Box::new(c));
+        }
+    }
+    Ok(Box::new(super::Windowed::for_session(session)?))
+}
+
 fn op_is_binary(op: &Op) -> bool {
     matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div)
 }
 
 impl Step for Cached<'_> {
     fn start(&mut self, context: &[u32]) -> Result<Vec<f32>> {
-        self.history = context.to_vec();
-        self.start = self.history.len().saturating_sub(self.window);
-        self.done = 0;
-        self.caches.iter_mut().for_each(|c| *c = None);
+        let r = &mut self.run;
+        r.history = context.to_vec();
+        r.start = r.history.len().saturating_sub(r.window);
+        r.done = 0;
+        r.caches.iter_mut().for_each(|c| *c = None);
         self.advance()
     }
 
     fn next(&mut self, token: u32) -> Result<Vec<f32>> {
-        self.history.push(token);
+        self.run.history.push(token);
         self.advance()
     }
 }

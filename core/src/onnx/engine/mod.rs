@@ -284,12 +284,36 @@ impl KilnSession {
                 }
             });
         }
-        let mut modules = self
-            .modules
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut pool = self
             .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut timings = timings;
+        let mut out = Vec::new();
+        self.scoped(&mut |scope| {
+            out = plan.unwrap_or(&self.plan).run(
+                &self.graph,
+                scope,
+                &mut tape,
+                &xs,
+                &mut pool,
+                timings.take(),
+            )?;
+            Ok(())
+        })
+        .map_err(|e| KilnError::onnx(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Runs `f` with the scope the imported graph's nodes read: the weights (bound onto a tape
+    /// once per name and tape, copied, read-only) and the layers import made (GRU, LSTM), which
+    /// runs take turns on. What a run uses, and what `text::Cached` steps the graph with.
+    pub fn scoped(
+        &self,
+        f: &mut dyn FnMut(&mut dyn crate::graph::Scope) -> Result<()>,
+    ) -> Result<()> {
+        let mut modules = self
+            .modules
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut scope = import::Weights {
@@ -297,9 +321,7 @@ impl KilnSession {
             bound: HashMap::new(),
             modules: &mut modules,
         };
-        plan.unwrap_or(&self.plan)
-            .run(&self.graph, &mut scope, &mut tape, &xs, &mut pool, timings)
-            .map_err(|e| KilnError::onnx(e.to_string()))
+        f(&mut scope)
     }
 
     /// The imported graph (kiln's own, as Python's models are) and its weights by name.
