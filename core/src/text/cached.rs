@@ -615,6 +615,90 @@ mod tests {
         steps_match_whole_windows(&mut lstm, "a two-layer time-major LSTM");
     }
 
+    /// The logits a step gives for `seq` fed one id at a time after its first two.
+    fn stepped(step: &mut dyn Step, seq: &[u32]) -> Vec<Vec<f32>> {
+        let mut got = vec![step.start(&seq[..2]).unwrap()];
+        for &tok in &seq[2..] {
+            got.push(step.next(tok).unwrap());
+        }
+        got
+    }
+
+    #[cfg(feature = "export")]
+    #[test]
+    fn kilns_engine_imports_exported_attention_as_the_op_and_caches_it() {
+        use crate::onnx::engine::KilnSession;
+        use crate::onnx::export::{export_onnx, ExportOptions};
+        use crate::onnx::pb::ModelProto;
+        use prost::Message;
+        let seq = [2u32, 5, 1, 6, 3, 4, 2, 5, 6];
+        for batch_first in [true, false] {
+            let m = model(batch_first, true);
+            let bytes = export_onnx(&m, &ExportOptions::default()).unwrap();
+            let engine = KilnSession::from_bytes(&bytes).unwrap().unwrap();
+            let ops = |s: &KilnSession| {
+                let g = s.graph().0;
+                g.nodes
+                    .iter()
+                    .filter(|n| matches!(n.op, Op::MultiheadAttention(_)))
+                    .count()
+            };
+            assert_eq!(
+                ops(&engine),
+                1,
+                "batch_first {batch_first}: the marked call is one op"
+            );
+            let mut cached = Cached::for_engine(&engine)
+                .unwrap()
+                .expect("causal attention qualifies");
+            let mut windowed = crate::text::Windowed::for_engine(&engine).unwrap();
+            let (got, want) = (stepped(&mut cached, &seq), stepped(&mut windowed, &seq));
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = g.iter().zip(w).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+                assert!(err < 1e-5, "batch_first {batch_first}, step {k}: {err}");
+            }
+            // a file whose operators are not exactly export's for the mark imports them one by
+            // one (and is not cached): here the causal mask lets position 0 see position 1
+            let mut proto = ModelProto::decode(bytes.as_slice()).unwrap();
+            let g = proto.graph.as_mut().unwrap();
+            let mask = g
+                .initializer
+                .iter_mut()
+                .find(|t| t.name.ends_with("/causal"))
+                .unwrap();
+            mask.raw_data[4..8].copy_from_slice(&0f32.to_le_bytes());
+            let edited = KilnSession::from_bytes(&proto.encode_to_vec())
+                .unwrap()
+                .unwrap();
+            assert_eq!(ops(&edited), 0, "an edited mask is not the op");
+            assert!(Cached::for_engine(&edited).unwrap().is_none());
+            let ids =
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 6]), vec![2i64, 5, 1, 6, 3, 4])
+                    .unwrap();
+            let run = |s: &KilnSession| {
+                s.run(vec![(
+                    "ids".into(),
+                    crate::onnx::engine::Value::I64(ids.clone()),
+                )])
+                .unwrap()
+                .remove(0)
+            };
+            let (a, b) = (run(&engine), run(&edited));
+            let row0 = |t: &Tensor| t.slice(ndarray::s![0, 0, ..]).to_vec();
+            assert_ne!(
+                row0(&a),
+                row0(&b),
+                "the edit shows in the plain operators' output"
+            );
+            let rest = |t: &Tensor| t.slice(ndarray::s![0, 1.., ..]).to_owned();
+            let err = (rest(&a) - rest(&b)).fold(0f32, |e, d| e.max(d.abs()));
+            assert!(
+                err < 1e-5,
+                "the op and the plain operators agree elsewhere: {err}"
+            );
+        }
+    }
+
     #[test]
     fn models_that_mix_positions_are_not_cached() {
         let mut m = model(true, false); // attention without the causal mask sees the future

@@ -23,6 +23,7 @@ use super::{tensor_value, IoInfo, Narrow, Unsupported, Value};
 use crate::autograd::{GeluApprox, QuantGrid, Tape, Var};
 use crate::graph::{Dim, Graph, Op, Reduction, ScalarOp, Scope, Tracer};
 use crate::nn::{Module, Param};
+use crate::onnx::export::attention::{emitted, Mark};
 use crate::onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto,
 };
@@ -111,6 +112,7 @@ pub(super) fn import(
     narrow: HashMap<String, Narrow>,
     inputs: &[IoInfo],
     outputs: &[&str],
+    attention: Option<&str>,
 ) -> std::result::Result<Imported, Unsupported> {
     let mut im = Importer {
         opset,
@@ -151,7 +153,23 @@ pub(super) fn import(
             dies_after[k].push(name);
         }
     }
-    for (n, dead) in graph.node.iter().zip(&dies_after) {
+    // attention calls export wrote as standard operators, by their first node
+    let marks: HashMap<usize, Mark> = attention
+        .and_then(|j| serde_json::from_str::<Vec<Mark>>(j).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| sealed(graph, outputs, m))
+        .map(|m| (m.nodes[0], m))
+        .collect();
+    let mut skip_to = 0;
+    for (k, (n, dead)) in graph.node.iter().zip(&dies_after).enumerate() {
+        if k < skip_to || marks.get(&k).is_some_and(|m| im.attention(graph, m)) {
+            skip_to = skip_to.max(marks.get(&k).map_or(0, |m| m.nodes[1]));
+            for name in dead {
+                im.forget(name);
+            }
+            continue;
+        }
         let what = if n.name.is_empty() {
             n.op_type.clone()
         } else {
@@ -193,6 +211,30 @@ pub(super) fn import(
         buffers,
         modules,
     })
+}
+
+/// Whether a marked attention call's nodes are in the graph and only its output leaves them (what
+/// else reads a value inside must see it computed).
+fn sealed(graph: &GraphProto, outputs: &[&str], m: &Mark) -> bool {
+    let [a, b] = m.nodes;
+    if a >= b || b > graph.node.len() {
+        return false;
+    }
+    let inside: HashSet<&str> = graph.node[a..b]
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .filter(|&o| o != m.output)
+        .collect();
+    let outside = graph.node[..a].iter().chain(&graph.node[b..]);
+    inside.len() + 1
+        == graph.node[a..b]
+            .iter()
+            .map(|n| n.output.len())
+            .sum::<usize>()
+        && !outputs.iter().any(|o| inside.contains(o))
+        && !outside
+            .flat_map(|n| &n.input)
+            .any(|i| inside.contains(i.as_str()))
 }
 
 struct Importer {
@@ -588,6 +630,49 @@ impl Importer {
         let r = self.tracer.op(&mut scope, op, inputs, None);
         self.bound = scope.bound;
         r.map_err(|e| e.to_string())
+    }
+
+    /// A marked attention call as kiln's one attention op, when the file's nodes and constants for
+    /// it are exactly what export writes for that call on these inputs (else false, nothing
+    /// recorded, and its operators import one by one).
+    fn attention(&mut self, graph: &GraphProto, m: &Mark) -> bool {
+        let mut shapes = Vec::with_capacity(m.inputs.len());
+        for name in &m.inputs {
+            shapes.push(match self.values.get(name) {
+                Some(V::F(id)) => self.shapes(*id)[0].clone(),
+                Some(V::C(w)) => self.weights[w].shape().to_vec(),
+                _ => return false,
+            });
+        }
+        let Ok((nodes, constants, out)) = emitted(m, &shapes, self.opset) else {
+            return false;
+        };
+        let written = &graph.node[m.nodes[0]..m.nodes[1]];
+        if out != m.output
+            || written != nodes.as_slice()
+            || !constants.iter().all(|c| graph.initializer.contains(c))
+        {
+            return false;
+        }
+        let mut ins = Vec::with_capacity(m.inputs.len());
+        for name in &m.inputs {
+            let id = match self.values.get(name).cloned() {
+                Some(V::F(id)) => Ok(id),
+                Some(V::C(w)) => self.param(&w),
+                _ => return false,
+            };
+            match id {
+                Ok(id) => ins.push(id),
+                Err(_) => return false,
+            }
+        }
+        match self.op(m.op.clone(), ins) {
+            Ok(y) => {
+                self.set(&m.output, V::F(y));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn shapes(&self, id: usize) -> [Vec<usize>; 2] {

@@ -170,7 +170,12 @@ impl KilnSession {
             .map(io_info)
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-        let imported = import::import(graph, opset, constants, narrow, &inputs, &names)?;
+        let attention = proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == crate::onnx::export::attention::MARKS_KEY)
+            .map(|p| p.value.as_str());
+        let imported = import::import(graph, opset, constants, narrow, &inputs, &names, attention)?;
         // after the nodes, so a graph is declined for its first operator kiln lacks
         let outputs = graph
             .output
