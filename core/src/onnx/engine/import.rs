@@ -13,6 +13,13 @@
 //! BatchNormalization (inference; folded into a scale and a shift), LayerNormalization, Gather,
 //! ReduceSum/Mean/Max/Min, Slice, Squeeze, Unsqueeze, Shape, Size, ConstantOfShape, Expand, Cast,
 //! CastLike, Identity, Dropout (inference), Constant.
+//!
+//! Attention: export writes `nn.MultiheadAttention` as standard operators (MatMul, Softmax, …) and
+//! marks each call in the metadata (`kiln.attention`: the op, its inputs and output, its nodes).
+//! A marked call whose nodes and constants are exactly what export writes for that call on those
+//! inputs (compared node by node with a fresh emission) and whose intermediate values nothing else
+//! reads imports as kiln's one attention op, so generation can keep its keys and values
+//! (`text::Cached`); anything else, an edited mask included, imports operator by operator.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,6 +33,7 @@ use crate::nn::{Module, Param};
 use crate::onnx::export::attention::{emitted, Mark};
 use crate::onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto,
+    TensorProto,
 };
 use crate::{KilnError, Result, Tensor};
 
@@ -235,6 +243,60 @@ fn sealed(graph: &GraphProto, outputs: &[&str], m: &Mark) -> bool {
         && !outside
             .flat_map(|n| &n.input)
             .any(|i| inside.contains(i.as_str()))
+}
+
+/// The same node, by the fields export writes (by hand rather than `==`: the derived comparison of
+/// every nested ONNX message is a visible share of the browser's small module).
+fn same_node(a: &NodeProto, b: &NodeProto) -> bool {
+    a.op_type == b.op_type
+        && a.domain == b.domain
+        && a.name == b.name
+        && a.input == b.input
+        && a.output == b.output
+        && a.attribute.len() == b.attribute.len()
+        && a.attribute.iter().zip(&b.attribute).all(|(x, y)| {
+            let plain = |a: &AttributeProto| {
+                a.t.is_none()
+                    && a.g.is_none()
+                    && a.sparse_tensor.is_none()
+                    && a.tensors.is_empty()
+                    && a.graphs.is_empty()
+                    && a.sparse_tensors.is_empty()
+                    && a.type_protos.is_empty()
+                    && a.strings.is_empty()
+                    && a.ref_attr_name.is_empty()
+            };
+            plain(x)
+                && plain(y)
+                && x.name == y.name
+                && x.r#type == y.r#type
+                && x.f.to_bits() == y.f.to_bits()
+                && x.i == y.i
+                && x.s == y.s
+                && x.ints == y.ints
+                && x.floats.len() == y.floats.len()
+                && x.floats
+                    .iter()
+                    .zip(&y.floats)
+                    .all(|(p, q)| p.to_bits() == q.to_bits())
+        })
+}
+
+/// The same constant, name and stored values included.
+fn same_tensor(a: &TensorProto, b: &TensorProto) -> bool {
+    a.name == b.name
+        && a.dims == b.dims
+        && a.data_type == b.data_type
+        && a.raw_data == b.raw_data
+        && a.int64_data == b.int64_data
+        && a.int32_data == b.int32_data
+        && a.float_data.len() == b.float_data.len()
+        && a.float_data
+            .iter()
+            .zip(&b.float_data)
+            .all(|(p, q)| p.to_bits() == q.to_bits())
+        && a.external_data.is_empty()
+        && b.external_data.is_empty()
 }
 
 struct Importer {
@@ -649,8 +711,11 @@ impl Importer {
         };
         let written = &graph.node[m.nodes[0]..m.nodes[1]];
         if out != m.output
-            || written != nodes.as_slice()
-            || !constants.iter().all(|c| graph.initializer.contains(c))
+            || written.len() != nodes.len()
+            || !written.iter().zip(&nodes).all(|(a, b)| same_node(a, b))
+            || !constants
+                .iter()
+                .all(|c| graph.initializer.iter().any(|t| same_tensor(t, c)))
         {
             return false;
         }
