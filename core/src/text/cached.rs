@@ -27,6 +27,7 @@ use crate::autograd::{broadcast_shape, Tape, Tensor, Var};
 use crate::graph::{axis, run_node, Dim, Graph, Op, Scope, Value};
 use crate::nn::LayerSpec;
 use crate::{value_err, Model, Result};
+use std::sync::Arc;
 
 /// Where a cached run finds what the graph's nodes read: its parameters and layers.
 pub trait Source {
@@ -69,13 +70,18 @@ pub struct Cached<'a> {
     run: Run,
 }
 
-/// What a cached generation keeps between tokens.
-struct Run {
+/// What stepping a graph needs to know, found once (a session keeps it for all its generations).
+pub(crate) struct Plan {
     graph: Graph,
     kinds: Vec<Kind>,
     /// Every value's shape on a whole window of ids `[1, window]` (a timed reshape's target).
     shapes: Vec<Vec<usize>>,
     window: usize,
+}
+
+/// What a cached generation keeps between tokens.
+struct Run {
+    plan: Arc<Plan>,
     history: Vec<u32>,
     /// Positions of `history[start..]` already in the caches.
     done: usize,
@@ -248,30 +254,57 @@ impl<'a> Cached<'a> {
             return Ok(None);
         };
         let graph = graph.clone();
-        Self::new(Box::new(model), graph, window)
+        let mut source: Box<dyn Source + 'a> = Box::new(model);
+        Ok(Plan::new(&mut *source, graph, window).map(|plan| Self::on(source, Arc::new(plan))))
     }
 
     /// For a model on kiln's ONNX engine (ids `[batch, T]` in, logits `[batch, T, vocab]` out),
-    /// when its imported graph runs position by position; `Ok(None)` when it does not.
+    /// when its imported graph runs position by position; `Ok(None)` when it does not. The
+    /// session finds that once, for all its generations.
     #[cfg(feature = "export")]
     pub fn for_engine<E>(session: E) -> Result<Option<Self>>
     where
         E: std::ops::Deref<Target = crate::onnx::engine::KilnSession> + 'a,
     {
-        let window = match session.inputs() {
-            [i] if matches!(i.dims.as_slice(), [None | Some(1), Some(t)] if *t > 0) => {
-                i.dims[1].expect("matched")
+        let plan = match session.step_plan.get() {
+            Some(plan) => plan.clone(),
+            None => {
+                let plan = Plan::for_engine(&session).map(Arc::new);
+                session.step_plan.get_or_init(|| plan).clone()
             }
-            _ => return Ok(None),
         };
-        if session.outputs().first().map(|o| o.dims.len()) != Some(3) {
-            return Ok(None);
-        }
-        let graph = session.graph().0.clone();
-        Self::new(Box::new(Engine(session)), graph, window)
+        Ok(plan.map(|plan| Self::on(Box::new(Engine(session)), plan)))
     }
 
-    fn new(mut source: Box<dyn Source + 'a>, graph: Graph, window: usize) -> Result<Option<Self>> {
+    fn on(source: Box<dyn Source + 'a>, plan: Arc<Plan>) -> Self {
+        let n = plan.graph.nodes.len();
+        Cached {
+            source,
+            run: Run {
+                plan,
+                history: Vec::new(),
+                done: 0,
+                start: 0,
+                caches: vec![None; n],
+            },
+        }
+    }
+
+    /// Run the positions `history[start + done..]` through the graph; the logits at the last.
+    fn advance(&mut self) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        let run = &mut self.run;
+        self.source.scoped(&mut |scope| {
+            logits = run.advance(scope)?;
+            Ok(())
+        })?;
+        Ok(logits)
+    }
+}
+
+impl Plan {
+    /// The plan of `graph` with ids `[1, window]` from `source`, when it qualifies.
+    fn new(source: &mut dyn Source, graph: Graph, window: usize) -> Option<Plan> {
         // every value's shape on a whole window of ids, and the layers' specs
         let mut shapes = vec![vec![1, window]];
         let mut kinds = None;
@@ -289,41 +322,35 @@ impl<'a> Cached<'a> {
             Ok(())
         });
         let (Ok(()), Some(kinds)) = (planned, kinds) else {
-            return Ok(None);
+            return None;
         };
-        let n = graph.nodes.len();
-        Ok(Some(Cached {
-            source,
-            run: Run {
-                graph,
-                kinds,
-                shapes,
-                window,
-                history: Vec::new(),
-                done: 0,
-                start: 0,
-                caches: vec![None; n],
-            },
-        }))
+        Some(Plan {
+            graph,
+            kinds,
+            shapes,
+            window,
+        })
     }
 
-    /// Run the positions `history[start + done..]` through the graph; the logits at the last.
-    fn advance(&mut self) -> Result<Vec<f32>> {
-        let mut logits = Vec::new();
-        let run = &mut self.run;
-        self.source.scoped(&mut |scope| {
-            logits = run.advance(scope)?;
-            Ok(())
-        })?;
-        Ok(logits)
+    #[cfg(feature = "export")]
+    fn for_engine(session: &crate::onnx::engine::KilnSession) -> Option<Plan> {
+        let window = match session.inputs() {
+            [i] if matches!(i.dims.as_slice(), [None | Some(1), Some(t)] if *t > 0) => i.dims[1]?,
+            _ => return None,
+        };
+        if session.outputs().first().map(|o| o.dims.len()) != Some(3) {
+            return None;
+        }
+        Plan::new(&mut Engine(session), session.graph().0.clone(), window)
     }
 }
 
 impl Run {
     fn advance(&mut self, scope: &mut dyn Scope) -> Result<Vec<f32>> {
-        if self.history.len() - self.start > self.window {
+        let plan = self.plan.clone();
+        if self.history.len() - self.start > plan.window {
             // the window is full: a fresh cache over the last `window` ids
-            self.start = self.history.len() - self.window;
+            self.start = self.history.len() - plan.window;
             self.done = 0;
             self.caches.iter_mut().for_each(|c| *c = None);
         }
@@ -336,9 +363,9 @@ impl Run {
         let ids = Tensor::from_shape_vec(vec![1, n], new.iter().map(|&v| v as f32).collect())
             .expect("sized");
         let mut values = vec![Value::One(t.constant(ids))];
-        let n_in = self.graph.inputs.len();
-        for (k, node) in self.graph.nodes.iter().enumerate() {
-            let kind = self.kinds[n_in + k];
+        let n_in = plan.graph.inputs.len();
+        for (k, node) in plan.graph.nodes.iter().enumerate() {
+            let kind = plan.kinds[n_in + k];
             if let Op::Item { .. } = node.op {
                 let v = run_node(scope, &mut t, &node.op, &[values[node.inputs[0]].clone()])?;
                 values.push(v);
@@ -371,7 +398,7 @@ impl Run {
                 }
                 (Op::Reshape { .. } | Op::Flatten { .. }, Kind::Time(b)) => {
                     // the window's target with the new positions along time
-                    let mut to = self.shapes[n_in + k].clone();
+                    let mut to = plan.shapes[n_in + k].clone();
                     to[b] = n;
                     let shape = to.iter().map(|&d| Dim::Size(d as i64)).collect();
                     let vals = [Value::One(xs[0])];
@@ -383,7 +410,7 @@ impl Run {
                         (kind, node.inputs.len() == 2, op_is_binary(op))
                     {
                         for j in 0..2 {
-                            if self.kinds[node.inputs[j]] == Kind::Const {
+                            if plan.kinds[node.inputs[j]] == Kind::Const {
                                 let (other, id) = (xs[1 - j], node.inputs[1 - j]);
                                 xs[j] = self.along_time(&mut t, xs[j], other, id, p, n)?;
                             }
@@ -396,7 +423,7 @@ impl Run {
             values.push(Value::One(v));
         }
         self.done += n;
-        let out = values[self.graph.outputs[0]].var()?;
+        let out = values[plan.graph.outputs[0]].var()?;
         let o = t.value(out);
         let (rows, vocab) = (o.shape()[1], o.shape()[2]);
         let last = o.as_standard_layout();
@@ -415,7 +442,7 @@ impl Run {
         p: usize,
         n: usize,
     ) -> Result<Var> {
-        let Kind::Time(a) = self.kinds[other_id] else {
+        let Kind::Time(a) = self.plan.kinds[other_id] else {
             return Ok(c);
         };
         let (rc, ro) = (t.shape(c).len(), t.shape(other).len());
@@ -423,7 +450,7 @@ impl Run {
         let Some(at) = (a + rc).checked_sub(ro) else {
             return Ok(c);
         };
-        if at >= rc || t.shape(c)[at] != self.window {
+        if at >= rc || t.shape(c)[at] != self.plan.window {
             broadcast_shape("generate", t.shape(c), t.shape(other))?;
             return Ok(c);
         }
@@ -467,7 +494,7 @@ impl Step for Cached<'_> {
     fn start(&mut self, context: &[u32]) -> Result<Vec<f32>> {
         let r = &mut self.run;
         r.history = context.to_vec();
-        r.start = r.history.len().saturating_sub(r.window);
+        r.start = r.history.len().saturating_sub(r.plan.window);
         r.done = 0;
         r.caches.iter_mut().for_each(|c| *c = None);
         self.advance()

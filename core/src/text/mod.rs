@@ -36,6 +36,7 @@ mod step;
 pub use self::bpe::{BpeTokenizer, BYTE_IDS};
 #[cfg(feature = "onnx")]
 pub use self::cached::session_step;
+pub(crate) use self::cached::Plan;
 #[cfg(feature = "export")]
 pub use self::cached::{engine_step, Engine};
 pub use self::cached::{Cached, Source};

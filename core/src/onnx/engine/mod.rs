@@ -113,6 +113,8 @@ pub struct KilnSession {
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     metadata: BTreeMap<String, String>,
+    /// How `text::Cached` steps the graph (None: it does not qualify), found on first use.
+    pub(crate) step_plan: std::sync::OnceLock<Option<std::sync::Arc<crate::text::Plan>>>,
 }
 
 impl KilnSession {
@@ -201,6 +203,7 @@ impl KilnSession {
             inputs,
             outputs,
             metadata,
+            step_plan: Default::default(),
         })
     }
 
