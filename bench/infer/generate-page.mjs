@@ -7,5 +7,5 @@ window.__bench = (async () => {
   if (!response.ok) throw new Error(`cannot fetch the model ${q.get('file')}: HTTP ${response.status}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
   const promptIds = JSON.parse(q.get('prompts'));
-  return measureGenerate({ engine: q.get('engine'), url: q.get('entry'), bytes, promptIds, prompts: Object.keys(promptIds), window: Number(q.get('window') ?? 16), budgetMs: Number(q.get('budget') ?? 3000) });
+  return measureGenerate({ engine: q.get('engine'), url: q.get('entry'), bytes, promptIds, prompts: JSON.parse(q.get('use')), latePrompt: q.get('late'), window: Number(q.get('window') ?? 16), budgetMs: Number(q.get('budget') ?? 3000) });
 })();

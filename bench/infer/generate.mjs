@@ -27,6 +27,10 @@ function nextTurn() {
   });
 }
 
+function mean(xs) {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null;
+}
+
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -132,18 +136,34 @@ export const ENGINES = {
  * Warm-up for `warmupMs`, then generations (one per seed, cycling over `prompts`) until `budgetMs`
  * or `maxRuns`: median and spread of ms per step over the generations, and the total steps timed.
  */
-export async function measureGenerate({ engine, url, bytes, promptIds, window = 16, prompts = ['', 'Ma', 'Ber'], maxNewTokens = 20,
-  temperature = 0.8, topK = 5, warmupMs = 1000, budgetMs = 3000, minRuns = 20, maxRuns = 400 }) {
+export async function measureGenerate({ engine, url, bytes, promptIds, window = 16, prompts = ['', 'Ma', 'Ber'], latePrompt = null,
+  maxNewTokens = 20, temperature = 0.8, topK = 5, warmupMs = 1000, budgetMs = 3000, minRuns = 20, maxRuns = 400 }) {
   const e = await ENGINES[engine].start(url, bytes, { promptIds });
   const opts = (seed) => ({ maxNewTokens, temperature, topK, seed, T: window });
-  // steps at positions 2-5 (early in the window) and window-4 .. window-1 (late; the first step,
-  // which also starts the generation, is left out)
+  // Steps at positions 2-5 (early in the window) and window-4 .. window-1 (late), the first step of
+  // each generation (which also starts it) left out: per generation the mean of its steps there (a
+  // sum of consecutive intervals, so a coarse clock, as in a page, blurs it less), then the median
+  // over generations. Late steps come from generations of `latePrompt` (its ids end near the
+  // window's end), cut at the window.
   const early = [], late = [];
+  let earlySteps = 0, lateSteps = 0;
+  const lateTokens = latePrompt === null ? 0 : window - 1 - promptIds[latePrompt].length;
+  const bucket = (r) => {
+    const e = [], l = [];
+    for (const [at, stepMs] of r.stepMs.slice(1)) {
+      if (at >= 2 && at <= 5) e.push(stepMs);
+      else if (at >= window - 4 && at < window) l.push(stepMs);
+    }
+    if (e.length) early.push(mean(e));
+    if (l.length) late.push(mean(l));
+    earlySteps += e.length;
+    lateSteps += l.length;
+  };
   let seed = 0;
   const t0 = performance.now();
   while (performance.now() - t0 < warmupMs) await e.generate(prompts[seed % prompts.length], opts(seed++));
   const perStep = [];
-  let steps = 0, tokens = 0;
+  let steps = 0, tokens = 0, busy = 0;
   const t1 = performance.now();
   while (perStep.length < maxRuns && (perStep.length < minRuns || performance.now() - t1 < budgetMs)) {
     const s = seed++;
@@ -151,20 +171,17 @@ export async function measureGenerate({ engine, url, bytes, promptIds, window = 
     const r = await e.generate(prompts[s % prompts.length], opts(s));
     const ms = performance.now() - g0;
     perStep.push(ms / r.steps);
+    busy += ms;
     steps += r.steps;
     tokens += r.tokens;
-    for (const [at, stepMs] of r.stepMs.slice(1)) {
-      if (at >= 2 && at <= 5) early.push(stepMs);
-      else if (at >= window - 4 && at < window) late.push(stepMs);
-    }
+    bucket(r);
+    if (lateTokens > 1) bucket(await e.generate(latePrompt, { ...opts(s), maxNewTokens: lateTokens }));
   }
-  const wall = performance.now() - t1;
   await e.release();
   return {
-    engine, model_engine: e.engine, ms_per_step_median: median(perStep), ms_per_step_mean: wall / steps,
+    engine, model_engine: e.engine, ms_per_step_median: median(perStep), ms_per_step_mean: busy / steps,
     ms_per_step_min: Math.min(...perStep), ms_per_step_max: Math.max(...perStep),
-    ms_per_step_early_median: early.length ? median(early) : null, early_steps: early.length,
-    ms_per_step_late_median: late.length ? median(late) : null, late_steps: late.length,
-    generations: perStep.length, steps, tokens, settings: { window, prompts, maxNewTokens, temperature, topK, warmupMs, budgetMs },
+    ms_per_step_early: early.length ? median(early) : null, early_steps: earlySteps, ms_per_step_late: late.length ? median(late) : null, late_steps: lateSteps,
+    generations: perStep.length, steps, tokens, settings: { window, prompts, latePrompt, maxNewTokens, temperature, topK, warmupMs, budgetMs },
   };
 }
