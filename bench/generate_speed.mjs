@@ -1,9 +1,12 @@
-// Per-token generation latency of the web demo's GRU name generator: kiln-wasm's model.generate
-// against onnxruntime-web running the same file with the sampling loop in JS (1 thread), in Node and
-// in headless Chromium (Debian's; a fresh profile, a static server on 127.0.0.1). bench/infer/generate.mjs
-// is the measurement both environments share. Prints one JSON object per engine x environment.
+// Per-token generation latency of the web demo's name generators (the GRU and the small causal
+// transformer, web-demo/model/names-{generator,transformer}.onnx, trained by scripts/train_text_demo.py):
+// kiln-wasm's model.generate against onnxruntime-web running the same file with the sampling loop in JS
+// (1 thread), in Node and in headless Chromium (Debian's; a fresh profile, a static server on
+// 127.0.0.1). bench/infer/generate.mjs is the measurement both environments share; it also times steps
+// early (positions 2-5) and late (12-15) in the 16-id window. Prints one JSON object per model x engine
+// x environment.
 //
-//   node bench/generate_speed.mjs [node|chromium ...] [--engines kiln-wasm,onnxruntime-web] [--budget 3000]
+//   node bench/generate_speed.mjs [node|chromium ...] [--models gru,transformer] [--engines kiln-wasm,onnxruntime-web] [--budget 3000]
 //   KILN_WASM_PKG=../other/wasm/pkg node bench/generate_speed.mjs node --engines kiln-wasm   # another build
 //
 // The machine is shared: the load average and the other processes' CPU share are recorded with each row.
@@ -18,7 +21,7 @@ import { otherCpuShare } from './infer/cpu.mjs';
 import { measureGenerate } from './infer/generate.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const MODEL = join(ROOT, 'web-demo/model/names-generator.onnx');
+const MODELS = { gru: 'web-demo/model/names-generator.onnx', transformer: 'web-demo/model/names-transformer.onnx' };
 // KILN_WASM_PKG: another build of the package (another checkout's wasm/pkg, to compare two builds)
 const KILN_PKG = process.env.KILN_WASM_PKG ? resolve(process.env.KILN_WASM_PKG) : join(ROOT, 'wasm/pkg');
 const NODE_ENTRIES = {
@@ -36,14 +39,19 @@ const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] 
 const envs = args.filter((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
 const engines = opt('--engines', 'kiln-wasm,onnxruntime-web').split(',');
 const budget = Number(opt('--budget', '3000'));
+const models = opt('--models', 'gru,transformer').split(',');
+const PROMPTS = ['', 'Ma', 'Ber'];
+// ends late in the window: its generations, cut at the window, time the late positions
+const LATE = 'Hohenzoll';
 
 // the prompts' ids, from kiln's tokenizer (the JS loop for onnxruntime-web starts from the same ids)
-async function promptIds(prompts) {
+async function promptIds(file, prompts) {
   const kiln = await import(pathToFileURL(NODE_ENTRIES['kiln-wasm']).href);
-  const model = await kiln.loadModel(new Uint8Array(readFileSync(MODEL)));
+  const model = await kiln.loadModel(new Uint8Array(readFileSync(join(ROOT, file))));
   const ids = Object.fromEntries(prompts.map((p) => [p, Array.from(model.tokenizer.encode(p), Number)]));
+  const info = { ids, window: model.inputs[0].dims[1], cached: model.generatesCached() };
   model.free();
-  return ids;
+  return info;
 }
 
 function serve() {
@@ -61,7 +69,7 @@ function serve() {
   return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, origin: `http://127.0.0.1:${server.address().port}` })));
 }
 
-async function inChromium(engine, ids) {
+async function inChromium(engine, file, { ids, window }) {
   const require = createRequire(join(ROOT, 'tests/package.json'));
   const { chromium } = require('playwright-core');
   const { server, origin } = await serve();
@@ -73,7 +81,7 @@ async function inChromium(engine, ids) {
   });
   try {
     const page = await context.newPage();
-    const q = new URLSearchParams({ engine, entry: PAGE_ENTRIES[engine], file: '/web-demo/model/names-generator.onnx', prompts: JSON.stringify(ids), budget: String(budget) });
+    const q = new URLSearchParams({ engine, entry: PAGE_ENTRIES[engine], file: `/${file}`, prompts: JSON.stringify(ids), use: JSON.stringify(PROMPTS), late: LATE, window: String(window), budget: String(budget) });
     await page.goto(`${origin}/bench/infer/generate.html?${q}`);
     return { env: 'chromium', env_version: context.browser()?.version() ?? execFileSync(process.env.CHROMIUM || '/usr/bin/chromium', ['--version'], { encoding: 'utf8' }).trim(), ...(await page.evaluate(() => window.__bench)) };
   } finally {
@@ -83,14 +91,20 @@ async function inChromium(engine, ids) {
   }
 }
 
-const ids = await promptIds(['', 'Ma', 'Ber']);
-for (const env of envs.length ? envs : ['node', 'chromium']) {
-  for (const engine of engines) {
-    const loadavg = os.loadavg()[0];
-    const others = otherCpuShare();
-    const r = env === 'node'
-      ? { env: 'node', env_version: process.versions.node, ...(await measureGenerate({ engine, url: pathToFileURL(NODE_ENTRIES[engine]).href, bytes: new Uint8Array(readFileSync(MODEL)), promptIds: ids, budgetMs: budget })) }
-      : await inChromium(engine, ids);
-    console.log(JSON.stringify({ ...r, threads: 1, loadavg_start: loadavg, other_cpu_share: others.share() }));
+for (const key of models) {
+  const file = MODELS[key];
+  if (!file) throw new Error(`--models: ${key} is not one of ${Object.keys(MODELS).join(', ')}`);
+  if (!existsSync(join(ROOT, file))) throw new Error(`${file} is missing: python scripts/train_text_demo.py writes it`);
+  const info = await promptIds(file, [...PROMPTS, LATE]);
+  for (const env of envs.length ? envs : ['node', 'chromium']) {
+    for (const engine of engines) {
+      const loadavg = os.loadavg()[0];
+      const others = otherCpuShare();
+      const r = env === 'node'
+        ? { env: 'node', env_version: process.versions.node, ...(await measureGenerate({ engine, url: pathToFileURL(NODE_ENTRIES[engine]).href, bytes: new Uint8Array(readFileSync(join(ROOT, file))), promptIds: info.ids, prompts: PROMPTS, latePrompt: LATE, window: info.window, budgetMs: budget })) }
+        : await inChromium(engine, file, info);
+      const cached = engine === 'kiln-wasm' ? info.cached : false;
+      console.log(JSON.stringify({ model: key, file, cached, ...r, threads: 1, loadavg_start: loadavg, other_cpu_share: others.share() }));
+    }
   }
 }

@@ -265,6 +265,43 @@ def chart(summary, inf, path: Path, quick: bool):
     fig.savefig(path, dpi=110)
 
 
+def generate_table(extra):
+    """Per-token generation latency, kiln-wasm's model.generate vs onnxruntime-web with the sampling in
+    JS (bench/generate_speed.mjs): the web demo's GRU and transformer, overall and early/late in the window."""
+    runs = {k[len("generate_"):]: r for k, r in extra.items() if k.startswith("generate_")}
+    if not runs:
+        return [NOT_MEASURED]
+
+    def ms(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    rows = ["| model | environment | kiln-wasm ms/token (positions 2-5 / 12-15) | onnxruntime-web ms/token (2-5 / 12-15) "
+            "| kiln / ort | load average |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for model in ("gru", "transformer"):
+        for env in ("node", "chromium"):
+            k, o = runs.get(f"{env}_kiln-wasm_{model}"), runs.get(f"{env}_onnxruntime-web_{model}")
+            if not k and not o:
+                continue
+
+            def cell(r):
+                if not r:
+                    return NOT_MEASURED
+                return (f"{r['ms_per_step_median']:.3f} ({ms(r.get('ms_per_step_early'))} / "
+                        f"{ms(r.get('ms_per_step_late'))})")
+            ratio = f"{k['ms_per_step_median'] / o['ms_per_step_median']:.2f}×" if k and o else "–"
+            load = "/".join(f"{r['loadavg_start']:.1f}" for r in (k, o) if r)
+            cached = " (cached)" if k and k.get("cached") else ""
+            rows.append(f"| {model}{cached} | {env} | {cell(k)} | {cell(o)} | {ratio} | {load} |")
+    return rows + ["", "ms per step (a model run: each token and the one that picks <eos>), median over generations of "
+                   "up to 20 tokens (prompts \"\", \"Ma\", \"Ber\"; temperature 0.8, top-k 5), 1 thread, after 1 s of "
+                   "warm-up, the yield between tokens included; in brackets the step at positions 2-5 and 12-15 of "
+                   "the window (per generation the mean there, then the median; the late ones from the prompt \"Hohenzoll\", cut at the window; first steps left out). kiln-wasm runs the files position by "
+                   "position (cached: the GRU's state, the attention's keys and values); onnxruntime-web reruns "
+                   "the 16-id window for every token, as a JS loop around an exported file does. In Chromium "
+                   "performance.now() ticks in 0.1 ms steps (the page is not cross-origin isolated), so its "
+                   "figures are coarse."]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, required=True)
@@ -322,6 +359,8 @@ def main() -> None:
            "## Inference: kiln-wasm vs onnxruntime-web, kiln.InferenceSession vs onnxruntime", "",
            *report_infer.section(inf), "",
            "## Two threads: batch 64 in Node", "", *threads_table(extra), "",
+           "## Text generation: kiln-wasm's generate vs onnxruntime-web with the loop in JS", "",
+           *generate_table(extra), "",
            "## Training in JavaScript: kiln-wasm's Trainer vs TensorFlow.js", "", *race_table(extra), "",
            "## Load time against graph size", "",
            "A chain of Relu nodes, `x [batch, 16]` in, loaded and run once (bench/load/chains.py).", "",

@@ -193,6 +193,16 @@ if want inference; then
       log "training race in Chromium: $engine (digits CNN)"
       run_case "$RES/train_race_chromium_${engine}.json" node peers-js/train_race_browser.mjs "$engine" "$OUT/models" ${BENCH_QUICK:+--epochs 1}
     done
+    # per-token generation latency: the web demo's GRU and transformer, one model x env x engine per process
+    for model in gru transformer; do
+      for env in $INFER_ENVS; do
+        [[ "$env" == native ]] && continue
+        for engine in kiln-wasm onnxruntime-web; do
+          log "generation $env $engine $model"
+          run_case "$RES/generate_${env}_${engine}_${model}.json" node generate_speed.mjs "$env" --models "$model" --engines "$engine" ${BENCH_QUICK:+--budget 500}
+        done
+      done
+    done
     log "load time against graph size (Relu chains, 2k-200k nodes)"
     run_case "$RES/load_scaling.json" "$KILN_PY" load/chains.py "$OUT/models/chains" "${QUICK[@]}"
   else

@@ -26,12 +26,12 @@ else
   if ! "$PY" scripts/train_demo.py; then
     echo "demo.sh: retraining FAILED (above); serving the shipped model in web-demo/model/ instead" >&2
   fi
-  echo "== retraining the text page's models (scripts/train_text_demo.py, about 15 s)"
+  echo "== retraining the text page's models (scripts/train_text_demo.py, about 25 s)"
   if ! "$PY" scripts/train_text_demo.py; then
     echo "demo.sh: retraining the text models FAILED (above); serving the shipped ones instead" >&2
   fi
 fi
-ls -l web-demo/model/digits.onnx web-demo/model/names-language.onnx web-demo/model/names-generator.onnx
+ls -l web-demo/model/digits.onnx web-demo/model/names-language.onnx web-demo/model/names-generator.onnx web-demo/model/names-transformer.onnx
 
 echo "== serving the repo on 127.0.0.1 (Ctrl-C to stop); open the URL below (the text page: web-demo/text.html)"
 exec "$PY" scripts/serve.py --port "$PORT" --quiet

@@ -5,7 +5,10 @@ seven locales (data inside the package, nothing downloaded), one kiln.text.CharT
 
 - names-language.onnx: Embedding → GRU → Linear, which language a surname comes from. It reads the
   name's last T ids left-padded with <pad> (`left_pad`; the page pads the same way);
-- names-generator.onnx: a GRU language model, [B, 16] ids → [B, 16, vocab] logits, for generate.
+- names-generator.onnx: a GRU language model, [B, 16] ids → [B, 16, vocab] logits, for generate;
+- names-transformer.onnx: a small causal transformer language model (notebook 04's NameGPT, smaller),
+  the same ids in and logits out. kiln's engine generates with both position by position (the GRU's
+  state carried, the attention's keys and values cached).
 
 Both carry the tokenizer (export_onnx(..., tokenizer=tok)); the classifier also its labels.
 
@@ -79,6 +82,21 @@ class NameLM(nn.Module):
         return self.head(out.reshape(-1, self.hidden)).reshape(-1, ids.shape[1], self.vocab)
 
 
+class NameGPT(nn.Module):
+    """Token and learned position embeddings, pre-norm causal TransformerEncoderLayers, a Linear head."""
+
+    def __init__(self, vocab: int, steps: int = LM_STEPS, d: int = 32, heads: int = 4, layers: int = 2):
+        super().__init__()
+        self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(steps, d)
+        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids):
+        return self.head(self.encoder(self.emb(ids) + self.pos.weight, is_causal=True))
+
+
 def train(out: str, seed: int) -> int:
     lists = surnames()
     seen_in = Counter(n for names in lists.values() for n in names)
@@ -113,30 +131,43 @@ def train(out: str, seed: int) -> int:
     val_loss = min(hist.history["val_loss"])
     print(f"generator: validation loss {val_loss:.3f} nats per character ({time.perf_counter() - start:.1f} s); "
           f"e.g. {', '.join(generate(lm, tok, '', 16, 0.8, 8, s) for s in range(5))}")
-    if accuracy < 0.6 or val_loss > 0.6 * np.log(tok.vocab_size):
+    start = time.perf_counter()
+    kiln.manual_seed(seed)
+    gpt = NameGPT(tok.vocab_size)
+    gpt.compile(optimizer=optim.Adam(lr=3e-3), loss=kiln.losses.CrossEntropyLoss(ignore_index=PAD))
+    gpt_hist = gpt.fit(ids[:, :-1], ids[:, 1:], epochs=6, batch_size=32, validation_split=0.1,
+                       callbacks=[callbacks.EarlyStopping(patience=2)], verbose=0)
+    gpt_loss = min(gpt_hist.history["val_loss"])
+    print(f"transformer: validation loss {gpt_loss:.3f} nats per character ({time.perf_counter() - start:.1f} s); "
+          f"e.g. {', '.join(generate(gpt, tok, '', 16, 0.8, 8, s) for s in range(5))}")
+    if accuracy < 0.6 or max(val_loss, gpt_loss) > 0.6 * np.log(tok.vocab_size):
         print("train_text_demo: the models did not learn enough, not exporting", file=sys.stderr)
         return 1
 
     os.makedirs(out, exist_ok=True)
     lang_path, gen_path = os.path.join(out, "names-language.onnx"), os.path.join(out, "names-generator.onnx")
+    gpt_path = os.path.join(out, "names-transformer.onnx")
     classifier.export_onnx(lang_path, labels=LANGUAGES, tokenizer=tok)
     lm.export_onnx(gen_path, tokenizer=tok)
+    gpt.export_onnx(gpt_path, tokenizer=tok)
     # what the page runs must be what Python predicts and generates
     diff = float(np.abs(kiln.InferenceSession(lang_path).run(x[cut:]) - classifier.predict(x[cut:])).max())
     assert diff < 1e-4, f"the exported classifier disagrees with predict by {diff}"
-    session = kiln.InferenceSession(gen_path)
-    for s in range(4):
-        assert generate(session, None, "Ma", 16, 0.8, 5, s) == generate(lm, tok, "Ma", 16, 0.8, 5, s)
-    print(f"wrote {lang_path} ({os.path.getsize(lang_path):,} bytes) and {gen_path} ({os.path.getsize(gen_path):,} bytes)")
+    for path, model in [(gen_path, lm), (gpt_path, gpt)]:
+        session = kiln.InferenceSession(path)
+        for s in range(4):
+            assert generate(session, None, "Ma", 16, 0.8, 5, s) == generate(model, tok, "Ma", 16, 0.8, 5, s)
+    print(f"wrote {lang_path} ({os.path.getsize(lang_path):,} bytes), {gen_path} ({os.path.getsize(gen_path):,} bytes) "
+          f"and {gpt_path} ({os.path.getsize(gpt_path):,} bytes)")
     return 0
 
 
 def reference(path: str) -> None:
     """Python's answers for the exported files, which the browser test compares the page with.
 
-    In: {"classifier": onnx path, "generator": onnx path, "names": [...], "runs": [{prompt,
-    maxNewTokens, temperature, topK, seed}]}. Out (stdout): per name the softmaxed scores and the
-    labels ranked, per run the text and its pieces, all from kiln.InferenceSession."""
+    In: {"classifier": onnx path, "generators": {key: onnx path}, "names": [...], "runs": [{model (a
+    key), prompt, maxNewTokens, temperature, topK, seed}]}. Out (stdout): per name the softmaxed scores
+    and the labels ranked, per run the text and its pieces, all from kiln.InferenceSession."""
     with open(path, encoding="utf-8") as f:
         ask = json.load(f)
     lang = kiln.InferenceSession(ask["classifier"])
@@ -144,16 +175,17 @@ def reference(path: str) -> None:
     logits = lang.run(left_pad(lang.tokenizer, ask["names"], lang.inputs[0].shape[1])).astype(np.float64)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    gen = kiln.InferenceSession(ask["generator"])
+    gens = {key: kiln.InferenceSession(path) for key, path in ask["generators"].items()}
     runs = []
     for run in ask["runs"]:
         pieces: list[list] = []
-        text = generate(gen, None, run["prompt"], run["maxNewTokens"], run["temperature"], run.get("topK"),
+        text = generate(gens[run["model"]], None, run["prompt"], run["maxNewTokens"], run["temperature"], run.get("topK"),
                         run["seed"], on_token=lambda piece, i: pieces.append([piece, i]))
         runs.append({"text": text, "pieces": pieces})
     json.dump({"labels": labels, "scores": probs.tolist(),
                "ranked": [[labels[i] for i in np.argsort(-p, kind="stable")] for p in probs],
-               "runs": runs, "engines": [lang.engine, gen.engine]}, sys.stdout, ensure_ascii=False)
+               "runs": runs, "engines": [lang.engine, *(g.engine for g in gens.values())]}, sys.stdout,
+              ensure_ascii=False)
 
 
 def main() -> int:

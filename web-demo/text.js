@@ -1,12 +1,21 @@
 // The text page: type a surname, see which language kiln-wasm guesses as you type; press a button and
-// a GRU language model writes new names token by token (kiln-wasm's model.generate with onToken),
-// with the time per token. Both models were exported by kiln with their tokenizer
-// (`export_onnx(..., tokenizer=tok)`, see notebooks/04-text.ipynb and scripts/train_text_demo.py) and
-// run on kiln's own engine. `?language=URL` and `?generator=URL` open other models.
+// a language model (a GRU or a small causal transformer, your choice) writes new names token by token
+// (kiln-wasm's model.generate with onToken), with the time per token. The models were exported by kiln
+// with their tokenizer (`export_onnx(..., tokenizer=tok)`, see notebooks/04-text.ipynb and
+// scripts/train_text_demo.py) and run on kiln's own engine, which generates position by position (the
+// GRU's state carried, the transformer's keys and values cached). `?language=URL`, `?generator=URL`
+// and `?transformer=URL` open other models.
 const KILN_URL = new URL("../wasm/pkg/index.js", import.meta.url).href;
 const params = new URLSearchParams(location.search);
 const LANGUAGE_URL = params.get("language") || "model/names-language.onnx";
-const GENERATOR_URL = params.get("generator") || "model/names-generator.onnx";
+const GENERATOR_URLS = {
+  gru: params.get("generator") || "model/names-generator.onnx",
+  transformer: params.get("transformer") || "model/names-transformer.onnx",
+};
+const HINTS = {
+  gru: "A GRU language model, one character at a time (its state carried from token to token)",
+  transformer: "A small causal transformer, one character at a time (its keys and values cached)",
+};
 const MAX_NEW_TOKENS = 20;
 
 const $ = (id) => document.getElementById(id);
@@ -25,11 +34,12 @@ function showError(headline, detail) {
 }
 
 // What the page did last, for people poking in the console and for the browser tests.
-const state = { language: null, generator: null, guesses: null, lastRun: null, runs: [] };
+const state = { language: null, generator: null, generators: {}, model: "gru", guesses: null, lastRun: null, runs: [] };
 window.kilnText = state;
 
 let language = null; // the classifier
-let generator = null; // the language model
+const generators = {}; // the language models by choice
+let generator = null; // the chosen one
 let busy = false;
 
 async function fetchBytes(url) {
@@ -78,7 +88,7 @@ function generateOptions() {
   const temperature = Number($("temperature").value);
   const k = Number($("topk").value);
   const seed = Number($("seed").value);
-  return { prompt: $("prompt").value, maxNewTokens: MAX_NEW_TOKENS, temperature, topK: k > 0 ? k : undefined, seed };
+  return { model: state.model, prompt: $("prompt").value, maxNewTokens: MAX_NEW_TOKENS, temperature, topK: k > 0 ? k : undefined, seed };
 }
 
 async function writeName() {
@@ -105,7 +115,7 @@ async function writeName() {
   $("stat-tokens").textContent = String(pieces.length);
   // where the new name sounds from, by the other model
   const guess = text.trim() ? language.classify(windowIds(language, text).x, [1, language.inputs[0].dims[1]], { topK: 1 })[0] : null;
-  const settings = `seed ${opts.seed}, temperature ${opts.temperature}, top k ${opts.topK ?? "all"}`;
+  const settings = `${opts.model === "gru" ? "GRU" : "transformer"}, seed ${opts.seed}, temperature ${opts.temperature}, top k ${opts.topK ?? "all"}`;
   $("made").prepend(el("li", {}, el("span", { className: "name" }, text || "(nothing)"),
     el("span", { className: "meta" }, `${guess ? `sounds ${guess.label} · ` : ""}${settings} · ${pieces.length ? `${formatMs(run.msPerToken)}/token` : "ended at once"}`)));
   $("seed").value = String(opts.seed + 1); // the next press writes another name
@@ -115,7 +125,7 @@ async function writeName() {
 async function writeNames(count) {
   if (busy) return;
   busy = true;
-  $("generate").disabled = $("generate-five").disabled = true;
+  $("generate").disabled = $("generate-five").disabled = $("gen-model").disabled = true;
   $("error").hidden = true;
   document.body.dataset.generating = "1";
   try {
@@ -124,35 +134,47 @@ async function writeNames(count) {
     showError("Could not write a name", e.message);
   } finally {
     busy = false;
-    $("generate").disabled = $("generate-five").disabled = false;
+    $("generate").disabled = $("generate-five").disabled = $("gen-model").disabled = false;
     delete document.body.dataset.generating;
   }
 }
 
 // ---- start ------------------------------------------------------------------------------------
 async function main() {
-  $("status").textContent = "Loading kiln-wasm and the two models…";
+  $("status").textContent = "Loading kiln-wasm and the three models…";
   const start = performance.now();
   const kiln = await import(KILN_URL);
-  const [langBytes, genBytes] = await Promise.all([fetchBytes(LANGUAGE_URL), fetchBytes(GENERATOR_URL)]);
+  const [langBytes, gruBytes, gptBytes] = await Promise.all([LANGUAGE_URL, GENERATOR_URLS.gru, GENERATOR_URLS.transformer].map(fetchBytes));
   language = await kiln.loadModel(langBytes);
-  generator = await kiln.loadModel(genBytes);
-  for (const [m, what] of [[language, "the language model"], [generator, "the generator"]]) {
+  generators.gru = await kiln.loadModel(gruBytes);
+  generators.transformer = await kiln.loadModel(gptBytes);
+  for (const [m, what] of [[language, "the language model"], [generators.gru, "the GRU generator"], [generators.transformer, "the transformer generator"]]) {
     if (!m.tokenizer) throw new Error(`${what} carries no tokenizer: export it with export_onnx(..., tokenizer=tok)`);
   }
   if (!language.labels) throw new Error("the language model carries no labels: export it with export_onnx(..., labels=[...])");
   const loadMs = performance.now() - start;
   state.language = { engine: language.engine, labels: language.labels, bytes: langBytes.length, dims: language.inputs[0].dims, vocabSize: language.tokenizer.vocabSize };
-  state.generator = { engine: generator.engine, bytes: genBytes.length, dims: generator.inputs[0].dims, vocabSize: generator.tokenizer.vocabSize };
+  for (const [key, m, bytes] of [["gru", generators.gru, gruBytes], ["transformer", generators.transformer, gptBytes]]) {
+    state.generators[key] = { engine: m.engine, cached: m.generatesCached(), bytes: bytes.length, dims: m.inputs[0].dims, vocabSize: m.tokenizer.vocabSize };
+  }
+  const choose = (key) => {
+    state.model = key;
+    generator = generators[key];
+    state.generator = state.generators[key];
+    $("gen-hint").textContent = HINTS[key];
+  };
+  choose($("gen-model").value);
   $("stat-lang-model").textContent = `${(langBytes.length / 1024).toFixed(0)} KB · ${language.engine}`;
-  $("status").textContent = `Loaded in ${formatMs(loadMs)}: classifier ${(langBytes.length / 1024).toFixed(0)} KB and generator ${(genBytes.length / 1024).toFixed(0)} KB, on ${generator.engine === language.engine ? `kiln-wasm's ${language.engine} engine` : `${language.engine} / ${generator.engine}`}.`;
+  const engines = new Set([language, ...Object.values(generators)].map((m) => m.engine));
+  $("status").textContent = `Loaded in ${formatMs(loadMs)}: classifier ${(langBytes.length / 1024).toFixed(0)} KB, GRU ${(gruBytes.length / 1024).toFixed(0)} KB and transformer ${(gptBytes.length / 1024).toFixed(0)} KB, on ${engines.size === 1 ? `kiln-wasm's ${language.engine} engine` : [...engines].join(" / ")}.`;
+  $("gen-model").addEventListener("change", (e) => choose(e.target.value));
 
   const name = $("name");
   name.addEventListener("input", () => renderGuesses(name.value));
   $("generate").addEventListener("click", () => writeNames(1));
   $("generate-five").addEventListener("click", () => writeNames(5));
   $("prompt").addEventListener("keydown", (e) => { if (e.key === "Enter") writeNames(1); });
-  for (const id of ["name", "prompt", "temperature", "topk", "seed", "generate", "generate-five"]) $(id).disabled = false;
+  for (const id of ["name", "gen-model", "prompt", "temperature", "topk", "seed", "generate", "generate-five"]) $(id).disabled = false;
   renderGuesses(name.value);
   document.body.dataset.state = "ready";
   name.focus();

@@ -6,5 +6,6 @@ window.__bench = (async () => {
   const response = await fetch(q.get('file'));
   if (!response.ok) throw new Error(`cannot fetch the model ${q.get('file')}: HTTP ${response.status}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
-  return measureGenerate({ engine: q.get('engine'), url: q.get('entry'), bytes, promptIds: JSON.parse(q.get('prompts')), budgetMs: Number(q.get('budget') ?? 3000) });
+  const promptIds = JSON.parse(q.get('prompts'));
+  return measureGenerate({ engine: q.get('engine'), url: q.get('entry'), bytes, promptIds, prompts: JSON.parse(q.get('use')), latePrompt: q.get('late'), window: Number(q.get('window') ?? 16), budgetMs: Number(q.get('budget') ?? 3000) });
 })();

@@ -116,3 +116,94 @@ fn the_tape_both_engines_and_the_session_generate_the_same_text() {
         None
     );
 }
+
+/// The web demo's generator as users write it: Embedding → GRU (batch first) →
+/// `head(out.reshape(-1, H)).reshape(-1, T, vocab)`, untrained but with weights large enough
+/// that samples differ.
+fn gru_lm(tok: &Tokenizer, window: usize) -> Model {
+    let v = tok.vocab_size();
+    let json = format!(
+        r#"{{"modules":[{{"name":"emb","spec":{{"type":"Embedding","num_embeddings":{v},"embedding_dim":6}}}},
+            {{"name":"gru","spec":{{"type":"GRU","input_size":6,"hidden_size":8,"batch_first":true}}}},
+            {{"name":"head","spec":{{"type":"Linear","in_features":8,"out_features":{v}}}}}],
+          "graph":{{"inputs":[{{"name":"ids","dtype":"int64","shape":[{window}]}}],"nodes":[
+            {{"op":{{"Call":{{"module":"emb"}}}},"inputs":[0]}},
+            {{"op":{{"Call":{{"module":"gru"}}}},"inputs":[1]}},
+            {{"op":{{"Item":{{"index":0}}}},"inputs":[2]}},
+            {{"op":{{"Reshape":{{"shape":[-1,8]}}}},"inputs":[3]}},
+            {{"op":{{"Call":{{"module":"head"}}}},"inputs":[4]}},
+            {{"op":{{"Reshape":{{"shape":[-1,{window},{v}]}}}},"inputs":[5]}}],
+          "outputs":[6]}}}}"#
+    );
+    let spec: kiln_core::nn::GraphSpec = serde_json::from_str(&json).unwrap();
+    let mut m = Model::from_graph_spec(&spec, 5).unwrap();
+    for (_, p) in m.net.tensors_mut() {
+        p.value.mapv_inplace(|w| w * 4.0);
+    }
+    m
+}
+
+#[test]
+fn a_gru_on_kilns_engine_carries_its_state_and_generates_the_windowed_text() {
+    use kiln_core::text::{engine_step, session_step, Cached, Step};
+    let tok = Tokenizer::fit_char(&NAMES).unwrap();
+    let window = 6;
+    let mut model = gru_lm(&tok, window);
+    let bytes = export_onnx(&model, &ExportOptions::default()).unwrap();
+    let engine = KilnSession::from_bytes(&bytes)
+        .unwrap()
+        .unwrap_or_else(|u| panic!("declined: {}", u.0));
+    // logits position by position, past the window's end, against the whole window's rerun
+    let seq = [2u32, 5, 9, 4, 6, 7, 8, 5, 4, 10, 6];
+    let mut cached = Cached::for_engine(&engine)
+        .unwrap()
+        .expect("the imported GRU generator qualifies");
+    let mut windowed = Windowed::for_engine(&engine).unwrap();
+    let mut pairs = vec![(
+        cached.start(&seq[..1]).unwrap(),
+        windowed.start(&seq[..1]).unwrap(),
+    )];
+    for &id in &seq[1..] {
+        pairs.push((cached.next(id).unwrap(), windowed.next(id).unwrap()));
+    }
+    for (k, (c, w)) in pairs.iter().enumerate() {
+        assert_eq!(c.len(), tok.vocab_size());
+        let err = c.iter().zip(w).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+        assert!(
+            err < 1e-5,
+            "position {k}: cached and windowed differ by {err}"
+        );
+    }
+    // the tape's model with the same reshapes qualifies too
+    assert!(Cached::for_model(&mut model).unwrap().is_some());
+    // the same text for every seed, whichever step runs it
+    let session = InferenceSession::from_bytes(&bytes, EngineChoice::Kiln).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..10 {
+        for prompt in ["", "ma", "tamarinda"] {
+            let o = GenerateOptions::new(14, 1.0, None, seed).unwrap();
+            let want = generate(
+                Windowed::for_engine(&engine).unwrap(),
+                &tok,
+                prompt,
+                o,
+                |_| Ok(()),
+            )
+            .unwrap();
+            let on = |step| generate(step, &tok, prompt, o, |_| Ok(())).unwrap();
+            assert_eq!(on(engine_step(&engine).unwrap()), want, "seed {seed}");
+            assert_eq!(on(session_step(&session).unwrap()), want, "seed {seed}");
+            let tape = generate(
+                Cached::for_model(&mut model).unwrap().unwrap(),
+                &tok,
+                prompt,
+                o,
+                |_| Ok(()),
+            )
+            .unwrap();
+            assert_eq!(tape, want, "the tape, seed {seed}");
+            seen.insert(want);
+        }
+    }
+    assert!(seen.len() > 10, "{seen:?}");
+}

@@ -159,13 +159,11 @@ pub fn generate_model(
 ) -> PyResult<String> {
     let opts = GenerateOptions::new(max_new_tokens, temperature, top_k, seed).py()?;
     // a causal transformer keeps its keys and values; any other model reruns its window
-    match Cached::for_model(model.core_mut()).py()? {
-        Some(step) => run(py, step, &tokenizer.inner, prompt, opts, on_token),
-        None => {
-            let step = Windowed::for_model(model.core_mut()).py()?;
-            run(py, step, &tokenizer.inner, prompt, opts, on_token)
-        }
+    if let Some(step) = Cached::for_model(model.core_mut()).py()? {
+        return run(py, step, &tokenizer.inner, prompt, opts, on_token);
     }
+    let step = Windowed::for_model(model.core_mut()).py()?;
+    run(py, step, &tokenizer.inner, prompt, opts, on_token)
 }
 
 /// Generates with an ONNX model on its session's engine; the tokenizer defaults to the model's own.
@@ -193,6 +191,7 @@ pub fn generate_session(
             own.as_ref().ok_or_else(text::missing).py()?
         }
     };
-    let step = Windowed::for_session(&session.inner).py()?;
+    // on kiln's engine a GRU keeps its state and a causal transformer its keys and values
+    let step = text::session_step(&session.inner).py()?;
     run(py, step, tok, prompt, opts, on_token)
 }

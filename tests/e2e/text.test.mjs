@@ -15,10 +15,13 @@ const MODELS = path.join(REPO, "web-demo/model");
 const TYPED = "Virtanen";
 const ODD = "Zoë☃ 42"; // characters the tokenizer never saw (☃, digits) are <unk>, not an error
 const RUNS = [
-  { prompt: "", maxNewTokens: 20, temperature: 0.8, topK: 5, seed: 7 },
-  { prompt: "Ma", maxNewTokens: 20, temperature: 1.2, topK: null, seed: 3 },
-  { prompt: "Zoë☃", maxNewTokens: 20, temperature: 0.5, topK: 3, seed: 11 },
-  { prompt: "Ber", maxNewTokens: 20, temperature: 0, topK: null, seed: 0 },
+  { model: "gru", prompt: "", maxNewTokens: 20, temperature: 0.8, topK: 5, seed: 7 },
+  { model: "gru", prompt: "Ma", maxNewTokens: 20, temperature: 1.2, topK: null, seed: 3 },
+  { model: "gru", prompt: "Zoë☃", maxNewTokens: 20, temperature: 0.5, topK: 3, seed: 11 },
+  { model: "gru", prompt: "Ber", maxNewTokens: 20, temperature: 0, topK: null, seed: 0 },
+  { model: "transformer", prompt: "", maxNewTokens: 20, temperature: 0.8, topK: 5, seed: 7 },
+  { model: "transformer", prompt: "Ma", maxNewTokens: 20, temperature: 1.2, topK: null, seed: 3 },
+  { model: "transformer", prompt: "Ber", maxNewTokens: 20, temperature: 0, topK: null, seed: 0 },
 ];
 
 let server, browser, page, log, outside, python;
@@ -27,7 +30,7 @@ function pythonReference() {
   const prefixes = [...Array(TYPED.length)].map((_, i) => TYPED.slice(0, i + 1));
   const ask = {
     classifier: path.join(MODELS, "names-language.onnx"),
-    generator: path.join(MODELS, "names-generator.onnx"),
+    generators: { gru: path.join(MODELS, "names-generator.onnx"), transformer: path.join(MODELS, "names-transformer.onnx") },
     names: [...prefixes, ODD],
     runs: RUNS,
   };
@@ -69,10 +72,10 @@ function assertSameGuesses(got, i, what) {
   }
 }
 
-test("the page opens offline with both models on kiln's own engine", async (t) => {
+test("the page opens offline with its three models on kiln's own engine, both generators stepping position by position", async (t) => {
   assert.deepEqual(outside, [], "the page must not reach beyond 127.0.0.1");
   const info = await page.evaluate(() => ({
-    language: window.kilnText.language, generator: window.kilnText.generator,
+    language: window.kilnText.language, generators: window.kilnText.generators,
     wasm: performance.getEntriesByType("resource").filter((r) => r.name.endsWith(".wasm")).map((r) => ({ file: r.name.split("/").pop(), bytes: r.decodedBodySize })),
   }));
   assert.ok(info.wasm.length >= 1, "kiln-wasm's module was fetched");
@@ -80,9 +83,12 @@ test("the page opens offline with both models on kiln's own engine", async (t) =
   writeFileSync(path.join(SHOTS, "wasm.json"), JSON.stringify(info.wasm, null, 2));
   t.diagnostic(`wasm fetched: ${JSON.stringify(info.wasm)}`);
   assert.equal(info.language.engine, "kiln");
-  assert.equal(info.generator.engine, "kiln");
+  for (const key of ["gru", "transformer"]) {
+    assert.equal(info.generators[key].engine, "kiln", key);
+    assert.equal(info.generators[key].cached, true, `${key}: generated position by position, not by rerunning the window`);
+  }
   assert.deepEqual(info.language.labels, python.labels);
-  assert.deepEqual(python.engines, ["kiln", "kiln"]);
+  assert.deepEqual(python.engines, ["kiln", "kiln", "kiln"]);
 });
 
 test("typing a surname letter by letter: the guesses after every letter are Python's", async () => {
@@ -109,6 +115,7 @@ test("unknown characters are read as <unk>, and an empty box clears the guesses"
 test("Write a name: token by token, exactly Python's text for each seed, with the per-token latency shown", async (t) => {
   const record = [];
   for (const [i, run] of RUNS.entries()) {
+    await page.selectOption("#gen-model", run.model);
     await page.fill("#prompt", run.prompt);
     await page.fill("#temperature", String(run.temperature));
     await page.fill("#topk", String(run.topK ?? 0));
@@ -117,6 +124,7 @@ test("Write a name: token by token, exactly Python's text for each seed, with th
     await page.click("#generate");
     await page.waitForFunction((n) => window.kilnText.runs.length > n && !document.body.dataset.generating, before);
     const got = await page.evaluate(() => window.kilnText.lastRun);
+    assert.equal(got.model, run.model, "the chosen model wrote it");
     const want = python.runs[i];
     assert.equal(got.text, want.text, `${JSON.stringify(run)}: the page writes Python's name`);
     assert.deepEqual(got.pieces, want.pieces, "token by token, the same pieces and ids as Python's on_token");
@@ -131,14 +139,18 @@ test("Write a name: token by token, exactly Python's text for each seed, with th
   assert.ok(record.filter((r) => r.tokens >= 3).length >= 2, `names written token by token: ${JSON.stringify(record)}`);
   // the greedy run (temperature 0) and a seeded one differ from each other: the settings reach the loop
   assert.notEqual(python.runs[0].text, python.runs[3].text);
+  // the two models write different names for the same settings: the choice reaches the page's loop
+  const pairs = [[0, 4], [1, 5], [3, 6]]; // the same settings on the GRU and on the transformer
+  assert.ok(pairs.some(([g, t]) => python.runs[g].text !== python.runs[t].text), "the GRU and the transformer differ");
   assert.equal(await page.locator("#made li").count(), RUNS.length);
   assert.equal(await page.locator("#error").isHidden(), true);
   writeFileSync(path.join(SHOTS, "generate.json"), JSON.stringify(record, null, 2));
-  t.diagnostic(`per-token latency in the page (ms, median per name): ${record.map((r) => r.ms_per_token.toFixed(3)).join(", ")}`);
+  t.diagnostic(`per-token latency in the page (ms, median per name): ${record.map((r) => `${r.model} ${r.ms_per_token.toFixed(3)}`).join(", ")}`);
   await page.screenshot({ path: path.join(SHOTS, "generated.png"), fullPage: true });
 });
 
 test("a temperature below 0 is refused with the core's message, and the page keeps working", async () => {
+  await page.selectOption("#gen-model", "gru");
   await page.fill("#prompt", "Ma");
   await page.fill("#temperature", "-1");
   await page.click("#generate");

@@ -109,6 +109,10 @@ export declare class Model {
    * same text). Resolves to the prompt followed by the generated text; rejects with an `Error`
    * for a model without a tokenizer or bad options. Yields to the event loop between tokens. */
   generate(prompt: string, options?: GenerateOptions): Promise<string>;
+  /** Whether `generate` runs the model position by position (kiln's engine, a GRU's state
+   * carried or a causal transformer's keys and values cached) rather than rerunning its window for
+   * every token: the same text, a token's cost independent of its position. */
+  generatesCached(): boolean;
   classify(image: ImageSource, options?: ClassifyOptions): Prediction[];
   /** Releases the model's memory; the model cannot be used afterwards. */
   free(): void;

@@ -312,6 +312,17 @@ export class Model {
     }
   }
 
+  /**
+   * Whether `generate` runs the model position by position, each token costing one position
+   * (kiln's engine, a graph that qualifies: a GRU's state carried, a causal transformer's keys and
+   * values cached), rather than rerunning its whole window for every token. The text is the same
+   * either way.
+   */
+  generatesCached() {
+    const session = this.#live();
+    return typeof session.generatesCached === 'function' && this.#engine.guard(() => session.generatesCached());
+  }
+
   /** Releases the model's wasm memory. The model cannot be used afterwards. */
   free() {
     this.tokenizer?.free();

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use kiln_core::onnx::compat::{newer_hint, with_newer_hint};
 use kiln_core::onnx::engine::{slow_fallback_warning, IoInfo, KilnSession as Engine, Value};
 use kiln_core::preprocess::Preprocess;
-use kiln_core::text::Windowed;
+use kiln_core::text::{engine_step, Cached};
 use kiln_core::Tensor;
 use wasm_bindgen::prelude::*;
 
@@ -122,8 +122,9 @@ impl KilnSession {
         self.last_dims.clone()
     }
 
-    /// Starts generating from `prompt` with the core's loop (`kiln_core::text`), the model rerun
-    /// on the windowed prefix for every token.
+    /// Starts generating from `prompt` with the core's loop (`kiln_core::text`): position by
+    /// position when the graph qualifies (a GRU's state carried, a causal transformer's keys and
+    /// values cached), else the model rerun on the windowed prefix for every token.
     pub fn generator(
         &self,
         tokenizer: &str,
@@ -134,12 +135,15 @@ impl KilnSession {
         seed: f64,
     ) -> JsResult<Generator> {
         let opts = options(max_new_tokens, temperature, top_k, seed);
-        start(
-            Windowed::for_engine(self.inner.clone()),
-            tokenizer,
-            prompt,
-            opts,
-        )
+        start(engine_step(self.inner.clone()), tokenizer, prompt, opts)
+    }
+
+    /// Whether `generator` runs this model position by position (its imported graph qualifies:
+    /// a GRU's state carried, a causal transformer's keys and values cached) rather than
+    /// rerunning the window for every token.
+    #[wasm_bindgen(js_name = generatesCached)]
+    pub fn generates_cached(&self) -> bool {
+        matches!(Cached::for_engine(self.inner.clone()), Ok(Some(_)))
     }
 
     /// Runs the model on the inputs in `feed` (which this consumes).

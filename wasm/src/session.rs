@@ -3,7 +3,7 @@
 use std::rc::Rc;
 
 use kiln_core::onnx::tract::{TensorData, TensorInfo, TractSession};
-use kiln_core::text::Windowed;
+use kiln_core::text::{Step, Windowed};
 use kiln_core::{KilnError, Result};
 use ndarray::ArrayD;
 use wasm_bindgen::prelude::*;
@@ -75,7 +75,7 @@ impl Session {
     ) -> JsResult<Generator> {
         let opts = options(max_new_tokens, temperature, top_k, seed);
         start(
-            Windowed::for_tract(self.inner.clone()),
+            Windowed::for_tract(self.inner.clone()).map(|w| Box::new(w) as Box<dyn Step>),
             tokenizer,
             prompt,
             opts,

@@ -2,7 +2,7 @@
 //! generation loop over a model on kiln's engine. No rule lives here: ids, specials, sampling and
 //! every check are the core's, so the page gives Python's ids and Python's text.
 
-use kiln_core::text::{GenerateOptions, Generation, Tokenizer as Core, Windowed};
+use kiln_core::text::{GenerateOptions, Generation, Step, Tokenizer as Core};
 use kiln_core::KilnError;
 use wasm_bindgen::prelude::*;
 
@@ -116,7 +116,7 @@ pub(crate) fn options(
 
 /// Starts a generation of `step` with the tokenizer in `tokenizer` (its JSON document).
 pub(crate) fn start(
-    step: kiln_core::Result<Windowed<'static>>,
+    step: kiln_core::Result<Box<dyn Step>>,
     tokenizer: &str,
     prompt: &str,
     opts: kiln_core::Result<GenerateOptions>,
@@ -132,7 +132,7 @@ pub(crate) fn start(
 /// A generation in progress: `next()` until undefined.
 #[wasm_bindgen]
 pub struct Generator {
-    pub(crate) inner: Generation<Windowed<'static>>,
+    pub(crate) inner: Generation<Box<dyn Step>>,
     pub(crate) last: u32,
 }
 

@@ -12,7 +12,7 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-mod attention;
+pub(crate) mod attention;
 mod rnn;
 
 use crate::autograd::{GeluApprox, Tape, Tensor};
@@ -865,6 +865,7 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
         }
     }
     let tensors = model.net.tensors();
+    let mut attention_marks = Vec::new();
     let mut g = Graph {
         nodes: Vec::new(),
         initializers: Vec::new(),
@@ -962,10 +963,21 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
                 x
             }
             GraphOp::MultiheadAttention(att) => {
+                let (first, counter) = (g.nodes.len(), g.counter);
                 let (o, w) =
                     attention::emit_attention(&mut g, att, k, &in_names, &in_shapes, opts.opset)?;
-                if let Some(w) = w {
-                    tuple_names.insert(inputs.len() + k, vec![o.clone(), w]);
+                match w {
+                    Some(w) => {
+                        tuple_names.insert(inputs.len() + k, vec![o.clone(), w]);
+                    }
+                    None => attention_marks.push(attention::Mark {
+                        op: node.op.clone(),
+                        node: k,
+                        counter,
+                        nodes: [first, g.nodes.len()],
+                        inputs: in_names.clone(),
+                        output: o.clone(),
+                    }),
                 }
                 o
             }
@@ -1056,6 +1068,13 @@ pub fn export_onnx(model: &Model, opts: &ExportOptions) -> Result<Vec<u8>> {
     }
     if let Some(o) = opts.input_offset {
         metadata.push(("kiln.input_offset".into(), o.to_string()));
+    }
+    // kiln's engine imports each marked call (checked node by node) as one attention op
+    if !attention_marks.is_empty() {
+        metadata.push((
+            attention::MARKS_KEY.into(),
+            serde_json::to_string(&attention_marks).expect("marks serialise"),
+        ));
     }
     metadata.extend(opts.extra_metadata.iter().cloned());
     let proto = ModelProto {

@@ -181,6 +181,14 @@ impl InferenceSession {
         }
     }
 
+    /// kiln's engine's session, when it runs the model (generation steps its graph directly).
+    pub fn kiln(&self) -> Option<&KilnSession> {
+        match &self.engine {
+            Engine::Kiln(s) => Some(s),
+            Engine::Tract(_) => None,
+        }
+    }
+
     /// Why kiln's engine declined the model, when it was asked first and tract runs it.
     pub fn declined(&self) -> Option<&str> {
         self.declined.as_deref()

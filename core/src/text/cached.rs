@@ -1,25 +1,57 @@
-//! [`Cached`]: a [`Step`] for kiln's own causal language models that computes only the new
-//! position per token, keeping every causal self-attention's keys and values (a key/value
-//! cache), so a token costs the same early in the window as late in it; the windowed rerun
+//! [`Cached`]: a [`Step`] for causal language models that computes only the new position per
+//! token, keeping every causal self-attention's keys and values (a key/value cache), so a token
+//! costs the same early in the window as late in it; the windowed rerun
 //! ([`super::step::Windowed`]) costs a whole window per token.
 //!
 //! A recurrent layer (one direction, `nn.GRU` / `nn.LSTM`) carries its state the same way: each
 //! token runs one step from the state the last one left.
 //!
+//! It runs kiln's graph ([`crate::graph`]) wherever that comes from, a [`Source`]: kiln's own
+//! [`Model`] (Python's `kiln.text.generate(model, …)`) or an ONNX file kiln's engine imported
+//! (`InferenceSession` in Python, `model.generate` in kiln-wasm). The same rules and the same
+//! run serve both.
+//!
 //! A model qualifies when its graph is position-wise apart from causal self-attention: every value
 //! either does not depend on the ids (parameters and what is made of them) or has one time axis
-//! along which position `p` depends only on ids `..=p` (embeddings, Linear, LayerNorm,
-//! activations, element-wise arithmetic, permutations, softmax and slices away from the time
-//! axis, and [`crate::nn::Attention::cacheable`] calls); its input is ids `[batch, T]` and its first output
-//! logits `[batch, T, vocab]`. A parameter shaped along time (a learnt position table `[T, E]`
-//! added to the embeddings) is read at the new position. When the window is full, the next token
-//! starts a fresh cache on the last `T` ids, as the windowed rerun would see them.
+//! along which position `p` depends only on ids `..=p` (embeddings and gathers by id, Linear,
+//! matrix products with a constant, LayerNorm, activations, element-wise arithmetic,
+//! permutations, reshapes that keep the time axis whole (`reshape(-1, H)` on a batch of one),
+//! softmax and slices away from the time axis, and [`crate::nn::Attention::cacheable`] calls);
+//! its input is ids `[batch, T]` and its first output logits `[batch, T, vocab]`. A parameter
+//! shaped along time (a learnt position table `[T, E]` added to the embeddings) is read at the
+//! new position. When the window is full, the next token starts a fresh cache on the last `T`
+//! ids, as the windowed rerun would see them.
 
 use super::Step;
 use crate::autograd::{broadcast_shape, Tape, Tensor, Var};
-use crate::graph::{axis, run_node, Graph, Op, Scope, Value};
+use crate::graph::{axis, run_node, Dim, Graph, Op, Scope, Value};
 use crate::nn::LayerSpec;
 use crate::{value_err, Model, Result};
+use std::sync::Arc;
+
+/// Where a cached run finds what the graph's nodes read: its parameters and layers.
+pub trait Source {
+    /// Runs `f` with the scope that binds the graph's parameters and layers.
+    fn scoped(&mut self, f: &mut dyn FnMut(&mut dyn Scope) -> Result<()>) -> Result<()>;
+}
+
+impl Source for &mut Model {
+    fn scoped(&mut self, f: &mut dyn FnMut(&mut dyn Scope) -> Result<()>) -> Result<()> {
+        f(&mut self.net)
+    }
+}
+
+/// A model on kiln's ONNX engine as a [`Source`] (any handle to the session: a reference, an
+/// `Rc`, an `Arc`).
+#[cfg(feature = "export")]
+pub struct Engine<E>(pub E);
+
+#[cfg(feature = "export")]
+impl<E: std::ops::Deref<Target = crate::onnx::engine::KilnSession>> Source for Engine<E> {
+    fn scoped(&mut self, f: &mut dyn FnMut(&mut dyn Scope) -> Result<()>) -> Result<()> {
+        self.0.scoped(f)
+    }
+}
 
 /// Each value of the graph: independent of the ids, or along which axis it runs over time.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,12 +64,24 @@ enum Kind {
     State,
 }
 
-/// A causal model run position by position with key/value caches.
+/// A causal model run position by position with key/value caches and carried states.
 pub struct Cached<'a> {
-    model: &'a mut Model,
+    source: Box<dyn Source + 'a>,
+    run: Run,
+}
+
+/// What stepping a graph needs to know, found once (a session keeps it for all its generations).
+pub(crate) struct Plan {
     graph: Graph,
     kinds: Vec<Kind>,
+    /// Every value's shape on a whole window of ids `[1, window]` (a timed reshape's target).
+    shapes: Vec<Vec<usize>>,
     window: usize,
+}
+
+/// What a cached generation keeps between tokens.
+struct Run {
+    plan: Arc<Plan>,
     history: Vec<u32>,
     /// Positions of `history[start..]` already in the caches.
     done: usize,
@@ -50,15 +94,16 @@ pub struct Cached<'a> {
 fn plan(
     graph: &Graph,
     shapes: &[Vec<usize>],
-    spec_of: &dyn Fn(&str) -> Option<LayerSpec>,
+    spec_of: &mut dyn FnMut(&str) -> Option<LayerSpec>,
 ) -> Option<Vec<Kind>> {
     use crate::nn::LayerSpec as S;
-    if graph.inputs.len() != 1 || shapes.first()?.len() != 2 {
+    if graph.inputs.len() != 1 || shapes.first()?.len() != 2 || shapes[0][1] < 2 {
         return None;
     }
     let mut kinds = vec![Kind::Time(1)];
     for (k, node) in graph.nodes.iter().enumerate() {
-        let rank = shapes[graph.inputs.len() + k].len();
+        let out = &shapes[graph.inputs.len() + k];
+        let rank = out.len();
         let rank_of = |i: usize| shapes[i].len();
         // each timed input's time axis; for arithmetic, lined up with the output's axes from the
         // end, as broadcasting lines them up
@@ -97,6 +142,7 @@ fn plan(
         }
         let x_rank = rank_of(node.inputs[0]);
         let away_from_time = |trailing: usize| a + trailing < x_rank;
+        let only_first_timed = node.inputs[1..].iter().all(|&i| kinds[i] == Kind::Const);
         let ok = match &node.op {
             Op::MultiheadAttention(att) => {
                 att.cacheable(&node.inputs) && a == if att.batch_first { 1 } else { 0 }
@@ -145,6 +191,17 @@ fn plan(
             | Op::Div
             | Op::Embedding => true,
             Op::Linear => away_from_time(1),
+            // x @ w with w a constant matrix: rows stay rows
+            Op::MatMul => only_first_timed && rank_of(node.inputs[1]) == 2 && away_from_time(1),
+            Op::Gather { dim } => {
+                let d = axis(*dim, x_rank, "gather").ok()?;
+                if kinds[node.inputs[0]] == Kind::Const {
+                    // rows of a table picked by ids along time (an embedding as ONNX writes it)
+                    kinds.push(Kind::Time(d + a));
+                    continue;
+                }
+                only_first_timed && a < d
+            }
             Op::LayerNorm { .. } => away_from_time(rank_of(node.inputs[1])),
             Op::Softmax { dim } | Op::LogSoftmax { dim } => {
                 axis(*dim, x_rank, "softmax").ok() != Some(a)
@@ -155,6 +212,10 @@ fn plan(
                     .iter()
                     .position(|&d| axis(d, x_rank, "permute").ok() == Some(a))?;
                 kinds.push(Kind::Time(at));
+                continue;
+            }
+            Op::Reshape { .. } | Op::Flatten { .. } => {
+                kinds.push(Kind::Time(reshaped_time(&shapes[node.inputs[0]], a, out)?));
                 continue;
             }
             _ => false,
@@ -173,6 +234,14 @@ fn plan(
     }
 }
 
+/// The output axis that a reshape from `from` (time along `a`) to `to` keeps the time axis as,
+/// whole: the same length, with as many values before it (on a batch of one, `[1, T, H]` to
+/// `[T, H]` and back); `None` when the reshape splits or merges it with other positions.
+fn reshaped_time(from: &[usize], a: usize, to: &[usize]) -> Option<usize> {
+    let before: usize = from[..a].iter().product();
+    (0..to.len()).find(|&b| to[b] == from[a] && to[..b].iter().product::<usize>() == before)
+}
+
 impl<'a> Cached<'a> {
     /// For kiln's own model, when its graph runs position by position (see the module's notes);
     /// `Ok(None)` when it does not (the caller reruns the window instead).
@@ -185,44 +254,103 @@ impl<'a> Cached<'a> {
             return Ok(None);
         };
         let graph = graph.clone();
-        // every value's shape on a whole window of ids
-        let mut t = Tape::inference();
-        let x = t.constant(Tensor::zeros(vec![1, window]));
-        let mut shapes = vec![vec![1, window]];
-        let ran =
-            crate::graph::run_observed(&mut model.net, &graph, &mut t, &[x], &mut |_, t, v| {
-                shapes.push(t.shape(v).to_vec())
-            });
-        if ran.is_err() || shapes.len() != graph.nodes.len() + 1 {
-            return Ok(None);
-        }
-        let specs: Vec<(String, LayerSpec)> = model
-            .net
-            .modules()
-            .map(|(n, m)| (n.to_string(), m.spec()))
-            .collect();
-        let spec_of = |m: &str| specs.iter().find(|(n, _)| n == m).map(|(_, s)| s.clone());
-        let Some(kinds) = plan(&graph, &shapes, &spec_of) else {
-            return Ok(None);
+        let mut source: Box<dyn Source + 'a> = Box::new(model);
+        Ok(Plan::new(&mut *source, graph, window).map(|plan| Self::on(source, Arc::new(plan))))
+    }
+
+    /// For a model on kiln's ONNX engine (ids `[batch, T]` in, logits `[batch, T, vocab]` out),
+    /// when its imported graph runs position by position; `Ok(None)` when it does not. The
+    /// session finds that once, for all its generations.
+    #[cfg(feature = "export")]
+    pub fn for_engine<E>(session: E) -> Result<Option<Self>>
+    where
+        E: std::ops::Deref<Target = crate::onnx::engine::KilnSession> + 'a,
+    {
+        let plan = match session.step_plan.get() {
+            Some(plan) => plan.clone(),
+            None => {
+                let plan = Plan::for_engine(&session).map(Arc::new);
+                session.step_plan.get_or_init(|| plan).clone()
+            }
         };
-        let n = graph.nodes.len();
-        Ok(Some(Cached {
-            model,
-            graph,
-            kinds,
-            window,
-            history: Vec::new(),
-            done: 0,
-            start: 0,
-            caches: vec![None; n],
-        }))
+        Ok(plan.map(|plan| Self::on(Box::new(Engine(session)), plan)))
+    }
+
+    fn on(source: Box<dyn Source + 'a>, plan: Arc<Plan>) -> Self {
+        let n = plan.graph.nodes.len();
+        Cached {
+            source,
+            run: Run {
+                plan,
+                history: Vec::new(),
+                done: 0,
+                start: 0,
+                caches: vec![None; n],
+            },
+        }
     }
 
     /// Run the positions `history[start + done..]` through the graph; the logits at the last.
     fn advance(&mut self) -> Result<Vec<f32>> {
-        if self.history.len() - self.start > self.window {
+        let mut logits = Vec::new();
+        let run = &mut self.run;
+        self.source.scoped(&mut |scope| {
+            logits = run.advance(scope)?;
+            Ok(())
+        })?;
+        Ok(logits)
+    }
+}
+
+impl Plan {
+    /// The plan of `graph` with ids `[1, window]` from `source`, when it qualifies.
+    fn new(source: &mut dyn Source, graph: Graph, window: usize) -> Option<Plan> {
+        // every value's shape on a whole window of ids, and the layers' specs
+        let mut shapes = vec![vec![1, window]];
+        let mut kinds = None;
+        let planned = source.scoped(&mut |scope| {
+            let mut t = Tape::inference();
+            let x = t.constant(Tensor::zeros(vec![1, window]));
+            crate::graph::run_observed(scope, &graph, &mut t, &[x], &mut |_, t, v| {
+                shapes.push(t.shape(v).to_vec())
+            })?;
+            if shapes.len() == graph.nodes.len() + 1 {
+                kinds = plan(&graph, &shapes, &mut |m| {
+                    scope.module(m).ok().map(|m| m.spec())
+                });
+            }
+            Ok(())
+        });
+        let (Ok(()), Some(kinds)) = (planned, kinds) else {
+            return None;
+        };
+        Some(Plan {
+            graph,
+            kinds,
+            shapes,
+            window,
+        })
+    }
+
+    #[cfg(feature = "export")]
+    fn for_engine(session: &crate::onnx::engine::KilnSession) -> Option<Plan> {
+        let window = match session.inputs() {
+            [i] if matches!(i.dims.as_slice(), [None | Some(1), Some(t)] if *t > 0) => i.dims[1]?,
+            _ => return None,
+        };
+        if session.outputs().first().map(|o| o.dims.len()) != Some(3) {
+            return None;
+        }
+        Plan::new(&mut Engine(session), session.graph().0.clone(), window)
+    }
+}
+
+impl Run {
+    fn advance(&mut self, scope: &mut dyn Scope) -> Result<Vec<f32>> {
+        let plan = self.plan.clone();
+        if self.history.len() - self.start > plan.window {
             // the window is full: a fresh cache over the last `window` ids
-            self.start = self.history.len() - self.window;
+            self.start = self.history.len() - plan.window;
             self.done = 0;
             self.caches.iter_mut().for_each(|c| *c = None);
         }
@@ -235,15 +363,11 @@ impl<'a> Cached<'a> {
         let ids = Tensor::from_shape_vec(vec![1, n], new.iter().map(|&v| v as f32).collect())
             .expect("sized");
         let mut values = vec![Value::One(t.constant(ids))];
-        for (k, node) in self.graph.nodes.iter().enumerate() {
-            let kind = self.kinds[self.graph.inputs.len() + k];
+        let n_in = plan.graph.inputs.len();
+        for (k, node) in plan.graph.nodes.iter().enumerate() {
+            let kind = plan.kinds[n_in + k];
             if let Op::Item { .. } = node.op {
-                let v = run_node(
-                    &mut self.model.net,
-                    &mut t,
-                    &node.op,
-                    &[values[node.inputs[0]].clone()],
-                )?;
+                let v = run_node(scope, &mut t, &node.op, &[values[node.inputs[0]].clone()])?;
                 values.push(v);
                 continue;
             }
@@ -260,7 +384,7 @@ impl<'a> Cached<'a> {
                         xs.push(t.constant(c));
                     }
                 }
-                let outs = self.model.net.module(module)?.forward_multi(&mut t, &xs)?;
+                let outs = scope.module(module)?.forward_multi(&mut t, &xs)?;
                 let state = |i: usize| outs.get(i).map(|&v| t.value(v).clone());
                 let empty = Tensor::zeros(vec![0]);
                 self.caches[k] =
@@ -268,30 +392,38 @@ impl<'a> Cached<'a> {
                 values.push(Value::Tuple(outs));
                 continue;
             }
-            let v = match &node.op {
-                Op::MultiheadAttention(att) => {
+            let v = match (&node.op, kind) {
+                (Op::MultiheadAttention(att), _) => {
                     att.forward_cached(&mut t, &xs, &mut self.caches[k])?
                 }
-                op => {
+                (Op::Reshape { .. } | Op::Flatten { .. }, Kind::Time(b)) => {
+                    // the window's target with the new positions along time
+                    let mut to = plan.shapes[n_in + k].clone();
+                    to[b] = n;
+                    let shape = to.iter().map(|&d| Dim::Size(d as i64)).collect();
+                    let vals = [Value::One(xs[0])];
+                    run_node(scope, &mut t, &Op::Reshape { shape }, &vals)?.var()?
+                }
+                (op, _) => {
                     // a constant along time (a position table) is read at the new positions
                     if let (Kind::Time(_), true, true) =
                         (kind, node.inputs.len() == 2, op_is_binary(op))
                     {
                         for j in 0..2 {
-                            if self.kinds[node.inputs[j]] == Kind::Const {
+                            if plan.kinds[node.inputs[j]] == Kind::Const {
                                 let (other, id) = (xs[1 - j], node.inputs[1 - j]);
                                 xs[j] = self.along_time(&mut t, xs[j], other, id, p, n)?;
                             }
                         }
                     }
                     let vals: Vec<Value> = xs.iter().map(|&x| Value::One(x)).collect();
-                    run_node(&mut self.model.net, &mut t, op, &vals)?.var()?
+                    run_node(scope, &mut t, op, &vals)?.var()?
                 }
             };
             values.push(Value::One(v));
         }
         self.done += n;
-        let out = values[self.graph.outputs[0]].var()?;
+        let out = values[plan.graph.outputs[0]].var()?;
         let o = t.value(out);
         let (rows, vocab) = (o.shape()[1], o.shape()[2]);
         let last = o.as_standard_layout();
@@ -310,7 +442,7 @@ impl<'a> Cached<'a> {
         p: usize,
         n: usize,
     ) -> Result<Var> {
-        let Kind::Time(a) = self.kinds[other_id] else {
+        let Kind::Time(a) = self.plan.kinds[other_id] else {
             return Ok(c);
         };
         let (rc, ro) = (t.shape(c).len(), t.shape(other).len());
@@ -318,12 +450,40 @@ impl<'a> Cached<'a> {
         let Some(at) = (a + rc).checked_sub(ro) else {
             return Ok(c);
         };
-        if at >= rc || t.shape(c)[at] != self.window {
+        if at >= rc || t.shape(c)[at] != self.plan.window {
             broadcast_shape("generate", t.shape(c), t.shape(other))?;
             return Ok(c);
         }
         t.slice(c, at, p, p + n)
     }
+}
+
+/// The step generation runs a model on kiln's engine with: [`Cached`] when its imported graph
+/// qualifies, else the windowed rerun. The one rule for kiln-wasm's `model.generate` and
+/// Python's `InferenceSession`.
+#[cfg(feature = "export")]
+pub fn engine_step<'a, E>(session: E) -> Result<Box<dyn Step + 'a>>
+where
+    E: std::ops::Deref<Target = crate::onnx::engine::KilnSession> + Clone + 'a,
+{
+    Ok(match Cached::for_engine(session.clone())? {
+        Some(c) => Box::new(c),
+        None => Box::new(super::Windowed::for_engine(session)?),
+    })
+}
+
+/// [`engine_step`] for an `InferenceSession`: cached on kiln's engine when the graph qualifies,
+/// else (tract's engine too) the windowed rerun.
+#[cfg(feature = "onnx")]
+pub fn session_step(
+    session: &crate::onnx::session::InferenceSession,
+) -> Result<Box<dyn Step + '_>> {
+    if let Some(kiln) = session.kiln() {
+        if let Some(c) = Cached::for_engine(kiln)? {
+            return Ok(Box::new(c));
+        }
+    }
+    Ok(Box::new(super::Windowed::for_session(session)?))
 }
 
 fn op_is_binary(op: &Op) -> bool {
@@ -332,15 +492,16 @@ fn op_is_binary(op: &Op) -> bool {
 
 impl Step for Cached<'_> {
     fn start(&mut self, context: &[u32]) -> Result<Vec<f32>> {
-        self.history = context.to_vec();
-        self.start = self.history.len().saturating_sub(self.window);
-        self.done = 0;
-        self.caches.iter_mut().for_each(|c| *c = None);
+        let r = &mut self.run;
+        r.history = context.to_vec();
+        r.start = r.history.len().saturating_sub(r.plan.window);
+        r.done = 0;
+        r.caches.iter_mut().for_each(|c| *c = None);
         self.advance()
     }
 
     fn next(&mut self, token: u32) -> Result<Vec<f32>> {
-        self.history.push(token);
+        self.run.history.push(token);
         self.advance()
     }
 }
@@ -479,6 +640,90 @@ mod tests {
         steps_match_whole_windows(&mut gru, "a GRU");
         let mut lstm = recurrent("LSTM", r#","num_layers":2"#, LSTM_NODES, 6);
         steps_match_whole_windows(&mut lstm, "a two-layer time-major LSTM");
+    }
+
+    /// The logits a step gives for `seq` fed one id at a time after its first two.
+    fn stepped(step: &mut dyn Step, seq: &[u32]) -> Vec<Vec<f32>> {
+        let mut got = vec![step.start(&seq[..2]).unwrap()];
+        for &tok in &seq[2..] {
+            got.push(step.next(tok).unwrap());
+        }
+        got
+    }
+
+    #[cfg(feature = "export")]
+    #[test]
+    fn kilns_engine_imports_exported_attention_as_the_op_and_caches_it() {
+        use crate::onnx::engine::KilnSession;
+        use crate::onnx::export::{export_onnx, ExportOptions};
+        use crate::onnx::pb::ModelProto;
+        use prost::Message;
+        let seq = [2u32, 5, 1, 6, 3, 4, 2, 5, 6];
+        for batch_first in [true, false] {
+            let m = model(batch_first, true);
+            let bytes = export_onnx(&m, &ExportOptions::default()).unwrap();
+            let engine = KilnSession::from_bytes(&bytes).unwrap().unwrap();
+            let ops = |s: &KilnSession| {
+                let g = s.graph().0;
+                g.nodes
+                    .iter()
+                    .filter(|n| matches!(n.op, Op::MultiheadAttention(_)))
+                    .count()
+            };
+            assert_eq!(
+                ops(&engine),
+                1,
+                "batch_first {batch_first}: the marked call is one op"
+            );
+            let mut cached = Cached::for_engine(&engine)
+                .unwrap()
+                .expect("causal attention qualifies");
+            let mut windowed = crate::text::Windowed::for_engine(&engine).unwrap();
+            let (got, want) = (stepped(&mut cached, &seq), stepped(&mut windowed, &seq));
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                let err = g.iter().zip(w).fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+                assert!(err < 1e-5, "batch_first {batch_first}, step {k}: {err}");
+            }
+            // a file whose operators are not exactly export's for the mark imports them one by
+            // one (and is not cached): here the causal mask lets position 0 see position 1
+            let mut proto = ModelProto::decode(bytes.as_slice()).unwrap();
+            let g = proto.graph.as_mut().unwrap();
+            let mask = g
+                .initializer
+                .iter_mut()
+                .find(|t| t.name.ends_with("/causal"))
+                .unwrap();
+            mask.raw_data[4..8].copy_from_slice(&0f32.to_le_bytes());
+            let edited = KilnSession::from_bytes(&proto.encode_to_vec())
+                .unwrap()
+                .unwrap();
+            assert_eq!(ops(&edited), 0, "an edited mask is not the op");
+            assert!(Cached::for_engine(&edited).unwrap().is_none());
+            let ids =
+                ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 6]), vec![2i64, 5, 1, 6, 3, 4])
+                    .unwrap();
+            let run = |s: &KilnSession| {
+                s.run(vec![(
+                    "ids".into(),
+                    crate::onnx::engine::Value::I64(ids.clone()),
+                )])
+                .unwrap()
+                .remove(0)
+            };
+            let (a, b) = (run(&engine), run(&edited));
+            let row0 = |t: &Tensor| t.slice(ndarray::s![0, 0, ..]).to_vec();
+            assert_ne!(
+                row0(&a),
+                row0(&b),
+                "the edit shows in the plain operators' output"
+            );
+            let rest = |t: &Tensor| t.slice(ndarray::s![0, 1.., ..]).to_owned();
+            let err = (rest(&a) - rest(&b)).fold(0f32, |e, d| e.max(d.abs()));
+            assert!(
+                err < 1e-5,
+                "the op and the plain operators agree elsewhere: {err}"
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,12 @@ mod sample;
 mod step;
 
 pub use self::bpe::{BpeTokenizer, BYTE_IDS};
-pub use self::cached::Cached;
+#[cfg(feature = "onnx")]
+pub use self::cached::session_step;
+pub(crate) use self::cached::Plan;
+#[cfg(feature = "export")]
+pub use self::cached::{engine_step, Engine};
+pub use self::cached::{Cached, Source};
 pub use self::char::CharTokenizer;
 pub use self::generate::{generate, GenerateOptions, Generation, Step, Token, MAX_NEW_TOKENS};
 pub use self::sample::{sample, SeededRng};

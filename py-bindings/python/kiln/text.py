@@ -217,8 +217,11 @@ def generate(model: Union["Module", InferenceSession, _Path], tokenizer: Optiona
     ``model``: a trained kiln model, a :class:`kiln.InferenceSession`, or the path of an ONNX file.
     Its input is the token ids ``[batch, T]``; its output the logits ``[batch, vocab]`` for the
     next token, or ``[batch, T, vocab]``. A model with a fixed window sees the last ``T`` ids of
-    ``<bos>`` + prompt + what was generated, padded as :meth:`Tokenizer.windows` pads. It reruns
-    on that window for every token. ``tokenizer`` defaults to the one an ONNX model carries.
+    ``<bos>`` + prompt + what was generated, padded as :meth:`Tokenizer.windows` pads. A causal
+    language model (a one-direction GRU/LSTM or causal self-attention, everything else per
+    position) runs one new position per token, its state or keys and values kept, on a kiln model
+    and on kiln's engine alike; any other model reruns the window for every token, with the same
+    text. ``tokenizer`` defaults to the one an ONNX model carries.
     ``on_token(text, id)`` is called with each token's text as it comes.
 
     Edge cases, the same in kiln-wasm: prompt characters the tokenizer never saw are ``<unk>``

@@ -13,6 +13,13 @@
 //! BatchNormalization (inference; folded into a scale and a shift), LayerNormalization, Gather,
 //! ReduceSum/Mean/Max/Min, Slice, Squeeze, Unsqueeze, Shape, Size, ConstantOfShape, Expand, Cast,
 //! CastLike, Identity, Dropout (inference), Constant.
+//!
+//! Attention: export writes `nn.MultiheadAttention` as standard operators (MatMul, Softmax, …) and
+//! marks each call in the metadata (`kiln.attention`: the op, its inputs and output, its nodes).
+//! A marked call whose nodes and constants are exactly what export writes for that call on those
+//! inputs (compared node by node with a fresh emission) and whose intermediate values nothing else
+//! reads imports as kiln's one attention op, so generation can keep its keys and values
+//! (`text::Cached`); anything else, an edited mask included, imports operator by operator.
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,8 +30,10 @@ use super::{tensor_value, IoInfo, Narrow, Unsupported, Value};
 use crate::autograd::{GeluApprox, QuantGrid, Tape, Var};
 use crate::graph::{Dim, Graph, Op, Reduction, ScalarOp, Scope, Tracer};
 use crate::nn::{Module, Param};
+use crate::onnx::export::attention::{emitted, Mark};
 use crate::onnx::pb::{
     attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto,
+    TensorProto,
 };
 use crate::{KilnError, Result, Tensor};
 
@@ -123,6 +132,7 @@ pub(super) fn import(
     narrow: HashMap<String, Narrow>,
     inputs: &[IoInfo],
     outputs: &[&str],
+    attention: Option<&str>,
 ) -> std::result::Result<Imported, Unsupported> {
     let mut im = Importer {
         opset,
@@ -164,7 +174,23 @@ pub(super) fn import(
             dies_after[k].push(name);
         }
     }
-    for (n, dead) in graph.node.iter().zip(&dies_after) {
+    // attention calls export wrote as standard operators, by their first node
+    let marks: HashMap<usize, Mark> = attention
+        .and_then(|j| serde_json::from_str::<Vec<Mark>>(j).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| sealed(graph, outputs, m))
+        .map(|m| (m.nodes[0], m))
+        .collect();
+    let mut skip_to = 0;
+    for (k, (n, dead)) in graph.node.iter().zip(&dies_after).enumerate() {
+        if k < skip_to || marks.get(&k).is_some_and(|m| im.attention(graph, m)) {
+            skip_to = skip_to.max(marks.get(&k).map_or(0, |m| m.nodes[1]));
+            for name in dead {
+                im.forget(name);
+            }
+            continue;
+        }
         let what = if n.name.is_empty() {
             n.op_type.clone()
         } else {
@@ -208,6 +234,84 @@ pub(super) fn import(
         modules,
         quantized,
     })
+}
+
+/// Whether a marked attention call's nodes are in the graph and only its output leaves them (what
+/// else reads a value inside must see it computed).
+fn sealed(graph: &GraphProto, outputs: &[&str], m: &Mark) -> bool {
+    let [a, b] = m.nodes;
+    if a >= b || b > graph.node.len() {
+        return false;
+    }
+    let inside: HashSet<&str> = graph.node[a..b]
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .filter(|&o| o != m.output)
+        .collect();
+    let outside = graph.node[..a].iter().chain(&graph.node[b..]);
+    inside.len() + 1
+        == graph.node[a..b]
+            .iter()
+            .map(|n| n.output.len())
+            .sum::<usize>()
+        && !outputs.iter().any(|o| inside.contains(o))
+        && !outside
+            .flat_map(|n| &n.input)
+            .any(|i| inside.contains(i.as_str()))
+}
+
+/// The same node, by the fields export writes (by hand rather than `==`: the derived comparison of
+/// every nested ONNX message is a visible share of the browser's small module).
+fn same_node(a: &NodeProto, b: &NodeProto) -> bool {
+    a.op_type == b.op_type
+        && a.domain == b.domain
+        && a.name == b.name
+        && a.input == b.input
+        && a.output == b.output
+        && a.attribute.len() == b.attribute.len()
+        && a.attribute.iter().zip(&b.attribute).all(|(x, y)| {
+            let plain = |a: &AttributeProto| {
+                a.t.is_none()
+                    && a.g.is_none()
+                    && a.sparse_tensor.is_none()
+                    && a.tensors.is_empty()
+                    && a.graphs.is_empty()
+                    && a.sparse_tensors.is_empty()
+                    && a.type_protos.is_empty()
+                    && a.strings.is_empty()
+                    && a.ref_attr_name.is_empty()
+            };
+            plain(x)
+                && plain(y)
+                && x.name == y.name
+                && x.r#type == y.r#type
+                && x.f.to_bits() == y.f.to_bits()
+                && x.i == y.i
+                && x.s == y.s
+                && x.ints == y.ints
+                && x.floats.len() == y.floats.len()
+                && x.floats
+                    .iter()
+                    .zip(&y.floats)
+                    .all(|(p, q)| p.to_bits() == q.to_bits())
+        })
+}
+
+/// The same constant, name and stored values included.
+fn same_tensor(a: &TensorProto, b: &TensorProto) -> bool {
+    a.name == b.name
+        && a.dims == b.dims
+        && a.data_type == b.data_type
+        && a.raw_data == b.raw_data
+        && a.int64_data == b.int64_data
+        && a.int32_data == b.int32_data
+        && a.float_data.len() == b.float_data.len()
+        && a.float_data
+            .iter()
+            .zip(&b.float_data)
+            .all(|(p, q)| p.to_bits() == q.to_bits())
+        && a.external_data.is_empty()
+        && b.external_data.is_empty()
 }
 
 struct Importer {
@@ -612,6 +716,52 @@ impl Importer {
         let r = self.tracer.op(&mut scope, op, inputs, None);
         self.bound = scope.bound;
         r.map_err(|e| e.to_string())
+    }
+
+    /// A marked attention call as kiln's one attention op, when the file's nodes and constants for
+    /// it are exactly what export writes for that call on these inputs (else false, nothing
+    /// recorded, and its operators import one by one).
+    fn attention(&mut self, graph: &GraphProto, m: &Mark) -> bool {
+        let mut shapes = Vec::with_capacity(m.inputs.len());
+        for name in &m.inputs {
+            shapes.push(match self.values.get(name) {
+                Some(V::F(id)) => self.shapes(*id)[0].clone(),
+                Some(V::C(w)) => self.weights[w].shape().to_vec(),
+                _ => return false,
+            });
+        }
+        let Ok((nodes, constants, out)) = emitted(m, &shapes, self.opset) else {
+            return false;
+        };
+        let written = &graph.node[m.nodes[0]..m.nodes[1]];
+        if out != m.output
+            || written.len() != nodes.len()
+            || !written.iter().zip(&nodes).all(|(a, b)| same_node(a, b))
+            || !constants
+                .iter()
+                .all(|c| graph.initializer.iter().any(|t| same_tensor(t, c)))
+        {
+            return false;
+        }
+        let mut ins = Vec::with_capacity(m.inputs.len());
+        for name in &m.inputs {
+            let id = match self.values.get(name).cloned() {
+                Some(V::F(id)) => Ok(id),
+                Some(V::C(w)) => self.param(&w),
+                _ => return false,
+            };
+            match id {
+                Ok(id) => ins.push(id),
+                Err(_) => return false,
+            }
+        }
+        match self.op(m.op.clone(), ins) {
+            Ok(y) => {
+                self.set(&m.output, V::F(y));
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn shapes(&self, id: usize) -> [Vec<usize>; 2] {

@@ -113,6 +113,8 @@ pub struct KilnSession {
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     metadata: BTreeMap<String, String>,
+    /// How `text::Cached` steps the graph (None: it does not qualify), found on first use.
+    pub(crate) step_plan: std::sync::OnceLock<Option<std::sync::Arc<crate::text::Plan>>>,
 }
 
 impl KilnSession {
@@ -170,7 +172,12 @@ impl KilnSession {
             .map(io_info)
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let names: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-        let imported = import::import(graph, opset, constants, narrow, &inputs, &names)?;
+        let attention = proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == crate::onnx::export::attention::MARKS_KEY)
+            .map(|p| p.value.as_str());
+        let imported = import::import(graph, opset, constants, narrow, &inputs, &names, attention)?;
         // after the nodes, so a graph is declined for its first operator kiln lacks
         let outputs = graph
             .output
@@ -201,6 +208,7 @@ impl KilnSession {
             inputs,
             outputs,
             metadata,
+            step_plan: Default::default(),
         })
     }
 
@@ -290,12 +298,36 @@ impl KilnSession {
                 }
             });
         }
-        let mut modules = self
-            .modules
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut pool = self
             .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut timings = timings;
+        let mut out = Vec::new();
+        self.scoped(&mut |scope| {
+            out = plan.unwrap_or(&self.plan).run(
+                &self.graph,
+                scope,
+                &mut tape,
+                &xs,
+                &mut pool,
+                timings.take(),
+            )?;
+            Ok(())
+        })
+        .map_err(|e| KilnError::onnx(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// Runs `f` with the scope the imported graph's nodes read: the weights (bound onto a tape
+    /// once per name and tape, copied, read-only) and the layers import made (GRU, LSTM), which
+    /// runs take turns on. What a run uses, and what `text::Cached` steps the graph with.
+    pub fn scoped(
+        &self,
+        f: &mut dyn FnMut(&mut dyn crate::graph::Scope) -> Result<()>,
+    ) -> Result<()> {
+        let mut modules = self
+            .modules
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut scope = import::Weights {
@@ -303,9 +335,7 @@ impl KilnSession {
             bound: HashMap::new(),
             modules: &mut modules,
         };
-        plan.unwrap_or(&self.plan)
-            .run(&self.graph, &mut scope, &mut tape, &xs, &mut pool, timings)
-            .map_err(|e| KilnError::onnx(e.to_string()))
+        f(&mut scope)
     }
 
     /// The imported graph (kiln's own, as Python's models are) and its weights by name.

@@ -6,8 +6,51 @@
 
 use super::{attr_int, attr_ints, attr_ints_i64, f32_tensor, linear_nodes, Graph};
 use crate::autograd::Tensor;
+use crate::graph::Op;
 use crate::nn::{Attention, MaskKind};
+use crate::onnx::pb::{NodeProto, TensorProto};
 use crate::{shape_err, Result};
+
+/// The metadata key of the attention calls export wrote as standard operators.
+pub(crate) const MARKS_KEY: &str = "kiln.attention";
+
+/// One call of attention as export wrote it (metadata [`MARKS_KEY`], a JSON list), so kiln's
+/// engine can import the operators back as the one op (what its key/value cache steps) after
+/// checking that the file's nodes are exactly what [`emitted`] writes for it; other engines read
+/// the operators and ignore the metadata.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Mark {
+    /// The graph op (`{"MultiheadAttention": {...}}`).
+    pub(crate) op: Op,
+    /// The graph node it was (the `/node{k}` scope of its operators' names).
+    pub(crate) node: usize,
+    /// The exporter's name counter before its first operator.
+    pub(crate) counter: usize,
+    /// Its operators: `graph.node[nodes[0]..nodes[1]]`.
+    pub(crate) nodes: [usize; 2],
+    /// The op's inputs and output by ONNX name.
+    pub(crate) inputs: Vec<String>,
+    pub(crate) output: String,
+}
+
+/// The nodes and initializers export writes for the marked call on inputs of `shapes`.
+pub(crate) fn emitted(
+    mark: &Mark,
+    shapes: &[Vec<usize>],
+    opset: i64,
+) -> Result<(Vec<NodeProto>, Vec<TensorProto>, String)> {
+    let Op::MultiheadAttention(att) = &mark.op else {
+        shape_err!("a kiln.attention mark of another op");
+    };
+    let mut g = Graph {
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+        counter: mark.counter,
+        int_values: Default::default(),
+    };
+    let (o, _) = emit_attention(&mut g, att, mark.node, &mark.inputs, shapes, opset)?;
+    Ok((g.nodes, g.initializers, o))
+}
 
 /// Emit one call; `xs` are the op's input names, `shapes` their shapes from the dry run (batch 1).
 /// Returns the output's name and, with `need_weights`, the weights'.
