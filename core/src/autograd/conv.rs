@@ -414,6 +414,18 @@ impl Tape {
         let xs = self.value(x).as_standard_layout();
         let xs = xs.as_slice().unwrap();
         let total = n * c * oh * ow;
+        if is_max
+            && win.kernel == [2, 2]
+            && win.stride == [2, 2]
+            && win.padding == [0, 0]
+            && !self.requires_grad(x)
+        {
+            // MaxPool2d(2) for inference: no argmax to keep, four outputs at a time in wasm
+            let mut out = vec![0f32; total];
+            crate::kernels::max_pool_2x2(xs, n * c, [h, w], &mut out);
+            let y = ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out).unwrap();
+            return Ok(self.constant(y));
+        }
         let taps = win.kernel[0] * win.kernel[1];
         let mut out = vec![if is_max { f32::NEG_INFINITY } else { 0.0 }; total];
         let mut arg = if is_max {

@@ -5,9 +5,14 @@
 //! kernel when no gradient is needed.
 
 mod conv;
+mod pool;
 mod tile;
 
 pub use conv::PackedConv;
+pub use pool::max_pool_2x2;
+/// `a·b + c` in f32x4 lanes: fused (`f32x4.relaxed_madd`) in the relaxed-SIMD build.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use tile::madd;
 
 #[cfg(test)]
 mod tests {
@@ -148,6 +153,31 @@ mod tests {
                 .unwrap();
             let d = max_rel_diff(&got, want.as_slice().unwrap());
             assert!(d < 1e-5, "{n}x{c}x{hw}: off by {d}");
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_matches_the_tapes_pooling_with_ties_and_nan() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for (n, c, h, w) in [(2, 3, 8, 8), (1, 2, 5, 11), (3, 1, 4, 18), (1, 1, 2, 2)] {
+            let mut x = random(&[n, c, h, w], &mut rng);
+            // ties (rounded values) and a NaN in some windows
+            x.mapv_inplace(|v| (v * 2.0).round());
+            x.as_slice_mut().unwrap()[3] = f32::NAN;
+            let mut t = Tape::new(true, 0);
+            let xv = t.leaf(x.clone(), true);
+            let y = t.max_pool2d(xv, [2, 2], [2, 2], [0, 0]).unwrap();
+            let want = t.value(y).clone();
+            let mut got = vec![0f32; want.len()];
+            max_pool_2x2(x.as_slice().unwrap(), n * c, [h, w], &mut got);
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(g == w || (g.is_nan() && w.is_nan()), "{g} vs {w}");
+            }
+            // the inference tape takes the same path as the kernel
+            let mut t = Tape::new(false, 0);
+            let xv = t.constant(x.clone());
+            let y = t.max_pool2d(xv, [2, 2], [2, 2], [0, 0]).unwrap();
+            assert_eq!(t.shape(y), want.shape());
         }
     }
 

@@ -39,6 +39,24 @@ mod simd {
         unsafe { v128_store(dst.as_mut_ptr().cast(), v) }
     }
 
+    // ---- relaxed SIMD (the second small module, kiln_core_relaxed_bg.wasm) ----------------------
+    /// `a·b + c` in four lanes. With relaxed SIMD one `f32x4.relaxed_madd`, which V8 runs as a
+    /// fused multiply-add where the CPU has FMA (half the arithmetic of mul + add, and one rounding
+    /// instead of two: results may differ from the simd128 module's in the last bits).
+    #[cfg(target_feature = "relaxed-simd")]
+    #[inline(always)]
+    pub fn madd(a: v128, b: v128, c: v128) -> v128 {
+        f32x4_relaxed_madd(a, b, c)
+    }
+
+    /// `a·b + c` in four lanes: a multiply, then an add.
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    #[inline(always)]
+    pub fn madd(a: v128, b: v128, c: v128) -> v128 {
+        f32x4_add(f32x4_mul(a, b), c)
+    }
+    // ---- end of relaxed SIMD -------------------------------------------------------------------
+
     /// `a`: `k × MR`, `rows`: `k` rows of `NR`, `bias`: `MR`.
     #[inline(always)]
     pub fn tile<'a>(
@@ -55,8 +73,8 @@ mod simd {
             let (b0, b1) = (load(h0), load(h1));
             for (ci, &av) in c.iter_mut().zip(ak) {
                 let av = f32x4_splat(av);
-                ci[0] = f32x4_add(ci[0], f32x4_mul(av, b0));
-                ci[1] = f32x4_add(ci[1], f32x4_mul(av, b1));
+                ci[0] = madd(av, b0, ci[0]);
+                ci[1] = madd(av, b1, ci[1]);
             }
         }
         let zero = f32x4_splat(0.0);
@@ -121,6 +139,8 @@ mod portable {
     }
 }
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use simd::madd;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use simd::tile;
 
