@@ -17,6 +17,8 @@ export declare class WorkerModel {
   readonly metadata: Readonly<Record<string, string>>;
   /** The engine running it in the worker: `"kiln"` or `"tract"`. */
   readonly engine: 'kiln' | 'tract';
+  /** The SIMD instructions of the module running it in the worker: `"relaxed-simd"` or `"simd128"`. */
+  readonly simd: 'relaxed-simd' | 'simd128';
   /** Runs a model that has one input; resolves to its first output. */
   run(data: InputData, dims: ReadonlyArray<number>): Promise<Tensor>;
   /** Runs the model on an image (read on this thread, prepared in the worker). */

@@ -112,6 +112,7 @@ export class WorkerModel {
     this.labels = info.labels;
     this.metadata = info.metadata;
     this.engine = info.engine;
+    this.simd = info.simd;
     const id = this.#id;
     /** The model's tokenizer, working in the worker (`encode` / `decode` resolve), or null. */
     this.tokenizer = info.tokenizer === null ? null : Object.freeze({

@@ -36,6 +36,21 @@ fn start() {
     panic::install();
 }
 
+/// The SIMD instructions this module was compiled for: `"relaxed-simd"` (kiln_core_relaxed_bg.wasm:
+/// simd128 plus relaxed SIMD's fused multiply-adds) or `"simd128"`. The module says it itself, so
+/// the answer holds whichever file a caller handed `initKiln`.
+#[wasm_bindgen(js_name = simdLevel)]
+pub fn simd_level() -> String {
+    if cfg!(target_feature = "relaxed-simd") {
+        "relaxed-simd"
+    } else if cfg!(target_feature = "simd128") {
+        "simd128"
+    } else {
+        "none"
+    }
+    .into()
+}
+
 /// `data` shaped by `dims` (as JavaScript passes them), or an error naming `what` when the sizes
 /// don't multiply to the data's length.
 pub(crate) fn array<T>(what: &str, data: Vec<T>, dims: &[u32]) -> Result<ArrayD<T>> {
