@@ -51,6 +51,9 @@ test("a Vite app bundles kiln-wasm with no configuration and classifies an image
     assert.deepEqual(outside, [], "the bundled app reaches nothing beyond 127.0.0.1");
     assert.ok(!requested.some((u) => u.includes("kiln_wasm_bg")), "kiln's engine ran the model: tract's module was never fetched");
     assert.ok(!requested.some((u) => u.includes("kiln_train_bg")), "the app only predicts: the Trainer's module was never fetched");
+    // Chromium runs relaxed SIMD: the small module's relaxed build is fetched, and the simd128 one is not
+    assert.ok(requested.some((u) => u.includes("kiln_core_relaxed_bg")), `the relaxed-SIMD build was fetched: ${requested.filter((u) => u.endsWith(".wasm")).join(", ")}`);
+    assert.ok(!requested.some((u) => /kiln_core_bg[-.]/.test(u)), "the simd128 build was not fetched as well");
     await page.screenshot({ path: path.join(OUT_DIR, "app.png") });
     t.diagnostic(`the Vite app says: ${await result.textContent()}`);
   } finally {
