@@ -4,7 +4,7 @@
 //! otherwise an input panel packed per tile (`k × NR` values, a few KB that stay in L1 while every panel of the group passes over
 //! them); bias, residual add and ReLU applied in the tile's store.
 
-use super::tile::{tile_direct, tile_packed, Store, MR, NR};
+use super::tile::{tile_direct, tile_packed, Offsets, Store, MR, NR};
 use crate::autograd::Window;
 use crate::{shape_err, Result};
 
@@ -167,6 +167,7 @@ impl PackedConv {
                     }
                 }
             }
+            let offsets = Offsets::new(offsets);
             let run_at = |q: usize| (q * 4 / ow) * sh * wp + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {

@@ -160,6 +160,21 @@ pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32; MR], st: Store) {
     tile(a, rows, bias, st)
 }
 
+/// Where each row of a direct tile reads, from a run's first input (`list`), and how far past
+/// that first input the farthest row's eight values end (`reach`), computed here so that a tile
+/// checks its reads once instead of once per row.
+pub struct Offsets {
+    list: Vec<usize>,
+    reach: usize,
+}
+
+impl Offsets {
+    pub fn new(list: Vec<usize>) -> Self {
+        let reach = list.iter().max().map_or(0, |&m| m + NR);
+        Offsets { list, reach }
+    }
+}
+
 /// A tile reading its input rows in place, as two runs of four positions: row `r` is
 /// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded
 /// image, where four positions of an output row read contiguous inputs).
@@ -168,21 +183,35 @@ pub fn tile_direct(
     a: &[f32],
     x: &[f32],
     bases: [usize; 2],
-    offsets: &[usize],
+    offsets: &Offsets,
     bias: &[f32; MR],
     st: Store,
 ) {
+    // Every read below lies in x[base..base + reach] for its base: checked once, here.
+    assert!(
+        bases[0].max(bases[1]) + offsets.reach <= x.len(),
+        "tile_direct: rows reach past the image"
+    );
     if bases[1] == bases[0] + 4 {
-        // both runs in one row: one bounds check per row of eight
+        // both runs in one row: eight contiguous values per row
         let x = &x[bases[0]..];
-        let rows = offsets.iter().map(|&o| {
-            let r: &[f32; NR] = x[o..o + NR].try_into().expect("NR values");
+        let rows = offsets.list.iter().map(|&o| {
+            // SAFETY: o + NR <= reach and bases[0] + reach <= the image's length (asserted
+            // above), so the NR values at o are inside `x`; [f32; NR] has f32's alignment.
+            let r: &[f32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[f32; NR]>() };
             [quad(r, 0), quad(r, 4)]
         });
         return tile(a, rows, bias, st);
     }
-    let rows = offsets
-        .iter()
-        .map(|&o| [quad(x, bases[0] + o), quad(x, bases[1] + o)]);
+    let (x0, x1) = (&x[bases[0]..], &x[bases[1]..]);
+    let rows = offsets.list.iter().map(|&o| {
+        // SAFETY: o + 4 < reach and each base + reach <= the image's length (asserted above).
+        unsafe {
+            [
+                &*x0.as_ptr().add(o).cast::<[f32; 4]>(),
+                &*x1.as_ptr().add(o).cast::<[f32; 4]>(),
+            ]
+        }
+    });
     tile(a, rows, bias, st)
 }
