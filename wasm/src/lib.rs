@@ -8,7 +8,9 @@
 //! - `kiln_core_bg.wasm` (feature `core`): kiln's own ONNX engine (`engine`: the graphs kiln
 //!   exports, on the ops that train them), tokenizers and generation (`text`), image preprocessing
 //!   and drift monitoring (`drift`). kiln-core without tract and without its `train` feature, so
-//!   none of the ops' backward code is linked. Every `loadModel` starts here.
+//!   none of the ops' backward code is linked. Every `loadModel` starts here. Built twice: once
+//!   more with relaxed SIMD (`kiln_core_relaxed_bg.wasm`, fused multiply-adds in the kernels),
+//!   which index.js loads where the JavaScript engine runs relaxed SIMD.
 //! - `kiln_train_bg.wasm` (feature `train`): the same plus the `Trainer` (autodiff, optimizers,
 //!   the fit loop, ONNX export), fetched only by `initTrainer` / `Trainer.from*`.
 //! - `kiln_wasm_bg.wasm` (feature `infer`): tract, for every other ONNX model (2 MB gzip),
