@@ -1,6 +1,7 @@
 //! 2-D convolution over NCHW as a GEMM without an im2col matrix: weights packed once into panels
 //! of [`MR`] output channels; tiles of [`NR`] output positions read a zero-padded copy of the
-//! image in place when the horizontal stride is 1 and rows are a whole number of runs of four, and
+//! image in place (its rows split by column phase when strided) when output rows are a whole
+//! number of runs of four, and
 //! otherwise an input panel packed per tile (`k × NR` values, a few KB that stay in L1 while every panel of the group passes over
 //! them); bias, residual add and ReLU applied in the tile's store.
 
@@ -153,28 +154,44 @@ impl PackedConv {
         } = self.win;
         let cg = self.cg;
         let mut part = [0f32; MR * NR];
-        if sw == 1 && ow % 4 == 0 {
-            // Four positions of an output row read four contiguous inputs: the tiles (two such
-            // runs, in one row or two) read a zero-padded copy of the image in place, row
-            // (ci, ki, kj) at a fixed offset from each run's first input.
+        // (a strided 1×1 convolution reads a quarter of the image or less: splitting all of it
+        // by phase would cost more than packing what it reads)
+        if ow % 4 == 0 && (sw == 1 || kw > 1) {
+            // Four positions of an output row read four contiguous inputs once each padded row
+            // is split into its `sw` phases (columns ≡ 0, 1, … mod sw, each `wq` long; one phase
+            // when sw = 1): the tiles (two such runs, in one row or two) read that zero-padded
+            // copy of the image in place, row (ci, ki, kj) at a fixed offset from each run's
+            // first input. Output column ox's tap kj reads padded column ox·sw + kj·dw: phase
+            // (kj·dw) mod sw, index ox + (kj·dw) / sw.
             let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-            let mut xp = vec![0f32; cg * hp * wp + NR];
+            let wq = wp.div_ceil(sw);
+            let row_len = sw * wq;
+            let mut xp = vec![0f32; cg * hp * row_len + NR];
             let mut offsets = Vec::with_capacity(self.k);
             for ci in 0..cg {
                 for ki in 0..kh {
                     for kj in 0..kw {
-                        offsets.push((ci * hp + ki * dh) * wp + kj * dw);
+                        let col = kj * dw;
+                        offsets.push((ci * hp + ki * dh) * row_len + (col % sw) * wq + col / sw);
                     }
                 }
             }
             let offsets = Offsets::new(offsets);
-            let run_at = |q: usize| (q * 4 / ow) * sh * wp + q * 4 % ow;
+            let run_at = |q: usize| (q * 4 / ow) * sh * row_len + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
                     for (ci, plane) in xg.chunks_exact(h * w).enumerate() {
                         for (y, row) in plane.chunks_exact(w).enumerate() {
-                            xp[(ci * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
+                            let dst = &mut xp[(ci * hp + y + ph) * row_len..][..row_len];
+                            if sw == 1 {
+                                dst[pw..pw + w].copy_from_slice(row);
+                                continue;
+                            }
+                            for (x, &v) in row.iter().enumerate() {
+                                let col = x + pw;
+                                dst[(col % sw) * wq + col / sw] = v;
+                            }
                         }
                     }
                     for p0 in (0..p).step_by(NR) {

@@ -83,6 +83,9 @@ mod tests {
             (2, 8, 8, 16, 8, [3, 3], [1, 1], [1, 1], [1, 1], 8),
             (1, 4, 10, 22, 6, [3, 3], [2, 1], [1, 1], [2, 2], 2),
             (64, 32, 16, 16, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            // strided tiles reading the phase-split image: an odd padded width, stride 3 with dilation
+            (2, 4, 9, 15, 6, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (1, 3, 9, 26, 5, [3, 3], [1, 3], [1, 1], [1, 2], 1),
             // a last run of four positions alone, and a last panel of three channels
             (2, 5, 3, 4, 7, [3, 3], [1, 1], [1, 1], [1, 1], 1),
         ];
