@@ -110,7 +110,9 @@ def wasm_table(inf, env):
     for m, label in MODELS.items():
         k, o = inf.get((env, "kiln-wasm", m)), inf.get((env, "onnxruntime-web", m))
         ran = k and k.get("model_engine")  # which of kiln-wasm's engines loadModel picked
-        cells = [label + (f" (kiln-wasm: {ran}'s engine)" if ran == "kiln" else f" (kiln-wasm: {ran})" if ran else "")
+        simd = k and k.get("model_simd")  # and which build of its module ('relaxed-simd', 'simd128')
+        ran_on = f"{ran}'s engine" if ran == "kiln" else ran
+        cells = [label + (f" (kiln-wasm: {ran_on}{', ' + simd if simd else ''})" if ran else "")
                  + _flag(k, o), _ms(_cold(k)), _ms(_cold(o)), _ratio(_cold(k), _cold(o))]
         if nav:
             cells += [_ms(_nav(k)), _ms(_nav(o)), _ratio(_nav(k), _nav(o))]

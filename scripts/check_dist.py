@@ -115,7 +115,7 @@ def check_tarball(path: Path, want: str) -> None:
           f"npm tarball: missing {sorted(expected - set(members))}, unexpected {sorted(set(members) - expected)}")
     check(shipped.get("version") == want, f"npm tarball: version {shipped.get('version')}, the workspace says {want}")
     check(f"export const version = '{want}';" in version_js, f"npm tarball: version.js does not say {want}")
-    for needed in ("index.d.ts", "worker.d.ts", "train.d.ts", "kiln_core_bg.wasm", "kiln_train_bg.wasm", "kiln_wasm_bg.wasm"):
+    for needed in ("index.d.ts", "worker.d.ts", "train.d.ts", "kiln_core_bg.wasm", "kiln_core_relaxed_bg.wasm", "kiln_train_bg.wasm", "kiln_wasm_bg.wasm"):
         check(needed in members, f"npm tarball: {needed} is missing")
     print(f"{path.name}: {mb(path.stat().st_size)}; {len(members)} files: {', '.join(sorted(members))}")
     print("  " + ", ".join(f"{n} {mb(members[n].size)} ({mb(g)} gzip)" for n, g in sorted(wasm.items())))

@@ -72,31 +72,50 @@ opt_flags=(--strip-debug --strip-producers
     --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext
     --enable-mutable-globals --enable-multivalue --enable-reference-types --enable-simd)
 
-# build_module NAME FEATURE PROFILE: cargo → wasm-bindgen → wasm-opt into $pkg/NAME.js + NAME_bg.wasm.
+# build_module NAME FEATURE PROFILE [GLUE]: cargo → wasm-bindgen → wasm-opt into $pkg/NAME.js +
+# NAME_bg.wasm. With GLUE (a module already built), NAME is a second build of GLUE's code: only
+# NAME_bg.wasm is kept, after checking that wasm-bindgen wrote exactly GLUE.js for it (index.js
+# loads either .wasm through the one GLUE.js).
 build_module() {
-    local name="$1" feature="$2" profile="$3"
-    step "cargo build -p kiln-wasm --target $target --profile $profile --no-default-features --features $feature"
+    local name="$1" feature="$2" profile="$3" glue="${4:-}"
+    step "cargo build -p kiln-wasm --target $target --profile $profile --no-default-features --features $feature${RUSTFLAGS:+ (RUSTFLAGS=$RUSTFLAGS)}"
     cargo build -p kiln-wasm --target "$target" --profile "$profile" --no-default-features --features "$feature"
     # Both modules are built from one crate, so cargo names both kiln_wasm.wasm: keep each one's copy.
     cp "$root/target/$target/$profile/kiln_wasm.wasm" "$out/module-$name.wasm"
     # bindgen + wasm-opt, skipped when the compiled module did not change
+    local flags=("${opt_flags[@]}")
+    [[ "${RUSTFLAGS:-}" == *relaxed-simd* ]] && flags+=(--enable-relaxed-simd)
     local stamp="$out/$name.pkg-stamp"
     local want_stamp
-    want_stamp="$(sha256sum "$out/module-$name.wasm" | cut -d' ' -f1) bindgen=$bindgen_version opt=${opt_flags[*]}"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -f "$pkg/${name}_bg.wasm" ] && [ -f "$pkg/$name.js" ]; then
+    want_stamp="$(sha256sum "$out/module-$name.wasm" | cut -d' ' -f1) bindgen=$bindgen_version opt=${flags[*]} glue=$glue"
+    local js="$pkg/$name.js"
+    [ -n "$glue" ] && js="$pkg/$glue.js"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want_stamp" ] && [ -f "$pkg/${name}_bg.wasm" ] && [ -f "$js" ]; then
         step "wasm/pkg/$name is current (bindgen and wasm-opt skipped)"
         return
     fi
-    step "wasm-bindgen --target web → wasm/pkg/$name.js"
+    local dest="$pkg"
+    [ -n "$glue" ] && dest="$out/bindgen-$name" && rm -rf "$dest"
+    step "wasm-bindgen --target web → $dest/$name.js"
     # --experimental-reset-state-function: index.js starts a fresh instance after a Rust panic
     # (an abort on wasm32) so the package keeps working; --omit-default-module-path: index.js
     # alone says where the .wasm is (Node reads it from disk, pages fetch it).
-    wasm-bindgen "$out/module-$name.wasm" --out-dir "$pkg" --out-name "$name" --target web \
+    # (a second build is bound under GLUE's name: the glue names its own file in its imports)
+    wasm-bindgen "$out/module-$name.wasm" --out-dir "$dest" --out-name "${glue:-$name}" --target web \
         --omit-default-module-path --experimental-reset-state-function
-    step "wasm-opt ${opt_flags[*]}"
+    if [ -n "$glue" ]; then
+        if ! cmp -s "$dest/$glue.js" "$pkg/$glue.js"; then
+            echo "build.sh: wasm-bindgen's glue for $name differs from $glue.js; one glue cannot load both modules" >&2
+            diff "$dest/$glue.js" "$pkg/$glue.js" | head -20 >&2
+            exit 1
+        fi
+        mv "$dest/${glue}_bg.wasm" "$pkg/${name}_bg.wasm"
+        rm -rf "$dest"
+    fi
+    step "wasm-opt ${flags[*]}"
     local raw_before
     raw_before=$(stat -c %s "$pkg/${name}_bg.wasm")
-    "$here/node_modules/.bin/wasm-opt" "${opt_flags[@]}" "$pkg/${name}_bg.wasm" -o "$pkg/${name}_bg.wasm.opt"
+    "$here/node_modules/.bin/wasm-opt" "${flags[@]}" "$pkg/${name}_bg.wasm" -o "$pkg/${name}_bg.wasm.opt"
     mv "$pkg/${name}_bg.wasm.opt" "$pkg/${name}_bg.wasm"
     echo "wasm-opt: $raw_before → $(stat -c %s "$pkg/${name}_bg.wasm") bytes"
     echo "$want_stamp" > "$stamp"
@@ -104,11 +123,17 @@ build_module() {
 build_module kiln_wasm infer wasm
 build_module kiln_core core wasm-core
 build_module kiln_train train wasm-core
+# kiln_core_relaxed_bg.wasm: kiln_core again with relaxed SIMD (fused multiply-adds in the
+# convolution and matrix kernels). Engines without relaxed SIMD refuse the whole module, so
+# core.js loads it only where WebAssembly.validate accepts a relaxed-SIMD probe, and kiln_core_bg.wasm
+# elsewhere. Its own profile keeps its objects apart from the simd128 build's.
+RUSTFLAGS="${RUSTFLAGS:--C target-feature=+simd128} -C target-feature=+relaxed-simd" \
+    build_module kiln_core_relaxed core wasm-relaxed kiln_core
 
 # ---- sizes -------------------------------------------------------------------------------------
 step "sizes"
 # Brotli at quality 11 takes ~15 s on this file: reuse the figures while the file is unchanged.
-for name in kiln_core kiln_train kiln_wasm; do
+for name in kiln_core kiln_core_relaxed kiln_train kiln_wasm; do
     sizes_cache="$out/$name.sizes"
     pkg_sum="$(sha256sum "$pkg/${name}_bg.wasm" | cut -d' ' -f1)"
     if [ -f "$sizes_cache" ] && [ "$(head -1 "$sizes_cache")" = "$pkg_sum" ]; then

@@ -21,6 +21,7 @@ export const ENGINES = {
       mark('load');
       return {
         engine: model.engine,
+        simd: model.simd,
         run: (x) => model.run(x.data, x.shape),
         output: (r) => r.data,
         release: () => model.free(),
@@ -148,7 +149,7 @@ export async function measure({ engine, url, bytes, shape, quick = false, coldOn
   const memoryAfterFirst = wasmMemory();
   if (coldOnly) {
     await e.release();
-    return { engine, model_engine: e.engine ?? null, cold, sample, memory: { after_first: memoryAfterFirst } };
+    return { engine, model_engine: e.engine ?? null, model_simd: e.simd ?? null, cold, sample, memory: { after_first: memoryAfterFirst } };
   }
 
   const b64 = inputFor(shape, 64);
@@ -162,8 +163,9 @@ export async function measure({ engine, url, bytes, shape, quick = false, coldOn
   }
   const memoryAfterRuns = wasmMemory();
   await e.release();
-  // model_engine: which of kiln-wasm's engines loadModel picked ('kiln' or 'tract'); null for ort-web
-  return { engine, model_engine: e.engine ?? null, cold, latency: latencies, sample, memory: { after_first: memoryAfterFirst, after_runs: memoryAfterRuns }, settings };
+  // model_engine: which of kiln-wasm's engines loadModel picked ('kiln' or 'tract'); null for ort-web.
+  // model_simd: which build of the module ran it ('relaxed-simd' or 'simd128'); null for the peers.
+  return { engine, model_engine: e.engine ?? null, model_simd: e.simd ?? null, cold, latency: latencies, sample, memory: { after_first: memoryAfterFirst, after_runs: memoryAfterRuns }, settings };
 }
 
 /**

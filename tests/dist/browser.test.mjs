@@ -45,8 +45,8 @@ test.after(() => browser.close());
 for (const { name, root, server: serve } of pages) {
   test(`${name}: the installed package predicts in Chromium what Python predicted, on the main thread and in a Worker`, { timeout: 120_000 }, async (t) => {
     const wasm = readdirSync(root, { recursive: true }).filter((f) => String(f).endsWith('.wasm'));
-    // the predicting module, the Trainer's and tract's
-    assert.equal(wasm.length, 3, `${name}: the three .wasm files are shipped with the app: ${wasm.join(', ')}`);
+    // the predicting module (simd128 and relaxed-SIMD builds), the Trainer's and tract's
+    assert.equal(wasm.length, 4, `${name}: the four .wasm files are shipped with the app: ${wasm.join(', ')}`);
     const server = await serve(root);
     try {
       const requested = [];
@@ -58,6 +58,7 @@ for (const { name, root, server: serve } of pages) {
       browser.context.off('request', onRequest);
       assert.ok(!result.error, `${name}: the app failed: ${result.error}\n${log.join('\n')}`);
       assert.equal(result.engine, 'kiln', "kiln's engine runs kiln's export");
+      assert.equal(result.simd, 'relaxed-simd', 'Chromium runs relaxed SIMD, so the relaxed build of the small module is loaded');
       assert.ok(maxDiff(result.main, cases.outputs) < 1e-4, `${name}: main thread ${result.main.slice(0, 3)}…, Python ${cases.outputs.slice(0, 3)}…`);
       assert.ok(maxDiff(result.worker, cases.outputs) < 1e-4, `${name}: worker ${result.worker.slice(0, 3)}…, Python ${cases.outputs.slice(0, 3)}…`);
       assert.ok(maxDiff(result.photoInput, cases.photo.input) <= 1e-6, `${name}: the photo's tensor differs from Python's by ${maxDiff(result.photoInput, cases.photo.input)}`);
@@ -67,6 +68,7 @@ for (const { name, root, server: serve } of pages) {
       assert.deepEqual(outside, [], 'nothing beyond 127.0.0.1 is requested');
       assert.ok(!requested.some((u) => u.includes('kiln_wasm_bg')), "tract's module is fetched only for models kiln's engine declines");
       assert.ok(!requested.some((u) => u.includes('kiln_train_bg')), "the Trainer's module is fetched only to train");
+      assert.ok(!requested.some((u) => /kiln_core_bg[^/]*\.wasm/.test(u)), 'the simd128 build of the small module is not fetched where the relaxed one runs');
       await page.close();
       t.diagnostic(`${name}: top-1 ${result.top}, max |diff| main ${maxDiff(result.main, cases.outputs).toExponential(1)}, worker ${maxDiff(result.worker, cases.outputs).toExponential(1)}`);
     } finally {

@@ -30,9 +30,10 @@ test("a Vite app bundles kiln-wasm with no configuration and classifies an image
   }
   const files = filesUnder(DIST).map((f) => path.relative(DIST, f));
   const wasm = files.filter((f) => f.endsWith(".wasm"));
-  // The three modules ship as assets: kiln's small module, which runs this kiln model; the
-  // Trainer's, fetched only to train; tract's, fetched only for a model kiln's engine declines.
-  assert.deepEqual(wasm.map((f) => path.basename(f).split("-")[0]).sort(), ["kiln_core_bg", "kiln_train_bg", "kiln_wasm_bg"], `the bundle carries kiln-wasm's .wasm files as assets: ${files.join(", ")}`);
+  // The modules ship as assets: kiln's small module (two builds, relaxed SIMD and simd128, one of
+  // which a browser fetches), which runs this kiln model; the Trainer's, fetched only to train;
+  // tract's, fetched only for a model kiln's engine declines.
+  assert.deepEqual(wasm.map((f) => path.basename(f).split("-")[0]).sort(), ["kiln_core_bg", "kiln_core_relaxed_bg", "kiln_train_bg", "kiln_wasm_bg"], `the bundle carries kiln-wasm's .wasm files as assets: ${files.join(", ")}`);
   assert.ok(files.some((f) => f.endsWith(".onnx")), `the bundle carries the model: ${files.join(", ")}`);
   t.diagnostic(`vite build in ${((Date.now() - started) / 1000).toFixed(1)} s; ${files.length} files, wasm ${wasm.map((w) => `${path.basename(w)} ${(statSync(path.join(DIST, w)).size / 1e6).toFixed(2)} MB`).join(", ")}`);
 
@@ -50,6 +51,9 @@ test("a Vite app bundles kiln-wasm with no configuration and classifies an image
     assert.deepEqual(outside, [], "the bundled app reaches nothing beyond 127.0.0.1");
     assert.ok(!requested.some((u) => u.includes("kiln_wasm_bg")), "kiln's engine ran the model: tract's module was never fetched");
     assert.ok(!requested.some((u) => u.includes("kiln_train_bg")), "the app only predicts: the Trainer's module was never fetched");
+    // Chromium runs relaxed SIMD: the small module's relaxed build is fetched, and the simd128 one is not
+    assert.ok(requested.some((u) => u.includes("kiln_core_relaxed_bg")), `the relaxed-SIMD build was fetched: ${requested.filter((u) => u.endsWith(".wasm")).join(", ")}`);
+    assert.ok(!requested.some((u) => /kiln_core_bg[-.]/.test(u)), "the simd128 build was not fetched as well");
     await page.screenshot({ path: path.join(OUT_DIR, "app.png") });
     t.diagnostic(`the Vite app says: ${await result.textContent()}`);
   } finally {

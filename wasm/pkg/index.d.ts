@@ -86,6 +86,9 @@ export declare class Model {
   readonly engine: 'kiln' | 'tract';
   /** How many threads run the model, and why: the calling one (see kiln-wasm/worker's `threads`). */
   readonly threads: Threads;
+  /** The SIMD instructions of the module running it: `"relaxed-simd"` (kiln's engine in
+   * kiln_core_relaxed_bg.wasm, loaded where the JavaScript engine runs relaxed SIMD) or `"simd128"`. */
+  readonly simd: 'relaxed-simd' | 'simd128';
   /** A fingerprint of the model's bytes (what feedback files record), or null on tract's engine. */
   readonly version: string | null;
   /** A drift monitor over this model's live inputs, against the training statistics kiln's
@@ -244,7 +247,9 @@ export declare const version: string;
 
 export declare function init(wasm?: WasmSource): Promise<void>;
 
-/** Loads the small module (kiln's engine and the Trainer) once. `loadModel` calls it for you. */
+/** Loads the small module (kiln's engine) once: kiln_core_relaxed_bg.wasm where the JavaScript
+ * engine runs relaxed SIMD, kiln_core_bg.wasm elsewhere, unless `wasm` says which file. `loadModel`
+ * calls it for you. */
 export declare function initKiln(wasm?: WasmSource): Promise<void>;
 
 /** How many threads run a model, and why that many. */
@@ -252,6 +257,9 @@ export interface Threads {
   readonly count: number;
   readonly reason: string;
 }
+/** Whether this JavaScript engine runs relaxed SIMD (`WebAssembly.validate` on a probe), so
+ * `initKiln` loads kiln_core_relaxed_bg.wasm. */
+export declare const relaxedSimd: boolean;
 
 export interface LoadOptions {
   /** `"auto"` (default): kiln's engine when it runs the model, tract otherwise; or force one. */

@@ -3,16 +3,16 @@
 // on the ops that trained them) and tract (kiln_wasm_bg.wasm, 2 MB gzip: any other ONNX model),
 // fetched only when kiln's engine declines a model. This file is the public face; kiln_*.js and
 // the .wasm files are wasm-bindgen's output and private.
-import initWasm, { Session, Feed, takeLastPanic, __wbg_reset_state } from './kiln_wasm.js';
+import initWasm, { Session, Feed, takeLastPanic, simdLevel, __wbg_reset_state } from './kiln_wasm.js';
 import { moduleLoader, sourceBytes, panicGuard, describeValue, checkDims } from './util.js';
-import { initKiln, coreGuard, core } from './core.js';
+import { initKiln, coreGuard, core, relaxedSimd } from './core.js';
 import { Monitor } from './drift.js';
 import { Tokenizer, TOKENIZER_KEY, generateOptions, nextTurn } from './text.js';
 import { isImage, imagePixels } from './image.js';
 
 export { Trainer, initTrainer } from './train.js';
 export { Monitor, saveFeedback, loadFeedback, modelVersion } from './drift.js';
-export { initKiln, Tokenizer };
+export { initKiln, relaxedSimd, Tokenizer };
 export { version } from './version.js';
 
 /**
@@ -23,8 +23,8 @@ export { version } from './version.js';
  */
 export const init = moduleLoader(initWasm, new URL('./kiln_wasm_bg.wasm', import.meta.url));
 
-const tract = { ...panicGuard(takeLastPanic, __wbg_reset_state), Feed, name: 'tract' };
-const kiln = { ...coreGuard, Feed: core.EngineFeed, name: 'kiln' };
+const tract = { ...panicGuard(takeLastPanic, __wbg_reset_state), Feed, name: 'tract', simd: simdLevel };
+const kiln = { ...coreGuard, Feed: core.EngineFeed, name: 'kiln', simd: () => core.simdLevel() };
 
 /**
  * Loads an ONNX model. `source`: URL string (a file path in Node), Uint8Array, ArrayBuffer,
@@ -147,6 +147,9 @@ export class Model {
     this.engine = engine.name;
     /** How many threads run the model, and why: here always the calling one. */
     this.threads = CALLING_THREAD;
+    /** The SIMD instructions of the module running it: `"relaxed-simd"` (kiln's engine in
+     * kiln_core_relaxed_bg.wasm, chosen where the JavaScript engine runs relaxed SIMD) or `"simd128"`. */
+    this.simd = engine.simd();
     /** A fingerprint of the model's bytes (what feedback files record), or null on tract's engine. */
     this.version = version;
     /** The tokenizer kiln's `export_onnx(..., tokenizer=tok)` stored (`kiln.tokenizer`), or null. Its

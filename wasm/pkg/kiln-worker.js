@@ -41,9 +41,9 @@ const handlers = {
     const m = await loadModel(source, options);
     const id = nextModel++;
     models.set(id, m);
-    const { inputs, outputs, labels, metadata, engine } = m;
+    const { inputs, outputs, labels, metadata, engine, simd } = m;
     const tokenizer = m.tokenizer === null ? null : { kind: m.tokenizer.kind, vocabSize: m.tokenizer.vocabSize };
-    return [{ id, inputs, outputs, labels, metadata, engine, tokenizer }];
+    return [{ id, inputs, outputs, labels, metadata, engine, simd, tokenizer }];
   },
   async generate({ id, prompt, options, progress }, request) {
     const onToken = progress ? (text, token) => void port.postMessage({ id: request, progress: { text, id: token } }) : undefined;

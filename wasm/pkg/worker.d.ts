@@ -20,6 +20,8 @@ export declare class WorkerModel {
   readonly engine: 'kiln' | 'tract';
   /** How many workers hold a copy of the model (`loadModel(source, { threads })`), and why. */
   readonly threads: import('./index.js').Threads;
+  /** The SIMD instructions of the module running it in the worker: `"relaxed-simd"` or `"simd128"`. */
+  readonly simd: 'relaxed-simd' | 'simd128';
   /** Runs a model that has one input; resolves to its first output. */
   run(data: InputData, dims: ReadonlyArray<number>): Promise<Tensor>;
   /** Runs the model on an image (read on this thread, prepared in the worker). */

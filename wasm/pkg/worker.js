@@ -188,6 +188,7 @@ export class WorkerModel {
           ? 'run() splits a batch across them by rows, and calls spread across them'
           : 'the model has no free batch dimension in its input and outputs, so each call runs whole on one of them, calls spread across them'),
     });
+    this.simd = info.simd;
     const id = this.#id;
     /** The model's tokenizer, working in the worker (`encode` / `decode` resolve), or null. */
     this.tokenizer = info.tokenizer === null ? null : Object.freeze({

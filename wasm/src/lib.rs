@@ -8,7 +8,9 @@
 //! - `kiln_core_bg.wasm` (feature `core`): kiln's own ONNX engine (`engine`: the graphs kiln
 //!   exports, on the ops that train them), tokenizers and generation (`text`), image preprocessing
 //!   and drift monitoring (`drift`). kiln-core without tract and without its `train` feature, so
-//!   none of the ops' backward code is linked. Every `loadModel` starts here.
+//!   none of the ops' backward code is linked. Every `loadModel` starts here. Built twice: once
+//!   more with relaxed SIMD (`kiln_core_relaxed_bg.wasm`, fused multiply-adds in the kernels),
+//!   which index.js loads where the JavaScript engine runs relaxed SIMD.
 //! - `kiln_train_bg.wasm` (feature `train`): the same plus the `Trainer` (autodiff, optimizers,
 //!   the fit loop, ONNX export), fetched only by `initTrainer` / `Trainer.from*`.
 //! - `kiln_wasm_bg.wasm` (feature `infer`): tract, for every other ONNX model (2 MB gzip),
@@ -34,6 +36,21 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen(start)]
 fn start() {
     panic::install();
+}
+
+/// The SIMD instructions this module was compiled for: `"relaxed-simd"` (kiln_core_relaxed_bg.wasm:
+/// simd128 plus relaxed SIMD's fused multiply-adds) or `"simd128"`. The module says it itself, so
+/// the answer holds whichever file a caller handed `initKiln`.
+#[wasm_bindgen(js_name = simdLevel)]
+pub fn simd_level() -> String {
+    if cfg!(target_feature = "relaxed-simd") {
+        "relaxed-simd"
+    } else if cfg!(target_feature = "simd128") {
+        "simd128"
+    } else {
+        "none"
+    }
+    .into()
 }
 
 /// `data` shaped by `dims` (as JavaScript passes them), or an error naming `what` when the sizes

@@ -12,7 +12,8 @@ after(() => terminate());
 test('a worker model describes itself like a direct one and runs asynchronously', async () => {
   const [w, d] = await Promise.all([loadModel(modelPath('digits_cnn.onnx')), direct.loadModel(modelPath('digits_cnn.onnx'))]);
   assert.ok(w instanceof WorkerModel);
-  for (const key of ['inputs', 'outputs', 'labels', 'metadata']) assert.deepEqual(w[key], d[key], key);
+  for (const key of ['inputs', 'outputs', 'labels', 'metadata', 'engine', 'simd']) assert.deepEqual(w[key], d[key], key);
+  assert.ok(['simd128', 'relaxed-simd'].includes(w.simd), `the worker's module says which build it is: ${w.simd}`);
   const pending = w.run(pixels(1), [1, 1, 8, 8]);
   assert.ok(pending instanceof Promise, 'run returns a promise');
   const got = await pending;

@@ -414,6 +414,18 @@ impl Tape {
         let xs = self.value(x).as_standard_layout();
         let xs = xs.as_slice().unwrap();
         let total = n * c * oh * ow;
+        if is_max
+            && win.kernel == [2, 2]
+            && win.stride == [2, 2]
+            && win.padding == [0, 0]
+            && !self.requires_grad(x)
+        {
+            // MaxPool2d(2) for inference: no argmax to keep, four outputs at a time in wasm
+            let mut out = vec![0f32; total];
+            crate::kernels::max_pool_2x2(xs, n * c, [h, w], &mut out);
+            let y = ArrayD::from_shape_vec(IxDyn(&[n, c, oh, ow]), out).unwrap();
+            return Ok(self.constant(y));
+        }
         let taps = win.kernel[0] * win.kernel[1];
         let mut out = vec![if is_max { f32::NEG_INFINITY } else { 0.0 }; total];
         let mut arg = if is_max {
@@ -423,8 +435,8 @@ impl Tape {
         };
         let step = win.stride[1];
         if is_max && win.padding == [0, 0] && win.kernel == [2, 2] && win.stride == [2, 2] {
-            // MaxPool2d(2), the commonest pooling: rows two at a time, the argmax only kept when
-            // a gradient will need it (an inference tape's pooling is the max alone)
+            // MaxPool2d(2) when training (inference took the kernel above): rows two at a time,
+            // the argmax kept for the gradient
             let need_arg = self.requires_grad(x);
             for p in 0..n * c {
                 let plane = &xs[p * h * w..(p + 1) * h * w];

@@ -297,6 +297,7 @@ impl Tape {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
+        use crate::kernels::madd;
         use core::arch::wasm32::*;
         let lanes = |x: &[f32]| f32x4(x[0], x[1], x[2], x[3]);
         // four accumulators, so the adds do not wait on each other (one chain was the limit)
@@ -306,7 +307,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         for (x, y) in a16.zip(b16) {
             for (q, lane) in acc.iter_mut().enumerate() {
                 let (xs, ys) = (&x[4 * q..4 * q + 4], &y[4 * q..4 * q + 4]);
-                *lane = f32x4_add(*lane, f32x4_mul(lanes(xs), lanes(ys)));
+                *lane = madd(lanes(xs), lanes(ys), *lane);
             }
         }
         let (a4, b4) = (ra.chunks_exact(4), rb.chunks_exact(4));
@@ -317,7 +318,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             .map(|(x, y)| x * y)
             .sum();
         for (x, y) in a4.zip(b4) {
-            acc[0] = f32x4_add(acc[0], f32x4_mul(lanes(x), lanes(y)));
+            acc[0] = madd(lanes(x), lanes(y), acc[0]);
         }
         let v = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
         f32x4_extract_lane::<0>(v)

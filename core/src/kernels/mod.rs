@@ -7,6 +7,7 @@
 //! i16 × i16 → i32 dot products, `qtile.rs`), dequantized in the same kind of store.
 
 mod conv;
+mod pool;
 mod qconv;
 mod qtile;
 mod tile;
@@ -14,12 +15,16 @@ mod tile;
 mod x86;
 
 pub use conv::{Kernel, PackedConv};
+pub use pool::max_pool_2x2;
 pub use qconv::QConv;
+/// `a·b + c` in f32x4 lanes: fused (`f32x4.relaxed_madd`) in the relaxed-SIMD build.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use tile::madd;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::autograd::Window;
+    use crate::autograd::{Tape, Window};
     use ndarray::{ArrayD, IxDyn};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -102,6 +107,9 @@ mod tests {
             (2, 8, 8, 16, 8, [3, 3], [1, 1], [1, 1], [1, 1], 8),
             (1, 4, 10, 22, 6, [3, 3], [2, 1], [1, 1], [2, 2], 2),
             (64, 32, 16, 16, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
+            // strided tiles reading the phase-split image: an odd padded width, stride 3 with dilation
+            (2, 4, 9, 15, 6, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (1, 3, 9, 26, 5, [3, 3], [1, 3], [1, 1], [1, 2], 1),
             // a last run of four positions alone, and a last panel of three channels
             (2, 5, 3, 4, 7, [3, 3], [1, 1], [1, 1], [1, 1], 1),
             // the x86 tiles (runs of 8 and 16, panels of 6 and 8 channels): rows of 24, 16, 40
@@ -243,6 +251,31 @@ mod tests {
                 let want = if i % 4 == 3 { (i % 64) as f32 } else { 0.0 };
                 assert!(v.to_bits() == want.to_bits(), "{k:?} at {i}: {v}");
             }
+        }
+    }
+
+    #[test]
+    fn max_pool_2x2_matches_the_tapes_pooling_with_ties_and_nan() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for (n, c, h, w) in [(2, 3, 8, 8), (1, 2, 5, 11), (3, 1, 4, 18), (1, 1, 2, 2)] {
+            let mut x = random(&[n, c, h, w], &mut rng);
+            // ties (rounded values) and a NaN in some windows
+            x.mapv_inplace(|v| (v * 2.0).round());
+            x.as_slice_mut().unwrap()[3] = f32::NAN;
+            let mut t = Tape::new(true, 0);
+            let xv = t.leaf(x.clone(), true);
+            let y = t.max_pool2d(xv, [2, 2], [2, 2], [0, 0]).unwrap();
+            let want = t.value(y).clone();
+            let mut got = vec![0f32; want.len()];
+            max_pool_2x2(x.as_slice().unwrap(), n * c, [h, w], &mut got);
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(g == w || (g.is_nan() && w.is_nan()), "{g} vs {w}");
+            }
+            // the inference tape takes the same path as the kernel
+            let mut t = Tape::new(false, 0);
+            let xv = t.constant(x.clone());
+            let y = t.max_pool2d(xv, [2, 2], [2, 2], [0, 0]).unwrap();
+            assert_eq!(t.shape(y), want.shape());
         }
     }
 

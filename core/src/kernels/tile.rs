@@ -39,6 +39,24 @@ mod simd {
         unsafe { v128_store(dst.as_mut_ptr().cast(), v) }
     }
 
+    // ---- relaxed SIMD (the second small module, kiln_core_relaxed_bg.wasm) ----------------------
+    /// `a·b + c` in four lanes. With relaxed SIMD one `f32x4.relaxed_madd`, which V8 runs as a
+    /// fused multiply-add where the CPU has FMA (half the arithmetic of mul + add, and one rounding
+    /// instead of two: results may differ from the simd128 module's in the last bits).
+    #[cfg(target_feature = "relaxed-simd")]
+    #[inline(always)]
+    pub fn madd(a: v128, b: v128, c: v128) -> v128 {
+        f32x4_relaxed_madd(a, b, c)
+    }
+
+    /// `a·b + c` in four lanes: a multiply, then an add.
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    #[inline(always)]
+    pub fn madd(a: v128, b: v128, c: v128) -> v128 {
+        f32x4_add(f32x4_mul(a, b), c)
+    }
+    // ---- end of relaxed SIMD -------------------------------------------------------------------
+
     /// `a`: `k × MR`, `rows`: `k` rows of `NR`, `bias`: `MR`.
     #[inline(always)]
     pub fn tile<'a>(
@@ -55,8 +73,8 @@ mod simd {
             let (b0, b1) = (load(h0), load(h1));
             for (ci, &av) in c.iter_mut().zip(ak) {
                 let av = f32x4_splat(av);
-                ci[0] = f32x4_add(ci[0], f32x4_mul(av, b0));
-                ci[1] = f32x4_add(ci[1], f32x4_mul(av, b1));
+                ci[0] = madd(av, b0, ci[0]);
+                ci[1] = madd(av, b1, ci[1]);
             }
         }
         let zero = f32x4_splat(0.0);
@@ -122,6 +140,8 @@ mod portable {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use simd::madd;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 use simd::tile;
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -143,7 +163,10 @@ pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32], st: Store) {
 
 /// A tile reading its input rows in place, as two runs of four positions: row `r` is
 /// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded
-/// image, where four positions of an output row read contiguous inputs).
+/// image, where four positions of an output row read contiguous inputs). `offsets` increase (the
+/// caller's contract, as for the x86 kernels), so the last row reads farthest: the reads are
+/// checked once per tile against it, and each offset is clamped to it, so a caller that broke the
+/// contract gets wrong values, never a read out of bounds.
 #[inline(never)]
 pub fn tile_direct(
     a: &[f32],
@@ -154,17 +177,34 @@ pub fn tile_direct(
     st: Store,
 ) {
     let bias: &[f32; MR] = bias.try_into().expect("MR biases");
+    let last = offsets.last().copied().unwrap_or(0);
+    // Every read below lies in x[base..base + last + NR] for its base: checked once, here.
+    assert!(
+        bases[0].max(bases[1]) + last + NR <= x.len(),
+        "tile_direct: rows reach past the image"
+    );
     if bases[1] == bases[0] + 4 {
-        // both runs in one row: one bounds check per row of eight
+        // both runs in one row: eight contiguous values per row
         let x = &x[bases[0]..];
         let rows = offsets.iter().map(|&o| {
-            let r: &[f32; NR] = x[o..o + NR].try_into().expect("NR values");
+            let o = o.min(last);
+            // SAFETY: o + NR <= last + NR and bases[0] + last + NR <= the image's length
+            // (asserted above), so the NR values at o are inside `x`; [f32; NR] has f32's alignment.
+            let r: &[f32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[f32; NR]>() };
             [quad(r, 0), quad(r, 4)]
         });
         return tile(a, rows, bias, st);
     }
-    let rows = offsets
-        .iter()
-        .map(|&o| [quad(x, bases[0] + o), quad(x, bases[1] + o)]);
+    let (x0, x1) = (&x[bases[0]..], &x[bases[1]..]);
+    let rows = offsets.iter().map(|&o| {
+        let o = o.min(last);
+        // SAFETY: o + 4 <= last + NR and each base + last + NR <= the image's length (asserted above).
+        unsafe {
+            [
+                &*x0.as_ptr().add(o).cast::<[f32; 4]>(),
+                &*x1.as_ptr().add(o).cast::<[f32; 4]>(),
+            ]
+        }
+    });
     tile(a, rows, bias, st)
 }

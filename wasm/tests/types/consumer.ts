@@ -2,7 +2,7 @@
 // package.json "exports" and "types" are exercised too. test.sh type-checks it (tsc --noEmit)
 // in a folder where node_modules/kiln-wasm is wasm/pkg. The @ts-expect-error lines prove the
 // types refuse misuse instead of being `any`.
-import { init, loadModel, Model, Tokenizer, Trainer, type History, type Prediction, type Progress, type Tensor, type TensorInfo } from 'kiln-wasm';
+import { init, loadModel, relaxedSimd, Model, Tokenizer, Trainer, type History, type Prediction, type Progress, type Tensor, type TensorInfo } from 'kiln-wasm';
 import { Trainer as TrainerFromTrain } from 'kiln-wasm/train';
 import * as worker from 'kiln-wasm/worker';
 
@@ -16,6 +16,8 @@ export async function inThePage(url: string, file: Blob): Promise<string> {
   const input: TensorInfo = model.inputs[0];
   const batch: number | null = input.dims[0];
   const labels: ReadonlyArray<string> | null = model.labels;
+  const simd: 'relaxed-simd' | 'simd128' = model.simd;
+  const relaxed: boolean = relaxedSimd;
   const version: string | undefined = model.metadata['kiln.version'];
 
   const out: Tensor = model.run(new Float32Array(64), [1, 1, 8, 8]);
@@ -48,7 +50,7 @@ export async function inThePage(url: string, file: Blob): Promise<string> {
   // @ts-expect-error strings are not input data
   model.run('pixels', [1, 64]);
 
-  return `${batch} ${labels?.length} ${version} ${dims} ${scores.length} ${Object.keys(many)} ${best} ${at} ${fromImage.dims} ${prepared.length} ${topOfImage.length}`;
+  return `${batch} ${labels?.length} ${version} ${simd} ${relaxed} ${dims} ${scores.length} ${Object.keys(many)} ${best} ${at} ${fromImage.dims} ${prepared.length} ${topOfImage.length}`;
 }
 
 export async function offTheMainThread(bytes: ArrayBuffer): Promise<number> {
@@ -60,6 +62,7 @@ export async function offTheMainThread(bytes: ArrayBuffer): Promise<number> {
   // @ts-expect-error threads is a number or "auto"
   await worker.loadModel(bytes, { threads: 'many' });
   const info: ReadonlyArray<worker.TensorInfo> = model.outputs;
+  const workerSimd: 'relaxed-simd' | 'simd128' = model.simd;
   const out: worker.Tensor = await model.run(new Float32Array(64), [1, 64]);
   const top: worker.Prediction[] = await model.classify([0.5, 0.25], [1, 2], { topK: 1 });
   const many: Record<string, worker.Tensor> = await model.runMany({ x: { data: [1, 2], dims: [1, 2] } });
@@ -68,7 +71,7 @@ export async function offTheMainThread(bytes: ArrayBuffer): Promise<number> {
   const notYet: worker.Tensor = model.run(new Float32Array(64), [1, 64]);
   await model.free();
   await worker.terminate();
-  return info.length + out.dims.length + top.length + Object.keys(many).length + (notYet ? 1 : 0) + fromImage.dims.length;
+  return info.length + out.dims.length + top.length + Object.keys(many).length + (notYet ? 1 : 0) + fromImage.dims.length + workerSimd.length;
 }
 
 export async function teach(checkpoint: Uint8Array, pixels: Float32Array, labels: number[]): Promise<number> {

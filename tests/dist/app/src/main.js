@@ -31,6 +31,7 @@ async function main() {
     photoOut: Array.from(photoOut.data),
     version,
     engine: model.engine,
+    simd: model.simd,
     modelVersion: model.metadata['kiln.version'] ?? null,
     main: Array.from(out.data),
     worker: Array.from(fromWorker.data),

@@ -1,0 +1,65 @@
+//! 2×2 max pooling with stride 2 and no padding (`MaxPool2d(2)`, the pooling CNNs use most), for
+//! inference: no argmax kept. In wasm four outputs at a time: two rows of eight inputs, their even
+//! and odd lanes split by shuffles, three `pmax`es.
+
+/// `out[p, oy, ox] = max(x[p, 2oy..2oy+2, 2ox..2ox+2])` over `planes` planes of `h × w`; `out` is
+/// `planes × (h/2) × (w/2)`. The window's values are taken in row order and a later one wins only
+/// when greater, so ties and NaN resolve as in the tape's general pooling walk.
+pub fn max_pool_2x2(x: &[f32], planes: usize, [h, w]: [usize; 2], out: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    assert!(
+        x.len() == planes * h * w && out.len() == planes * oh * ow,
+        "max_pool_2x2: buffers do not fit {planes} planes of {h}x{w}"
+    );
+    for p in 0..planes {
+        let plane = &x[p * h * w..][..h * w];
+        for oy in 0..oh {
+            let r0 = &plane[2 * oy * w..][..w];
+            let r1 = &plane[(2 * oy + 1) * w..][..w];
+            let dst = &mut out[(p * oh + oy) * ow..][..ow];
+            let done = row4(r0, r1, dst);
+            for ox in done..ow {
+                let (a, b) = (&r0[2 * ox..2 * ox + 2], &r1[2 * ox..2 * ox + 2]);
+                let mut best = a[0];
+                for &v in [a[1], b[0], b[1]].iter() {
+                    if v > best {
+                        best = v;
+                    }
+                }
+                dst[ox] = best;
+            }
+        }
+    }
+}
+
+/// The outputs of one row four at a time; returns how many it wrote.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn row4(r0: &[f32], r1: &[f32], dst: &mut [f32]) -> usize {
+    use core::arch::wasm32::*;
+    let load = |s: &[f32]| {
+        let s: &[f32; 4] = s[..4].try_into().expect("4 values");
+        // SAFETY: `s` is 4 readable f32s; v128.load takes unaligned addresses.
+        unsafe { v128_load(s.as_ptr().cast()) }
+    };
+    let quads = dst.len() / 4;
+    for q in 0..quads {
+        let (a0, a1) = (load(&r0[8 * q..]), load(&r0[8 * q + 4..]));
+        let (b0, b1) = (load(&r1[8 * q..]), load(&r1[8 * q + 4..]));
+        let even = |u, v| i32x4_shuffle::<0, 2, 4, 6>(u, v);
+        let odd = |u, v| i32x4_shuffle::<1, 3, 5, 7>(u, v);
+        // pmax(best, v) = best < v ? v : best: the later value wins only when greater
+        let m = f32x4_pmax(even(a0, a1), odd(a0, a1));
+        let m = f32x4_pmax(f32x4_pmax(m, even(b0, b1)), odd(b0, b1));
+        let d: &mut [f32; 4] = (&mut dst[4 * q..4 * q + 4]).try_into().expect("4 values");
+        // SAFETY: `d` is 4 writable f32s, borrowed uniquely; unaligned is fine.
+        unsafe { v128_store(d.as_mut_ptr().cast(), m) }
+    }
+    quads * 4
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline(always)]
+fn row4(_: &[f32], _: &[f32], _: &mut [f32]) -> usize {
+    0
+}
