@@ -123,7 +123,10 @@ def test_onnxruntime_quantize_static_runs_on_kilns_engine(digits, tmp_path, per_
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.99
     # and the graph kiln imported is a model: it exports the same QDQ pairs again
     again = kiln.load_onnx(path)
-    np.testing.assert_allclose(again.predict(x_test), ours, atol=1e-6)
+    # the session's convolutions run on integers, the tape's on floats: a value on a rounding
+    # boundary inside the network may land one step away
+    drift = np.abs(again.predict(x_test) - ours)
+    assert drift.max() <= step * 1.001 and (drift < 1e-5).mean() >= 0.99, (drift.max(), step)
     out = again.export_onnx(tmp_path / "again.onnx")
     ops = {n.op_type for n in onnx.load(tmp_path / "again.onnx").graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops, ops
