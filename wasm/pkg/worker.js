@@ -131,13 +131,10 @@ export async function terminate() {
   await Promise.all(live.filter(Boolean).map(async (w) => (await w).handle.terminate()));
 }
 
-/** Whether a batch of `dims` for the model's one input splits by rows: a free first dimension in
- * the input and in every output (each output row then belongs to one input row). */
-function splitsByRows(model, data, dims) {
-  const [input] = model.inputs;
-  return model.inputs.length === 1 && input.dims[0] === null && model.outputs.every((o) => o.dims[0] === null)
-    && Array.isArray(dims) && dims.length >= 1 && Number.isInteger(dims[0]) && dims[0] >= 2
-    && ArrayBuffer.isView(data) && data.length % dims[0] === 0;
+/** Whether a model's batches split by rows: one input, and a free first dimension in it and in
+ * every output (each output row then belongs to one input row). */
+function rowwise(model) {
+  return model.inputs.length === 1 && model.inputs[0].dims[0] === null && model.outputs.every((o) => o.dims[0] === null);
 }
 
 /** The rows of `out` (one `{ data, dims }` per chunk) back in one tensor. */
@@ -167,6 +164,7 @@ export class WorkerModel {
   #id;
   #copies;
   #next = 0;
+  #rowwise;
 
   constructor(info, copies = [{ slot: 0, id: info.id }], asked = 1) {
     this.#id = info.id;
@@ -177,7 +175,8 @@ export class WorkerModel {
     this.metadata = info.metadata;
     this.engine = info.engine;
     const n = copies.length;
-    const rows = this.inputs.length === 1 && this.inputs[0].dims[0] === null && this.outputs.every((o) => o.dims[0] === null);
+    const rows = rowwise(this);
+    this.#rowwise = rows && n > 1;
     /** How many workers run the model, and why that many: `{ count, reason }`. */
     this.threads = Object.freeze({
       count: n,
@@ -213,7 +212,8 @@ export class WorkerModel {
   /** Runs a model that has one input; resolves to its first output `{ data, dims }`. `run(image)` takes an image. */
   run(data, dims) {
     const n = this.#copies.length;
-    if (n > 1 && splitsByRows(this, data, dims)) {
+    // a batch of two or more rows in a typed array splits; anything else runs whole on one copy
+    if (this.#rowwise && ArrayBuffer.isView(data) && Array.isArray(dims) && Number.isInteger(dims[0]) && dims[0] >= 2 && data.length % dims[0] === 0) {
       const batch = dims[0];
       const k = Math.min(n, batch);
       const row = data.length / batch;

@@ -437,7 +437,6 @@ impl Tape {
         if is_max && win.padding == [0, 0] && win.kernel == [2, 2] && win.stride == [2, 2] {
             // MaxPool2d(2) when training (inference took the kernel above): rows two at a time,
             // the argmax kept for the gradient
-            let need_arg = self.requires_grad(x);
             for p in 0..n * c {
                 let plane = &xs[p * h * w..(p + 1) * h * w];
                 for oy in 0..oh {
@@ -454,10 +453,8 @@ impl Tape {
                             }
                         }
                         *d = best;
-                        if need_arg {
-                            let row = if at < 2 { first } else { first + w };
-                            arg[o + ox] = p * h * w + row + 2 * ox + at % 2;
-                        }
+                        let row = if at < 2 { first } else { first + w };
+                        arg[o + ox] = p * h * w + row + 2 * ox + at % 2;
                     }
                 }
             }

@@ -203,25 +203,7 @@ impl PackedConv {
 
     /// The output shape for an input of shape `[n, c, h, w]`, or the error naming the misfit.
     pub fn output_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
-        let [n, c, h, w] = x[..] else {
-            shape_err!("Conv2d: expects input [N, C, H, W], got {x:?}");
-        };
-        if c != self.cg * self.groups {
-            shape_err!(
-                "Conv2d: input with {c} channels does not fit a weight for {} (groups={})",
-                self.cg * self.groups,
-                self.groups
-            );
-        }
-        let Some([oh, ow]) = self.win.output_size(h, w) else {
-            shape_err!(
-                "Conv2d: a {:?} kernel (dilation {:?}, padding {:?}) does not fit input {x:?}",
-                self.win.kernel,
-                self.win.dilation,
-                self.win.padding
-            );
-        };
-        Ok([n, self.o, oh, ow])
+        output_shape(self.win, self.cg, self.groups, self.o, x)
     }
 
     /// `out = relu?(conv(x) + bias + residual?)`; `x` is `[n, c, h, w]` in standard layout,
@@ -234,17 +216,9 @@ impl PackedConv {
         relu: bool,
         out: &mut [f32],
     ) -> Result<()> {
-        let [n, o, oh, ow] = self.output_shape(shape)?;
+        let [n, o, oh, ow] = checked_buffers(self.output_shape(shape)?, shape, x, residual, out)?;
         let (c, h, w) = (shape[1], shape[2], shape[3]);
         let p = oh * ow;
-        if x.len() != n * c * h * w
-            || out.len() != n * o * p
-            || residual.is_some_and(|r| r.len() != out.len())
-        {
-            shape_err!(
-                "Conv2d: buffers do not fit input {shape:?} and output [{n}, {o}, {oh}, {ow}]"
-            );
-        }
         let Window {
             kernel: [kh, kw],
             stride: [sh, sw],
@@ -398,6 +372,55 @@ impl PackedConv {
     fn pack(&self, x: &[f32], hw: [usize; 3], p0: usize, nr: usize, bt: &mut [f32]) {
         pack(self.win, self.cg, x, hw, p0, nr, self.kernel.nr, bt)
     }
+}
+
+/// The output shape of a convolution (window `win`, `cg` input channels in each of `groups`
+/// groups, `o` outputs) for an input of shape `[n, c, h, w]`, or the error naming the misfit. The
+/// float and the integer kernels share it.
+pub(super) fn output_shape(
+    win: Window,
+    cg: usize,
+    groups: usize,
+    o: usize,
+    x: &[usize],
+) -> Result<[usize; 4]> {
+    let [n, c, h, w] = x[..] else {
+        shape_err!("Conv2d: expects input [N, C, H, W], got {x:?}");
+    };
+    if c != cg * groups {
+        shape_err!(
+            "Conv2d: input with {c} channels does not fit a weight for {} (groups={groups})",
+            cg * groups
+        );
+    }
+    let Some([oh, ow]) = win.output_size(h, w) else {
+        shape_err!(
+            "Conv2d: a {:?} kernel (dilation {:?}, padding {:?}) does not fit input {x:?}",
+            win.kernel,
+            win.dilation,
+            win.padding
+        );
+    };
+    Ok([n, o, oh, ow])
+}
+
+/// `dims` (the output shape) when the input `x` of shape `shape`, `residual` and `out` have the
+/// lengths those shapes need, else the error.
+pub(super) fn checked_buffers(
+    dims: [usize; 4],
+    shape: &[usize],
+    x: &[f32],
+    residual: Option<&[f32]>,
+    out: &[f32],
+) -> Result<[usize; 4]> {
+    let [n, o, oh, ow] = dims;
+    if x.len() != shape.iter().product::<usize>()
+        || out.len() != n * o * oh * ow
+        || residual.is_some_and(|r| r.len() != out.len())
+    {
+        shape_err!("Conv2d: buffers do not fit input {shape:?} and output [{n}, {o}, {oh}, {ow}]");
+    }
+    Ok(dims)
 }
 
 /// Packs the `k × full` input panel of output positions `p0..p0 + nr` of one image's group

@@ -133,25 +133,7 @@ impl QConv {
 
     /// The output shape for an input of shape `[n, c, h, w]`, or the error naming the misfit.
     pub fn output_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
-        let [n, c, h, w] = x[..] else {
-            shape_err!("Conv2d: expects input [N, C, H, W], got {x:?}");
-        };
-        if c != self.cg * self.groups {
-            shape_err!(
-                "Conv2d: input with {c} channels does not fit a weight for {} (groups={})",
-                self.cg * self.groups,
-                self.groups
-            );
-        }
-        let Some([oh, ow]) = self.win.output_size(h, w) else {
-            shape_err!(
-                "Conv2d: a {:?} kernel (dilation {:?}, padding {:?}) does not fit input {x:?}",
-                self.win.kernel,
-                self.win.dilation,
-                self.win.padding
-            );
-        };
-        Ok([n, self.o, oh, ow])
+        super::conv::output_shape(self.win, self.cg, self.groups, self.o, x)
     }
 
     /// `out = relu?(dequantize(conv(quantize(x))) + residual?)`; `x` is `[n, c, h, w]` in standard
@@ -165,17 +147,10 @@ impl QConv {
         relu: bool,
         out: &mut [f32],
     ) -> Result<()> {
-        let [n, o, oh, ow] = self.output_shape(shape)?;
+        let [n, _, oh, ow] =
+            super::conv::checked_buffers(self.output_shape(shape)?, shape, x, residual, out)?;
         let (c, h, w) = (shape[1], shape[2], shape[3]);
         let p = oh * ow;
-        if x.len() != n * c * h * w
-            || out.len() != n * o * p
-            || residual.is_some_and(|r| r.len() != out.len())
-        {
-            shape_err!(
-                "Conv2d: buffers do not fit input {shape:?} and output [{n}, {o}, {oh}, {ow}]"
-            );
-        }
         let Window {
             kernel: [kh, kw],
             stride: [sh, sw],
