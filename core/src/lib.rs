@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod arrays;
 pub mod autograd;
 pub mod datasets;
 pub mod drift;

@@ -1,6 +1,6 @@
 //! Element-wise arithmetic with numpy broadcasting, and the unary math functions.
 
-use ndarray::{Axis, Zip};
+use ndarray::{Axis, IxDyn, Zip};
 
 use super::tape::{Tape, Tensor, Var};
 use crate::{KilnError, Result};
@@ -51,6 +51,41 @@ pub fn sum_to(g: &Tensor, shape: &[usize]) -> Tensor {
     r
 }
 
+/// `f` over every element, as a new standard-layout tensor. The loop runs over slices, so each
+/// op's copy of it is a few hundred bytes of code rather than ndarray's n-d iteration (~5 kB of
+/// the browser's module per op).
+pub(crate) fn map(x: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
+    let x = x.as_standard_layout();
+    let y: Vec<f32> = x
+        .as_slice()
+        .expect("standard layout")
+        .iter()
+        .map(|&v| f(v))
+        .collect();
+    Tensor::from_shape_vec(x.raw_dim(), y).expect("same size")
+}
+
+/// `x` as row-major values of its own shape when that shape, left-padded with 1s, is the
+/// trailing part of `shape` (then its values repeat every `len` outputs), else broadcast out to
+/// all of `shape`. Not generic in the op, so every binary op shares it.
+fn operand<'a>(x: &'a Tensor, shape: &[usize]) -> std::borrow::Cow<'a, [f32]> {
+    let s = x.shape();
+    let lead = shape.len() - s.len();
+    let first = s.iter().position(|&d| d != 1).unwrap_or(s.len());
+    let repeats = s[first..] == shape[lead + first..];
+    match (repeats, x.as_slice()) {
+        (true, Some(v)) => v.into(),
+        (true, None) => x.iter().copied().collect::<Vec<_>>().into(),
+        (false, _) => {
+            let b = x
+                .broadcast(shape)
+                .expect("shapes checked by broadcast_shape");
+            b.iter().copied().collect::<Vec<_>>().into()
+        }
+    }
+}
+
+/// `f(a, b)` element-wise with numpy broadcasting; the loops run over slices (see [`map`]).
 fn broadcast_binary(
     t: &Tape,
     op: &str,
@@ -59,15 +94,47 @@ fn broadcast_binary(
     f: impl Fn(f32, f32) -> f32,
 ) -> Result<Tensor> {
     let (va, vb) = (t.value(a), t.value(b));
-    if va.shape() == vb.shape() {
-        return Ok(Zip::from(va).and(vb).map_collect(|&x, &y| f(x, y)));
-    }
     let shape = broadcast_shape(op, va.shape(), vb.shape())?;
-    let (ba, bb) = (
-        va.broadcast(shape.clone()).unwrap(),
-        vb.broadcast(shape).unwrap(),
-    );
-    Ok(Zip::from(&ba).and(&bb).map_collect(|&x, &y| f(x, y)))
+    let n: usize = shape.iter().product();
+    let (xa, xb) = (operand(va, &shape), operand(vb, &shape));
+    let mut y = Vec::with_capacity(n);
+    if n > 0 {
+        // the operand that repeats cycles through its values alongside the whole one's chunks
+        match (xa.len() == n, xb.len() == n) {
+            (true, true) => y.extend(xa.iter().zip(xb.iter()).map(|(&x, &z)| f(x, z))),
+            (true, false) => {
+                for c in xa.chunks_exact(xb.len()) {
+                    y.extend(c.iter().zip(xb.iter()).map(|(&x, &z)| f(x, z)));
+                }
+            }
+            (false, true) => {
+                for c in xb.chunks_exact(xa.len()) {
+                    y.extend(xa.iter().zip(c).map(|(&x, &z)| f(x, z)));
+                }
+            }
+            (false, false) => {
+                // both repeat: both are trailing parts of the output; the shorter repeats within
+                // the longer, whose chunks repeat to fill the output
+                let (long, short, a_long) = if xa.len() >= xb.len() {
+                    (&xa, &xb, true)
+                } else {
+                    (&xb, &xa, false)
+                };
+                let mut one = Vec::with_capacity(long.len());
+                for c in long.chunks_exact(short.len()) {
+                    if a_long {
+                        one.extend(c.iter().zip(short.iter()).map(|(&x, &z)| f(x, z)));
+                    } else {
+                        one.extend(short.iter().zip(c).map(|(&x, &z)| f(x, z)));
+                    }
+                }
+                for _ in 0..n / one.len() {
+                    y.extend_from_slice(&one);
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_shape_vec(IxDyn(&shape), y).expect("the broadcast's size"))
 }
 
 impl Tape {
@@ -122,39 +189,39 @@ impl Tape {
 
     /// `-x`.
     pub fn neg(&mut self, x: Var) -> Var {
-        let y = -self.value(x);
+        let y = map(self.value(x), |v| -v);
         self.push(y, &[x], |_, g| vec![Some(-g)])
     }
 
     /// `x * s` for a constant `s`.
     pub fn scale(&mut self, x: Var, s: f32) -> Var {
-        let y = self.value(x) * s;
+        let y = map(self.value(x), |v| v * s);
         self.push(y, &[x], move |_, g| vec![Some(g * s)])
     }
 
     /// `x + s` for a constant `s`.
     pub fn add_scalar(&mut self, x: Var, s: f32) -> Var {
-        let y = self.value(x) + s;
+        let y = map(self.value(x), |v| v + s);
         self.push(y, &[x], |_, g| vec![Some(g.clone())])
     }
 
     /// `e^x`.
     pub fn exp(&mut self, x: Var) -> Var {
-        let y = self.value(x).mapv(f32::exp);
+        let y = map(self.value(x), f32::exp);
         // d/dx e^x = e^x
         self.push(y, &[x], |c, g| vec![Some(g * c.output())])
     }
 
     /// Natural logarithm.
     pub fn log(&mut self, x: Var) -> Var {
-        let y = self.value(x).mapv(f32::ln);
+        let y = map(self.value(x), f32::ln);
         // d/dx ln x = 1/x
         self.push(y, &[x], |c, g| vec![Some(g / c.input(0))])
     }
 
     /// Square root.
     pub fn sqrt(&mut self, x: Var) -> Var {
-        let y = self.value(x).mapv(f32::sqrt);
+        let y = map(self.value(x), f32::sqrt);
         // d/dx √x = 1 / (2√x)
         self.push(y, &[x], |c, g| {
             vec![Some(
@@ -167,7 +234,7 @@ impl Tape {
 
     /// `x^p` for a constant exponent `p`.
     pub fn pow(&mut self, x: Var, p: f32) -> Var {
-        let y = self.value(x).mapv(|v| v.powf(p));
+        let y = map(self.value(x), |v| v.powf(p));
         // d/dx x^p = p x^(p-1)
         self.push(y, &[x], move |c, g| {
             vec![Some(

@@ -199,7 +199,7 @@ impl Tape {
             );
         }
         let flat: Vec<usize> = ids.iter().copied().collect();
-        let rows = self.value(table).select(Axis(0), &flat);
+        let rows = crate::arrays::take(self.value(table), 0, &flat);
         let mut shape = ids.shape().to_vec();
         shape.push(st[1]);
         let y = rows.into_shape_with_order(IxDyn(&shape)).unwrap();

@@ -67,11 +67,8 @@ impl RnnCell {
     /// Block `k` of the result is block `order[k]` of `w` (blocks of `rows / gates` along axis 0).
     fn regroup(self, w: &Tensor, order: &[usize]) -> Tensor {
         let h = w.shape()[0] / self.gates();
-        let blocks: Vec<_> = order
-            .iter()
-            .map(|&k| w.slice_axis(Axis(0), (k * h..(k + 1) * h).into()))
-            .collect();
-        ndarray::concatenate(Axis(0), &blocks).expect("blocks of one tensor")
+        let rows: Vec<usize> = order.iter().flat_map(|&k| k * h..(k + 1) * h).collect();
+        crate::arrays::take(w, 0, &rows)
     }
 
     /// `"GRU"` or `"LSTM"`, PyTorch's class names (used in error messages).

@@ -112,7 +112,7 @@ impl Tape {
             }
         }
         let views: Vec<_> = xs.iter().map(|&x| self.value(x).view()).collect();
-        let y = ndarray::concatenate(Axis(axis), &views).unwrap();
+        let y = crate::arrays::cat(axis, &views).expect("shapes checked above");
         let sizes: Vec<usize> = xs.iter().map(|&x| self.shape(x)[axis]).collect();
         Ok(self.push(y, xs, move |_, g| {
             let mut start = 0;
@@ -160,7 +160,7 @@ impl Tape {
                 shape[axis]
             )));
         }
-        let y = self.value(x).select(Axis(axis), indices);
+        let y = crate::arrays::take(self.value(x), axis, indices);
         let indices = indices.to_vec();
         Ok(self.push(y, &[x], move |c, g| {
             let mut gx = ArrayD::<f32>::zeros(c.input(0).raw_dim());

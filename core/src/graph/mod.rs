@@ -7,7 +7,7 @@
 //! tape's own ops (forward and backward side by side in `autograd`), so a graph model trains with
 //! the same gradients a Sequential does.
 
-mod op_json;
+pub(crate) mod op_json;
 mod tracer;
 
 pub use tracer::Tracer;

@@ -70,7 +70,8 @@ impl FromJson for GeluApprox {
     }
 }
 
-fn parse(v: &Value) -> Result<Op, String> {
+/// An op's name and arguments (`"Relu"` or `{"Name": {arguments}}`).
+fn header(v: &Value) -> Result<Args<'_>, String> {
     let (name, map) = match v {
         Value::String(s) => (s.as_str(), None),
         Value::Object(m) if m.len() == 1 => {
@@ -82,7 +83,55 @@ fn parse(v: &Value) -> Result<Op, String> {
         }
         _ => return Err("an op is a name (\"Relu\") or {\"Name\": {arguments}}".into()),
     };
-    let a = Args { op: name, map };
+    Ok(Args { op: name, map })
+}
+
+/// `nn.MultiheadAttention`'s arguments, PyTorch's defaults where absent.
+const ATTENTION_ARGS: &[&str] = &[
+    "num_heads",
+    "dropout",
+    "batch_first",
+    "bias",
+    "need_weights",
+    "average_attn_weights",
+    "is_causal",
+    "key_padding_mask",
+    "attn_mask",
+];
+
+fn attention(a: &Args) -> Result<Attention, String> {
+    Ok(Attention {
+        num_heads: a.get("num_heads")?,
+        dropout: a.or("dropout", 0.0)?,
+        batch_first: a.or("batch_first", false)?,
+        bias: a.or("bias", true)?,
+        need_weights: a.or("need_weights", true)?,
+        average_attn_weights: a.or("average_attn_weights", true)?,
+        is_causal: a.or("is_causal", false)?,
+        key_padding_mask: a.or("key_padding_mask", MaskKind::None)?,
+        attn_mask: a.or("attn_mask", MaskKind::None)?,
+    })
+}
+
+/// Only a `MultiheadAttention` op, for the export's attention marks (`kiln.attention`): reading
+/// them with the whole [`Op`] reader linked it into the browser's small module.
+pub(crate) fn deserialize_attention<'de, D: Deserializer<'de>>(d: D) -> Result<Op, D::Error> {
+    let v = Value::deserialize(d)?;
+    let a = header(&v).map_err(D::Error::custom)?;
+    if a.op != "MultiheadAttention" {
+        return Err(D::Error::custom(format!(
+            "an attention mark of {:?}, not MultiheadAttention",
+            a.op
+        )));
+    }
+    let att = attention(&a).map_err(D::Error::custom)?;
+    a.only(ATTENTION_ARGS).map_err(D::Error::custom)?;
+    Ok(Op::MultiheadAttention(att))
+}
+
+fn parse(v: &Value) -> Result<Op, String> {
+    let a = header(v)?;
+    let name = a.op;
     use Op as O;
     let (op, known): (Op, &[&str]) = match name {
         "Call" => (
@@ -231,30 +280,7 @@ fn parse(v: &Value) -> Result<Op, String> {
             },
             &["stride", "padding", "dilation", "groups"],
         ),
-        "MultiheadAttention" => (
-            O::MultiheadAttention(Attention {
-                num_heads: a.get("num_heads")?,
-                dropout: a.or("dropout", 0.0)?,
-                batch_first: a.or("batch_first", false)?,
-                bias: a.or("bias", true)?,
-                need_weights: a.or("need_weights", true)?,
-                average_attn_weights: a.or("average_attn_weights", true)?,
-                is_causal: a.or("is_causal", false)?,
-                key_padding_mask: a.or("key_padding_mask", MaskKind::None)?,
-                attn_mask: a.or("attn_mask", MaskKind::None)?,
-            }),
-            &[
-                "num_heads",
-                "dropout",
-                "batch_first",
-                "bias",
-                "need_weights",
-                "average_attn_weights",
-                "is_causal",
-                "key_padding_mask",
-                "attn_mask",
-            ],
-        ),
+        "MultiheadAttention" => (O::MultiheadAttention(attention(&a)?), ATTENTION_ARGS),
         other => return Err(format!("unknown graph op {other:?}")),
     };
     a.only(known)?;

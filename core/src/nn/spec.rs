@@ -198,12 +198,34 @@ fn positive(layer: &str, what: &str, v: usize) -> Result<()> {
 
 impl LayerSpec {
     /// The layer's type name, as in PyTorch (`"Linear"`, `"Conv2d"`…).
+    /// (A match, not serde's tag: serialising to read the tag linked the whole `Serialize` of
+    /// every layer into the browser's small module; `type_names_are_serdes_tags` keeps them equal.)
     pub fn type_name(&self) -> String {
-        let json = serde_json::to_value(self).unwrap_or_default();
-        json.get("type")
-            .and_then(|t| t.as_str())
-            .unwrap_or("?")
-            .to_string()
+        use LayerSpec as S;
+        match self {
+            S::Linear { .. } => "Linear",
+            S::Conv1d { .. } => "Conv1d",
+            S::Conv2d { .. } => "Conv2d",
+            S::MaxPool2d { .. } => "MaxPool2d",
+            S::AvgPool2d { .. } => "AvgPool2d",
+            S::Flatten { .. } => "Flatten",
+            S::ReLU => "ReLU",
+            S::LeakyReLU { .. } => "LeakyReLU",
+            S::GELU { .. } => "GELU",
+            S::Sigmoid => "Sigmoid",
+            S::Tanh => "Tanh",
+            S::Softmax { .. } => "Softmax",
+            S::Dropout { .. } => "Dropout",
+            S::BatchNorm1d { .. } => "BatchNorm1d",
+            S::BatchNorm2d { .. } => "BatchNorm2d",
+            S::LayerNorm { .. } => "LayerNorm",
+            S::Embedding { .. } => "Embedding",
+            S::Sequential { .. } => "Sequential",
+            S::GRU { .. } => "GRU",
+            S::LSTM { .. } => "LSTM",
+            S::MultiheadAttention { .. } => "MultiheadAttention",
+        }
+        .to_string()
     }
 
     /// Parse one layer from JSON, with a clear message for unknown types or fields.
@@ -581,6 +603,32 @@ mod tests {
         let back = LayerSpec::from_json(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
         assert_eq!(s.type_name(), "Conv2d");
+    }
+
+    #[test]
+    fn type_names_are_serdes_tags() {
+        let layers = r#"[
+            {"type": "Linear", "in_features": 2, "out_features": 3},
+            {"type": "Conv1d", "in_channels": 1, "out_channels": 2, "kernel_size": 3},
+            {"type": "Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": [3, 3]},
+            {"type": "MaxPool2d", "kernel_size": [2, 2], "stride": [2, 2]},
+            {"type": "AvgPool2d", "kernel_size": [2, 2], "stride": [2, 2]},
+            {"type": "Flatten"}, {"type": "ReLU"}, {"type": "LeakyReLU"}, {"type": "GELU"},
+            {"type": "Sigmoid"}, {"type": "Tanh"}, {"type": "Softmax"}, {"type": "Dropout", "p": 0.1},
+            {"type": "BatchNorm1d", "num_features": 4}, {"type": "BatchNorm2d", "num_features": 4},
+            {"type": "LayerNorm", "normalized_shape": [4]},
+            {"type": "Embedding", "num_embeddings": 5, "embedding_dim": 2},
+            {"type": "Sequential", "layers": [{"type": "ReLU"}]},
+            {"type": "GRU", "input_size": 2, "hidden_size": 3},
+            {"type": "LSTM", "input_size": 2, "hidden_size": 3},
+            {"type": "MultiheadAttention", "embed_dim": 4, "num_heads": 2}
+        ]"#;
+        let specs = LayerSpec::list_from_json(layers).unwrap();
+        assert_eq!(specs.len(), 21, "one of each layer type");
+        for s in specs {
+            let tag = serde_json::to_value(&s).unwrap()["type"].clone();
+            assert_eq!(tag.as_str(), Some(s.type_name().as_str()), "{s:?}");
+        }
     }
 
     #[test]

@@ -1567,8 +1567,8 @@ impl Importer {
         if let V::I([x0, x1]) = self.get(n, 0)? {
             let (mut y0, mut y1) = (x0, x1);
             for (a, i0, i1) in &per_axis {
-                y0 = y0.select(ndarray::Axis(*a), i0);
-                y1 = y1.select(ndarray::Axis(*a), i1);
+                y0 = crate::arrays::take(&y0, *a, i0);
+                y1 = crate::arrays::take(&y1, *a, i1);
             }
             return Ok(V::I([y0, y1]));
         }

@@ -4,7 +4,7 @@
 //! (the free dimensions at two different sizes), never at run time: what reaches kiln's graph is
 //! a reshape target with `Dim::Batch` in it, an axis list, a constant index list.
 
-use ndarray::{ArrayD, Axis, IxDyn};
+use ndarray::{ArrayD, IxDyn};
 
 /// Axis `a` of a rank-`r` value, counted from the end when negative.
 pub(super) fn axis(a: i64, r: usize) -> Result<usize, String> {
@@ -152,13 +152,13 @@ pub(super) fn gather(x: &ArrayD<i64>, ids: &ArrayD<i64>, a: i64) -> Result<Array
     let mut out = x.shape()[..a].to_vec();
     out.extend_from_slice(ids.shape());
     out.extend_from_slice(&x.shape()[a + 1..]);
-    reshape(&x.select(Axis(a), &flat), &out)
+    reshape(&crate::arrays::take(x, a, &flat), &out)
 }
 
 pub(super) fn concat(parts: &[&ArrayD<i64>], a: i64) -> Result<ArrayD<i64>, String> {
     let a = axis(a, parts[0].ndim())?;
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(a), &views).map_err(|_| {
+    crate::arrays::cat(a, &views).ok_or_else(|| {
         let shapes: Vec<&[usize]> = parts.iter().map(|p| p.shape()).collect();
         format!("Concat along axis {a}: shapes {shapes:?} do not fit")
     })

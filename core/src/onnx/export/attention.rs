@@ -20,7 +20,8 @@ pub(crate) const MARKS_KEY: &str = "kiln.attention";
 /// the operators and ignore the metadata.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Mark {
-    /// The graph op (`{"MultiheadAttention": {...}}`).
+    /// The graph op (`{"MultiheadAttention": {...}}`; read back as nothing else).
+    #[serde(deserialize_with = "crate::graph::op_json::deserialize_attention")]
     pub(crate) op: Op,
     /// The graph node it was (the `/node{k}` scope of its operators' names).
     pub(crate) node: usize,
