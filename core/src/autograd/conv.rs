@@ -141,6 +141,12 @@ impl Geometry {
                             let dst = &mut dst[lo..hi];
                             if sw == 1 && dst.len() >= 16 {
                                 dst.copy_from_slice(&plane[first..first + dst.len()]);
+                            } else if sw == 1 {
+                                // a plain slice zip: unrolled, where step_by(1) stays scalar
+                                let src = &plane[first..first + dst.len()];
+                                for (d, s) in dst.iter_mut().zip(src) {
+                                    *d = *s;
+                                }
                             } else {
                                 // short runs (small maps) copy faster element by element than
                                 // through memcpy, a bulk-memory call with a fixed cost on wasm
