@@ -94,14 +94,131 @@ impl Geometry {
     }
 }
 
-/// `[a, b, l]` → `[b, a, l]` for a standard-layout buffer: whole rows of `l` values move at once
-/// (ndarray's generic permuted copy walks element by element and showed up as a quarter of a CNN step).
-fn swap_outer(src: &[f32], a: usize, b: usize, l: usize) -> Vec<f32> {
-    let mut out = vec![0f32; src.len()];
-    for i in 0..a {
-        for j in 0..b {
-            out[(j * a + i) * l..(j * a + i + 1) * l]
-                .copy_from_slice(&src[(i * b + j) * l..(i * b + j + 1) * l]);
+impl Geometry {
+    /// The output columns `[lo, hi)` whose tap at horizontal offset `off` (`kj · dilation`) lands
+    /// inside the input: `ix = ox·stride + off − pad` in `[0, w)`. Empty as `(0, 0)`.
+    #[inline]
+    fn columns(&self, off: usize) -> (usize, usize) {
+        let (sw, pw) = (self.win.stride[1], self.win.padding[1]);
+        let lo = if pw > off { (pw - off).div_ceil(sw) } else { 0 };
+        let hi = if self.w + pw > off {
+            ((self.w - 1 + pw - off) / sw + 1).min(self.ow)
+        } else {
+            0
+        };
+        if lo >= hi {
+            (0, 0)
+        } else {
+            (lo, hi)
+        }
+    }
+
+    /// Writes the im2col matrix of `channels` into `out` (zeroed, `k × N·L`): `k` rows
+    /// (channel, ki, kj) of `N·L` columns (image, oy, ox); taps that read the padding stay 0.
+    fn im2col(&self, x: &[f32], channels: std::ops::Range<usize>, out: &mut [f32]) {
+        let Window {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+        } = self.win;
+        let (h, w, ow) = (self.h, self.w, self.ow);
+        let mut rows = out.chunks_exact_mut(ow);
+        for c in channels {
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let off = kj * dw;
+                    let (lo, hi) = self.columns(off);
+                    for img in 0..self.n {
+                        let plane = &x[(img * self.c + c) * h * w..][..h * w];
+                        for oy in 0..self.oh {
+                            let dst = rows.next().expect("k rows of N·L columns");
+                            let iy = (oy * sh + ki * dh) as isize - ph as isize;
+                            if iy < 0 || iy >= h as isize || lo == hi {
+                                continue;
+                            }
+                            let first = iy as usize * w + lo * sw + off - pw;
+                            let dst = &mut dst[lo..hi];
+                            if sw == 1 && dst.len() >= 16 {
+                                dst.copy_from_slice(&plane[first..first + dst.len()]);
+                            } else if sw == 1 {
+                                // a plain slice zip: unrolled, where step_by(1) stays scalar
+                                let src = &plane[first..first + dst.len()];
+                                for (d, s) in dst.iter_mut().zip(src) {
+                                    *d = *s;
+                                }
+                            } else {
+                                // short runs (small maps) copy faster element by element than
+                                // through memcpy, a bulk-memory call with a fixed cost on wasm
+                                for (d, s) in dst.iter_mut().zip(plane[first..].iter().step_by(sw))
+                                {
+                                    *d = *s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Geometry::im2col`]: adds every column value of `cols` (the rows of
+    /// `channels`) to the input position it was read from, in `dx`.
+    fn col2im(&self, cols: &[f32], channels: std::ops::Range<usize>, dx: &mut [f32]) {
+        let Window {
+            kernel: [kh, kw],
+            stride: [sh, sw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+        } = self.win;
+        let (h, w, ow) = (self.h, self.w, self.ow);
+        let mut rows = cols.chunks_exact(ow);
+        for c in channels {
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let off = kj * dw;
+                    let (lo, hi) = self.columns(off);
+                    for img in 0..self.n {
+                        let plane = &mut dx[(img * self.c + c) * h * w..][..h * w];
+                        for oy in 0..self.oh {
+                            let src = rows.next().expect("k rows of N·L columns");
+                            let iy = (oy * sh + ki * dh) as isize - ph as isize;
+                            if iy < 0 || iy >= h as isize || lo == hi {
+                                continue;
+                            }
+                            let row = &mut plane[iy as usize * w..][..w];
+                            let first = lo * sw + off - pw;
+                            let src = &src[lo..hi];
+                            if sw == 1 {
+                                for (d, s) in row[first..first + src.len()].iter_mut().zip(src) {
+                                    *d += s;
+                                }
+                            } else {
+                                for (d, s) in row[first..].iter_mut().step_by(sw).zip(src) {
+                                    *d += s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `[a, b, l]` → `[b, a, l]` for a standard-layout buffer, adding `bias[i]` to every value of
+/// row `i` when given: whole rows of `l` values move at once (ndarray's generic permuted copy
+/// walks element by element and showed up as a quarter of a CNN step), into a buffer that is
+/// written once, not zeroed first.
+fn swap_outer(src: &[f32], a: usize, b: usize, l: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(src.len());
+    for j in 0..b {
+        for i in 0..a {
+            let row = &src[(i * b + j) * l..][..l];
+            match bias {
+                Some(bias) => out.extend(row.iter().map(|v| v + bias[i])),
+                None => out.extend_from_slice(row),
+            }
         }
     }
     out
@@ -190,27 +307,20 @@ impl Tape {
         let k = cg * sw[2] * sw[3];
         let nl = n * oh * ow;
         // cols[g] is a (k × N·L) matrix: one column per output position of every image in the batch.
+        // Training keeps it for the weight's gradient, so the forward GEMM reads it too (the packed
+        // inference kernel would need it built anyway, and runs one image at a time: on 8×8 and
+        // 4×4 maps its tiles are mostly padding).
         let xs = self.value(x).as_standard_layout();
-        let xs = xs.as_slice().unwrap();
+        let xs = xs.as_slice().expect("standard layout");
         let mut cols = vec![0f32; groups * k * nl];
-        for g in 0..groups {
-            let block = &mut cols[g * k * nl..(g + 1) * k * nl];
-            let step = geo.win.stride[1];
-            geo.for_each_run(g * cg..(g + 1) * cg, |row, col, at, len| {
-                let dst = &mut block[row * nl + col..row * nl + col + len];
-                // Short runs (small images) copy faster element by element than through memcpy,
-                // which is a bulk-memory call with a fixed cost on wasm.
-                if step == 1 && len >= 16 {
-                    dst.copy_from_slice(&xs[at..at + len]);
-                } else {
-                    for (i, d) in dst.iter_mut().enumerate() {
-                        *d = xs[at + i * step];
-                    }
-                }
-            });
+        for (g, block) in cols.chunks_exact_mut((k * nl).max(1)).enumerate() {
+            geo.im2col(xs, g * cg..(g + 1) * cg, block);
         }
-        let wv = self.value(weight).as_standard_layout().into_owned();
-        let w2 = wv.view().into_shape_with_order((o, k)).unwrap();
+        let wv = self.value(weight).as_standard_layout();
+        let w2 = wv
+            .view()
+            .into_shape_with_order((o, k))
+            .expect("[O, C/groups, kh, kw]");
         let mut y2 = ndarray::Array2::<f32>::zeros((o, nl));
         for g in 0..groups {
             let cg_view =
@@ -224,27 +334,24 @@ impl Tape {
                 &mut out,
             );
         }
-        if let Some(b) = bias {
-            let bv = self.value(b);
-            for (mut row, &bias) in y2.rows_mut().into_iter().zip(bv.iter()) {
-                row += bias;
-            }
-        }
-        // (O, N·L) → [N, O, H', W']
-        let y = ArrayD::from_shape_vec(
-            IxDyn(&[n, o, oh, ow]),
-            swap_outer(y2.as_slice().unwrap(), o, n, oh * ow),
-        )
-        .unwrap();
+        let bv = bias.map(|b| self.value(b).as_standard_layout());
+        // (O, N·L) + bias → [N, O, H', W']
+        let y = swap_outer(
+            y2.as_slice().expect("standard layout"),
+            o,
+            n,
+            oh * ow,
+            bv.as_ref().map(|b| b.as_slice().expect("standard layout")),
+        );
+        drop(wv);
+        drop(bv);
+        let y = ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).unwrap();
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
         Ok(self.push(y, &inputs, move |ctx, gy| {
             // gy [N, O, H', W'] → (O, N·L)
             let gs = gy.as_standard_layout();
-            let g2 = ndarray::Array2::from_shape_vec(
-                (o, nl),
-                swap_outer(gs.as_slice().unwrap(), n, o, oh * ow),
-            )
-            .unwrap();
+            let g2 = swap_outer(gs.as_slice().expect("standard layout"), n, o, oh * ow, None);
+            let g2 = ArrayView2::from_shape((o, nl), &g2).expect("(O, N·L)");
             let wv = ctx.input(1).as_standard_layout();
             let w2 = wv.view().into_shape_with_order((o, k)).unwrap();
             let mut grads = vec![None, None];
@@ -260,14 +367,8 @@ impl Tape {
                         0.0,
                         &mut dc,
                     );
-                    let dcs = dcols.as_slice().unwrap();
-                    let step = geo.win.stride[1];
-                    geo.for_each_run(g * cg..(g + 1) * cg, |row, col, at, len| {
-                        let src = &dcs[row * nl + col..row * nl + col + len];
-                        for (i, v) in src.iter().enumerate() {
-                            dx[at + i * step] += v;
-                        }
-                    });
+                    let dcs = dcols.as_slice().expect("standard layout");
+                    geo.col2im(dcs, g * cg..(g + 1) * cg, &mut dx);
                 }
                 grads[0] = Some(ArrayD::from_shape_vec(IxDyn(&[n, c, h, w]), dx).unwrap());
             }
@@ -437,24 +538,28 @@ impl Tape {
         if is_max && win.padding == [0, 0] && win.kernel == [2, 2] && win.stride == [2, 2] {
             // MaxPool2d(2) when training (inference took the kernel above): rows two at a time,
             // the argmax kept for the gradient
-            for p in 0..n * c {
-                let plane = &xs[p * h * w..(p + 1) * h * w];
+            let planes = xs.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow));
+            for (p, ((plane, outp), argp)) in planes.zip(arg.chunks_exact_mut(oh * ow)).enumerate()
+            {
                 for oy in 0..oh {
                     let first = 2 * oy * w;
                     let (r0, r1) = (&plane[first..][..2 * ow], &plane[first + w..][..2 * ow]);
-                    let o = (p * oh + oy) * ow;
+                    let base = p * h * w + first;
                     let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-                    for (ox, (d, (a, b))) in out[o..o + ow].iter_mut().zip(pairs).enumerate() {
-                        // the window's first value wins ties and NaN, as in the general walk
-                        let (mut best, mut at) = (a[0], 0);
-                        for (i, v) in [a[1], b[0], b[1]].into_iter().enumerate() {
-                            if v > best {
-                                (best, at) = (v, i + 1);
-                            }
+                    let dst = outp[oy * ow..][..ow]
+                        .iter_mut()
+                        .zip(&mut argp[oy * ow..][..ow]);
+                    for (ox, ((d, at), (a, b))) in dst.zip(pairs).enumerate() {
+                        // the window's first value wins ties and NaN, as in the general walk;
+                        // selects, not branches: which tap wins is data, not a pattern
+                        let (mut best, mut tap) = (a[0], 0);
+                        for (v, t) in [(a[1], 1), (b[0], w), (b[1], w + 1)] {
+                            let wins = v > best;
+                            best = if wins { v } else { best };
+                            tap = if wins { t } else { tap };
                         }
                         *d = best;
-                        let row = if at < 2 { first } else { first + w };
-                        arg[o + ox] = p * h * w + row + 2 * ox + at % 2;
+                        *at = base + 2 * ox + tap;
                     }
                 }
             }
