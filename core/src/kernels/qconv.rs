@@ -33,6 +33,11 @@ pub struct QConv {
     /// Per group, `ceil(o / groups / MR)` panels of `kp × MR` pairs of centred weights (two i16
     /// in a u32, the even channel low).
     panels: Vec<u32>,
+    /// With one input channel per group (an image model's first convolution, a depthwise one)
+    /// and a horizontal stride of 1: the rows of a panel and the panels with taps paired along
+    /// the kernel's row instead of channels (`kh · ceil(kw / 2)` rows where the pairs of channels
+    /// leave `kh · kw` half empty), for tiles reading the image in place.
+    taps: Option<(usize, Vec<u32>)>,
     grid: QuantGrid,
     scale: Vec<f32>,
     bias: Vec<f32>,
@@ -96,6 +101,20 @@ impl QConv {
                 panel[row * MR + j % MR] |= (v as u16 as u32) << (16 * (ci % 2));
             }
         }
+        let taps = (cg == 1 && kw > 1 && win.stride[1] == 1).then(|| {
+            let kt = kh * kw.div_ceil(2);
+            let mut panels = vec![0u32; groups * blocks * kt * MR];
+            for (ch, w) in centred.chunks_exact(k.max(1)).enumerate() {
+                let (g, j) = (ch / og, ch % og);
+                let panel = &mut panels[(g * blocks + j / MR) * kt * MR..][..kt * MR];
+                for (r, &v) in w.iter().enumerate() {
+                    let (ki, kj) = (r / kw, r % kw);
+                    let row = ki * kw.div_ceil(2) + kj / 2;
+                    panel[row * MR + j % MR] |= (v as u16 as u32) << (16 * (kj % 2));
+                }
+            }
+            (kt, panels)
+        });
         let scale = (0..o)
             .map(|ch| grid.scale * w_scale[if w_scale.len() == 1 { 0 } else { ch }])
             .collect();
@@ -106,6 +125,7 @@ impl QConv {
             win,
             kp,
             panels,
+            taps,
             grid,
             scale,
             bias: bias.map_or_else(|| vec![0.0; o], <[f32]>::to_vec),
@@ -184,9 +204,16 @@ impl QConv {
         let mut part = [0f32; MR * NR];
         for p0 in (0..n).step_by(NR) {
             let nr = NR.min(n - p0);
-            self.blocks([0, 0, p0, nr], n, None, relu, &mut t, &mut part, |a, st| {
-                qtile_direct(a, &xp, [p0, p0 + 4], &offsets, st)
-            });
+            self.blocks(
+                (self.kp, &self.panels[..]),
+                [0, 0, p0, nr],
+                n,
+                None,
+                relu,
+                &mut t,
+                &mut part,
+                &|a, st| qtile_direct(a, &xp, [p0, p0 + 4], &offsets, st),
+            );
         }
         for (ch, col) in t.chunks_exact(n.max(1)).enumerate().take(o) {
             for (m, &v) in col.iter().enumerate() {
@@ -226,25 +253,51 @@ impl QConv {
             let (hp, wp) = (h + 2 * ph, w + 2 * pw);
             let mut xp = vec![0u32; cg2 * hp * wp + NR];
             let mut offsets = Vec::with_capacity(self.kp);
-            for cp in 0..cg2 {
-                for ki in 0..kh {
-                    for kj in 0..kw {
-                        offsets.push((cp * hp + ki * dh) * wp + kj * dw);
+            // one channel: pixel (y, x) paired with (y, x + dw), the taps of a row two at a time
+            // (a partner past the row meets a zero weight)
+            let mut single = match self.taps {
+                Some(_) => vec![0u32; hp * wp + NR + dw],
+                None => Vec::new(),
+            };
+            let weights = match &self.taps {
+                Some((kt, panels)) => {
+                    for ki in 0..kh {
+                        for jp in 0..kw.div_ceil(2) {
+                            offsets.push(ki * dh * wp + 2 * jp * dw);
+                        }
                     }
+                    (*kt, &panels[..])
                 }
-            }
+                None => {
+                    for cp in 0..cg2 {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                offsets.push((cp * hp + ki * dh) * wp + kj * dw);
+                            }
+                        }
+                    }
+                    (self.kp, &self.panels[..])
+                }
+            };
             let run_at = |q: usize| (q * 4 / ow) * sh * wp + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
-                    quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
+                    if self.taps.is_some() {
+                        quantize_pairs(xg, [1, h, w], [ph, pw, wp], self.grid, &mut single);
+                        for (i, d) in xp.iter_mut().enumerate() {
+                            *d = single[i] | (single[i + dw] << 16);
+                        }
+                    } else {
+                        quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
+                    }
                     for p0 in (0..p).step_by(NR) {
                         let nr = NR.min(p - p0);
                         let q = p0 / 4;
                         // a last run of four alone reads its own inputs twice
                         let bases = [run_at(q), run_at(if nr > 4 { q + 1 } else { q })];
                         let at = [img, g, p0, nr];
-                        self.blocks(at, p, residual, relu, out, &mut part, |a, st| {
+                        self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
                             qtile_direct(a, &xp, bases, &offsets, st)
                         });
                     }
@@ -262,7 +315,8 @@ impl QConv {
                     let nr = NR.min(p - p0);
                     pack(self.win, cg2, &xq, [h, w, ow], p0, nr, NR, &mut bt);
                     let at = [img, g, p0, nr];
-                    self.blocks(at, p, residual, relu, out, &mut part, |a, st| {
+                    let weights = (self.kp, &self.panels[..]);
+                    self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
                         qtile_packed(a, &bt, st)
                     });
                 }
@@ -271,25 +325,26 @@ impl QConv {
         Ok(())
     }
 
-    /// Every panel of group `g` over one packed tile of input.
+    /// Every panel of group `g` (`panels`, of `kp` rows) over one packed tile of input.
     #[allow(clippy::too_many_arguments)]
     fn blocks(
         &self,
+        (kp, panels): (usize, &[u32]),
         [img, g, p0, nr]: [usize; 4],
         p: usize,
         residual: Option<&[f32]>,
         relu: bool,
         out: &mut [f32],
         part: &mut [f32; MR * NR],
-        tile: impl Fn(&[u32], QStore),
+        tile: &dyn Fn(&[u32], QStore),
     ) {
         let og = self.o / self.groups;
         let blocks = og.div_ceil(MR);
-        let panel = self.kp * MR;
+        let panel = kp * MR;
         for blk in 0..blocks {
             let o0 = g * og + blk * MR;
             let mr = MR.min(og - blk * MR);
-            let a = &self.panels[(g * blocks + blk) * panel..][..panel];
+            let a = &panels[(g * blocks + blk) * panel..][..panel];
             let (mut scale, mut bias) = ([0f32; MR], [0f32; MR]);
             scale[..mr].copy_from_slice(&self.scale[o0..o0 + mr]);
             bias[..mr].copy_from_slice(&self.bias[o0..o0 + mr]);
@@ -587,6 +642,13 @@ mod tests {
             (2, 8, 8, 8, 8, 3, 1, 1, 1, 8),
             (3, 16, 4, 4, 32, 3, 1, 1, 1, 1), // runs of four in two rows
             (2, 5, 3, 4, 7, 3, 1, 1, 1, 1),   // a last run of four alone
+            // one input channel: taps paired along the kernel's row (odd, even and wide kernels,
+            // dilation, depthwise, runs of four)
+            (2, 1, 8, 8, 4, 5, 1, 2, 1, 1),
+            (1, 1, 9, 9, 5, 2, 1, 0, 1, 1),
+            (2, 8, 8, 8, 8, 3, 1, 2, 2, 8),
+            (2, 4, 4, 4, 4, 3, 1, 1, 1, 4),
+            (1, 1, 6, 6, 3, 3, 2, 1, 1, 1), // stride 2: channel pairs, packed
         ];
         for &(n, c, h, w, o, kk, s, p, d, groups) in cases {
             let win = Window {

@@ -39,8 +39,11 @@ struct FusedConv {
     /// For profiles: what was fused (`"·s+b+residual+relu"`).
     fused: String,
     /// The `FakeQuant` node (a QuantizeLinear → DequantizeLinear pair) on the input that only
-    /// this integer convolution reads: it quantizes the input itself.
-    absorbed: Option<usize>,
+    /// this integer convolution reads: it quantizes the input itself. For a Linear layer also
+    /// the `Reshape` before it (a flatten) when nothing else reads that.
+    absorbed: Vec<usize>,
+    /// The absorbed `Reshape`'s target: the input is read as that shape.
+    reshape: Option<Vec<graph::Dim>>,
     /// A `MaxPool2d(2)` (2×2, stride 2, no padding) after the integer convolution and its ReLU,
     /// pooled in the same step.
     pool: bool,
@@ -370,12 +373,13 @@ fn fuse_conv(
     let node = &graph.nodes[k];
     let n_in = graph.inputs.len();
     let mut x = *node.inputs.first()?;
-    let mut absorbed = None;
+    let mut absorbed = Vec::new();
+    let mut reshape = None;
     // the input's QDQ pair read by the integer kernel alone: the kernel quantizes
     let mut absorb = |fq: usize, x: &mut usize| {
         if readers[*x].len() == 1 && !is_output[*x] && at[fq].is_some() {
             *x = graph.nodes[fq].inputs[0];
-            absorbed = Some(fq);
+            absorbed.push(fq);
         }
     };
     let mut conv = match node.op {
@@ -413,6 +417,15 @@ fn fuse_conv(
         Op::Linear => {
             let (q, fq) = integer_linear(graph, weights, quantized, node)?;
             absorb(fq, &mut x);
+            // a flatten before the QDQ pair: the kernel reads its input as the flat shape
+            let r = x.checked_sub(n_in).map(|r| (r, &graph.nodes[r].op));
+            if let (Some((r, Op::Reshape { shape })), false) = (r, absorbed.is_empty()) {
+                if readers[x].len() == 1 && !is_output[x] && at[r].is_some() {
+                    reshape = Some(shape.clone());
+                    absorbed.push(r);
+                    x = graph.nodes[r].inputs[0];
+                }
+            }
             Kernel::I8Rows(q)
         }
         _ => return None,
@@ -489,6 +502,7 @@ fn fuse_conv(
         conv,
         fused,
         absorbed,
+        reshape,
         pool,
     })
 }
@@ -572,7 +586,11 @@ fn input_grid(graph: &Graph, node: &graph::Node) -> Option<(QuantGrid, usize)> {
 
 impl FusedConv {
     fn run(&self, t: &mut Tape, x: Var, residual: Option<Var>, pool: &mut Pool) -> Result<Var> {
-        let shape = self.conv.output_shape(t.shape(x))?;
+        let x_shape = match &self.reshape {
+            Some(dims) => graph::reshape_target(t.shape(x), dims)?,
+            None => t.shape(x).to_vec(),
+        };
+        let shape = self.conv.output_shape(&x_shape)?;
         let mut buf = pool.take(shape.iter().product());
         let fits = residual.is_none_or(|r| t.shape(r) == shape);
         {
@@ -583,18 +601,7 @@ impl FusedConv {
                 .map(|r| t.value(r).as_standard_layout());
             let rs = rv.as_ref().map(|r| r.as_slice().expect("standard layout"));
             let relu = self.relu && fits;
-            self.conv.run(xs, t.shape(x), rs, relu, &mut buf)?;
-        }
-        if let (true, true, &[n, c, h, w]) = (self.pool, fits, &shape[..]) {
-            if h >= 2 && w >= 2 {
-                // pooled from the buffer, which goes back to the pool
-                let pooled = [n, c, h / 2, w / 2];
-                let mut out = pool.take(pooled.iter().product());
-                crate::kernels::max_pool_2x2(&buf, n * c, [h, w], &mut out);
-                pool.give(ArrayD::from_shape_vec(IxDyn(&[buf.len()]), buf).expect("1-D"));
-                let y = ArrayD::from_shape_vec(IxDyn(&pooled), out).expect("the pooled size");
-                return Ok(t.constant(y));
-            }
+            self.conv.run(xs, &x_shape, rs, relu, &mut buf)?;
         }
         let y = t.constant(ArrayD::from_shape_vec(IxDyn(&shape), buf).expect("the output's size"));
         let y = match fits {
@@ -609,10 +616,12 @@ impl FusedConv {
                 }
             }
         };
-        // the tape's pooling (and its error for a map smaller than the window)
-        match self.pool {
-            true => t.max_pool2d(y, [2, 2], [2, 2], [0, 0]),
-            false => Ok(y),
+        if !self.pool {
+            return Ok(y);
         }
+        // the tape's pooling (its 2×2 kernel for inference), the unpooled buffer back to the pool
+        let pooled = t.max_pool2d(y, [2, 2], [2, 2], [0, 0])?;
+        pool.give(t.take_value(y));
+        Ok(pooled)
     }
 }
