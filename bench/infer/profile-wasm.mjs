@@ -1,6 +1,8 @@
 // Per-step profile of kiln's engine in wasm, and the convolution kernel's GFLOP/s.
 //
-//   node bench/infer/profile-wasm.mjs MODEL.onnx [--batch 1,64] [--unfused] [--conv]
+//   node bench/infer/profile-wasm.mjs MODEL.onnx [--batch 1,64] [--unfused] [--conv] [--check]
+//
+// --check: the fused plan's outputs against the unfused plan's (every node on its own, in float).
 //
 // Loads bench/wasm-profile's module (build it first: see bench/README.md), runs the model's plan
 // with the engine's timer per step (median of the runs after a warm-up) and prints ms per step.
@@ -39,6 +41,7 @@ if (model) {
   const ptr = k.alloc(bytes.length);
   new Uint8Array(memory.buffer, ptr, bytes.length).set(bytes);
   if (k.load(ptr, bytes.length) !== 0) process.exit(1);
+  if (args.includes('--check')) for (const b of batches) k.check(b);
   const fused = args.includes('--unfused') ? 0 : 1;
   for (const b of batches) {
     const until = performance.now() + 1500;

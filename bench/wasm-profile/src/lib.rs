@@ -124,6 +124,49 @@ pub extern "C" fn profile(batch: usize, reps: usize, fused: i32, show: i32) -> i
     })
 }
 
+/// Runs the loaded model at `batch` on the fused plan and on the unfused one (every node on its
+/// own, in float: the reference) and prints the largest difference of their outputs, so the
+/// wasm kernels (simd128 or relaxed) are checked where they run.
+#[no_mangle]
+pub extern "C" fn check(batch: usize) -> i32 {
+    SESSION.with(|c| {
+        let c = c.borrow();
+        let Some(s) = c.as_ref() else { return 1 };
+        let info = &s.inputs()[0];
+        let shape: Vec<usize> = info
+            .dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| if i == 0 { batch } else { d.unwrap_or(1) })
+            .collect();
+        let n: usize = shape.iter().product();
+        // past the calibrated range too (-2..6), so activations saturate at both ends
+        let x = ndarray::ArrayD::from_shape_vec(
+            ndarray::IxDyn(&shape),
+            (0..n).map(|i| ((i * 7919) % 33) as f32 / 4.0 - 2.0).collect(),
+        )
+        .expect("shape");
+        let run = |fused: bool| {
+            let feeds = vec![(info.name.clone(), Value::F32(x.clone()))];
+            s.profile(feeds, &clock, fused).map(|(o, _)| o)
+        };
+        let (Ok(a), Ok(b)) = (run(true), run(false)) else {
+            say("error");
+            return 2;
+        };
+        let diff = a
+            .iter()
+            .zip(&b)
+            .flat_map(|(a, b)| a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()))
+            .fold(0f32, f32::max);
+        let top = b.iter().flat_map(|b| b.iter()).fold(0f32, |m, v| m.max(v.abs()));
+        say(&format!(
+            "batch {batch}: fused vs unfused outputs differ by at most {diff:e} (largest |output| {top})"
+        ));
+        0
+    })
+}
+
 /// One convolution alone (`[n, c, h, w]` input, `o` outputs, square kernel `k`, stride, padding):
 /// prints the median ms of `reps` runs and GFLOP/s (2 flops per multiply-add).
 #[no_mangle]

@@ -3,9 +3,10 @@
 //! panels of [`MR`] channels, input channels in pairs; the input is quantized once per call onto
 //! its grid (as ONNX's `QuantizeLinear`: divide, round half to even, saturate), centred (so
 //! padding is 0, as in the float graph) and stored with its channels interleaved in pairs. With a
-//! horizontal stride of 1 and rows a whole number of tiles, tiles read a zero-padded copy in
-//! place (the quantization writes it); otherwise each tile packs its `kp × NR` input panel as the
-//! float kernel does ([`super::conv::pack`], on pairs). The store dequantizes with one scale per
+//! horizontal stride of 1 and rows a whole number of runs of four (the digits CNN's 4×4 maps
+//! too), tiles read a zero-padded copy in place (the quantization writes it); otherwise each tile
+//! packs its `kp × NR` input panel as the float kernel does ([`super::conv::pack`], on pairs). A
+//! QDQ Linear layer runs as a 1×1 convolution over its rows ([`QConv::linear`]). The store dequantizes with one scale per
 //! channel (`input scale · weight scale`, times a folded BatchNorm's) and a float bias, then adds
 //! a residual and applies ReLU.
 //!
@@ -32,6 +33,11 @@ pub struct QConv {
     /// Per group, `ceil(o / groups / MR)` panels of `kp × MR` pairs of centred weights (two i16
     /// in a u32, the even channel low).
     panels: Vec<u32>,
+    /// With one input channel per group (an image model's first convolution, a depthwise one)
+    /// and a horizontal stride of 1: the rows of a panel and the panels with taps paired along
+    /// the kernel's row instead of channels (`kh · ceil(kw / 2)` rows where the pairs of channels
+    /// leave `kh · kw` half empty), for tiles reading the image in place.
+    taps: Option<(usize, Vec<u32>)>,
     grid: QuantGrid,
     scale: Vec<f32>,
     bias: Vec<f32>,
@@ -95,6 +101,20 @@ impl QConv {
                 panel[row * MR + j % MR] |= (v as u16 as u32) << (16 * (ci % 2));
             }
         }
+        let taps = (cg == 1 && kw > 1 && win.stride[1] == 1).then(|| {
+            let kt = kh * kw.div_ceil(2);
+            let mut panels = vec![0u32; groups * blocks * kt * MR];
+            for (ch, w) in centred.chunks_exact(k.max(1)).enumerate() {
+                let (g, j) = (ch / og, ch % og);
+                let panel = &mut panels[(g * blocks + j / MR) * kt * MR..][..kt * MR];
+                for (r, &v) in w.iter().enumerate() {
+                    let (ki, kj) = (r / kw, r % kw);
+                    let row = ki * kw.div_ceil(2) + kj / 2;
+                    panel[row * MR + j % MR] |= (v as u16 as u32) << (16 * (kj % 2));
+                }
+            }
+            (kt, panels)
+        });
         let scale = (0..o)
             .map(|ch| grid.scale * w_scale[if w_scale.len() == 1 { 0 } else { ch }])
             .collect();
@@ -105,6 +125,7 @@ impl QConv {
             win,
             kp,
             panels,
+            taps,
             grid,
             scale,
             bias: bias.map_or_else(|| vec![0.0; o], <[f32]>::to_vec),
@@ -114,6 +135,11 @@ impl QConv {
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.o
+    }
+
+    /// Input channels per group (a Linear layer's input features).
+    pub fn in_features(&self) -> usize {
+        self.cg
     }
 
     /// Multiplies output channel `i` by `s[i]` (its dequantization scale and bias).
@@ -134,6 +160,67 @@ impl QConv {
     /// The output shape for an input of shape `[n, c, h, w]`, or the error naming the misfit.
     pub fn output_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
         super::conv::output_shape(self.win, self.cg, self.groups, self.o, x)
+    }
+
+    /// A Linear layer `x · wᵀ + bias` as a 1×1 convolution: `centred` is the `[o, k]` weight
+    /// (standard layout), the rest as in [`QConv::new`]; run it with [`QConv::run_rows`].
+    pub fn linear(
+        centred: &[i16],
+        [o, k]: [usize; 2],
+        w_scale: &[f32],
+        bias: Option<&[f32]>,
+        grid: QuantGrid,
+    ) -> Result<Self> {
+        let win = Window {
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        };
+        Self::new(centred, &[o, k, 1, 1], w_scale, bias, grid, win, 1)
+    }
+
+    /// `out = relu?(dequantize(quantize(x) · wᵀ))` for a [`QConv::linear`]: `x` is `[n, k]`,
+    /// `out` `[n, o]`, both in standard layout. The rows are the convolution's positions (an
+    /// image of one row of `n` pixels), so the tiles and their store are the convolution's.
+    pub fn run_rows(&self, x: &[f32], n: usize, relu: bool, out: &mut [f32]) -> Result<()> {
+        let (o, k) = (self.o, self.cg);
+        if self.win.kernel != [1, 1] || self.win.padding != [0, 0] || self.groups != 1 {
+            value_err!("QConv::run_rows: not a Linear layer ({:?})", self.win);
+        }
+        if x.len() != n * k || out.len() != n * o {
+            shape_err!(
+                "QConv::run_rows: {} inputs and {} outputs do not fit {n} rows of {k} → {o}",
+                x.len(),
+                out.len()
+            );
+        }
+        let np = n.div_ceil(NR) * NR;
+        let mut xp = vec![0u32; self.kp * np];
+        quantize_rows(x, [n, k, np], self.grid, &mut xp);
+        let offsets: Vec<usize> = (0..self.kp).map(|c| c * np).collect();
+        // the tiles write channel-major ([o, n]); the rows are transposed back after
+        let mut t = vec![0f32; o * n];
+        let mut part = [0f32; MR * NR];
+        for p0 in (0..n).step_by(NR) {
+            let nr = NR.min(n - p0);
+            self.blocks(
+                (self.kp, &self.panels[..]),
+                [0, 0, p0, nr],
+                n,
+                None,
+                relu,
+                &mut t,
+                &mut part,
+                &|a, st| qtile_direct(a, &xp, [p0, p0 + 4], &offsets, st),
+            );
+        }
+        for (ch, col) in t.chunks_exact(n.max(1)).enumerate().take(o) {
+            for (m, &v) in col.iter().enumerate() {
+                out[m * o + ch] = v;
+            }
+        }
+        Ok(())
     }
 
     /// `out = relu?(dequantize(conv(quantize(x))) + residual?)`; `x` is `[n, c, h, w]` in standard
@@ -159,32 +246,58 @@ impl QConv {
         } = self.win;
         let (cg, cg2) = (self.cg, self.cg.div_ceil(2));
         let mut part = [0f32; MR * NR];
-        if sw == 1 && ow % NR == 0 {
+        if sw == 1 && ow % 4 == 0 {
             // NR positions of an output row read NR contiguous inputs: tiles read the quantized,
             // zero-padded image in place, row (pair, ki, kj) at a fixed offset from the tile's
             // first input
             let (hp, wp) = (h + 2 * ph, w + 2 * pw);
             let mut xp = vec![0u32; cg2 * hp * wp + NR];
             let mut offsets = Vec::with_capacity(self.kp);
-            for cp in 0..cg2 {
-                for ki in 0..kh {
-                    for kj in 0..kw {
-                        offsets.push((cp * hp + ki * dh) * wp + kj * dw);
+            // one channel: pixel (y, x) paired with (y, x + dw), the taps of a row two at a time
+            // (a partner past the row meets a zero weight)
+            let mut single = match self.taps {
+                Some(_) => vec![0u32; hp * wp + NR + dw],
+                None => Vec::new(),
+            };
+            let weights = match &self.taps {
+                Some((kt, panels)) => {
+                    for ki in 0..kh {
+                        for jp in 0..kw.div_ceil(2) {
+                            offsets.push(ki * dh * wp + 2 * jp * dw);
+                        }
                     }
+                    (*kt, &panels[..])
                 }
-            }
+                None => {
+                    for cp in 0..cg2 {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                offsets.push((cp * hp + ki * dh) * wp + kj * dw);
+                            }
+                        }
+                    }
+                    (self.kp, &self.panels[..])
+                }
+            };
             let run_at = |q: usize| (q * 4 / ow) * sh * wp + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
-                    quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
+                    if self.taps.is_some() {
+                        quantize_pairs(xg, [1, h, w], [ph, pw, wp], self.grid, &mut single);
+                        for (i, d) in xp.iter_mut().enumerate() {
+                            *d = single[i] | (single[i + dw] << 16);
+                        }
+                    } else {
+                        quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
+                    }
                     for p0 in (0..p).step_by(NR) {
                         let nr = NR.min(p - p0);
                         let q = p0 / 4;
                         // a last run of four alone reads its own inputs twice
                         let bases = [run_at(q), run_at(if nr > 4 { q + 1 } else { q })];
                         let at = [img, g, p0, nr];
-                        self.blocks(at, p, residual, relu, out, &mut part, |a, st| {
+                        self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
                             qtile_direct(a, &xp, bases, &offsets, st)
                         });
                     }
@@ -202,7 +315,8 @@ impl QConv {
                     let nr = NR.min(p - p0);
                     pack(self.win, cg2, &xq, [h, w, ow], p0, nr, NR, &mut bt);
                     let at = [img, g, p0, nr];
-                    self.blocks(at, p, residual, relu, out, &mut part, |a, st| {
+                    let weights = (self.kp, &self.panels[..]);
+                    self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
                         qtile_packed(a, &bt, st)
                     });
                 }
@@ -211,25 +325,26 @@ impl QConv {
         Ok(())
     }
 
-    /// Every panel of group `g` over one packed tile of input.
+    /// Every panel of group `g` (`panels`, of `kp` rows) over one packed tile of input.
     #[allow(clippy::too_many_arguments)]
     fn blocks(
         &self,
+        (kp, panels): (usize, &[u32]),
         [img, g, p0, nr]: [usize; 4],
         p: usize,
         residual: Option<&[f32]>,
         relu: bool,
         out: &mut [f32],
         part: &mut [f32; MR * NR],
-        tile: impl Fn(&[u32], QStore),
+        tile: &dyn Fn(&[u32], QStore),
     ) {
         let og = self.o / self.groups;
         let blocks = og.div_ceil(MR);
-        let panel = self.kp * MR;
+        let panel = kp * MR;
         for blk in 0..blocks {
             let o0 = g * og + blk * MR;
             let mr = MR.min(og - blk * MR);
-            let a = &self.panels[(g * blocks + blk) * panel..][..panel];
+            let a = &panels[(g * blocks + blk) * panel..][..panel];
             let (mut scale, mut bias) = ([0f32; MR], [0f32; MR]);
             scale[..mr].copy_from_slice(&self.scale[o0..o0 + mr]);
             bias[..mr].copy_from_slice(&self.bias[o0..o0 + mr]);
@@ -285,15 +400,8 @@ fn quantize_pairs(
     grid: QuantGrid,
     dst: &mut [u32],
 ) {
-    // clamp(round(x / s) + z, qmin, qmax) - z, exact as the rounding gives whole numbers
-    let (lo, hi) = (grid.qmin - grid.zero_point, grid.qmax - grid.zero_point);
-    let q = |v: f32| {
-        let v = v / grid.scale;
-        // NaN becomes `lo`, as in `pairs4`
-        let v = if lo < v { v } else { lo };
-        let v = if v < hi { v } else { hi };
-        v.round_ties_even() as i32 as u16 as u32
-    };
+    let g = bounds(grid);
+    let q = |v: f32| centred(v, g);
     let hp = h + 2 * ph;
     for cp in 0..cg.div_ceil(2) {
         let even = &x[2 * cp * h * w..][..h * w];
@@ -301,16 +409,16 @@ fn quantize_pairs(
         for y in 0..h {
             let d = &mut dst[(cp * hp + y + ph) * wp + pw..][..w];
             let e = &even[y * w..][..w];
-            match odd {
-                Some(odd) => {
-                    let o = &odd[y * w..][..w];
-                    let done = pairs4(e, o, [grid.scale, lo, hi], d);
+            let o = odd.map(|odd| &odd[y * w..][..w]);
+            let done = pairs4(e, o, g, d);
+            match o {
+                Some(o) => {
                     for ((d, &a), &b) in d.iter_mut().zip(e).zip(o).skip(done) {
                         *d = q(a) | (q(b) << 16);
                     }
                 }
                 None => {
-                    for (d, &a) in d.iter_mut().zip(e) {
+                    for (d, &a) in d.iter_mut().zip(e).skip(done) {
                         *d = q(a);
                     }
                 }
@@ -319,44 +427,119 @@ fn quantize_pairs(
     }
 }
 
-/// The quantization of [`quantize_pairs`] four pixels at a time in simd128: how many pixels it
-/// did.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+/// `[scale, qmin - zero_point, qmax - zero_point]`: what [`centred`] quantizes with.
+fn bounds(grid: QuantGrid) -> [f32; 3] {
+    [
+        grid.scale,
+        grid.qmin - grid.zero_point,
+        grid.qmax - grid.zero_point,
+    ]
+}
+
+/// `clamp(round(v / s) + z, qmin, qmax) - z` (ONNX's QuantizeLinear, centred), as the low 16
+/// bits of a `u32`: exact, as the rounding gives whole numbers. NaN becomes `lo`, as in
+/// [`simd::centred4`].
 #[inline(always)]
-fn pairs4(e: &[f32], o: &[f32], [s, lo, hi]: [f32; 3], d: &mut [u32]) -> usize {
+fn centred(v: f32, [s, lo, hi]: [f32; 3]) -> u32 {
+    let v = v / s;
+    let v = if lo < v { v } else { lo };
+    let v = if v < hi { v } else { hi };
+    v.round_ties_even() as i32 as u16 as u32
+}
+
+/// One image's rows `x` (`[n, k]`) quantized onto `grid` and centred, transposed into `dst` as
+/// `[ceil(k / 2), np]` pairs (`u32`: element `2c` of a row low, `2c + 1` high, an odd last
+/// element's partner 0): the layout [`quantize_pairs`] writes for an image of one row of `n`
+/// pixels, so the integer convolution runs a Linear layer as a 1×1 convolution.
+fn quantize_rows(x: &[f32], [n, k, np]: [usize; 3], grid: QuantGrid, dst: &mut [u32]) {
+    let g = bounds(grid);
+    let mut row = vec![0u32; k.div_ceil(2)];
+    for (m, xs) in x.chunks_exact(k).take(n).enumerate() {
+        let done = simd::row8(xs, g, &mut row);
+        for (c, d) in row.iter_mut().enumerate().skip(done / 2) {
+            let hi = xs.get(2 * c + 1).map_or(0, |&v| centred(v, g));
+            *d = centred(xs[2 * c], g) | (hi << 16);
+        }
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * np + m] = v;
+        }
+    }
+}
+
+/// [`centred`] in simd128, four values at a time, and the loops that use it: how many values of
+/// their input each did.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
     use core::arch::wasm32::*;
-    let (s, lo, hi) = (f32x4_splat(s), f32x4_splat(lo), f32x4_splat(hi));
-    // 1.5 · 2^23: adding it rounds a value in (-2^22, 2^22) to a whole number, half to even
-    // (the float add's rounding), and leaves that number in the low mantissa bits
-    let magic = f32x4_splat(12_582_912.0);
-    let q = |x: &[f32]| {
-        let x: &[f32; 4] = x.try_into().expect("4 values");
+
+    /// `[scale, lo, hi, 1.5 · 2^23]` splatted: adding the last rounds a value in (-2^22, 2^22)
+    /// to a whole number, half to even (the float add's rounding), and leaves that number in
+    /// the low mantissa bits.
+    #[inline(always)]
+    fn splats([s, lo, hi]: [f32; 3]) -> [v128; 4] {
+        [s, lo, hi, 12_582_912.0].map(|v| f32x4_splat(v))
+    }
+
+    #[inline(always)]
+    fn centred4(x: &[f32], [s, lo, hi, magic]: [v128; 4]) -> v128 {
+        let x: &[f32; 4] = x[..4].try_into().expect("4 values");
         // SAFETY: `x` is 4 readable f32s (16 bytes); v128.load takes unaligned addresses.
         let v = unsafe { v128_load(x.as_ptr().cast()) };
         // clamping first is the same (the bounds are whole numbers); NaN becomes `lo`
         let v = f32x4_pmin(hi, f32x4_pmax(lo, f32x4_div(v, s)));
         i32x4_sub(f32x4_add(v, magic), magic)
-    };
-    let n = e.len().min(o.len()).min(d.len()) / 4 * 4;
-    for ((d, e), o) in d[..n]
-        .chunks_exact_mut(4)
-        .zip(e.chunks_exact(4))
-        .zip(o.chunks_exact(4))
-    {
-        let both = i16x8_narrow_i32x4(q(e), q(o));
-        let v = i16x8_shuffle::<0, 4, 1, 5, 2, 6, 3, 7>(both, both);
-        let d: &mut [u32; 4] = d.try_into().expect("4 values");
+    }
+
+    #[inline(always)]
+    fn store(d: &mut [u32], v: v128) {
+        let d: &mut [u32; 4] = (&mut d[..4]).try_into().expect("4 values");
         // SAFETY: `d` is 4 writable u32s (16 bytes), borrowed uniquely.
         unsafe { v128_store(d.as_mut_ptr().cast(), v) }
     }
-    n
+
+    /// [`super::quantize_pairs`]'s rows: pixel `i` of channel `e` low, of `o` high (`o` None: an
+    /// odd last channel, its partner 0).
+    #[inline(always)]
+    pub fn pairs4(e: &[f32], o: Option<&[f32]>, g: [f32; 3], d: &mut [u32]) -> usize {
+        let g = splats(g);
+        let n = e.len().min(o.map_or(e.len(), <[f32]>::len)).min(d.len()) / 4 * 4;
+        for (i, (d, e)) in d[..n]
+            .chunks_exact_mut(4)
+            .zip(e.chunks_exact(4))
+            .enumerate()
+        {
+            let odd = o.map_or(i32x4_splat(0), |o| centred4(&o[4 * i..], g));
+            let both = i16x8_narrow_i32x4(centred4(e, g), odd);
+            store(d, i16x8_shuffle::<0, 4, 1, 5, 2, 6, 3, 7>(both, both));
+        }
+        n
+    }
+
+    /// [`super::quantize_rows`]' row: neighbours paired as they are (eight values, four pairs).
+    #[inline(always)]
+    pub fn row8(x: &[f32], g: [f32; 3], d: &mut [u32]) -> usize {
+        let g = splats(g);
+        let n = (x.len() / 8).min(d.len() / 4);
+        for (d, x) in d.chunks_exact_mut(4).zip(x.chunks_exact(8)).take(n) {
+            store(d, i16x8_narrow_i32x4(centred4(x, g), centred4(&x[4..], g)));
+        }
+        8 * n
+    }
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-#[inline(always)]
-fn pairs4(_: &[f32], _: &[f32], _: [f32; 3], _: &mut [u32]) -> usize {
-    0
+mod simd {
+    #[inline(always)]
+    pub fn pairs4(_: &[f32], _: Option<&[f32]>, _: [f32; 3], _: &mut [u32]) -> usize {
+        0
+    }
+    #[inline(always)]
+    pub fn row8(_: &[f32], _: [f32; 3], _: &mut [u32]) -> usize {
+        0
+    }
 }
+
+use simd::pairs4;
 
 #[cfg(test)]
 mod tests {
@@ -459,6 +642,13 @@ mod tests {
             (2, 8, 8, 8, 8, 3, 1, 1, 1, 8),
             (3, 16, 4, 4, 32, 3, 1, 1, 1, 1), // runs of four in two rows
             (2, 5, 3, 4, 7, 3, 1, 1, 1, 1),   // a last run of four alone
+            // one input channel: taps paired along the kernel's row (odd, even and wide kernels,
+            // dilation, depthwise, runs of four)
+            (2, 1, 8, 8, 4, 5, 1, 2, 1, 1),
+            (1, 1, 9, 9, 5, 2, 1, 0, 1, 1),
+            (2, 8, 8, 8, 8, 3, 1, 2, 2, 8),
+            (2, 4, 4, 4, 4, 3, 1, 1, 1, 4),
+            (1, 1, 6, 6, 3, 3, 2, 1, 1, 1), // stride 2: channel pairs, packed
         ];
         for &(n, c, h, w, o, kk, s, p, d, groups) in cases {
             let win = Window {
@@ -524,6 +714,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_linear_layer_on_rows_is_the_exact_integer_sum() {
+        let mut rng = ChaCha8Rng::seed_from_u64(18);
+        // (rows, in, out): partial tiles of rows and of outputs, an odd k, k past one row of eight
+        for (n, k, o) in [
+            (1, 128, 10),
+            (64, 128, 10),
+            (3, 7, 5),
+            (9, 16, 4),
+            (17, 33, 9),
+        ] {
+            // inputs past both ends of the grid's range saturate
+            let x: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.5f32..5.0)).collect();
+            let wq: Vec<i16> = (0..o * k)
+                .map(|_| rng.random_range(-128i16..=127))
+                .collect();
+            let scale: Vec<f32> = (0..o).map(|_| rng.random_range(0.001f32..0.01)).collect();
+            let bias: Vec<f32> = (0..o).map(|_| rng.random_range(-1f32..1.0)).collect();
+            for grid in [U8, I8] {
+                let q = QConv::linear(&wq, [o, k], &scale, Some(&bias), grid).unwrap();
+                assert_eq!((q.in_features(), q.out_channels()), (k, o));
+                for relu in [false, true] {
+                    let mut got = vec![f32::NAN; n * o];
+                    q.run_rows(&x, n, relu, &mut got).unwrap();
+                    for m in 0..n {
+                        for j in 0..o {
+                            let acc: i64 = (0..k)
+                                .map(|i| {
+                                    let xq = grid.quantize(x[m * k + i]) - grid.zero_point;
+                                    xq as i64 * wq[j * k + i] as i64
+                                })
+                                .sum();
+                            let mut want = acc as f32 * grid.scale * scale[j] + bias[j];
+                            if relu {
+                                want = want.max(0.0);
+                            }
+                            let g = got[m * o + j];
+                            assert!(
+                                (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                                "{:?} {grid:?} relu={relu} at ({m}, {j}): {g} vs {want}",
+                                (n, k, o)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // misfits: a buffer of another size, and a convolution that is not 1×1
+        let q = QConv::linear(&[1; 12], [3, 4], &[1.0], None, U8).unwrap();
+        assert!(q.run_rows(&[0.0; 7], 2, false, &mut [0.0; 6]).is_err());
+        assert!(q.run_rows(&[0.0; 8], 2, false, &mut [0.0; 5]).is_err());
+        let win = Window {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+        };
+        let c = QConv::new(&[1; 9], &[1, 1, 3, 3], &[1.0], None, U8, win, 1).unwrap();
+        assert!(c.run_rows(&[0.0; 2], 2, false, &mut [0.0; 2]).is_err());
     }
 
     #[test]

@@ -103,8 +103,9 @@ def quantize(model: Sequential, calibration_x: Any = None, path: str | os.PathLi
 
     Speed: kiln's engine (kiln.InferenceSession and kiln-wasm pick it for these files) runs each QDQ
     convolution on integer kernels (int8 weights packed once at load, the input quantized once per
-    layer, i32 sums, BatchNorm / residual / ReLU fused in the store) and agrees with onnxruntime to
-    one step of the output grid; Linear layers and pooling stay float32 on the dequantized values.
+    layer, i32 sums, BatchNorm / residual / ReLU / a 2x2 max-pool fused) and each QDQ Linear layer on
+    the same integer kernel, and agrees with onnxruntime to one step of the output grid; other layers
+    stay float32 on the dequantized values.
     In kiln-wasm that makes conv-heavy int8 models faster than fp32 (BENCHMARKS.md, "int8 against
     float32 in kiln-wasm"). The integer form (``QLinearConv``, onnxruntime's QOperator format) goes
     to tract, 3-7x slower than fp32 there.

@@ -2,7 +2,10 @@
 //! whose weights are the model's own is packed for the tiled kernel ([`PackedConv`]) and takes
 //! what follows it when nothing else reads the values in between: a per-channel `Mul` and `Add`
 //! (an inference BatchNorm, folded into the packed weights and bias), an `Add` of another
-//! activation (a residual) and a `Relu`, all applied in the tile's store. Every other node runs as
+//! activation (a residual) and a `Relu`, all applied in the tile's store. A QDQ convolution runs
+//! on integers ([`QConv`]) and also takes a `MaxPool2d(2)` after its ReLU; a QDQ `Linear` runs
+//! on the same integer kernel (its input's QDQ pair absorbed, its weights packed once), taking a
+//! `Relu`. Every other node runs as
 //! [`crate::graph::run_inference`] runs it. Values are freed after their last reader, and their
 //! buffers kept in a [`Pool`] for the next convolutions' outputs, across runs.
 
@@ -36,39 +39,58 @@ struct FusedConv {
     /// For profiles: what was fused (`"·s+b+residual+relu"`).
     fused: String,
     /// The `FakeQuant` node (a QuantizeLinear → DequantizeLinear pair) on the input that only
-    /// this integer convolution reads: it quantizes the input itself.
-    absorbed: Option<usize>,
+    /// this integer convolution reads: it quantizes the input itself. For a Linear layer also
+    /// the `Reshape` before it (a flatten) when nothing else reads that.
+    absorbed: Vec<usize>,
+    /// The absorbed `Reshape`'s target: the input is read as that shape.
+    reshape: Option<Vec<graph::Dim>>,
+    /// A `MaxPool2d(2)` (2×2, stride 2, no padding) after the integer convolution and its ReLU,
+    /// pooled in the same step.
+    pool: bool,
 }
 
-/// The kernel a fused convolution runs: float, or integer for a QDQ convolution.
+/// The kernel a fused convolution runs: float, or integer for a QDQ convolution, or integer for a
+/// QDQ Linear layer (a 1×1 convolution over the rows).
 enum Kernel {
     F32(PackedConv),
     I8(QConv),
+    I8Rows(QConv),
 }
 
 impl Kernel {
     fn out_channels(&self) -> usize {
         match self {
             Kernel::F32(c) => c.out_channels(),
-            Kernel::I8(c) => c.out_channels(),
+            Kernel::I8(c) | Kernel::I8Rows(c) => c.out_channels(),
         }
     }
     fn scale_channels(&mut self, s: &[f32]) {
         match self {
             Kernel::F32(c) => c.scale_channels(s),
-            Kernel::I8(c) => c.scale_channels(s),
+            Kernel::I8(c) | Kernel::I8Rows(c) => c.scale_channels(s),
         }
     }
     fn shift_channels(&mut self, t: &[f32]) {
         match self {
             Kernel::F32(c) => c.shift_channels(t),
-            Kernel::I8(c) => c.shift_channels(t),
+            Kernel::I8(c) | Kernel::I8Rows(c) => c.shift_channels(t),
         }
     }
-    fn output_shape(&self, x: &[usize]) -> Result<[usize; 4]> {
+    fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>> {
         match self {
-            Kernel::F32(c) => c.output_shape(x),
-            Kernel::I8(c) => c.output_shape(x),
+            Kernel::F32(c) => c.output_shape(x).map(Vec::from),
+            Kernel::I8(c) => c.output_shape(x).map(Vec::from),
+            // a Linear layer on the last axis, as the float Linear
+            Kernel::I8Rows(c) => match x {
+                [rows @ .., k] if !rows.is_empty() && *k == c.in_features() => {
+                    Ok([rows, &[c.out_channels()]].concat())
+                }
+                _ => Err(KilnError::shape(format!(
+                    "Linear: input of shape {x:?} does not fit weight of shape [{}, {}]",
+                    c.out_channels(),
+                    c.in_features()
+                ))),
+            },
         }
     }
     fn run(
@@ -82,6 +104,7 @@ impl Kernel {
         match self {
             Kernel::F32(c) => c.run(x, shape, residual, relu, out),
             Kernel::I8(c) => c.run(x, shape, residual, relu, out),
+            Kernel::I8Rows(c) => c.run_rows(x, x.len() / c.in_features().max(1), relu, out),
         }
     }
 }
@@ -331,6 +354,7 @@ impl Plan {
             Step::Conv(f) => match f.conv {
                 Kernel::F32(_) => format!("Conv2d{}", f.fused),
                 Kernel::I8(_) => format!("QConv2d{}", f.fused),
+                Kernel::I8Rows(_) => format!("QLinear{}", f.fused),
             },
         }
     }
@@ -347,45 +371,64 @@ fn fuse_conv(
     k: usize,
 ) -> Option<FusedConv> {
     let node = &graph.nodes[k];
-    let Op::Conv2d {
-        stride,
-        padding,
-        dilation,
-        groups,
-    } = node.op
-    else {
-        return None;
-    };
-    let w = param(graph, weights, *node.inputs.get(1)?)?;
-    let b = match node.inputs.get(2) {
-        Some(&b) => Some(param(graph, weights, b)?),
-        None => None,
-    };
-    let win = Window {
-        kernel: [*w.shape().get(2)?, *w.shape().get(3)?],
-        stride,
-        padding,
-        dilation,
-    };
     let n_in = graph.inputs.len();
-    let b = b.map(|b| b.as_standard_layout());
-    let b = b.as_ref().and_then(|b| b.as_slice());
-    let mut x = node.inputs[0];
-    let mut absorbed = None;
-    let int = integer_conv(graph, quantized, node, w.shape(), b, win, groups);
-    let mut conv = match int {
-        Some((q, fq)) => {
-            // the input's QDQ pair read by this convolution alone: the kernel quantizes
-            if readers[x].len() == 1 && !is_output[x] && at[fq].is_some() {
-                x = graph.nodes[fq].inputs[0];
-                absorbed = Some(fq);
+    let mut x = *node.inputs.first()?;
+    let mut absorbed = Vec::new();
+    let mut reshape = None;
+    // the input's QDQ pair read by the integer kernel alone: the kernel quantizes
+    let mut absorb = |fq: usize, x: &mut usize| {
+        if readers[*x].len() == 1 && !is_output[*x] && at[fq].is_some() {
+            *x = graph.nodes[fq].inputs[0];
+            absorbed.push(fq);
+        }
+    };
+    let mut conv = match node.op {
+        Op::Conv2d {
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            let w = param(graph, weights, *node.inputs.get(1)?)?;
+            let b = match node.inputs.get(2) {
+                Some(&b) => Some(param(graph, weights, b)?),
+                None => None,
+            };
+            let win = Window {
+                kernel: [*w.shape().get(2)?, *w.shape().get(3)?],
+                stride,
+                padding,
+                dilation,
+            };
+            let b = b.map(|b| b.as_standard_layout());
+            let b = b.as_ref().and_then(|b| b.as_slice());
+            match integer_conv(graph, quantized, node, w.shape(), b, win, groups) {
+                Some((q, fq)) => {
+                    absorb(fq, &mut x);
+                    Kernel::I8(q)
+                }
+                None => {
+                    let w = w.as_standard_layout();
+                    Kernel::F32(PackedConv::new(w.as_slice()?, w.shape(), b, win, groups).ok()?)
+                }
             }
-            Kernel::I8(q)
         }
-        None => {
-            let w = w.as_standard_layout();
-            Kernel::F32(PackedConv::new(w.as_slice()?, w.shape(), b, win, groups).ok()?)
+        // a QDQ Linear layer on integers; a float one runs as its node
+        Op::Linear => {
+            let (q, fq) = integer_linear(graph, weights, quantized, node)?;
+            absorb(fq, &mut x);
+            // a flatten before the QDQ pair: the kernel reads its input as the flat shape
+            let r = x.checked_sub(n_in).map(|r| (r, &graph.nodes[r].op));
+            if let (Some((r, Op::Reshape { shape })), false) = (r, absorbed.is_empty()) {
+                if readers[x].len() == 1 && !is_output[x] && at[r].is_some() {
+                    reshape = Some(shape.clone());
+                    absorbed.push(r);
+                    x = graph.nodes[r].inputs[0];
+                }
+            }
+            Kernel::I8Rows(q)
         }
+        _ => return None,
     };
     let o = conv.out_channels();
     let (mut chain, mut residual, mut relu, mut fused) = (vec![k], None, false, String::new());
@@ -404,7 +447,10 @@ fn fuse_conv(
         // a weight of one value per channel: folded while nothing but scales and shifts came before
         let constant = other.and_then(|c| param(graph, weights, c));
         let channels = constant.and_then(|c| per_channel(c, o));
+        let rows = matches!(conv, Kernel::I8Rows(_));
         match (&next.op, other) {
+            // (a Linear layer takes its ReLU only: its channels are the last axis)
+            (Op::Mul | Op::Add, _) if rows => break,
             (Op::Mul | Op::Add, Some(_)) if residual.is_none() && constant.is_some() => {
                 let Some(c) = channels else { break };
                 if next.op == Op::Mul {
@@ -428,6 +474,25 @@ fn fuse_conv(
         chain.push(j);
         out = n_in + j;
     }
+    // the integer convolution pools its output in the same step
+    let mut pool = false;
+    if let (Kernel::I8(_), false, [j]) = (&conv, is_output[out], &readers[out][..]) {
+        let next = &graph.nodes[*j];
+        if at[*j].is_some()
+            && next.inputs == [out]
+            && next.op
+                == (Op::MaxPool2d {
+                    kernel_size: [2, 2],
+                    stride: [2, 2],
+                    padding: [0, 0],
+                })
+        {
+            pool = true;
+            fused.push_str("+pool");
+            chain.push(*j);
+            out = n_in + *j;
+        }
+    }
     Some(FusedConv {
         chain,
         out,
@@ -437,6 +502,8 @@ fn fuse_conv(
         conv,
         fused,
         absorbed,
+        reshape,
+        pool,
     })
 }
 
@@ -457,6 +524,47 @@ fn integer_conv(
     if !(q.scale.len() == 1 || q.axis == 0) {
         return None;
     }
+    let (grid, fq) = input_grid(graph, node)?;
+    let conv = QConv::new(&q.centred, shape, &q.scale, bias, grid, win, groups).ok()?;
+    Some((conv, fq))
+}
+
+/// The integer kernel for a QDQ Linear layer (`Gemm` with `transB`, as import writes it): its
+/// input a `FakeQuant` node's output (returned too) on an 8-bit grid, its weight `[o, k]` a
+/// dequantized int8/uint8 constant with one scale or one per output, its bias a float constant.
+/// None otherwise: the float Linear runs it.
+fn integer_linear(
+    graph: &Graph,
+    weights: &HashMap<String, Tensor>,
+    quantized: &HashMap<String, QWeight>,
+    node: &graph::Node,
+) -> Option<(QConv, usize)> {
+    let w = *node.inputs.get(1)?;
+    let q = quantized.get(param_name(graph, w)?)?;
+    let &[o, k] = param(graph, weights, w)?.shape() else {
+        return None;
+    };
+    if !(q.scale.len() == 1 || q.axis == 0) {
+        return None;
+    }
+    let b = match node.inputs.get(2) {
+        Some(&b) => Some(param(graph, weights, b)?.as_standard_layout()),
+        None => None,
+    };
+    let b = match &b {
+        Some(b) if b.shape() != [o] => return None,
+        Some(b) => Some(b.as_slice()?),
+        None => None,
+    };
+    let (grid, fq) = input_grid(graph, node)?;
+    Some((
+        QConv::linear(&q.centred, [o, k], &q.scale, b, grid).ok()?,
+        fq,
+    ))
+}
+
+/// The grid of the `FakeQuant` node whose output is `node`'s first input, and that node.
+fn input_grid(graph: &Graph, node: &graph::Node) -> Option<(QuantGrid, usize)> {
     let fq = node.inputs[0].checked_sub(graph.inputs.len())?;
     let Op::FakeQuant {
         scale,
@@ -473,13 +581,16 @@ fn integer_conv(
         qmin,
         qmax,
     };
-    let conv = QConv::new(&q.centred, shape, &q.scale, bias, grid, win, groups).ok()?;
-    Some((conv, fq))
+    Some((grid, fq))
 }
 
 impl FusedConv {
     fn run(&self, t: &mut Tape, x: Var, residual: Option<Var>, pool: &mut Pool) -> Result<Var> {
-        let shape = self.conv.output_shape(t.shape(x))?;
+        let x_shape = match &self.reshape {
+            Some(dims) => graph::reshape_target(t.shape(x), dims)?,
+            None => t.shape(x).to_vec(),
+        };
+        let shape = self.conv.output_shape(&x_shape)?;
         let mut buf = pool.take(shape.iter().product());
         let fits = residual.is_none_or(|r| t.shape(r) == shape);
         {
@@ -490,14 +601,27 @@ impl FusedConv {
                 .map(|r| t.value(r).as_standard_layout());
             let rs = rv.as_ref().map(|r| r.as_slice().expect("standard layout"));
             let relu = self.relu && fits;
-            self.conv.run(xs, t.shape(x), rs, relu, &mut buf)?;
+            self.conv.run(xs, &x_shape, rs, relu, &mut buf)?;
         }
         let y = t.constant(ArrayD::from_shape_vec(IxDyn(&shape), buf).expect("the output's size"));
-        if fits {
+        let y = match fits {
+            true => y,
+            // a residual that broadcasts: the add and the ReLU on their own
+            false => {
+                let y = t.add(y, residual.expect("checked"))?;
+                if self.relu {
+                    t.relu(y)
+                } else {
+                    y
+                }
+            }
+        };
+        if !self.pool {
             return Ok(y);
         }
-        // a residual that broadcasts: the add and the ReLU on their own
-        let y = t.add(y, residual.expect("checked"))?;
-        Ok(if self.relu { t.relu(y) } else { y })
+        // the tape's pooling (its 2×2 kernel for inference), the unpooled buffer back to the pool
+        let pooled = t.max_pool2d(y, [2, 2], [2, 2], [0, 0])?;
+        pool.give(t.take_value(y));
+        Ok(pooled)
     }
 }
