@@ -89,7 +89,10 @@ impl Tape {
             shape_err!("{NAME}: q {sq:?} and k {sk:?} must be [B, L, E] and [B, S, E]");
         }
         if heads == 0 || sq[2] % heads != 0 {
-            value_err!("{NAME}: E ({}) must be a multiple of heads ({heads})", sq[2]);
+            value_err!(
+                "{NAME}: E ({}) must be a multiple of heads ({heads})",
+                sq[2]
+            );
         }
         if !(0.0..1.0).contains(&dropout) {
             value_err!("{NAME}: dropout must be in [0, 1), got {dropout}");
@@ -198,21 +201,16 @@ impl Tape {
                     }
                 }
             });
-            let (mut dq, mut dk) = (
-                Vec::with_capacity(n.b * lq),
-                Vec::with_capacity(n.b * lk),
-            );
+            let (mut dq, mut dk) = (Vec::with_capacity(n.b * lq), Vec::with_capacity(n.b * lk));
             for block in dqk.chunks_exact(lq + lk) {
                 dq.extend_from_slice(&block[..lq]);
                 dk.extend_from_slice(&block[lq..]);
             }
             vec![
-                c.needs(0).then(|| {
-                    ArrayD::from_shape_vec(IxDyn(&[n.b, n.l, e]), dq).expect("B×L×E")
-                }),
-                c.needs(1).then(|| {
-                    ArrayD::from_shape_vec(IxDyn(&[n.b, n.s, e]), dk).expect("B×S×E")
-                }),
+                c.needs(0)
+                    .then(|| ArrayD::from_shape_vec(IxDyn(&[n.b, n.l, e]), dq).expect("B×L×E")),
+                c.needs(1)
+                    .then(|| ArrayD::from_shape_vec(IxDyn(&[n.b, n.s, e]), dk).expect("B×S×E")),
             ]
         }))
     }
@@ -230,7 +228,9 @@ impl Tape {
             || sp[1] == 0
             || sv[2] % sp[1] != 0
         {
-            shape_err!("attention_apply: weights {sp:?} and v {sv:?} must be [B, H, L, S] and [B, S, H·D]");
+            shape_err!(
+                "attention_apply: weights {sp:?} and v {sv:?} must be [B, H, L, S] and [B, S, H·D]"
+            );
         }
         let n = Heads {
             b: sp[0],
@@ -286,9 +286,8 @@ impl Tape {
                 c.needs(0).then(|| {
                     ArrayD::from_shape_vec(IxDyn(&[n.b, n.h, n.l, n.s]), dp).expect("B×H×L×S")
                 }),
-                c.needs(1).then(|| {
-                    ArrayD::from_shape_vec(IxDyn(&[n.b, n.s, e]), dv).expect("B×S×E")
-                }),
+                c.needs(1)
+                    .then(|| ArrayD::from_shape_vec(IxDyn(&[n.b, n.s, e]), dv).expect("B×S×E")),
             ]
         }))
     }

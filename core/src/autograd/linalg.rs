@@ -291,7 +291,11 @@ impl Tape {
 }
 
 /// A row-major tensor of `rows · cols` values seen as `[rows, cols]`, without a copy.
-fn rows2d<'a>(t: &'a ndarray::CowArray<'_, f32, IxDyn>, rows: usize, cols: usize) -> ArrayView2<'a, f32> {
+fn rows2d<'a>(
+    t: &'a ndarray::CowArray<'_, f32, IxDyn>,
+    rows: usize,
+    cols: usize,
+) -> ArrayView2<'a, f32> {
     t.view()
         .into_shape_with_order((rows, cols))
         .expect("standard layout, rows · cols values")

@@ -178,7 +178,10 @@ impl Attention {
                 .expect("sizes agree");
             m = Some(match m {
                 Some(m) => &m + &pm,
-                None => pm,
+                None => pm
+                    .broadcast(ndarray::IxDyn(&[b, 1, l, s]))
+                    .expect("[B, 1, 1, S] spreads over the queries")
+                    .to_owned(),
             });
         }
         let attn = t.attention_weights(qp, kp, h, m, self.dropout)?; // [B, H, L, S]
