@@ -44,6 +44,26 @@ fn axpy(acc: &mut [f32], s: f32, x: &[f32]) {
     }
 }
 
+/// Head columns `col..col + d` of `rows` rows (`e` apart) of `src`, transposed into `out`
+/// (`[d, rows]`): the products then run as row updates `rows` wide, with no horizontal sums (a
+/// float sum of 12 products runs in order, one add after another).
+fn transpose_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out: &mut [f32]) {
+    for r in 0..rows {
+        for (j, &v) in src[r * e + col..][..d].iter().enumerate() {
+            out[j * rows + r] = v;
+        }
+    }
+}
+
+/// The inverse of [`transpose_head`]: `src` (`[d, rows]`) into head columns `col..col + d` of `out`.
+fn untranspose_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out: &mut [f32]) {
+    for r in 0..rows {
+        for (j, v) in out[r * e + col..][..d].iter_mut().enumerate() {
+            *v = src[j * rows + r];
+        }
+    }
+}
+
 /// Sizes of one attention call.
 #[derive(Clone, Copy)]
 struct Heads {
@@ -128,14 +148,17 @@ impl Tape {
         let mut p = vec![0.0f32; n.b * hls];
         per_batch(&mut p, hls, |b, block| {
             let (qb, kb) = (&qv[b * n.l * e..], &kv[b * n.s * e..]);
+            let mut kt = vec![0.0f32; n.d * n.s];
             for (hi, head) in block.chunks_exact_mut(ls).enumerate() {
+                transpose_head(kb, n.s, e, hi * n.d, n.d, &mut kt);
                 let m = mask
                     .as_ref()
                     .map(|m| &m[((b % mb) * mh + hi % mh) * ls..][..ls]);
                 for (li, row) in head.chunks_exact_mut(n.s).enumerate() {
                     let qr = &qb[li * e + hi * n.d..][..n.d];
-                    for (si, v) in row.iter_mut().enumerate() {
-                        *v = dot(qr, &kb[si * e + hi * n.d..][..n.d]) * scale;
+                    row.fill(0.0);
+                    for (j, &qj) in qr.iter().enumerate() {
+                        axpy(row, qj * scale, &kt[j * n.s..][..n.s]);
                     }
                     if let Some(m) = m {
                         for (v, &a) in row.iter_mut().zip(&m[li * n.s..][..n.s]) {
@@ -179,7 +202,9 @@ impl Tape {
                 let (dq, dk) = block.split_at_mut(lq);
                 let (qb, kb) = (&qv[b * lq..][..lq], &kv[b * lk..][..lk]);
                 let mut ds = vec![0.0f32; n.s];
+                let mut dkt = vec![0.0f32; n.d * n.s];
                 for hi in 0..n.h {
+                    dkt.fill(0.0);
                     let at = b * hls + hi * ls;
                     for li in 0..n.l {
                         let row = at + li * n.s;
@@ -196,9 +221,12 @@ impl Tape {
                         for (si, &d) in ds.iter().enumerate() {
                             let kr = si * e + hi * n.d;
                             axpy(&mut dq[qr..qr + n.d], d, &kb[kr..kr + n.d]);
-                            axpy(&mut dk[kr..kr + n.d], d, &qb[qr..qr + n.d]);
+                        }
+                        for (j, &qj) in qb[qr..qr + n.d].iter().enumerate() {
+                            axpy(&mut dkt[j * n.s..][..n.s], qj, &ds);
                         }
                     }
+                    untranspose_head(&dkt, n.s, e, hi * n.d, n.d, dk);
                 }
             });
             let (mut dq, mut dk) = (Vec::with_capacity(n.b * lq), Vec::with_capacity(n.b * lk));
@@ -265,16 +293,21 @@ impl Tape {
             per_batch(&mut both, hls + lv, |b, block| {
                 let (dp, dv) = block.split_at_mut(hls);
                 let (vb, gb) = (&vv[b * lv..][..lv], &g[b * n.l * e..][..n.l * e]);
+                let (mut vt, mut dvt) = (vec![0.0f32; n.d * n.s], vec![0.0f32; n.d * n.s]);
                 for hi in 0..n.h {
                     let head = &pv[b * hls + hi * ls..][..ls];
+                    transpose_head(vb, n.s, e, hi * n.d, n.d, &mut vt);
+                    dvt.fill(0.0);
                     for li in 0..n.l {
                         let gr = &gb[li * e + hi * n.d..][..n.d];
-                        for si in 0..n.s {
-                            let vr = si * e + hi * n.d;
-                            dp[hi * ls + li * n.s + si] = dot(gr, &vb[vr..vr + n.d]);
-                            axpy(&mut dv[vr..vr + n.d], head[li * n.s + si], gr);
+                        let pr = &head[li * n.s..][..n.s];
+                        let dpr = &mut dp[hi * ls + li * n.s..][..n.s];
+                        for (j, &gj) in gr.iter().enumerate() {
+                            axpy(dpr, gj, &vt[j * n.s..][..n.s]);
+                            axpy(&mut dvt[j * n.s..][..n.s], gj, pr);
                         }
                     }
+                    untranspose_head(&dvt, n.s, e, hi * n.d, n.d, dv);
                 }
             });
             let (mut dp, mut dv) = (Vec::with_capacity(n.b * hls), Vec::with_capacity(n.b * lv));
