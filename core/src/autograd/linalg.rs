@@ -220,27 +220,14 @@ impl Tape {
     }
 
     /// `x·Wᵀ + b`, PyTorch's `Linear`: one GEMM forward, two backward. Leading axes beyond the
-    /// first (a batch of sequences, `[B, T, in]`) are folded into the rows and unfolded after.
+    /// first (a batch of sequences, `[B, T, in]`) are folded into the rows as a view (no copy, no
+    /// reshape node on the tape).
     ///
     /// # Shapes
     /// `x: [..., in]`, `weight: [out, in]`, `bias: [out]` → `[..., out]`
     pub fn linear(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Result<Var> {
-        let sx = self.shape(x).to_vec();
-        let sw = self.shape(weight).to_vec();
-        if sx.len() <= 2 || sw.len() != 2 || sx[sx.len() - 1] != sw[1] {
-            return self.linear2d(x, weight, bias);
-        }
-        let rows: usize = sx[..sx.len() - 1].iter().product();
-        let x2 = self.reshape(x, &[rows, sw[1]])?;
-        let y = self.linear2d(x2, weight, bias)?;
-        let mut out = sx[..sx.len() - 1].to_vec();
-        out.push(sw[0]);
-        self.reshape(y, &out)
-    }
-
-    fn linear2d(&mut self, x: Var, weight: Var, bias: Option<Var>) -> Result<Var> {
         let (sx, sw) = (self.shape(x).to_vec(), self.shape(weight).to_vec());
-        if sx.len() != 2 || sw.len() != 2 || sx[1] != sw[1] {
+        if sx.len() < 2 || sw.len() != 2 || sx[sx.len() - 1] != sw[1] {
             shape_err!("Linear: input of shape {sx:?} does not fit weight of shape {sw:?} (expects [N, {}])", sw.get(1).copied().unwrap_or(0));
         }
         if let Some(b) = bias {
@@ -251,19 +238,21 @@ impl Tape {
                 );
             }
         }
+        let (k, o) = (sw[1], sw[0]);
+        let rows: usize = sx[..sx.len() - 1].iter().product();
         let mut y = match bias {
             Some(b) => {
                 let bv = self.value(b);
-                bv.broadcast((sx[0], sw[0])).unwrap().to_owned()
+                bv.broadcast((rows, o)).unwrap().to_owned()
             }
-            None => Array2::zeros((sx[0], sw[0])),
+            None => Array2::zeros((rows, o)),
         };
-        let (xv, wv) = (self.value(x), self.value(weight));
-        match (xv.as_slice(), wv.as_slice()) {
+        let (xv, wv) = (self.value(x).as_standard_layout(), self.value(weight));
+        let x2 = rows2d(&xv, rows, k);
+        match (x2.as_slice(), wv.as_slice()) {
             // A few rows (batch 1 in a page): one dot product per output, straight over W's
             // contiguous rows; a GEMM kernel spends most of such a call packing its tiles.
-            (Some(xs), Some(ws)) if sx[0] <= 4 && sx[1] > 0 => {
-                let k = sx[1];
+            (Some(xs), Some(ws)) if rows <= 4 && k > 0 => {
                 for (xr, mut yr) in xs.chunks_exact(k).zip(y.rows_mut()) {
                     for (yj, wr) in yr.iter_mut().zip(ws.chunks_exact(k)) {
                         *yj += dot(xr, wr);
@@ -272,24 +261,44 @@ impl Tape {
             }
             _ => {
                 let beta = if bias.is_some() { 1.0 } else { 0.0 };
-                gemm(1.0, &as2d(xv), &as2d(wv).t(), beta, &mut y.view_mut());
+                gemm(1.0, &x2, &as2d(wv).t(), beta, &mut y.view_mut());
             }
         }
+        let mut out = sx[..sx.len() - 1].to_vec();
+        out.push(o);
+        let y = y.into_shape_with_order(IxDyn(&out)).expect("rows × out");
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
-        Ok(self.push(y.into_dyn(), &inputs, |c, g| {
-            let g2 = as2d(g);
+        Ok(self.push(y, &inputs, move |c, g| {
+            let g = g.as_standard_layout();
+            let g2 = rows2d(&g, rows, o);
             let mut out = vec![
-                c.needs(0)
-                    .then(|| matmul2d(&g2, &as2d(c.input(1))).into_dyn()),
-                c.needs(1)
-                    .then(|| matmul2d(&g2.t(), &as2d(c.input(0))).into_dyn()),
+                c.needs(0).then(|| {
+                    matmul2d(&g2, &as2d(c.input(1)))
+                        .into_shape_with_order(c.input(0).raw_dim())
+                        .expect("rows × in")
+                }),
+                c.needs(1).then(|| {
+                    let xs = c.input(0).as_standard_layout();
+                    matmul2d(&g2.t(), &rows2d(&xs, rows, k)).into_dyn()
+                }),
             ];
             if c.inputs_len() == 3 {
-                out.push(c.needs(2).then(|| g.sum_axis(Axis(0))));
+                out.push(c.needs(2).then(|| g2.sum_axis(Axis(0)).into_dyn()));
             }
             out
         }))
     }
+}
+
+/// A row-major tensor of `rows · cols` values seen as `[rows, cols]`, without a copy.
+fn rows2d<'a>(
+    t: &'a ndarray::CowArray<'_, f32, IxDyn>,
+    rows: usize,
+    cols: usize,
+) -> ArrayView2<'a, f32> {
+    t.view()
+        .into_shape_with_order((rows, cols))
+        .expect("standard layout, rows · cols values")
 }
 
 /// `a · b` for equally long slices, with four-lane SIMD on wasm (simd128) and eight independent

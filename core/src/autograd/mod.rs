@@ -5,6 +5,7 @@
 //! finite differences ([`gradcheck`]).
 
 mod activation;
+mod attention;
 mod conv;
 mod elementwise;
 mod linalg;

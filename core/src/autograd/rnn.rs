@@ -2,10 +2,12 @@
 //! parameter layout, `batch_first`, bidirectional, dropout between layers, initial states).
 //!
 //! One tape node per layer runs both directions: the input projection of every time step is one
-//! GEMM, each step one GEMM of the hidden state with `W_hh` plus a fused element-wise loop, into
-//! buffers allocated once per layer. Backward (through time) walks the steps in reverse with one
-//! GEMM per step for the hidden state's gradient, and forms the weight gradients with one GEMM
-//! each over all steps at the end. The batch's rows are independent through time, so the batch is
+//! GEMM, each step one product of the hidden state with `W_hhᵀ` plus a fused element-wise loop,
+//! into buffers allocated once per layer. Backward (through time) walks the steps in reverse with
+//! one product per step with `W_hh` for the hidden state's gradient, and forms the weight gradients
+//! with one GEMM each over all steps at the end. The per-step products run on the convolutions'
+//! register-blocked tiles with `W_hh` packed once per direction ([`PackedMatrix`]): a general GEMM
+//! repacks it at every step, which at 16 rows costs more than the product. The batch's rows are independent through time, so the batch is
 //! split into (at most) two chunks that each run the whole sequence, forward and backward, as one
 //! task on its own thread (see `Chunks`); the gate loops call no libm function and are compiled
 //! for AVX2 when the CPU has it.
@@ -14,10 +16,11 @@
 //! `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`.
 //! LSTM (gates i, f, g, o): `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`.
 
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, Ix2, IxDyn};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
 
 use super::linalg::gemm;
 use super::tape::{Tape, Tensor, Var};
+use crate::kernels::PackedMatrix;
 use crate::{shape_err, value_err, Result};
 
 /// Which recurrent cell.
@@ -478,7 +481,7 @@ struct ForwardChunk<'a> {
 /// element-wise pass per step; returns the chunk's (h_n, c_n).
 fn forward_chunk(
     n: Dims,
-    w: &DirWeights,
+    w_hh_t: &PackedMatrix,
     bias: &Bias,
     reverse: bool,
     ch: ForwardChunk,
@@ -488,14 +491,12 @@ fn forward_chunk(
     let bc = ch.states.len() / (n.steps * h);
     let mut hp = ch.h0.map_or_else(|| vec![0.0; bc * h], <[f32]>::to_vec);
     let mut cp = ch.c0.map_or_else(|| vec![0.0; bc * h], <[f32]>::to_vec);
-    let mut gh = Array2::<f32>::zeros((bc, gh_w));
+    let mut rh = vec![0.0f32; bc * gh_w];
+    let mut scratch = Vec::new();
     for s in 0..n.steps {
         let t = step_time(s, n.steps, reverse);
-        {
-            let hv = ArrayView2::from_shape((bc, h), &hp).expect("bc×H");
-            gemm(1.0, &hv, &w.w_hh.t(), 0.0, &mut gh.view_mut());
-        }
-        let rh = gh.as_slice().expect("fresh array");
+        w_hh_t.matmul(&hp, bc, None, &mut rh, &mut scratch);
+        let rh = &rh[..];
         let g = &mut ch.gates[t * bc * gh_w..(t + 1) * bc * gh_w];
         let ex = &mut ch.extra[t * bc * h..(t + 1) * bc * h];
         let o = &mut ch.states[t * bc * h..(t + 1) * bc * h];
@@ -525,6 +526,8 @@ fn forward_direction(
     let (t_len, b, h) = (n.steps, n.batch, n.hidden);
     let gh_w = n.cell.gates() * h;
     let bias = Bias::new(n.cell, h, w);
+    // W_hhᵀ packed once for every step of every chunk
+    let w_hh_t = PackedMatrix::new(h, gh_w, |r, c| w.w_hh[[c, r]]);
     let mut gates = xw;
     let mut extra = vec![0.0f32; t_len * b * h];
     let mut states = vec![0.0f32; t_len * b * h];
@@ -542,7 +545,7 @@ fn forward_direction(
             c0: batch_rows(c0, bounds, h),
         })
         .collect();
-    let finals = run_tasks(tasks, |ch| forward_chunk(n, w, &bias, reverse, ch));
+    let finals = run_tasks(tasks, |ch| forward_chunk(n, &w_hh_t, &bias, reverse, ch));
     let (mut h_n, mut c_n) = (Vec::with_capacity(b * h), Vec::with_capacity(b * h));
     for (hc, cc) in finals {
         h_n.extend(hc);
@@ -682,7 +685,7 @@ struct BackwardChunk<'a> {
 /// `W_hh` for `∂h_{t-1}`; fills the chunk's `dgi`, `dgh`, `hprev`; returns its (∂h0, ∂c0).
 fn backward_chunk(
     n: Dims,
-    w: &DirWeights,
+    w_hh: &PackedMatrix,
     reverse: bool,
     dout: &[f32],
     col: usize,
@@ -696,6 +699,8 @@ fn backward_chunk(
     let mut dh = ch.dh_n.to_vec();
     let mut dc = ch.dc_n.to_vec();
     let mut dh_prev = vec![0.0f32; bc * h];
+    let mut direct = vec![0.0f32; bc * h];
+    let mut scratch = Vec::new();
     let mut go = vec![0.0f32; bc * h];
     let zeros = vec![0.0f32; bc * h];
     let step = |t: usize| t * bc * h..(t + 1) * bc * h;
@@ -717,23 +722,21 @@ fn backward_chunk(
         let dgi = &mut ch.dgi[t * bc * gh_w..(t + 1) * bc * gh_w];
         if gru {
             let dgh = &mut ch.dgh[t * bc * gh_w..(t + 1) * bc * gh_w];
-            gru_back(h, g, ex, hp, &dh, &go, dgi, dgh, &mut dh_prev);
+            gru_back(h, g, ex, hp, &dh, &go, dgi, dgh, &mut direct);
         } else {
             let cprev: &[f32] = match prev {
                 Some(p) => &ch.extra[step(p)],
                 None => ch.c0.unwrap_or(&zeros),
             };
-            lstm_back(h, g, ex, cprev, &dh, &go, dgi, &mut dc, &mut dh_prev);
+            lstm_back(h, g, ex, cprev, &dh, &go, dgi, &mut dc, &mut direct);
         }
-        // ∂h_{t-1} += ∂(hidden-side pre-activations) · W_hh
+        // ∂h_{t-1} = ∂(hidden-side pre-activations) · W_hh + the direct part
         let src: &[f32] = if gru {
             &ch.dgh[t * bc * gh_w..(t + 1) * bc * gh_w]
         } else {
             &ch.dgi[t * bc * gh_w..(t + 1) * bc * gh_w]
         };
-        let rows = ArrayView2::from_shape((bc, gh_w), src).expect("bc×G");
-        let mut dpv = ArrayViewMut2::from_shape((bc, h), &mut dh_prev).expect("bc×H");
-        gemm(1.0, &rows, &w.w_hh, 1.0, &mut dpv);
+        w_hh.matmul(src, bc, Some(&direct), &mut dh_prev, &mut scratch);
         std::mem::swap(&mut dh, &mut dh_prev);
     }
     (dh, dc)
@@ -819,7 +822,9 @@ fn backward_direction(
             },
         )
         .collect();
-    let firsts = run_tasks(tasks, |ch| backward_chunk(n, w, reverse, dout, col, ch));
+    // W_hh packed once for every step of every chunk
+    let w_hh = PackedMatrix::new(gh_w, h, |r, c| w.w_hh[[r, c]]);
+    let firsts = run_tasks(tasks, |ch| backward_chunk(n, &w_hh, reverse, dout, col, ch));
     let (mut dh0, mut dc0) = (Vec::with_capacity(b * h), Vec::with_capacity(b * h));
     for (dh, dc) in firsts {
         dh0.extend(dh);

@@ -4,9 +4,12 @@
 //! ONNX engine packs each convolution once when a model loads and fuses what follows it (bias,
 //! BatchNorm, residual add, ReLU) into the tile's store; the tape's convolution uses the same
 //! kernel when no gradient is needed. A QDQ model's convolutions run on integers ([`QConv`]:
-//! i16 × i16 → i32 dot products, `qtile.rs`), dequantized in the same kind of store.
+//! i16 × i16 → i32 dot products, `qtile.rs`), dequantized in the same kind of store. A matrix
+//! used as the right-hand side of many small products (a recurrent layer's `W_hh`) is packed once
+//! for the same tiles ([`PackedMatrix`]).
 
 mod conv;
+mod matmul;
 mod pool;
 mod qconv;
 mod qtile;
@@ -15,6 +18,7 @@ mod tile;
 mod x86;
 
 pub use conv::{Kernel, PackedConv};
+pub use matmul::PackedMatrix;
 pub use pool::max_pool_2x2;
 pub use qconv::QConv;
 /// `a·b + c` in f32x4 lanes: fused (`f32x4.relaxed_madd`) in the relaxed-SIMD build.

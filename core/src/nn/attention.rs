@@ -2,9 +2,11 @@
 //! `out_proj.weight`, `out_proj.bias`), initialisation, masks and return values.
 //!
 //! The layer owns the weights; a call is the graph op [`crate::graph::Op::MultiheadAttention`],
-//! which reads them as values and runs [`Attention::forward`]: projections, scaled dot products
-//! per head, the masks, softmax, dropout and the output projection, all tape ops with their own
-//! backward rules (so attention trains, and its gradient is checked, like any composition of them).
+//! which reads them as values and runs [`Attention::forward`]: the projections, the fused
+//! [`Tape::attention_weights`] (scaled dot products per head, the masks, softmax, dropout) and
+//! [`Tape::attention_apply`] (the weighted values, heads merged), then the output projection, all
+//! tape ops with their own backward rules (so attention trains, and its gradient is checked, like
+//! any composition of them).
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -102,7 +104,6 @@ impl Attention {
         if h == 0 || e % h != 0 {
             value_err!("{NAME}: embed_dim ({e}) must be divisible by num_heads ({h})");
         }
-        let d = e / h;
         // batch first inside: [B, T, E]
         let seq = |t: &mut Tape, x: Var, what: &str| -> Result<Var> {
             let s = t.shape(x).to_vec();
@@ -143,45 +144,48 @@ impl Attention {
             shape_err!("{NAME}: query {sq:?}, key {sk:?} and value {sv:?} (batch first) need one batch size, and key and value one length");
         }
 
-        // the three projections, heads split off: [B, H, T, D]
-        let qh = project(t, q, in_w, in_b, 0, h, &[0, 2, 1, 3])?;
-        let qh = t.scale(qh, 1.0 / (d as f32).sqrt());
-        let kt = project(t, k, in_w, in_b, 1, h, &[0, 2, 3, 1])?; // [B, H, D, S]
-        let vh = project(t, v, in_w, in_b, 2, h, &[0, 2, 1, 3])?;
-        let mut scores = t.matmul(qh, kt)?; // [B, H, L, S]
+        // the three projections, [B, T, E] each, head h in columns h·D..
+        let qp = project(t, q, in_w, in_b, 0)?;
+        let kp = project(t, k, in_w, in_b, 1)?;
+        let vp = project(t, v, in_w, in_b, 2)?;
 
-        if let Some(m) = mask {
-            let ms = t.shape(m).to_vec();
-            let m = additive(self.attn_mask, t.value(m));
-            let m = match ms[..] {
-                [ml, mr] if ml == l && mr == s => m,
-                [n, ml, mr] if n == b * h && ml == l && mr == s => m
-                    .into_shape_with_order(ndarray::IxDyn(&[b, h, l, s]))
-                    .expect("sizes agree"),
+        // one additive mask [B or 1, H or 1, L, S]: attn_mask (or the causal one), key padding
+        let mut m: Option<Tensor> = None;
+        if let Some(am) = mask {
+            let ms = t.shape(am).to_vec();
+            let am = additive(self.attn_mask, t.value(am));
+            let shape = match ms[..] {
+                [ml, mr] if ml == l && mr == s => [1, 1, l, s],
+                [n, ml, mr] if n == b * h && ml == l && mr == s => [b, h, l, s],
                 _ => shape_err!("{NAME}: attn_mask of shape {ms:?} must be [L, S] = [{l}, {s}] or [batch·num_heads, L, S] = [{}, {l}, {s}]", b * h),
             };
-            let m = t.constant(m);
-            scores = t.add(scores, m)?;
+            m = Some(
+                am.into_shape_with_order(ndarray::IxDyn(&shape))
+                    .expect("sizes agree"),
+            );
         } else if self.is_causal {
-            let m = t.constant(causal(l, s, 0));
-            scores = t.add(scores, m)?;
+            m = Some(causal(l, s, 0));
         }
-        if let Some(m) = kpm {
-            let ms = t.shape(m).to_vec();
+        if let Some(pm) = kpm {
+            let ms = t.shape(pm).to_vec();
             if ms != [b, s] {
                 shape_err!(
                     "{NAME}: key_padding_mask of shape {ms:?} must be [batch, S] = [{b}, {s}]"
                 );
             }
-            let m = additive(self.key_padding_mask, t.value(m))
+            let pm = additive(self.key_padding_mask, t.value(pm))
                 .into_shape_with_order(ndarray::IxDyn(&[b, 1, 1, s]))
                 .expect("sizes agree");
-            let m = t.constant(m);
-            scores = t.add(scores, m)?;
+            m = Some(match m {
+                Some(m) => &m + &pm,
+                None => pm
+                    .broadcast(ndarray::IxDyn(&[b, 1, l, s]))
+                    .expect("[B, 1, 1, S] spreads over the queries")
+                    .to_owned(),
+            });
         }
-        let attn = t.softmax(scores, 3)?;
-        let attn = t.dropout(attn, self.dropout)?;
-        let o = self.merge(t, attn, vh, out_w, out_b)?;
+        let attn = t.attention_weights(qp, kp, h, m, self.dropout)?; // [B, H, L, S]
+        let o = self.merge(t, attn, vp, out_w, out_b)?;
         let weights = match (self.need_weights, self.average_attn_weights) {
             (false, _) => None,
             (true, true) => Some(t.mean(attn, &[1], false)?),
@@ -195,14 +199,11 @@ impl Attention {
         &self,
         t: &mut Tape,
         attn: Var,
-        vh: Var,
+        vp: Var,
         out_w: Var,
         out_b: Option<Var>,
     ) -> Result<Var> {
-        let o = t.matmul(attn, vh)?; // [B, H, L, D]
-        let s = t.shape(o).to_vec();
-        let o = t.permute(o, &[0, 2, 1, 3])?;
-        let o = t.reshape(o, &[s[0], s[2], s[1] * s[3]])?;
+        let o = t.attention_apply(attn, vp)?; // [B, L, E]
         let o = t.linear(o, out_w, out_b)?;
         if self.batch_first {
             Ok(o)
@@ -241,27 +242,19 @@ impl Attention {
         } else {
             t.permute(xs[0], &[1, 0, 2])?
         };
-        let e = t.shape(in_w)[1];
         let (h, n) = (self.num_heads, t.shape(x)[1]);
-        let d = e / h;
-        let q = project(t, x, in_w, in_b, 0, h, &[0, 2, 1, 3])?;
-        let q = t.scale(q, 1.0 / (d as f32).sqrt());
-        let mut k = project(t, x, in_w, in_b, 1, h, &[0, 2, 1, 3])?;
-        let mut v = project(t, x, in_w, in_b, 2, h, &[0, 2, 1, 3])?;
-        let p = cache.as_ref().map_or(0, |(kc, _)| kc.shape()[2]);
+        let q = project(t, x, in_w, in_b, 0)?;
+        let mut k = project(t, x, in_w, in_b, 1)?;
+        let mut v = project(t, x, in_w, in_b, 2)?;
+        let p = cache.as_ref().map_or(0, |(kc, _)| kc.shape()[1]);
         if let Some((kc, vc)) = cache.take() {
             let (kc, vc) = (t.constant(kc), t.constant(vc));
-            k = t.concat(&[kc, k], 2)?;
-            v = t.concat(&[vc, v], 2)?;
+            k = t.concat(&[kc, k], 1)?;
+            v = t.concat(&[vc, v], 1)?;
         }
         *cache = Some((t.value(k).clone(), t.value(v).clone()));
-        let kt = t.permute(k, &[0, 1, 3, 2])?;
-        let mut scores = t.matmul(q, kt)?; // [B, H, n, p + n]
-        if n > 1 {
-            let m = t.constant(causal(n, p + n, p));
-            scores = t.add(scores, m)?;
-        }
-        let attn = t.softmax(scores, 3)?;
+        let mask = (n > 1).then(|| causal(n, p + n, p));
+        let attn = t.attention_weights(q, k, h, mask, 0.0)?; // [B, H, n, p + n]
         self.merge(t, attn, v, out_w, out_b)
     }
 }
@@ -269,8 +262,8 @@ impl Attention {
 /// The causal mask for queries at positions `offset..offset + rows` over keys `0..cols`: −∞
 /// where the key comes after the query.
 fn causal(rows: usize, cols: usize, offset: usize) -> Tensor {
-    Tensor::from_shape_fn(ndarray::IxDyn(&[rows, cols]), |ix| {
-        if ix[1] > offset + ix[0] {
+    Tensor::from_shape_fn(ndarray::IxDyn(&[1, 1, rows, cols]), |ix| {
+        if ix[3] > offset + ix[2] {
             f32::NEG_INFINITY
         } else {
             0.0
@@ -278,27 +271,16 @@ fn causal(rows: usize, cols: usize, offset: usize) -> Tensor {
     })
 }
 
-/// Rows `part·E .. (part+1)·E` of the packed projection applied to `x` `[B, T, E]`, heads split
-/// off and permuted by `perm` from `[B, T, H, D]`.
-fn project(
-    t: &mut Tape,
-    x: Var,
-    in_w: Var,
-    in_b: Option<Var>,
-    part: usize,
-    h: usize,
-    perm: &[usize],
-) -> Result<Var> {
+/// Rows `part·E .. (part+1)·E` of the packed projection applied to `x` `[B, T, E]`: `[B, T, E]`,
+/// head `h` in columns `h·D..(h+1)·D` (the layout the fused attention ops read).
+fn project(t: &mut Tape, x: Var, in_w: Var, in_b: Option<Var>, part: usize) -> Result<Var> {
     let e = t.shape(in_w)[1];
     let w = t.slice(in_w, 0, part * e, (part + 1) * e)?;
     let bias = match in_b {
         Some(bv) => Some(t.slice(bv, 0, part * e, (part + 1) * e)?),
         None => None,
     };
-    let y = t.linear(x, w, bias)?;
-    let (b, n) = (t.shape(x)[0], t.shape(x)[1]);
-    let y = t.reshape(y, &[b, n, h, e / h])?;
-    t.permute(y, perm)
+    t.linear(x, w, bias)
 }
 
 /// The layer: it owns the weights a [`crate::graph::Op::MultiheadAttention`] call reads.

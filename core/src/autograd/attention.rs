@@ -1,0 +1,411 @@
+//! Multi-head scaled dot-product attention as two fused tape ops on the projections' own layout:
+//! `q`, `k`, `v` are `[B, T, E]` with head `h` in columns `h·D..(h+1)·D` (what a Linear gives), so
+//! no head is split off by a permute and no per-head GEMM is called.
+//!
+//! - [`Tape::attention_weights`]: `P = dropout(softmax(q·kᵀ/√D + mask))`, `[B, H, L, S]`;
+//! - [`Tape::attention_apply`]: `O = P·v` with the heads merged back, `[B, L, E]`.
+//!
+//! Each is one pass over a head's rows with its backward beside it (a char transformer's heads are
+//! 16×16 by 12: a general GEMM spends more on packing such tiles than on the products). Batches run
+//! in parallel natively; every value is computed by the same loop whatever the thread count.
+
+use ndarray::{ArrayD, IxDyn};
+use rand::Rng;
+
+use super::tape::{Tape, Tensor, Var};
+use crate::{shape_err, value_err, Result};
+
+/// `f(b, block)` for every batch's block of `out` (`chunk` values each): in parallel natively.
+fn per_batch(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(b, block)| f(b, block));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(b, block)| f(b, block));
+}
+
+/// `Σ_j a_j b_j`.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `acc += s · x`.
+#[inline(always)]
+fn axpy(acc: &mut [f32], s: f32, x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += s * v;
+    }
+}
+
+/// Head columns `col..col + d` of `rows` rows (`e` apart) of `src`, transposed into `out`
+/// (`[d, rows]`): the products then run as row updates `rows` wide, with no horizontal sums (a
+/// float sum of 12 products runs in order, one add after another).
+fn transpose_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out: &mut [f32]) {
+    for r in 0..rows {
+        for (j, &v) in src[r * e + col..][..d].iter().enumerate() {
+            out[j * rows + r] = v;
+        }
+    }
+}
+
+/// The inverse of [`transpose_head`]: `src` (`[d, rows]`) into head columns `col..col + d` of `out`.
+fn untranspose_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out: &mut [f32]) {
+    for r in 0..rows {
+        for (j, v) in out[r * e + col..][..d].iter_mut().enumerate() {
+            *v = src[j * rows + r];
+        }
+    }
+}
+
+/// Sizes of one attention call.
+#[derive(Clone, Copy)]
+struct Heads {
+    b: usize,
+    h: usize,
+    l: usize,
+    s: usize,
+    d: usize,
+}
+
+impl Heads {
+    fn e(&self) -> usize {
+        self.h * self.d
+    }
+}
+
+/// A slice of `t` in row-major order (borrowed when it already is).
+fn flat(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice() {
+        Some(s) => s.into(),
+        None => t.iter().copied().collect::<Vec<_>>().into(),
+    }
+}
+
+impl Tape {
+    /// The attention weights of `heads` heads: `dropout(softmax(q·kᵀ/√D + mask))` per head, the
+    /// softmax over the keys, dropout (probability `dropout`) on a training tape only. `mask` is
+    /// added to the scores (−∞ masks): `[B or 1, H or 1, L, S]`.
+    ///
+    /// # Shapes
+    /// `q: [B, L, H·D]`, `k: [B, S, H·D]` → `[B, H, L, S]`
+    pub fn attention_weights(
+        &mut self,
+        q: Var,
+        k: Var,
+        heads: usize,
+        mask: Option<Tensor>,
+        dropout: f32,
+    ) -> Result<Var> {
+        const NAME: &str = "attention_weights";
+        let (sq, sk) = (self.shape(q).to_vec(), self.shape(k).to_vec());
+        if sq.len() != 3 || sk.len() != 3 || sq[0] != sk[0] || sq[2] != sk[2] {
+            shape_err!("{NAME}: q {sq:?} and k {sk:?} must be [B, L, E] and [B, S, E]");
+        }
+        if heads == 0 || sq[2] % heads != 0 {
+            value_err!(
+                "{NAME}: E ({}) must be a multiple of heads ({heads})",
+                sq[2]
+            );
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            value_err!("{NAME}: dropout must be in [0, 1), got {dropout}");
+        }
+        let n = Heads {
+            b: sq[0],
+            h: heads,
+            l: sq[1],
+            s: sk[1],
+            d: sq[2] / heads,
+        };
+        let (mb, mh) = match &mask {
+            None => (0, 0),
+            Some(m) => match m.shape() {
+                &[mb, mh, ml, ms]
+                    if (mb == 1 || mb == n.b) && (mh == 1 || mh == n.h) && ml == n.l && ms == n.s =>
+                {
+                    (mb, mh)
+                }
+                other => shape_err!(
+                    "{NAME}: mask of shape {other:?} must be [B or 1, H or 1, L, S] = [{}, {}, {}, {}]",
+                    n.b,
+                    n.h,
+                    n.l,
+                    n.s
+                ),
+            },
+        };
+        let mask = mask.map(|m| flat(&m).into_owned());
+        let scale = 1.0 / (n.d as f32).sqrt();
+        let (qv, kv) = (flat(self.value(q)), flat(self.value(k)));
+        let (e, hls, ls) = (n.e(), n.h * n.l * n.s, n.l * n.s);
+        let mut p = vec![0.0f32; n.b * hls];
+        per_batch(&mut p, hls, |b, block| {
+            let (qb, kb) = (&qv[b * n.l * e..], &kv[b * n.s * e..]);
+            let mut kt = vec![0.0f32; n.d * n.s];
+            for (hi, head) in block.chunks_exact_mut(ls).enumerate() {
+                transpose_head(kb, n.s, e, hi * n.d, n.d, &mut kt);
+                let m = mask
+                    .as_ref()
+                    .map(|m| &m[((b % mb) * mh + hi % mh) * ls..][..ls]);
+                for (li, row) in head.chunks_exact_mut(n.s).enumerate() {
+                    let qr = &qb[li * e + hi * n.d..][..n.d];
+                    row.fill(0.0);
+                    for (j, &qj) in qr.iter().enumerate() {
+                        axpy(row, qj * scale, &kt[j * n.s..][..n.s]);
+                    }
+                    if let Some(m) = m {
+                        for (v, &a) in row.iter_mut().zip(&m[li * n.s..][..n.s]) {
+                            *v += a;
+                        }
+                    }
+                    let top = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                    row.iter_mut().for_each(|v| *v = (*v - top).exp());
+                    let sum: f32 = row.iter().sum();
+                    row.iter_mut().for_each(|v| *v /= sum);
+                }
+            }
+        });
+        drop((qv, kv));
+        // the same draws as Tape::dropout on a tensor of this shape
+        let keep = (self.training && dropout > 0.0).then(|| {
+            let scale = 1.0 / (1.0 - dropout);
+            let rng = self.rng();
+            (0..p.len())
+                .map(|_| {
+                    if rng.random::<f32>() < dropout {
+                        0.0
+                    } else {
+                        scale
+                    }
+                })
+                .collect::<Vec<f32>>()
+        });
+        let out: Vec<f32> = match &keep {
+            Some(keep) => p.iter().zip(keep).map(|(a, b)| a * b).collect(),
+            None => p.clone(),
+        };
+        let y = ArrayD::from_shape_vec(IxDyn(&[n.b, n.h, n.l, n.s]), out).expect("B×H×L×S");
+        Ok(self.push(y, &[q, k], move |c, g| {
+            let g = flat(g);
+            let (qv, kv) = (flat(c.input(0)), flat(c.input(1)));
+            let (lq, lk) = (n.l * e, n.s * e);
+            // per batch: ∂q's rows then ∂k's
+            let mut dqk = vec![0.0f32; n.b * (lq + lk)];
+            per_batch(&mut dqk, lq + lk, |b, block| {
+                let (dq, dk) = block.split_at_mut(lq);
+                let (qb, kb) = (&qv[b * lq..][..lq], &kv[b * lk..][..lk]);
+                let mut ds = vec![0.0f32; n.s];
+                let mut dkt = vec![0.0f32; n.d * n.s];
+                for hi in 0..n.h {
+                    dkt.fill(0.0);
+                    let at = b * hls + hi * ls;
+                    for li in 0..n.l {
+                        let row = at + li * n.s;
+                        let (pr, gr) = (&p[row..row + n.s], &g[row..row + n.s]);
+                        // ∂P before dropout, then through the softmax: P ⊙ (∂P − Σ ∂P ⊙ P)
+                        for (si, d) in ds.iter_mut().enumerate() {
+                            *d = gr[si] * keep.as_ref().map_or(1.0, |k| k[row + si]);
+                        }
+                        let inner = dot(&ds, pr);
+                        for (d, &pv) in ds.iter_mut().zip(pr) {
+                            *d = pv * (*d - inner) * scale;
+                        }
+                        let qr = li * e + hi * n.d;
+                        for (si, &d) in ds.iter().enumerate() {
+                            let kr = si * e + hi * n.d;
+                            axpy(&mut dq[qr..qr + n.d], d, &kb[kr..kr + n.d]);
+                        }
+                        for (j, &qj) in qb[qr..qr + n.d].iter().enumerate() {
+                            axpy(&mut dkt[j * n.s..][..n.s], qj, &ds);
+                        }
+                    }
+                    untranspose_head(&dkt, n.s, e, hi * n.d, n.d, dk);
+                }
+            });
+            let (mut dq, mut dk) = (Vec::with_capacity(n.b * lq), Vec::with_capacity(n.b * lk));
+            for block in dqk.chunks_exact(lq + lk) {
+                dq.extend_from_slice(&block[..lq]);
+                dk.extend_from_slice(&block[lq..]);
+            }
+            vec![
+                c.needs(0)
+                    .then(|| ArrayD::from_shape_vec(IxDyn(&[n.b, n.l, e]), dq).expect("B×L×E")),
+                c.needs(1)
+                    .then(|| ArrayD::from_shape_vec(IxDyn(&[n.b, n.s, e]), dk).expect("B×S×E")),
+            ]
+        }))
+    }
+
+    /// The heads' outputs merged: `O[b, l, h·D + j] = Σ_s P[b, h, l, s] · v[b, s, h·D + j]`.
+    ///
+    /// # Shapes
+    /// `p: [B, H, L, S]`, `v: [B, S, H·D]` → `[B, L, H·D]`
+    pub fn attention_apply(&mut self, p: Var, v: Var) -> Result<Var> {
+        let (sp, sv) = (self.shape(p).to_vec(), self.shape(v).to_vec());
+        if sp.len() != 4
+            || sv.len() != 3
+            || sp[0] != sv[0]
+            || sp[3] != sv[1]
+            || sp[1] == 0
+            || sv[2] % sp[1] != 0
+        {
+            shape_err!(
+                "attention_apply: weights {sp:?} and v {sv:?} must be [B, H, L, S] and [B, S, H·D]"
+            );
+        }
+        let n = Heads {
+            b: sp[0],
+            h: sp[1],
+            l: sp[2],
+            s: sp[3],
+            d: sv[2] / sp[1],
+        };
+        let (e, hls, ls) = (n.e(), n.h * n.l * n.s, n.l * n.s);
+        let (pv, vv) = (flat(self.value(p)), flat(self.value(v)));
+        let mut o = vec![0.0f32; n.b * n.l * e];
+        per_batch(&mut o, n.l * e, |b, block| {
+            let vb = &vv[b * n.s * e..][..n.s * e];
+            for hi in 0..n.h {
+                let head = &pv[b * hls + hi * ls..][..ls];
+                for li in 0..n.l {
+                    let or = li * e + hi * n.d;
+                    for (si, &w) in head[li * n.s..][..n.s].iter().enumerate() {
+                        axpy(&mut block[or..or + n.d], w, &vb[si * e + hi * n.d..][..n.d]);
+                    }
+                }
+            }
+        });
+        drop((pv, vv));
+        let y = ArrayD::from_shape_vec(IxDyn(&[n.b, n.l, e]), o).expect("B×L×E");
+        Ok(self.push(y, &[p, v], move |c, g| {
+            let g = flat(g);
+            let (pv, vv) = (flat(c.input(0)), flat(c.input(1)));
+            let lv = n.s * e;
+            // per batch: ∂P's heads then ∂v's rows
+            let mut both = vec![0.0f32; n.b * (hls + lv)];
+            per_batch(&mut both, hls + lv, |b, block| {
+                let (dp, dv) = block.split_at_mut(hls);
+                let (vb, gb) = (&vv[b * lv..][..lv], &g[b * n.l * e..][..n.l * e]);
+                let (mut vt, mut dvt) = (vec![0.0f32; n.d * n.s], vec![0.0f32; n.d * n.s]);
+                for hi in 0..n.h {
+                    let head = &pv[b * hls + hi * ls..][..ls];
+                    transpose_head(vb, n.s, e, hi * n.d, n.d, &mut vt);
+                    dvt.fill(0.0);
+                    for li in 0..n.l {
+                        let gr = &gb[li * e + hi * n.d..][..n.d];
+                        let pr = &head[li * n.s..][..n.s];
+                        let dpr = &mut dp[hi * ls + li * n.s..][..n.s];
+                        for (j, &gj) in gr.iter().enumerate() {
+                            axpy(dpr, gj, &vt[j * n.s..][..n.s]);
+                            axpy(&mut dvt[j * n.s..][..n.s], gj, pr);
+                        }
+                    }
+                    untranspose_head(&dvt, n.s, e, hi * n.d, n.d, dv);
+                }
+            });
+            let (mut dp, mut dv) = (Vec::with_capacity(n.b * hls), Vec::with_capacity(n.b * lv));
+            for block in both.chunks_exact(hls + lv) {
+                dp.extend_from_slice(&block[..hls]);
+                dv.extend_from_slice(&block[hls..]);
+            }
+            vec![
+                c.needs(0).then(|| {
+                    ArrayD::from_shape_vec(IxDyn(&[n.b, n.h, n.l, n.s]), dp).expect("B×H×L×S")
+                }),
+                c.needs(1)
+                    .then(|| ArrayD::from_shape_vec(IxDyn(&[n.b, n.s, e]), dv).expect("B×S×E")),
+            ]
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gradcheck::check;
+    use super::*;
+
+    #[test]
+    fn fused_attention_gradients_with_and_without_masks() {
+        // B 2, L 3, S 4, 2 heads of 3
+        check(&[&[2, 3, 6], &[2, 4, 6]], |t, v| {
+            t.attention_weights(v[0], v[1], 2, None, 0.0).unwrap()
+        });
+        let mask = Tensor::from_shape_fn(IxDyn(&[2, 1, 3, 4]), |ix| {
+            if ix[3] > ix[2] + ix[0] {
+                f32::NEG_INFINITY
+            } else {
+                0.1 * ix[3] as f32
+            }
+        });
+        check(&[&[2, 3, 6], &[2, 4, 6]], move |t, v| {
+            t.attention_weights(v[0], v[1], 2, Some(mask.clone()), 0.0)
+                .unwrap()
+        });
+        check(&[&[2, 2, 3, 4], &[2, 4, 6]], |t, v| {
+            t.attention_apply(v[0], v[1]).unwrap()
+        });
+    }
+
+    #[test]
+    fn fused_attention_matches_the_per_head_composition() {
+        let ins = super::super::gradcheck::random_inputs(&[&[2, 3, 6], &[2, 4, 6], &[2, 4, 6]], 4);
+        let mut t = Tape::inference();
+        let (q, k, v) = (
+            t.constant(ins[0].clone()),
+            t.constant(ins[1].clone()),
+            t.constant(ins[2].clone()),
+        );
+        let p = t.attention_weights(q, k, 2, None, 0.0).unwrap();
+        let o = t.attention_apply(p, v).unwrap();
+        let (o, p) = (t.value(o).clone(), t.value(p).clone());
+        for b in 0..2 {
+            for h in 0..2 {
+                for l in 0..3 {
+                    let scores: Vec<f32> = (0..4)
+                        .map(|s| {
+                            (0..3)
+                                .map(|j| ins[0][[b, l, 3 * h + j]] * ins[1][[b, s, 3 * h + j]])
+                                .sum::<f32>()
+                                / 3f32.sqrt()
+                        })
+                        .collect();
+                    let top = scores.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                    let z: f32 = scores.iter().map(|s| (s - top).exp()).sum();
+                    for s in 0..4 {
+                        let want = (scores[s] - top).exp() / z;
+                        assert!((p[[b, h, l, s]] - want).abs() < 1e-6);
+                    }
+                    for j in 0..3 {
+                        let want: f32 = (0..4)
+                            .map(|s| p[[b, h, l, s]] * ins[2][[b, s, 3 * h + j]])
+                            .sum();
+                        assert!((o[[b, l, 3 * h + j]] - want).abs() < 1e-6);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_named() {
+        let mut t = Tape::inference();
+        let q = t.constant(Tensor::zeros(IxDyn(&[2, 3, 6])));
+        let k = t.constant(Tensor::zeros(IxDyn(&[2, 4, 5])));
+        assert!(t.attention_weights(q, k, 2, None, 0.0).is_err());
+        let k = t.constant(Tensor::zeros(IxDyn(&[2, 4, 6])));
+        assert!(t.attention_weights(q, k, 4, None, 0.0).is_err());
+        let m = Tensor::zeros(IxDyn(&[3, 1, 3, 4]));
+        let e = t
+            .attention_weights(q, k, 2, Some(m), 0.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[3, 1, 3, 4]"), "{e}");
+    }
+}
