@@ -274,6 +274,16 @@ impl PackedConv {
             let ((row_rank, rows_kept), (col_rank, cols_kept)) =
                 (rank(sh, kh, dh), rank(sw, kw, dw));
             let phases = rows_kept * cols_kept;
+            // per column phase kept: its plane, its first column x0 (padded column x0 + pw is
+            // that phase mod sw) and where that lands in the plane's row
+            let cols: Vec<(usize, usize, usize)> = col_rank
+                .iter()
+                .enumerate()
+                .filter_map(|(px, b)| {
+                    let x0 = (px + sw - pw % sw) % sw;
+                    b.filter(|_| x0 < w).map(|b| (b, x0, (x0 + pw) / sw))
+                })
+                .collect();
             let mut xp = vec![0f32; cg * phases * plane + nr + 2 * wq];
             let mut offsets = vec![0; self.k];
             let slots = taps(self.win);
@@ -301,8 +311,9 @@ impl PackedConv {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
                     for (ci, src) in xg.chunks_exact(h * w).enumerate() {
                         let planes = &mut xp[ci * phases * plane..][..phases * plane];
-                        let kept = [&row_rank[..], &col_rank[..]];
-                        split_phases(src, [h, w], [ph, pw], [hq, wq], kept, planes);
+                        let kept = [sw, cols_kept];
+                        let hw = [h, w];
+                        split_phases(src, hw, ph, [hq, wq], &row_rank, kept, &cols, planes);
                     }
                     for p0 in (0..pq).step_by(nr) {
                         let len = nr.min(pq - p0);
@@ -457,46 +468,43 @@ fn taps(win: Window) -> Vec<usize> {
     slots
 }
 
-/// Copies one `h × w` channel into the interior of its zero-padded (`[ph, pw]`) image split in
-/// phases by the strides `sh = rank[0].len()`, `sw = rank[1].len()`: padded row `y`, column `x`
-/// goes to plane `rank[0][y mod sh] · kept columns + rank[1][x mod sw]` at `(y / sh, x / sw)` of
-/// its `hq × wq`; phases no tap reads (rank None) are left out (a 1×1 stride-2 window reads one
-/// plane of four). A window's tap then reads, for consecutive output positions of a row,
-/// consecutive values of one plane. The padding is left as it is: zero in a buffer made zero.
+/// Copies one `h × w` channel into the interior of its zero-padded (`ph` rows, `pw` columns)
+/// image split in phases by the strides `sh = row_rank.len()` and `sw`: padded row `y`, column
+/// `x` goes to plane `row_rank[y mod sh] · cols_kept + b` at `(y / sh, x / sw)` of its
+/// `hq × wq`, `(b, x0, col)` in `cols` for each column phase kept (its rank, its first column in
+/// `src` and that column's place in the plane's row); phases no tap reads are left out. A
+/// window's tap then reads, for consecutive output positions of a row, consecutive values of one
+/// plane. The padding is left as it is: zero in a buffer made zero.
+#[allow(clippy::too_many_arguments)]
 fn split_phases(
     src: &[f32],
     [h, w]: [usize; 2],
-    [ph, pw]: [usize; 2],
+    ph: usize,
     [hq, wq]: [usize; 2],
-    [row_rank, col_rank]: [&[Option<usize>]; 2],
+    row_rank: &[Option<usize>],
+    [sw, cols_kept]: [usize; 2],
+    cols: &[(usize, usize, usize)],
     planes: &mut [f32],
 ) {
-    let (sh, sw) = (row_rank.len(), col_rank.len());
-    let cols_kept = col_rank.iter().flatten().count();
+    let sh = row_rank.len();
     let plane = hq * wq;
-    for (y, row) in src.chunks_exact(w).enumerate().take(h) {
-        let yy = y + ph;
-        let Some(a) = row_rank[yy % sh] else {
-            continue;
-        };
-        for (px, b) in col_rank.iter().enumerate() {
-            let Some(b) = *b else {
-                continue;
-            };
-            // the columns of this phase: padded column xx = x + pw with xx mod sw = px
-            let x0 = (px + sw - pw % sw) % sw;
-            if x0 >= w {
-                continue;
+    let (mut yq, mut yr) = (ph / sh, ph % sh);
+    for row in src.chunks_exact(w).take(h) {
+        if let Some(a) = row_rank[yr] {
+            for &(b, x0, col) in cols {
+                let dst = &mut planes[(a * cols_kept + b) * plane + yq * wq + col..];
+                if sw == 1 {
+                    dst[..w].copy_from_slice(row);
+                    continue;
+                }
+                for (d, &v) in dst.iter_mut().zip(row[x0..].iter().step_by(sw)) {
+                    *d = v;
+                }
             }
-            let at = (a * cols_kept + b) * plane + (yy / sh) * wq + (x0 + pw) / sw;
-            let dst = &mut planes[at..];
-            if sw == 1 {
-                dst[..w].copy_from_slice(row);
-                continue;
-            }
-            for (d, &v) in dst.iter_mut().zip(row[x0..].iter().step_by(sw)) {
-                *d = v;
-            }
+        }
+        yr += 1;
+        if yr == sh {
+            (yq, yr) = (yq + 1, 0);
         }
     }
 }
