@@ -254,9 +254,16 @@ impl PackedConv {
         // runs, or when computing them wide takes no more tiles than packing does (8×8 outputs of
         // a 3×3 stride-2 conv are 72 positions wide: three tiles of 32 for two); a 1×1 strided
         // window packs (its panel is the split, without the zeroed planes or the wide rows).
+        // x86-64 only for now: in wasm strided windows pack, and the constant strides below let
+        // the compiler drop the split's phase arithmetic (the small module must not grow).
         let strided = sh > 1 || sw > 1;
         let whole = rows || pq.div_ceil(nr) <= p.div_ceil(nr);
-        if !strided || (kh * kw > 1 && whole) {
+        if !strided || (cfg!(target_arch = "x86_64") && kh * kw > 1 && whole) {
+            let [sh, sw] = if cfg!(target_arch = "x86_64") {
+                [sh, sw]
+            } else {
+                [1, 1]
+            };
             // only the phases some tap reads are kept: a 1×1 stride-2 window reads one plane of
             // four; `rank` numbers the row (column) phases kept
             let rank = |stride: usize, taps: usize, dil: usize| {
@@ -455,15 +462,23 @@ fn taps(win: Window) -> Vec<usize> {
         dilation: [dh, dw],
         ..
     } = win;
-    let key = |t: usize| {
-        let (ri, cj) = ((t / kw) * dh, (t % kw) * dw);
-        (ri % sh, cj % sw, ri / sh, cj / sw)
-    };
-    let mut order: Vec<usize> = (0..kh * kw).collect();
-    order.sort_by_key(|&t| key(t));
+    if !cfg!(target_arch = "x86_64") {
+        // only x86-64 reads strided windows in place (see `PackedConv::run`)
+        return (0..kh * kw).collect();
+    }
+    // phase by phase (no sort: a sort's code would grow the wasm module), rows and columns in
+    // increasing order within each
     let mut slots = vec![0; kh * kw];
-    for (slot, &t) in order.iter().enumerate() {
-        slots[t] = slot;
+    let mut next = 0;
+    for a in 0..sh {
+        for b in 0..sw {
+            for ki in (0..kh).filter(|ki| ki * dh % sh == a) {
+                for kj in (0..kw).filter(|kj| kj * dw % sw == b) {
+                    slots[ki * kw + kj] = next;
+                    next += 1;
+                }
+            }
+        }
     }
     slots
 }
