@@ -1,5 +1,5 @@
 //! Where kiln's engine spends a run, natively: each step of the plan's median milliseconds over
-//! many runs at one batch size. `cargo run --release --example engine_profile -- MODEL.onnx [BATCH]`
+//! many runs at one batch size. `cargo run --release --example engine_profile -- MODEL.onnx [BATCH] [cpu]`
 use std::time::Instant;
 
 use kiln_core::onnx::engine::{KilnSession, Value};
@@ -25,8 +25,14 @@ fn main() {
         (0..n).map(|i| (i % 7) as f32 / 7.0).collect(),
     )
     .unwrap();
+    // `cpu` as a third argument: this thread's CPU time rather than the wall clock, so that a
+    // busy machine's other processes leave the figures alone (mostly: caches are shared)
+    let cpu = args.next().is_some_and(|a| a == "cpu");
     let start = Instant::now();
-    let now = || start.elapsed().as_secs_f64() * 1e3;
+    let now = || match cpu {
+        true => thread_cpu_ms(),
+        false => start.elapsed().as_secs_f64() * 1e3,
+    };
     let reps = if batch == 1 { 2000 } else { 100 };
     let mut runs: Vec<Vec<(String, f64)>> = (0..reps)
         .map(|_| {
@@ -44,4 +50,28 @@ fn main() {
         println!("{:>9.4} ms  {}", t[t.len() / 2], runs[0][s].0);
     }
     println!("{total:>9.4} ms  total (sum of medians), batch {batch}");
+}
+
+/// This thread's CPU time in milliseconds (Linux's `CLOCK_THREAD_CPUTIME_ID`).
+#[cfg(target_os = "linux")]
+fn thread_cpu_ms() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut t = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `t` is a valid, writable timespec; the clock id is Linux's.
+    let ok = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
+    assert!(ok, "clock_gettime");
+    t.sec as f64 * 1e3 + t.nsec as f64 * 1e-6
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_ms() -> f64 {
+    panic!("cpu time: Linux only")
 }

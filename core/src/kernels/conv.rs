@@ -1,9 +1,10 @@
 //! 2-D convolution over NCHW as a GEMM without an im2col matrix: weights packed once into panels
 //! of `mr` output channels (the [`Kernel`]'s tile height); tiles of `nr` output positions (two
-//! runs of `nr / 2`) read a zero-padded copy of the image in place when the horizontal stride is 1
-//! and rows are a whole number of runs, and otherwise an input panel packed per tile (`k × nr`
-//! values, a few KB that stay in L1 while every panel of the group passes over them); bias,
-//! residual add and ReLU applied in the tile's store.
+//! runs of `nr / 2`) read a zero-padded copy of the image in place, split in phases by the
+//! stride so that a strided window reads consecutive inputs for consecutive outputs (stride 1:
+//! always; strided windows larger than 1×1: when that takes no more tiles), and otherwise an
+//! input panel packed per tile (`k × nr` values, a few KB that stay in L1 while every panel of
+//! the group passes over them); bias, residual add and ReLU applied in the tile's store.
 
 use super::tile::{tile_direct, tile_packed, Store, MR, NR};
 use crate::autograd::Window;
@@ -146,11 +147,14 @@ impl PackedConv {
         let og = o / groups;
         let blocks = og.div_ceil(mr);
         let mut panels = vec![0f32; groups * blocks * k * mr];
+        let slots = taps(win);
+        let kk = kh * kw;
         for (ch, w) in weight.chunks_exact(k.max(1)).enumerate() {
             let (g, j) = (ch / og, ch % og);
             let panel = &mut panels[(g * blocks + j / mr) * k * mr..][..k * mr];
             for (r, &v) in w.iter().enumerate() {
-                panel[r * mr + j % mr] = v;
+                let row = r / kk * kk + slots[r % kk];
+                panel[row * mr + j % mr] = v;
             }
         }
         Ok(PackedConv {
@@ -231,28 +235,80 @@ impl PackedConv {
         } = self.kernel;
         let run = nr / 2;
         let mut part = vec![0f32; self.kernel.mr * nr];
-        // Tiles read a zero-padded copy of the image in place when the horizontal stride is 1:
-        // `run` positions of an output row read `run` contiguous inputs, row (ci, ki, kj) of the
-        // reduction at a fixed offset from each run's first input. When rows are a whole number of
-        // runs, a tile's two runs lie in one output row or two; otherwise (stride 1 both ways)
-        // every output row is computed `wp` wide, so that consecutive positions read consecutive
-        // inputs whatever the width, into `wide`, and the `ow` positions that exist copied out.
+        // Tiles read a zero-padded, phase-split copy of the image in place: each channel split by
+        // (row mod sh, column mod sw) into sh·sw planes of hq × wq, so that every stride is a
+        // stride-1 convolution over the planes: `run` positions of an output row read `run`
+        // contiguous inputs, row (ci, ki, kj) of the reduction at a fixed offset from each run's
+        // first input (the panels' rows are in the order of those offsets, see `taps`). When
+        // output rows are a whole number of runs, a tile's two runs lie in one output row or two;
+        // otherwise every output row is computed `wq` wide, so that consecutive positions read
+        // consecutive inputs whatever the width, into `wide`, and the `ow` positions that exist
+        // copied out (unless that computes more than twice the positions that exist: then input
+        // panels are packed per tile, below).
         let rows = ow % run == 0;
-        if sw == 1 && (rows || sh == 1) {
-            let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-            let mut xp = vec![0f32; cg * hp * wp + nr + wp];
-            let mut offsets = Vec::with_capacity(self.k);
+        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+        let (hq, wq) = (hp.div_ceil(sh), wp.div_ceil(sw));
+        let plane = hq * wq;
+        let pq = if rows { p } else { oh * wq };
+        // A strided window reads its phase-split image in place when its output rows are whole
+        // runs, or when computing them wide takes no more tiles than packing does (8×8 outputs of
+        // a 3×3 stride-2 conv are 72 positions wide: three tiles of 32 for two); a 1×1 strided
+        // window packs (its panel is the split, without the zeroed planes or the wide rows).
+        // x86-64 only for now: in wasm strided windows pack, and the constant strides below let
+        // the compiler drop the split's phase arithmetic (the small module must not grow).
+        let strided = sh > 1 || sw > 1;
+        let whole = rows || pq.div_ceil(nr) <= p.div_ceil(nr);
+        if !strided || (cfg!(target_arch = "x86_64") && kh * kw > 1 && whole) {
+            let [sh, sw] = if cfg!(target_arch = "x86_64") {
+                [sh, sw]
+            } else {
+                [1, 1]
+            };
+            // only the phases some tap reads are kept: a 1×1 stride-2 window reads one plane of
+            // four; `rank` numbers the row (column) phases kept
+            let rank = |stride: usize, taps: usize, dil: usize| {
+                let mut rank = vec![None; stride];
+                for t in 0..taps {
+                    rank[t * dil % stride] = Some(0);
+                }
+                let mut kept = 0;
+                for r in rank.iter_mut().flatten() {
+                    *r = kept;
+                    kept += 1;
+                }
+                (rank, kept)
+            };
+            let ((row_rank, rows_kept), (col_rank, cols_kept)) =
+                (rank(sh, kh, dh), rank(sw, kw, dw));
+            let phases = rows_kept * cols_kept;
+            // per column phase kept: its plane, its first column x0 (padded column x0 + pw is
+            // that phase mod sw) and where that lands in the plane's row
+            let cols: Vec<(usize, usize, usize)> = col_rank
+                .iter()
+                .enumerate()
+                .filter_map(|(px, b)| {
+                    let x0 = (px + sw - pw % sw) % sw;
+                    b.filter(|_| x0 < w).map(|b| (b, x0, (x0 + pw) / sw))
+                })
+                .collect();
+            let mut xp = vec![0f32; cg * phases * plane + nr + 2 * wq];
+            let mut offsets = vec![0; self.k];
+            let slots = taps(self.win);
             for ci in 0..cg {
                 for ki in 0..kh {
                     for kj in 0..kw {
-                        offsets.push((ci * hp + ki * dh) * wp + kj * dw);
+                        let (ri, cj) = (ki * dh, kj * dw);
+                        let (Some(a), Some(b)) = (row_rank[ri % sh], col_rank[cj % sw]) else {
+                            unreachable!("every tap's phase is kept")
+                        };
+                        offsets[ci * kh * kw + slots[ki * kw + kj]] =
+                            (ci * phases + a * cols_kept + b) * plane + ri / sh * wq + cj / sw;
                     }
                 }
             }
-            // positions per plane as computed, and the first input of run `q`
-            let pq = if rows { p } else { oh * wp };
+            // the first input of run `q`
             let run_at = |q: usize| match rows {
-                true => (q * run / ow) * sh * wp + q * run % ow,
+                true => (q * run / ow) * wq + q * run % ow,
                 false => q * run,
             };
             let mut wide = if rows { Vec::new() } else { vec![0f32; o * pq] };
@@ -260,10 +316,11 @@ impl PackedConv {
             for img in 0..n {
                 for g in 0..self.groups {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
-                    for (ci, plane) in xg.chunks_exact(h * w).enumerate() {
-                        for (y, row) in plane.chunks_exact(w).enumerate() {
-                            xp[(ci * hp + y + ph) * wp + pw..][..w].copy_from_slice(row);
-                        }
+                    for (ci, src) in xg.chunks_exact(h * w).enumerate() {
+                        let planes = &mut xp[ci * phases * plane..][..phases * plane];
+                        let kept = [sw, cols_kept];
+                        let hw = [h, w];
+                        split_phases(src, hw, ph, [hq, wq], &row_rank, kept, &cols, planes);
                     }
                     for p0 in (0..pq).step_by(nr) {
                         let len = nr.min(pq - p0);
@@ -286,7 +343,7 @@ impl PackedConv {
                     }
                     for ch in g * og..(g + 1) * og {
                         for oy in 0..oh {
-                            let src = &wide[ch * pq + oy * wp..][..ow];
+                            let src = &wide[ch * pq + oy * wq..][..ow];
                             let at = (img * o + ch) * p + oy * ow;
                             for (j, (d, &v)) in out[at..at + ow].iter_mut().zip(src).enumerate() {
                                 *d = finish(v, residual.map(|r| r[at + j]), relu);
@@ -298,12 +355,13 @@ impl PackedConv {
             return Ok(());
         }
         let mut bt = vec![0f32; self.k * nr];
+        let slots = taps(self.win);
         for img in 0..n {
             for g in 0..self.groups {
                 let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
                 for p0 in (0..p).step_by(nr) {
                     let len = nr.min(p - p0);
-                    self.pack(xg, [h, w, ow], p0, len, &mut bt);
+                    self.pack(xg, [h, w, ow], p0, len, &slots, &mut bt);
                     let at = [img, g, p0, len];
                     self.blocks(at, p, residual, relu, out, &mut part, |a, b, st| {
                         packed(a, &bt, b, st)
@@ -369,8 +427,100 @@ impl PackedConv {
 
     /// Packs the `k × full` input panel (`full` the kernel's `nr`) of output positions
     /// `p0..p0 + nr` of one image's group (`x`: `[cg, h, w]`).
-    fn pack(&self, x: &[f32], hw: [usize; 3], p0: usize, nr: usize, bt: &mut [f32]) {
-        pack(self.win, self.cg, x, hw, p0, nr, self.kernel.nr, bt)
+    #[allow(clippy::too_many_arguments)]
+    fn pack(
+        &self,
+        x: &[f32],
+        hw: [usize; 3],
+        p0: usize,
+        nr: usize,
+        slots: &[usize],
+        bt: &mut [f32],
+    ) {
+        pack(
+            self.win,
+            self.cg,
+            x,
+            hw,
+            p0,
+            nr,
+            self.kernel.nr,
+            Some(slots),
+            bt,
+        )
+    }
+}
+
+/// Where each tap `ki · kw + kj` of a window goes in a channel's rows of the reduction: ordered
+/// by the offset it reads at in the phase-split image ([`split_phases`]): by phase (row mod
+/// stride, column mod stride), then by row and column within the phase. So a direct tile's row
+/// offsets increase, as the kernels require. Stride 1 keeps the taps in order.
+fn taps(win: Window) -> Vec<usize> {
+    let Window {
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        dilation: [dh, dw],
+        ..
+    } = win;
+    if !cfg!(target_arch = "x86_64") {
+        // only x86-64 reads strided windows in place (see `PackedConv::run`)
+        return (0..kh * kw).collect();
+    }
+    // phase by phase (no sort: a sort's code would grow the wasm module), rows and columns in
+    // increasing order within each
+    let mut slots = vec![0; kh * kw];
+    let mut next = 0;
+    for a in 0..sh {
+        for b in 0..sw {
+            for ki in (0..kh).filter(|ki| ki * dh % sh == a) {
+                for kj in (0..kw).filter(|kj| kj * dw % sw == b) {
+                    slots[ki * kw + kj] = next;
+                    next += 1;
+                }
+            }
+        }
+    }
+    slots
+}
+
+/// Copies one `h × w` channel into the interior of its zero-padded (`ph` rows, `pw` columns)
+/// image split in phases by the strides `sh = row_rank.len()` and `sw`: padded row `y`, column
+/// `x` goes to plane `row_rank[y mod sh] · cols_kept + b` at `(y / sh, x / sw)` of its
+/// `hq × wq`, `(b, x0, col)` in `cols` for each column phase kept (its rank, its first column in
+/// `src` and that column's place in the plane's row); phases no tap reads are left out. A
+/// window's tap then reads, for consecutive output positions of a row, consecutive values of one
+/// plane. The padding is left as it is: zero in a buffer made zero.
+#[allow(clippy::too_many_arguments)]
+fn split_phases(
+    src: &[f32],
+    [h, w]: [usize; 2],
+    ph: usize,
+    [hq, wq]: [usize; 2],
+    row_rank: &[Option<usize>],
+    [sw, cols_kept]: [usize; 2],
+    cols: &[(usize, usize, usize)],
+    planes: &mut [f32],
+) {
+    let sh = row_rank.len();
+    let plane = hq * wq;
+    let (mut yq, mut yr) = (ph / sh, ph % sh);
+    for row in src.chunks_exact(w).take(h) {
+        if let Some(a) = row_rank[yr] {
+            for &(b, x0, col) in cols {
+                let dst = &mut planes[(a * cols_kept + b) * plane + yq * wq + col..];
+                if sw == 1 {
+                    dst[..w].copy_from_slice(row);
+                    continue;
+                }
+                for (d, &v) in dst.iter_mut().zip(row[x0..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+        yr += 1;
+        if yr == sh {
+            (yq, yr) = (yq + 1, 0);
+        }
     }
 }
 
@@ -426,7 +576,8 @@ pub(super) fn checked_buffers(
 /// Packs the `k × full` input panel of output positions `p0..p0 + nr` of one image's group
 /// (`x`: `[cg, h, w]`) of a convolution with window `win`, for a tile `full` positions wide: row
 /// `(ci, ki, kj)` holds the input each position's tap reads, or 0 (`T::default()`) in the padding;
-/// columns past `nr` are 0. The float kernels pack f32, the integer kernel ([`super::qconv`]) i16.
+/// columns past `nr` are 0; `slots` puts tap `ki · kw + kj` at another row of its channel's (the
+/// float panels' order, see `taps`). The float kernels pack f32, the integer kernel ([`super::qconv`]) i16.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn pack<T: Copy + Default>(
     win: Window,
@@ -436,6 +587,7 @@ pub(super) fn pack<T: Copy + Default>(
     p0: usize,
     nr: usize,
     full: usize,
+    slots: Option<&[usize]>,
     bt: &mut [T],
 ) {
     let Window {
@@ -467,7 +619,8 @@ pub(super) fn pack<T: Copy + Default>(
                 let (lo, hi) = (lo.clamp(ox0, ox0 + len), hi.clamp(ox0, ox0 + len));
                 let (a, b) = (lo - ox0, hi.max(lo) - ox0);
                 for ci in 0..cg {
-                    let r = (ci * kh + ki) * kw + kj;
+                    let t = ki * kw + kj;
+                    let r = ci * kh * kw + slots.map_or(t, |s| s[t]);
                     let dst = &mut bt[r * full + col..][..len];
                     if !row_in || a == b {
                         dst.fill(T::default());

@@ -130,6 +130,19 @@ mod tests {
             (2, 3, 5, 5, 5, [1, 1], [1, 1], [0, 0], [1, 1], 1),
             (3, 16, 4, 4, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
             (1, 2, 6, 3, 9, [2, 3], [1, 1], [0, 1], [1, 1], 1),
+            // strides read the phase-split image in place: whole rows of runs and wide rows, odd
+            // paddings, dilation across phases, stride 3; a 1x1 shortcut packs
+            (2, 16, 32, 32, 9, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (3, 16, 16, 16, 20, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (2, 16, 16, 16, 8, [1, 1], [2, 2], [0, 0], [1, 1], 1),
+            (1, 3, 11, 13, 7, [3, 3], [2, 2], [2, 1], [2, 1], 1),
+            (2, 4, 10, 17, 6, [5, 3], [3, 2], [2, 1], [1, 2], 2),
+            (1, 2, 9, 65, 5, [3, 3], [1, 2], [1, 0], [1, 1], 1),
+            // strided wide rows that would take more tiles: input panels packed per tile; a
+            // stride-1 row far wider than its outputs
+            (2, 32, 16, 16, 16, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (1, 2, 7, 12, 4, [3, 3], [2, 4], [1, 1], [1, 1], 1),
+            (2, 3, 6, 8, 5, [3, 7], [1, 1], [1, 0], [1, 1], 1),
         ];
         for &(n, c, h, w, o, kernel, stride, padding, dilation, groups) in cases {
             let win = Window {

@@ -313,7 +313,7 @@ impl QConv {
                 quantize_pairs(xg, [cg, h, w], [0, 0, w], self.grid, &mut xq);
                 for p0 in (0..p).step_by(NR) {
                     let nr = NR.min(p - p0);
-                    pack(self.win, cg2, &xq, [h, w, ow], p0, nr, NR, &mut bt);
+                    pack(self.win, cg2, &xq, [h, w, ow], p0, nr, NR, None, &mut bt);
                     let at = [img, g, p0, nr];
                     let weights = (self.kp, &self.panels[..]);
                     self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
