@@ -481,7 +481,7 @@ struct ForwardChunk<'a> {
 /// element-wise pass per step; returns the chunk's (h_n, c_n).
 fn forward_chunk(
     n: Dims,
-    w_hh_t: &PackedMatrix,
+    w_hh_t: &StepProduct,
     bias: &Bias,
     reverse: bool,
     ch: ForwardChunk,
@@ -495,7 +495,7 @@ fn forward_chunk(
     let mut scratch = Vec::new();
     for s in 0..n.steps {
         let t = step_time(s, n.steps, reverse);
-        w_hh_t.matmul(&hp, bc, None, &mut rh, &mut scratch);
+        w_hh_t.apply(&hp, bc, &mut rh, &mut scratch);
         let rh = &rh[..];
         let g = &mut ch.gates[t * bc * gh_w..(t + 1) * bc * gh_w];
         let ex = &mut ch.extra[t * bc * h..(t + 1) * bc * h];
@@ -506,6 +506,39 @@ fn forward_chunk(
         }
     }
     (hp, cp)
+}
+
+/// The per-step product `h·W_hhᵀ`. Over several steps `W_hhᵀ` is packed once for every step of
+/// every chunk; a single step (generation's one token at a time) multiplies in place, as packing
+/// the whole matrix for one product doubled a GRU token's time in wasm.
+enum StepProduct<'a> {
+    Packed(PackedMatrix),
+    Once(ArrayView2<'a, f32>),
+}
+
+impl<'a> StepProduct<'a> {
+    fn new(w_hh: ArrayView2<'a, f32>, steps: usize) -> StepProduct<'a> {
+        if steps > 1 {
+            let (gh_w, h) = w_hh.dim();
+            StepProduct::Packed(PackedMatrix::new(h, gh_w, |r, c| w_hh[[c, r]]))
+        } else {
+            StepProduct::Once(w_hh)
+        }
+    }
+
+    /// `out = hp·W_hhᵀ` for `rows` rows of `hp`.
+    fn apply(&self, hp: &[f32], rows: usize, out: &mut [f32], scratch: &mut Vec<f32>) {
+        match self {
+            StepProduct::Packed(p) => p.matmul(hp, rows, None, out, scratch),
+            StepProduct::Once(w) => {
+                let (gh_w, h) = w.dim();
+                let hv = ArrayView2::from_shape((rows, h), hp).expect("rows×H");
+                let mut o =
+                    ndarray::ArrayViewMut2::from_shape((rows, gh_w), out).expect("rows×G·H");
+                gemm(1.0, &hv, &w.t(), 0.0, &mut o);
+            }
+        }
+    }
 }
 
 /// Forward of one direction over the whole sequence. `xw`: `x·W_ihᵀ` for every step
@@ -526,8 +559,7 @@ fn forward_direction(
     let (t_len, b, h) = (n.steps, n.batch, n.hidden);
     let gh_w = n.cell.gates() * h;
     let bias = Bias::new(n.cell, h, w);
-    // W_hhᵀ packed once for every step of every chunk
-    let w_hh_t = PackedMatrix::new(h, gh_w, |r, c| w.w_hh[[c, r]]);
+    let w_hh_t = StepProduct::new(w.w_hh, t_len);
     let mut gates = xw;
     let mut extra = vec![0.0f32; t_len * b * h];
     let mut states = vec![0.0f32; t_len * b * h];
@@ -1268,6 +1300,13 @@ mod tests {
     fn lstm_gradients_one_layer_and_stacked_bidirectional() {
         gradcheck(cfg(RnnCell::Lstm, 1, false, true), &[2, 4, 3], 0);
         gradcheck(cfg(RnnCell::Lstm, 2, true, false), &[3, 2, 3], 2);
+    }
+
+    #[test]
+    fn gradients_of_a_single_step_which_multiplies_without_packing() {
+        // one time step: `StepProduct::Once`, the product generation takes per token
+        gradcheck(cfg(RnnCell::Gru, 2, true, true), &[2, 1, 3], 1);
+        gradcheck(cfg(RnnCell::Lstm, 1, false, false), &[1, 3, 3], 2);
     }
 
     #[test]
