@@ -83,6 +83,55 @@ def load(results: Path):
     return train, errors, extra
 
 
+TEXT = {
+    "names": "char-GRU classifier: surname → language (T 14, 7 classes, 10 epochs)",
+    "names-lm": "char-GRU language model ([B, 16] → [B, 16, V], 4 epochs)",
+    "names-gpt": "small causal transformer (d 48, 4 heads, 2 pre-norm layers, 4 epochs)",
+}
+
+
+def text_summary(extra):
+    """text_<kiln|torch>_<case>_<run> results (bench/rnn_speed.py): medians per case and framework."""
+    runs = defaultdict(lambda: defaultdict(list))
+    for name, r in extra.items():
+        parts = name.split("_")
+        if parts[0] == "text" and len(parts) == 4 and parts[2] in TEXT:
+            runs[parts[2]][parts[1]].append(r)
+    return {case: {fw: {"sps": statistics.median(r["samples_per_s"] for r in rs),
+                        "all": [r["samples_per_s"] for r in rs],
+                        "val_loss": statistics.median(r["val_loss"] for r in rs),
+                        "val_acc": rs[0].get("val_accuracy"), "threads": rs[0].get("threads"),
+                        "loaded": any(r.get("other_cpu_share", 0) > LOADED for r in rs)}
+                   for fw, rs in fws.items()} for case, fws in runs.items()}
+
+
+def text_table(text):
+    if not text:
+        return [NOT_MEASURED]
+    rows = ["| case | PyTorch samples/s (runs) | kiln samples/s (runs) | kiln / PyTorch | PyTorch validation loss "
+            "| kiln validation loss | accuracy PyTorch / kiln |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for case, label in TEXT.items():
+        t, k = text.get(case, {}).get("torch"), text.get(case, {}).get("kiln")
+        if not t and not k:
+            continue
+
+        def sps(s):
+            if not s:
+                return NOT_MEASURED
+            each = " / ".join(f"{v:,.0f}" for v in s["all"])
+            return f"{s['sps']:,.0f}{' ⚠' if s['loaded'] else ''} ({each})"
+        acc = " / ".join(f"{s['val_acc']:.3f}" for s in (t, k) if s and s["val_acc"] is not None) or "–"
+        ratio = f"{k['sps'] / t['sps']:.2f}×" if t and k else "–"
+        rows.append(f"| {label} | {sps(t)} | {sps(k)} | {ratio} "
+                    f"| {fmt(t and t['val_loss'], '.4f')} | {fmt(k and k['val_loss'], '.4f')} | {acc} |")
+    return rows + ["", "bench/rnn_speed.py: the text page's models on Faker's surnames (notebooks/04-text.ipynb), the "
+                   "same model definition, data, batch 32, epochs and Adam on both sides, 2 threads each "
+                   "(`torch.set_num_threads(2)`, `RAYON_NUM_THREADS=2`); kiln's `fit` against PyTorch's idiomatic "
+                   "loop (tensors in memory, a permutation and slices per epoch). samples/s of the timed fit "
+                   "(after a warm-up fit), median over runs that alternate kiln and PyTorch case by case; "
+                   "validation loss (nats per character for the language models) on the held-out split."]
+
+
 def fmt(v, spec=",.0f", flag=False):
     return NOT_MEASURED if v is None else f"{v:{spec}}{' ⚠' if flag else ''}"
 
@@ -318,6 +367,7 @@ def main() -> None:
     versions = ", ".join(f"{NAMES[fw]} {s['version']}" for fw in FRAMEWORKS
                          for s in [next((summary[c][fw] for c in CASES if fw in summary[c]), None)] if s)
     inf = report_infer.load(args.results)
+    text = text_summary(extra)
     chart(summary, inf, args.chart, args.quick)
 
     shares = [s["other"] for c in CASES for s in summary[c].values()]
@@ -331,8 +381,10 @@ def main() -> None:
         md += ["> **Quick run** (1 epoch, 1 seed, short timings): checks the plumbing; the numbers are not "
                "comparable.", ""]
     md += ["## Targets and where we stand", "",
-           "The goals of issue 8. A target is judged only when both sides were measured in this run.", "",
-           *report_infer.targets(summary, inf), "",
+           "The goals of the open issues (18: convolutions, int8, native, training; 14: text) and the earlier "
+           "ones still promised (issue 8: cold start, download). A target is judged only when both sides were "
+           "measured in this run; ⚠ marks a verdict taken while other processes used the CPU.", "",
+           *report_infer.targets(summary, inf, text, extra, args.results.parent / "kiln-wasm-pkg"), "",
            "## Method", "", METHOD, "", "Inference:", report_infer.METHOD, "",
            "## Machine", "",
            "| | |", "| --- | --- |",
@@ -359,6 +411,7 @@ def main() -> None:
            "## Inference: kiln-wasm vs onnxruntime-web, kiln.InferenceSession vs onnxruntime", "",
            *report_infer.section(inf), "",
            "## Two threads: batch 64 in Node", "", *threads_table(extra), "",
+           "## Text training: kiln vs PyTorch", "", *text_table(text), "",
            "## Text generation: kiln-wasm's generate vs onnxruntime-web with the loop in JS", "",
            *generate_table(extra), "",
            "## Training in JavaScript: kiln-wasm's Trainer vs TensorFlow.js", "", *race_table(extra), "",

@@ -33,6 +33,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (bench/common.py: the Timer the training benchmarks share)
+
 VOCAB, STEPS, EMB, HIDDEN, CLASSES = 30, 24, 32, 128, 4
 SAMPLES, BATCH, EPOCHS, LR = 2048, 64, 3, 1e-3
 
@@ -204,11 +207,10 @@ def names_kiln(case: str) -> dict:
     kiln.manual_seed(0)
     model = names_model(nn, case, vocab, classes)
     model.compile(optimizer=optim.Adam(lr=lr), loss=loss, metrics=["accuracy"] if case == "names" else None)
-    start = time.perf_counter()
-    hist = model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
-    seconds = time.perf_counter() - start
+    with common.Timer() as timer:
+        hist = model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0)
     scores = model.evaluate(xv, yv)
-    return {"seconds": seconds, "samples": len(x) * epochs, "final_loss": hist.history["loss"][-1],
+    return {"seconds": timer.seconds, "other_cpu_share": timer.other_cpu_share, "samples": len(x) * epochs, "final_loss": hist.history["loss"][-1],
             "val_loss": scores["loss"], "val_accuracy": scores.get("accuracy")}
 
 
@@ -250,15 +252,14 @@ def names_torch(case: str) -> dict:
         return model, last
 
     train(batch * 4, 1)  # warm-up
-    start = time.perf_counter()
-    model, last = train(len(x), epochs)
-    seconds = time.perf_counter() - start
+    with common.Timer() as timer:
+        model, last = train(len(x), epochs)
     model.eval()
     with torch.no_grad():
         out = model(torch.from_numpy(xv))
         val_loss = float(flat(out, torch.from_numpy(yv)))
         acc = float((out.argmax(-1).numpy() == yv).mean()) if case == "names" else None
-    return {"seconds": seconds, "samples": len(x) * epochs, "final_loss": last, "val_loss": val_loss, "val_accuracy": acc}
+    return {"seconds": timer.seconds, "other_cpu_share": timer.other_cpu_share, "samples": len(x) * epochs, "final_loss": last, "val_loss": val_loss, "val_accuracy": acc}
 
 
 def main() -> None:
@@ -276,7 +277,7 @@ def main() -> None:
                           "seconds": round(r["seconds"], 2), "epochs": epochs, "batch": batch, "lr": lr,
                           "final_loss": round(float(r["final_loss"]), 4), "val_loss": round(float(r["val_loss"]), 4),
                           "val_accuracy": None if r["val_accuracy"] is None else round(float(r["val_accuracy"]), 4),
-                          "load_at_start": load}))
+                          "other_cpu_share": round(r["other_cpu_share"], 3), "loadavg_start": load}))
         return
     X, y = data()
     seconds, loss = (run_kiln if which == "kiln" else run_torch)(X, y)

@@ -9,6 +9,7 @@
 #   BENCH_ONLY=training bash bench/run.sh  # all of training, no inference (inference results are kept)
 #   BENCH_ONLY=inference bash bench/run.sh # inference only: models, Node, Chromium, native (training kept)
 #   BENCH_CASES="resnet" bash bench/run.sh  # a subset of the training cases (mlp cnn gemm resnet)
+#   BENCH_TEXT_CASES="names-lm" BENCH_TEXT_RUNS=5  # the text training race (names names-lm names-gpt), runs each
 #   BENCH_INFER_ENVS="node chromium native" BENCH_INFER_MODELS="cnn mlp resnet resnet-torch cnn_int8 resnet_int8"   # inference subsets
 #   BENCH_WAIT_IDLE=600 bash bench/run.sh  # on a shared machine: before each case wait (up to 600 s)
 #                                          # until other processes leave the CPUs < 10% busy
@@ -86,7 +87,8 @@ case "$ONLY" in
   "") rm -f "$RES"/*.json ;;
   inference) rm -f "$RES"/inference_*.json ;;
   training) find "$RES" -name '*.json' ! -name 'inference_*' -delete ;;
-  *) rm -f "$RES/${ONLY}_"*.json ;;
+  pytorch) rm -f "$RES/pytorch_"*.json "$RES/text_torch_"*.json ;;
+  *) rm -f "$RES/${ONLY}_"*.json "$RES/text_${ONLY}_"*.json ;;
 esac
 
 # ---- the machine ------------------------------------------------------------------------------
@@ -131,18 +133,41 @@ if want kiln; then
   printf '{"case": "sgemm", "framework": "kiln (gemm crate)", "gflops": {"1": %s, "2": %s}}\n' "$one" "$two" > "$RES/kiln_sgemm.json"
 fi
 
-# ---- training: every case x seed, PyTorch then kiln ---------------------------------------------
-if want pytorch; then
-  for case in $CASES; do for seed in $SEEDS; do
+# ---- training: every case x seed, PyTorch and kiln alternating (a drift in the machine's speed hits
+# both sides alike; this VM's speed swings ±30% over minutes) -------------------------------------
+for case in $CASES; do for seed in $SEEDS; do
+  if want pytorch; then
     log "PyTorch $case seed $seed"
     run_case "$RES/pytorch_${case}_${seed}.json" "$PEERS" peers_torch.py "$case" --seed "$seed" "${EXTRA[@]}"
-  done; done
-fi
-if want kiln; then
-  for case in $CASES; do for seed in $SEEDS; do
+  fi
+  if want kiln; then
     log "kiln $case seed $seed"
     run_case "$RES/kiln_${case}_${seed}.json" "$KILN_PY" kiln_train.py "$case" --seed "$seed" "${EXTRA[@]}"
-  done; done
+  fi
+done; done
+
+# ---- text training: the text page's char-GRU classifier, GRU language model and small transformer --
+# (bench/rnn_speed.py, issue 14's race), kiln and PyTorch alternating case by case so a drift in the
+# machine hits both sides alike; median of the runs in the report.
+TEXT_CASES="${BENCH_TEXT_CASES:-names names-lm names-gpt}"
+TEXT_RUNS="${BENCH_TEXT_RUNS:-3}"
+[[ -n "${BENCH_QUICK:-}" ]] && TEXT_RUNS=1
+if want kiln || want pytorch; then
+  if "$KILN_PY" rnn_speed.py prepare >/dev/null; then
+    for run in $(seq 1 "$TEXT_RUNS"); do for case in $TEXT_CASES; do
+      if want kiln; then
+        log "text training kiln $case run $run"
+        run_case "$RES/text_kiln_${case}_${run}.json" "$KILN_PY" rnn_speed.py kiln "$case"
+      fi
+      if want pytorch; then
+        log "text training PyTorch $case run $run"
+        run_case "$RES/text_torch_${case}_${run}.json" "$PEERS" rnn_speed.py torch "$case"
+      fi
+    done; done
+  else
+    log "FAILED: rnn_speed.py prepare; no text training measured"
+    printf '{"error": "bench/rnn_speed.py prepare failed; see the bench log", "command": "rnn_speed.py prepare"}\n' > "$RES/text_prepare.json"
+  fi
 fi
 
 # ---- inference: the same .onnx files through kiln and its peers, in Node, Chromium and natively ----
