@@ -28,9 +28,11 @@ test: lint test-rust conformance test-py test-ray notebooks test-js test-e2e tes
 lint: ## rustfmt and clippy (warnings are errors)
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
-	# the browser's modules without tract: kiln's engine (predict only), and with the Trainer
-	cargo clippy --release -p kiln-wasm --no-default-features --features core -- -D warnings
-	cargo clippy --release -p kiln-wasm --no-default-features --features train -- -D warnings
+	# the browser's modules without tract: kiln's engine (predict only), and with the Trainer, for the
+	# target they ship to (wasm32 with simd128), so the core's wasm32-only code paths are linted too
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+	cargo clippy --release -p kiln-wasm --target wasm32-unknown-unknown --no-default-features --features core -- -D warnings
+	cargo clippy --release -p kiln-wasm --target wasm32-unknown-unknown --no-default-features --features train -- -D warnings
 
 test-rust: ## the Rust core's unit, gradient and integration tests
 	cargo test --release -p kiln-core

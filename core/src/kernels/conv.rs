@@ -73,11 +73,11 @@ impl Kernel {
     pub fn available() -> &'static [Kernel] {
         static ALL: std::sync::OnceLock<Vec<Kernel>> = std::sync::OnceLock::new();
         ALL.get_or_init(|| {
-            let mut all = Vec::new();
             #[cfg(target_arch = "x86_64")]
-            all.extend(super::x86::kernels());
-            all.push(Kernel::PORTABLE);
-            all
+            let native = super::x86::kernels();
+            #[cfg(not(target_arch = "x86_64"))]
+            let native: Vec<Kernel> = Vec::new();
+            native.into_iter().chain([Kernel::PORTABLE]).collect()
         })
     }
 
