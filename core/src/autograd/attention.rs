@@ -13,6 +13,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 
 use super::tape::{Tape, Tensor, Var};
+use super::vmath::{simd_dispatch, softmax_row};
 use crate::{shape_err, value_err, Result};
 
 /// `f(b, block)` for every batch's block of `out` (`chunk` values each): in parallel natively.
@@ -88,6 +89,139 @@ fn flat(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
+/// An additive mask `[mb, mh, L, S]` (`mb` 1 or B, `mh` 1 or H).
+#[derive(Clone, Copy)]
+struct Mask<'a> {
+    values: &'a [f32],
+    mb: usize,
+    mh: usize,
+}
+
+/// One batch's attention weights (`block`: `[H, L, S]`): per head the scaled scores as row
+/// updates over the transposed keys, the mask, and the softmax in lanes.
+#[inline(always)]
+fn weights_batch_body(
+    n: Heads,
+    scale: f32,
+    q: &[f32],
+    k: &[f32],
+    mask: Option<Mask>,
+    b: usize,
+    block: &mut [f32],
+) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    let (qb, kb) = (&q[b * n.l * e..], &k[b * n.s * e..]);
+    let mut kt = vec![0.0f32; n.d * n.s];
+    for (hi, head) in block.chunks_exact_mut(ls).enumerate() {
+        transpose_head(kb, n.s, e, hi * n.d, n.d, &mut kt);
+        let m = mask.map(|m| &m.values[((b % m.mb) * m.mh + hi % m.mh) * ls..][..ls]);
+        for (li, row) in head.chunks_exact_mut(n.s).enumerate() {
+            let qr = &qb[li * e + hi * n.d..][..n.d];
+            row.fill(0.0);
+            for (j, &qj) in qr.iter().enumerate() {
+                axpy(row, qj * scale, &kt[j * n.s..][..n.s]);
+            }
+            if let Some(m) = m {
+                for (v, &a) in row.iter_mut().zip(&m[li * n.s..][..n.s]) {
+                    *v += a;
+                }
+            }
+            softmax_row(row);
+        }
+    }
+}
+simd_dispatch!(weights_batch, weights_batch_avx2, weights_batch_body, (n: Heads, scale: f32, q: &[f32], k: &[f32], mask: Option<Mask>, b: usize, block: &mut [f32]));
+
+/// One batch's backward of the weights: from `P` (before dropout), the incoming `g` and the dropout
+/// scales, `∂q` then `∂k` into `block` (`[L, E]` then `[S, E]`); `q`, `k` are the batch's rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weights_back_batch_body(
+    n: Heads,
+    scale: f32,
+    p: &[f32],
+    g: &[f32],
+    keep: Option<&[f32]>,
+    qb: &[f32],
+    kb: &[f32],
+    block: &mut [f32],
+) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    let (dq, dk) = block.split_at_mut(n.l * e);
+    let mut ds = vec![0.0f32; n.s];
+    let mut dkt = vec![0.0f32; n.d * n.s];
+    for hi in 0..n.h {
+        dkt.fill(0.0);
+        for li in 0..n.l {
+            let row = hi * ls + li * n.s;
+            let (pr, gr) = (&p[row..row + n.s], &g[row..row + n.s]);
+            // ∂P before dropout, then through the softmax: P ⊙ (∂P − Σ ∂P ⊙ P)
+            match keep {
+                Some(k) => {
+                    for ((d, &gv), &kv) in ds.iter_mut().zip(gr).zip(&k[row..row + n.s]) {
+                        *d = gv * kv;
+                    }
+                }
+                None => ds.copy_from_slice(gr),
+            }
+            let inner = dot(&ds, pr);
+            for (d, &pv) in ds.iter_mut().zip(pr) {
+                *d = pv * (*d - inner) * scale;
+            }
+            let qr = li * e + hi * n.d;
+            for (si, &d) in ds.iter().enumerate() {
+                let kr = si * e + hi * n.d;
+                axpy(&mut dq[qr..qr + n.d], d, &kb[kr..kr + n.d]);
+            }
+            for (j, &qj) in qb[qr..qr + n.d].iter().enumerate() {
+                axpy(&mut dkt[j * n.s..][..n.s], qj, &ds);
+            }
+        }
+        untranspose_head(&dkt, n.s, e, hi * n.d, n.d, dk);
+    }
+}
+simd_dispatch!(weights_back_batch, weights_back_batch_avx2, weights_back_batch_body, (n: Heads, scale: f32, p: &[f32], g: &[f32], keep: Option<&[f32]>, qb: &[f32], kb: &[f32], block: &mut [f32]));
+
+/// One batch's `O = P·v`, heads merged (`block`: `[L, E]`; `p`: `[H, L, S]`, `vb`: `[S, E]`).
+#[inline(always)]
+fn apply_batch_body(n: Heads, p: &[f32], vb: &[f32], block: &mut [f32]) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    for hi in 0..n.h {
+        let head = &p[hi * ls..][..ls];
+        for li in 0..n.l {
+            let or = li * e + hi * n.d;
+            for (si, &w) in head[li * n.s..][..n.s].iter().enumerate() {
+                axpy(&mut block[or..or + n.d], w, &vb[si * e + hi * n.d..][..n.d]);
+            }
+        }
+    }
+}
+simd_dispatch!(apply_batch, apply_batch_avx2, apply_batch_body, (n: Heads, p: &[f32], vb: &[f32], block: &mut [f32]));
+
+/// One batch's backward of [`apply_batch_body`]: `∂P` (`[H, L, S]`) then `∂v` (`[S, E]`) into `block`.
+#[inline(always)]
+fn apply_back_batch_body(n: Heads, p: &[f32], vb: &[f32], gb: &[f32], block: &mut [f32]) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    let (dp, dv) = block.split_at_mut(n.h * ls);
+    let (mut vt, mut dvt) = (vec![0.0f32; n.d * n.s], vec![0.0f32; n.d * n.s]);
+    for hi in 0..n.h {
+        let head = &p[hi * ls..][..ls];
+        transpose_head(vb, n.s, e, hi * n.d, n.d, &mut vt);
+        dvt.fill(0.0);
+        for li in 0..n.l {
+            let gr = &gb[li * e + hi * n.d..][..n.d];
+            let pr = &head[li * n.s..][..n.s];
+            let dpr = &mut dp[hi * ls + li * n.s..][..n.s];
+            for (j, &gj) in gr.iter().enumerate() {
+                axpy(dpr, gj, &vt[j * n.s..][..n.s]);
+                axpy(&mut dvt[j * n.s..][..n.s], gj, pr);
+            }
+        }
+        untranspose_head(&dvt, n.s, e, hi * n.d, n.d, dv);
+    }
+}
+simd_dispatch!(apply_back_batch, apply_back_batch_avx2, apply_back_batch_body, (n: Heads, p: &[f32], vb: &[f32], gb: &[f32], block: &mut [f32]));
+
 impl Tape {
     /// The attention weights of `heads` heads: `dropout(softmax(q·kᵀ/√D + mask))` per head, the
     /// softmax over the keys, dropout (probability `dropout`) on a training tape only. `mask` is
@@ -144,33 +278,11 @@ impl Tape {
         let mask = mask.map(|m| flat(&m).into_owned());
         let scale = 1.0 / (n.d as f32).sqrt();
         let (qv, kv) = (flat(self.value(q)), flat(self.value(k)));
-        let (e, hls, ls) = (n.e(), n.h * n.l * n.s, n.l * n.s);
+        let (e, hls) = (n.e(), n.h * n.l * n.s);
         let mut p = vec![0.0f32; n.b * hls];
+        let mask = mask.as_deref().map(|m| Mask { values: m, mb, mh });
         per_batch(&mut p, hls, |b, block| {
-            let (qb, kb) = (&qv[b * n.l * e..], &kv[b * n.s * e..]);
-            let mut kt = vec![0.0f32; n.d * n.s];
-            for (hi, head) in block.chunks_exact_mut(ls).enumerate() {
-                transpose_head(kb, n.s, e, hi * n.d, n.d, &mut kt);
-                let m = mask
-                    .as_ref()
-                    .map(|m| &m[((b % mb) * mh + hi % mh) * ls..][..ls]);
-                for (li, row) in head.chunks_exact_mut(n.s).enumerate() {
-                    let qr = &qb[li * e + hi * n.d..][..n.d];
-                    row.fill(0.0);
-                    for (j, &qj) in qr.iter().enumerate() {
-                        axpy(row, qj * scale, &kt[j * n.s..][..n.s]);
-                    }
-                    if let Some(m) = m {
-                        for (v, &a) in row.iter_mut().zip(&m[li * n.s..][..n.s]) {
-                            *v += a;
-                        }
-                    }
-                    let top = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                    row.iter_mut().for_each(|v| *v = (*v - top).exp());
-                    let sum: f32 = row.iter().sum();
-                    row.iter_mut().for_each(|v| *v /= sum);
-                }
-            }
+            weights_batch(n, scale, &qv, &kv, mask, b, block)
         });
         drop((qv, kv));
         // the same draws as Tape::dropout on a tensor of this shape
@@ -199,35 +311,19 @@ impl Tape {
             // per batch: ∂q's rows then ∂k's
             let mut dqk = vec![0.0f32; n.b * (lq + lk)];
             per_batch(&mut dqk, lq + lk, |b, block| {
-                let (dq, dk) = block.split_at_mut(lq);
                 let (qb, kb) = (&qv[b * lq..][..lq], &kv[b * lk..][..lk]);
-                let mut ds = vec![0.0f32; n.s];
-                let mut dkt = vec![0.0f32; n.d * n.s];
-                for hi in 0..n.h {
-                    dkt.fill(0.0);
-                    let at = b * hls + hi * ls;
-                    for li in 0..n.l {
-                        let row = at + li * n.s;
-                        let (pr, gr) = (&p[row..row + n.s], &g[row..row + n.s]);
-                        // ∂P before dropout, then through the softmax: P ⊙ (∂P − Σ ∂P ⊙ P)
-                        for (si, d) in ds.iter_mut().enumerate() {
-                            *d = gr[si] * keep.as_ref().map_or(1.0, |k| k[row + si]);
-                        }
-                        let inner = dot(&ds, pr);
-                        for (d, &pv) in ds.iter_mut().zip(pr) {
-                            *d = pv * (*d - inner) * scale;
-                        }
-                        let qr = li * e + hi * n.d;
-                        for (si, &d) in ds.iter().enumerate() {
-                            let kr = si * e + hi * n.d;
-                            axpy(&mut dq[qr..qr + n.d], d, &kb[kr..kr + n.d]);
-                        }
-                        for (j, &qj) in qb[qr..qr + n.d].iter().enumerate() {
-                            axpy(&mut dkt[j * n.s..][..n.s], qj, &ds);
-                        }
-                    }
-                    untranspose_head(&dkt, n.s, e, hi * n.d, n.d, dk);
-                }
+                let at = b * hls;
+                let keep = keep.as_deref().map(|k| &k[at..at + hls]);
+                weights_back_batch(
+                    n,
+                    scale,
+                    &p[at..at + hls],
+                    &g[at..at + hls],
+                    keep,
+                    qb,
+                    kb,
+                    block,
+                )
             });
             let (mut dq, mut dk) = (Vec::with_capacity(n.b * lq), Vec::with_capacity(n.b * lk));
             for block in dqk.chunks_exact(lq + lk) {
@@ -267,20 +363,12 @@ impl Tape {
             s: sp[3],
             d: sv[2] / sp[1],
         };
-        let (e, hls, ls) = (n.e(), n.h * n.l * n.s, n.l * n.s);
+        let (e, hls) = (n.e(), n.h * n.l * n.s);
         let (pv, vv) = (flat(self.value(p)), flat(self.value(v)));
         let mut o = vec![0.0f32; n.b * n.l * e];
         per_batch(&mut o, n.l * e, |b, block| {
             let vb = &vv[b * n.s * e..][..n.s * e];
-            for hi in 0..n.h {
-                let head = &pv[b * hls + hi * ls..][..ls];
-                for li in 0..n.l {
-                    let or = li * e + hi * n.d;
-                    for (si, &w) in head[li * n.s..][..n.s].iter().enumerate() {
-                        axpy(&mut block[or..or + n.d], w, &vb[si * e + hi * n.d..][..n.d]);
-                    }
-                }
-            }
+            apply_batch(n, &pv[b * hls..][..hls], vb, block)
         });
         drop((pv, vv));
         let y = ArrayD::from_shape_vec(IxDyn(&[n.b, n.l, e]), o).expect("B×L×E");
@@ -291,24 +379,8 @@ impl Tape {
             // per batch: ∂P's heads then ∂v's rows
             let mut both = vec![0.0f32; n.b * (hls + lv)];
             per_batch(&mut both, hls + lv, |b, block| {
-                let (dp, dv) = block.split_at_mut(hls);
                 let (vb, gb) = (&vv[b * lv..][..lv], &g[b * n.l * e..][..n.l * e]);
-                let (mut vt, mut dvt) = (vec![0.0f32; n.d * n.s], vec![0.0f32; n.d * n.s]);
-                for hi in 0..n.h {
-                    let head = &pv[b * hls + hi * ls..][..ls];
-                    transpose_head(vb, n.s, e, hi * n.d, n.d, &mut vt);
-                    dvt.fill(0.0);
-                    for li in 0..n.l {
-                        let gr = &gb[li * e + hi * n.d..][..n.d];
-                        let pr = &head[li * n.s..][..n.s];
-                        let dpr = &mut dp[hi * ls + li * n.s..][..n.s];
-                        for (j, &gj) in gr.iter().enumerate() {
-                            axpy(dpr, gj, &vt[j * n.s..][..n.s]);
-                            axpy(&mut dvt[j * n.s..][..n.s], gj, pr);
-                        }
-                    }
-                    untranspose_head(&dvt, n.s, e, hi * n.d, n.d, dv);
-                }
+                apply_back_batch(n, &pv[b * hls..][..hls], vb, gb, block)
             });
             let (mut dp, mut dv) = (Vec::with_capacity(n.b * hls), Vec::with_capacity(n.b * lv));
             for block in both.chunks_exact(hls + lv) {
@@ -350,6 +422,18 @@ mod tests {
         });
         check(&[&[2, 2, 3, 4], &[2, 4, 6]], |t, v| {
             t.attention_apply(v[0], v[1]).unwrap()
+        });
+        // 9 keys: the softmax's lanes take a block of 8 and a tail; a causal mask over them
+        let causal = Tensor::from_shape_fn(IxDyn(&[1, 1, 3, 9]), |ix| {
+            if ix[3] > ix[2] + 6 {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        });
+        check(&[&[1, 3, 4], &[1, 9, 4]], move |t, v| {
+            t.attention_weights(v[0], v[1], 2, Some(causal.clone()), 0.0)
+                .unwrap()
         });
     }
 

@@ -75,10 +75,10 @@ pub(super) fn tanh(x: f32) -> f32 {
 /// has it (8 lanes; the baseline x86-64 target has 4), else as built. No fused multiply-adds are
 /// formed either way (Rust does not contract), so both give bit-identical results.
 macro_rules! simd_dispatch {
-    ($(#[$doc:meta])* $name:ident, $avx2:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+    ($(#[$doc:meta])* $vis:vis $name:ident, $avx2:ident, $body:ident, ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         $(#[$doc])*
         #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU was just checked for AVX2.
@@ -100,7 +100,7 @@ pub(super) use simd_dispatch;
 /// `row ← e^(row − max row) / Σ`, in place: a softmax over one row, `exp` in lanes. An all −∞ row
 /// (every key masked) gives NaN, as PyTorch's softmax does.
 #[inline(always)]
-pub(super) fn softmax_row_body(row: &mut [f32]) {
+pub(super) fn softmax_row(row: &mut [f32]) {
     let top = max(row);
     let mut sum = [0.0f32; LANES];
     let mut blocks = row.chunks_exact_mut(LANES);
@@ -123,7 +123,7 @@ pub(super) fn softmax_row_body(row: &mut [f32]) {
 
 /// The largest value (−∞ for none), in lanes.
 #[inline(always)]
-pub(super) fn max(row: &[f32]) -> f32 {
+fn max(row: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; LANES];
     let blocks = row.chunks_exact(LANES);
     let tail = blocks.remainder();
@@ -141,7 +141,7 @@ pub(super) fn max(row: &[f32]) -> f32 {
 
 /// `log Σ e^v` over `row`, stable (the maximum taken out first), `exp` in lanes.
 #[inline(always)]
-pub(super) fn log_sum_exp_body(row: &[f32]) -> f32 {
+fn log_sum_exp(row: &[f32]) -> f32 {
     let top = max(row);
     let mut sum = [0.0f32; LANES];
     let blocks = row.chunks_exact(LANES);
@@ -155,6 +155,19 @@ pub(super) fn log_sum_exp_body(row: &[f32]) -> f32 {
         sum.iter().sum::<f32>() + tail.iter().map(|&v| exp_nonpositive(v - top)).sum::<f32>();
     top + total.ln()
 }
+
+/// `out[i] = log Σ_j e^x[i·width + j]` for every row of `x`.
+#[inline(always)]
+fn log_sum_exp_rows_body(x: &[f32], width: usize, out: &mut [f32]) {
+    for (row, o) in x.chunks_exact(width).zip(out.iter_mut()) {
+        *o = log_sum_exp(row);
+    }
+}
+simd_dispatch!(
+    /// `out[i] = log Σ_j e^x[i·width + j]` for every row of `x` (`width` > 0), stable.
+    pub(super) log_sum_exp_rows, log_sum_exp_rows_avx2, log_sum_exp_rows_body,
+    (x: &[f32], width: usize, out: &mut [f32])
+);
 
 #[cfg(test)]
 mod tests {
@@ -202,16 +215,20 @@ mod tests {
             let top = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
             let z: f64 = row.iter().map(|&v| ((v - top) as f64).exp()).sum();
             let mut got = row.clone();
-            softmax_row_body(&mut got);
+            softmax_row(&mut got);
             for (g, &v) in got.iter().zip(&row) {
                 let want = ((v - top) as f64).exp() / z;
                 assert!((*g as f64 - want).abs() < 1e-6, "{len}: {g} vs {want}");
             }
-            let lse = log_sum_exp_body(&row) as f64;
-            assert!((lse - (top as f64 + z.ln())).abs() < 1e-5, "{len}");
+            let mut lse = [0.0f32; 2];
+            let two: Vec<f32> = row.iter().chain(&row).copied().collect();
+            log_sum_exp_rows(&two, len, &mut lse);
+            for v in lse {
+                assert!((v as f64 - (top as f64 + z.ln())).abs() < 1e-5, "{len}");
+            }
         }
         let mut masked = [f32::NEG_INFINITY; 3];
-        softmax_row_body(&mut masked);
+        softmax_row(&mut masked);
         assert!(masked.iter().all(|v| v.is_nan()));
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpositive(-88.0), 0.0);
