@@ -13,6 +13,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 
 use super::tape::{Tape, Tensor, Var};
+use super::vmath::{load, simd_dispatch, softmax_row, store, LANES};
 use crate::{shape_err, value_err, Result};
 
 /// `f(b, block)` for every batch's block of `out` (`chunk` values each): in parallel natively.
@@ -36,17 +37,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `acc += s · x`.
-#[inline(always)]
-fn axpy(acc: &mut [f32], s: f32, x: &[f32]) {
-    for (a, &v) in acc.iter_mut().zip(x) {
-        *a += s * v;
-    }
-}
-
 /// Head columns `col..col + d` of `rows` rows (`e` apart) of `src`, transposed into `out`
-/// (`[d, rows]`): the products then run as row updates `rows` wide, with no horizontal sums (a
-/// float sum of 12 products runs in order, one add after another).
+/// (`[d, rows]`).
 fn transpose_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out: &mut [f32]) {
     for r in 0..rows {
         for (j, &v) in src[r * e + col..][..d].iter().enumerate() {
@@ -55,13 +47,62 @@ fn transpose_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out:
     }
 }
 
-/// The inverse of [`transpose_head`]: `src` (`[d, rows]`) into head columns `col..col + d` of `out`.
-fn untranspose_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out: &mut [f32]) {
-    for r in 0..rows {
-        for (j, v) in out[r * e + col..][..d].iter_mut().enumerate() {
-            *v = src[j * rows + r];
+/// Head columns `col..col + d` of `rows` rows (`e` apart) of `src`, packed into `out` (`[rows, d]`).
+fn gather_head(src: &[f32], rows: usize, e: usize, col: usize, d: usize, out: &mut [f32]) {
+    for (r, dst) in out.chunks_exact_mut(d).take(rows).enumerate() {
+        dst.copy_from_slice(&src[r * e + col..][..d]);
+    }
+}
+
+/// `out[i·os + c] = alpha · Σ_j a[i·as + j] · b[j·n + c]` for `i < m`, `c < n`, `j < k`: a small
+/// matrix product (a head's 16×12 by 12×16) with `b` contiguous. Each run of output columns is
+/// summed in lanes held in registers (blocks of [`LANES`], then 4, then 1), so no output is loaded
+/// and stored per term, and every output's sum runs over `j` in order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn product(
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    k: usize,
+    b: &[f32],
+    n: usize,
+    alpha: f32,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    for i in 0..m {
+        let ar = &a[i * a_stride..][..k];
+        let or = &mut out[i * out_stride..][..n];
+        let mut c = 0;
+        while c + LANES <= n {
+            columns::<LANES>(ar, b, n, c, alpha, or);
+            c += LANES;
+        }
+        while c + 4 <= n {
+            columns::<4>(ar, b, n, c, alpha, or);
+            c += 4;
+        }
+        for c in c..n {
+            columns::<1>(ar, b, n, c, alpha, or);
         }
     }
+}
+
+/// Columns `c..c + N` of one output row of [`product`].
+#[inline(always)]
+fn columns<const N: usize>(ar: &[f32], b: &[f32], n: usize, c: usize, alpha: f32, or: &mut [f32]) {
+    let mut acc = [0.0f32; N];
+    for (j, &aj) in ar.iter().enumerate() {
+        let bj = load::<N>(b, j * n + c);
+        for l in 0..N {
+            acc[l] += aj * bj[l];
+        }
+    }
+    for v in acc.iter_mut() {
+        *v *= alpha;
+    }
+    store(or, c, acc);
 }
 
 /// Sizes of one attention call.
@@ -87,6 +128,147 @@ fn flat(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
         None => t.iter().copied().collect::<Vec<_>>().into(),
     }
 }
+
+/// An additive mask `[mb, mh, L, S]` (`mb` 1 or B, `mh` 1 or H).
+#[derive(Clone, Copy)]
+struct Mask<'a> {
+    values: &'a [f32],
+    mb: usize,
+    mh: usize,
+}
+
+/// One batch's attention weights (`block`: `[H, L, S]`): per head the scaled scores as a small
+/// product with the transposed keys, the mask, and the softmax in lanes.
+#[inline(always)]
+fn weights_batch_body(
+    n: Heads,
+    scale: f32,
+    q: &[f32],
+    k: &[f32],
+    mask: Option<Mask>,
+    b: usize,
+    block: &mut [f32],
+) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    let (qb, kb) = (&q[b * n.l * e..], &k[b * n.s * e..]);
+    let mut kt = vec![0.0f32; n.d * n.s];
+    for (hi, head) in block.chunks_exact_mut(ls).enumerate() {
+        transpose_head(kb, n.s, e, hi * n.d, n.d, &mut kt);
+        product(&qb[hi * n.d..], e, n.l, n.d, &kt, n.s, scale, head, n.s);
+        let m = mask.map(|m| &m.values[((b % m.mb) * m.mh + hi % m.mh) * ls..][..ls]);
+        if let Some(m) = m {
+            for (v, &a) in head.iter_mut().zip(m) {
+                *v += a;
+            }
+        }
+        for row in head.chunks_exact_mut(n.s) {
+            softmax_row(row);
+        }
+    }
+}
+simd_dispatch!(weights_batch, weights_batch_avx2, weights_batch_body, (n: Heads, scale: f32, q: &[f32], k: &[f32], mask: Option<Mask>, b: usize, block: &mut [f32]));
+
+/// One batch's backward of the weights: from `P` (before dropout), the incoming `g` and the dropout
+/// scales, `∂q` then `∂k` into `block` (`[L, E]` then `[S, E]`); `q`, `k` are the batch's rows.
+/// Per head, `∂S = P ⊙ (∂P − Σ ∂P ⊙ P)·scale` (`[L, S]`), then `∂q_h = ∂S·k_h` and
+/// `∂k_h = ∂Sᵀ·q_h` as small products.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weights_back_batch_body(
+    n: Heads,
+    scale: f32,
+    p: &[f32],
+    g: &[f32],
+    keep: Option<&[f32]>,
+    qb: &[f32],
+    kb: &[f32],
+    block: &mut [f32],
+) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    let (dq, dk) = block.split_at_mut(n.l * e);
+    let mut ds = vec![0.0f32; ls];
+    let mut dst = vec![0.0f32; ls];
+    let (mut kh, mut qh) = (vec![0.0f32; n.s * n.d], vec![0.0f32; n.l * n.d]);
+    for hi in 0..n.h {
+        for li in 0..n.l {
+            let row = hi * ls + li * n.s;
+            let (pr, gr) = (&p[row..row + n.s], &g[row..row + n.s]);
+            let d = &mut ds[li * n.s..][..n.s];
+            // ∂P before dropout, then through the softmax
+            match keep {
+                Some(k) => {
+                    for ((d, &gv), &kv) in d.iter_mut().zip(gr).zip(&k[row..row + n.s]) {
+                        *d = gv * kv;
+                    }
+                }
+                None => d.copy_from_slice(gr),
+            }
+            let inner = dot(d, pr);
+            for (d, &pv) in d.iter_mut().zip(pr) {
+                *d = pv * (*d - inner) * scale;
+            }
+        }
+        transpose_head(&ds, n.l, n.s, 0, n.s, &mut dst);
+        gather_head(kb, n.s, e, hi * n.d, n.d, &mut kh);
+        gather_head(qb, n.l, e, hi * n.d, n.d, &mut qh);
+        product(&ds, n.s, n.l, n.s, &kh, n.d, 1.0, &mut dq[hi * n.d..], e);
+        product(&dst, n.l, n.s, n.l, &qh, n.d, 1.0, &mut dk[hi * n.d..], e);
+    }
+}
+simd_dispatch!(weights_back_batch, weights_back_batch_avx2, weights_back_batch_body, (n: Heads, scale: f32, p: &[f32], g: &[f32], keep: Option<&[f32]>, qb: &[f32], kb: &[f32], block: &mut [f32]));
+
+/// One batch's `O = P·v`, heads merged (`block`: `[L, E]`; `p`: `[H, L, S]`, `vb`: `[S, E]`).
+#[inline(always)]
+fn apply_batch_body(n: Heads, p: &[f32], vb: &[f32], block: &mut [f32]) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    let mut vh = vec![0.0f32; n.s * n.d];
+    for hi in 0..n.h {
+        gather_head(vb, n.s, e, hi * n.d, n.d, &mut vh);
+        product(
+            &p[hi * ls..],
+            n.s,
+            n.l,
+            n.s,
+            &vh,
+            n.d,
+            1.0,
+            &mut block[hi * n.d..],
+            e,
+        );
+    }
+}
+simd_dispatch!(apply_batch, apply_batch_avx2, apply_batch_body, (n: Heads, p: &[f32], vb: &[f32], block: &mut [f32]));
+
+/// One batch's backward of [`apply_batch_body`]: `∂P` (`[H, L, S]`) then `∂v` (`[S, E]`) into
+/// `block`: per head `∂P_h = g_h·v_hᵀ` and `∂v_h = P_hᵀ·g_h` as small products.
+#[inline(always)]
+fn apply_back_batch_body(n: Heads, p: &[f32], vb: &[f32], gb: &[f32], block: &mut [f32]) {
+    let (e, ls) = (n.e(), n.l * n.s);
+    let (dp, dv) = block.split_at_mut(n.h * ls);
+    let (mut vt, mut pt, mut gh) = (
+        vec![0.0f32; n.d * n.s],
+        vec![0.0f32; ls],
+        vec![0.0f32; n.l * n.d],
+    );
+    for hi in 0..n.h {
+        transpose_head(vb, n.s, e, hi * n.d, n.d, &mut vt);
+        transpose_head(&p[hi * ls..], n.l, n.s, 0, n.s, &mut pt);
+        gather_head(gb, n.l, e, hi * n.d, n.d, &mut gh);
+        product(
+            &gb[hi * n.d..],
+            e,
+            n.l,
+            n.d,
+            &vt,
+            n.s,
+            1.0,
+            &mut dp[hi * ls..],
+            n.s,
+        );
+        product(&pt, n.l, n.s, n.l, &gh, n.d, 1.0, &mut dv[hi * n.d..], e);
+    }
+}
+simd_dispatch!(apply_back_batch, apply_back_batch_avx2, apply_back_batch_body, (n: Heads, p: &[f32], vb: &[f32], gb: &[f32], block: &mut [f32]));
 
 impl Tape {
     /// The attention weights of `heads` heads: `dropout(softmax(q·kᵀ/√D + mask))` per head, the
@@ -144,33 +326,11 @@ impl Tape {
         let mask = mask.map(|m| flat(&m).into_owned());
         let scale = 1.0 / (n.d as f32).sqrt();
         let (qv, kv) = (flat(self.value(q)), flat(self.value(k)));
-        let (e, hls, ls) = (n.e(), n.h * n.l * n.s, n.l * n.s);
+        let (e, hls) = (n.e(), n.h * n.l * n.s);
         let mut p = vec![0.0f32; n.b * hls];
+        let mask = mask.as_deref().map(|m| Mask { values: m, mb, mh });
         per_batch(&mut p, hls, |b, block| {
-            let (qb, kb) = (&qv[b * n.l * e..], &kv[b * n.s * e..]);
-            let mut kt = vec![0.0f32; n.d * n.s];
-            for (hi, head) in block.chunks_exact_mut(ls).enumerate() {
-                transpose_head(kb, n.s, e, hi * n.d, n.d, &mut kt);
-                let m = mask
-                    .as_ref()
-                    .map(|m| &m[((b % mb) * mh + hi % mh) * ls..][..ls]);
-                for (li, row) in head.chunks_exact_mut(n.s).enumerate() {
-                    let qr = &qb[li * e + hi * n.d..][..n.d];
-                    row.fill(0.0);
-                    for (j, &qj) in qr.iter().enumerate() {
-                        axpy(row, qj * scale, &kt[j * n.s..][..n.s]);
-                    }
-                    if let Some(m) = m {
-                        for (v, &a) in row.iter_mut().zip(&m[li * n.s..][..n.s]) {
-                            *v += a;
-                        }
-                    }
-                    let top = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                    row.iter_mut().for_each(|v| *v = (*v - top).exp());
-                    let sum: f32 = row.iter().sum();
-                    row.iter_mut().for_each(|v| *v /= sum);
-                }
-            }
+            weights_batch(n, scale, &qv, &kv, mask, b, block)
         });
         drop((qv, kv));
         // the same draws as Tape::dropout on a tensor of this shape
@@ -199,35 +359,19 @@ impl Tape {
             // per batch: ∂q's rows then ∂k's
             let mut dqk = vec![0.0f32; n.b * (lq + lk)];
             per_batch(&mut dqk, lq + lk, |b, block| {
-                let (dq, dk) = block.split_at_mut(lq);
                 let (qb, kb) = (&qv[b * lq..][..lq], &kv[b * lk..][..lk]);
-                let mut ds = vec![0.0f32; n.s];
-                let mut dkt = vec![0.0f32; n.d * n.s];
-                for hi in 0..n.h {
-                    dkt.fill(0.0);
-                    let at = b * hls + hi * ls;
-                    for li in 0..n.l {
-                        let row = at + li * n.s;
-                        let (pr, gr) = (&p[row..row + n.s], &g[row..row + n.s]);
-                        // ∂P before dropout, then through the softmax: P ⊙ (∂P − Σ ∂P ⊙ P)
-                        for (si, d) in ds.iter_mut().enumerate() {
-                            *d = gr[si] * keep.as_ref().map_or(1.0, |k| k[row + si]);
-                        }
-                        let inner = dot(&ds, pr);
-                        for (d, &pv) in ds.iter_mut().zip(pr) {
-                            *d = pv * (*d - inner) * scale;
-                        }
-                        let qr = li * e + hi * n.d;
-                        for (si, &d) in ds.iter().enumerate() {
-                            let kr = si * e + hi * n.d;
-                            axpy(&mut dq[qr..qr + n.d], d, &kb[kr..kr + n.d]);
-                        }
-                        for (j, &qj) in qb[qr..qr + n.d].iter().enumerate() {
-                            axpy(&mut dkt[j * n.s..][..n.s], qj, &ds);
-                        }
-                    }
-                    untranspose_head(&dkt, n.s, e, hi * n.d, n.d, dk);
-                }
+                let at = b * hls;
+                let keep = keep.as_deref().map(|k| &k[at..at + hls]);
+                weights_back_batch(
+                    n,
+                    scale,
+                    &p[at..at + hls],
+                    &g[at..at + hls],
+                    keep,
+                    qb,
+                    kb,
+                    block,
+                )
             });
             let (mut dq, mut dk) = (Vec::with_capacity(n.b * lq), Vec::with_capacity(n.b * lk));
             for block in dqk.chunks_exact(lq + lk) {
@@ -267,20 +411,12 @@ impl Tape {
             s: sp[3],
             d: sv[2] / sp[1],
         };
-        let (e, hls, ls) = (n.e(), n.h * n.l * n.s, n.l * n.s);
+        let (e, hls) = (n.e(), n.h * n.l * n.s);
         let (pv, vv) = (flat(self.value(p)), flat(self.value(v)));
         let mut o = vec![0.0f32; n.b * n.l * e];
         per_batch(&mut o, n.l * e, |b, block| {
             let vb = &vv[b * n.s * e..][..n.s * e];
-            for hi in 0..n.h {
-                let head = &pv[b * hls + hi * ls..][..ls];
-                for li in 0..n.l {
-                    let or = li * e + hi * n.d;
-                    for (si, &w) in head[li * n.s..][..n.s].iter().enumerate() {
-                        axpy(&mut block[or..or + n.d], w, &vb[si * e + hi * n.d..][..n.d]);
-                    }
-                }
-            }
+            apply_batch(n, &pv[b * hls..][..hls], vb, block)
         });
         drop((pv, vv));
         let y = ArrayD::from_shape_vec(IxDyn(&[n.b, n.l, e]), o).expect("B×L×E");
@@ -291,24 +427,8 @@ impl Tape {
             // per batch: ∂P's heads then ∂v's rows
             let mut both = vec![0.0f32; n.b * (hls + lv)];
             per_batch(&mut both, hls + lv, |b, block| {
-                let (dp, dv) = block.split_at_mut(hls);
                 let (vb, gb) = (&vv[b * lv..][..lv], &g[b * n.l * e..][..n.l * e]);
-                let (mut vt, mut dvt) = (vec![0.0f32; n.d * n.s], vec![0.0f32; n.d * n.s]);
-                for hi in 0..n.h {
-                    let head = &pv[b * hls + hi * ls..][..ls];
-                    transpose_head(vb, n.s, e, hi * n.d, n.d, &mut vt);
-                    dvt.fill(0.0);
-                    for li in 0..n.l {
-                        let gr = &gb[li * e + hi * n.d..][..n.d];
-                        let pr = &head[li * n.s..][..n.s];
-                        let dpr = &mut dp[hi * ls + li * n.s..][..n.s];
-                        for (j, &gj) in gr.iter().enumerate() {
-                            axpy(dpr, gj, &vt[j * n.s..][..n.s]);
-                            axpy(&mut dvt[j * n.s..][..n.s], gj, pr);
-                        }
-                    }
-                    untranspose_head(&dvt, n.s, e, hi * n.d, n.d, dv);
-                }
+                apply_back_batch(n, &pv[b * hls..][..hls], vb, gb, block)
             });
             let (mut dp, mut dv) = (Vec::with_capacity(n.b * hls), Vec::with_capacity(n.b * lv));
             for block in both.chunks_exact(hls + lv) {
@@ -350,6 +470,25 @@ mod tests {
         });
         check(&[&[2, 2, 3, 4], &[2, 4, 6]], |t, v| {
             t.attention_apply(v[0], v[1]).unwrap()
+        });
+        // heads of 12: the small products' columns in a block of 8 and one of 4
+        check(&[&[1, 3, 12], &[1, 5, 12]], |t, v| {
+            t.attention_weights(v[0], v[1], 1, None, 0.0).unwrap()
+        });
+        check(&[&[1, 1, 3, 5], &[1, 5, 12]], |t, v| {
+            t.attention_apply(v[0], v[1]).unwrap()
+        });
+        // 9 keys: the softmax's lanes take a block of 8 and a tail; a causal mask over them
+        let causal = Tensor::from_shape_fn(IxDyn(&[1, 1, 3, 9]), |ix| {
+            if ix[3] > ix[2] + 6 {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        });
+        check(&[&[1, 3, 4], &[1, 9, 4]], move |t, v| {
+            t.attention_weights(v[0], v[1], 2, Some(causal.clone()), 0.0)
+                .unwrap()
         });
     }
 

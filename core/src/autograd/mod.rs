@@ -15,6 +15,7 @@ mod quant;
 mod rnn;
 mod shape;
 mod tape;
+mod vmath;
 
 #[cfg(test)]
 pub(crate) mod gradcheck;
