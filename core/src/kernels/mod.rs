@@ -8,6 +8,8 @@
 //! used as the right-hand side of many small products (a recurrent layer's `W_hh`) is packed once
 //! for the same tiles ([`PackedMatrix`]).
 
+#[cfg(target_arch = "x86_64")]
+mod channels;
 mod conv;
 mod matmul;
 mod pool;
@@ -17,6 +19,8 @@ mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+#[cfg(target_arch = "x86_64")]
+pub use channels::ChannelTile;
 pub use conv::{Kernel, PackedConv};
 pub use matmul::PackedMatrix;
 pub use pool::max_pool_2x2;
@@ -178,6 +182,28 @@ mod tests {
                         (n, c, h, w, o, kernel, stride, padding, dilation, groups)
                     );
                 }
+                #[cfg(target_arch = "x86_64")]
+                for &tile in ChannelTile::available() {
+                    let packed = PackedConv::with_channel_tile(
+                        wt.as_slice().unwrap(),
+                        wt.shape(),
+                        bias.map(|b| b.as_slice().unwrap()),
+                        win,
+                        groups,
+                        tile,
+                    )
+                    .unwrap();
+                    let mut got = vec![f32::NAN; want.len()];
+                    packed
+                        .run(x.as_slice().unwrap(), x.shape(), None, false, &mut got)
+                        .unwrap();
+                    let d = max_rel_diff(&got, want.as_slice().unwrap());
+                    assert!(
+                        d < 1e-5,
+                        "{tile:?} {:?}: off by {d}",
+                        (n, c, h, w, o, kernel, stride, padding, dilation, groups)
+                    );
+                }
             }
         }
     }
@@ -222,6 +248,27 @@ mod tests {
                     .unwrap();
                 let d = max_rel_diff(&got, want.as_slice().unwrap());
                 assert!(d < 1e-5, "{k:?} {n}x{c}x{hw}: off by {d}");
+            }
+            #[cfg(target_arch = "x86_64")]
+            for &tile in ChannelTile::available() {
+                let mut packed = PackedConv::with_channel_tile(
+                    wt.as_slice().unwrap(),
+                    wt.shape(),
+                    None,
+                    win,
+                    1,
+                    tile,
+                )
+                .unwrap();
+                packed.scale_channels(s.as_slice().unwrap());
+                packed.shift_channels(t.as_slice().unwrap());
+                let mut got = vec![0f32; want.len()];
+                let r = Some(res.as_slice().unwrap());
+                packed
+                    .run(x.as_slice().unwrap(), x.shape(), r, true, &mut got)
+                    .unwrap();
+                let d = max_rel_diff(&got, want.as_slice().unwrap());
+                assert!(d < 1e-5, "{tile:?} {n}x{c}x{hw}: off by {d}");
             }
         }
     }

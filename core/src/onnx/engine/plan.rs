@@ -409,7 +409,7 @@ fn fuse_conv(
                 }
                 None => {
                     let w = w.as_standard_layout();
-                    Kernel::F32(PackedConv::new(w.as_slice()?, w.shape(), b, win, groups).ok()?)
+                    Kernel::F32(PackedConv::best(w.as_slice()?, w.shape(), b, win, groups).ok()?)
                 }
             }
         }
