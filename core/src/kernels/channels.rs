@@ -16,6 +16,13 @@ use crate::autograd::Window;
 pub(super) enum ChannelStore<'a> {
     /// `mr` rows of `nc`, as computed.
     Tile(&'a mut [f32]),
+    /// Row by row: position `i`'s `nc` channels at `i · stride` (a Linear layer's rows), ReLU
+    /// applied.
+    Rows {
+        out: &'a mut [f32],
+        stride: usize,
+        relu: bool,
+    },
     /// Transposed: the tile's `mr` positions are consecutive, channel `j < chans` a run of `mr`
     /// at `j · stride`, the residual's at the same place added, then ReLU.
     Nchw {
@@ -294,5 +301,92 @@ impl ChannelPanels {
                 out[at] = finish(scratch[i * nc + j], residual.map(|r| r[at]), relu);
             }
         }
+    }
+}
+
+/// A Linear layer's weights (`[o, k]`, PyTorch's layout) packed for the channel tile, bias at
+/// each panel's head: `out = relu?(x · wᵀ + bias)` for any number of rows, the rows as the tile's
+/// positions (read in place) and the outputs in its vectors, stored row by row. x86-64 with
+/// AVX-512 only ([`PackedLinear::new`] is None elsewhere).
+#[derive(Clone, Debug)]
+pub struct PackedLinear {
+    o: usize,
+    k: usize,
+    panels: ChannelPanels,
+}
+
+impl PackedLinear {
+    /// Packs `weight` (`[o, k]` row-major) and an optional bias `[o]`; None when the CPU has no
+    /// channel tile, or when the slices do not fit the shape.
+    pub fn new(weight: &[f32], [o, k]: [usize; 2], bias: Option<&[f32]>) -> Option<Self> {
+        if weight.len() != o * k || bias.is_some_and(|b| b.len() != o) || o == 0 {
+            return None;
+        }
+        let tile = ChannelTile::for_channels(o)?;
+        let zeros = vec![0f32; o];
+        let panels = ChannelPanels::new(weight, [o, k, 1, 1], bias.unwrap_or(&zeros), 1, tile);
+        Some(PackedLinear { o, k, panels })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.o
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    /// `out = relu?(x · wᵀ + bias)`: `x` is `rows × k`, `out` `rows × o`, row-major.
+    pub fn run(&self, x: &[f32], rows: usize, relu: bool, out: &mut [f32]) -> crate::Result<()> {
+        let (o, k) = (self.o, self.k);
+        if x.len() != rows * k || out.len() != rows * o {
+            crate::shape_err!(
+                "Linear: {} inputs and {} outputs do not fit {rows} rows of {k} → {o}",
+                x.len(),
+                out.len()
+            );
+        }
+        let p = &self.panels;
+        let ChannelTile { mr, nc, run, .. } = p.tile;
+        let offsets: Vec<usize> = (0..k).collect();
+        let mut bases = vec![0usize; mr];
+        let mut scratch = vec![0f32; mr * nc];
+        for r0 in (0..rows).step_by(mr) {
+            let len = mr.min(rows - r0);
+            for (i, b) in bases.iter_mut().enumerate() {
+                *b = (r0 + i.min(len - 1)) * k;
+            }
+            for blk in 0..p.blocks {
+                let panel = &p.panels[blk * k * nc..][..k * nc];
+                let bias = &p.bias[blk * nc..][..nc];
+                let (c0, chans) = (blk * nc, nc.min(o - blk * nc));
+                if len == mr && chans == nc {
+                    let dst = ChannelStore::Rows {
+                        out: &mut out[r0 * o + c0..],
+                        stride: o,
+                        relu,
+                    };
+                    run(panel, bias, x, &bases, &offsets, dst);
+                    continue;
+                }
+                run(
+                    panel,
+                    bias,
+                    x,
+                    &bases,
+                    &offsets,
+                    ChannelStore::Tile(&mut scratch),
+                );
+                for i in 0..len {
+                    let dst = &mut out[(r0 + i) * o + c0..][..chans];
+                    for (d, &v) in dst.iter_mut().zip(&scratch[i * nc..]) {
+                        *d = finish(v, None, relu);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -318,6 +318,22 @@ macro_rules! x86_channel_tile {
                         }
                         return;
                     }
+                    ChannelStore::Rows { out, stride, relu } => {
+                        let zero = _mm512_setzero_ps();
+                        for (i, ci) in c.iter().enumerate() {
+                            for (j, &v) in ci.iter().enumerate() {
+                                let v = if relu { _mm512_max_ps(v, zero) } else { v };
+                                // SAFETY: `run` checked MR rows of NC at the stride in `out`.
+                                unsafe {
+                                    _mm512_storeu_ps(
+                                        out.as_mut_ptr().add(i * stride + j * LANES),
+                                        v,
+                                    )
+                                };
+                            }
+                        }
+                        return;
+                    }
                     ChannelStore::Nchw {
                         out,
                         stride,
@@ -379,6 +395,12 @@ macro_rules! x86_channel_tile {
                 match &dst {
                     ChannelStore::Tile(out) => {
                         assert!(out.len() >= MR * NC, "a channel tile's output")
+                    }
+                    ChannelStore::Rows { out, stride, .. } => {
+                        assert!(
+                            out.len() >= (MR - 1) * stride + NC,
+                            "a channel tile's output"
+                        )
                     }
                     ChannelStore::Nchw {
                         out,
