@@ -15,7 +15,7 @@ const MAX_MR: usize = 16;
 
 /// What a tile's store does to one value: the residual added, then ReLU.
 #[inline(always)]
-fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
+pub(super) fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
     let v = residual.map_or(v, |r| v + r);
     match relu {
         true if v > 0.0 => v,
@@ -103,6 +103,10 @@ pub struct PackedConv {
     panels: Vec<f32>,
     bias: Vec<f32>,
     kernel: Kernel,
+    /// The same weights for a channel-vector tile (x86-64 with AVX-512), which runs the
+    /// geometries this kernel's tiles fill poorly (see [`PackedConv::run`]); `true`: always.
+    #[cfg(target_arch = "x86_64")]
+    channels: Option<(super::channels::ChannelPanels, bool)>,
 }
 
 impl PackedConv {
@@ -166,7 +170,55 @@ impl PackedConv {
             panels,
             bias: bias.map_or_else(|| vec![0.0; o], <[f32]>::to_vec),
             kernel,
+            #[cfg(target_arch = "x86_64")]
+            channels: None,
         })
+    }
+
+    /// [`PackedConv::new`] that also packs the weights for the channel-vector tile when the CPU
+    /// has one (x86-64 with AVX-512), which then runs the geometries it suits; what kiln's
+    /// engine and the tape's inference convolution use.
+    pub fn best(
+        weight: &[f32],
+        shape: &[usize],
+        bias: Option<&[f32]>,
+        win: Window,
+        groups: usize,
+    ) -> Result<Self> {
+        #[allow(unused_mut)]
+        let mut conv = Self::new(weight, shape, bias, win, groups)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(tile) = super::channels::ChannelTile::for_channels(conv.o / groups) {
+            conv.channels = Some((conv.pack_channels(weight, tile), false));
+        }
+        Ok(conv)
+    }
+
+    /// [`PackedConv::new`] running every geometry on the channel-vector tile `tile` (one of
+    /// [`super::ChannelTile::available`]).
+    #[cfg(target_arch = "x86_64")]
+    pub fn with_channel_tile(
+        weight: &[f32],
+        shape: &[usize],
+        bias: Option<&[f32]>,
+        win: Window,
+        groups: usize,
+        tile: super::ChannelTile,
+    ) -> Result<Self> {
+        let mut conv = Self::new(weight, shape, bias, win, groups)?;
+        conv.channels = Some((conv.pack_channels(weight, tile), true));
+        Ok(conv)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn pack_channels(
+        &self,
+        weight: &[f32],
+        tile: super::ChannelTile,
+    ) -> super::channels::ChannelPanels {
+        let [kh, kw] = self.win.kernel;
+        let shape = [self.o, self.cg, kh, kw];
+        super::channels::ChannelPanels::new(weight, shape, &self.bias, self.groups, tile)
     }
 
     /// The kernel it runs on.
@@ -196,12 +248,20 @@ impl PackedConv {
             }
             self.bias[ch] *= si;
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some((c, _)) = &mut self.channels {
+            c.scale_channels(s);
+        }
     }
 
     /// Adds `t[i]` to output channel `i`'s bias: a BatchNorm's shift folded in.
     pub fn shift_channels(&mut self, t: &[f32]) {
         for (b, &ti) in self.bias.iter_mut().zip(t) {
             *b += ti;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some((c, _)) = &mut self.channels {
+            c.shift_channels(t);
         }
     }
 
@@ -222,6 +282,23 @@ impl PackedConv {
     ) -> Result<()> {
         let [n, o, oh, ow] = checked_buffers(self.output_shape(shape)?, shape, x, residual, out)?;
         let (c, h, w) = (shape[1], shape[2], shape[3]);
+        #[cfg(target_arch = "x86_64")]
+        if let Some((ch, always)) = &self.channels {
+            if *always || self.channels_suit([oh, ow]) {
+                let dims = [n, o, oh, ow];
+                ch.run(
+                    self.win,
+                    self.groups,
+                    x,
+                    [c, h, w],
+                    dims,
+                    residual,
+                    relu,
+                    out,
+                );
+                return Ok(());
+            }
+        }
         let p = oh * ow;
         let Window {
             kernel: [kh, kw],
@@ -370,6 +447,15 @@ impl PackedConv {
             }
         }
         Ok(())
+    }
+
+    /// Whether the channel-vector tile runs an output of `oh × ow`: when this kernel's own tiles
+    /// would compute padding columns (rows not a whole number of runs), read a strided window
+    /// or pack input panels.
+    #[cfg(target_arch = "x86_64")]
+    fn channels_suit(&self, [_oh, ow]: [usize; 2]) -> bool {
+        let strided = self.win.stride != [1, 1];
+        strided || ow % (self.kernel.nr / 2) != 0
     }
 
     /// Every panel of group `g` over one tile of input (`tile(panel, bias, store)` computes

@@ -8,6 +8,8 @@
 //! used as the right-hand side of many small products (a recurrent layer's `W_hh`) is packed once
 //! for the same tiles ([`PackedMatrix`]).
 
+#[cfg(target_arch = "x86_64")]
+mod channels;
 mod conv;
 mod matmul;
 mod pool;
@@ -17,6 +19,8 @@ mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+#[cfg(target_arch = "x86_64")]
+pub use channels::{ChannelTile, PackedLinear};
 pub use conv::{Kernel, PackedConv};
 pub use matmul::PackedMatrix;
 pub use pool::max_pool_2x2;
@@ -178,6 +182,28 @@ mod tests {
                         (n, c, h, w, o, kernel, stride, padding, dilation, groups)
                     );
                 }
+                #[cfg(target_arch = "x86_64")]
+                for &tile in ChannelTile::available() {
+                    let packed = PackedConv::with_channel_tile(
+                        wt.as_slice().unwrap(),
+                        wt.shape(),
+                        bias.map(|b| b.as_slice().unwrap()),
+                        win,
+                        groups,
+                        tile,
+                    )
+                    .unwrap();
+                    let mut got = vec![f32::NAN; want.len()];
+                    packed
+                        .run(x.as_slice().unwrap(), x.shape(), None, false, &mut got)
+                        .unwrap();
+                    let d = max_rel_diff(&got, want.as_slice().unwrap());
+                    assert!(
+                        d < 1e-5,
+                        "{tile:?} {:?}: off by {d}",
+                        (n, c, h, w, o, kernel, stride, padding, dilation, groups)
+                    );
+                }
             }
         }
     }
@@ -223,6 +249,27 @@ mod tests {
                 let d = max_rel_diff(&got, want.as_slice().unwrap());
                 assert!(d < 1e-5, "{k:?} {n}x{c}x{hw}: off by {d}");
             }
+            #[cfg(target_arch = "x86_64")]
+            for &tile in ChannelTile::available() {
+                let mut packed = PackedConv::with_channel_tile(
+                    wt.as_slice().unwrap(),
+                    wt.shape(),
+                    None,
+                    win,
+                    1,
+                    tile,
+                )
+                .unwrap();
+                packed.scale_channels(s.as_slice().unwrap());
+                packed.shift_channels(t.as_slice().unwrap());
+                let mut got = vec![0f32; want.len()];
+                let r = Some(res.as_slice().unwrap());
+                packed
+                    .run(x.as_slice().unwrap(), x.shape(), r, true, &mut got)
+                    .unwrap();
+                let d = max_rel_diff(&got, want.as_slice().unwrap());
+                assert!(d < 1e-5, "{tile:?} {n}x{c}x{hw}: off by {d}");
+            }
         }
     }
 
@@ -240,6 +287,9 @@ mod tests {
                 is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
             );
             assert_eq!(has("avx512f"), is_x86_feature_detected!("avx512f"));
+            // the channel-vector tiles come with AVX-512
+            let avx512 = is_x86_feature_detected!("avx512f");
+            assert_eq!(!ChannelTile::available().is_empty(), avx512);
         }
     }
 
@@ -294,6 +344,55 @@ mod tests {
             let y = t.max_pool2d(xv, [2, 2], [2, 2], [0, 0]).unwrap();
             assert_eq!(t.shape(y), want.shape());
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn packed_linear_matches_the_definition_on_ragged_shapes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        // rows below, at and past a tile of 8; outputs of part of a vector, one, several
+        for (rows, k, o) in [
+            (1, 64, 128),
+            (64, 128, 64),
+            (64, 64, 10),
+            (9, 7, 33),
+            (3, 1, 16),
+        ] {
+            let x = random(&[rows, k], &mut rng);
+            let w = random(&[o, k], &mut rng);
+            let b = random(&[o], &mut rng);
+            for bias in [None, Some(&b)] {
+                for relu in [false, true] {
+                    let lin = PackedLinear::new(
+                        w.as_slice().unwrap(),
+                        [o, k],
+                        bias.map(|b| b.as_slice().unwrap()),
+                    );
+                    let Some(lin) = lin else {
+                        assert!(ChannelTile::available().is_empty());
+                        return;
+                    };
+                    assert_eq!((lin.in_features(), lin.out_features()), (k, o));
+                    let mut got = vec![f32::NAN; rows * o];
+                    lin.run(x.as_slice().unwrap(), rows, relu, &mut got)
+                        .unwrap();
+                    for i in 0..rows {
+                        for j in 0..o {
+                            let mut v = bias.map_or(0.0, |b| b[[j]] as f64);
+                            v += (0..k)
+                                .map(|r| x[[i, r]] as f64 * w[[j, r]] as f64)
+                                .sum::<f64>();
+                            let want = if relu { v.max(0.0) } else { v };
+                            let d = (got[i * o + j] as f64 - want).abs();
+                            assert!(d < 1e-4, "{rows}x{k}->{o} at {i},{j}: off by {d}");
+                        }
+                    }
+                }
+            }
+        }
+        let lin = PackedLinear::new(&[0.0; 6], [2, 3], None).unwrap();
+        assert!(lin.run(&[0.0; 5], 2, false, &mut [0.0; 4]).is_err());
+        assert!(PackedLinear::new(&[0.0; 5], [2, 3], None).is_none());
     }
 
     #[test]

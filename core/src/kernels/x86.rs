@@ -200,3 +200,234 @@ x86_kernel!(
     _mm512_add_ps,
     _mm512_max_ps
 );
+
+/// The channel-vector tiles of [`super::channels`]: `mr` output positions × `nv` vectors of
+/// output channels, the positions' inputs broadcast from wherever they lie (any image, row or
+/// stride) and the weights' rows loaded as vectors. Per reduction step `nv` vector loads, `mr`
+/// broadcasts and `mr · nv` fused multiply-adds; `mr = 8` keeps the positions' eight base
+/// pointers in general registers.
+pub(super) fn channel_tiles() -> Vec<super::channels::ChannelTile> {
+    let mut all = Vec::new();
+    if is_x86_feature_detected!("avx512f") {
+        all.extend([avx512_channels_32::TILE, avx512_channels_16::TILE]);
+    }
+    all
+}
+
+/// Eight rows of eight floats transposed: `r[i][j]` becomes `out[j][i]` (unpacks, shuffles and
+/// lane swaps, as in every AVX 8×8 transpose).
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
+}
+
+macro_rules! x86_channel_tile {
+    ($module:ident, $name:literal, nv = $nv:literal) => {
+        mod $module {
+            use super::super::channels::{ChannelStore, ChannelTile};
+            use super::*;
+
+            const MR: usize = 8;
+            const NV: usize = $nv;
+            const LANES: usize = 16;
+            const NC: usize = NV * LANES;
+
+            /// Only handed out by [`channel_tiles`] once the CPU was seen to have AVX-512F.
+            pub(in super::super) const TILE: ChannelTile = ChannelTile {
+                mr: MR,
+                nc: NC,
+                run,
+                name: $name,
+            };
+
+            /// # Safety
+            /// The CPU has AVX-512F; `w` holds `k` rows of `NC`, `bias` `NC` values; every
+            /// `x + bases[i] + min(offsets[r], last)` (`r < k`) is readable; `dst` passed `run`'s checks.
+            #[target_feature(enable = "avx512f,avx2")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn tile(
+                k: usize,
+                w: *const f32,
+                bias: *const f32,
+                x: *const f32,
+                bases: &[usize; MR],
+                offsets: *const usize,
+                last: usize,
+                dst: ChannelStore,
+            ) {
+                let mut c = [[_mm512_setzero_ps(); NV]; MR];
+                for j in 0..NV {
+                    // SAFETY: `bias` holds NC values.
+                    let b = unsafe { _mm512_loadu_ps(bias.add(j * LANES)) };
+                    for ci in c.iter_mut() {
+                        ci[j] = b;
+                    }
+                }
+                // (wrapping: with k = 0 nothing is read through them)
+                let p: [*const f32; MR] = core::array::from_fn(|i| x.wrapping_add(bases[i]));
+                for r in 0..k {
+                    // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; the offset is
+                    // clamped to the largest, which the caller checked for every base.
+                    unsafe {
+                        let off = (*offsets.add(r)).min(last);
+                        let wr = w.add(r * NC);
+                        let wv: [_; NV] =
+                            core::array::from_fn(|j| _mm512_loadu_ps(wr.add(j * LANES)));
+                        for (ci, pi) in c.iter_mut().zip(&p) {
+                            let a = _mm512_set1_ps(*pi.add(off));
+                            for j in 0..NV {
+                                ci[j] = _mm512_fmadd_ps(a, wv[j], ci[j]);
+                            }
+                        }
+                    }
+                }
+                let (out, stride, residual, relu, chans) = match dst {
+                    ChannelStore::Tile(out) => {
+                        for (i, ci) in c.iter().enumerate() {
+                            for (j, &v) in ci.iter().enumerate() {
+                                // SAFETY: `run` checked `out` holds MR rows of NC.
+                                unsafe {
+                                    _mm512_storeu_ps(out.as_mut_ptr().add(i * NC + j * LANES), v)
+                                };
+                            }
+                        }
+                        return;
+                    }
+                    ChannelStore::Rows { out, stride, relu } => {
+                        let zero = _mm512_setzero_ps();
+                        for (i, ci) in c.iter().enumerate() {
+                            for (j, &v) in ci.iter().enumerate() {
+                                let v = if relu { _mm512_max_ps(v, zero) } else { v };
+                                // SAFETY: `run` checked MR rows of NC at the stride in `out`.
+                                unsafe {
+                                    _mm512_storeu_ps(
+                                        out.as_mut_ptr().add(i * stride + j * LANES),
+                                        v,
+                                    )
+                                };
+                            }
+                        }
+                        return;
+                    }
+                    ChannelStore::Nchw {
+                        out,
+                        stride,
+                        residual,
+                        relu,
+                        chans,
+                    } => (out, stride, residual, relu, chans),
+                };
+                // Transposed: channel `ch`'s eight positions are a run of `out` at `ch · stride`.
+                let zero = _mm256_setzero_ps();
+                for q in 0..2 * NV {
+                    // eight channels of the eight positions, from the low or high half of a vector
+                    let rows: [__m256; 8] = core::array::from_fn(|i| {
+                        let v = _mm512_castps_pd(c[i][q / 2]);
+                        _mm256_castpd_ps(match q % 2 {
+                            0 => _mm512_castpd512_pd256(v),
+                            _ => _mm512_extractf64x4_pd::<1>(v),
+                        })
+                    });
+                    let cols = transpose8(rows);
+                    for (j, &col) in cols.iter().enumerate() {
+                        let ch = q * 8 + j;
+                        if ch >= chans {
+                            return;
+                        }
+                        let at = ch * stride;
+                        let mut v = col;
+                        // SAFETY: `run` checked `chans` rows of MR at the stride in `out` and
+                        // the residual.
+                        unsafe {
+                            if let Some(r) = residual {
+                                v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
+                            }
+                            if relu {
+                                // max(v, 0) gives 0 for NaN, as Tape::relu
+                                v = _mm256_max_ps(v, zero);
+                            }
+                            _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
+                        }
+                    }
+                }
+            }
+
+            /// See [`ChannelTile`]; panics unless the slices fit.
+            fn run(
+                w: &[f32],
+                bias: &[f32],
+                x: &[f32],
+                bases: &[usize],
+                offsets: &[usize],
+                dst: ChannelStore,
+            ) {
+                let k = offsets.len();
+                let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
+                assert!(
+                    w.len() >= k * NC && bias.len() >= NC,
+                    "a channel tile's panel"
+                );
+                match &dst {
+                    ChannelStore::Tile(out) => {
+                        assert!(out.len() >= MR * NC, "a channel tile's output")
+                    }
+                    ChannelStore::Rows { out, stride, .. } => {
+                        assert!(
+                            out.len() >= (MR - 1) * stride + NC,
+                            "a channel tile's output"
+                        )
+                    }
+                    ChannelStore::Nchw {
+                        out,
+                        stride,
+                        residual,
+                        chans,
+                        ..
+                    } => {
+                        let need = (chans.max(&1) - 1) * stride + MR;
+                        assert!(*chans <= NC && out.len() >= need, "a channel tile's output");
+                        assert!(
+                            residual.is_none_or(|r| r.len() >= need),
+                            "a channel tile's residual"
+                        );
+                    }
+                }
+                let last = offsets.last().copied().unwrap_or(0);
+                let far = bases.iter().copied().max().unwrap_or(0);
+                assert!(k == 0 || far + last < x.len(), "a channel tile's input");
+                let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
+                // SAFETY: TILE is only handed out on a CPU with AVX-512F; the asserts above
+                // and the clamp in `tile` keep every access inside the slices.
+                unsafe { tile(k, w, b, xp, bases, offsets.as_ptr(), last, dst) }
+            }
+        }
+    };
+}
+
+x86_channel_tile!(avx512_channels_32, "avx512f channels 8x32", nv = 2);
+x86_channel_tile!(avx512_channels_16, "avx512f channels 8x16", nv = 1);

@@ -17,6 +17,8 @@ use super::import::QWeight;
 use crate::autograd::QuantGrid;
 use crate::autograd::{Tape, Var, Window};
 use crate::graph::{self, Graph, Op, Scope, Value};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::PackedLinear;
 use crate::kernels::{PackedConv, QConv};
 use crate::{KilnError, Result, Tensor};
 
@@ -50,11 +52,14 @@ struct FusedConv {
 }
 
 /// The kernel a fused convolution runs: float, or integer for a QDQ convolution, or integer for a
-/// QDQ Linear layer (a 1×1 convolution over the rows).
+/// QDQ Linear layer (a 1×1 convolution over the rows), or (x86-64 with AVX-512) a float Linear
+/// layer on the channel tile.
 enum Kernel {
     F32(PackedConv),
     I8(QConv),
     I8Rows(QConv),
+    #[cfg(target_arch = "x86_64")]
+    F32Rows(PackedLinear),
 }
 
 impl Kernel {
@@ -62,35 +67,51 @@ impl Kernel {
         match self {
             Kernel::F32(c) => c.out_channels(),
             Kernel::I8(c) | Kernel::I8Rows(c) => c.out_channels(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::F32Rows(l) => l.out_features(),
+        }
+    }
+    /// A Linear layer's input features (its input's last axis), None for a convolution.
+    fn in_features(&self) -> Option<usize> {
+        match self {
+            Kernel::I8Rows(c) => Some(c.in_features()),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::F32Rows(l) => Some(l.in_features()),
+            Kernel::F32(_) | Kernel::I8(_) => None,
         }
     }
     fn scale_channels(&mut self, s: &[f32]) {
         match self {
             Kernel::F32(c) => c.scale_channels(s),
             Kernel::I8(c) | Kernel::I8Rows(c) => c.scale_channels(s),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::F32Rows(_) => unreachable!("a Linear layer's chain takes a ReLU only"),
         }
     }
     fn shift_channels(&mut self, t: &[f32]) {
         match self {
             Kernel::F32(c) => c.shift_channels(t),
             Kernel::I8(c) | Kernel::I8Rows(c) => c.shift_channels(t),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::F32Rows(_) => unreachable!("a Linear layer's chain takes a ReLU only"),
         }
     }
     fn output_shape(&self, x: &[usize]) -> Result<Vec<usize>> {
         match self {
             Kernel::F32(c) => c.output_shape(x).map(Vec::from),
             Kernel::I8(c) => c.output_shape(x).map(Vec::from),
-            // a Linear layer on the last axis, as the float Linear
-            Kernel::I8Rows(c) => match x {
-                [rows @ .., k] if !rows.is_empty() && *k == c.in_features() => {
-                    Ok([rows, &[c.out_channels()]].concat())
+            // a Linear layer on the last axis, as the tape's Linear
+            _ => {
+                let (o, k) = (self.out_channels(), self.in_features().unwrap_or(0));
+                match x {
+                    [rows @ .., last] if !rows.is_empty() && *last == k => {
+                        Ok([rows, &[o]].concat())
+                    }
+                    _ => Err(KilnError::shape(format!(
+                        "Linear: input of shape {x:?} does not fit weight of shape [{o}, {k}]"
+                    ))),
                 }
-                _ => Err(KilnError::shape(format!(
-                    "Linear: input of shape {x:?} does not fit weight of shape [{}, {}]",
-                    c.out_channels(),
-                    c.in_features()
-                ))),
-            },
+            }
         }
     }
     fn run(
@@ -105,6 +126,8 @@ impl Kernel {
             Kernel::F32(c) => c.run(x, shape, residual, relu, out),
             Kernel::I8(c) => c.run(x, shape, residual, relu, out),
             Kernel::I8Rows(c) => c.run_rows(x, x.len() / c.in_features().max(1), relu, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::F32Rows(l) => l.run(x, x.len() / l.in_features().max(1), relu, out),
         }
     }
 }
@@ -355,6 +378,8 @@ impl Plan {
                 Kernel::F32(_) => format!("Conv2d{}", f.fused),
                 Kernel::I8(_) => format!("QConv2d{}", f.fused),
                 Kernel::I8Rows(_) => format!("QLinear{}", f.fused),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::F32Rows(_) => format!("Linear{}", f.fused),
             },
         }
     }
@@ -409,24 +434,30 @@ fn fuse_conv(
                 }
                 None => {
                     let w = w.as_standard_layout();
-                    Kernel::F32(PackedConv::new(w.as_slice()?, w.shape(), b, win, groups).ok()?)
+                    Kernel::F32(PackedConv::best(w.as_slice()?, w.shape(), b, win, groups).ok()?)
                 }
             }
         }
-        // a QDQ Linear layer on integers; a float one runs as its node
+        // a QDQ Linear layer on integers; a float one on the channel tile where the CPU has one
+        // (x86-64 with AVX-512), else as its node
         Op::Linear => {
-            let (q, fq) = integer_linear(graph, weights, quantized, node)?;
-            absorb(fq, &mut x);
-            // a flatten before the QDQ pair: the kernel reads its input as the flat shape
+            let (kernel, flat) = match integer_linear(graph, weights, quantized, node) {
+                Some((q, fq)) => {
+                    absorb(fq, &mut x);
+                    (Kernel::I8Rows(q), !absorbed.is_empty())
+                }
+                None => (float_linear(graph, weights, node)?, true),
+            };
+            // a flatten before it (before the QDQ pair): the kernel reads its input as the flat shape
             let r = x.checked_sub(n_in).map(|r| (r, &graph.nodes[r].op));
-            if let (Some((r, Op::Reshape { shape })), false) = (r, absorbed.is_empty()) {
+            if let (Some((r, Op::Reshape { shape })), true) = (r, flat) {
                 if readers[x].len() == 1 && !is_output[x] && at[r].is_some() {
                     reshape = Some(shape.clone());
                     absorbed.push(r);
                     x = graph.nodes[r].inputs[0];
                 }
             }
-            Kernel::I8Rows(q)
+            kernel
         }
         _ => return None,
     };
@@ -447,7 +478,7 @@ fn fuse_conv(
         // a weight of one value per channel: folded while nothing but scales and shifts came before
         let constant = other.and_then(|c| param(graph, weights, c));
         let channels = constant.and_then(|c| per_channel(c, o));
-        let rows = matches!(conv, Kernel::I8Rows(_));
+        let rows = conv.in_features().is_some();
         match (&next.op, other) {
             // (a Linear layer takes its ReLU only: its channels are the last axis)
             (Op::Mul | Op::Add, _) if rows => break,
@@ -561,6 +592,38 @@ fn integer_linear(
         QConv::linear(&q.centred, [o, k], &q.scale, b, grid).ok()?,
         fq,
     ))
+}
+
+/// A float Linear layer (weight `[o, k]` and bias `[o]` the model's own) packed for the
+/// channel tile, on x86-64 with AVX-512; None elsewhere (the tape's Linear runs it).
+fn float_linear(
+    graph: &Graph,
+    weights: &HashMap<String, Tensor>,
+    node: &graph::Node,
+) -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let w = param(graph, weights, *node.inputs.get(1)?)?;
+        let &[o, k] = w.shape() else {
+            return None;
+        };
+        let b = match node.inputs.get(2) {
+            Some(&b) => Some(param(graph, weights, b)?.as_standard_layout()),
+            None => None,
+        };
+        let b = match &b {
+            Some(b) if b.shape() != [o] => return None,
+            Some(b) => Some(b.as_slice()?),
+            None => None,
+        };
+        let w = w.as_standard_layout();
+        PackedLinear::new(w.as_slice()?, [o, k], b).map(Kernel::F32Rows)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (graph, weights, node);
+        None
+    }
 }
 
 /// The grid of the `FakeQuant` node whose output is `node`'s first input, and that node.
