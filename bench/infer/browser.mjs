@@ -117,6 +117,8 @@ async function main() {
   const { server, log, origin } = await serve(modelsDir);
   const query = new URLSearchParams({ engine, entry: PAGE_ENTRIES[engine], file: `/bench/out/models/${engine === 'tfjs-wasm' ? model.tfjs_file : model.file}`, shape: model.shape.join(',') });
   if (args.includes('--quick')) query.set('quick', '1');
+  // an int8 file's float model (models.json "fp32"), timed against it in the same page (kiln-wasm)
+  if (model.fp32 && engine === 'kiln-wasm') query.set('twin', `${model.fp32}:/bench/out/models/${models[model.fp32].file}`);
   const loadavg = os.loadavg()[0];
   try {
     const others = otherCpuShare();

@@ -19,13 +19,15 @@ export const ENGINES = {
       mark('init');
       const model = await kiln.loadModel(bytes);
       mark('load');
-      return {
-        engine: model.engine,
-        simd: model.simd,
-        run: (x) => model.run(x.data, x.shape),
+      const handle = (m) => ({
+        engine: m.engine,
+        simd: m.simd,
+        run: (x) => m.run(x.data, x.shape),
         output: (r) => r.data,
-        release: () => model.free(),
-      };
+        release: () => m.free(),
+      });
+      // another model in the same module (the int8 file's float twin, for `paired`)
+      return { ...handle(model), another: async (b) => handle(await kiln.loadModel(b)) };
     },
   },
   'onnxruntime-web': {
@@ -121,11 +123,55 @@ export async function latency(run, s) {
 }
 
 /**
+ * Two models of one engine timed against each other in one process: groups of `run` and of
+ * `twinRun` alternate (A B B A ...), so a drift in the machine's speed hits both alike, and the
+ * ratio is the median of each round's twin / run ratio (two adjacent groups), not a ratio of two
+ * medians taken minutes apart in two processes (this VM's speed swings ±30% between those). The
+ * twin is warmed up first as `latency` warms up (`run` is warm already).
+ */
+export async function pairedLatency(run, twinRun, s) {
+  const start = performance.now();
+  let calls = 0;
+  while (calls < s.minWarmupRuns || performance.now() - start < s.warmupMs) {
+    await twinRun();
+    calls++;
+  }
+  const perCall = async (f) => {
+    const t0 = performance.now();
+    for (let i = 0; i < 3; i++) await f();
+    return (performance.now() - t0) / 3;
+  };
+  const [a, b] = [Math.max(1, Math.round(s.groupMs / (await perCall(run)))), Math.max(1, Math.round(s.groupMs / (await perCall(twinRun))))];
+  const group = async (f, n) => {
+    const g0 = performance.now();
+    for (let i = 0; i < n; i++) await f();
+    return (performance.now() - g0) / n;
+  };
+  const self = [], twin = [], ratios = [];
+  const t0 = performance.now();
+  // twice the groups of `latency` (each round is two groups), in the same budget doubled
+  while (self.length < s.groups && (self.length < s.minGroups || performance.now() - t0 < 2 * s.budgetMs)) {
+    let x, y;
+    if (self.length % 2) {
+      y = await group(twinRun, b);
+      x = await group(run, a);
+    } else {
+      x = await group(run, a);
+      y = await group(twinRun, b);
+    }
+    self.push(x);
+    twin.push(y);
+    ratios.push(y / x);
+  }
+  return { median_ms: median(self), twin_median_ms: median(twin), twin_over_self: median(ratios), rounds: self.length };
+}
+
+/**
  * The whole measurement for one engine and one model. `bytes`: the model, already in memory (both
  * engines get the same Uint8Array; fetching it is not the engine's cost). `coldOnly`: stop after
  * the first prediction (the extra cold starts and the repeat visit).
  */
-export async function measure({ engine, url, bytes, shape, quick = false, coldOnly = false }) {
+export async function measure({ engine, url, bytes, shape, quick = false, coldOnly = false, twin = null }) {
   const loader = ENGINES[engine];
   if (!loader) throw new Error(`unknown engine ${engine}; one of ${Object.keys(ENGINES).join(', ')}`);
   const settings = quick ? SETTINGS.quick : SETTINGS.full;
@@ -162,10 +208,18 @@ export async function measure({ engine, url, bytes, shape, quick = false, coldOn
     throw new Error(`${engine}: batch 64 gave ${out64.length} outputs, expected ${64 * perExample}`);
   }
   const memoryAfterRuns = wasmMemory();
+  // `twin` ({ name, bytes }): the int8 file's float model, timed against it in this process
+  let paired = null;
+  if (twin && e.another) {
+    const t = await e.another(twin.bytes);
+    paired = { twin: twin.name, twin_engine: t.engine ?? null };
+    for (const [b, x] of [[1, one], [64, b64]]) paired[b] = await pairedLatency(() => e.run(x), () => t.run(x), settings);
+    await t.release();
+  }
   await e.release();
   // model_engine: which of kiln-wasm's engines loadModel picked ('kiln' or 'tract'); null for ort-web.
   // model_simd: which build of the module ran it ('relaxed-simd' or 'simd128'); null for the peers.
-  return { engine, model_engine: e.engine ?? null, model_simd: e.simd ?? null, cold, latency: latencies, sample, memory: { after_first: memoryAfterFirst, after_runs: memoryAfterRuns }, settings };
+  return { engine, model_engine: e.engine ?? null, model_simd: e.simd ?? null, cold, latency: latencies, paired, sample, memory: { after_first: memoryAfterFirst, after_runs: memoryAfterRuns }, settings };
 }
 
 /**

@@ -48,6 +48,10 @@ async function main() {
   // the TF.js peer takes the same model as a layer list with the same weights (bench/tfjs_spec.py)
   const bytes = new Uint8Array(readFileSync(join(modelsDir, engine === 'tfjs-wasm' ? model.tfjs_file : model.file)));
 
+  // an int8 file's float model (models.json "fp32"), timed against it in this process (kiln-wasm)
+  const twin = model.fp32 && engine === 'kiln-wasm' && !args.includes('--cold-only')
+    ? { name: model.fp32, bytes: new Uint8Array(readFileSync(join(modelsDir, models[model.fp32].file))) }
+    : null;
   const loadavg = os.loadavg()[0];
   const others = otherCpuShare();
   const result = await measure({
@@ -57,6 +61,7 @@ async function main() {
     shape: model.shape,
     quick: args.includes('--quick'),
     coldOnly: args.includes('--cold-only'),
+    twin,
   });
   if (args.includes('--cold-only')) {
     console.log(JSON.stringify(result.cold));

@@ -8,6 +8,14 @@ window.__bench = (async () => {
   const response = await fetch(q.get('file'));
   if (!response.ok) throw new Error(`cannot fetch the model ${q.get('file')}: HTTP ${response.status}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
+  // `twin=NAME:URL`: a second model timed against this one (only on the full visit)
+  let twin = null;
+  if (q.has('twin') && !q.has('coldOnly')) {
+    const [name, file] = q.get('twin').split(/:(.*)/s);
+    const r = await fetch(file);
+    if (!r.ok) throw new Error(`cannot fetch the twin model ${file}: HTTP ${r.status}`);
+    twin = { name, bytes: new Uint8Array(await r.arrayBuffer()) };
+  }
   return measure({
     engine: q.get('engine'),
     url: q.get('entry'),
@@ -15,5 +23,6 @@ window.__bench = (async () => {
     shape: q.get('shape').split(',').map(Number),
     quick: q.has('quick'),
     coldOnly: q.has('coldOnly'),
+    twin,
   });
 })();
