@@ -177,7 +177,10 @@ fn both(bytes: &[u8], x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
         // relative past 1: the fine-tuned model's logits reach ~50, where 1e-5 is a few float32
         // ulps and the two engines sum in different orders
         let top = w.iter().fold(1.0f32, |a, v| a.max(v.abs()));
-        assert!(diff <= 1e-5 * top, "max |kiln - tract| = {diff} (largest output {top})");
+        assert!(
+            diff <= 1e-5 * top,
+            "max |kiln - tract| = {diff} (largest output {top})"
+        );
     }
     got
 }
