@@ -6,7 +6,12 @@
 //! kernel when no gradient is needed. A QDQ model's convolutions run on integers ([`QConv`]:
 //! i16 × i16 → i32 dot products, `qtile.rs`), dequantized in the same kind of store. A matrix
 //! used as the right-hand side of many small products (a recurrent layer's `W_hh`) is packed once
-//! for the same tiles ([`PackedMatrix`]).
+//! for the same tiles ([`PackedMatrix`]). On x86-64 with AVX-512 a second family of tiles puts
+//! the output channels in the vectors ([`ChannelTile`], `channels.rs`: 8 positions × 32 or 16
+//! channels, inputs broadcast from any image, row or stride, stored transposed into NCHW): it runs
+//! the convolutions whose positions fill the first family's vectors poorly (strided windows, maps
+//! whose rows are not whole runs of 16, such as 4×4 and 8×8, with the batch folded into the
+//! positions) and float Linear layers ([`PackedLinear`]).
 
 #[cfg(target_arch = "x86_64")]
 mod channels;

@@ -409,7 +409,7 @@ macro_rules! x86_channel_tile {
                         chans,
                         ..
                     } => {
-                        let need = (chans.max(&1) - 1) * stride + MR;
+                        let need = chans.saturating_sub(1) * stride + MR;
                         assert!(*chans <= NC && out.len() >= need, "a channel tile's output");
                         assert!(
                             residual.is_none_or(|r| r.len() >= need),
