@@ -53,17 +53,33 @@ mod simd {
         unsafe { v128_load(src.as_ptr().cast()) }
     }
 
-    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs, as two runs of four.
+    /// One row of the reduction: `ak`'s `MR` channel pairs against `NR` positions' pairs.
     #[inline(always)]
-    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: QStore) {
+    fn row(c: &mut [[v128; 2]; MR], ak: &[u32], [r0, r1]: [&[u32; 4]; 2]) {
+        let (lo, hi) = (load(r0), load(r1));
+        for (ci, &pair) in c.iter_mut().zip(ak) {
+            let av = u32x4_splat(pair);
+            ci[0] = i32x4_add(ci[0], i32x4_dot_i16x8(av, lo));
+            ci[1] = i32x4_add(ci[1], i32x4_dot_i16x8(av, hi));
+        }
+    }
+
+    /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs, as two runs of four.
+    /// Two rows per turn of the loop: V8 puts a stack check and the loop's own counting in
+    /// every turn, a third of a row's instructions.
+    #[inline(always)]
+    pub fn tile<'a>(a: &[u32], mut rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: QStore) {
         let mut c = [[i32x4_splat(0); 2]; MR];
-        for (ak, [r0, r1]) in a.chunks_exact(MR).zip(rows) {
-            let (lo, hi) = (load(r0), load(r1));
-            for (ci, &pair) in c.iter_mut().zip(ak) {
-                let av = u32x4_splat(pair);
-                ci[0] = i32x4_add(ci[0], i32x4_dot_i16x8(av, lo));
-                ci[1] = i32x4_add(ci[1], i32x4_dot_i16x8(av, hi));
-            }
+        let mut two = a.chunks_exact(2 * MR);
+        for ak in &mut two {
+            let (Some(r0), Some(r1)) = (rows.next(), rows.next()) else {
+                break;
+            };
+            row(&mut c, &ak[..MR], r0);
+            row(&mut c, &ak[MR..], r1);
+        }
+        if let (Some(ak), Some(r)) = (two.remainder().get(..MR), rows.next()) {
+            row(&mut c, ak, r);
         }
         let zero = f32x4_splat(0.0);
         for (i, ci) in c.iter().enumerate() {
@@ -152,20 +168,42 @@ pub fn qtile_packed(a: &[u32], b: &[u32], st: QStore) {
 
 /// A tile reading its input rows in place, as two runs of four positions: row `r` is
 /// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded image
-/// of channel pairs, where four positions of an output row read contiguous inputs).
+/// of channel pairs, where four positions of an output row read contiguous inputs). `offsets`
+/// increase (the caller's contract, as for the float [`super::tile::tile_direct`]), so the reads
+/// are checked once per tile against the last, and each offset is clamped to it: a caller that
+/// broke the contract gets wrong values, never a read out of bounds.
 #[inline(never)]
 pub fn qtile_direct(a: &[u32], x: &[u32], bases: [usize; 2], offsets: &[usize], st: QStore) {
+    let last = offsets.last().copied().unwrap_or(0);
+    // Every read below lies in x[base..base + last + 4] for its base (the runs meet when
+    // bases[1] is bases[0] + 4): checked once, here.
+    assert!(
+        bases[0].max(bases[1]) + last + 4 <= x.len(),
+        "qtile_direct: rows reach past the image"
+    );
     if bases[1] == bases[0] + 4 {
-        // both runs in one row: one bounds check per row of eight
+        // both runs in one row: eight contiguous values per row
         let x = &x[bases[0]..];
         let rows = offsets.iter().map(|&o| {
-            let r: &[u32; NR] = x[o..o + NR].try_into().expect("NR values");
+            let o = o.min(last);
+            // SAFETY: o + NR <= last + NR and bases[0] + last + NR = bases[1] + last + 4 <= the
+            // image's length (asserted above), so the NR values at o are inside `x`; [u32; NR] has
+            // u32's alignment.
+            let r: &[u32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[u32; NR]>() };
             [quad(r, 0), quad(r, 4)]
         });
         return qtile(a, rows, st);
     }
-    let rows = offsets
-        .iter()
-        .map(|&o| [quad(x, bases[0] + o), quad(x, bases[1] + o)]);
+    let (x0, x1) = (&x[bases[0]..], &x[bases[1]..]);
+    let rows = offsets.iter().map(|&o| {
+        let o = o.min(last);
+        // SAFETY: o + 4 <= last + 4 and each base + last + 4 <= the image's length (asserted above).
+        unsafe {
+            [
+                &*x0.as_ptr().add(o).cast::<[u32; 4]>(),
+                &*x1.as_ptr().add(o).cast::<[u32; 4]>(),
+            ]
+        }
+    });
     qtile(a, rows, st)
 }
