@@ -582,6 +582,7 @@ fn weighted_loss(
 pub const MIN_SPLIT_BATCH: usize = 32;
 
 /// The shards of a batch of `n` samples: `[0, n)` whole, or two halves (see [`MIN_SPLIT_BATCH`]).
+#[allow(clippy::single_range_in_vec_init)] // one shard: the whole batch
 pub fn shard_ranges(n: usize, splits: bool) -> Vec<std::ops::Range<usize>> {
     if splits && n >= MIN_SPLIT_BATCH {
         let half = n.div_ceil(2);
