@@ -1124,8 +1124,7 @@ mod tests {
         let n = x.shape()[0];
         let ranges = shard_ranges(n, true);
         assert_eq!(ranges.len(), 2);
-        let whole_range = std::iter::once(0..n).collect::<Vec<_>>(); // one shard: the whole batch
-        let (whole_loss, whole) = step(m, x, y, &whole_range);
+        let (whole_loss, whole) = step(m, x, y, &[0..n]);
         let (split_loss, split) = step(m, x, y, &ranges);
         assert!(
             (whole_loss - split_loss).abs() <= 1e-5 * whole_loss.abs(),
