@@ -575,14 +575,12 @@ fn weighted_loss(
 }
 
 /// Batches of at least this many samples train as two shards, one per core, when the model keeps
-/// its samples apart ([`crate::nn::Net::splits_by_sample`]) and has convolutions, recurrent layers
-/// or attention ([`crate::nn::Net::pays_to_split`]): below it a shard's work does not pay for a
-/// second tape and a thread hand-off. The split depends on the batch size only, so the result does not depend on how
+/// its samples apart ([`crate::nn::Net::splits_by_sample`]): below it a shard's work does not pay for
+/// a second tape. The split depends on the batch size only, so the result does not depend on how
 /// many threads run it.
 pub const MIN_SPLIT_BATCH: usize = 32;
 
 /// The shards of a batch of `n` samples: `[0, n)` whole, or two halves (see [`MIN_SPLIT_BATCH`]).
-#[allow(clippy::single_range_in_vec_init)] // one shard: the whole batch
 pub fn shard_ranges(n: usize, splits: bool) -> Vec<std::ops::Range<usize>> {
     if splits && n >= MIN_SPLIT_BATCH {
         let half = n.div_ceil(2);
@@ -612,28 +610,13 @@ struct ShardRun {
     outs: Vec<Tensor>,
 }
 
-/// `f` on every shard: shard 0 on the calling thread and the others on rayon's threads natively
-/// (a fit called from Python runs outside rayon's pool: handing every shard to the pool and
-/// waiting costs a thread wake-up each way, more than a small step); one after the other in wasm
-/// (no threads there). Results in shard order either way, so they combine in the same order.
+/// `f` on every shard: on rayon's threads natively, one after the other in wasm (no threads
+/// there); results in shard order either way, so they combine in the same order.
 fn run_shards<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
     #[cfg(not(target_arch = "wasm32"))]
     if n > 1 {
-        let slots: Vec<std::sync::Mutex<Option<R>>> =
-            (1..n).map(|_| std::sync::Mutex::new(None)).collect();
-        let first = rayon::in_place_scope(|s| {
-            for (k, slot) in slots.iter().enumerate() {
-                let f = &f;
-                s.spawn(move |_| *slot.lock().expect("a shard panicked") = Some(f(k + 1)));
-            }
-            f(0)
-        });
-        let rest = slots.into_iter().map(|s| {
-            s.into_inner()
-                .expect("a shard panicked")
-                .expect("the scope ran every shard")
-        });
-        return std::iter::once(first).chain(rest).collect();
+        use rayon::prelude::*;
+        return (0..n).into_par_iter().map(f).collect();
     }
     (0..n).map(f).collect()
 }
@@ -853,8 +836,8 @@ pub fn fit(
         None => None,
     };
     let mut order = train_idx.clone();
-    // the batch is split into shards when the model keeps its samples apart and it pays (decided once)
-    let splits = model.net.splits_by_sample() && model.net.pays_to_split();
+    // the batch is split into shards when the model keeps its samples apart (decided once)
+    let splits = model.net.splits_by_sample();
     let mut last_logs: Option<Logs> = None;
     let mut best_checkpoint = f64::INFINITY;
     'epochs: for epoch in 1..=cfg.epochs {
@@ -1204,13 +1187,10 @@ mod tests {
         shards_match_the_batch(&mut m, &ids(&[33, 5], 7, 7), &y);
     }
 
-    const CNN_WITH_DROPOUT: &str = r#"[{"type":"Conv2d","in_channels":1,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]},
-        {"type":"ReLU"},{"type":"Dropout","p":0.3},{"type":"Flatten"},{"type":"Linear","in_features":64,"out_features":3}]"#;
-
     /// Training with dropout gives the same bits on one thread and on two.
     #[test]
     fn sharded_training_does_not_depend_on_the_thread_count() {
-        let x = random(&[96, 1, 4, 4], 8);
+        let x = random(&[96, 5], 8);
         let y = Targets::Classes((0..96).map(|i| i % 3).collect());
         let train = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -1218,15 +1198,17 @@ mod tests {
                 .build()
                 .unwrap();
             pool.install(|| {
-                let mut m = sequential(CNN_WITH_DROPOUT, ce(None));
-                assert!(m.net.pays_to_split());
+                let mut m = sequential(
+                    r#"[{"type":"Linear","in_features":5,"out_features":32},{"type":"ReLU"},
+                        {"type":"Dropout","p":0.3},{"type":"Linear","in_features":32,"out_features":3}]"#,
+                    ce(None),
+                );
                 let cfg = FitConfig {
                     epochs: 3,
                     batch_size: 32,
                     ..FitConfig::default()
                 };
-                m.fit(x.view(), &y, None, &cfg, &mut Hooks::default())
-                    .unwrap();
+                m.fit(x.view(), &y, None, &cfg, &mut Hooks::default()).unwrap();
                 m.flat_params()
             })
         };

@@ -241,37 +241,6 @@ impl Net {
         )
     }
 
-    /// Whether splitting a batch into shards on two cores pays (measured on this machine, batch 32):
-    /// models with convolutions, recurrent layers or attention do much work per sample that runs
-    /// on one thread (the digits CNN trained 1.2x faster split, the GRU language model 1.15x, a
-    /// small transformer 1.6x). Chains of Linear layers do not: small ones step in tens of
-    /// microseconds, less than a thread hand-off saves (the digits MLP ran at 0.6x), and large ones
-    /// already run their GEMMs on both cores (the GEMM-bound MLP ran at 0.9x).
-    pub fn pays_to_split(&self) -> bool {
-        fn heavy(s: &LayerSpec) -> bool {
-            match s {
-                LayerSpec::Conv1d { .. }
-                | LayerSpec::Conv2d { .. }
-                | LayerSpec::GRU { .. }
-                | LayerSpec::LSTM { .. }
-                | LayerSpec::MultiheadAttention { .. } => true,
-                LayerSpec::Sequential { layers } => layers.iter().any(heavy),
-                _ => false,
-            }
-        }
-        self.modules.iter().any(|(_, m)| heavy(&m.spec()))
-            || self.graph.as_ref().is_some_and(|g| {
-                g.nodes.iter().any(|n| {
-                    matches!(
-                        n.op,
-                        graph::Op::Conv2d { .. }
-                            | graph::Op::Conv1d { .. }
-                            | graph::Op::MultiheadAttention(_)
-                    )
-                })
-            })
-    }
-
     /// Store the buffer values a forward pass recorded on `t` (see [`Net::forward`]).
     pub fn apply_updates(&mut self, t: &mut Tape) {
         let mut updates = t.take_updates();
