@@ -151,6 +151,7 @@ def summarise(runs):
         "loaded": any(r.get("other_cpu_share", 0) > LOADED for r in runs),
         "other": max(r.get("other_cpu_share", 0) for r in runs),
         "epochs": runs[0]["epochs"],
+        "threads": runs[0].get("threads"),
     }
 
 

@@ -231,7 +231,9 @@ def targets(summary, inf, text=None, extra=None, pkg=None):
     for case, goal, label in (("mlp", 5.0, "digits MLP"), ("cnn", 5.0, "digits CNN"), ("gemm", 1.0, "GEMM-bound MLP")):
         r = train_ratio(case)
         loaded = any(s["loaded"] for s in summary[case].values())
-        rows.append(_row(f"training samples/s, {label}: ≥ {goal:g}× PyTorch (2 threads each)",
+        threads = next((s["threads"] for s in summary[case].values() if s.get("threads")), None)
+        each = f" ({threads} threads each)" if threads else ""
+        rows.append(_row(f"training samples/s, {label}: ≥ {goal:g}× PyTorch{each}",
                          f"{r:.2f}×" if r else NOT_MEASURED, None if r is None else r >= goal, loaded))
     for case in ("mlp", "cnn"):
         t, k = summary[case].get("pytorch"), summary[case].get("kiln")
@@ -242,7 +244,9 @@ def targets(summary, inf, text=None, extra=None, pkg=None):
                         ("names-gpt", "small transformer")):
         k, t = (text.get(case, {}).get(fw) for fw in ("kiln", "torch"))
         r = k["sps"] / t["sps"] if k and t else None
-        rows.append(_row(f"text training samples/s, {label}: ≥ 2× PyTorch (2 threads each)",
+        threads = next((s["threads"] for s in (k, t) if s and s.get("threads")), None)
+        each = f" ({threads} threads each)" if threads else ""
+        rows.append(_row(f"text training samples/s, {label}: ≥ 2× PyTorch{each}",
                          f"{r:.2f}× ({k['sps']:,.0f} vs {t['sps']:,.0f})" if r else NOT_MEASURED,
                          None if r is None else r >= 2.0, bool(k and t and (k["loaded"] or t["loaded"]))))
         if k and t and case == "names":  # a classifier: judged on accuracy (its loss moves with dropout's draws)

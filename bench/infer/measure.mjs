@@ -87,6 +87,27 @@ export const SETTINGS = {
   quick: { warmupMs: 200, minWarmupRuns: 3, groups: 7, minGroups: 3, groupMs: 10, budgetMs: 600 },
 };
 
+/** Runs `run` for at least `s.warmupMs` and `s.minWarmupRuns` calls; returns ms per call. */
+async function warmUp(run, s) {
+  const start = performance.now();
+  let calls = 0;
+  while (calls < s.minWarmupRuns || performance.now() - start < s.warmupMs) {
+    await run();
+    calls++;
+  }
+  return (performance.now() - start) / calls;
+}
+
+/** Back-to-back calls that last about `s.groupMs` at `perCall` ms each (at least one). */
+const callsPerGroup = (perCall, s) => Math.max(1, Math.round(s.groupMs / perCall));
+
+/** `n` back-to-back calls of `run`: ms per call. */
+async function group(run, n) {
+  const g0 = performance.now();
+  for (let i = 0; i < n; i++) await run();
+  return (performance.now() - g0) / n;
+}
+
 /**
  * Milliseconds per call of `run`: the median over groups of calls, after a warm-up.
  * - Warm-up: at least `warmupMs` and `minWarmupRuns` calls. V8 (Node and Chromium alike) first
@@ -98,20 +119,11 @@ export const SETTINGS = {
  *   model (ResNet at batch 64) does not stretch the run.
  */
 export async function latency(run, s) {
-  const start = performance.now();
-  let calls = 0;
-  while (calls < s.minWarmupRuns || performance.now() - start < s.warmupMs) {
-    await run();
-    calls++;
-  }
-  const perCall = (performance.now() - start) / calls;
-  const perGroup = Math.max(1, Math.round(s.groupMs / perCall));
+  const perGroup = callsPerGroup(await warmUp(run, s), s);
   const times = [];
   const t0 = performance.now();
   while (times.length < s.groups && (times.length < s.minGroups || performance.now() - t0 < s.budgetMs)) {
-    const g0 = performance.now();
-    for (let i = 0; i < perGroup; i++) await run();
-    times.push((performance.now() - g0) / perGroup);
+    times.push(await group(run, perGroup));
   }
   return {
     median_ms: median(times),
@@ -130,23 +142,8 @@ export async function latency(run, s) {
  * twin is warmed up first as `latency` warms up (`run` is warm already).
  */
 export async function pairedLatency(run, twinRun, s) {
-  const start = performance.now();
-  let calls = 0;
-  while (calls < s.minWarmupRuns || performance.now() - start < s.warmupMs) {
-    await twinRun();
-    calls++;
-  }
-  const perCall = async (f) => {
-    const t0 = performance.now();
-    for (let i = 0; i < 3; i++) await f();
-    return (performance.now() - t0) / 3;
-  };
-  const [a, b] = [Math.max(1, Math.round(s.groupMs / (await perCall(run)))), Math.max(1, Math.round(s.groupMs / (await perCall(twinRun))))];
-  const group = async (f, n) => {
-    const g0 = performance.now();
-    for (let i = 0; i < n; i++) await f();
-    return (performance.now() - g0) / n;
-  };
+  const b = callsPerGroup(await warmUp(twinRun, s), s);
+  const a = callsPerGroup(await group(run, 3), s);
   const self = [], twin = [], ratios = [];
   const t0 = performance.now();
   // twice the groups of `latency` (each round is two groups), in the same budget doubled

@@ -13,7 +13,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::Rng;
 
 use super::tape::{Tape, Tensor, Var};
-use super::vmath::{load, simd_dispatch, softmax_row, store, LANES};
+use super::vmath::{in_blocks, load, simd_dispatch, softmax_row, store, LANES};
 use crate::{shape_err, value_err, Result};
 
 /// `f(b, block)` for every batch's block of `out` (`chunk` values each): in parallel natively.
@@ -74,18 +74,7 @@ fn product(
     for i in 0..m {
         let ar = &a[i * a_stride..][..k];
         let or = &mut out[i * out_stride..][..n];
-        let mut c = 0;
-        while c + LANES <= n {
-            columns::<LANES>(ar, b, n, c, alpha, or);
-            c += LANES;
-        }
-        while c + 4 <= n {
-            columns::<4>(ar, b, n, c, alpha, or);
-            c += 4;
-        }
-        for c in c..n {
-            columns::<1>(ar, b, n, c, alpha, or);
-        }
+        in_blocks!(n, [LANES, 4], |c, N| columns::<N>(ar, b, n, c, alpha, or));
     }
 }
 

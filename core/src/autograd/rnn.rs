@@ -21,7 +21,7 @@ use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2, IxDyn};
 
 use super::linalg::gemm;
 use super::tape::{Tape, Tensor, Var};
-use super::vmath::{load, sigmoid, simd_dispatch, store, tanh, LANES};
+use super::vmath::{in_blocks, load, sigmoid, simd_dispatch, store, tanh, LANES};
 use crate::kernels::PackedMatrix;
 use crate::{shape_err, value_err, Result};
 
@@ -333,14 +333,9 @@ fn gru_step_body(
         .zip(ex.chunks_exact_mut(h))
         .zip(o.chunks_exact_mut(h))
     {
-        let mut j = 0;
-        while j + LANES <= h {
-            gru_units::<LANES>(j, h, g, rh, bias, bias_hn, hp, ex, o);
-            j += LANES;
-        }
-        for j in j..h {
-            gru_units::<1>(j, h, g, rh, bias, bias_hn, hp, ex, o);
-        }
+        in_blocks!(h, [LANES], |j, N| gru_units::<N>(
+            j, h, g, rh, bias, bias_hn, hp, ex, o
+        ));
     }
 }
 
@@ -414,14 +409,9 @@ fn lstm_step_body(
         .zip(ex.chunks_exact_mut(h))
         .zip(o.chunks_exact_mut(h))
     {
-        let mut j = 0;
-        while j + LANES <= h {
-            lstm_units::<LANES>(j, h, g, rh, bias, hp, cp, ex, o);
-            j += LANES;
-        }
-        for j in j..h {
-            lstm_units::<1>(j, h, g, rh, bias, hp, cp, ex, o);
-        }
+        in_blocks!(h, [LANES], |j, N| lstm_units::<N>(
+            j, h, g, rh, bias, hp, cp, ex, o
+        ));
     }
 }
 
@@ -638,14 +628,9 @@ fn gru_back_body(
         .zip(dgh.chunks_exact_mut(3 * h))
         .zip(dp.chunks_exact_mut(h))
     {
-        let mut j = 0;
-        while j + LANES <= h {
-            gru_back_units::<LANES>(j, h, g, ex, hp, dh, go, dgi, dgh, dp);
-            j += LANES;
-        }
-        for j in j..h {
-            gru_back_units::<1>(j, h, g, ex, hp, dh, go, dgi, dgh, dp);
-        }
+        in_blocks!(h, [LANES], |j, N| gru_back_units::<N>(
+            j, h, g, ex, hp, dh, go, dgi, dgh, dp
+        ));
     }
 }
 
@@ -720,14 +705,9 @@ fn lstm_back_body(
         .zip(dc.chunks_exact_mut(h))
         .zip(dp.chunks_exact_mut(h))
     {
-        let mut j = 0;
-        while j + LANES <= h {
-            lstm_back_units::<LANES>(j, h, g, ex, cprev, dh, go, dgi, dc, dp);
-            j += LANES;
-        }
-        for j in j..h {
-            lstm_back_units::<1>(j, h, g, ex, cprev, dh, go, dgi, dc, dp);
-        }
+        in_blocks!(h, [LANES], |j, N| lstm_back_units::<N>(
+            j, h, g, ex, cprev, dh, go, dgi, dc, dp
+        ));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Element-wise math the compiler vectorises: `exp`, `σ` and `tanh` without libm calls (so a loop
 //! over them runs in SIMD lanes), the lane blocks the fused ops' loops run on, and the dispatch that
-//! compiles a loop for AVX2 when the CPU has it. The recurrent gates, the attention softmax and the
-//! cross-entropy's log-sum-exp all take their `exp` from here: one `exp` in one place.
+//! compiles a loop for AVX2 when the CPU has it. The recurrent gates and the attention softmax take their `exp` from
+//! here: one `exp` in one place.
 
 /// Values per block of a fused element-wise loop. A loop written per element over many slices stays
 /// scalar (LLVM gives up on the run-time alias checks between a dozen pointers: a GRU step's gate
@@ -97,6 +97,31 @@ macro_rules! simd_dispatch {
 }
 pub(super) use simd_dispatch;
 
+/// Runs `$body` for every index `$j` of `0..$len` in blocks, widest first: `$n` (a `const`) is
+/// each width listed while a whole block fits, then 1 for the rest. A body calling
+/// `f::<$n>(.., $j, ..)` so runs on fixed arrays of `$n` values (see [`LANES`]).
+macro_rules! in_blocks {
+    ($len:expr, [$($width:expr),+], |$j:ident, $n:ident| $body:expr) => {{
+        let len = $len;
+        let mut $j = 0;
+        $({
+            const $n: usize = $width;
+            while $j + $n <= len {
+                $body;
+                $j += $n;
+            }
+        })+
+        {
+            const $n: usize = 1;
+            while $j < len {
+                $body;
+                $j += 1;
+            }
+        }
+    }};
+}
+pub(super) use in_blocks;
+
 /// `row ← e^(row − max row) / Σ`, in place: a softmax over one row, `exp` in lanes. An all −∞ row
 /// (every key masked) gives NaN, as PyTorch's softmax does.
 #[inline(always)]
@@ -132,46 +157,10 @@ fn max(row: &[f32]) -> f32 {
             *m = if v > *m { v } else { *m };
         }
     }
-    let m = m
-        .iter()
+    m.iter()
         .chain(tail)
-        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-    m
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v))
 }
-
-/// `log Σ e^v` over `row`, stable (the maximum taken out first), `exp` in lanes.
-// Unused until the one-pass cross-entropy (branch text, reverted on main: see the commit) returns.
-#[allow(dead_code)]
-#[inline(always)]
-fn log_sum_exp(row: &[f32]) -> f32 {
-    let top = max(row);
-    let mut sum = [0.0f32; LANES];
-    let blocks = row.chunks_exact(LANES);
-    let tail = blocks.remainder();
-    for b in blocks {
-        for (&v, s) in b.iter().zip(sum.iter_mut()) {
-            *s += exp_nonpositive(v - top);
-        }
-    }
-    let total: f32 =
-        sum.iter().sum::<f32>() + tail.iter().map(|&v| exp_nonpositive(v - top)).sum::<f32>();
-    top + total.ln()
-}
-
-/// `out[i] = log Σ_j e^x[i·width + j]` for every row of `x`.
-#[allow(dead_code)]
-#[inline(always)]
-fn log_sum_exp_rows_body(x: &[f32], width: usize, out: &mut [f32]) {
-    for (row, o) in x.chunks_exact(width).zip(out.iter_mut()) {
-        *o = log_sum_exp(row);
-    }
-}
-simd_dispatch!(
-    /// `out[i] = log Σ_j e^x[i·width + j]` for every row of `x` (`width` > 0), stable.
-    #[allow(dead_code)]
-    pub(super) log_sum_exp_rows, log_sum_exp_rows_avx2, log_sum_exp_rows_body,
-    (x: &[f32], width: usize, out: &mut [f32])
-);
 
 #[cfg(test)]
 mod tests {
@@ -204,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn softmax_and_log_sum_exp_in_lanes_match_libm() {
+    fn softmax_and_exp_in_lanes_match_libm() {
         // lengths below, at and past a block, with −∞ (masked) entries
         for len in [1, 3, 8, 9, 16, 17, 90] {
             let row: Vec<f32> = (0..len)
@@ -223,12 +212,6 @@ mod tests {
             for (g, &v) in got.iter().zip(&row) {
                 let want = ((v - top) as f64).exp() / z;
                 assert!((*g as f64 - want).abs() < 1e-6, "{len}: {g} vs {want}");
-            }
-            let mut lse = [0.0f32; 2];
-            let two: Vec<f32> = row.iter().chain(&row).copied().collect();
-            log_sum_exp_rows(&two, len, &mut lse);
-            for v in lse {
-                assert!((v as f64 - (top as f64 + z.ln())).abs() < 1e-5, "{len}");
             }
         }
         let mut masked = [f32::NEG_INFINITY; 3];

@@ -122,6 +122,15 @@ impl ChannelPanels {
         }
     }
 
+    /// Panel `blk` (counted across groups: group `g`'s are `g · blocks..`) and its bias.
+    fn block(&self, blk: usize) -> (&[f32], &[f32]) {
+        let (k, nc) = (self.k, self.tile.nc);
+        (
+            &self.panels[blk * k * nc..][..k * nc],
+            &self.bias[blk * nc..][..nc],
+        )
+    }
+
     /// Where output channel `ch`'s column starts: (its panel's first value, its bias's index).
     fn column(&self, ch: usize) -> (usize, usize) {
         let nc = self.tile.nc;
@@ -239,9 +248,7 @@ impl ChannelPanels {
                         }
                     }
                     for blk in 0..self.blocks {
-                        let panel =
-                            &self.panels[(g * self.blocks + blk) * self.k * nc..][..self.k * nc];
-                        let bias = &self.bias[(g * self.blocks + blk) * nc..][..nc];
+                        let (panel, bias) = self.block(g * self.blocks + blk);
                         let o0 = g * og + blk * nc;
                         let chans = nc.min(og - blk * nc);
                         let (im, pos) = (img0 + first.0, first.1);
@@ -359,8 +366,7 @@ impl PackedLinear {
                 *b = (r0 + i.min(len - 1)) * k;
             }
             for blk in 0..p.blocks {
-                let panel = &p.panels[blk * k * nc..][..k * nc];
-                let bias = &p.bias[blk * nc..][..nc];
+                let (panel, bias) = p.block(blk);
                 let (c0, chans) = (blk * nc, nc.min(o - blk * nc));
                 if len == mr && chans == nc {
                     let dst = ChannelStore::Rows {

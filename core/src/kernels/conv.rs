@@ -176,8 +176,9 @@ impl PackedConv {
     }
 
     /// [`PackedConv::new`] that also packs the weights for the channel-vector tile when the CPU
-    /// has one (x86-64 with AVX-512), which then runs the geometries it suits; what kiln's
-    /// engine and the tape's inference convolution use.
+    /// has one (x86-64 with AVX-512), which then runs the geometries it suits
+    /// ([`PackedConv::channels_suit`]); what kiln's engine's plan uses. (The tape's inference
+    /// convolution, `autograd/conv.rs`, still packs with [`PackedConv::new`].)
     pub fn best(
         weight: &[f32],
         shape: &[usize],
@@ -195,9 +196,9 @@ impl PackedConv {
     }
 
     /// [`PackedConv::new`] running every geometry on the channel-vector tile `tile` (one of
-    /// [`super::ChannelTile::available`]).
-    #[cfg(target_arch = "x86_64")]
-    pub fn with_channel_tile(
+    /// [`super::ChannelTile::available`]): the tests check each tile on every geometry.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(super) fn with_channel_tile(
         weight: &[f32],
         shape: &[usize],
         bias: Option<&[f32]>,

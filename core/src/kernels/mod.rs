@@ -81,6 +81,30 @@ mod tests {
         })
     }
 
+    /// The same convolution packed for every kernel this CPU runs and, on x86-64 with AVX-512,
+    /// for every channel-vector tile (each running every geometry), named for the messages.
+    fn every_packing(
+        weight: &[f32],
+        shape: &[usize],
+        bias: Option<&[f32]>,
+        win: Window,
+        groups: usize,
+    ) -> Vec<(String, PackedConv)> {
+        let mut all: Vec<(String, PackedConv)> = Kernel::available()
+            .iter()
+            .map(|&k| {
+                let p = PackedConv::with_kernel(weight, shape, bias, win, groups, k).unwrap();
+                (k.name().to_string(), p)
+            })
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        for &tile in ChannelTile::available() {
+            let p = PackedConv::with_channel_tile(weight, shape, bias, win, groups, tile).unwrap();
+            all.push((tile.name().to_string(), p));
+        }
+        all
+    }
+
     fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
@@ -165,16 +189,10 @@ mod tests {
             let b = random(&[o], &mut rng);
             for bias in [None, Some(&b)] {
                 let want = reference(&x, &wt, bias, win, groups);
-                for &k in Kernel::available() {
-                    let packed = PackedConv::with_kernel(
-                        wt.as_slice().unwrap(),
-                        wt.shape(),
-                        bias.map(|b| b.as_slice().unwrap()),
-                        win,
-                        groups,
-                        k,
-                    )
-                    .unwrap();
+                let bias = bias.map(|b| b.as_slice().unwrap());
+                for (name, packed) in
+                    every_packing(wt.as_slice().unwrap(), wt.shape(), bias, win, groups)
+                {
                     assert_eq!(&packed.output_shape(x.shape()).unwrap()[..], want.shape());
                     let mut got = vec![f32::NAN; want.len()];
                     packed
@@ -183,29 +201,7 @@ mod tests {
                     let d = max_rel_diff(&got, want.as_slice().unwrap());
                     assert!(
                         d < 1e-5,
-                        "{k:?} {:?}: off by {d}",
-                        (n, c, h, w, o, kernel, stride, padding, dilation, groups)
-                    );
-                }
-                #[cfg(target_arch = "x86_64")]
-                for &tile in ChannelTile::available() {
-                    let packed = PackedConv::with_channel_tile(
-                        wt.as_slice().unwrap(),
-                        wt.shape(),
-                        bias.map(|b| b.as_slice().unwrap()),
-                        win,
-                        groups,
-                        tile,
-                    )
-                    .unwrap();
-                    let mut got = vec![f32::NAN; want.len()];
-                    packed
-                        .run(x.as_slice().unwrap(), x.shape(), None, false, &mut got)
-                        .unwrap();
-                    let d = max_rel_diff(&got, want.as_slice().unwrap());
-                    assert!(
-                        d < 1e-5,
-                        "{tile:?} {:?}: off by {d}",
+                        "{name} {:?}: off by {d}",
                         (n, c, h, w, o, kernel, stride, padding, dilation, groups)
                     );
                 }
@@ -235,36 +231,9 @@ mod tests {
             let res = random(&[n, o, hw, hw], &mut rng);
             let conv = reference(&x, &wt, None, win, 1);
             let want = ((conv * &s + &t) + &res).mapv(|v| if v > 0.0 { v } else { 0.0 });
-            for &k in Kernel::available() {
-                let mut packed =
-                    PackedConv::with_kernel(wt.as_slice().unwrap(), wt.shape(), None, win, 1, k)
-                        .unwrap();
-                packed.scale_channels(s.as_slice().unwrap());
-                packed.shift_channels(t.as_slice().unwrap());
-                let mut got = vec![0f32; want.len()];
-                packed
-                    .run(
-                        x.as_slice().unwrap(),
-                        x.shape(),
-                        Some(res.as_slice().unwrap()),
-                        true,
-                        &mut got,
-                    )
-                    .unwrap();
-                let d = max_rel_diff(&got, want.as_slice().unwrap());
-                assert!(d < 1e-5, "{k:?} {n}x{c}x{hw}: off by {d}");
-            }
-            #[cfg(target_arch = "x86_64")]
-            for &tile in ChannelTile::available() {
-                let mut packed = PackedConv::with_channel_tile(
-                    wt.as_slice().unwrap(),
-                    wt.shape(),
-                    None,
-                    win,
-                    1,
-                    tile,
-                )
-                .unwrap();
+            for (name, mut packed) in
+                every_packing(wt.as_slice().unwrap(), wt.shape(), None, win, 1)
+            {
                 packed.scale_channels(s.as_slice().unwrap());
                 packed.shift_channels(t.as_slice().unwrap());
                 let mut got = vec![0f32; want.len()];
@@ -273,7 +242,7 @@ mod tests {
                     .run(x.as_slice().unwrap(), x.shape(), r, true, &mut got)
                     .unwrap();
                 let d = max_rel_diff(&got, want.as_slice().unwrap());
-                assert!(d < 1e-5, "{tile:?} {n}x{c}x{hw}: off by {d}");
+                assert!(d < 1e-5, "{name} {n}x{c}x{hw}: off by {d}");
             }
         }
     }

@@ -580,20 +580,27 @@ fn integer_linear(
     if !(q.scale.len() == 1 || q.axis == 0) {
         return None;
     }
-    let b = match node.inputs.get(2) {
-        Some(&b) => Some(param(graph, weights, b)?.as_standard_layout()),
-        None => None,
-    };
-    let b = match &b {
-        Some(b) if b.shape() != [o] => return None,
-        Some(b) => Some(b.as_slice()?),
-        None => None,
-    };
+    let b = linear_bias(graph, weights, node, o)?;
     let (grid, fq) = input_grid(graph, node)?;
     Some((
-        QConv::linear(&q.centred, [o, k], &q.scale, b, grid).ok()?,
+        QConv::linear(&q.centred, [o, k], &q.scale, b.as_deref(), grid).ok()?,
         fq,
     ))
+}
+
+/// A Linear node's bias (its third input): Some(None) without one, Some(Some(values)) for a
+/// constant of `o` values, None when it is not a constant or has another shape (not fused then).
+fn linear_bias(
+    graph: &Graph,
+    weights: &HashMap<String, Tensor>,
+    node: &graph::Node,
+    o: usize,
+) -> Option<Option<Vec<f32>>> {
+    let Some(&b) = node.inputs.get(2) else {
+        return Some(None);
+    };
+    let b = param(graph, weights, b)?;
+    (b.shape() == [o]).then(|| Some(b.iter().copied().collect()))
 }
 
 /// A float Linear layer (weight `[o, k]` and bias `[o]` the model's own) packed for the
@@ -609,17 +616,9 @@ fn float_linear(
         let &[o, k] = w.shape() else {
             return None;
         };
-        let b = match node.inputs.get(2) {
-            Some(&b) => Some(param(graph, weights, b)?.as_standard_layout()),
-            None => None,
-        };
-        let b = match &b {
-            Some(b) if b.shape() != [o] => return None,
-            Some(b) => Some(b.as_slice()?),
-            None => None,
-        };
+        let b = linear_bias(graph, weights, node, o)?;
         let w = w.as_standard_layout();
-        PackedLinear::new(w.as_slice()?, [o, k], b).map(Kernel::F32Rows)
+        PackedLinear::new(w.as_slice()?, [o, k], b.as_deref()).map(Kernel::F32Rows)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
