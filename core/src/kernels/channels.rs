@@ -32,6 +32,18 @@ pub(super) enum ChannelStore<'a> {
         relu: bool,
         chans: usize,
     },
+    /// Pooled: the tile's `mr` positions are `mr / 4` windows of a 2×2 max pool, four positions
+    /// each in row order; ReLU applied to every position, then each window's maximum taken (a
+    /// later position wins only when greater, as [`super::max_pool_2x2`]); window `i`'s channel
+    /// `j < chans` goes to `j · stride + i` (windows consecutive in an NCHW plane).
+    Pooled {
+        out: &'a mut [f32],
+        stride: usize,
+        relu: bool,
+        chans: usize,
+    },
+    /// As `Pooled`, the `mr / 4` windows stored as rows of `nc`.
+    PooledTile { out: &'a mut [f32], relu: bool },
 }
 
 /// `run(w, bias, x, bases, offsets, dst)`: `c[i][j] = bias[j] + Σ_r x[bases[i] + offsets[r]] ·
@@ -90,6 +102,15 @@ pub(super) struct ChannelPanels {
 
 /// Padded images per chunk: about this many values at most (a chunk's copy stays in L2).
 const CHUNK_VALUES: usize = 1 << 16;
+
+/// The images a convolution's tiles read: image `i` of a chunk starts at `base + i · stride`
+/// in `src`, its rows `row` values apart.
+struct Image<'a> {
+    src: &'a [f32],
+    base: usize,
+    stride: usize,
+    row: usize,
+}
 
 impl ChannelPanels {
     /// `weight` `[o, cg, kh, kw]` (standard layout, checked by the caller), `bias` `[o]`.
@@ -159,30 +180,41 @@ impl ChannelPanels {
         }
     }
 
-    /// `out = relu?(conv(x) + bias + residual?)` for `x` `[n, c, h, w]` and output `dims`
-    /// (checked by the caller: [`super::conv::checked_buffers`]).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn run(
-        &self,
+    /// The offset at which reduction row `(ci, ki, kj)` reads from its position's window origin
+    /// in the images [`ChannelPanels::chunks`] hands the tiles (`cg` channels of `h × w`).
+    fn offsets(win: Window, cg: usize, [h, w]: [usize; 2]) -> Vec<usize> {
+        let Window {
+            kernel: [kh, kw],
+            padding: [ph, pw],
+            dilation: [dh, dw],
+            ..
+        } = win;
+        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+        let mut offsets = Vec::with_capacity(cg * kh * kw);
+        for ci in 0..cg {
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    offsets.push(ci * hp * wp + ki * dh * wp + kj * dw);
+                }
+            }
+        }
+        offsets
+    }
+
+    /// Walks the images the tiles read, group by group and chunk by chunk: a zero-padded copy
+    /// of a chunk of images' group (about [`CHUNK_VALUES`] values), or the input itself when the
+    /// window has no padding; `f(g, img0, imgs, image)` for each.
+    fn chunks(
         win: Window,
         groups: usize,
         x: &[f32],
         [c, h, w]: [usize; 3],
-        [n, o, oh, ow]: [usize; 4],
-        residual: Option<&[f32]>,
-        relu: bool,
-        out: &mut [f32],
+        n: usize,
+        mut f: impl FnMut(usize, usize, usize, Image),
     ) {
-        let Window {
-            kernel: [kh, kw],
-            stride: [sh, sw],
-            padding: [ph, pw],
-            dilation: [dh, dw],
-        } = win;
-        let ChannelTile { mr, nc, run, .. } = self.tile;
-        let (og, cg, p) = (self.og, c / groups, oh * ow);
+        let [ph, pw] = win.padding;
+        let cg = c / groups;
         let padded = ph > 0 || pw > 0;
-        // the image the tiles read: a zero-padded copy of a chunk of images' group, or the input
         let (hp, wp) = (h + 2 * ph, w + 2 * pw);
         let per_image = cg * hp * wp;
         let chunk = match padded {
@@ -194,22 +226,10 @@ impl ChannelPanels {
         } else {
             Vec::new()
         };
-        // reduction row (ci, ki, kj) reads at this offset from its position's window origin
-        let cstride = if padded { hp * wp } else { h * w };
-        let mut offsets = Vec::with_capacity(self.k);
-        for ci in 0..cg {
-            for ki in 0..kh {
-                for kj in 0..kw {
-                    offsets.push(ci * cstride + ki * dh * wp + kj * dw);
-                }
-            }
-        }
-        let mut bases = vec![0usize; mr];
-        let mut scratch = vec![0f32; mr * nc];
         for g in 0..groups {
             for img0 in (0..n).step_by(chunk) {
                 let imgs = chunk.min(n - img0);
-                let (src, base0, istride): (&[f32], usize, usize) = if padded {
+                let image = if padded {
                     for (i, dst) in xp.chunks_exact_mut(per_image).take(imgs).enumerate() {
                         let from = &x[((img0 + i) * c + g * cg) * h * w..][..cg * h * w];
                         for (plane, src) in
@@ -223,68 +243,168 @@ impl ChannelPanels {
                             }
                         }
                     }
-                    (&xp, 0, per_image)
-                } else {
-                    (x, (img0 * c + g * cg) * h * w, c * h * w)
-                };
-                let total = imgs * p;
-                // the position of q0, walked forward tile by tile
-                let (mut img, mut oy, mut ox) = (0usize, 0usize, 0usize);
-                for q0 in (0..total).step_by(mr) {
-                    let len = mr.min(total - q0);
-                    let first = (img, oy * ow + ox);
-                    for i in 0..mr {
-                        if i < len {
-                            bases[i] = base0 + img * istride + oy * sh * wp + ox * sw;
-                            ox += 1;
-                            if ox == ow {
-                                (ox, oy) = (0, oy + 1);
-                                if oy == oh {
-                                    (oy, img) = (0, img + 1);
-                                }
-                            }
-                        } else {
-                            bases[i] = bases[len - 1];
-                        }
+                    Image {
+                        src: &xp,
+                        base: 0,
+                        stride: per_image,
+                        row: wp,
                     }
-                    for blk in 0..self.blocks {
-                        let (panel, bias) = self.block(g * self.blocks + blk);
-                        let o0 = g * og + blk * nc;
-                        let chans = nc.min(og - blk * nc);
-                        let (im, pos) = (img0 + first.0, first.1);
-                        if len == mr && pos + len <= p {
-                            let at = (im * o + o0) * p + pos;
-                            let dst = ChannelStore::Nchw {
-                                out: &mut out[at..],
-                                stride: p,
-                                residual: residual.map(|r| &r[at..]),
-                                relu,
-                                chans,
-                            };
-                            run(panel, bias, src, &bases, &offsets, dst);
-                            continue;
+                } else {
+                    Image {
+                        src: x,
+                        base: (img0 * c + g * cg) * h * w,
+                        stride: c * h * w,
+                        row: wp,
+                    }
+                };
+                f(g, img0, imgs, image);
+            }
+        }
+    }
+
+    /// `out = relu?(conv(x) + bias + residual?)` for `x` `[n, c, h, w]` and output `dims`
+    /// (checked by the caller: [`super::conv::checked_buffers`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run(
+        &self,
+        win: Window,
+        groups: usize,
+        x: &[f32],
+        chw: [usize; 3],
+        [n, o, oh, ow]: [usize; 4],
+        residual: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+    ) {
+        let [sh, sw] = win.stride;
+        let ChannelTile { mr, nc, run, .. } = self.tile;
+        let (og, p) = (self.og, oh * ow);
+        let offsets = Self::offsets(win, chw[0] / groups, [chw[1], chw[2]]);
+        let mut bases = vec![0usize; mr];
+        let mut scratch = vec![0f32; mr * nc];
+        Self::chunks(win, groups, x, chw, n, |g, img0, imgs, im| {
+            let total = imgs * p;
+            // the position of q0, walked forward tile by tile
+            let (mut img, mut oy, mut ox) = (0usize, 0usize, 0usize);
+            for q0 in (0..total).step_by(mr) {
+                let len = mr.min(total - q0);
+                let first = (img, oy * ow + ox);
+                for i in 0..mr {
+                    if i < len {
+                        bases[i] = im.base + img * im.stride + oy * sh * im.row + ox * sw;
+                        ox += 1;
+                        if ox == ow {
+                            (ox, oy) = (0, oy + 1);
+                            if oy == oh {
+                                (oy, img) = (0, img + 1);
+                            }
                         }
-                        run(
-                            panel,
-                            bias,
-                            src,
-                            &bases,
-                            &offsets,
-                            ChannelStore::Tile(&mut scratch),
-                        );
-                        self.store(
-                            &scratch,
-                            [im, pos, len],
-                            [o0, chans],
-                            [o, p],
-                            residual,
+                    } else {
+                        bases[i] = bases[len - 1];
+                    }
+                }
+                for blk in 0..self.blocks {
+                    let (panel, bias) = self.block(g * self.blocks + blk);
+                    let o0 = g * og + blk * nc;
+                    let chans = nc.min(og - blk * nc);
+                    let (im0, pos) = (img0 + first.0, first.1);
+                    if len == mr && pos + len <= p {
+                        let at = (im0 * o + o0) * p + pos;
+                        let dst = ChannelStore::Nchw {
+                            out: &mut out[at..],
+                            stride: p,
+                            residual: residual.map(|r| &r[at..]),
                             relu,
-                            out,
-                        );
+                            chans,
+                        };
+                        run(panel, bias, im.src, &bases, &offsets, dst);
+                        continue;
+                    }
+                    let dst = ChannelStore::Tile(&mut scratch);
+                    run(panel, bias, im.src, &bases, &offsets, dst);
+                    let at = [im0, pos, len];
+                    self.store(&scratch, at, [o0, chans], [o, p], residual, relu, out);
+                }
+            }
+        });
+    }
+
+    /// `out = max_pool_2x2(relu?(conv(x) + bias))` for `x` `[n, c, h, w]` and the convolution's
+    /// output `dims` (checked by the caller), `out` `[n, o, oh / 2, ow / 2]`: each tile computes
+    /// the four positions of `mr / 4` pooling windows and stores their maxima, so the positions
+    /// no window covers (an odd last row or column) are never computed.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn run_pooled(
+        &self,
+        win: Window,
+        groups: usize,
+        x: &[f32],
+        chw: [usize; 3],
+        [n, o, oh, ow]: [usize; 4],
+        relu: bool,
+        out: &mut [f32],
+    ) {
+        let [sh, sw] = win.stride;
+        let ChannelTile { mr, nc, run, .. } = self.tile;
+        let (og, qh, qw) = (self.og, oh / 2, ow / 2);
+        let (p, per) = (qh * qw, mr / 4);
+        let offsets = Self::offsets(win, chw[0] / groups, [chw[1], chw[2]]);
+        let mut bases = vec![0usize; mr];
+        let mut scratch = vec![0f32; per * nc];
+        Self::chunks(win, groups, x, chw, n, |g, img0, imgs, im| {
+            let total = imgs * p;
+            // the window of q0, walked forward tile by tile
+            let (mut img, mut qy, mut qx) = (0usize, 0usize, 0usize);
+            for q0 in (0..total).step_by(per) {
+                let len = per.min(total - q0);
+                let first = (img, qy * qw + qx);
+                for i in 0..per {
+                    if i < len {
+                        let origin = im.base + img * im.stride + 2 * (qy * sh * im.row + qx * sw);
+                        for (a, b) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
+                            bases[4 * i + a] = origin + b.0 * sh * im.row + b.1 * sw;
+                        }
+                        qx += 1;
+                        if qx == qw {
+                            (qx, qy) = (0, qy + 1);
+                            if qy == qh {
+                                (qy, img) = (0, img + 1);
+                            }
+                        }
+                    } else {
+                        bases.copy_within(4 * (len - 1)..4 * len, 4 * i);
+                    }
+                }
+                for blk in 0..self.blocks {
+                    let (panel, bias) = self.block(g * self.blocks + blk);
+                    let o0 = g * og + blk * nc;
+                    let chans = nc.min(og - blk * nc);
+                    let (im0, pos) = (img0 + first.0, first.1);
+                    if len == per && pos + len <= p {
+                        let at = (im0 * o + o0) * p + pos;
+                        let dst = ChannelStore::Pooled {
+                            out: &mut out[at..],
+                            stride: p,
+                            relu,
+                            chans,
+                        };
+                        run(panel, bias, im.src, &bases, &offsets, dst);
+                        continue;
+                    }
+                    let dst = ChannelStore::PooledTile {
+                        out: &mut scratch,
+                        relu,
+                    };
+                    run(panel, bias, im.src, &bases, &offsets, dst);
+                    for i in 0..len {
+                        let (img_i, ps) = (im0 + (pos + i) / p, (pos + i) % p);
+                        for j in 0..chans {
+                            out[(img_i * o + o0 + j) * p + ps] = scratch[i * nc + j];
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     /// Stores a tile (`scratch`: `mr` rows of `nc`) transposed, one value at a time (a last

@@ -156,9 +156,11 @@ impl PackedConv {
         for (ch, w) in weight.chunks_exact(k.max(1)).enumerate() {
             let (g, j) = (ch / og, ch % og);
             let panel = &mut panels[(g * blocks + j / mr) * k * mr..][..k * mr];
-            for (r, &v) in w.iter().enumerate() {
-                let row = r / kk * kk + slots[r % kk];
-                panel[row * mr + j % mr] = v;
+            // channel by channel, tap by tap: no division per value (training packs per step)
+            for (ci, taps) in w.chunks_exact(kk.max(1)).enumerate() {
+                for (&slot, &v) in slots.iter().zip(taps) {
+                    panel[(ci * kk + slot) * mr + j % mr] = v;
+                }
             }
         }
         Ok(PackedConv {
@@ -447,6 +449,51 @@ impl PackedConv {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Whether [`PackedConv::run_pooled`] pools in the tiles' store (x86-64 with AVX-512: the
+    /// channel-vector tile computes the pooling windows' positions together), rather than
+    /// running the convolution and then [`super::max_pool_2x2`].
+    pub fn pools_in_store(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let pools = self.channels.is_some();
+        #[cfg(not(target_arch = "x86_64"))]
+        let pools = false;
+        pools
+    }
+
+    /// `out = max_pool_2x2(relu?(conv(x) + bias))`: the convolution followed by `MaxPool2d(2)`
+    /// (2×2, stride 2, no padding; an odd last row or column dropped), `out`
+    /// `[n, o, oh / 2, ow / 2]` for the convolution's output `[n, o, oh, ow]`
+    /// ([`PackedConv::output_shape`]), which must be at least 2×2.
+    pub fn run_pooled(
+        &self,
+        x: &[f32],
+        shape: &[usize],
+        relu: bool,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let dims = self.output_shape(shape)?;
+        let [n, o, oh, ow] = dims;
+        if oh < 2 || ow < 2 {
+            shape_err!("MaxPool2d: a [2, 2] window does not fit input {dims:?}");
+        }
+        let pooled = [n, o, oh / 2, ow / 2];
+        if x.len() != shape.iter().product::<usize>()
+            || out.len() != pooled.iter().product::<usize>()
+        {
+            shape_err!("Conv2d: buffers do not fit input {shape:?} and pooled output {pooled:?}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some((ch, _)) = &self.channels {
+            let chw = [shape[1], shape[2], shape[3]];
+            ch.run_pooled(self.win, self.groups, x, chw, dims, relu, out);
+            return Ok(());
+        }
+        let mut full = vec![0f32; n * o * oh * ow];
+        self.run(x, shape, None, relu, &mut full)?;
+        super::max_pool_2x2(&full, n * o, [oh, ow], out);
         Ok(())
     }
 

@@ -320,6 +320,101 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pooled_convolution_matches_the_convolution_then_the_pool() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        // (n, c, h, w, o, kernel, stride, padding, groups): odd maps (a last row or column no
+        // window covers), windows across images and tiles, last panels of 1 to 31 channels,
+        // no padding (the input read in place), strides, groups
+        type Case = (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        );
+        let cases: &[Case] = &[
+            (64, 1, 8, 8, 16, 3, 1, 1, 1),
+            (64, 16, 4, 4, 32, 3, 1, 1, 1),
+            (3, 2, 7, 9, 13, 3, 1, 1, 1),
+            (1, 3, 5, 5, 40, 3, 1, 1, 1),
+            (5, 4, 6, 10, 5, 1, 1, 0, 1),
+            (2, 3, 9, 7, 17, 3, 1, 0, 1),
+            (1, 1, 3, 3, 3, 2, 1, 0, 1),
+            (3, 6, 11, 12, 12, 3, 2, 1, 3),
+            (2, 8, 8, 8, 8, 3, 1, 1, 8),
+            (7, 5, 2, 6, 33, 1, 1, 0, 1),
+        ];
+        for &(n, c, h, w, o, k, s, pad, groups) in cases {
+            let win = Window {
+                kernel: [k, k],
+                stride: [s, s],
+                padding: [pad, pad],
+                dilation: [1, 1],
+            };
+            let mut x = random(&[n, c, h, w], &mut rng);
+            x.as_slice_mut().unwrap()[c * h * w / 2] = f32::NAN;
+            let wt = random(&[o, c / groups, k, k], &mut rng);
+            let b = random(&[o], &mut rng);
+            let conv = reference(&x, &wt, Some(&b), win, groups);
+            let [oh, ow] = [conv.shape()[2], conv.shape()[3]];
+            let pooled = n * o * (oh / 2) * (ow / 2);
+            for (name, packed) in every_packing(
+                wt.as_slice().unwrap(),
+                wt.shape(),
+                Some(b.as_slice().unwrap()),
+                win,
+                groups,
+            ) {
+                for relu in [false, true] {
+                    let mut full = vec![0f32; conv.len()];
+                    packed
+                        .run(x.as_slice().unwrap(), x.shape(), None, relu, &mut full)
+                        .unwrap();
+                    let mut want = vec![0f32; pooled];
+                    max_pool_2x2(&full, n * o, [oh, ow], &mut want);
+                    let mut got = vec![f32::NAN; pooled];
+                    packed
+                        .run_pooled(x.as_slice().unwrap(), x.shape(), relu, &mut got)
+                        .unwrap();
+                    // the same sums in the same order: the same values, NaN where it was
+                    for (i, (g, v)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            g.to_bits() == v.to_bits(),
+                            "{name} {:?} relu {relu} at {i}: {g} vs {v}",
+                            (n, c, h, w, o, k, s, pad, groups)
+                        );
+                    }
+                    // and the definition's, where no NaN reached
+                    let mut def = conv.clone();
+                    if relu {
+                        def.mapv_inplace(|v| if v > 0.0 { v } else { 0.0 });
+                    }
+                    let mut def_pooled = vec![0f32; pooled];
+                    max_pool_2x2(def.as_slice().unwrap(), n * o, [oh, ow], &mut def_pooled);
+                    let ok = got.iter().zip(&def_pooled).all(|(g, d)| {
+                        (g.is_nan() && d.is_nan()) || (g - d).abs() <= 1e-5 * (1.0 + d.abs())
+                    });
+                    assert!(ok, "{name} {:?}: off the definition", (n, c, h, w, o));
+                }
+            }
+        }
+        // too small a map for the window: an error, not a panic
+        let win = Window {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        };
+        let p = PackedConv::best(&[0.5; 9], &[1, 1, 3, 3], None, win, 1).unwrap();
+        let e = p.run_pooled(&[1.0; 12], &[1, 1, 3, 4], false, &mut []);
+        assert!(e.unwrap_err().to_string().contains("MaxPool2d"));
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn packed_linear_matches_the_definition_on_ragged_shapes() {

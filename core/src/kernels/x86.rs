@@ -265,6 +265,31 @@ macro_rules! x86_channel_tile {
                 name: $name,
             };
 
+            /// 2×2 pooling windows in a tile: four positions each.
+            const WINDOWS: usize = MR / 4;
+
+            /// The tile's windows pooled (see [`ChannelStore::Pooled`]): `WINDOWS` rows of `NC`.
+            #[target_feature(enable = "avx512f")]
+            fn pool(c: &[[__m512; NV]; MR], relu: bool) -> [f32; WINDOWS * NC] {
+                let zero = _mm512_setzero_ps();
+                // max(v, 0) gives 0 for NaN, as Tape::relu
+                let act = |v| if relu { _mm512_max_ps(v, zero) } else { v };
+                let mut out = [0f32; WINDOWS * NC];
+                for (win, dst) in c.chunks_exact(4).zip(out.chunks_exact_mut(NC)) {
+                    for j in 0..NV {
+                        // max(v, best) = v > best ? v : best: a later position wins only when
+                        // greater, so ties and NaN resolve as in max_pool_2x2
+                        let mut best = act(win[0][j]);
+                        for ci in &win[1..] {
+                            best = _mm512_max_ps(act(ci[j]), best);
+                        }
+                        // SAFETY: `dst` holds NC values.
+                        unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(j * LANES), best) };
+                    }
+                }
+                out
+            }
+
             /// # Safety
             /// The CPU has AVX-512F; `w` holds `k` rows of `NC`, `bias` `NC` values; every
             /// `x + bases[i] + min(offsets[r], last)` (`r < k`) is readable; `dst` passed `run`'s checks.
@@ -334,6 +359,24 @@ macro_rules! x86_channel_tile {
                         }
                         return;
                     }
+                    ChannelStore::Pooled {
+                        out,
+                        stride,
+                        relu,
+                        chans,
+                    } => {
+                        let pooled = pool(&c, relu);
+                        for j in 0..chans {
+                            for (i, row) in pooled.chunks_exact(NC).enumerate() {
+                                out[j * stride + i] = row[j];
+                            }
+                        }
+                        return;
+                    }
+                    ChannelStore::PooledTile { out, relu } => {
+                        out[..WINDOWS * NC].copy_from_slice(&pool(&c, relu));
+                        return;
+                    }
                     ChannelStore::Nchw {
                         out,
                         stride,
@@ -401,6 +444,15 @@ macro_rules! x86_channel_tile {
                             out.len() >= (MR - 1) * stride + NC,
                             "a channel tile's output"
                         )
+                    }
+                    ChannelStore::PooledTile { out, .. } => {
+                        assert!(out.len() >= WINDOWS * NC, "a channel tile's output")
+                    }
+                    ChannelStore::Pooled {
+                        out, stride, chans, ..
+                    } => {
+                        let need = chans.saturating_sub(1) * stride + WINDOWS;
+                        assert!(*chans <= NC && out.len() >= need, "a channel tile's output");
                     }
                     ChannelStore::Nchw {
                         out,
