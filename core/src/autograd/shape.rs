@@ -190,12 +190,31 @@ impl Tape {
             check_axes("sum", axes, &shape)?
         };
         let count: usize = axes.iter().map(|&a| shape[a]).product();
-        let mut y = self.value(x).clone();
-        for &a in axes.iter().rev() {
-            y = y.sum_axis(Axis(a));
-        }
         let factor = if mean { 1.0 / count.max(1) as f32 } else { 1.0 };
-        y *= factor;
+        let xv = self.value(x);
+        let trailing = axes
+            .iter()
+            .enumerate()
+            .all(|(i, &a)| a == shape.len() - axes.len() + i);
+        let mut y = match (trailing, xv.as_slice()) {
+            // the last axes of a standard-layout value (a global average pool's [H, W]): one
+            // contiguous run per output, summed where it lies
+            (true, Some(xs)) if count > 0 => {
+                let outer = &shape[..shape.len() - axes.len()];
+                // (ndarray's sum of a slice: eight interleaved partial sums, in SIMD lanes)
+                let sums = xs
+                    .chunks_exact(count)
+                    .map(|r| ndarray::aview1(r).sum() * factor);
+                ArrayD::from_shape_vec(IxDyn(outer), sums.collect()).expect("the kept axes")
+            }
+            _ => {
+                let mut y = xv.clone();
+                for &a in axes.iter().rev() {
+                    y = y.sum_axis(Axis(a));
+                }
+                y * factor
+            }
+        };
         let kept = kept_shape(&shape, &axes);
         if keepdim {
             y = y.into_shape_with_order(IxDyn(&kept)).unwrap();
