@@ -158,7 +158,7 @@ fn input(shape: &[usize], seed: usize) -> ArrayD<f32> {
 }
 
 /// Runs `bytes` on both engines with the one float input `x`; returns kiln's outputs after
-/// checking they match tract's to 1e-5.
+/// checking they match tract's to 1e-5 (relative to the largest output, when that is past 1).
 fn both(bytes: &[u8], x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
     let kiln = KilnSession::from_bytes(bytes)
         .unwrap()
@@ -174,7 +174,13 @@ fn both(bytes: &[u8], x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
         };
         assert_eq!(g.shape(), w.shape());
         let diff = max_diff(g.iter(), w.iter());
-        assert!(diff <= 1e-5, "max |kiln - tract| = {diff}");
+        // relative past 1: the fine-tuned model's logits reach ~50, where 1e-5 is a few float32
+        // ulps and the two engines sum in different orders
+        let top = w.iter().fold(1.0f32, |a, v| a.max(v.abs()));
+        assert!(
+            diff <= 1e-5 * top,
+            "max |kiln - tract| = {diff} (largest output {top})"
+        );
     }
     got
 }
