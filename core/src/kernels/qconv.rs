@@ -312,8 +312,10 @@ impl QConv {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
                     if self.taps.is_some() {
                         quantize_pairs(xg, [1, h, w], [ph, pw, wp], self.grid, &mut single);
-                        for (i, d) in xp.iter_mut().enumerate() {
-                            *d = single[i] | (single[i + dw] << 16);
+                        // zipped slices (no index checks), so the loop runs in SIMD lanes
+                        let pairs = xp.iter_mut().zip(&single).zip(&single[dw..]);
+                        for ((d, &a), &b) in pairs {
+                            *d = a | (b << 16);
                         }
                     } else {
                         quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
