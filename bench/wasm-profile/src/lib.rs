@@ -5,8 +5,8 @@
 use std::cell::RefCell;
 use std::fmt::Write;
 
-use kiln_core::autograd::Window;
 use kiln_core::autograd::QuantGrid;
+use kiln_core::autograd::Window;
 use kiln_core::kernels::{PackedConv, QConv};
 use kiln_core::onnx::engine::{KilnSession, Value};
 
