@@ -2,8 +2,8 @@
 //! whose weights are the model's own is packed for the tiled kernel ([`PackedConv`]) and takes
 //! what follows it when nothing else reads the values in between: a per-channel `Mul` and `Add`
 //! (an inference BatchNorm, folded into the packed weights and bias), an `Add` of another
-//! activation (a residual) and a `Relu`, all applied in the tile's store. A QDQ convolution runs
-//! on integers ([`QConv`]) and also takes a `MaxPool2d(2)` after its ReLU; a QDQ `Linear` runs
+//! activation (a residual) and a `Relu`, all applied in the tile's store, and a `MaxPool2d(2)`
+//! after them, pooled in the same step. A QDQ convolution runs on integers ([`QConv`]); a QDQ `Linear` runs
 //! on the same integer kernel (its input's QDQ pair absorbed, its weights packed once), taking a
 //! `Relu`; natively on x86-64 with AVX-512 a float `Linear` does the same on the channel tile
 //! ([`crate::kernels::PackedLinear`]: weights packed at load, bias and ReLU in the store, a flatten
@@ -48,8 +48,8 @@ struct FusedConv {
     absorbed: Vec<usize>,
     /// The absorbed `Reshape`'s target: the input is read as that shape.
     reshape: Option<Vec<graph::Dim>>,
-    /// A `MaxPool2d(2)` (2×2, stride 2, no padding) after the integer convolution and its ReLU,
-    /// pooled in the same step.
+    /// A `MaxPool2d(2)` (2×2, stride 2, no padding) after the convolution and its ReLU, pooled in
+    /// the same step.
     pool: bool,
 }
 
@@ -167,12 +167,11 @@ impl Pool {
     }
 
     fn give(&mut self, t: Tensor) {
-        let (mut v, offset) = t.into_raw_vec_and_offset();
+        let (v, offset) = t.into_raw_vec_and_offset();
         if v.capacity() == 0 || offset.is_some_and(|o| o != 0) {
             return;
         }
-        // keep the full length: `take` then truncates without writing zeros
-        v.resize(v.capacity(), 0.0);
+        // kept at its length: `take` truncates for free, and writes zeros only past it
         self.0.push(v);
         if self.0.len() > POOL_SIZE {
             let smallest = (0..self.0.len())
@@ -507,9 +506,10 @@ fn fuse_conv(
         chain.push(j);
         out = n_in + j;
     }
-    // the integer convolution pools its output in the same step
+    // a convolution pools its output in the same step
     let mut pool = false;
-    if let (Kernel::I8(_), false, [j]) = (&conv, is_output[out], &readers[out][..]) {
+    let convolution = matches!(conv, Kernel::I8(_) | Kernel::F32(_));
+    if let (true, false, [j]) = (convolution, is_output[out], &readers[out][..]) {
         let next = &graph.nodes[*j];
         if at[*j].is_some()
             && next.inputs == [out]
@@ -683,9 +683,20 @@ impl FusedConv {
         if !self.pool {
             return Ok(y);
         }
-        // the tape's pooling (its 2×2 kernel for inference), the unpooled buffer back to the pool
-        let pooled = t.max_pool2d(y, [2, 2], [2, 2], [0, 0])?;
-        pool.give(t.take_value(y));
-        Ok(pooled)
+        // the tape's 2×2 kernel for inference, into a buffer of the pool; the unpooled one back
+        let &[n, c, h, w] = &shape[..] else {
+            crate::shape_err!("MaxPool2d: expects [N, C, H, W], got {shape:?}");
+        };
+        let pooled_shape = [n, c, h / 2, w / 2];
+        let mut pooled = pool.take(pooled_shape.iter().product());
+        let unpooled = t.take_value(y);
+        {
+            let u = unpooled.as_standard_layout();
+            let u = u.as_slice().expect("standard layout");
+            crate::kernels::max_pool_2x2(u, n * c, [h, w], &mut pooled);
+        }
+        pool.give(unpooled);
+        let pooled = ArrayD::from_shape_vec(IxDyn(&pooled_shape), pooled).expect("the pooled size");
+        Ok(t.constant(pooled))
     }
 }
