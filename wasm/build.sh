@@ -11,7 +11,9 @@ cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
 target=wasm32-unknown-unknown
 profile=wasm
-out="$root/target/$target/$profile"
+# cargo's target folder: CARGO_TARGET_DIR when set (a checkout sharing compiled dependencies)
+cargo_target="${CARGO_TARGET_DIR:-$root/target}"
+out="$cargo_target/$target/$profile"
 pkg="$here/pkg"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -81,7 +83,7 @@ build_module() {
     step "cargo build -p kiln-wasm --target $target --profile $profile --no-default-features --features $feature${RUSTFLAGS:+ (RUSTFLAGS=$RUSTFLAGS)}"
     cargo build -p kiln-wasm --target "$target" --profile "$profile" --no-default-features --features "$feature"
     # Both modules are built from one crate, so cargo names both kiln_wasm.wasm: keep each one's copy.
-    cp "$root/target/$target/$profile/kiln_wasm.wasm" "$out/module-$name.wasm"
+    cp "$cargo_target/$target/$profile/kiln_wasm.wasm" "$out/module-$name.wasm"
     # bindgen + wasm-opt, skipped when the compiled module did not change
     local flags=("${opt_flags[@]}")
     [[ "${RUSTFLAGS:-}" == *relaxed-simd* ]] && flags+=(--enable-relaxed-simd)

@@ -2,25 +2,41 @@
 //
 //   node bench/infer/profile-wasm.mjs MODEL.onnx [--batch 1,64] [--unfused] [--conv] [--check]
 //
-// --check: the fused plan's outputs against the unfused plan's (every node on its own, in float).
+//   node bench/infer/profile-wasm.mjs MODEL.onnx --against OTHER.wasm [--batch 1,64]
+//
+// --against: another build of the harness (the code before a change), loaded beside --wasm's in
+// this process; both run the model in alternating groups (A B B A ...), and each batch prints
+// both medians and the median of the rounds' ratios. --twin OTHER.onnx: the other side runs that
+// model instead (an int8 file against its float twin), on --against's build or this one.
 //
 // Loads bench/wasm-profile's module (build it first: see bench/README.md), runs the model's plan
 // with the engine's timer per step (median of the runs after a warm-up) and prints ms per step.
 import { readFileSync } from 'node:fs';
 
 const args = process.argv.slice(2);
-const model = args.find((a) => !a.startsWith('--') && a.endsWith('.onnx'));
+const model = args.find((a, i) => !a.startsWith('--') && a.endsWith('.onnx') && args[i - 1] !== '--twin');
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
 const batches = opt('--batch', '1,64').split(',').map(Number);
 const wasmPath = opt('--wasm', new URL('../../target-wasm/profile/wasm32-unknown-unknown/release/kiln_wasm_profile.wasm', import.meta.url).pathname);
-let memory;
-const env = {
-  now: () => performance.now(),
-  print: (ptr, len) => console.log(new TextDecoder().decode(new Uint8Array(memory.buffer, ptr, len))),
-};
-const { instance } = await WebAssembly.instantiate(readFileSync(wasmPath), { env });
-memory = instance.exports.memory;
-const k = instance.exports;
+/** The harness at `path`, instantiated: its exports. */
+async function harness(path) {
+  let memory;
+  const env = {
+    now: () => performance.now(),
+    print: (ptr, len) => console.log(new TextDecoder().decode(new Uint8Array(memory.buffer, ptr, len))),
+  };
+  const { instance } = await WebAssembly.instantiate(readFileSync(path), { env });
+  memory = instance.exports.memory;
+  return instance.exports;
+}
+/** Loads the model's bytes into harness `h`; exits when it declines them. */
+function loadInto(h, bytes) {
+  const ptr = h.alloc(bytes.length);
+  new Uint8Array(h.memory.buffer, ptr, bytes.length).set(bytes);
+  if (h.load(ptr, bytes.length) !== 0) process.exit(1);
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const k = await harness(wasmPath);
 
 if (args.includes('--conv')) {
   // the ResNet-8's and the digits CNN's convolutions, batch 1 and 64
@@ -38,9 +54,26 @@ if (args.includes('--conv')) {
 }
 if (model) {
   const bytes = readFileSync(model);
-  const ptr = k.alloc(bytes.length);
-  new Uint8Array(memory.buffer, ptr, bytes.length).set(bytes);
-  if (k.load(ptr, bytes.length) !== 0) process.exit(1);
+  loadInto(k, bytes);
+  if (args.includes('--against') || args.includes('--twin')) {
+    const old = await harness(opt('--against', wasmPath));
+    loadInto(old, args.includes('--twin') ? readFileSync(opt('--twin')) : bytes);
+    for (const b of batches) {
+      const reps = b === 1 ? 400 : 6;
+      const until = performance.now() + 1500;
+      while (performance.now() < until) { k.run(b, 1); old.run(b, 1); }
+      // `run`: the session's own run, without the profile's timer and names per step
+      const group = (h) => { const t0 = performance.now(); h.run(b, reps); return (performance.now() - t0) / reps; };
+      const mine = [], theirs = [], ratios = [];
+      for (let round = 0; round < 15; round++) {
+        let x, y;
+        if (round % 2) { y = group(old); x = group(k); } else { x = group(k); y = group(old); }
+        mine.push(x); theirs.push(y); ratios.push(y / x);
+      }
+      console.log(`== ${model} batch ${b}: this build ${median(mine).toFixed(4)} ms, --against ${median(theirs).toFixed(4)} ms, against / this ${median(ratios).toFixed(3)} (median of 15 alternating rounds of ${reps} runs)`);
+    }
+    process.exit(0);
+  }
   if (args.includes('--check')) for (const b of batches) k.check(b);
   const fused = args.includes('--unfused') ? 0 : 1;
   for (const b of batches) {

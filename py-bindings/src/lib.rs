@@ -12,6 +12,12 @@ mod text;
 
 use pyo3::prelude::*;
 
+/// Every Rust allocation of the module (the core's tensors, tapes, buffers) goes through mimalloc,
+/// which keeps freed mid-sized blocks for the next training step instead of returning them to the
+/// kernel (see Cargo.toml). numpy's and Python's own memory keep Python's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _kiln(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::PyModel>()?;

@@ -64,10 +64,14 @@ def test_residual_net_names_trains_and_predicts(digits):
     assert "stem.weight" in names and "blocks.0.conv1.weight" in names and "blocks.1.bn2.running_var" in names
     assert "head.bias" in names
     m.compile(optimizer=kiln.optim.Adam(lr=3e-3), loss="cross_entropy", metrics=["accuracy"])
-    h = m.fit(X[:1200], y[:1200], epochs=6, batch_size=32, verbose=0)
-    assert h.history["accuracy"][-1] > 0.8
+    # BatchNorm's eval mode (running statistics) lags the training weights: at 6 epochs the held-out
+    # accuracy spread over seeds 0-7 from 0.71 to 0.90 in kiln and from 0.73 to 0.90 in PyTorch (the
+    # same recipe), so a rounding change in any op flipped this test. At 10 epochs kiln's seeds give
+    # 0.78-0.94 on the held-out writers.
+    h = m.fit(X[:1200], y[:1200], epochs=10, batch_size=32, verbose=0)
+    assert h.history["accuracy"][-1] > 0.9
     acc = m.evaluate(X[1200:], y[1200:])["accuracy"]
-    assert acc > 0.8, acc
+    assert acc > 0.75, acc
     p = m.predict(X[:7])
     assert p.shape == (7, 10)
     # batch size is free: one sample and a batch of 7 agree

@@ -5,8 +5,8 @@
 use std::cell::RefCell;
 use std::fmt::Write;
 
-use kiln_core::autograd::Window;
 use kiln_core::autograd::QuantGrid;
+use kiln_core::autograd::Window;
 use kiln_core::kernels::{PackedConv, QConv};
 use kiln_core::onnx::engine::{KilnSession, Value};
 
@@ -61,6 +61,36 @@ pub unsafe extern "C" fn load(ptr: *mut u8, len: usize) -> i32 {
             2
         }
     }
+}
+
+/// Runs the loaded model `reps` times at `batch` as `KilnSession::run` does (no timer per step):
+/// what a prediction costs inside wasm, for same-process A/B runs.
+#[no_mangle]
+pub extern "C" fn run(batch: usize, reps: usize) -> i32 {
+    SESSION.with(|c| {
+        let c = c.borrow();
+        let Some(s) = c.as_ref() else { return 1 };
+        let info = &s.inputs()[0];
+        let shape: Vec<usize> = info
+            .dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| if i == 0 { batch } else { d.unwrap_or(1) })
+            .collect();
+        let n: usize = shape.iter().product();
+        let x = ndarray::ArrayD::from_shape_vec(
+            ndarray::IxDyn(&shape),
+            (0..n).map(|i| ((i * 7919) % 17) as f32 / 16.0).collect(),
+        )
+        .expect("shape");
+        for _ in 0..reps {
+            let feeds = vec![(info.name.clone(), Value::F32(x.clone()))];
+            if s.run(feeds).is_err() {
+                return 2;
+            }
+        }
+        0
+    })
 }
 
 /// Runs the loaded model `reps` times at `batch` (plan `fused` or not) and, with `show`, prints

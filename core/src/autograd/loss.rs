@@ -1,8 +1,9 @@
 //! Loss functions as fused ops: each returns a scalar (mean over the batch) with its own backward rule.
 
-use ndarray::{ArrayD, Axis, IxDyn, Zip};
+use ndarray::{ArrayD, IxDyn, Zip};
 
 use super::tape::{Tape, Tensor, Var};
+use super::vmath::{exp_nonpositive, log_sum_exp_rows, simd_dispatch};
 use crate::{shape_err, value_err, Result};
 
 fn scalar(v: f32) -> Tensor {
@@ -133,33 +134,50 @@ impl Tape {
                 "cross_entropy: the labels' class weights sum to {z}; they must be positive"
             );
         }
-        // q[i, c]: the (weighted, smoothed) target distribution, already divided by Z.
+        // The target distribution q, already divided by Z: on a counted row with label l,
+        // q[j] = smooth·w[j] + hit·[j = l] (ignored rows: q = 0). Kept as two numbers per row.
         let eps = label_smoothing;
-        let mut q = ndarray::Array2::<f32>::zeros((n, c));
-        for (i, &l) in labels.iter().enumerate() {
+        let smooth = (eps / c as f32) / z;
+        let w_total: f32 = w.iter().sum();
+        let x = self.value(logits).as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let mut lse = vec![0.0f32; n];
+        log_sum_exp_rows(xs, c, &mut lse);
+        let mut hit = vec![0.0f32; n];
+        let mut loss = 0.0f32;
+        for (i, (&l, row)) in labels.iter().zip(xs.chunks_exact(c)).enumerate() {
             if !counts(&l) {
-                continue; // an ignored label: its row of q stays zero
+                continue;
             }
-            for (j, qv) in q.row_mut(i).iter_mut().enumerate() {
-                *qv = (eps / c as f32) * w[j] / z;
+            hit[i] = (1.0 - eps) * w[l] / z;
+            // -Σ_j q[j]·log p[j], log p[j] = x[j] - lse
+            loss += hit[i] * (lse[i] - row[l]);
+            if eps > 0.0 {
+                let spread: f32 = row.iter().zip(w).map(|(&v, &wj)| wj * (lse[i] - v)).sum();
+                loss += smooth * spread;
             }
-            q[[i, l]] += (1.0 - eps) * w[l] / z;
         }
-        let mut logp = self.value(logits).to_shape((n, c)).unwrap().to_owned();
-        for mut row in logp.rows_mut() {
-            let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let lse = m + row.fold(0.0, |a, &v| a + (v - m).exp()).ln();
-            row.mapv_inplace(|v| v - lse);
-        }
-        let loss = -Zip::from(&q)
-            .and(&logp)
-            .fold(0.0f32, |acc, &q, &lp| acc + q * lp);
-        Ok(self.push(scalar(loss), &[logits], move |_, g| {
+        drop(x);
+        let labels = labels.to_vec();
+        let ws = w.to_vec();
+        Ok(self.push(scalar(loss), &[logits], move |ctx, g| {
             // d/dlogit[i,j] = p[i,j] · Σ_c q[i,c] - q[i,j]
-            let qsum = q.sum_axis(Axis(1)).insert_axis(Axis(1));
-            let grad = (logp.mapv(f32::exp) * &qsum - &q) * g.sum();
+            let x = ctx.input(0).as_standard_layout();
+            let mut grad = vec![0.0f32; n * c];
+            let rows = CeRows {
+                c,
+                lse: &lse,
+                hit: &hit,
+                labels: &labels,
+                ignore,
+                smooth,
+                w: &ws,
+                w_total,
+                scale: g.sum(),
+            };
+            cross_entropy_grad(x.as_slice().expect("standard layout"), &rows, &mut grad);
             vec![Some(
-                grad.into_shape_with_order(IxDyn(&s)).expect("same size"),
+                ArrayD::from_shape_vec(IxDyn(&s), grad).expect("same size"),
             )]
         }))
     }
@@ -185,10 +203,51 @@ impl Tape {
     }
 }
 
+/// What [`cross_entropy_grad`] needs of the forward pass, per row of logits.
+struct CeRows<'a> {
+    c: usize,
+    lse: &'a [f32],
+    /// The target's weight on the row's own label, `(1 − ε)·w[l] / Z` (0 on ignored rows).
+    hit: &'a [f32],
+    labels: &'a [usize],
+    ignore: Option<usize>,
+    /// `ε / C / Z`: the smoothing's share of each class, times its weight.
+    smooth: f32,
+    w: &'a [f32],
+    w_total: f32,
+    /// The loss's incoming gradient.
+    scale: f32,
+}
+
+/// `grad[i, j] = (p[i, j]·Σ_c q[i, c] − q[i, j]) · scale`, `p = e^(x − lse)`, in one pass.
+#[inline(always)]
+fn cross_entropy_grad_body(x: &[f32], r: &CeRows, grad: &mut [f32]) {
+    let c = r.c;
+    for (i, (row, out)) in x.chunks_exact(c).zip(grad.chunks_exact_mut(c)).enumerate() {
+        let l = r.labels[i];
+        if Some(l) == r.ignore {
+            continue;
+        }
+        let qsum = r.hit[i] + r.smooth * r.w_total;
+        let (lse, k) = (r.lse[i], qsum * r.scale);
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = exp_nonpositive(v - lse) * k;
+        }
+        if r.smooth != 0.0 {
+            for (o, &wj) in out.iter_mut().zip(r.w) {
+                *o -= r.smooth * wj * r.scale;
+            }
+        }
+        out[l] -= r.hit[i] * r.scale;
+    }
+}
+simd_dispatch!(cross_entropy_grad, cross_entropy_grad_avx2, cross_entropy_grad_body, (x: &[f32], r: &CeRows, grad: &mut [f32]));
+
 #[cfg(test)]
 mod tests {
     use super::super::gradcheck::{check, random_inputs};
     use super::*;
+    use ndarray::Axis;
 
     #[test]
     fn regression_losses_gradients() {
@@ -213,6 +272,74 @@ mod tests {
             .remove(0)
             .mapv(|v| if v > 0.0 { 1.0 } else { 0.0 });
         check(&[&[6, 2]], |t, v| t.bce_with_logits(v[0], &y).unwrap());
+    }
+
+    #[test]
+    fn cross_entropy_over_many_classes_matches_its_definition() {
+        // 11 classes: a block of LANES and a tail in the log-sum-exp and gradient loops; class
+        // weights, smoothing and an ignored label together
+        let w: Vec<f32> = (0..11).map(|j| 0.5 + j as f32 * 0.1).collect();
+        let labels = [0, 10, 3, 7, 0];
+        check(&[&[5, 11]], |t, v| {
+            t.cross_entropy_ignoring(v[0], &labels, Some(&w), 0.2, Some(7))
+                .unwrap()
+        });
+        let x = random_inputs(&[&[5, 11]], 9).remove(0) * 6.0;
+        let mut t = Tape::inference();
+        let xv = t.constant(x.clone());
+        let l = t
+            .cross_entropy_ignoring(xv, &labels, Some(&w), 0.2, Some(7))
+            .unwrap();
+        let got = t.value(l)[[]] as f64;
+        let (eps, c) = (0.2f64, 11.0f64);
+        let kept: Vec<usize> = (0..5).filter(|&i| labels[i] != 7).collect();
+        let z: f64 = kept.iter().map(|&i| w[labels[i]] as f64).sum();
+        let mut want = 0.0f64;
+        for &i in &kept {
+            let row: Vec<f64> = (0..11).map(|j| x[[i, j]] as f64).collect();
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            for (j, &v) in row.iter().enumerate() {
+                let hit = if j == labels[i] {
+                    (1.0 - eps) * w[j] as f64
+                } else {
+                    0.0
+                };
+                want -= (eps / c * w[j] as f64 + hit) / z * (v - lse);
+            }
+        }
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn cross_entropy_at_training_scale_matches_float64_in_loss_and_gradient() {
+        // a language model's batch: 512 rows of 61 classes, logits up to ±40 (far from the
+        // gradient check's small values), plain labels: the float32 one-pass loss and every
+        // gradient against the float64 definition, to float32 rounding
+        let (n, c) = (512usize, 61usize);
+        let x = random_inputs(&[&[n, c]], 3).remove(0) * 40.0;
+        let labels: Vec<usize> = (0..n).map(|i| (i * 37 + 5) % c).collect();
+        let mut t = Tape::new(true, 0);
+        let xv = t.leaf(x.clone(), true);
+        let l = t.cross_entropy(xv, &labels, None, 0.0).unwrap();
+        let got = t.value(l)[[]] as f64;
+        t.backward(l).unwrap();
+        let grad = t.grad(xv).unwrap().clone();
+        let mut want = 0.0f64;
+        for (i, &label) in labels.iter().enumerate() {
+            let row: Vec<f64> = (0..c).map(|j| x[[i, j]] as f64).collect();
+            let top = row.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v));
+            let lse = top + row.iter().map(|v| (v - top).exp()).sum::<f64>().ln();
+            want += (lse - row[label]) / n as f64;
+            for (j, &v) in row.iter().enumerate() {
+                let g = ((v - lse).exp() - if j == label { 1.0 } else { 0.0 }) / n as f64;
+                let have = grad[[i, j]] as f64;
+                assert!(
+                    (have - g).abs() < 1e-8 + 1e-5 * g.abs(),
+                    "[{i}, {j}]: {have} vs {g}"
+                );
+            }
+        }
+        assert!((got - want).abs() < 1e-5 * want.abs(), "{got} vs {want}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Element-wise math the compiler vectorises: `exp`, `σ` and `tanh` without libm calls (so a loop
 //! over them runs in SIMD lanes), the lane blocks the fused ops' loops run on, and the dispatch that
-//! compiles a loop for AVX2 when the CPU has it. The recurrent gates and the attention softmax take their `exp` from
-//! here: one `exp` in one place.
+//! compiles a loop for AVX2 when the CPU has it. The recurrent gates, the attention softmax and the
+//! cross-entropy's log-sum-exp all take their `exp` from here: one `exp` in one place.
 
 /// Values per block of a fused element-wise loop. A loop written per element over many slices stays
 /// scalar (LLVM gives up on the run-time alias checks between a dozen pointers: a GRU step's gate
@@ -161,6 +161,36 @@ fn max(row: &[f32]) -> f32 {
         .chain(tail)
         .fold(f32::NEG_INFINITY, |a, &v| a.max(v))
 }
+
+/// `log Σ e^v` over `row`, stable (the maximum taken out first), `exp` in lanes.
+#[inline(always)]
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let top = max(row);
+    let mut sum = [0.0f32; LANES];
+    let blocks = row.chunks_exact(LANES);
+    let tail = blocks.remainder();
+    for b in blocks {
+        for (&v, s) in b.iter().zip(sum.iter_mut()) {
+            *s += exp_nonpositive(v - top);
+        }
+    }
+    let total: f32 =
+        sum.iter().sum::<f32>() + tail.iter().map(|&v| exp_nonpositive(v - top)).sum::<f32>();
+    top + total.ln()
+}
+
+/// `out[i] = log Σ_j e^x[i·width + j]` for every row of `x`.
+#[inline(always)]
+fn log_sum_exp_rows_body(x: &[f32], width: usize, out: &mut [f32]) {
+    for (row, o) in x.chunks_exact(width).zip(out.iter_mut()) {
+        *o = log_sum_exp(row);
+    }
+}
+simd_dispatch!(
+    /// `out[i] = log Σ_j e^x[i·width + j]` for every row of `x` (`width` > 0), stable.
+    pub(super) log_sum_exp_rows, log_sum_exp_rows_avx2, log_sum_exp_rows_body,
+    (x: &[f32], width: usize, out: &mut [f32])
+);
 
 #[cfg(test)]
 mod tests {

@@ -15,10 +15,14 @@
 //! of its `k` multiply-adds).
 
 use super::conv::pack;
-use super::qtile::{qtile_direct, qtile_packed, QStore};
+use super::qtile::{qdot_channels, qtile_direct, qtile_packed, QStore};
 use super::tile::{MR, NR};
 use crate::autograd::{QuantGrid, Window};
 use crate::{shape_err, value_err, Result};
+
+/// Below this many rows a Linear layer ([`QConv::run_rows`]) puts the output channels in the
+/// vectors' lanes instead of the rows.
+const FEW_ROWS: usize = 4;
 
 /// A quantized convolution's packed integer weights, its geometry, its input's grid and the
 /// per-channel dequantization.
@@ -195,6 +199,29 @@ impl QConv {
                 out.len()
             );
         }
+        if n < FEW_ROWS {
+            // a few rows: the output channels in the lanes, one dot per panel row (a tile of
+            // NR positions would compute NR rows whatever n is)
+            let mut xp = vec![0u32; self.kp * n];
+            quantize_rows(x, [n, k, n], self.grid, &mut xp);
+            let panel = self.kp * MR;
+            for (blk, a) in self.panels.chunks_exact(panel).enumerate() {
+                let o0 = blk * MR;
+                let mr = MR.min(o - o0);
+                for m in 0..n {
+                    let acc = qdot_channels(a, &xp[m..], n);
+                    for (i, &acc) in acc.iter().enumerate().take(mr) {
+                        let v = acc as f32 * self.scale[o0 + i] + self.bias[o0 + i];
+                        out[m * o + o0 + i] = match relu {
+                            true if v > 0.0 => v,
+                            true => 0.0, // NaN too, as Tape::relu
+                            false => v,
+                        };
+                    }
+                }
+            }
+            return Ok(());
+        }
         let np = n.div_ceil(NR) * NR;
         let mut xp = vec![0u32; self.kp * np];
         quantize_rows(x, [n, k, np], self.grid, &mut xp);
@@ -285,8 +312,10 @@ impl QConv {
                     let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
                     if self.taps.is_some() {
                         quantize_pairs(xg, [1, h, w], [ph, pw, wp], self.grid, &mut single);
-                        for (i, d) in xp.iter_mut().enumerate() {
-                            *d = single[i] | (single[i + dw] << 16);
+                        // zipped slices (no index checks), so the loop runs in SIMD lanes
+                        let pairs = xp.iter_mut().zip(&single).zip(&single[dw..]);
+                        for ((d, &a), &b) in pairs {
+                            *d = a | (b << 16);
                         }
                     } else {
                         quantize_pairs(xg, [cg, h, w], [ph, pw, wp], self.grid, &mut xp);
@@ -719,13 +748,17 @@ mod tests {
     #[test]
     fn a_linear_layer_on_rows_is_the_exact_integer_sum() {
         let mut rng = ChaCha8Rng::seed_from_u64(18);
-        // (rows, in, out): partial tiles of rows and of outputs, an odd k, k past one row of eight
+        // (rows, in, out): partial tiles of rows and of outputs, an odd k, k past one row of eight;
+        // under FEW_ROWS rows the channels-in-lanes dot, with an odd number of pairs and one pair
         for (n, k, o) in [
             (1, 128, 10),
             (64, 128, 10),
             (3, 7, 5),
             (9, 16, 4),
             (17, 33, 9),
+            (2, 33, 9),
+            (1, 1, 3),
+            (4, 20, 6),
         ] {
             // inputs past both ends of the grid's range saturate
             let x: Vec<f32> = (0..n * k).map(|_| rng.random_range(-1.5f32..5.0)).collect();

@@ -64,6 +64,31 @@ mod simd {
         }
     }
 
+    /// [`super::qdot_channels`]: a panel row (`MR` channels' pairs) is one vector, the input's
+    /// pair a splat; two accumulators for the even and odd rows.
+    #[inline(always)]
+    pub fn dot_channels(a: &[u32], x: &[u32], stride: usize) -> [i32; MR] {
+        let (mut even, mut odd) = (i32x4_splat(0), i32x4_splat(0));
+        let mut rows = a.chunks_exact(MR).zip(x.iter().step_by(stride.max(1)));
+        while let (Some((a0, &x0)), Some((a1, &x1))) = (rows.next(), rows.next()) {
+            even = i32x4_add(even, i32x4_dot_i16x8(load(a0), u32x4_splat(x0)));
+            odd = i32x4_add(odd, i32x4_dot_i16x8(load(a1), u32x4_splat(x1)));
+        }
+        let kp = a.len() / MR;
+        if kp % 2 == 1 {
+            if let (Some(a0), Some(&x0)) = (a.chunks_exact(MR).last(), x.get((kp - 1) * stride)) {
+                even = i32x4_add(even, i32x4_dot_i16x8(load(a0), u32x4_splat(x0)));
+            }
+        }
+        let sum = i32x4_add(even, odd);
+        [
+            i32x4_extract_lane::<0>(sum),
+            i32x4_extract_lane::<1>(sum),
+            i32x4_extract_lane::<2>(sum),
+            i32x4_extract_lane::<3>(sum),
+        ]
+    }
+
     /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs, as two runs of four.
     /// Two rows per turn of the loop: V8 puts a stack check and the loop's own counting in
     /// every turn, a third of a row's instructions.
@@ -113,6 +138,20 @@ mod portable {
         [v as u16 as i16 as i32, (v >> 16) as u16 as i16 as i32]
     }
 
+    /// [`super::qdot_channels`].
+    #[inline(always)]
+    pub fn dot_channels(a: &[u32], x: &[u32], stride: usize) -> [i32; MR] {
+        let mut acc = [0i32; MR];
+        for (ak, &xv) in a.chunks_exact(MR).zip(x.iter().step_by(stride.max(1))) {
+            let [x0, x1] = halves(xv);
+            for (c, &w) in acc.iter_mut().zip(ak) {
+                let [w0, w1] = halves(w);
+                *c += w0 * x0 + w1 * x1;
+            }
+        }
+        acc
+    }
+
     /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs, as two runs of four.
     #[inline(always)]
     pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: QStore) {
@@ -148,10 +187,18 @@ mod portable {
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-use simd::tile as qtile;
+use simd::{dot_channels, tile as qtile};
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-use portable::tile as qtile;
+use portable::{dot_channels, tile as qtile};
+
+/// The `MR` channels of a panel `a` (`kp × MR` channel pairs) against one row of input pairs,
+/// `x[0], x[stride], …` (`kp` of them): each channel's i32 sum. What a Linear layer runs on a
+/// few rows, where a tile of `NR` positions would be mostly empty.
+#[inline(never)]
+pub fn qdot_channels(a: &[u32], x: &[u32], stride: usize) -> [i32; MR] {
+    dot_channels(a, x, stride)
+}
 
 /// Four values at `x[at..]`.
 #[inline(always)]

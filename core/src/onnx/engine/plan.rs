@@ -2,8 +2,8 @@
 //! whose weights are the model's own is packed for the tiled kernel ([`PackedConv`]) and takes
 //! what follows it when nothing else reads the values in between: a per-channel `Mul` and `Add`
 //! (an inference BatchNorm, folded into the packed weights and bias), an `Add` of another
-//! activation (a residual) and a `Relu`, all applied in the tile's store. A QDQ convolution runs
-//! on integers ([`QConv`]) and also takes a `MaxPool2d(2)` after its ReLU; a QDQ `Linear` runs
+//! activation (a residual) and a `Relu`, all applied in the tile's store, and a `MaxPool2d(2)`
+//! after them, pooled in the same step. A QDQ convolution runs on integers ([`QConv`]); a QDQ `Linear` runs
 //! on the same integer kernel (its input's QDQ pair absorbed, its weights packed once), taking a
 //! `Relu`; natively on x86-64 with AVX-512 a float `Linear` does the same on the channel tile
 //! ([`crate::kernels::PackedLinear`]: weights packed at load, bias and ReLU in the store, a flatten
@@ -49,7 +49,8 @@ struct FusedConv {
     /// The absorbed `Reshape`'s target: the input is read as that shape.
     reshape: Option<Vec<graph::Dim>>,
     /// A `MaxPool2d(2)` (2×2, stride 2, no padding) after the convolution and its ReLU, pooled
-    /// in the same step (integer), or in the tiles' store (float, x86-64 with AVX-512).
+    /// in the same step: in the tiles' store for a float convolution without a residual where
+    /// the CPU has the tile for it (x86-64 with AVX-512), else after the convolution.
     pool: bool,
 }
 
@@ -514,15 +515,10 @@ fn fuse_conv(
         chain.push(j);
         out = n_in + j;
     }
-    // the integer convolution pools its output in the same step; the float one in its tiles'
-    // store, where the CPU has the tile for it and no residual comes before the pooling
-    let pools = match &conv {
-        Kernel::I8(_) => true,
-        Kernel::F32(c) => c.pools_in_store() && residual.is_none(),
-        _ => false,
-    };
+    // a convolution pools its output in the same step
     let mut pool = false;
-    if let (true, false, [j]) = (pools, is_output[out], &readers[out][..]) {
+    let convolution = matches!(conv, Kernel::I8(_) | Kernel::F32(_));
+    if let (true, false, [j]) = (convolution, is_output[out], &readers[out][..]) {
         let next = &graph.nodes[*j];
         if at[*j].is_some()
             && next.inputs == [out]
@@ -670,7 +666,7 @@ impl FusedConv {
         let shape = self.conv.output_shape(&x_shape)?;
         if let (Kernel::F32(c), true, &[n, o, oh, ow]) = (&self.conv, self.pool, &shape[..]) {
             // pooled in the tiles' store (a map smaller than the window: the tape's error)
-            if oh >= 2 && ow >= 2 {
+            if oh >= 2 && ow >= 2 && c.pools_in_store() && residual.is_none() {
                 let xv = t.value(x).as_standard_layout();
                 let xs = xv.as_slice().expect("standard layout");
                 let pooled = [n, o, oh / 2, ow / 2];
@@ -709,9 +705,20 @@ impl FusedConv {
         if !self.pool {
             return Ok(y);
         }
-        // the tape's pooling (its 2×2 kernel for inference), the unpooled buffer back to the pool
-        let pooled = t.max_pool2d(y, [2, 2], [2, 2], [0, 0])?;
-        pool.give(t.take_value(y));
-        Ok(pooled)
+        // the tape's 2×2 kernel for inference, into a buffer of the pool; the unpooled one back
+        let &[n, c, h, w] = &shape[..] else {
+            crate::shape_err!("MaxPool2d: expects [N, C, H, W], got {shape:?}");
+        };
+        let pooled_shape = [n, c, h / 2, w / 2];
+        let mut pooled = pool.take(pooled_shape.iter().product());
+        let unpooled = t.take_value(y);
+        {
+            let u = unpooled.as_standard_layout();
+            let u = u.as_slice().expect("standard layout");
+            crate::kernels::max_pool_2x2(u, n * c, [h, w], &mut pooled);
+        }
+        pool.give(unpooled);
+        let pooled = ArrayD::from_shape_vec(IxDyn(&pooled_shape), pooled).expect("the pooled size");
+        Ok(t.constant(pooled))
     }
 }
