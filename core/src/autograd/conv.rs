@@ -1,12 +1,9 @@
-//! Convolutions and 2-D pooling. A training convolution keeps the batch's im2col matrix for its
-//! weight's gradient (one GEMM per group); its forward and its input's gradient (a stride-1
-//! window's adjoint: the flipped convolution) run on the packed tiles of the inference kernels
-//! where those are this CPU's fastest (x86-64), else as GEMMs over the im2col matrix.
+//! Convolutions (im2col + one GEMM per group over the whole batch) and 2-D pooling.
 
 use ndarray::{ArrayD, ArrayView2, ArrayViewMut2, IxDyn};
 
 use super::linalg::gemm;
-use super::tape::{Tape, Tensor, Var};
+use super::tape::{Tape, Var};
 use crate::{shape_err, Result};
 
 /// Geometry of a 2-D convolution or pooling window.
@@ -97,76 +94,7 @@ impl Geometry {
     }
 }
 
-/// Whether training convolutions run on the packed tiles of [`crate::kernels::PackedConv`]
-/// (forward, and the input's gradient where the window allows) rather than on the GEMM over the
-/// im2col matrix: on x86-64, where those tiles are AVX-512/AVX2 kernels (the tests run both).
-fn training_tiles() -> bool {
-    #[cfg(test)]
-    if tests::GEMM_ONLY.with(|g| g.get()) {
-        return false;
-    }
-    cfg!(target_arch = "x86_64")
-}
-
 impl Geometry {
-    /// The im2col matrix of every group of `x`, one after the other (`groups · k × N·L`).
-    fn im2col_groups(&self, x: &[f32], groups: usize) -> Vec<f32> {
-        let cg = self.c / groups;
-        let k = cg * self.win.kernel[0] * self.win.kernel[1];
-        let mut cols = vec![0f32; groups * k * self.n * self.oh * self.ow];
-        for (g, block) in cols
-            .chunks_exact_mut(k * self.n * self.oh * self.ow)
-            .enumerate()
-        {
-            self.im2col(x, g * cg..(g + 1) * cg, block);
-        }
-        cols
-    }
-
-    /// The input's gradient for the output's `gy` (`[N, O, H', W']`) and weight `w`: a stride-1
-    /// convolution's adjoint is a convolution of `gy` with the weights flipped in both axes and
-    /// input and output channels swapped, padded by `dilation · (kernel − 1) − padding`; run on
-    /// the packed tiles. None when the window is strided or padded past that (or training runs
-    /// without the tiles): the im2col path computes it.
-    fn input_grad(&self, gy: &[f32], w: &[f32], o: usize, groups: usize) -> Option<Tensor> {
-        let Window {
-            kernel: [kh, kw],
-            stride,
-            padding: [ph, pw],
-            dilation: [dh, dw],
-        } = self.win;
-        let (span_h, span_w) = (dh * (kh - 1), dw * (kw - 1));
-        if !training_tiles() || stride != [1, 1] || ph > span_h || pw > span_w {
-            return None;
-        }
-        let (c, cg, og, kk) = (self.c, self.c / groups, o / groups, kh * kw);
-        let mut flipped = vec![0f32; w.len()];
-        for (ch, taps) in w.chunks_exact(cg * kk).enumerate() {
-            let (g, oo) = (ch / og, ch % og);
-            for (ci, tap) in taps.chunks_exact(kk).enumerate() {
-                let dst = &mut flipped[((g * cg + ci) * og + oo) * kk..][..kk];
-                for (d, v) in dst.iter_mut().zip(tap.iter().rev()) {
-                    *d = *v;
-                }
-            }
-        }
-        let win = Window {
-            kernel: [kh, kw],
-            stride: [1, 1],
-            padding: [span_h - ph, span_w - pw],
-            dilation: [dh, dw],
-        };
-        let shape = [c, og, kh, kw];
-        let packed = crate::kernels::PackedConv::best(&flipped, &shape, None, win, groups)
-            .expect("the flipped weight fits its window");
-        let mut dx = vec![0f32; self.n * c * self.h * self.w];
-        let gshape = [self.n, o, self.oh, self.ow];
-        packed
-            .run(gy, &gshape, None, false, &mut dx)
-            .expect("the adjoint's output is the input's shape");
-        Some(Tensor::from_shape_vec(IxDyn(&[self.n, c, self.h, self.w]), dx).expect("[N, C, H, W]"))
-    }
-
     /// The output columns `[lo, hi)` whose tap at horizontal offset `off` (`kj · dilation`) lands
     /// inside the input: `ix = ox·stride + off − pad` in `[0, w)`. Empty as `(0, 0)`.
     #[inline]
@@ -352,36 +280,47 @@ impl Tape {
             .into_iter()
             .flatten()
             .any(|v| self.requires_grad(v));
-        // The forward on the packed tiles where they are this CPU's fastest convolution (x86-64:
-        // the AVX/AVX-512 tiles; the weights packed per call, o·k values); elsewhere, and when
-        // training reads it anyway, one GEMM per group over the batch's im2col matrix.
-        let tiles = training_tiles();
-        let wv = self.value(weight).as_standard_layout();
-        let bv = bias.map(|b| self.value(b).as_standard_layout());
-        let ws = wv.as_slice().expect("standard layout");
-        let bs = bv.as_ref().map(|b| b.as_slice().expect("standard layout"));
-        let xv = self.value(x).as_standard_layout();
-        let xs = xv.as_slice().expect("standard layout");
-        if !needs_grad || tiles {
-            let packed = crate::kernels::PackedConv::best(ws, &sw, bs, win, groups)?;
+        if !needs_grad {
+            // Inference: the packed tiled kernel, without an im2col matrix.
+            let wv = self.value(weight).as_standard_layout();
+            let bv = bias.map(|b| self.value(b).as_standard_layout());
+            let packed = crate::kernels::PackedConv::new(
+                wv.as_slice().expect("standard layout"),
+                &sw,
+                bv.as_ref().map(|b| b.as_slice().expect("standard layout")),
+                win,
+                groups,
+            )?;
+            let xv = self.value(x).as_standard_layout();
             let mut y = vec![0f32; n * o * oh * ow];
-            packed.run(xs, &sx, None, false, &mut y)?;
+            packed.run(
+                xv.as_slice().expect("standard layout"),
+                &sx,
+                None,
+                false,
+                &mut y,
+            )?;
             let y = ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).expect("the output's size");
-            if !needs_grad {
-                return Ok(self.constant(y));
-            }
-            let cols = match self.requires_grad(weight) {
-                true => geo.im2col_groups(xs, groups),
-                false => Vec::new(),
-            };
-            drop((wv, bv, xv));
-            return Ok(self.push_conv(y, [x, weight], bias, geo, groups, cols));
+            return Ok(self.constant(y));
         }
-        let cols = geo.im2col_groups(xs, groups);
         let (cg, og) = (c / groups, o / groups);
         let k = cg * sw[2] * sw[3];
         let nl = n * oh * ow;
-        let w2 = ArrayView2::from_shape((o, k), ws).expect("[O, C/groups, kh, kw]");
+        // cols[g] is a (k × N·L) matrix: one column per output position of every image in the batch.
+        // Training keeps it for the weight's gradient, so the forward GEMM reads it too (the packed
+        // inference kernel would need it built anyway, and runs one image at a time: on 8×8 and
+        // 4×4 maps its tiles are mostly padding).
+        let xs = self.value(x).as_standard_layout();
+        let xs = xs.as_slice().expect("standard layout");
+        let mut cols = vec![0f32; groups * k * nl];
+        for (g, block) in cols.chunks_exact_mut((k * nl).max(1)).enumerate() {
+            geo.im2col(xs, g * cg..(g + 1) * cg, block);
+        }
+        let wv = self.value(weight).as_standard_layout();
+        let w2 = wv
+            .view()
+            .into_shape_with_order((o, k))
+            .expect("[O, C/groups, kh, kw]");
         let mut y2 = ndarray::Array2::<f32>::zeros((o, nl));
         for g in 0..groups {
             let cg_view =
@@ -395,62 +334,28 @@ impl Tape {
                 &mut out,
             );
         }
+        let bv = bias.map(|b| self.value(b).as_standard_layout());
         // (O, N·L) + bias → [N, O, H', W']
-        let y = swap_outer(y2.as_slice().expect("standard layout"), o, n, oh * ow, bs);
-        drop((wv, bv, xv));
-        let y = ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).unwrap();
-        Ok(self.push_conv(y, [x, weight], bias, geo, groups, cols))
-    }
-
-    /// The convolution's output `y` on the tape with its backward rule; `cols` the im2col matrix
-    /// of every group (empty when the weight needs no gradient).
-    fn push_conv(
-        &mut self,
-        y: Tensor,
-        [x, weight]: [Var; 2],
-        bias: Option<Var>,
-        geo: Geometry,
-        groups: usize,
-        cols: Vec<f32>,
-    ) -> Var {
-        let Geometry {
+        let y = swap_outer(
+            y2.as_slice().expect("standard layout"),
+            o,
             n,
-            c,
-            h,
-            w,
-            oh,
-            ow,
-            win,
-        } = geo;
-        let o = y.shape()[1];
-        let (cg, og) = (c / groups, o / groups);
-        let k = cg * win.kernel[0] * win.kernel[1];
-        let nl = n * oh * ow;
+            oh * ow,
+            bv.as_ref().map(|b| b.as_slice().expect("standard layout")),
+        );
+        drop(wv);
+        drop(bv);
+        let y = ArrayD::from_shape_vec(IxDyn(&[n, o, oh, ow]), y).unwrap();
         let inputs: Vec<Var> = [x, weight].into_iter().chain(bias).collect();
-        self.push(y, &inputs, move |ctx, gy| {
-            let gs = gy.as_standard_layout();
-            let gs = gs.as_slice().expect("standard layout");
-            let wv = ctx.input(1).as_standard_layout();
-            let ws = wv.as_slice().expect("standard layout");
-            // the input's gradient as a convolution of the output's with the flipped weights,
-            // on the packed tiles, where the window allows; else through the im2col matrix
-            let transposed = ctx
-                .needs(0)
-                .then(|| geo.input_grad(gs, ws, o, groups))
-                .flatten();
-            let direct = transposed.is_some() || !ctx.needs(0);
+        Ok(self.push(y, &inputs, move |ctx, gy| {
             // gy [N, O, H', W'] → (O, N·L)
-            let g2 = match ctx.needs(1) || ctx.needs(2) || !direct {
-                true => swap_outer(gs, n, o, oh * ow, None),
-                false => Vec::new(),
-            };
-            let rows = if g2.len() == o * nl { o } else { 0 };
-            let g2 = ArrayView2::from_shape((rows, nl), &g2).expect("(O, N·L)");
-            let w2 = ArrayView2::from_shape((o, k), ws).expect("[O, C/groups, kh, kw]");
+            let gs = gy.as_standard_layout();
+            let g2 = swap_outer(gs.as_slice().expect("standard layout"), n, o, oh * ow, None);
+            let g2 = ArrayView2::from_shape((o, nl), &g2).expect("(O, N·L)");
+            let wv = ctx.input(1).as_standard_layout();
+            let w2 = wv.view().into_shape_with_order((o, k)).unwrap();
             let mut grads = vec![None, None];
-            if let Some(dx) = transposed {
-                grads[0] = Some(dx);
-            } else if ctx.needs(0) {
+            if ctx.needs(0) {
                 let mut dx = vec![0f32; n * c * h * w];
                 let mut dcols = ndarray::Array2::<f32>::zeros((k, nl));
                 for g in 0..groups {
@@ -494,7 +399,7 @@ impl Tape {
                 );
             }
             grads
-        })
+        }))
     }
 
     /// 1-D convolution, computed as a 2-D one of height 1.
@@ -748,49 +653,20 @@ mod tests {
         t.iter().copied().collect()
     }
 
-    thread_local! {
-        /// Set: training convolutions take the GEMM path even where the tiles run them.
-        pub(super) static GEMM_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-
     #[test]
     fn conv2d_gradients_over_geometries() {
-        // both training paths: the tiles (x86-64) and the GEMM over the im2col matrix
-        for gemm_only in [false, true] {
-            GEMM_ONLY.with(|g| g.set(gemm_only));
-            check(&[&[2, 3, 5, 5], &[4, 3, 3, 3], &[4]], |t, v| {
-                t.conv2d(v[0], v[1], Some(v[2]), [1, 1], [0, 0], [1, 1], 1)
-                    .unwrap()
-            });
-            check(&[&[2, 2, 6, 5], &[3, 2, 3, 2]], |t, v| {
-                t.conv2d(v[0], v[1], None, [2, 1], [1, 2], [1, 1], 1)
-                    .unwrap()
-            });
-            check(&[&[1, 4, 7, 7], &[6, 2, 3, 3], &[6]], |t, v| {
-                t.conv2d(v[0], v[1], Some(v[2]), [2, 2], [1, 1], [2, 2], 2)
-                    .unwrap()
-            });
-            // stride 1, the input's gradient as the flipped convolution: padded rows and
-            // columns, a non-square dilated kernel, groups, padding past the kernel's reach
-            // (the im2col path), 1x1
-            check(&[&[2, 3, 6, 7], &[5, 3, 3, 3], &[5]], |t, v| {
-                t.conv2d(v[0], v[1], Some(v[2]), [1, 1], [1, 1], [1, 1], 1)
-                    .unwrap()
-            });
-            check(&[&[1, 4, 7, 8], &[6, 2, 3, 2]], |t, v| {
-                t.conv2d(v[0], v[1], None, [1, 1], [2, 2], [1, 2], 2)
-                    .unwrap()
-            });
-            check(&[&[2, 2, 4, 5], &[3, 2, 1, 1], &[3]], |t, v| {
-                t.conv2d(v[0], v[1], Some(v[2]), [1, 1], [1, 0], [1, 1], 1)
-                    .unwrap()
-            });
-            check(&[&[3, 16, 4, 4], &[32, 16, 3, 3], &[32]], |t, v| {
-                t.conv2d(v[0], v[1], Some(v[2]), [1, 1], [1, 1], [1, 1], 1)
-                    .unwrap()
-            });
-        }
-        GEMM_ONLY.with(|g| g.set(false));
+        check(&[&[2, 3, 5, 5], &[4, 3, 3, 3], &[4]], |t, v| {
+            t.conv2d(v[0], v[1], Some(v[2]), [1, 1], [0, 0], [1, 1], 1)
+                .unwrap()
+        });
+        check(&[&[2, 2, 6, 5], &[3, 2, 3, 2]], |t, v| {
+            t.conv2d(v[0], v[1], None, [2, 1], [1, 2], [1, 1], 1)
+                .unwrap()
+        });
+        check(&[&[1, 4, 7, 7], &[6, 2, 3, 3], &[6]], |t, v| {
+            t.conv2d(v[0], v[1], Some(v[2]), [2, 2], [1, 1], [2, 2], 2)
+                .unwrap()
+        });
     }
 
     #[test]
