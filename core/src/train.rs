@@ -137,6 +137,31 @@ impl Loss {
         }
     }
 
+    /// The denominator of the loss's mean over these targets: the summed class weights of the
+    /// labels that count (cross-entropy), else the number of target values. A shard of a batch
+    /// carries `denominator(shard) / denominator(batch)` of the batch's loss (see [`fit`]).
+    pub fn denominator(&self, y: &Targets) -> f64 {
+        match (self, y) {
+            (
+                Loss::CrossEntropy {
+                    class_weights,
+                    ignore_index,
+                    ..
+                },
+                Targets::Classes(c) | Targets::Sequences { labels: c, .. },
+            ) => c
+                .iter()
+                .filter(|&&l| Some(l) != *ignore_index)
+                .map(|&l| match class_weights {
+                    Some(w) => w.get(l).copied().unwrap_or(0.0) as f64,
+                    None => 1.0,
+                })
+                .sum(),
+            (_, Targets::Values(v)) => v.len() as f64,
+            (_, t) => t.len() as f64,
+        }
+    }
+
     /// Whether the targets are class indices.
     pub fn wants_classes(&self) -> bool {
         matches!(self, Loss::CrossEntropy { .. })
@@ -517,6 +542,17 @@ fn batch_inputs(t: &mut Tape, xs: &[Input], idx: &[usize]) -> Vec<Var> {
 
 /// The summed loss over every output (each against its own targets).
 fn total_loss(loss: &Loss, t: &mut Tape, outs: &[Var], ys: &[Targets]) -> Result<Var> {
+    weighted_loss(loss, t, outs, ys, None)
+}
+
+/// [`total_loss`] with output `o`'s loss scaled by `weights[o]` (a shard's share of its batch).
+fn weighted_loss(
+    loss: &Loss,
+    t: &mut Tape,
+    outs: &[Var],
+    ys: &[Targets],
+    weights: Option<&[f32]>,
+) -> Result<Var> {
     if outs.len() != ys.len() {
         value_err!(
             "the model returns {} outputs but {} sets of targets were given (one per output)",
@@ -525,14 +561,132 @@ fn total_loss(loss: &Loss, t: &mut Tape, outs: &[Var], ys: &[Targets]) -> Result
         );
     }
     let mut total: Option<Var> = None;
-    for (o, y) in outs.iter().zip(ys) {
-        let l = loss.apply(t, *o, y)?;
+    for (k, (o, y)) in outs.iter().zip(ys).enumerate() {
+        let mut l = loss.apply(t, *o, y)?;
+        if let Some(w) = weights {
+            l = t.scale(l, w[k]);
+        }
         total = Some(match total {
             Some(acc) => t.add(acc, l)?,
             None => l,
         });
     }
     Ok(total.expect("at least one output"))
+}
+
+/// Batches of at least this many samples train as two shards, one per core, when the model keeps
+/// its samples apart ([`crate::nn::Net::splits_by_sample`]) and has convolutions, recurrent layers
+/// or attention ([`crate::nn::Net::pays_to_split`]): below it a shard's work does not pay for a
+/// second tape and a thread hand-off. The split depends on the batch size only, so the result does not depend on how
+/// many threads run it.
+pub const MIN_SPLIT_BATCH: usize = 32;
+
+/// The shards of a batch of `n` samples: `[0, n)` whole, or two halves (see [`MIN_SPLIT_BATCH`]).
+#[allow(clippy::single_range_in_vec_init)] // one shard: the whole batch
+pub fn shard_ranges(n: usize, splits: bool) -> Vec<std::ops::Range<usize>> {
+    if splits && n >= MIN_SPLIT_BATCH {
+        let half = n.div_ceil(2);
+        vec![0..half, half..n]
+    } else {
+        vec![0..n]
+    }
+}
+
+/// The dropout seed of shard `k` of a step seeded `seed` (shard 0 keeps the step's own seed).
+fn shard_seed(seed: u64, k: usize) -> u64 {
+    if k == 0 {
+        return seed;
+    }
+    // splitmix64 of seed + k
+    let mut z = seed.wrapping_add((k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// One shard's forward and backward pass: its tape (holding the gradients and any buffer values
+/// the pass recorded), its weighted loss and its outputs.
+struct ShardRun {
+    tape: Tape,
+    loss: f32,
+    outs: Vec<Tensor>,
+}
+
+/// `f` on every shard: shard 0 on the calling thread and the others on rayon's threads natively
+/// (a fit called from Python runs outside rayon's pool: handing every shard to the pool and
+/// waiting costs a thread wake-up each way, more than a small step); one after the other in wasm
+/// (no threads there). Results in shard order either way, so they combine in the same order.
+fn run_shards<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if n > 1 {
+        let slots: Vec<std::sync::Mutex<Option<R>>> =
+            (1..n).map(|_| std::sync::Mutex::new(None)).collect();
+        let first = rayon::in_place_scope(|s| {
+            for (k, slot) in slots.iter().enumerate() {
+                let f = &f;
+                s.spawn(move |_| *slot.lock().expect("a shard panicked") = Some(f(k + 1)));
+            }
+            f(0)
+        });
+        let rest = slots.into_iter().map(|s| {
+            s.into_inner()
+                .expect("a shard panicked")
+                .expect("the scope ran every shard")
+        });
+        return std::iter::once(first).chain(rest).collect();
+    }
+    (0..n).map(f).collect()
+}
+
+/// A training step's forward and backward passes on the samples `chunk` of `xs`, `ys` (already
+/// selected as `yb`), split into shards by [`shard_ranges`], each on its own tape; the shards'
+/// losses are weighted by their share of the batch's mean, so their gradients add up to the
+/// batch's. The net is only read: the caller collects the gradients and stores buffers.
+fn step_passes(
+    net: &crate::nn::Net,
+    loss: &Loss,
+    xs: &[Input],
+    chunk: &[usize],
+    yb: &[Targets],
+    ranges: &[std::ops::Range<usize>],
+    seed: u64,
+) -> Result<Vec<ShardRun>> {
+    let whole: Vec<f64> = yb.iter().map(|y| loss.denominator(y)).collect();
+    let runs = run_shards(ranges.len(), |k| -> Result<ShardRun> {
+        let idx = &chunk[ranges[k].clone()];
+        let mut t = Tape::new(true, shard_seed(seed, k));
+        let inputs = batch_inputs(&mut t, xs, idx);
+        let outs = net.forward(&mut t, &inputs)?;
+        let l = if ranges.len() == 1 {
+            total_loss(loss, &mut t, &outs, yb)?
+        } else {
+            let local: Vec<usize> = ranges[k].clone().collect();
+            let ys: Vec<Targets> = yb.iter().map(|y| y.select(&local)).collect();
+            let weights: Vec<f32> = ys
+                .iter()
+                .zip(&whole)
+                .map(|(y, &w)| {
+                    if w > 0.0 {
+                        (loss.denominator(y) / w) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            weighted_loss(loss, &mut t, &outs, &ys, Some(&weights))?
+        };
+        let lv = t.value(l).sum();
+        if lv.is_finite() {
+            t.backward(l)?;
+        }
+        let outs = outs.iter().map(|&o| t.take_value(o)).collect();
+        Ok(ShardRun {
+            tape: t,
+            loss: lv,
+            outs,
+        })
+    });
+    runs.into_iter().collect()
 }
 
 /// The log key of a metric: `accuracy` for one output, `output_1_accuracy` for the second of several.
@@ -699,6 +853,8 @@ pub fn fit(
         None => None,
     };
     let mut order = train_idx.clone();
+    // the batch is split into shards when the model keeps its samples apart and it pays (decided once)
+    let splits = model.net.splits_by_sample() && model.net.pays_to_split();
     let mut last_logs: Option<Logs> = None;
     let mut best_checkpoint = f64::INFINITY;
     'epochs: for epoch in 1..=cfg.epochs {
@@ -716,11 +872,13 @@ pub fn fit(
         let mut logs = Logs::new();
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let yb: Vec<Targets> = ys.iter().map(|y| y.select(chunk)).collect();
-            let mut t = Tape::new(true, rng.next_u64());
-            let inputs = batch_inputs(&mut t, xs, chunk);
-            let outs = model.net.forward_all(&mut t, &inputs)?;
-            let l = total_loss(&loss, &mut t, &outs, &yb)?;
-            let lv = t.value(l).sum();
+            let ranges = shard_ranges(chunk.len(), splits);
+            let runs = step_passes(&model.net, &loss, xs, chunk, &yb, &ranges, rng.next_u64())?;
+            let lv: f32 = runs.iter().map(|r| r.loss).sum();
+            let mut runs = runs;
+            for r in runs.iter_mut() {
+                model.net.apply_updates(&mut r.tape);
+            }
             if !lv.is_finite() {
                 return Err(KilnError::NonFiniteLoss {
                     epoch,
@@ -728,16 +886,27 @@ pub fn fit(
                     value: lv,
                 });
             }
-            t.backward(l)?;
             model.net.zero_grad();
-            model.net.collect_grads(&mut t);
+            for r in runs.iter_mut() {
+                model.net.collect_grads(&mut r.tape);
+            }
             if let Some(hook) = hooks.on_gradient.as_mut() {
                 let mut flat = model.flatten_trainable(|p| p.grad.as_ref());
                 hook(&mut flat);
                 model.unflatten_trainable(&flat, |p, g| p.grad = Some(g));
             }
-            let out_values: Vec<Tensor> = outs.iter().map(|&o| t.take_value(o)).collect();
-            drop(t);
+            let out_values: Vec<Tensor> = if runs.len() == 1 {
+                runs.pop().expect("one shard").outs
+            } else {
+                (0..outputs)
+                    .map(|o| {
+                        let parts: Vec<_> = runs.iter().map(|r| r.outs[o].view()).collect();
+                        ndarray::concatenate(Axis(0), &parts)
+                            .expect("shards' outputs share their trailing shape")
+                    })
+                    .collect()
+            };
+            drop(runs);
             let mut named: Vec<(String, &mut crate::nn::Param)> = model
                 .net
                 .tensors_mut()
@@ -875,4 +1044,304 @@ pub fn fit(
         }
     }
     Ok(history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{GraphSpec, LayerSpec};
+    use crate::optim::OptimizerSpec;
+    use rand::Rng;
+
+    fn adam() -> OptimizerSpec {
+        OptimizerSpec::Adam {
+            lr: 1e-2,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+            amsgrad: false,
+        }
+    }
+
+    fn sequential(json: &str, loss: Loss) -> Model {
+        let mut m = Model::new(&LayerSpec::list_from_json(json).unwrap(), 3).unwrap();
+        m.compile(&adam(), loss, vec![]).unwrap();
+        m
+    }
+
+    fn graph(json: &str, loss: Loss) -> Model {
+        let spec: GraphSpec = serde_json::from_str(json).unwrap();
+        let mut m = Model::from_graph_spec(&spec, 3).unwrap();
+        m.compile(&adam(), loss, vec![]).unwrap();
+        m
+    }
+
+    fn ce(ignore_index: Option<usize>) -> Loss {
+        Loss::CrossEntropy {
+            label_smoothing: 0.0,
+            class_weights: None,
+            ignore_index,
+        }
+    }
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Tensor::from_shape_simple_fn(shape.to_vec(), || rng.random_range(-1.0..1.0))
+    }
+
+    fn ids(shape: &[usize], vocab: usize, seed: u64) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Tensor::from_shape_simple_fn(shape.to_vec(), || rng.random_range(0..vocab) as f32)
+    }
+
+    /// The loss and the flat gradient of one step on the whole of `x`, `y`, split by `ranges`.
+    fn step(
+        m: &mut Model,
+        x: &Tensor,
+        y: &Targets,
+        ranges: &[std::ops::Range<usize>],
+    ) -> (f32, Vec<f32>) {
+        let chunk: Vec<usize> = (0..x.shape()[0]).collect();
+        let loss = m.loss().unwrap().clone();
+        m.remember_inputs(&[x.view()]).unwrap();
+        let ys = [y.clone()];
+        let mut runs = step_passes(&m.net, &loss, &[x.view()], &chunk, &ys, ranges, 11).unwrap();
+        m.net.zero_grad();
+        for r in runs.iter_mut() {
+            m.net.collect_grads(&mut r.tape);
+        }
+        let lv = runs.iter().map(|r| r.loss).sum();
+        (lv, m.flatten_trainable(|p| p.grad.as_ref()))
+    }
+
+    /// Two shards give the whole batch's loss and gradient (1e-5 relative to the largest entry).
+    fn shards_match_the_batch(m: &mut Model, x: &Tensor, y: &Targets) {
+        m.remember_inputs(&[x.view()]).unwrap();
+        assert!(
+            m.net.splits_by_sample(),
+            "this model keeps its samples apart"
+        );
+        let n = x.shape()[0];
+        let ranges = shard_ranges(n, true);
+        assert_eq!(ranges.len(), 2);
+        let whole_range = std::iter::once(0..n).collect::<Vec<_>>(); // one shard: the whole batch
+        let (whole_loss, whole) = step(m, x, y, &whole_range);
+        let (split_loss, split) = step(m, x, y, &ranges);
+        assert!(
+            (whole_loss - split_loss).abs() <= 1e-5 * whole_loss.abs(),
+            "{whole_loss} vs {split_loss}"
+        );
+        let scale = whole.iter().fold(0.0f32, |a, g| a.max(g.abs()));
+        assert!(scale > 0.0);
+        for (i, (a, b)) in whole.iter().zip(&split).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "gradient {i}: {a} whole, {b} in shards"
+            );
+        }
+    }
+
+    #[test]
+    fn an_mlp_in_shards_has_the_batchs_gradient() {
+        let mut m = sequential(
+            r#"[{"type":"Linear","in_features":5,"out_features":16},{"type":"Tanh"},
+                {"type":"Linear","in_features":16,"out_features":3}]"#,
+            Loss::Mse,
+        );
+        shards_match_the_batch(
+            &mut m,
+            &random(&[37, 5], 1),
+            &Targets::Values(random(&[37, 3], 2)),
+        );
+    }
+
+    #[test]
+    fn a_cnn_in_shards_has_the_batchs_gradient() {
+        let mut m = sequential(
+            r#"[{"type":"Conv2d","in_channels":1,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]},
+                {"type":"ReLU"},{"type":"MaxPool2d","kernel_size":[2,2],"stride":[2,2]},{"type":"Flatten"},
+                {"type":"Linear","in_features":64,"out_features":3}]"#,
+            Loss::CrossEntropy {
+                label_smoothing: 0.1,
+                class_weights: Some(vec![1.0, 3.0, 0.5]),
+                ignore_index: None,
+            },
+        );
+        // class weights make the shards' denominators differ from their sample counts
+        let labels: Vec<usize> = (0..32).map(|i| if i < 16 { 1 } else { i % 3 }).collect();
+        shards_match_the_batch(
+            &mut m,
+            &random(&[32, 1, 8, 8], 3),
+            &Targets::Classes(labels),
+        );
+    }
+
+    #[test]
+    fn a_gru_language_model_with_ignored_labels_in_shards_has_the_batchs_gradient() {
+        let mut m = graph(
+            include_str!("../tests/fixtures/tiny_gru_lm.json"),
+            ce(Some(0)),
+        );
+        // the first shard's labels are mostly padding, the second's hardly: unequal denominators
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let labels: Vec<usize> = (0..32 * 5)
+            .map(|i| {
+                if i < 16 * 5 && i % 5 != 0 {
+                    0
+                } else {
+                    rng.random_range(0..7)
+                }
+            })
+            .collect();
+        let y = Targets::Sequences { labels, steps: 5 };
+        shards_match_the_batch(&mut m, &ids(&[32, 5], 7, 5), &y);
+    }
+
+    #[test]
+    fn a_transformer_in_shards_has_the_batchs_gradient() {
+        let mut m = graph(include_str!("../tests/fixtures/tiny_gpt.json"), ce(Some(0)));
+        let labels: Vec<usize> = ids(&[33, 5], 7, 6).iter().map(|&v| v as usize).collect();
+        let y = Targets::Sequences { labels, steps: 5 };
+        shards_match_the_batch(&mut m, &ids(&[33, 5], 7, 7), &y);
+    }
+
+    const CNN_WITH_DROPOUT: &str = r#"[{"type":"Conv2d","in_channels":1,"out_channels":4,"kernel_size":[3,3],"padding":[1,1]},
+        {"type":"ReLU"},{"type":"Dropout","p":0.3},{"type":"Flatten"},{"type":"Linear","in_features":64,"out_features":3}]"#;
+
+    /// Training with dropout gives the same bits on one thread and on two.
+    #[test]
+    fn sharded_training_does_not_depend_on_the_thread_count() {
+        let x = random(&[96, 1, 4, 4], 8);
+        let y = Targets::Classes((0..96).map(|i| i % 3).collect());
+        let train = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut m = sequential(CNN_WITH_DROPOUT, ce(None));
+                assert!(m.net.pays_to_split());
+                let cfg = FitConfig {
+                    epochs: 3,
+                    batch_size: 32,
+                    ..FitConfig::default()
+                };
+                m.fit(x.view(), &y, None, &cfg, &mut Hooks::default())
+                    .unwrap();
+                m.flat_params()
+            })
+        };
+        let one = train(1);
+        let two = train(2);
+        assert!(one
+            .iter()
+            .zip(&two)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert_ne!(
+            one,
+            sequential(
+                r#"[{"type":"Linear","in_features":5,"out_features":32},{"type":"ReLU"},
+            {"type":"Dropout","p":0.3},{"type":"Linear","in_features":32,"out_features":3}]"#,
+                ce(None)
+            )
+            .flat_params()
+        );
+    }
+
+    /// Batch norm in training mixes the samples: such a model trains unsplit, its running
+    /// statistics still updated by every step.
+    #[test]
+    fn batch_norm_models_are_not_split() {
+        let mut m = sequential(
+            r#"[{"type":"Linear","in_features":5,"out_features":8},{"type":"BatchNorm1d","num_features":8},
+                {"type":"ReLU"},{"type":"Linear","in_features":8,"out_features":3}]"#,
+            ce(None),
+        );
+        let x = random(&[64, 5], 9);
+        m.remember_inputs(&[x.view()]).unwrap();
+        assert!(!m.net.splits_by_sample());
+        assert!(LayerSpec::from_json(
+            r#"{"type":"Sequential","layers":[{"type":"BatchNorm2d","num_features":2}]}"#
+        )
+        .unwrap()
+        .couples_samples());
+        let y = Targets::Classes((0..64).map(|i| i % 3).collect());
+        let cfg = FitConfig {
+            epochs: 1,
+            batch_size: 64,
+            shuffle: false,
+            ..FitConfig::default()
+        };
+        m.fit(x.view(), &y, None, &cfg, &mut Hooks::default())
+            .unwrap();
+        // one step at momentum 0.1 from zero: the running mean is a tenth of the batch's mean
+        let mut t = Tape::inference();
+        let v = t.constant(x.clone());
+        let first = m.net.modules().next().unwrap().1;
+        let h = first.forward(&mut t, v).unwrap();
+        let before: Vec<f32> = t
+            .value(h)
+            .mean_axis(Axis(0))
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        let running = m.net.state_dict()["1.running_mean"].clone();
+        assert!(running.iter().any(|&r| r != 0.0));
+        // (the first layer's weights moved after the step: compare loosely)
+        for (r, b) in running.iter().zip(&before) {
+            assert!((r - 0.1 * b).abs() < 0.05, "{r} vs {}", 0.1 * b);
+        }
+    }
+
+    /// Graphs that mix samples (a mean over the batch, a concatenation along it) are not split;
+    /// per-sample reshapes, broadcasts and attention are.
+    #[test]
+    fn graphs_that_mix_samples_are_not_split() {
+        let with_node = |node: &str| {
+            format!(
+                r#"{{"modules":[{{"name":"fc","spec":{{"type":"Linear","in_features":3,"out_features":3}}}}],
+                   "graph":{{"inputs":[{{"name":"x","shape":[3]}}],
+                   "nodes":[{{"op":{{"Call":{{"module":"fc"}}}},"inputs":[0]}},{node}],"outputs":[2]}}}}"#
+            )
+        };
+        let splits = |node: &str| {
+            let spec: GraphSpec = serde_json::from_str(&with_node(node)).unwrap();
+            Model::from_graph_spec(&spec, 0)
+                .unwrap()
+                .net
+                .splits_by_sample()
+        };
+        assert!(splits(r#"{"op":"Relu","inputs":[1]}"#));
+        assert!(splits(
+            r#"{"op":{"Reduce":{"kind":"mean","dims":[1],"keepdim":true}},"inputs":[1]}"#
+        ));
+        assert!(splits(r#"{"op":{"Reshape":{"shape":[-1]}},"inputs":[1]}"#));
+        assert!(!splits(
+            r#"{"op":{"Reduce":{"kind":"mean","dims":[0],"keepdim":true}},"inputs":[1]}"#
+        ));
+        assert!(!splits(
+            r#"{"op":{"Reduce":{"kind":"sum","dims":[-2],"keepdim":false}},"inputs":[1]}"#
+        ));
+        assert!(!splits(r#"{"op":{"Concat":{"dim":0}},"inputs":[1,0]}"#));
+        assert!(!splits(r#"{"op":{"Softmax":{"dim":0}},"inputs":[1]}"#));
+        assert!(!splits(
+            r#"{"op":{"Reshape":{"shape":[2,-1]}},"inputs":[1]}"#
+        ));
+        assert!(!splits(r#"{"op":{"Permute":{"dims":[1,0]}},"inputs":[1]}"#));
+        assert!(splits(r#"{"op":{"Concat":{"dim":1}},"inputs":[1,0]}"#));
+        let tiny = |json: &str| {
+            let spec: GraphSpec = serde_json::from_str(json).unwrap();
+            Model::from_graph_spec(&spec, 0)
+                .unwrap()
+                .net
+                .splits_by_sample()
+        };
+        assert!(tiny(include_str!("../tests/fixtures/tiny_gru_lm.json")));
+        assert!(tiny(include_str!("../tests/fixtures/tiny_gpt.json")));
+        // below the minimum a batch stays whole
+        assert_eq!(shard_ranges(MIN_SPLIT_BATCH - 1, true).len(), 1);
+        assert_eq!(shard_ranges(MIN_SPLIT_BATCH, false).len(), 1);
+        assert_eq!(shard_ranges(33, true), vec![0..17, 17..33]);
+    }
 }

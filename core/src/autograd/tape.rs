@@ -91,6 +91,12 @@ pub struct Tape {
     record: bool,
     rng: ChaCha8Rng,
     id: u64,
+    /// Parameters bound on this tape, by the parameter's id: a parameter used twice (a module
+    /// called twice, a tied weight) is one variable, so both uses add to its gradient.
+    bound: std::collections::HashMap<u64, Var>,
+    /// New values for buffers (batch-norm running statistics), by the buffer's id: a forward pass
+    /// reads the model without changing it, and whoever owns the model applies these after it.
+    updates: Vec<(u64, Tensor)>,
 }
 
 /// Every tape gets its own id, so a parameter bound on one tape is never mistaken for a value of another.
@@ -108,6 +114,8 @@ impl Tape {
             record: cfg!(feature = "train"),
             rng: ChaCha8Rng::seed_from_u64(seed),
             id: NEXT_TAPE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            bound: std::collections::HashMap::new(),
+            updates: Vec::new(),
         }
     }
 
@@ -127,6 +135,40 @@ impl Tape {
     /// The tape's random generator (dropout masks).
     pub fn rng(&mut self) -> &mut ChaCha8Rng {
         &mut self.rng
+    }
+
+    /// The variable a parameter (by its process-unique `key`) was bound to on this tape, if any.
+    pub fn bound(&self, key: u64) -> Option<Var> {
+        self.bound.get(&key).copied()
+    }
+
+    /// Bind a parameter: the leaf holding `value` (made once per tape and key; later calls return
+    /// the same variable without calling `value`).
+    pub fn bind(&mut self, key: u64, value: impl FnOnce() -> Tensor, requires_grad: bool) -> Var {
+        if let Some(v) = self.bound(key) {
+            return v;
+        }
+        let v = self.leaf(value(), requires_grad);
+        self.bound.insert(key, v);
+        v
+    }
+
+    /// The new value recorded for the buffer `key` by this tape's forward pass, if any.
+    pub fn update_of(&self, key: u64) -> Option<&Tensor> {
+        self.updates.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// Record a buffer's new value (replacing an earlier one of the same pass).
+    pub fn set_update(&mut self, key: u64, value: Tensor) {
+        match self.updates.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.updates.push((key, value)),
+        }
+    }
+
+    /// Move the recorded buffer values out (see [`Tape::set_update`]).
+    pub fn take_updates(&mut self) -> Vec<(u64, Tensor)> {
+        std::mem::take(&mut self.updates)
     }
 
     /// A constant input (no gradient).

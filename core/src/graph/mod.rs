@@ -8,6 +8,7 @@
 //! the same gradients a Sequential does.
 
 pub(crate) mod op_json;
+mod samples;
 mod tracer;
 
 pub use tracer::Tracer;
@@ -317,10 +318,10 @@ pub fn axis(dim: isize, rank: usize, what: &str) -> Result<usize> {
 
 /// What a node needs from the model: modules by path and tensors by state-dict name.
 pub trait Scope {
-    /// The module at `path`.
-    fn module(&mut self, path: &str) -> Result<&mut Box<dyn Module>>;
+    /// The module at `path` (a forward pass only reads it: see [`Module::forward`]).
+    fn module(&mut self, path: &str) -> Result<&dyn Module>;
     /// The tensor (parameter or buffer) with this state-dict name.
-    fn tensor(&mut self, name: &str) -> Result<&mut Param>;
+    fn tensor(&mut self, name: &str) -> Result<&Param>;
     /// That tensor as a value on the tape (bound once per tape: every use reads one variable, so
     /// a weight used twice gets both gradients).
     fn bind(&mut self, name: &str, t: &mut Tape) -> Result<Var> {

@@ -338,7 +338,7 @@ impl MultiheadAttention {
 }
 
 impl Module for MultiheadAttention {
-    fn forward(&mut self, _t: &mut Tape, _x: Var) -> Result<Var> {
+    fn forward(&self, _t: &mut Tape, _x: Var) -> Result<Var> {
         value_err!(
             "MultiheadAttention: {}",
             self.spec.chain_refusal().expect("attention refuses chains")

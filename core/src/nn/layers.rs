@@ -48,9 +48,9 @@ macro_rules! weight_bias_tensors {
 }
 
 impl Module for Linear {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         let w = self.weight.bind(t);
-        let b = self.bias.as_mut().map(|b| b.bind(t));
+        let b = self.bias.as_ref().map(|b| b.bind(t));
         t.linear(x, w, b)
     }
     weight_bias_tensors!();
@@ -148,9 +148,9 @@ impl Conv {
 }
 
 impl Module for Conv {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         let w = self.weight.bind(t);
-        let b = self.bias.as_mut().map(|b| b.bind(t));
+        let b = self.bias.as_ref().map(|b| b.bind(t));
         match self.spec {
             LayerSpec::Conv2d {
                 stride,
@@ -216,7 +216,7 @@ impl BatchNorm {
 }
 
 impl Module for BatchNorm {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         let rank = t.shape(x).len();
         let ok = if self.two_d {
             rank == 4
@@ -233,21 +233,26 @@ impl Module for BatchNorm {
         }
         let w = self.weight.bind(t);
         let b = self.bias.bind(t);
-        let to1 = |p: &Param| -> Array1<f32> { p.value.iter().copied().collect() };
+        let to1 = |p: &Param, t: &Tape| -> Array1<f32> { p.current(t).iter().copied().collect() };
         if !t.training {
-            let (m, v) = (to1(&self.running_mean), to1(&self.running_var));
+            let (m, v) = (to1(&self.running_mean, t), to1(&self.running_var, t));
             return Ok(t.batch_norm(x, w, b, Some((&m, &v)), self.eps)?.0);
         }
         let (y, stats) = t.batch_norm(x, w, b, None, self.eps)?;
         let stats = stats.expect("training-mode batch_norm returns statistics");
         let m = self.momentum;
         let unbias = stats.count as f32 / (stats.count as f32 - 1.0);
-        for (r, s) in self.running_mean.value.iter_mut().zip(stats.mean.iter()) {
+        // the running statistics are recorded on the tape; the Net running this layer stores them
+        let mut mean = self.running_mean.current(t).clone();
+        for (r, s) in mean.iter_mut().zip(stats.mean.iter()) {
             *r = (1.0 - m) * *r + m * s;
         }
-        for (r, s) in self.running_var.value.iter_mut().zip(stats.var.iter()) {
+        let mut var = self.running_var.current(t).clone();
+        for (r, s) in var.iter_mut().zip(stats.var.iter()) {
             *r = (1.0 - m) * *r + m * s * unbias;
         }
+        self.running_mean.update(t, mean);
+        self.running_var.update(t, var);
         Ok(y)
     }
     fn tensors(&self) -> Vec<(String, &Param)> {
@@ -308,7 +313,7 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         let w = self.weight.bind(t);
         let b = self.bias.bind(t);
         t.layer_norm(x, w, b, self.eps)
@@ -349,7 +354,7 @@ impl Embedding {
 }
 
 impl Module for Embedding {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         let n = self.weight.value.shape()[0];
         let mut ids = ArrayD::<usize>::zeros(t.value(x).raw_dim());
         for (id, &v) in ids.iter_mut().zip(t.value(x).iter()) {

@@ -29,7 +29,7 @@ use crate::autograd::{Tape, Tensor, Var};
 use crate::Result;
 
 /// A named tensor of a module: a trainable parameter or a buffer (such as batch-norm running statistics).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Param {
     /// The current value.
     pub value: Tensor,
@@ -39,8 +39,28 @@ pub struct Param {
     pub trainable: bool,
     /// Whether this is a buffer (state, not a parameter).
     pub is_buffer: bool,
-    /// Where the value sits on the tape it was last bound to (the tape's id and the variable).
-    var: Option<(u64, Var)>,
+    /// Unique in the process (a clone gets its own): how tapes know which variable holds it.
+    id: u64,
+}
+
+/// Every parameter gets its own id, so tapes can tell parameters apart without borrowing them
+/// mutably (several tapes read one model at once in a data-parallel step).
+static NEXT_PARAM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_param_id() -> u64 {
+    NEXT_PARAM.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Clone for Param {
+    fn clone(&self) -> Self {
+        Param {
+            value: self.value.clone(),
+            grad: self.grad.clone(),
+            trainable: self.trainable,
+            is_buffer: self.is_buffer,
+            id: next_param_id(),
+        }
+    }
 }
 
 impl Param {
@@ -51,7 +71,7 @@ impl Param {
             grad: None,
             trainable: true,
             is_buffer: false,
-            var: None,
+            id: next_param_id(),
         }
     }
 
@@ -62,33 +82,41 @@ impl Param {
             grad: None,
             trainable: false,
             is_buffer: true,
-            var: None,
+            id: next_param_id(),
         }
     }
 
-    /// Put the value on the tape, remembering where, so the gradient can be collected after backward.
-    /// Bound twice on one tape (a module called twice, a tied weight) it is one variable, so both
-    /// uses add to its gradient.
-    pub fn bind(&mut self, t: &mut Tape) -> Var {
-        if let Some((id, v)) = self.var {
-            if id == t.id() {
-                return v;
-            }
+    /// Put the value on the tape (a copy, so the tape owns its values), which remembers where, so
+    /// the gradient can be collected after backward. Bound twice on one tape (a module called
+    /// twice, a tied weight) it is one variable, so both uses add to its gradient. Reads the
+    /// parameter only: any number of tapes may bind it at once.
+    pub fn bind(&self, t: &mut Tape) -> Var {
+        t.bind(self.id, || self.value.clone(), self.trainable)
+    }
+
+    /// The buffer's value as this tape's forward pass sees it: the value it recorded with
+    /// [`Param::update`] earlier in the pass, else the stored one.
+    pub fn current<'a>(&'a self, t: &'a Tape) -> &'a Tensor {
+        t.update_of(self.id).unwrap_or(&self.value)
+    }
+
+    /// Record a new value for this buffer (batch-norm's running statistics in training): the
+    /// model's owner applies it after the forward pass ([`crate::nn::Net::forward_all`]).
+    pub fn update(&self, t: &mut Tape, value: Tensor) {
+        t.set_update(self.id, value);
+    }
+
+    /// Take the value this tape recorded for the buffer, if any (see [`Param::update`]).
+    pub fn apply_update(&mut self, updates: &mut Vec<(u64, Tensor)>) {
+        if let Some(i) = updates.iter().position(|(k, _)| *k == self.id) {
+            self.value = updates.swap_remove(i).1;
         }
-        let v = t.leaf(self.value.clone(), self.trainable);
-        self.var = Some((t.id(), v));
-        v
     }
 
     /// Add this parameter's gradient from the tape (after backward) to its `grad`, as PyTorch
     /// accumulates until `zero_grad`.
     pub fn collect_grad(&mut self, t: &mut Tape) {
-        let Some(g) = self
-            .var
-            .take()
-            .filter(|(id, _)| *id == t.id())
-            .and_then(|(_, v)| t.take_grad(v))
-        else {
+        let Some(g) = t.bound(self.id).and_then(|v| t.take_grad(v)) else {
             return;
         };
         match &mut self.grad {
@@ -101,11 +129,11 @@ impl Param {
 /// A layer or a container of layers.
 pub trait Module: Send + Sync {
     /// Run the layer on `x`, recording on `t` (whose `training` flag selects train or eval behaviour).
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var>;
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var>;
 
     /// Run on several inputs with several outputs: a recurrent layer takes `(x, h0)` and returns
     /// `(output, h_n)`. Other layers take one input and return one value.
-    fn forward_multi(&mut self, t: &mut Tape, xs: &[Var]) -> Result<Vec<Var>> {
+    fn forward_multi(&self, t: &mut Tape, xs: &[Var]) -> Result<Vec<Var>> {
         match xs {
             [x] => Ok(vec![self.forward(t, *x)?]),
             _ => crate::value_err!(

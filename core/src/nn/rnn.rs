@@ -117,14 +117,14 @@ pub fn spec_of(c: &RnnConfig) -> LayerSpec {
 }
 
 impl Module for Recurrent {
-    fn forward(&mut self, _t: &mut Tape, _x: Var) -> Result<Var> {
+    fn forward(&self, _t: &mut Tape, _x: Var) -> Result<Var> {
         value_err!(
             "{}: returns (output, h_n), so it cannot sit in an nn.Sequential chain: call it in an nn.Module's forward (`out, h = self.rnn(x)`)",
             self.cfg.cell.name()
         )
     }
 
-    fn forward_multi(&mut self, t: &mut Tape, xs: &[Var]) -> Result<Vec<Var>> {
+    fn forward_multi(&self, t: &mut Tape, xs: &[Var]) -> Result<Vec<Var>> {
         let name = self.cfg.cell.name();
         let max = if self.cfg.cell == RnnCell::Lstm { 3 } else { 2 };
         if xs.is_empty() || xs.len() > max {
@@ -138,7 +138,7 @@ impl Module for Recurrent {
         if max == 3 && xs.len() == 2 {
             value_err!("LSTM: the initial state is a pair (h0, c0), got h0 alone");
         }
-        let ws: Vec<Var> = self.weights.iter_mut().map(|(_, p)| p.bind(t)).collect();
+        let ws: Vec<Var> = self.weights.iter().map(|(_, p)| p.bind(t)).collect();
         let o = t.rnn(
             &self.cfg,
             xs[0],

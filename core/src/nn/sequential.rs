@@ -57,8 +57,8 @@ pub(super) fn at_layer(i: usize, spec: &LayerSpec, e: KilnError) -> KilnError {
 }
 
 impl Module for Sequential {
-    fn forward(&mut self, t: &mut Tape, mut x: Var) -> Result<Var> {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
+    fn forward(&self, t: &mut Tape, mut x: Var) -> Result<Var> {
+        for (i, layer) in self.layers.iter().enumerate() {
             x = layer
                 .forward(t, x)
                 .map_err(|e| at_layer(i, &layer.spec(), e))?;

@@ -17,7 +17,7 @@ pub(crate) fn resolve_axis(layer: &str, dim: isize, rank: usize) -> Result<usize
 }
 
 impl Module for Activation {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         Ok(match self.0 {
             LayerSpec::ReLU => t.relu(x),
             LayerSpec::LeakyReLU { negative_slope } => t.leaky_relu(x, negative_slope),
@@ -68,7 +68,7 @@ impl Pool {
 }
 
 impl Module for Pool {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         if self.is_max {
             t.max_pool2d(x, self.kernel, self.stride, self.padding)
         } else {
@@ -121,7 +121,7 @@ impl Flatten {
 }
 
 impl Module for Flatten {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         let shape = self.output_shape(t.shape(x))?;
         t.reshape(x, &shape)
     }
@@ -140,7 +140,7 @@ pub struct Dropout {
 }
 
 impl Module for Dropout {
-    fn forward(&mut self, t: &mut Tape, x: Var) -> Result<Var> {
+    fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
         t.dropout(x, self.p)
     }
     fn spec(&self) -> LayerSpec {

@@ -276,6 +276,16 @@ impl LayerSpec {
         }
     }
 
+    /// Whether the layer's training forward mixes the samples of a batch (batch-norm normalises
+    /// by the batch's statistics), so the fit loop must not split a batch into shards.
+    pub fn couples_samples(&self) -> bool {
+        match self {
+            LayerSpec::BatchNorm1d { .. } | LayerSpec::BatchNorm2d { .. } => true,
+            LayerSpec::Sequential { layers } => layers.iter().any(LayerSpec::couples_samples),
+            _ => false,
+        }
+    }
+
     /// Why the layer cannot be a link of a Sequential chain (it returns a tuple), if it cannot.
     pub fn chain_refusal(&self) -> Option<&'static str> {
         match self {

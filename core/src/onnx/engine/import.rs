@@ -71,14 +71,14 @@ pub(super) struct Weights<'a> {
 }
 
 impl Scope for Weights<'_> {
-    fn module(&mut self, path: &str) -> Result<&mut Box<dyn Module>> {
+    fn module(&mut self, path: &str) -> Result<&dyn Module> {
         self.modules
-            .iter_mut()
+            .iter()
             .find(|(n, _)| n == path)
-            .map(|(_, m)| m)
+            .map(|(_, m)| m.as_ref())
             .ok_or_else(|| KilnError::value(format!("an imported graph has no module {path:?}")))
     }
-    fn tensor(&mut self, name: &str) -> Result<&mut Param> {
+    fn tensor(&mut self, name: &str) -> Result<&Param> {
         Err(KilnError::value(format!(
             "an imported graph's weight {name:?} is read-only"
         )))
