@@ -149,7 +149,7 @@ impl Model {
             self.net
                 .tensors_mut()
                 .into_iter()
-                .filter(|(_, p)| p.trainable)
+                .filter(|(_, p)| p.trainable())
                 .collect(),
         );
         Ok(())
@@ -280,7 +280,7 @@ impl Model {
 
     /// Every trainable value in one flat buffer, in state-dict order.
     pub fn flat_params(&self) -> Vec<f32> {
-        self.flatten_trainable(|p| Some(&p.value))
+        self.flatten_trainable(|p| Some(p.value()))
     }
 
     /// Overwrite every trainable value from one flat buffer (the layout of [`Model::flat_params`]).
@@ -292,7 +292,7 @@ impl Model {
                 flat.len()
             );
         }
-        self.unflatten_trainable(flat, |p, t| p.value = t);
+        self.unflatten_trainable(flat, |p, t| p.set_value(t));
         Ok(())
     }
 
@@ -300,10 +300,15 @@ impl Model {
     /// The one layout behind flat parameters and the fit loop's flat gradients.
     pub(crate) fn flatten_trainable(&self, pick: impl Fn(&Param) -> Option<&Tensor>) -> Vec<f32> {
         let mut flat = Vec::with_capacity(self.net.num_trainable());
-        for (_, p) in self.net.tensors().into_iter().filter(|(_, p)| p.trainable) {
+        for (_, p) in self
+            .net
+            .tensors()
+            .into_iter()
+            .filter(|(_, p)| p.trainable())
+        {
             match pick(p) {
                 Some(t) => flat.extend(t.iter()),
-                None => flat.extend(std::iter::repeat_n(0.0, p.value.len())),
+                None => flat.extend(std::iter::repeat_n(0.0, p.value().len())),
             }
         }
         flat
@@ -318,8 +323,8 @@ impl Model {
     ) {
         let mut at = 0;
         for p in self.net.trainable_mut() {
-            let len = p.value.len();
-            let t = Tensor::from_shape_vec(p.value.raw_dim(), flat[at..at + len].to_vec())
+            let len = p.value().len();
+            let t = Tensor::from_shape_vec(p.value().raw_dim(), flat[at..at + len].to_vec())
                 .expect("sizes agree");
             put(p, t);
             at += len;
@@ -527,4 +532,146 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(KilnError::io(path, e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Tape, Var};
+
+    /// A Linear(3, 2) model compiled with plain SGD.
+    fn linear() -> Model {
+        let specs =
+            LayerSpec::list_from_json(r#"[{"type":"Linear","in_features":3,"out_features":2}]"#)
+                .unwrap();
+        let mut m = Model::new(&specs, 0).unwrap();
+        let sgd = OptimizerSpec::SGD {
+            lr: 0.5,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        };
+        m.compile(&sgd, Loss::Mse, vec![]).unwrap();
+        m
+    }
+
+    /// `0.weight` bound on `t`: the variable, the value it holds, whether it takes a gradient.
+    fn bound(m: &Model, t: &mut Tape) -> (Var, Tensor, bool) {
+        let tensors = m.net.tensors();
+        let (_, p) = tensors.iter().find(|(n, _)| n == "0.weight").unwrap();
+        let v = p.bind(t);
+        (v, t.value(v).clone(), t.requires_grad(v))
+    }
+
+    /// After a write, binding `0.weight` again on `t` gives a variable not handed out before,
+    /// holding the weight's value now.
+    fn rebinds(m: &Model, t: &mut Tape, seen: &mut Vec<Var>, what: &str) -> bool {
+        let (v, value, grad) = bound(m, t);
+        assert!(
+            !seen.contains(&v),
+            "after {what} the tape handed out an earlier variable"
+        );
+        assert_eq!(
+            value,
+            m.net.state_dict()["0.weight"],
+            "after {what} the tape holds a stale copy"
+        );
+        seen.push(v);
+        grad
+    }
+
+    /// A tape that outlives one call (Python's eager graph lives from `model(x)` to `backward()`)
+    /// binds a parameter as it is now: after every path that writes one (a loaded state dict, a
+    /// flat buffer, an optimizer step, pruning, a freeze and an unfreeze) the next bind is a new
+    /// variable with the new value and flag; unchanged, the parameter stays one variable.
+    #[test]
+    fn a_tape_binds_a_parameter_as_the_last_write_left_it() {
+        let mut m = linear();
+        let mut t = Tape::new(true, 0);
+        let (first, value, grad) = bound(&m, &mut t);
+        assert_eq!(value, m.net.state_dict()["0.weight"]);
+        assert!(grad);
+        assert_eq!(bound(&m, &mut t).0, first, "unchanged, one variable");
+        let mut seen = vec![first];
+
+        let mut sd = m.net.state_dict();
+        sd.get_mut("0.weight").unwrap().mapv_inplace(|w| w + 1.0);
+        m.net.load_state_dict(&sd).unwrap();
+        assert!(rebinds(&m, &mut t, &mut seen, "load_state_dict"));
+
+        let flat: Vec<f32> = m.flat_params().iter().map(|w| 2.0 * w - 0.25).collect();
+        m.set_flat_params(&flat).unwrap();
+        assert!(rebinds(&m, &mut t, &mut seen, "set_flat_params"));
+
+        for (_, p) in m.net.tensors_mut() {
+            p.grad = Some(Tensor::ones(p.value().raw_dim()));
+        }
+        m.optimizer_step().unwrap();
+        assert!(rebinds(&m, &mut t, &mut seen, "an optimizer step"));
+
+        let mut mask = Tensor::ones(ndarray::IxDyn(&[2, 3]));
+        mask[[0, 1]] = 0.0;
+        let masks = BTreeMap::from([("0.weight".to_string(), mask)]);
+        crate::optimize::prune::apply_masks(&mut m, &masks);
+        assert!(rebinds(&m, &mut t, &mut seen, "pruning"));
+
+        m.net.set_trainable("0.", false);
+        assert!(
+            !rebinds(&m, &mut t, &mut seen, "a freeze"),
+            "frozen: no gradient"
+        );
+        m.net.set_trainable("0.", true);
+        assert!(rebinds(&m, &mut t, &mut seen, "an unfreeze"));
+        assert_eq!(
+            bound(&m, &mut t).0,
+            *seen.last().unwrap(),
+            "unchanged again"
+        );
+    }
+
+    /// On one tape, a forward pass after `load_state_dict` runs the loaded weights (as a fresh
+    /// tape does), and backward gives each parameter the gradient of both passes.
+    #[test]
+    fn a_persistent_tape_runs_the_loaded_weights_and_collects_both_passes() {
+        let mut m = linear();
+        let x = Tensor::from_shape_vec(vec![1, 3], vec![1.0, 2.0, 3.0]).unwrap();
+        let mut t = Tape::new(true, 0);
+        let xv = t.constant(x.clone());
+        let before = m.net.forward_all(&mut t, &[xv]).unwrap()[0];
+        let mut sd = m.net.state_dict();
+        for v in sd.values_mut() {
+            v.mapv_inplace(|w| w + 1.0);
+        }
+        m.net.load_state_dict(&sd).unwrap();
+        let after = m.net.forward_all(&mut t, &[xv]).unwrap()[0];
+        let mut fresh = Tape::inference();
+        let fx = fresh.constant(x);
+        let want = m.net.forward_all(&mut fresh, &[fx]).unwrap()[0];
+        assert_eq!(t.value(after), fresh.value(want));
+        // each output moved by the loaded +1 on three weights of inputs 1, 2, 3 and on the bias
+        for (a, b) in t.value(after).iter().zip(t.value(before).iter()) {
+            assert!((a - b - 7.0).abs() < 1e-5, "{a} vs {b}");
+        }
+        let (sa, sb) = (
+            t.sum(before, &[0, 1], false).unwrap(),
+            t.sum(after, &[0, 1], false).unwrap(),
+        );
+        let s = t.add(sa, sb).unwrap();
+        t.backward(s).unwrap();
+        m.net.zero_grad();
+        m.net.collect_grads(&mut t);
+        let grads: BTreeMap<String, Tensor> = m
+            .net
+            .tensors()
+            .into_iter()
+            .map(|(n, p)| (n, p.grad.clone().expect("a gradient")))
+            .collect();
+        // d(sum of both outputs)/dW = x per output row, once per pass; the bias: 1 per pass
+        assert_eq!(
+            grads["0.weight"].as_slice().unwrap(),
+            &[2.0, 4.0, 6.0, 2.0, 4.0, 6.0]
+        );
+        assert_eq!(grads["0.bias"].as_slice().unwrap(), &[2.0, 2.0]);
+    }
 }

@@ -202,12 +202,11 @@ impl Optimizer {
         self.step += 1;
         let (lr, t) = (self.lr, self.step as i32);
         for (name, p) in params {
-            if !p.trainable {
+            if !p.trainable() || p.grad.is_none() {
                 continue;
             }
-            let Some(grad) = p.grad.as_ref() else {
-                continue;
-            };
+            let (value, grad) = p.value_mut_and_grad();
+            let grad = grad.expect("checked above");
             let s = self.state.entry(name).or_default();
             match self.spec {
                 OptimizerSpec::SGD {
@@ -219,7 +218,7 @@ impl Optimizer {
                 } => {
                     let mut g = grad.clone();
                     if weight_decay != 0.0 {
-                        g.scaled_add(weight_decay, &p.value);
+                        g.scaled_add(weight_decay, &*value);
                     }
                     if momentum != 0.0 {
                         let buf = match s.m.take() {
@@ -237,7 +236,7 @@ impl Optimizer {
                         }
                         s.m = Some(buf);
                     }
-                    p.value.scaled_add(-lr, &g);
+                    value.scaled_add(-lr, &g);
                 }
                 OptimizerSpec::Adam {
                     betas,
@@ -257,9 +256,9 @@ impl Optimizer {
                     let [b1, b2] = betas;
                     let mut g = grad.clone();
                     if decoupled {
-                        p.value *= 1.0 - lr * weight_decay;
+                        *value *= 1.0 - lr * weight_decay;
                     } else if weight_decay != 0.0 {
-                        g.scaled_add(weight_decay, &p.value);
+                        g.scaled_add(weight_decay, &*value);
                     }
                     let m = s.m.get_or_insert_with(|| zeros_like(&g));
                     let v = s.v.get_or_insert_with(|| zeros_like(&g));
@@ -283,7 +282,7 @@ impl Optimizer {
                     let bc1 = 1.0 - b1.powi(t);
                     let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
                     let step = lr / bc1;
-                    ndarray::Zip::from(&mut p.value)
+                    ndarray::Zip::from(&mut *value)
                         .and(&*m)
                         .and(vv)
                         .for_each(|p, &m, &v| *p -= step * m / (v.sqrt() / bc2_sqrt + eps));
@@ -298,7 +297,7 @@ impl Optimizer {
                 } => {
                     let mut g = grad.clone();
                     if weight_decay != 0.0 {
-                        g.scaled_add(weight_decay, &p.value);
+                        g.scaled_add(weight_decay, &*value);
                     }
                     let sq = s.v.get_or_insert_with(|| zeros_like(&g));
                     ndarray::Zip::from(&mut *sq)
@@ -321,9 +320,9 @@ impl Optimizer {
                             .and(&g)
                             .and(&avg)
                             .for_each(|b, &g, &a| *b = momentum * *b + g / a);
-                        p.value.scaled_add(-lr, buf);
+                        value.scaled_add(-lr, buf);
                     } else {
-                        ndarray::Zip::from(&mut p.value)
+                        ndarray::Zip::from(&mut *value)
                             .and(&g)
                             .and(&avg)
                             .for_each(|p, &g, &a| *p -= lr * g / a);
@@ -652,7 +651,7 @@ mod tests {
         for _ in 0..steps {
             opt.step(vec![("w".into(), &mut p)]);
         }
-        p.value.iter().copied().collect()
+        p.value().iter().copied().collect()
     }
 
     // Expected values computed with torch.optim on w=[1,-2], constant grad [0.5, 0.25], lr 0.1.

@@ -581,6 +581,18 @@ fn weighted_loss(
 /// many threads run it.
 pub const MIN_SPLIT_BATCH: usize = 32;
 
+/// Whether data-parallel steps are on: yes unless the environment sets `KILN_DATA_PARALLEL=0`
+/// (read at each `fit`; for A/B measurements of the split against the whole batch). The browser
+/// has no environment: on there.
+pub fn data_parallel_enabled() -> bool {
+    !matches!(
+        std::env::var("KILN_DATA_PARALLEL")
+            .as_deref()
+            .map(str::trim),
+        Ok("0")
+    )
+}
+
 /// The shards of a batch of `n` samples: `[0, n)` whole, or two halves (see [`MIN_SPLIT_BATCH`]).
 #[allow(clippy::single_range_in_vec_init)] // one shard: the whole batch
 pub fn shard_ranges(n: usize, splits: bool) -> Vec<std::ops::Range<usize>> {
@@ -854,7 +866,8 @@ pub fn fit(
     };
     let mut order = train_idx.clone();
     // the batch is split into shards when the model keeps its samples apart and it pays (decided once)
-    let splits = model.net.splits_by_sample() && model.net.pays_to_split();
+    let splits =
+        data_parallel_enabled() && model.net.splits_by_sample() && model.net.pays_to_split();
     let mut last_logs: Option<Logs> = None;
     let mut best_checkpoint = f64::INFINITY;
     'epochs: for epoch in 1..=cfg.epochs {
@@ -911,7 +924,7 @@ pub fn fit(
                 .net
                 .tensors_mut()
                 .into_iter()
-                .filter(|(_, p)| p.trainable)
+                .filter(|(_, p)| p.trainable())
                 .collect();
             if let Some(max) = cfg.clip_grad_norm {
                 clip_grad_norm(&mut named, max);

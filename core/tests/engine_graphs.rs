@@ -631,7 +631,7 @@ fn a_pytorch_export_becomes_a_kiln_model_that_trains_and_exports_again() {
         .net
         .tensors()
         .iter()
-        .any(|(n, p)| n == "b.conv1.w" && p.trainable));
+        .any(|(n, p)| n == "b.conv1.w" && p.trainable()));
     // it trains: the loss on a fixed batch goes down
     model
         .compile(

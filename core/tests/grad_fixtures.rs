@@ -77,7 +77,7 @@ fn compare_tensors(name: &str, model: &Model, f32s: &BTreeMap<String, Tensor>) -
     for (pname, p) in model.net.tensors() {
         if p.is_buffer {
             let want = &f32s[&format!("after.{pname}")];
-            assert_close(&format!("{name} running stat {pname}"), &p.value, want);
+            assert_close(&format!("{name} running stat {pname}"), p.value(), want);
         } else {
             let g = p
                 .grad

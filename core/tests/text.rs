@@ -138,7 +138,7 @@ fn gru_lm(tok: &Tokenizer, window: usize) -> Model {
     let spec: kiln_core::nn::GraphSpec = serde_json::from_str(&json).unwrap();
     let mut m = Model::from_graph_spec(&spec, 5).unwrap();
     for (_, p) in m.net.tensors_mut() {
-        p.value.mapv_inplace(|w| w * 4.0);
+        p.value_mut().mapv_inplace(|w| w * 4.0);
     }
     m
 }

@@ -376,7 +376,7 @@ impl PyModel {
             .net
             .tensors()
             .into_iter()
-            .map(|(n, p)| (n, p.value.shape().to_vec(), p.trainable, p.is_buffer))
+            .map(|(n, p)| (n, p.value().shape().to_vec(), p.trainable(), p.is_buffer))
             .collect()
     }
 

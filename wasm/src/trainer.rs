@@ -48,7 +48,7 @@ impl TrainerCore {
             .tensors()
             .into_iter()
             .filter(|(_, p)| !p.is_buffer)
-            .map(|(name, p)| serde_json::json!({ "name": name, "shape": p.value.shape(), "trainable": p.trainable }))
+            .map(|(name, p)| serde_json::json!({ "name": name, "shape": p.value().shape(), "trainable": p.trainable() }))
             .collect();
         serde_json::json!({
             "layers": self.model.net.specs(),

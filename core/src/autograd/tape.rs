@@ -91,9 +91,12 @@ pub struct Tape {
     record: bool,
     rng: ChaCha8Rng,
     id: u64,
-    /// Parameters bound on this tape, by the parameter's id: a parameter used twice (a module
-    /// called twice, a tied weight) is one variable, so both uses add to its gradient.
-    bound: std::collections::HashMap<u64, Var>,
+    /// Parameters bound on this tape, by the parameter's id: every variable it was bound to, with
+    /// the version of the value each holds, newest last. A parameter used twice at one version (a
+    /// module called twice, a tied weight) is one variable; after a write to the parameter (a
+    /// loaded state dict, an optimizer step, a freeze) the next bind makes a new one, so a tape
+    /// that lives across calls (Python's eager graph) never hands out a stale copy.
+    bound: std::collections::HashMap<u64, Vec<(u64, Var)>>,
     /// New values for buffers (batch-norm running statistics), by the buffer's id: a forward pass
     /// reads the model without changing it, and whoever owns the model applies these after it.
     updates: Vec<(u64, Tensor)>,
@@ -137,20 +140,42 @@ impl Tape {
         &mut self.rng
     }
 
-    /// The variable a parameter (by its process-unique `key`) was bound to on this tape, if any.
-    pub fn bound(&self, key: u64) -> Option<Var> {
-        self.bound.get(&key).copied()
-    }
-
-    /// Bind a parameter: the leaf holding `value` (made once per tape and key; later calls return
-    /// the same variable without calling `value`).
-    pub fn bind(&mut self, key: u64, value: impl FnOnce() -> Tensor, requires_grad: bool) -> Var {
-        if let Some(v) = self.bound(key) {
-            return v;
+    /// Bind a parameter (by its process-unique `key`) at `version` of its value: the leaf holding
+    /// `value`, made once per tape, key and version; later calls at the same version return the
+    /// same variable without calling `value`, a call at another version makes a new leaf.
+    pub fn bind(
+        &mut self,
+        key: u64,
+        version: u64,
+        value: impl FnOnce() -> Tensor,
+        requires_grad: bool,
+    ) -> Var {
+        if let Some(&(at, v)) = self.bound.get(&key).and_then(|b| b.last()) {
+            if at == version {
+                return v;
+            }
         }
         let v = self.leaf(value(), requires_grad);
-        self.bound.insert(key, v);
+        self.bound.entry(key).or_default().push((version, v));
         v
+    }
+
+    /// Take the gradient (after backward) of the parameter `key` out of the tape: the sum over
+    /// every variable it was bound to here (one per version of its value it was used at), or None
+    /// when it was not bound or no gradient reached it.
+    pub fn take_bound_grad(&mut self, key: u64) -> Option<Tensor> {
+        let n = self.bound.get(&key).map_or(0, Vec::len);
+        let mut sum: Option<Tensor> = None;
+        for i in 0..n {
+            let v = self.bound[&key][i].1;
+            if let Some(g) = self.take_grad(v) {
+                match &mut sum {
+                    Some(acc) => *acc += &g,
+                    slot => *slot = Some(g),
+                }
+            }
+        }
+        sum
     }
 
     /// The new value recorded for the buffer `key` by this tape's forward pass, if any.

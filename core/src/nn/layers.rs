@@ -55,7 +55,7 @@ impl Module for Linear {
     }
     weight_bias_tensors!();
     fn spec(&self) -> LayerSpec {
-        let s = self.weight.value.shape();
+        let s = self.weight.value().shape();
         LayerSpec::Linear {
             in_features: s[1],
             out_features: s[0],
@@ -272,7 +272,7 @@ impl Module for BatchNorm {
         ]
     }
     fn spec(&self) -> LayerSpec {
-        let (num_features, eps, momentum) = (self.weight.value.len(), self.eps, self.momentum);
+        let (num_features, eps, momentum) = (self.weight.value().len(), self.eps, self.momentum);
         if self.two_d {
             LayerSpec::BatchNorm2d {
                 num_features,
@@ -329,7 +329,7 @@ impl Module for LayerNorm {
     }
     fn spec(&self) -> LayerSpec {
         LayerSpec::LayerNorm {
-            normalized_shape: self.weight.value.shape().to_vec(),
+            normalized_shape: self.weight.value().shape().to_vec(),
             eps: self.eps,
         }
     }
@@ -355,7 +355,7 @@ impl Embedding {
 
 impl Module for Embedding {
     fn forward(&self, t: &mut Tape, x: Var) -> Result<Var> {
-        let n = self.weight.value.shape()[0];
+        let n = self.weight.value().shape()[0];
         let mut ids = ArrayD::<usize>::zeros(t.value(x).raw_dim());
         for (id, &v) in ids.iter_mut().zip(t.value(x).iter()) {
             if v.fract() != 0.0 || v < 0.0 || v >= n as f32 {
@@ -373,7 +373,7 @@ impl Module for Embedding {
         vec![("weight".into(), &mut self.weight)]
     }
     fn spec(&self) -> LayerSpec {
-        let s = self.weight.value.shape();
+        let s = self.weight.value().shape();
         LayerSpec::Embedding {
             num_embeddings: s[0],
             embedding_dim: s[1],

@@ -29,18 +29,24 @@ use crate::autograd::{Tape, Tensor, Var};
 use crate::Result;
 
 /// A named tensor of a module: a trainable parameter or a buffer (such as batch-norm running statistics).
+///
+/// The value and the trainable flag are private: every write goes through [`Param::value_mut`],
+/// [`Param::set_value`] or [`Param::set_trainable`], which bump the parameter's version, so a tape
+/// that bound the old value binds the new one next time (see [`Param::bind`]).
 #[derive(Debug)]
 pub struct Param {
     /// The current value.
-    pub value: Tensor,
+    value: Tensor,
     /// The gradient from the last backward pass, if any.
     pub grad: Option<Tensor>,
     /// Whether optimizers update it. Buffers are never trainable; parameters can be frozen.
-    pub trainable: bool,
+    trainable: bool,
     /// Whether this is a buffer (state, not a parameter).
     pub is_buffer: bool,
-    /// Unique in the process (a clone gets its own): how tapes know which variable holds it.
+    /// Unique in the process (a clone gets its own): how tapes know which variables hold it.
     id: u64,
+    /// Bumped by every write to the value or the trainable flag: a tape's variable holds one version.
+    version: u64,
 }
 
 /// Every parameter gets its own id, so tapes can tell parameters apart without borrowing them
@@ -59,6 +65,7 @@ impl Clone for Param {
             trainable: self.trainable,
             is_buffer: self.is_buffer,
             id: next_param_id(),
+            version: 0,
         }
     }
 }
@@ -72,6 +79,7 @@ impl Param {
             trainable: true,
             is_buffer: false,
             id: next_param_id(),
+            version: 0,
         }
     }
 
@@ -83,15 +91,56 @@ impl Param {
             trainable: false,
             is_buffer: true,
             id: next_param_id(),
+            version: 0,
+        }
+    }
+
+    /// The current value.
+    pub fn value(&self) -> &Tensor {
+        &self.value
+    }
+
+    /// The value, to change in place (an optimizer step, pruning): counts as a write, so tapes
+    /// bind the new value from now on.
+    pub fn value_mut(&mut self) -> &mut Tensor {
+        self.version += 1;
+        &mut self.value
+    }
+
+    /// The value to change in place beside the gradient to read (an optimizer step): a write, as
+    /// [`Param::value_mut`].
+    pub fn value_mut_and_grad(&mut self) -> (&mut Tensor, Option<&Tensor>) {
+        self.version += 1;
+        (&mut self.value, self.grad.as_ref())
+    }
+
+    /// Replace the value (a loaded state dict or flat buffer); tapes bind the new one from now on.
+    /// The caller keeps the shape (the loaders check it).
+    pub fn set_value(&mut self, value: Tensor) {
+        self.version += 1;
+        self.value = value;
+    }
+
+    /// Whether optimizers update it.
+    pub fn trainable(&self) -> bool {
+        self.trainable
+    }
+
+    /// Freeze (false) or unfreeze (true); tapes bind it with the new flag from now on.
+    pub fn set_trainable(&mut self, trainable: bool) {
+        if trainable != self.trainable {
+            self.version += 1;
+            self.trainable = trainable;
         }
     }
 
     /// Put the value on the tape (a copy, so the tape owns its values), which remembers where, so
-    /// the gradient can be collected after backward. Bound twice on one tape (a module called
-    /// twice, a tied weight) it is one variable, so both uses add to its gradient. Reads the
-    /// parameter only: any number of tapes may bind it at once.
+    /// the gradient can be collected after backward. Bound twice on one tape while the value is
+    /// unchanged (a module called twice, a tied weight) it is one variable, so both uses add to
+    /// its gradient; bound after a write (see [`Param::value_mut`]) it is a new variable holding
+    /// the new value. Reads the parameter only: any number of tapes may bind it at once.
     pub fn bind(&self, t: &mut Tape) -> Var {
-        t.bind(self.id, || self.value.clone(), self.trainable)
+        t.bind(self.id, self.version, || self.value.clone(), self.trainable)
     }
 
     /// The buffer's value as this tape's forward pass sees it: the value it recorded with
@@ -109,14 +158,15 @@ impl Param {
     /// Take the value this tape recorded for the buffer, if any (see [`Param::update`]).
     pub fn apply_update(&mut self, updates: &mut Vec<(u64, Tensor)>) {
         if let Some(i) = updates.iter().position(|(k, _)| *k == self.id) {
-            self.value = updates.swap_remove(i).1;
+            self.set_value(updates.swap_remove(i).1);
         }
     }
 
     /// Add this parameter's gradient from the tape (after backward) to its `grad`, as PyTorch
-    /// accumulates until `zero_grad`.
+    /// accumulates until `zero_grad`: the sum over every use on the tape, also uses at an
+    /// earlier value (a forward pass before a write, one after it).
     pub fn collect_grad(&mut self, t: &mut Tape) {
-        let Some(g) = t.bound(self.id).and_then(|v| t.take_grad(v)) else {
+        let Some(g) = t.take_bound_grad(self.id) else {
             return;
         };
         match &mut self.grad {

@@ -159,7 +159,7 @@ impl Net {
                 .iter()
                 .map(|(name, p)| NamedParam {
                     name: name.clone(),
-                    shape: p.value.shape().to_vec(),
+                    shape: p.value().shape().to_vec(),
                     buffer: p.is_buffer,
                 })
                 .collect(),
@@ -237,7 +237,7 @@ impl Net {
         };
         graph.splits_by_sample(
             &|path| self.module_at(path).ok().map(|m| m.spec()),
-            &|name| self.tensor_at(name).ok().map(|p| p.value.ndim()),
+            &|name| self.tensor_at(name).ok().map(|p| p.value().ndim()),
         )
     }
 
@@ -315,7 +315,7 @@ impl Net {
     pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
         self.tensors()
             .into_iter()
-            .map(|(k, p)| (k, p.value.clone()))
+            .map(|(k, p)| (k, p.value().clone()))
             .collect()
     }
 
@@ -354,11 +354,11 @@ impl Net {
             let Some(v) = dict.get(&name) else {
                 return Err(KilnError::Checkpoint(format!("missing tensor {name:?}")));
             };
-            if v.shape() != p.value.shape() {
+            if v.shape() != p.value().shape() {
                 return Err(KilnError::Checkpoint(format!(
                     "tensor {name:?} has shape {:?}, the model expects {:?}",
                     v.shape(),
-                    p.value.shape()
+                    p.value().shape()
                 )));
             }
             plan.push(name);
@@ -369,7 +369,7 @@ impl Net {
             )));
         }
         for (name, p) in self.tensors_mut() {
-            p.value = dict[&name].as_standard_layout().into_owned();
+            p.set_value(dict[&name].as_standard_layout().into_owned());
         }
         Ok(())
     }
@@ -379,7 +379,7 @@ impl Net {
         self.tensors_mut()
             .into_iter()
             .map(|(_, p)| p)
-            .filter(|p| p.trainable)
+            .filter(|p| p.trainable())
             .collect()
     }
 
@@ -387,8 +387,8 @@ impl Net {
     pub fn num_trainable(&self) -> usize {
         self.tensors()
             .iter()
-            .filter(|(_, p)| p.trainable)
-            .map(|(_, p)| p.value.len())
+            .filter(|(_, p)| p.trainable())
+            .map(|(_, p)| p.value().len())
             .sum()
     }
 
@@ -411,7 +411,7 @@ impl Net {
         let mut n = 0;
         for (name, p) in self.tensors_mut() {
             if !p.is_buffer && name.starts_with(prefix) {
-                p.trainable = trainable;
+                p.set_trainable(trainable);
                 n += 1;
             }
         }
@@ -542,8 +542,9 @@ mod tests {
         )
         .unwrap();
         let mut net = Net::from_spec(&spec, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
-        net.tensor_mut("scale").unwrap().value =
-            ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.5, -1.0, 2.0]).unwrap();
+        net.tensor_mut("scale")
+            .unwrap()
+            .set_value(ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.5, -1.0, 2.0]).unwrap());
         let x =
             ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.3, -0.2, 0.5, 1.0, 0.1, -0.7]).unwrap();
         let loss = |net: &mut Net| -> f64 {
@@ -568,7 +569,7 @@ mod tests {
                 let h = 1e-2;
                 let at = |net: &mut Net, d: f32| {
                     let p = net.tensor_mut(&name).unwrap();
-                    let v = p.value.as_slice_mut().unwrap();
+                    let v = p.value_mut().as_slice_mut().unwrap();
                     v[i] += d;
                 };
                 at(&mut net, h);

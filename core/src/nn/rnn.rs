@@ -182,7 +182,7 @@ mod tests {
         let names: Vec<(String, Vec<usize>)> = m
             .tensors()
             .into_iter()
-            .map(|(n, p)| (n, p.value.shape().to_vec()))
+            .map(|(n, p)| (n, p.value().shape().to_vec()))
             .collect();
         assert_eq!(names.len(), 16);
         assert_eq!(names[0], ("weight_ih_l0".into(), vec![12, 3]));
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(names[8], ("weight_ih_l1".into(), vec![12, 8]));
         assert_eq!(names[15], ("bias_hh_l1_reverse".into(), vec![12]));
         for (_, p) in m.tensors() {
-            assert!(p.value.iter().all(|v| v.abs() <= 0.5));
+            assert!(p.value().iter().all(|v| v.abs() <= 0.5));
         }
         assert_eq!(m.spec(), spec);
         let e = LayerSpec::from_json(r#"{"type":"LSTM","input_size":3,"hidden_size":0}"#)

@@ -98,10 +98,10 @@ impl Net {
         })?;
         let count = |tensors: Vec<(String, &super::Param)>| {
             tensors.iter().fold((0, 0), |(tr, non), (_, p)| {
-                if p.trainable {
-                    (tr + p.value.len(), non)
+                if p.trainable() {
+                    (tr + p.value().len(), non)
                 } else {
-                    (tr, non + p.value.len())
+                    (tr, non + p.value().len())
                 }
             })
         };
@@ -126,10 +126,10 @@ impl Net {
         rows.extend(self.free_params().map(|(name, p)| SummaryRow {
             name: name.to_string(),
             kind: if p.is_buffer { "Buffer" } else { "Parameter" }.into(),
-            output_shape: Some(p.value.shape().to_vec()),
+            output_shape: Some(p.value().shape().to_vec()),
             calls: 0,
-            trainable: if p.trainable { p.value.len() } else { 0 },
-            non_trainable: if p.trainable { 0 } else { p.value.len() },
+            trainable: if p.trainable() { p.value().len() } else { 0 },
+            non_trainable: if p.trainable() { 0 } else { p.value().len() },
         }));
         let (trainable, non_trainable) = count(self.tensors());
         Ok(Summary {

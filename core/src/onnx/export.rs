@@ -150,7 +150,7 @@ impl Graph {
     /// A parameter as an initializer, once even when several nodes read it (a tied weight).
     fn param(&mut self, name: String, p: &Param) -> String {
         if !self.initializers.iter().any(|t| t.name == name) {
-            self.initializers.push(f32_tensor(&name, &p.value));
+            self.initializers.push(f32_tensor(&name, p.value()));
         }
         name
     }

@@ -59,7 +59,7 @@ pub fn flat_layers(model: &Model) -> Result<Vec<FlatLayer>> {
         .map(|(prefix, spec)| {
             let mut module = spec.build(&mut rng)?;
             for (name, p) in module.tensors_mut() {
-                p.value = tensors[&format!("{prefix}{name}")].clone();
+                p.set_value(tensors[&format!("{prefix}{name}")].clone());
             }
             Ok(FlatLayer {
                 prefix,

@@ -159,7 +159,7 @@ pub fn magnitude_masks(model: &Model, opts: &PruneOptions) -> Result<BTreeMap<St
 pub fn apply_masks(model: &mut Model, masks: &BTreeMap<String, Tensor>) {
     for (name, p) in model.net.tensors_mut() {
         if let Some(mask) = masks.get(&name) {
-            p.value *= mask;
+            *p.value_mut() *= mask;
         }
     }
 }
@@ -225,7 +225,7 @@ pub fn fit_masked(
         .tensors()
         .into_iter()
         .filter(|(name, _)| masked.contains(name) || dead_bias.contains(name))
-        .map(|(name, p)| (name, p.value.mapv(|v| if v == 0.0 { 0.0 } else { 1.0 })))
+        .map(|(name, p)| (name, p.value().mapv(|v| if v == 0.0 { 0.0 } else { 1.0 })))
         .collect();
     let mut hold = |m: &mut Model| apply_masks(m, &masks);
     let cfg = FitConfig {

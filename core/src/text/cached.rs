@@ -556,7 +556,7 @@ mod tests {
         // non-zero biases and position table, so a misread one shows
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(9);
         for (_, p) in m.net.tensors_mut() {
-            p.value
+            p.value_mut()
                 .mapv_inplace(|v| v + rand::Rng::random_range(&mut rng, -0.5..0.5));
         }
         m

@@ -1821,7 +1821,7 @@ impl Importer {
         let ax0 = ndarray::Axis(0);
         for (pname, p) in module.tensors_mut() {
             let d = usize::from(pname.ends_with("_reverse"));
-            p.value = if pname.starts_with("weight_ih") {
+            p.set_value(if pname.starts_with("weight_ih") {
                 cell.from_onnx_gates(&w.index_axis(ax0, d).to_owned().into_dyn())
             } else if pname.starts_with("weight_hh") {
                 cell.from_onnx_gates(&r.index_axis(ax0, d).to_owned().into_dyn())
@@ -1834,7 +1834,7 @@ impl Importer {
                     gh..2 * gh
                 };
                 cell.from_onnx_gates(&bd.slice(ndarray::s![half]).to_owned().into_dyn())
-            };
+            });
         }
         // a path no other layer has, from the node's name
         let base: String = n

@@ -379,7 +379,7 @@ impl KilnSession {
             self.weights.into_iter().collect();
         for (name, m) in &modules {
             for (t, p) in m.tensors() {
-                dict.insert(format!("{name}.{t}"), p.value.clone());
+                dict.insert(format!("{name}.{t}"), p.value().clone());
             }
         }
         model.net.load_state_dict(&dict)?;

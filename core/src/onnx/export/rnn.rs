@@ -30,7 +30,7 @@ pub(super) fn emit_rnn(
         tensors
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, p)| &p.value)
+            .map(|(_, p)| p.value())
             .ok_or_else(|| KilnError::onnx(format!("export: layer {prefix} has no tensor {name}")))
     };
     let (cell, dirs, hid) = (cfg.cell, cfg.directions(), cfg.hidden_size);
