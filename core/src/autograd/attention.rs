@@ -16,16 +16,24 @@ use super::tape::{Tape, Tensor, Var};
 use super::vmath::{in_blocks, load, simd_dispatch, softmax_row, store, LANES};
 use crate::{shape_err, value_err, Result};
 
-/// `f(b, block)` for every batch's block of `out` (`chunk` values each): in parallel natively.
-fn per_batch(out: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+/// `f(b, block)` for every batch's block of `out` (`chunk` values each): in parallel natively
+/// when `parallel` ([`Tape::parallel_ops`]), else in order.
+fn per_batch(
+    parallel: bool,
+    out: &mut [f32],
+    chunk: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
     #[cfg(not(target_arch = "wasm32"))]
-    {
+    if parallel {
         use rayon::prelude::*;
         out.par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(b, block)| f(b, block));
+        return;
     }
     #[cfg(target_arch = "wasm32")]
+    let _ = parallel;
     out.chunks_mut(chunk)
         .enumerate()
         .for_each(|(b, block)| f(b, block));
@@ -316,9 +324,10 @@ impl Tape {
         let scale = 1.0 / (n.d as f32).sqrt();
         let (qv, kv) = (flat(self.value(q)), flat(self.value(k)));
         let (e, hls) = (n.e(), n.h * n.l * n.s);
+        let par = self.parallel_ops;
         let mut p = vec![0.0f32; n.b * hls];
         let mask = mask.as_deref().map(|m| Mask { values: m, mb, mh });
-        per_batch(&mut p, hls, |b, block| {
+        per_batch(par, &mut p, hls, |b, block| {
             weights_batch(n, scale, &qv, &kv, mask, b, block)
         });
         drop((qv, kv));
@@ -347,7 +356,7 @@ impl Tape {
             let (lq, lk) = (n.l * e, n.s * e);
             // per batch: ∂q's rows then ∂k's
             let mut dqk = vec![0.0f32; n.b * (lq + lk)];
-            per_batch(&mut dqk, lq + lk, |b, block| {
+            per_batch(par, &mut dqk, lq + lk, |b, block| {
                 let (qb, kb) = (&qv[b * lq..][..lq], &kv[b * lk..][..lk]);
                 let at = b * hls;
                 let keep = keep.as_deref().map(|k| &k[at..at + hls]);
@@ -401,9 +410,10 @@ impl Tape {
             d: sv[2] / sp[1],
         };
         let (e, hls) = (n.e(), n.h * n.l * n.s);
+        let par = self.parallel_ops;
         let (pv, vv) = (flat(self.value(p)), flat(self.value(v)));
         let mut o = vec![0.0f32; n.b * n.l * e];
-        per_batch(&mut o, n.l * e, |b, block| {
+        per_batch(par, &mut o, n.l * e, |b, block| {
             let vb = &vv[b * n.s * e..][..n.s * e];
             apply_batch(n, &pv[b * hls..][..hls], vb, block)
         });
@@ -415,7 +425,7 @@ impl Tape {
             let lv = n.s * e;
             // per batch: ∂P's heads then ∂v's rows
             let mut both = vec![0.0f32; n.b * (hls + lv)];
-            per_batch(&mut both, hls + lv, |b, block| {
+            per_batch(par, &mut both, hls + lv, |b, block| {
                 let (vb, gb) = (&vv[b * lv..][..lv], &g[b * n.l * e..][..n.l * e]);
                 apply_back_batch(n, &pv[b * hls..][..hls], vb, gb, block)
             });

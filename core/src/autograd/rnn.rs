@@ -183,6 +183,8 @@ struct Dims {
     hidden: usize,
     /// Columns of the output (D · hidden); direction `d` writes columns `d·hidden..`.
     width: usize,
+    /// Whether the chunks may run on rayon's threads ([`Tape::parallel_ops`]).
+    parallel: bool,
 }
 
 /// What one direction's forward keeps for backward, in chunk-major row order (see [`Chunks`]): the
@@ -274,13 +276,20 @@ fn batch_rows(s: Option<&[f32]>, (b0, b1): (usize, usize), h: usize) -> Option<&
     s.map(|s| &s[b0 * h..b1 * h])
 }
 
-/// `f` on every task, in parallel on rayon's threads natively (in order in wasm); results in order.
-fn run_tasks<T: Send, R: Send>(tasks: Vec<T>, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+/// `f` on every task, in parallel on rayon's threads natively when `parallel` (in order in wasm);
+/// results in order.
+fn run_tasks<T: Send, R: Send>(
+    parallel: bool,
+    tasks: Vec<T>,
+    f: impl Fn(T) -> R + Sync + Send,
+) -> Vec<R> {
     #[cfg(not(target_arch = "wasm32"))]
-    if tasks.len() > 1 {
+    if parallel && tasks.len() > 1 {
         use rayon::prelude::*;
         return tasks.into_par_iter().map(f).collect();
     }
+    #[cfg(target_arch = "wasm32")]
+    let _ = parallel;
     tasks.into_iter().map(f).collect()
 }
 
@@ -581,7 +590,9 @@ fn forward_direction(
             c0: batch_rows(c0, bounds, h),
         })
         .collect();
-    let finals = run_tasks(tasks, |ch| forward_chunk(n, &w_hh_t, &bias, reverse, ch));
+    let finals = run_tasks(n.parallel, tasks, |ch| {
+        forward_chunk(n, &w_hh_t, &bias, reverse, ch)
+    });
     let (mut h_n, mut c_n) = (Vec::with_capacity(b * h), Vec::with_capacity(b * h));
     for (hc, cc) in finals {
         h_n.extend(hc);
@@ -920,7 +931,9 @@ fn backward_direction(
         .collect();
     // W_hh packed once for every step of every chunk
     let w_hh = PackedMatrix::new(gh_w, h, |r, c| w.w_hh[[r, c]]);
-    let firsts = run_tasks(tasks, |ch| backward_chunk(n, &w_hh, reverse, dout, col, ch));
+    let firsts = run_tasks(n.parallel, tasks, |ch| {
+        backward_chunk(n, &w_hh, reverse, dout, col, ch)
+    });
     let (mut dh0, mut dc0) = (Vec::with_capacity(b * h), Vec::with_capacity(b * h));
     for (dh, dc) in firsts {
         dh0.extend(dh);
@@ -1156,6 +1169,7 @@ impl Tape {
             batch: b,
             hidden,
             width: dirs * hidden,
+            parallel: self.parallel_ops,
         };
         let x2 = ArrayView2::from_shape((t_len * b, i_size), xs.as_slice().expect("standard"))
             .expect("T·B×I");

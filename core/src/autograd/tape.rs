@@ -88,6 +88,10 @@ pub struct Tape {
     grads: Vec<Option<Tensor>>,
     /// Whether layers behave as in training (dropout active, batch-norm on batch statistics).
     pub training: bool,
+    /// Whether one op may spread its work over rayon's threads (attention's batches, a recurrent
+    /// layer's chunks). Off on a shard of a data-parallel step, whose sibling shard holds the
+    /// other core already. Either way every value is computed by the same loop: same bits.
+    pub(crate) parallel_ops: bool,
     record: bool,
     rng: ChaCha8Rng,
     id: u64,
@@ -114,6 +118,7 @@ impl Tape {
             nodes: Vec::with_capacity(64),
             grads: Vec::new(),
             training,
+            parallel_ops: true,
             record: cfg!(feature = "train"),
             rng: ChaCha8Rng::seed_from_u64(seed),
             id: NEXT_TAPE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
