@@ -198,6 +198,29 @@ pub enum Op {
     MultiheadAttention(Attention),
 }
 
+impl Op {
+    /// One value in, the same shape out, each element from its own input element alone (so it
+    /// keeps a batch's samples and a sequence's positions apart).
+    pub(crate) fn is_unary_elementwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Neg
+                | Op::Scalar { .. }
+                | Op::Relu
+                | Op::LeakyRelu { .. }
+                | Op::Gelu { .. }
+                | Op::Sigmoid
+                | Op::Tanh
+                | Op::Exp
+                | Op::Log
+                | Op::Sqrt
+                | Op::Erf
+                | Op::FakeQuant { .. }
+                | Op::Dropout { .. }
+        )
+    }
+}
+
 /// A graph input: its name (forward's argument name), element type and per-sample shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GraphInput {

@@ -146,19 +146,7 @@ fn op_rows(op: &Op, xs: &[Rows], param_rank: &dyn Fn(&str) -> Option<usize>) -> 
     let rest_shared = xs[1..].iter().all(|x| matches!(x, Shared(_)));
     let keep = |ok: bool| if ok { samples(axis, rank) } else { Mixed };
     match op {
-        Op::Neg
-        | Op::Scalar { .. }
-        | Op::Relu
-        | Op::LeakyRelu { .. }
-        | Op::Gelu { .. }
-        | Op::Sigmoid
-        | Op::Tanh
-        | Op::Exp
-        | Op::Log
-        | Op::Sqrt
-        | Op::Erf
-        | Op::FakeQuant { .. }
-        | Op::Dropout { .. } => keep(xs.len() == 1),
+        op if op.is_unary_elementwise() => keep(xs.len() == 1),
         Op::Add | Op::Sub | Op::Mul | Op::Div if xs.len() == 2 => broadcast(&xs[0], &xs[1]),
         Op::MatMul if xs.len() == 2 => match (&xs[1], rank) {
             // rows of the left factor times a weight matrix

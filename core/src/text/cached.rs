@@ -173,23 +173,8 @@ fn plan(
                 ) => true,
                 _ => false,
             },
-            Op::Relu
-            | Op::LeakyRelu { .. }
-            | Op::Gelu { .. }
-            | Op::Sigmoid
-            | Op::Tanh
-            | Op::Exp
-            | Op::Log
-            | Op::Sqrt
-            | Op::Erf
-            | Op::Neg
-            | Op::Scalar { .. }
-            | Op::Dropout { .. }
-            | Op::Add
-            | Op::Sub
-            | Op::Mul
-            | Op::Div
-            | Op::Embedding => true,
+            op if op.is_unary_elementwise() => true,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Embedding => true,
             Op::Linear => away_from_time(1),
             // x @ w with w a constant matrix: rows stay rows
             Op::MatMul => only_first_timed && rank_of(node.inputs[1]) == 2 && away_from_time(1),
