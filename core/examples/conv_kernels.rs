@@ -2,6 +2,10 @@
 //! (the fastest of 15 timed batches by this thread's CPU time, so that a busy host's steal time stays out, one thread): what kiln's engine's plan runs (`PackedConv::best`,
 //! the channel tile where it suits) beside every tile kernel this CPU has.
 //! `cargo run --release -p kiln-core --example conv_kernels -- [BATCH]`
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::thread_cpu_ms;
+
 use kiln_core::autograd::Window;
 use kiln_core::kernels::{Kernel, PackedConv};
 
@@ -58,11 +62,11 @@ fn main() {
             let reps = ((2e8 / flops) as usize).max(1);
             let best = (0..16)
                 .map(|_| {
-                    let t = thread_cpu_s();
+                    let t = thread_cpu_ms();
                     for _ in 0..reps {
                         conv.run(&x, &shape, residual, true, &mut out).unwrap();
                     }
-                    (thread_cpu_s() - t) / reps as f64
+                    (thread_cpu_ms() - t) * 1e-3 / reps as f64
                 })
                 .skip(1)
                 .fold(f64::INFINITY, f64::min);
@@ -72,21 +76,4 @@ fn main() {
     }
     let names: Vec<&str> = Kernel::available().iter().map(|k| k.name()).collect();
     println!("columns: plan, {}", names.join(", "));
-}
-
-/// This thread's CPU time in seconds (Linux's `CLOCK_THREAD_CPUTIME_ID`).
-fn thread_cpu_s() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-    }
-    let mut t = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec; 3 is CLOCK_THREAD_CPUTIME_ID.
-    let ok = unsafe { clock_gettime(3, &mut t) } == 0;
-    assert!(ok, "clock_gettime");
-    t.sec as f64 + t.nsec as f64 * 1e-9
 }

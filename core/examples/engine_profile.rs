@@ -2,6 +2,10 @@
 //! many runs at one batch size. `cargo run --release --example engine_profile -- MODEL.onnx [BATCH] [cpu]`
 use std::time::Instant;
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::thread_cpu_ms;
+
 use kiln_core::onnx::engine::{KilnSession, Value};
 use kiln_core::Tensor;
 use ndarray::IxDyn;
@@ -50,28 +54,4 @@ fn main() {
         println!("{:>9.4} ms  {}", t[t.len() / 2], runs[0][s].0);
     }
     println!("{total:>9.4} ms  total (sum of medians), batch {batch}");
-}
-
-/// This thread's CPU time in milliseconds (Linux's `CLOCK_THREAD_CPUTIME_ID`).
-#[cfg(target_os = "linux")]
-fn thread_cpu_ms() -> f64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
-    }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-    let mut t = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec; the clock id is Linux's.
-    let ok = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
-    assert!(ok, "clock_gettime");
-    t.sec as f64 * 1e3 + t.nsec as f64 * 1e-6
-}
-
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu_ms() -> f64 {
-    panic!("cpu time: Linux only")
 }
