@@ -41,6 +41,9 @@ pub struct Kernel {
     pub(super) packed: PackedTile,
     pub(super) direct: DirectTile,
     pub(super) name: &'static str,
+    /// Whether a 1×1 strided window reads its one phase plane in place (see [`PackedConv::run`])
+    /// rather than packing an input panel per tile.
+    pub(super) strided_1x1_in_place: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -61,6 +64,7 @@ impl Kernel {
         } else {
             "portable 4x8"
         },
+        strided_1x1_in_place: true,
     };
 
     /// The fastest kernel this CPU runs (x86-64: AVX-512 or AVX2+FMA when the CPU has them,
@@ -332,18 +336,15 @@ impl PackedConv {
         let pq = if rows { p } else { oh * wq };
         // A strided window reads its phase-split image in place when its output rows are whole
         // runs, or when computing them wide takes no more tiles than packing does (8×8 outputs of
-        // a 3×3 stride-2 conv are 72 positions wide: three tiles of 32 for two); a 1×1 strided
-        // window packs (its panel is the split, without the zeroed planes or the wide rows).
-        // x86-64 only for now: in wasm strided windows pack, and the constant strides below let
-        // the compiler drop the split's phase arithmetic (the small module must not grow).
+        // a 3×3 stride-2 conv are 72 positions wide: three tiles of 32 for two). Natively a 1×1
+        // strided window packs (its panel is the split, without the zeroed planes or the wide
+        // rows; AVX-512's channel tile takes it anyway); the 4×8 tile (wasm's), where a packed
+        // tile of a short reduction ran at a fifth of a direct one's speed (the ResNet-8's 1×1
+        // stride-2 shortcut: 5 GFLOP/s in wasm), reads the one phase plane its taps read.
         let strided = sh > 1 || sw > 1;
         let whole = rows || pq.div_ceil(nr) <= p.div_ceil(nr);
-        if !strided || (cfg!(target_arch = "x86_64") && kh * kw > 1 && whole) {
-            let [sh, sw] = if cfg!(target_arch = "x86_64") {
-                [sh, sw]
-            } else {
-                [1, 1]
-            };
+        let in_place = kh * kw > 1 || self.kernel.strided_1x1_in_place;
+        if !strided || (whole && in_place) {
             // only the phases some tap reads are kept: a 1×1 stride-2 window reads one plane of
             // four; `rank` numbers the row (column) phases kept
             let rank = |stride: usize, taps: usize, dil: usize| {
@@ -599,10 +600,6 @@ fn taps(win: Window) -> Vec<usize> {
         dilation: [dh, dw],
         ..
     } = win;
-    if !cfg!(target_arch = "x86_64") {
-        // only x86-64 reads strided windows in place (see `PackedConv::run`)
-        return (0..kh * kw).collect();
-    }
     // phase by phase (no sort: a sort's code would grow the wasm module), rows and columns in
     // increasing order within each
     let mut slots = vec![0; kh * kw];

@@ -164,10 +164,15 @@ mod tests {
             (3, 16, 4, 4, 32, [3, 3], [1, 1], [1, 1], [1, 1], 1),
             (1, 2, 6, 3, 9, [2, 3], [1, 1], [0, 1], [1, 1], 1),
             // strides read the phase-split image in place: whole rows of runs and wide rows, odd
-            // paddings, dilation across phases, stride 3; a 1x1 shortcut packs
+            // paddings, dilation across phases, stride 3; a 1x1 strided window packs on the x86
+            // tiles and reads its one phase plane in place on the 4x8 tile (odd sizes, padding,
+            // stride 3, a stride along one axis)
             (2, 16, 32, 32, 9, [3, 3], [2, 2], [1, 1], [1, 1], 1),
             (3, 16, 16, 16, 20, [3, 3], [2, 2], [1, 1], [1, 1], 1),
             (2, 16, 16, 16, 8, [1, 1], [2, 2], [0, 0], [1, 1], 1),
+            (2, 8, 15, 15, 4, [1, 1], [2, 2], [0, 0], [1, 1], 1),
+            (1, 4, 12, 12, 6, [1, 1], [3, 3], [1, 1], [1, 1], 1),
+            (2, 6, 9, 16, 5, [1, 1], [1, 2], [0, 0], [1, 1], 1),
             (1, 3, 11, 13, 7, [3, 3], [2, 2], [2, 1], [2, 1], 1),
             (2, 4, 10, 17, 6, [5, 3], [3, 2], [2, 1], [1, 2], 2),
             (1, 2, 9, 65, 5, [3, 3], [1, 2], [1, 0], [1, 1], 1),

@@ -215,13 +215,19 @@ pub fn qtile_packed(a: &[u32], b: &[u32], st: QStore) {
 
 /// A tile reading its input rows in place, as two runs of four positions: row `r` is
 /// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded image
-/// of channel pairs, where four positions of an output row read contiguous inputs). `offsets`
-/// increase (the caller's contract, as for the float [`super::tile::tile_direct`]), so the reads
-/// are checked once per tile against the last, and each offset is clamped to it: a caller that
-/// broke the contract gets wrong values, never a read out of bounds.
+/// of channel pairs, where four positions of an output row read contiguous inputs). No offset
+/// passes `reach` (the caller's contract: the largest of them), so the reads are checked once per
+/// tile against it, and each offset is clamped to it: a caller that broke the contract gets wrong
+/// values, never a read out of bounds.
 #[inline(never)]
-pub fn qtile_direct(a: &[u32], x: &[u32], bases: [usize; 2], offsets: &[usize], st: QStore) {
-    let last = offsets.last().copied().unwrap_or(0);
+pub fn qtile_direct(
+    a: &[u32],
+    x: &[u32],
+    bases: [usize; 2],
+    (offsets, reach): (&[usize], usize),
+    st: QStore,
+) {
+    let last = reach;
     // Every read below lies in x[base..base + last + 4] for its base (the runs meet when
     // bases[1] is bases[0] + 4): checked once, here.
     assert!(

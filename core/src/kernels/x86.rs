@@ -60,6 +60,7 @@ macro_rules! x86_kernel {
                 packed,
                 direct,
                 name: $name,
+                strided_1x1_in_place: false,
             };
 
             /// `c = bias + Σ_r a[r] ⊗ row(r)` stored with residual and ReLU; `row(r)` gives the
