@@ -15,17 +15,20 @@ use kiln_core::onnx::pb::type_proto;
 use kiln_core::onnx::pb::*;
 use kiln_core::onnx::session::{EngineChoice, InferenceSession};
 use kiln_core::onnx::tract::{DType, TensorData, TractSession};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, Axis, IxDyn};
 use prost::Message;
 
 fn vi(name: &str, elem: DataType, dims: &[Option<i64>]) -> ValueInfoProto {
     let dim = dims
         .iter()
-        .map(|d| Dimension {
+        .enumerate()
+        .map(|(i, d)| Dimension {
             denotation: String::new(),
             value: Some(match d {
                 Some(n) => dimension::Value::DimValue(*n),
-                None => dimension::Value::DimParam("batch".into()),
+                // the first free axis is the batch; others are free on their own
+                None if i == 0 => dimension::Value::DimParam("batch".into()),
+                None => dimension::Value::DimParam(format!("{name}_{i}")),
             }),
         })
         .collect();
@@ -190,6 +193,11 @@ fn both(bytes: &[u8], x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
 /// (opset 17: axes attribute; 18: axes input) or as `GlobalAveragePool` followed by
 /// `x.view(x.size(0), -1)`'s Shape/Gather/Unsqueeze/Concat/Reshape chain, then the Linear head.
 fn pytorch_resnet(opset: i64, pool: &str) -> Vec<u8> {
+    pytorch_resnet_of(opset, pool, Some(8))
+}
+
+/// [`pytorch_resnet`] on `side × side` images (None: any size).
+fn pytorch_resnet_of(opset: i64, pool: &str, side: Option<i64>) -> Vec<u8> {
     let conv = |x: &str, w: &str, b: &str, y: &str| {
         node(
             "Conv",
@@ -290,7 +298,7 @@ fn pytorch_resnet(opset: i64, pool: &str) -> Vec<u8> {
     model(
         opset,
         nodes,
-        vec![vi("x", f, &[None, Some(3), Some(8), Some(8)])],
+        vec![vi("x", f, &[None, Some(3), side, side])],
         vec![vi("logits", f, &[None, Some(10)])],
         inits,
     )
@@ -344,6 +352,45 @@ fn a_pytorch_exported_resnet_runs_on_kiln_engine_as_on_tract() {
     let b = both(&pytorch_resnet(13, "flatten-chain"), &x);
     let diff = max_diff(a[0].iter(), b[0].iter());
     assert!(diff < 1e-5, "{diff}");
+}
+
+#[test]
+fn a_batch_of_large_images_runs_in_chunks_that_give_what_each_image_gives_alone() {
+    // 8 channels of 74 × 74 (43,808 values per sample): kiln's engine runs a batch of these in
+    // chunks of 2, after a first run that sizes the chunk on one sample alone
+    let bytes = pytorch_resnet_of(17, "flatten-chain", Some(74));
+    let kiln = KilnSession::from_bytes(&bytes).unwrap().ok().unwrap();
+    let feed = |x: &ArrayD<f32>| vec![("x".to_string(), Value::F32(x.clone()))];
+    let run = |x: &ArrayD<f32>| kiln.run(feed(x)).unwrap().remove(0);
+    let x = input(&[5, 3, 74, 74], 7);
+    let alone: Vec<ArrayD<f32>> = (0..5)
+        .map(|i| run(&x.slice_axis(Axis(0), (i..i + 1).into()).to_owned()))
+        .collect();
+    for round in 0..2 {
+        let whole = run(&x);
+        assert_eq!(whole.shape(), &[5, 10]);
+        for (i, a) in alone.iter().enumerate() {
+            let row = whole.slice_axis(Axis(0), (i..i + 1).into());
+            assert_eq!(row, a.view(), "run {round}, sample {i}");
+        }
+    }
+    // the profile's steps carry the first chunk's shapes
+    let (_, steps) = kiln.profile(feed(&x), &|| 0.0, true).unwrap();
+    assert!(
+        steps.iter().any(|(s, _)| s.ends_with("→ [2, 10]")),
+        "{steps:?}"
+    );
+    // and the whole batch matches tract
+    both(&bytes, &x);
+    // a batch of small images (8 × 8: 512 values per sample) runs whole once sized (the first
+    // run sizes it on one sample alone)
+    let small = pytorch_resnet(17, "flatten-chain");
+    let kiln = KilnSession::from_bytes(&small).unwrap().ok().unwrap();
+    let x = input(&[6, 3, 8, 8], 3);
+    for first in ["→ [1, 10]", "→ [6, 10]"] {
+        let (_, steps) = kiln.profile(feed(&x), &|| 0.0, true).unwrap();
+        assert!(steps.iter().any(|(s, _)| s.ends_with(first)), "{steps:?}");
+    }
 }
 
 /// x: [batch, 4, 6] through the shape operators in one graph, against tract.

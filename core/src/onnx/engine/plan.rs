@@ -145,9 +145,10 @@ pub(super) struct Plan {
 }
 
 /// Buffers of freed values, reused for convolution outputs (a run of a model allocates the same
-/// sizes every time). Bounded: a few buffers, the largest kept.
+/// sizes every time). Bounded: a few buffers, the largest kept. It also notes the largest
+/// buffer asked for ([`Pool::peak`]): how a batch is cut into chunks.
 #[derive(Default)]
-pub(super) struct Pool(Vec<Vec<f32>>);
+pub(super) struct Pool(Vec<Vec<f32>>, usize);
 
 const POOL_SIZE: usize = 8;
 
@@ -156,6 +157,7 @@ impl Pool {
     /// kept buffer at least `len` long (truncated, nothing written), else the one with the
     /// fewest values to add (zeros written only past its length), else a new one.
     fn take(&mut self, len: usize) -> Vec<f32> {
+        self.1 = self.1.max(len);
         let long = (0..self.0.len())
             .filter(|&i| self.0[i].len() >= len)
             .min_by_key(|&i| self.0[i].len());
@@ -172,6 +174,12 @@ impl Pool {
             }
             None => vec![0.0; len],
         }
+    }
+
+    /// The most values a convolution's output (or a pooling's) has held since the last call,
+    /// which resets it: 0 when none ran.
+    pub(super) fn peak(&mut self) -> usize {
+        std::mem::take(&mut self.1)
     }
 
     /// Keeps `t`'s buffer at its length (growing it back to its capacity wrote zeros over what
