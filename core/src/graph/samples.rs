@@ -1,6 +1,7 @@
 //! Whether a graph treats the samples of a batch independently in training, so the fit loop may
 //! split a batch into shards, run each on its own tape and add their gradients (a data-parallel
-//! step, [`crate::train::fit`]) with the same result as the whole batch.
+//! step, [`crate::train::fit`]) with the same result as the whole batch; and whether kiln's
+//! engine may run a batch in chunks and join the chunks' outputs (`onnx::engine`, `CHUNK_VALUES`).
 //!
 //! The analysis follows, for every value, where the samples sit: in contiguous blocks along one
 //! axis (`Rows`), nowhere (a parameter: the same for every sample) or mixed. Anything it does not

@@ -107,6 +107,23 @@ pub fn slow_fallback_warning(bytes: &[u8], remedy: &str) -> Option<String> {
 /// values per sample) or that have none run whole.
 const CHUNK_VALUES: usize = 1 << 17;
 
+/// Rows `start..start + len` of `x` along axis 0, as a tensor of their own.
+fn rows_of(x: &Tensor, start: usize, len: usize) -> Tensor {
+    let per: usize = x.shape()[1..].iter().product();
+    let mut shape = x.shape().to_vec();
+    shape[0] = len;
+    let data: Vec<f32> = match x.as_slice() {
+        Some(all) => all[start * per..(start + len) * per].to_vec(),
+        None => x
+            .iter()
+            .skip(start * per)
+            .take(len * per)
+            .copied()
+            .collect(),
+    };
+    Tensor::from_shape_vec(ndarray::IxDyn(&shape), data).expect("the rows' shape")
+}
+
 /// A model ready to run on kiln's engine.
 pub struct KilnSession {
     graph: Graph,
@@ -359,10 +376,7 @@ impl KilnSession {
                     .iter()
                     .map(|x| match len == n {
                         true => tape.constant(x.clone()),
-                        false => tape.constant(
-                            x.slice_axis(ndarray::Axis(0), (start..start + len).into())
-                                .to_owned(),
-                        ),
+                        false => tape.constant(rows_of(x, start, len)),
                     })
                     .collect();
                 let mut more = Vec::new();
@@ -401,11 +415,17 @@ impl KilnSession {
         if outs.len() == 1 {
             return Ok(outs.pop().expect("one run"));
         }
-        // the chunks' outputs, batch-first, one after another
+        // the chunks' outputs, batch-first, one after another (by their values in order, not
+        // `ndarray::concatenate`, whose generic copies cost the small wasm module 15 KB gzip)
         (0..outs[0].len())
             .map(|k| {
-                let parts: Vec<_> = outs.iter().map(|o| o[k].view()).collect();
-                ndarray::concatenate(ndarray::Axis(0), &parts)
+                let mut shape = outs[0][k].shape().to_vec();
+                shape[0] = outs.iter().map(|o| o[k].shape()[0]).sum();
+                let mut data = Vec::with_capacity(shape.iter().product());
+                for o in &outs {
+                    data.extend(o[k].iter());
+                }
+                Tensor::from_shape_vec(ndarray::IxDyn(&shape), data)
                     .map_err(|e| KilnError::onnx(format!("joining a batch's chunks: {e}")))
             })
             .collect()
