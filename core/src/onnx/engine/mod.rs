@@ -104,24 +104,37 @@ pub fn slow_fallback_warning(bytes: &[u8], remedy: &str) -> Option<String> {
 /// went out to L3 or memory between layers. The ResNet-8 at batch 64 (16 × 32 × 32 values per
 /// sample: chunks of 8) took 0.30 ms per sample natively at batches 1 to 8 and 0.37-0.39 at 64
 /// (AVX-512, one thread, 2026-12-03); models whose convolutions are small (the digits CNN: 1,024
-/// values per sample) or that have none run whole.
+/// values per sample) or that have none run whole. Natively only: in wasm (simd128, Node, same
+/// process) the float ResNet-8 ran the same in chunks (0.98-1.02x) and its int8 twin 1.12-1.19x
+/// faster, but the code put the small module past its 0.5 MB gzip budget.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 const CHUNK_VALUES: usize = 1 << 17;
 
-/// Rows `start..start + len` of `x` along axis 0, as a tensor of their own.
-fn rows_of(x: &Tensor, start: usize, len: usize) -> Tensor {
-    let per: usize = x.shape()[1..].iter().product();
-    let mut shape = x.shape().to_vec();
+#[cfg(not(target_arch = "wasm32"))]
+/// Rows `start..start + len` of `x` (standard layout) along axis 0, as a tensor of their own.
+fn rows_of(x: &[f32], shape: &[usize], start: usize, len: usize) -> Tensor {
+    let per: usize = shape[1..].iter().product();
+    let mut shape = shape.to_vec();
     shape[0] = len;
-    let data: Vec<f32> = match x.as_slice() {
-        Some(all) => all[start * per..(start + len) * per].to_vec(),
-        None => x
-            .iter()
-            .skip(start * per)
-            .take(len * per)
-            .copied()
-            .collect(),
-    };
+    let data = x[start * per..(start + len) * per].to_vec();
     Tensor::from_shape_vec(ndarray::IxDyn(&shape), data).expect("the rows' shape")
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// The chunks' values of one output, batch-first, one after another (by their values in order,
+/// not `ndarray::concatenate`, whose generic copies cost the small wasm module 15 KB gzip).
+fn join(parts: &[&Tensor]) -> Result<Tensor> {
+    let mut shape = parts[0].shape().to_vec();
+    shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for p in parts {
+        match p.as_slice() {
+            Some(v) => data.extend_from_slice(v),
+            None => data.extend(p.iter()),
+        }
+    }
+    Tensor::from_shape_vec(ndarray::IxDyn(&shape), data)
+        .map_err(|e| KilnError::onnx(format!("joining a batch's chunks: {e}")))
 }
 
 /// A model ready to run on kiln's engine.
@@ -137,9 +150,11 @@ pub struct KilnSession {
     /// Freed activations' buffers, reused by the next runs.
     pool: std::sync::Mutex<plan::Pool>,
     /// Whether every sample of a batch is computed from its own inputs alone
-    /// ([`Graph::splits_by_sample`]), so a batch may run in chunks ([`CHUNK_VALUES`]).
+    /// ([`Graph::splits_by_sample`]), so a batch may run in chunks ([`CHUNK_VALUES`]; natively).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     splits: bool,
     /// The chunk found for inputs of these per-sample shapes: samples per chunk.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     chunk: std::sync::Mutex<Option<(Vec<Vec<usize>>, usize)>>,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
@@ -229,9 +244,11 @@ impl KilnSession {
             &imported.quantized,
             true,
         );
-        let splits = imported.graph.splits_by_sample(&|_| None, &|name| {
-            imported.weights.get(name).map(|w| w.ndim())
-        });
+        let splits = cfg!(not(target_arch = "wasm32"))
+            && imported.graph.splits_by_sample(
+                |_: &str| None,
+                |name: &str| imported.weights.get(name).map(|w| w.ndim()),
+            );
         Ok(KilnSession {
             splits,
             chunk: Default::default(),
@@ -317,11 +334,10 @@ impl KilnSession {
             }
             free.bind(&info.name, &info.symbols, value.shape())?;
         }
-        let feeds: Vec<Tensor> = feeds
-            .into_iter()
-            .zip(&self.inputs)
-            .map(|(value, info)| match value {
-                Value::F32(v) => Ok(v),
+        let mut values = Vec::with_capacity(feeds.len());
+        for (value, info) in feeds.into_iter().zip(&self.inputs) {
+            values.push(match value {
+                Value::F32(v) => v,
                 Value::I64(v) => {
                     // ids travel in float32, exactly up to 2^24
                     if let Some(bad) = v.iter().find(|i| i.unsigned_abs() > 1 << 24) {
@@ -330,53 +346,94 @@ impl KilnSession {
                             info.name
                         )));
                     }
-                    Ok(v.mapv(|i| i as f32))
+                    v.mapv(|i| i as f32)
                 }
-            })
-            .collect::<Result<_>>()?;
+            });
+        }
         let plan = plan.unwrap_or(&self.plan);
         let mut pool = self
             .pool
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[cfg(not(target_arch = "wasm32"))]
+        let values = match self.run_in_chunks(values, plan, &mut pool, timings)? {
+            Ok(out) => return Ok(out),
+            Err(back) => back,
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        let (values, timings) = values;
+        // One inference tape for the run: weights are copied onto it on first use; each
+        // activation is freed after its last use.
+        let mut tape = Tape::inference();
+        let xs: Vec<crate::Var> = values.into_iter().map(|v| tape.constant(v)).collect();
         let mut timings = timings;
-        let mut outs: Vec<Vec<Tensor>> = Vec::new();
-        // One inference tape and one scope for the run (weights are copied onto the tape on
-        // first use); each activation is freed after its last use. A batch whose samples are
-        // computed apart runs in chunks ([`CHUNK_VALUES`]): the first run at a per-sample shape
-        // runs one sample alone and sizes the chunk by its largest convolution output.
+        let mut out = Vec::new();
+        self.scoped(&mut |scope| {
+            out = plan.run(
+                &self.graph,
+                scope,
+                &mut tape,
+                &xs,
+                &mut pool,
+                timings.take(),
+            )?;
+            Ok(())
+        })
+        .map_err(|e| KilnError::onnx(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// A batch whose samples are computed apart, run in chunks ([`CHUNK_VALUES`]): the first
+    /// run at a per-sample shape runs one sample alone and sizes the chunk by its largest
+    /// convolution output. The inputs (and timings) back when the batch is not split. Natively
+    /// only: in wasm the float ResNet-8 measured the same in chunks (its tiles are slower, so an
+    /// L2 miss costs less of a layer) and the small module has no room for this code.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[allow(clippy::type_complexity)]
+    fn run_in_chunks<'a>(
+        &self,
+        feeds: Vec<Tensor>,
+        plan: &plan::Plan,
+        pool: &mut plan::Pool,
+        timings: Option<plan::Timings<'a>>,
+    ) -> Result<std::result::Result<Vec<Tensor>, (Vec<Tensor>, Option<plan::Timings<'a>>)>> {
         let rows = feeds.first().and_then(|x| x.shape().first().copied());
         let samples = |x: &Tensor| x.shape()[1..].to_vec();
         let split = self.splits
-            && rows.is_some_and(|n| n > 1 && feeds.iter().all(|x| x.shape().first() == Some(&n)));
-        let known = || {
-            let shapes: Vec<Vec<usize>> = feeds.iter().map(samples).collect();
-            let known = self
-                .chunk
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            known
-                .as_ref()
-                .filter(|(s, _)| *s == shapes)
-                .map(|(_, c)| *c)
-        };
-        // (samples per chunk, whether this run finds it)
-        let (mut chunk, learn) = match split.then(known) {
-            None => (None, false),
-            Some(None) => (Some(1), true),
-            Some(Some(c)) => (Some(c), false),
-        };
+            && rows.is_some_and(|n| {
+                let fits = |x: &Tensor| x.shape().first() == Some(&n) && x.is_standard_layout();
+                n > 1 && feeds.iter().all(fits)
+            });
+        if !split {
+            return Ok(Err((feeds, timings)));
+        }
         let n = rows.unwrap_or(0);
+        let shapes: Vec<Vec<usize>> = feeds.iter().map(samples).collect();
+        let known = self
+            .chunk
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|(s, _)| *s == shapes)
+            .map(|(_, c)| *c);
+        // samples per chunk, and whether this run finds it
+        let (mut chunk, learn) = match known {
+            None => (1, true),
+            Some(c) => (c, false),
+        };
+        let mut timings = timings;
+        let mut outs: Vec<Vec<Tensor>> = Vec::new();
+        // one tape and one scope for all chunks: weights are bound once
         let mut tape = Tape::inference();
         self.scoped(&mut |scope| {
             let mut start = 0;
-            loop {
-                let len = chunk.map_or(n, |c| c.min(n - start));
+            while start < n {
+                let len = chunk.min(n - start);
                 let xs: Vec<crate::Var> = feeds
                     .iter()
-                    .map(|x| match len == n {
-                        true => tape.constant(x.clone()),
-                        false => tape.constant(rows_of(x, start, len)),
+                    .map(|x| match (len == n, x.as_slice()) {
+                        (false, Some(v)) => tape.constant(rows_of(v, x.shape(), start, len)),
+                        _ => tape.constant(x.clone()),
                     })
                     .collect();
                 let mut more = Vec::new();
@@ -386,7 +443,7 @@ impl KilnSession {
                     (None, _) => None,
                 };
                 let _ = pool.peak();
-                outs.push(plan.run(&self.graph, scope, &mut tape, &xs, &mut pool, t)?);
+                outs.push(plan.run(&self.graph, scope, &mut tape, &xs, pool, t)?);
                 if let Some((_, all)) = &mut timings {
                     for ((_, ms), (_, more)) in all.iter_mut().zip(&more) {
                         *ms += more;
@@ -394,41 +451,28 @@ impl KilnSession {
                 }
                 if learn && start == 0 {
                     // samples per chunk from the first sample's largest convolution output
-                    let c = match pool.peak() {
+                    chunk = match pool.peak() {
                         0 => n,
                         peak => (CHUNK_VALUES / peak).clamp(1, n),
                     };
-                    chunk = Some(c);
                     *self
                         .chunk
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some((feeds.iter().map(samples).collect(), c));
+                        Some((shapes.clone(), chunk));
                 }
                 start += len;
-                if start >= n || chunk.is_none() {
-                    return Ok(());
-                }
             }
+            Ok(())
         })
         .map_err(|e| KilnError::onnx(e.to_string()))?;
         if outs.len() == 1 {
-            return Ok(outs.pop().expect("one run"));
+            return Ok(Ok(outs.pop().expect("one run")));
         }
-        // the chunks' outputs, batch-first, one after another (by their values in order, not
-        // `ndarray::concatenate`, whose generic copies cost the small wasm module 15 KB gzip)
         (0..outs[0].len())
-            .map(|k| {
-                let mut shape = outs[0][k].shape().to_vec();
-                shape[0] = outs.iter().map(|o| o[k].shape()[0]).sum();
-                let mut data = Vec::with_capacity(shape.iter().product());
-                for o in &outs {
-                    data.extend(o[k].iter());
-                }
-                Tensor::from_shape_vec(ndarray::IxDyn(&shape), data)
-                    .map_err(|e| KilnError::onnx(format!("joining a batch's chunks: {e}")))
-            })
-            .collect()
+            .map(|k| join(&outs.iter().map(|o| &o[k]).collect::<Vec<_>>()))
+            .collect::<Result<_>>()
+            .map(Ok)
     }
 
     /// Runs `f` with the scope the imported graph's nodes read: the weights (bound onto a tape

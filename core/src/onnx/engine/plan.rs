@@ -178,6 +178,7 @@ impl Pool {
 
     /// The most values a convolution's output (or a pooling's) has held since the last call,
     /// which resets it: 0 when none ran.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(super) fn peak(&mut self) -> usize {
         std::mem::take(&mut self.1)
     }
