@@ -21,14 +21,11 @@ use prost::Message;
 fn vi(name: &str, elem: DataType, dims: &[Option<i64>]) -> ValueInfoProto {
     let dim = dims
         .iter()
-        .enumerate()
-        .map(|(i, d)| Dimension {
+        .map(|d| Dimension {
             denotation: String::new(),
             value: Some(match d {
                 Some(n) => dimension::Value::DimValue(*n),
-                // the first free axis is the batch; others are free on their own
-                None if i == 0 => dimension::Value::DimParam("batch".into()),
-                None => dimension::Value::DimParam(format!("{name}_{i}")),
+                None => dimension::Value::DimParam("batch".into()),
             }),
         })
         .collect();
@@ -193,11 +190,11 @@ fn both(bytes: &[u8], x: &ArrayD<f32>) -> Vec<ArrayD<f32>> {
 /// (opset 17: axes attribute; 18: axes input) or as `GlobalAveragePool` followed by
 /// `x.view(x.size(0), -1)`'s Shape/Gather/Unsqueeze/Concat/Reshape chain, then the Linear head.
 fn pytorch_resnet(opset: i64, pool: &str) -> Vec<u8> {
-    pytorch_resnet_of(opset, pool, Some(8))
+    pytorch_resnet_of(opset, pool, 8)
 }
 
-/// [`pytorch_resnet`] on `side × side` images (None: any size).
-fn pytorch_resnet_of(opset: i64, pool: &str, side: Option<i64>) -> Vec<u8> {
+/// [`pytorch_resnet`] on `side × side` images.
+fn pytorch_resnet_of(opset: i64, pool: &str, side: i64) -> Vec<u8> {
     let conv = |x: &str, w: &str, b: &str, y: &str| {
         node(
             "Conv",
@@ -298,7 +295,7 @@ fn pytorch_resnet_of(opset: i64, pool: &str, side: Option<i64>) -> Vec<u8> {
     model(
         opset,
         nodes,
-        vec![vi("x", f, &[None, Some(3), side, side])],
+        vec![vi("x", f, &[None, Some(3), Some(side), Some(side)])],
         vec![vi("logits", f, &[None, Some(10)])],
         inits,
     )
@@ -358,7 +355,7 @@ fn a_pytorch_exported_resnet_runs_on_kiln_engine_as_on_tract() {
 fn a_batch_of_large_images_runs_in_chunks_that_give_what_each_image_gives_alone() {
     // 8 channels of 74 × 74 (43,808 values per sample): kiln's engine runs a batch of these in
     // chunks of 2, after a first run that sizes the chunk on one sample alone
-    let bytes = pytorch_resnet_of(17, "flatten-chain", Some(74));
+    let bytes = pytorch_resnet_of(17, "flatten-chain", 74);
     let kiln = KilnSession::from_bytes(&bytes).unwrap().ok().unwrap();
     let feed = |x: &ArrayD<f32>| vec![("x".to_string(), Value::F32(x.clone()))];
     let run = |x: &ArrayD<f32>| kiln.run(feed(x)).unwrap().remove(0);

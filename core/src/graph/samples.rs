@@ -259,12 +259,10 @@ impl Graph {
     /// samples in blocks along axis 0, each computed from its own sample's inputs only, and no
     /// module mixes the samples in training (batch-norm's batch statistics). `module` gives a
     /// module's spec by path, `param_rank` a parameter's rank by name. Unknown means no.
-    /// Generic, not `&dyn Fn`: kiln's engine asks with no modules (`|_| None`), so the layer
-    /// rules drop out of the small wasm module.
     pub fn splits_by_sample(
         &self,
-        module: impl Fn(&str) -> Option<LayerSpec>,
-        param_rank: impl Fn(&str) -> Option<usize>,
+        module: &dyn Fn(&str) -> Option<LayerSpec>,
+        param_rank: &dyn Fn(&str) -> Option<usize>,
     ) -> bool {
         let mut values: Vec<Rows> = self
             .inputs
@@ -282,7 +280,7 @@ impl Graph {
                     Some(spec) => call(&spec, &xs),
                     None => Mixed,
                 },
-                op => op_rows(op, &xs, &param_rank),
+                op => op_rows(op, &xs, param_rank),
             };
             values.push(out);
         }

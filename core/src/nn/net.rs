@@ -236,8 +236,8 @@ impl Net {
             return false;
         };
         graph.splits_by_sample(
-            |path: &str| self.module_at(path).ok().map(|m| m.spec()),
-            |name: &str| self.tensor_at(name).ok().map(|p| p.value().ndim()),
+            &|path| self.module_at(path).ok().map(|m| m.spec()),
+            &|name| self.tensor_at(name).ok().map(|p| p.value().ndim()),
         )
     }
 

@@ -112,11 +112,14 @@ const CHUNK_VALUES: usize = 1 << 17;
 
 #[cfg(not(target_arch = "wasm32"))]
 /// Rows `start..start + len` of `x` (standard layout) along axis 0, as a tensor of their own.
-fn rows_of(x: &[f32], shape: &[usize], start: usize, len: usize) -> Tensor {
-    let per: usize = shape[1..].iter().product();
-    let mut shape = shape.to_vec();
+fn rows_of(x: &Tensor, start: usize, len: usize) -> Tensor {
+    let per: usize = x.shape()[1..].iter().product();
+    let mut shape = x.shape().to_vec();
     shape[0] = len;
-    let data = x[start * per..(start + len) * per].to_vec();
+    let all = x
+        .as_slice()
+        .expect("a standard-layout input (chunked_rows)");
+    let data = all[start * per..(start + len) * per].to_vec();
     Tensor::from_shape_vec(ndarray::IxDyn(&shape), data).expect("the rows' shape")
 }
 
@@ -245,10 +248,9 @@ impl KilnSession {
             true,
         );
         let splits = cfg!(not(target_arch = "wasm32"))
-            && imported.graph.splits_by_sample(
-                |_: &str| None,
-                |name: &str| imported.weights.get(name).map(|w| w.ndim()),
-            );
+            && imported.graph.splits_by_sample(&|_| None, &|name| {
+                imported.weights.get(name).map(|w| w.ndim())
+            });
         Ok(KilnSession {
             splits,
             chunk: Default::default(),
@@ -297,8 +299,8 @@ impl KilnSession {
     /// the outputs, and each step's name (`Conv2d·s+b+relu → [1, 16, 32, 32]`, `Relu → …`) with
     /// its milliseconds. A batch run in chunks ([`CHUNK_VALUES`]) sums each step over the chunks
     /// and names it by the first chunk's shapes (`→ [8, 16, 32, 32]` at batch 64; a first run at
-    /// a sample shape, which sizes the chunk, shows `[1, …]`). With `fused` false every node runs on its own, as before the plan packed
-    /// and fused the convolutions (the reference path).
+    /// a sample shape, which sizes the chunk, shows `[1, …]`). With `fused` false every node runs
+    /// on its own, as before the plan packed and fused the convolutions (the reference path).
     #[allow(clippy::type_complexity)]
     pub fn profile(
         &self,
@@ -356,12 +358,9 @@ impl KilnSession {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         #[cfg(not(target_arch = "wasm32"))]
-        let values = match self.run_in_chunks(values, plan, &mut pool, timings)? {
-            Ok(out) => return Ok(out),
-            Err(back) => back,
-        };
-        #[cfg(not(target_arch = "wasm32"))]
-        let (values, timings) = values;
+        if let Some(n) = self.chunked_rows(&values) {
+            return self.run_in_chunks(values, n, plan, &mut pool, timings);
+        }
         // One inference tape for the run: weights are copied onto it on first use; each
         // activation is freed after its last use.
         let mut tape = Tape::inference();
@@ -383,31 +382,29 @@ impl KilnSession {
         Ok(out)
     }
 
-    /// A batch whose samples are computed apart, run in chunks ([`CHUNK_VALUES`]): the first
-    /// run at a per-sample shape runs one sample alone and sizes the chunk by its largest
-    /// convolution output. The inputs (and timings) back when the batch is not split. Natively
-    /// only: in wasm the float ResNet-8 measured the same in chunks (its tiles are slower, so an
-    /// L2 miss costs less of a layer) and the small module has no room for this code.
+    /// The batch size when these inputs run in chunks ([`KilnSession::run_in_chunks`]): the
+    /// graph keeps samples apart and every input is a standard-layout batch of the same size > 1.
     #[cfg(not(target_arch = "wasm32"))]
-    #[allow(clippy::type_complexity)]
-    fn run_in_chunks<'a>(
+    fn chunked_rows(&self, feeds: &[Tensor]) -> Option<usize> {
+        let n = *feeds.first()?.shape().first()?;
+        let fits = |x: &Tensor| x.shape().first() == Some(&n) && x.is_standard_layout();
+        (self.splits && n > 1 && feeds.iter().all(fits)).then_some(n)
+    }
+
+    /// A batch of `n` samples computed apart, run in chunks ([`CHUNK_VALUES`]): the first run at
+    /// a per-sample shape runs one sample alone and sizes the chunk by its largest convolution
+    /// output. Natively only: in wasm the float ResNet-8 measured the same in chunks and the small
+    /// module has no room for this code.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn run_in_chunks(
         &self,
         feeds: Vec<Tensor>,
+        n: usize,
         plan: &plan::Plan,
         pool: &mut plan::Pool,
-        timings: Option<plan::Timings<'a>>,
-    ) -> Result<std::result::Result<Vec<Tensor>, (Vec<Tensor>, Option<plan::Timings<'a>>)>> {
-        let rows = feeds.first().and_then(|x| x.shape().first().copied());
+        timings: Option<plan::Timings>,
+    ) -> Result<Vec<Tensor>> {
         let samples = |x: &Tensor| x.shape()[1..].to_vec();
-        let split = self.splits
-            && rows.is_some_and(|n| {
-                let fits = |x: &Tensor| x.shape().first() == Some(&n) && x.is_standard_layout();
-                n > 1 && feeds.iter().all(fits)
-            });
-        if !split {
-            return Ok(Err((feeds, timings)));
-        }
-        let n = rows.unwrap_or(0);
         let shapes: Vec<Vec<usize>> = feeds.iter().map(samples).collect();
         let known = self
             .chunk
@@ -423,6 +420,9 @@ impl KilnSession {
         };
         let mut timings = timings;
         let mut outs: Vec<Vec<Tensor>> = Vec::new();
+        if learn {
+            pool.peak(); // from here: the first chunk's
+        }
         // one tape and one scope for all chunks: weights are bound once
         let mut tape = Tape::inference();
         self.scoped(&mut |scope| {
@@ -431,9 +431,9 @@ impl KilnSession {
                 let len = chunk.min(n - start);
                 let xs: Vec<crate::Var> = feeds
                     .iter()
-                    .map(|x| match (len == n, x.as_slice()) {
-                        (false, Some(v)) => tape.constant(rows_of(v, x.shape(), start, len)),
-                        _ => tape.constant(x.clone()),
+                    .map(|x| match len == n {
+                        true => tape.constant(x.clone()),
+                        false => tape.constant(rows_of(x, start, len)),
                     })
                     .collect();
                 let mut more = Vec::new();
@@ -442,7 +442,6 @@ impl KilnSession {
                     (Some((now, _)), false) => Some((*now, &mut more)),
                     (None, _) => None,
                 };
-                let _ = pool.peak();
                 outs.push(plan.run(&self.graph, scope, &mut tape, &xs, pool, t)?);
                 if let Some((_, all)) = &mut timings {
                     for ((_, ms), (_, more)) in all.iter_mut().zip(&more) {
@@ -467,12 +466,11 @@ impl KilnSession {
         })
         .map_err(|e| KilnError::onnx(e.to_string()))?;
         if outs.len() == 1 {
-            return Ok(Ok(outs.pop().expect("one run")));
+            return Ok(outs.pop().expect("one run"));
         }
         (0..outs[0].len())
             .map(|k| join(&outs.iter().map(|o| &o[k]).collect::<Vec<_>>()))
-            .collect::<Result<_>>()
-            .map(Ok)
+            .collect()
     }
 
     /// Runs `f` with the scope the imported graph's nodes read: the weights (bound onto a tape
