@@ -105,14 +105,15 @@ impl PackedMatrix {
                 let j0 = p * nr;
                 let cols = nr.min(n - j0);
                 let at = i0 * n + j0;
-                if rows == mr && cols == nr {
+                if cols == nr && (rows == mr || self.kernel.partial_rows) {
                     let st = Store {
                         out: &mut out[at..],
                         stride: n,
                         residual: residual.map(|r| &r[at..]),
                         relu: false,
                     };
-                    (self.kernel.packed)(panel_a, panel_b, bias, st);
+                    let m = if self.kernel.partial_rows { rows } else { mr };
+                    (self.kernel.packed)(panel_a, panel_b, &bias[..m], st);
                     continue;
                 }
                 // a partial tile: computed whole into `tile`, its valid part copied out

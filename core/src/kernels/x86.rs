@@ -24,14 +24,16 @@ pub(super) fn kernels() -> Vec<Kernel> {
     all
 }
 
-/// The checks that make a tile's raw-pointer loop in bounds: `a` is `k` rows of `mr`, the store
-/// holds `mr` rows of `nr` at its stride (and so does the residual).
+/// The checks that make a tile's raw-pointer loop in bounds: `a` is `k` rows of `mr`, `bias`
+/// holds the tile's rows (`1..=mr`: a tile may compute fewer rows than its panel holds), the
+/// store holds that many rows of `nr` at its stride (and so does the residual).
 fn check(a: &[f32], bias: &[f32], st: &Store, mr: usize, nr: usize) -> usize {
+    let rows = bias.len();
     assert!(
-        a.len().is_multiple_of(mr) && bias.len() == mr,
+        a.len().is_multiple_of(mr) && (1..=mr).contains(&rows),
         "a tile's panel"
     );
-    let need = (mr - 1) * st.stride + nr;
+    let need = (rows - 1) * st.stride + nr;
     assert!(st.out.len() >= need, "a tile's output");
     assert!(
         st.residual.is_none_or(|r| r.len() >= need),
@@ -42,7 +44,8 @@ fn check(a: &[f32], bias: &[f32], st: &Store, mr: usize, nr: usize) -> usize {
 
 macro_rules! x86_kernel {
     (
-        $module:ident, $features:literal, $name:literal, mr = $mr:literal, lanes = $lanes:literal,
+        $module:ident, $features:literal, $name:literal, mr = $mr:literal, rows = [$($m:literal),+],
+        lanes = $lanes:literal,
         $zero:ident, $set1:ident, $loadu:ident, $storeu:ident, $fmadd:ident, $add:ident, $max:ident
     ) => {
         mod $module {
@@ -61,23 +64,48 @@ macro_rules! x86_kernel {
                 direct,
                 name: $name,
                 strided_1x1_in_place: false,
+                partial_rows: true,
             };
 
-            /// `c = bias + Σ_r a[r] ⊗ row(r)` stored with residual and ReLU; `row(r)` gives the
-            /// two runs of input row `r`.
+            /// [`tile`] for `bias.len()` rows (`1..=MR`, which [`check`] asserted).
             ///
             /// # Safety
-            /// The CPU has the features; `a` holds `k · MR` values; each `row(r)` for `r < k`
-            /// points at two runs of `RUN` readable values; the store passed [`check`].
-            #[target_feature(enable = $features)]
-            unsafe fn tile(
+            /// As [`tile`]'s.
+            #[inline(always)]
+            unsafe fn rows(
                 k: usize,
                 a: *const f32,
                 row: impl Fn(usize) -> (*const f32, *const f32),
                 bias: &[f32],
                 st: Store,
             ) {
-                let mut c = [[$zero(); 2]; MR];
+                // SAFETY: the caller's.
+                unsafe {
+                    match bias.len() {
+                        $($m => tile::<$m>(k, a, row, bias, st),)+
+                        _ => unreachable!("check asserts 1..=MR rows"),
+                    }
+                }
+            }
+
+            /// `c = bias + Σ_r a[r][..M] ⊗ row(r)` (the first `M` of the panel's `MR` rows)
+            /// stored with residual and ReLU; `row(r)` gives the two runs of input row `r`.
+            /// Fewer rows than `MR` cost no more per row than a whole tile (a panel's last
+            /// block: 32 channels are five tiles of 6 and one of 2).
+            ///
+            /// # Safety
+            /// The CPU has the features; `M <= MR`; `a` holds `k · MR` values; each `row(r)`
+            /// for `r < k` points at two runs of `RUN` readable values; the store passed
+            /// [`check`] with `M` rows.
+            #[target_feature(enable = $features)]
+            unsafe fn tile<const M: usize>(
+                k: usize,
+                a: *const f32,
+                row: impl Fn(usize) -> (*const f32, *const f32),
+                bias: &[f32],
+                st: Store,
+            ) {
+                let mut c = [[$zero(); 2]; M];
                 for (ci, &b) in c.iter_mut().zip(bias) {
                     *ci = [$set1(b); 2];
                 }
@@ -125,7 +153,7 @@ macro_rules! x86_kernel {
                 // SAFETY: KERNEL is only handed out on a CPU with the features; `b` holds `k`
                 // rows of NR; `check` saw `a` and the store.
                 unsafe {
-                    tile(
+                    rows(
                         k,
                         a.as_ptr(),
                         |r| (b.add(r * NR), b.add(r * NR + RUN)),
@@ -156,7 +184,7 @@ macro_rules! x86_kernel {
                 let x = x.as_ptr();
                 // SAFETY: as `packed`'s; every row lies in `x` by the assert and the clamp.
                 unsafe {
-                    tile(
+                    rows(
                         k,
                         a.as_ptr(),
                         |r| {
@@ -177,6 +205,7 @@ x86_kernel!(
     "avx2,fma",
     "avx2+fma 6x16",
     mr = 6,
+    rows = [1, 2, 3, 4, 5, 6],
     lanes = 8,
     _mm256_setzero_ps,
     _mm256_set1_ps,
@@ -192,6 +221,7 @@ x86_kernel!(
     "avx512f",
     "avx512f 8x32",
     mr = 8,
+    rows = [1, 2, 3, 4, 5, 6, 7, 8],
     lanes = 16,
     _mm512_setzero_ps,
     _mm512_set1_ps,
