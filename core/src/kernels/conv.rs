@@ -680,6 +680,37 @@ fn split_phases(
     }
 }
 
+/// `dst[i] = src[i · step]` for every `i` (`src` must hold them). Stride 2 as a loop over
+/// pairs, which LLVM vectorises (with a scalar tail), where indexing by `i · step` stays
+/// scalar: the ResNet-8's 1x1 stride-2 convs (packed panels) took 8-20% less time natively at
+/// batch 64 on AVX2. (`split_phases` has the same loop inline: a call per row cost its stride-2
+/// 3x3s 3-5%.)
+#[inline]
+fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    assert!((n - 1) * step < src.len(), "strided_copy: the source is short");
+    match step {
+        1 => dst.copy_from_slice(&src[..n]),
+        2 => {
+            let pairs = src[..2 * n - 1].chunks_exact(2);
+            if let [v] = pairs.remainder() {
+                dst[n - 1] = *v;
+            }
+            for (d, pair) in dst.iter_mut().zip(pairs) {
+                *d = pair[0];
+            }
+        }
+        _ => {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = src[i * step];
+            }
+        }
+    }
+}
+
 /// The output shape of a convolution (window `win`, `cg` input channels in each of `groups`
 /// groups, `o` outputs) for an input of shape `[n, c, h, w]`, or the error naming the misfit. The
 /// float and the integer kernels share it.
@@ -789,9 +820,7 @@ pub(super) fn pack<T: Copy + Default>(
                     }
                     dst[..a].fill(T::default());
                     dst[b..].fill(T::default());
-                    for (i, d) in dst[a..b].iter_mut().enumerate() {
-                        *d = x[src + i * sw];
-                    }
+                    strided_copy(&mut dst[a..b], &x[src..], sw);
                 }
             }
         }
