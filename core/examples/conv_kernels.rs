@@ -1,7 +1,8 @@
 //! Each native convolution kernel on the ResNet-8's and the digits CNN's geometries, in GFLOP/s
 //! (the fastest of 15 timed batches by this thread's CPU time, so that a busy host's steal time stays out, one thread): what kiln's engine's plan runs (`PackedConv::best`,
 //! the channel tile where it suits) beside every tile kernel this CPU has.
-//! `cargo run --release -p kiln-core --example conv_kernels -- [BATCH]`
+//! `cargo run --release -p kiln-core --example conv_kernels -- [BATCH] [ROW]` (ROW: only the
+//! rows whose label contains it, e.g. `"64->64"`, and only the plan's kernel: for `perf record`)
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
 use cpu_time::thread_cpu_ms;
@@ -13,6 +14,7 @@ fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .map_or(64, |b| b.parse().expect("a batch size"));
+    let only = std::env::args().nth(2);
     // (in channels, size, out channels, kernel, stride, padding, residual)
     let convs = [
         (3, 32, 16, 3, 1, 1, false),
@@ -46,8 +48,11 @@ fn main() {
             "{c:>3}->{o:<3} {h:>2}x{h:<2} k{k} s{s}{}",
             if res { " +res" } else { "     " }
         );
+        if only.as_ref().is_some_and(|row| !line.contains(row.as_str())) {
+            continue;
+        }
         let mut convs = vec![PackedConv::best(&w, &[o, c, k, k], Some(&bias), win, 1).unwrap()];
-        for &kern in Kernel::available() {
+        for &kern in Kernel::available().iter().filter(|_| only.is_none()) {
             convs.push(
                 PackedConv::with_kernel(&w, &[o, c, k, k], Some(&bias), win, 1, kern).unwrap(),
             );

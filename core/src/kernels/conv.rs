@@ -649,6 +649,28 @@ fn split_phases(
     let (mut yq, mut yr) = (ph / sh, ph % sh);
     for row in src.chunks_exact(w).take(h) {
         if let Some(a) = row_rank[yr] {
+            let at = |b: usize, col: usize| (a * cols_kept + b) * plane + yq * wq + col;
+            if let (2, [(b0, 0, c0), (b1, 1, c1)] | [(b1, 1, c1), (b0, 0, c0)]) = (sw, cols) {
+                // both column phases in one pass over the row's pairs (planes b0 and b1)
+                let (i0, i1) = (at(*b0, *c0), at(*b1, *c1));
+                let (n0, n1) = (w.div_ceil(2), w / 2);
+                let (even, odd) = match i0 < i1 {
+                    true => {
+                        let (lo, hi) = planes.split_at_mut(i1);
+                        (&mut lo[i0..i0 + n0], &mut hi[..n1])
+                    }
+                    false => {
+                        let (lo, hi) = planes.split_at_mut(i0);
+                        (&mut hi[..n0], &mut lo[i1..i1 + n1])
+                    }
+                };
+                deinterleave(row, even, odd);
+                yr += 1;
+                if yr == sh {
+                    (yq, yr) = (yq + 1, 0);
+                }
+                continue;
+            }
             for &(b, x0, col) in cols {
                 let dst = &mut planes[(a * cols_kept + b) * plane + yq * wq + col..];
                 let src = &row[x0..];
@@ -708,6 +730,22 @@ fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
                 *d = src[i * step];
             }
         }
+    }
+}
+
+/// `even[i] = row[2i]`, `odd[i] = row[2i + 1]`: a row's two column phases of stride 2 in one
+/// pass. Every value of every pair is used, so LLVM vectorises the loop without the scalar
+/// tail it gives a loop over one value of each pair (a gap at the end), which was a third of
+/// the phase split's time.
+#[inline]
+fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let half = row.len() / 2;
+    if let [v] = row.chunks_exact(2).remainder() {
+        even[half] = *v;
+    }
+    for ((pair, e), o) in row.chunks_exact(2).zip(&mut even[..half]).zip(&mut odd[..half]) {
+        *e = pair[0];
+        *o = pair[1];
     }
 }
 
