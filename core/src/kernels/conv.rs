@@ -118,6 +118,36 @@ pub struct PackedConv {
     channels: Option<(super::channels::ChannelPanels, bool)>,
 }
 
+/// Where output channel `j` of a group goes in its panels: `(block, row)`. `og` channels take
+/// `ceil(og / mr)` blocks; a kernel that computes partial rows spreads them evenly (32 channels
+/// on 6-row tiles: 6, 6, 5, 5, 5, 5 rather than five of 6 and one of 2, whose 4 accumulators
+/// wait on the multiply-add's latency), another fills every block but the last.
+fn block_of(j: usize, og: usize, kernel: &Kernel) -> (usize, usize) {
+    let mr = kernel.mr;
+    if !kernel.partial_rows {
+        return (j / mr, j % mr);
+    }
+    let blocks = og.div_ceil(mr);
+    let (base, extra) = (og / blocks, og % blocks);
+    // the first `extra` blocks hold base + 1 channels
+    let long = extra * (base + 1);
+    match j < long {
+        true => (j / (base + 1), j % (base + 1)),
+        false => (extra + (j - long) / base, (j - long) % base),
+    }
+}
+
+/// Block `blk`'s channels within its group: `(first, count)` (see [`block_of`]).
+fn block_channels(blk: usize, og: usize, kernel: &Kernel) -> (usize, usize) {
+    let mr = kernel.mr;
+    if !kernel.partial_rows {
+        return (blk * mr, mr.min(og - blk * mr));
+    }
+    let blocks = og.div_ceil(mr);
+    let (base, extra) = (og / blocks, og % blocks);
+    (blk * base + blk.min(extra), base + usize::from(blk < extra))
+}
+
 impl PackedConv {
     /// Packs `weight` (`[o, c/groups, kh, kw]`, standard layout) and an optional bias `[o]` for
     /// the fastest kernel this CPU runs ([`Kernel::best`]).
@@ -164,11 +194,12 @@ impl PackedConv {
         let kk = kh * kw;
         for (ch, w) in weight.chunks_exact(k.max(1)).enumerate() {
             let (g, j) = (ch / og, ch % og);
-            let panel = &mut panels[(g * blocks + j / mr) * k * mr..][..k * mr];
+            let (blk, row) = block_of(j, og, &kernel);
+            let panel = &mut panels[(g * blocks + blk) * k * mr..][..k * mr];
             // channel by channel, tap by tap: no division per value (training packs per step)
             for (ci, taps) in w.chunks_exact(kk.max(1)).enumerate() {
                 for (&slot, &v) in slots.iter().zip(taps) {
-                    panel[(ci * kk + slot) * mr + j % mr] = v;
+                    panel[(ci * kk + slot) * mr + row] = v;
                 }
             }
         }
@@ -250,10 +281,11 @@ impl PackedConv {
         let panel = self.k * mr;
         for (ch, &si) in s.iter().enumerate().take(self.o) {
             let (g, j) = (ch / og, ch % og);
-            let start = (g * og.div_ceil(mr) + j / mr) * panel;
+            let (blk, row) = block_of(j, og, &self.kernel);
+            let start = (g * og.div_ceil(mr) + blk) * panel;
             for v in self.panels[start..start + panel]
                 .iter_mut()
-                .skip(j % mr)
+                .skip(row)
                 .step_by(mr)
             {
                 *v *= si;
@@ -534,8 +566,8 @@ impl PackedConv {
         let mut bias = [0f32; MAX_MR];
         let bias = &mut bias[..full_mr];
         for blk in 0..blocks {
-            let o0 = g * og + blk * full_mr;
-            let mr = full_mr.min(og - blk * full_mr);
+            let (first, mr) = block_channels(blk, og, &self.kernel);
+            let o0 = g * og + first;
             let a = &self.panels[(g * blocks + blk) * self.k * full_mr..][..self.k * full_mr];
             bias.fill(0.0);
             bias[..mr].copy_from_slice(&self.bias[o0..o0 + mr]);
