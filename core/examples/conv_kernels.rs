@@ -48,7 +48,10 @@ fn main() {
             "{c:>3}->{o:<3} {h:>2}x{h:<2} k{k} s{s}{}",
             if res { " +res" } else { "     " }
         );
-        if only.as_ref().is_some_and(|row| !line.contains(row.as_str())) {
+        if only
+            .as_ref()
+            .is_some_and(|row| !line.contains(row.as_str()))
+        {
             continue;
         }
         let mut convs = vec![PackedConv::best(&w, &[o, c, k, k], Some(&bias), win, 1).unwrap()];

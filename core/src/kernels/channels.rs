@@ -58,6 +58,9 @@ pub struct ChannelTile {
     pub(super) nc: usize,
     pub(super) run: ChannelTileFn,
     pub(super) name: &'static str,
+    /// Its instruction set's rank (AVX-512 2, AVX2 1): kiln's plan takes the highest the CPU
+    /// has; the tests run every one.
+    pub(super) tier: u8,
 }
 
 impl std::fmt::Debug for ChannelTile {
@@ -67,19 +70,22 @@ impl std::fmt::Debug for ChannelTile {
 }
 
 impl ChannelTile {
-    /// The channel tiles this CPU runs (AVX-512: 8×32 and 8×16; none without it).
+    /// The channel tiles this CPU runs, fastest instruction set first (AVX-512: 8×32 and 8×16;
+    /// AVX2 with FMA: 8×8; none without them).
     pub fn available() -> &'static [ChannelTile] {
         static ALL: std::sync::OnceLock<Vec<ChannelTile>> = std::sync::OnceLock::new();
         ALL.get_or_init(super::x86::channel_tiles)
     }
 
-    /// The tile for `og` output channels per group: the one that pads the fewest channels,
-    /// the widest on a tie.
+    /// The tile for `og` output channels per group: of the fastest instruction set's, the one
+    /// that pads the fewest channels, the widest on a tie.
     pub(super) fn for_channels(og: usize) -> Option<ChannelTile> {
         let pad = |t: &ChannelTile| og.div_ceil(t.nc) * t.nc - og;
         let all = Self::available();
-        let least = all.iter().map(pad).min()?;
-        all.iter().find(|t| pad(t) == least).copied()
+        let tier = all.first()?.tier;
+        let best = all.iter().filter(|t| t.tier == tier);
+        let least = best.clone().map(pad).min()?;
+        best.clone().find(|t| pad(t) == least).copied()
     }
 
     /// Its name, e.g. `"avx512f channels 8x32"`.
@@ -141,6 +147,11 @@ impl ChannelPanels {
             panels,
             bias: b,
         }
+    }
+
+    /// The tile it is packed for.
+    pub(super) fn tile(&self) -> ChannelTile {
+        self.tile
     }
 
     /// Panel `blk` (counted across groups: group `g`'s are `g · blocks..`) and its bias.
@@ -434,7 +445,7 @@ impl ChannelPanels {
 /// A Linear layer's weights (`[o, k]`, PyTorch's layout) packed for the channel tile, bias at
 /// each panel's head: `out = relu?(x · wᵀ + bias)` for any number of rows, the rows as the tile's
 /// positions (read in place) and the outputs in its vectors, stored row by row. x86-64 with
-/// AVX-512 only ([`PackedLinear::new`] is None elsewhere).
+/// AVX-512 or AVX2+FMA only ([`PackedLinear::new`] is None elsewhere).
 #[derive(Clone, Debug)]
 pub struct PackedLinear {
     o: usize,

@@ -112,7 +112,7 @@ pub struct PackedConv {
     panels: Vec<f32>,
     bias: Vec<f32>,
     kernel: Kernel,
-    /// The same weights for a channel-vector tile (x86-64 with AVX-512), which runs the
+    /// The same weights for a channel-vector tile (x86-64 with AVX-512 or AVX2), which runs the
     /// geometries this kernel's tiles fill poorly (see [`PackedConv::run`]); `true`: always.
     #[cfg(target_arch = "x86_64")]
     channels: Option<(super::channels::ChannelPanels, bool)>,
@@ -218,7 +218,7 @@ impl PackedConv {
     }
 
     /// [`PackedConv::new`] that also packs the weights for the channel-vector tile when the CPU
-    /// has one (x86-64 with AVX-512), which then runs the geometries it suits
+    /// has one (x86-64 with AVX-512 or AVX2), which then runs the geometries it suits
     /// ([`PackedConv::channels_suit`]); what kiln's engine's plan uses. (The tape's inference
     /// convolution, `autograd/conv.rs`, still packs with [`PackedConv::new`].)
     pub fn best(
@@ -328,7 +328,7 @@ impl PackedConv {
         let (c, h, w) = (shape[1], shape[2], shape[3]);
         #[cfg(target_arch = "x86_64")]
         if let Some((ch, always)) = &self.channels {
-            if *always || self.channels_suit([oh, ow]) {
+            if *always || self.channels_suit(ch.tile(), [oh, ow]) {
                 let dims = [n, o, oh, ow];
                 ch.run(
                     self.win,
@@ -490,7 +490,7 @@ impl PackedConv {
         Ok(())
     }
 
-    /// Whether [`PackedConv::run_pooled`] pools in the tiles' store (x86-64 with AVX-512: the
+    /// Whether [`PackedConv::run_pooled`] pools in the tiles' store (x86-64 with AVX-512 or AVX2: the
     /// channel-vector tile computes the pooling windows' positions together), rather than
     /// running the convolution and then [`super::max_pool_2x2`].
     pub fn pools_in_store(&self) -> bool {
@@ -536,14 +536,15 @@ impl PackedConv {
     }
 
     /// Whether the channel-vector tile runs an output of `oh × ow`: when this kernel's own tiles
-    /// would compute padding columns (rows not a whole number of runs), read a strided window
-    /// or pack input panels. Measured on ResNet-8 and the digits CNN at batch 64 (AVX-512): the
-    /// channel tile took 0.6-0.8x the time on 4×4 and 8×8 maps and stride-2 windows, 1.05x on a
-    /// 16×16 map of 32 channels and 1.3x on a 32×32 map of 16 (its transposed store costs more
-    /// than this kernel's padding-free tiles there).
+    /// would compute padding columns (rows not a whole number of runs), and, with AVX-512's
+    /// tiles, read a strided window or pack input panels. Measured at batch 64 on ResNet-8 and
+    /// the digits CNN: with AVX-512 the channel tile took 0.6-0.8x the time on 4×4 and 8×8 maps
+    /// and stride-2 windows, 1.05x on a 16×16 map of 32 channels and 1.3x on a 32×32 map of 16
+    /// (its transposed store costs more than this kernel's padding-free tiles there); AVX2's
+    /// 8×8 channel tile took 0.55x on a 4×4 map but 1.1-1.4x on the stride-2 windows.
     #[cfg(target_arch = "x86_64")]
-    fn channels_suit(&self, [_oh, ow]: [usize; 2]) -> bool {
-        let strided = self.win.stride != [1, 1];
+    fn channels_suit(&self, tile: super::ChannelTile, [_oh, ow]: [usize; 2]) -> bool {
+        let strided = self.win.stride != [1, 1] && tile.tier > 1;
         strided || ow % (self.kernel.nr / 2) != 0
     }
 
@@ -582,7 +583,11 @@ impl PackedConv {
                     residual: residual.map(|r| &r[at..]),
                     relu,
                 };
-                let rows = if self.kernel.partial_rows { mr } else { full_mr };
+                let rows = if self.kernel.partial_rows {
+                    mr
+                } else {
+                    full_mr
+                };
                 tile(a, &bias[..rows], st);
                 continue;
             }
@@ -745,7 +750,10 @@ fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
     if n == 0 {
         return;
     }
-    assert!((n - 1) * step < src.len(), "strided_copy: the source is short");
+    assert!(
+        (n - 1) * step < src.len(),
+        "strided_copy: the source is short"
+    );
     match step {
         1 => dst.copy_from_slice(&src[..n]),
         2 => {
@@ -776,7 +784,11 @@ fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     if let [v] = row.chunks_exact(2).remainder() {
         even[half] = *v;
     }
-    for ((pair, e), o) in row.chunks_exact(2).zip(&mut even[..half]).zip(&mut odd[..half]) {
+    for ((pair, e), o) in row
+        .chunks_exact(2)
+        .zip(&mut even[..half])
+        .zip(&mut odd[..half])
+    {
         *e = pair[0];
         *o = pair[1];
     }

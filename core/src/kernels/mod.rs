@@ -6,12 +6,13 @@
 //! kernel when no gradient is needed. A QDQ model's convolutions run on integers ([`QConv`]:
 //! i16 × i16 → i32 dot products, `qtile.rs`), dequantized in the same kind of store. A matrix
 //! used as the right-hand side of many small products (a recurrent layer's `W_hh`) is packed once
-//! for the same tiles ([`PackedMatrix`]). On x86-64 with AVX-512 a second family of tiles puts
-//! the output channels in the vectors ([`ChannelTile`], `channels.rs`: 8 positions × 32 or 16
-//! channels, inputs broadcast from any image, row or stride, stored transposed into NCHW): it runs
-//! the convolutions whose positions fill the first family's vectors poorly (strided windows, maps
-//! whose rows are not whole runs of 16, such as 4×4 and 8×8, with the batch folded into the
-//! positions) and float Linear layers ([`PackedLinear`]).
+//! for the same tiles ([`PackedMatrix`]). On x86-64 with AVX-512 or AVX2+FMA a second family of
+//! tiles puts the output channels in the vectors ([`ChannelTile`], `channels.rs`: 8 positions ×
+//! 32 or 16 channels with AVX-512, × 8 with AVX2, inputs broadcast from any image, row or stride,
+//! stored transposed into NCHW): it runs the convolutions whose positions fill the first family's
+//! vectors poorly (maps whose rows are not whole runs, such as 4×4 and 8×8 with AVX-512's runs of
+//! 16, with the batch folded into the positions; strided windows with AVX-512), pooled
+//! convolutions, and float Linear layers ([`PackedLinear`]).
 
 #[cfg(target_arch = "x86_64")]
 mod channels;
@@ -81,7 +82,7 @@ mod tests {
         })
     }
 
-    /// The same convolution packed for every kernel this CPU runs and, on x86-64 with AVX-512,
+    /// The same convolution packed for every kernel this CPU runs and, on x86-64 with AVX-512 or AVX2,
     /// for every channel-vector tile (each running every geometry), named for the messages.
     fn every_packing(
         weight: &[f32],
@@ -266,9 +267,14 @@ mod tests {
                 is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
             );
             assert_eq!(has("avx512f"), is_x86_feature_detected!("avx512f"));
-            // the channel-vector tiles come with AVX-512
-            let avx512 = is_x86_feature_detected!("avx512f");
-            assert_eq!(!ChannelTile::available().is_empty(), avx512);
+            // the channel-vector tiles come with AVX-512 or AVX2+FMA, the fastest first
+            let tiles: Vec<&str> = ChannelTile::available().iter().map(|t| t.name()).collect();
+            let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            assert_eq!(tiles.iter().any(|t| t.starts_with("avx2")), avx2);
+            assert_eq!(
+                tiles.first().is_some_and(|t| t.starts_with("avx512f")),
+                is_x86_feature_detected!("avx512f")
+            );
         }
     }
 

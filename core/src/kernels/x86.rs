@@ -242,6 +242,9 @@ pub(super) fn channel_tiles() -> Vec<super::channels::ChannelTile> {
     if is_x86_feature_detected!("avx512f") {
         all.extend([avx512_channels_32::TILE, avx512_channels_16::TILE]);
     }
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        all.push(avx2_channels_8::TILE);
+    }
     all
 }
 
@@ -277,6 +280,64 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
+/// The checks that keep a channel tile's raw-pointer loop (`mr` positions × `nc` channels) in
+/// bounds, whatever its store; returns the largest offset (each is clamped to it). Panics
+/// unless the slices fit.
+fn check_channel_tile(
+    w: &[f32],
+    bias: &[f32],
+    x: &[f32],
+    bases: &[usize],
+    offsets: &[usize],
+    dst: &super::channels::ChannelStore,
+    [mr, nc]: [usize; 2],
+) -> usize {
+    use super::channels::ChannelStore;
+    let k = offsets.len();
+    let windows = mr / 4;
+    assert!(bases.len() == mr, "a tile's bases");
+    assert!(
+        w.len() >= k * nc && bias.len() >= nc,
+        "a channel tile's panel"
+    );
+    match dst {
+        ChannelStore::Tile(out) => assert!(out.len() >= mr * nc, "a channel tile's output"),
+        ChannelStore::Rows { out, stride, .. } => {
+            assert!(
+                out.len() >= (mr - 1) * stride + nc,
+                "a channel tile's output"
+            )
+        }
+        ChannelStore::PooledTile { out, .. } => {
+            assert!(out.len() >= windows * nc, "a channel tile's output")
+        }
+        ChannelStore::Pooled {
+            out, stride, chans, ..
+        } => {
+            let need = chans.saturating_sub(1) * stride + windows;
+            assert!(*chans <= nc && out.len() >= need, "a channel tile's output");
+        }
+        ChannelStore::Nchw {
+            out,
+            stride,
+            residual,
+            chans,
+            ..
+        } => {
+            let need = chans.saturating_sub(1) * stride + mr;
+            assert!(*chans <= nc && out.len() >= need, "a channel tile's output");
+            assert!(
+                residual.is_none_or(|r| r.len() >= need),
+                "a channel tile's residual"
+            );
+        }
+    }
+    let last = offsets.last().copied().unwrap_or(0);
+    let far = bases.iter().copied().max().unwrap_or(0);
+    assert!(k == 0 || far + last < x.len(), "a channel tile's input");
+    last
+}
+
 macro_rules! x86_channel_tile {
     ($module:ident, $name:literal, nv = $nv:literal) => {
         mod $module {
@@ -294,6 +355,7 @@ macro_rules! x86_channel_tile {
                 nc: NC,
                 run,
                 name: $name,
+                tier: 2,
             };
 
             /// 2×2 pooling windows in a tile: four positions each.
@@ -460,53 +522,12 @@ macro_rules! x86_channel_tile {
                 offsets: &[usize],
                 dst: ChannelStore,
             ) {
-                let k = offsets.len();
+                let last = check_channel_tile(w, bias, x, bases, offsets, &dst, [MR, NC]);
                 let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
-                assert!(
-                    w.len() >= k * NC && bias.len() >= NC,
-                    "a channel tile's panel"
-                );
-                match &dst {
-                    ChannelStore::Tile(out) => {
-                        assert!(out.len() >= MR * NC, "a channel tile's output")
-                    }
-                    ChannelStore::Rows { out, stride, .. } => {
-                        assert!(
-                            out.len() >= (MR - 1) * stride + NC,
-                            "a channel tile's output"
-                        )
-                    }
-                    ChannelStore::PooledTile { out, .. } => {
-                        assert!(out.len() >= WINDOWS * NC, "a channel tile's output")
-                    }
-                    ChannelStore::Pooled {
-                        out, stride, chans, ..
-                    } => {
-                        let need = chans.saturating_sub(1) * stride + WINDOWS;
-                        assert!(*chans <= NC && out.len() >= need, "a channel tile's output");
-                    }
-                    ChannelStore::Nchw {
-                        out,
-                        stride,
-                        residual,
-                        chans,
-                        ..
-                    } => {
-                        let need = chans.saturating_sub(1) * stride + MR;
-                        assert!(*chans <= NC && out.len() >= need, "a channel tile's output");
-                        assert!(
-                            residual.is_none_or(|r| r.len() >= need),
-                            "a channel tile's residual"
-                        );
-                    }
-                }
-                let last = offsets.last().copied().unwrap_or(0);
-                let far = bases.iter().copied().max().unwrap_or(0);
-                assert!(k == 0 || far + last < x.len(), "a channel tile's input");
                 let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
-                // SAFETY: TILE is only handed out on a CPU with AVX-512F; the asserts above
+                // SAFETY: TILE is only handed out on a CPU with AVX-512F; the checks above
                 // and the clamp in `tile` keep every access inside the slices.
-                unsafe { tile(k, w, b, xp, bases, offsets.as_ptr(), last, dst) }
+                unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), last, dst) }
             }
         }
     };
@@ -514,3 +535,155 @@ macro_rules! x86_channel_tile {
 
 x86_channel_tile!(avx512_channels_32, "avx512f channels 8x32", nv = 2);
 x86_channel_tile!(avx512_channels_16, "avx512f channels 8x16", nv = 1);
+
+/// The AVX2 channel tile: 8 positions × 8 channels (one vector), 8 accumulators. AVX2's 16
+/// registers leave no room for a second vector of channels (16 accumulators, a weight vector
+/// and a broadcast), so per reduction step one vector load, eight broadcasts and eight fused
+/// multiply-adds: more loads per multiply-add than the 6×16 tile, but every lane filled on the
+/// maps and strides that tile fills poorly (a 4×4 map, pooled windows).
+mod avx2_channels_8 {
+    use super::super::channels::{ChannelStore, ChannelTile};
+    use super::*;
+
+    const MR: usize = 8;
+    const NC: usize = 8;
+
+    /// Only handed out by [`channel_tiles`] once the CPU was seen to have AVX2 and FMA.
+    pub(in super::super) const TILE: ChannelTile = ChannelTile {
+        mr: MR,
+        nc: NC,
+        run,
+        name: "avx2+fma channels 8x8",
+        tier: 1,
+    };
+
+    /// 2×2 pooling windows in a tile: four positions each.
+    const WINDOWS: usize = MR / 4;
+
+    /// The tile's windows pooled (see [`ChannelStore::Pooled`]): `WINDOWS` rows of `NC`.
+    #[target_feature(enable = "avx2,fma")]
+    fn pool(c: &[__m256; MR], relu: bool) -> [f32; WINDOWS * NC] {
+        let zero = _mm256_setzero_ps();
+        // max(v, 0) gives 0 for NaN, as Tape::relu
+        let act = |v| if relu { _mm256_max_ps(v, zero) } else { v };
+        let mut out = [0f32; WINDOWS * NC];
+        for (win, dst) in c.chunks_exact(4).zip(out.chunks_exact_mut(NC)) {
+            // max(v, best) = v > best ? v : best: a later position wins only when greater, so
+            // ties and NaN resolve as in max_pool_2x2
+            let mut best = act(win[0]);
+            for &ci in &win[1..] {
+                best = _mm256_max_ps(act(ci), best);
+            }
+            // SAFETY: `dst` holds NC values.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), best) };
+        }
+        out
+    }
+
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `w` holds `k` rows of `NC`, `bias` `NC` values; every
+    /// `x + bases[i] + min(offsets[r], last)` (`r < k`) is readable; `dst` passed
+    /// [`check_channel_tile`].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        k: usize,
+        w: *const f32,
+        bias: *const f32,
+        x: *const f32,
+        bases: &[usize; MR],
+        offsets: *const usize,
+        last: usize,
+        dst: ChannelStore,
+    ) {
+        // SAFETY: `bias` holds NC values.
+        let mut c = [unsafe { _mm256_loadu_ps(bias) }; MR];
+        // (wrapping: with k = 0 nothing is read through them)
+        let p: [*const f32; MR] = core::array::from_fn(|i| x.wrapping_add(bases[i]));
+        for r in 0..k {
+            // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; the offset is clamped
+            // to the largest, which the caller checked for every base.
+            unsafe {
+                let off = (*offsets.add(r)).min(last);
+                let wv = _mm256_loadu_ps(w.add(r * NC));
+                for (ci, pi) in c.iter_mut().zip(&p) {
+                    *ci = _mm256_fmadd_ps(_mm256_set1_ps(*pi.add(off)), wv, *ci);
+                }
+            }
+        }
+        let zero = _mm256_setzero_ps();
+        match dst {
+            ChannelStore::Tile(out) => {
+                for (i, &v) in c.iter().enumerate() {
+                    // SAFETY: checked: `out` holds MR rows of NC.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i * NC), v) };
+                }
+            }
+            ChannelStore::Rows { out, stride, relu } => {
+                for (i, &v) in c.iter().enumerate() {
+                    let v = if relu { _mm256_max_ps(v, zero) } else { v };
+                    // SAFETY: checked: MR rows of NC at the stride in `out`.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i * stride), v) };
+                }
+            }
+            ChannelStore::Pooled {
+                out,
+                stride,
+                relu,
+                chans,
+            } => {
+                let pooled = pool(&c, relu);
+                for j in 0..chans {
+                    for (i, row) in pooled.chunks_exact(NC).enumerate() {
+                        out[j * stride + i] = row[j];
+                    }
+                }
+            }
+            ChannelStore::PooledTile { out, relu } => {
+                out[..WINDOWS * NC].copy_from_slice(&pool(&c, relu));
+            }
+            ChannelStore::Nchw {
+                out,
+                stride,
+                residual,
+                relu,
+                chans,
+            } => {
+                // transposed: channel `j`'s eight positions are a run of `out` at `j · stride`
+                for (j, &col) in transpose8(c).iter().enumerate().take(chans) {
+                    let at = j * stride;
+                    let mut v = col;
+                    // SAFETY: checked: `chans` rows of MR at the stride in `out` and the
+                    // residual.
+                    unsafe {
+                        if let Some(r) = residual {
+                            v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
+                        }
+                        if relu {
+                            // max(v, 0) gives 0 for NaN, as Tape::relu
+                            v = _mm256_max_ps(v, zero);
+                        }
+                        _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// See [`ChannelTile`]; panics unless the slices fit.
+    fn run(
+        w: &[f32],
+        bias: &[f32],
+        x: &[f32],
+        bases: &[usize],
+        offsets: &[usize],
+        dst: ChannelStore,
+    ) {
+        let last = check_channel_tile(w, bias, x, bases, offsets, &dst, [MR, NC]);
+        let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
+        let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
+        // SAFETY: TILE is only handed out on a CPU with AVX2 and FMA; the checks above and the
+        // clamp in `tile` keep every access inside the slices.
+        unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), last, dst) }
+    }
+}

@@ -5,7 +5,7 @@
 //! activation (a residual) and a `Relu`, all applied in the tile's store, and a `MaxPool2d(2)`
 //! after them, pooled in the same step. A QDQ convolution runs on integers ([`QConv`]); a QDQ `Linear` runs
 //! on the same integer kernel (its input's QDQ pair absorbed, its weights packed once), taking a
-//! `Relu`; natively on x86-64 with AVX-512 a float `Linear` does the same on the channel tile
+//! `Relu`; natively on x86-64 with AVX-512 or AVX2 a float `Linear` does the same on the channel tile
 //! ([`crate::kernels::PackedLinear`]: weights packed at load, bias and ReLU in the store, a flatten
 //! before it read in place). Every other node runs as
 //! [`crate::graph::run_inference`] runs it. Values are freed after their last reader, and their
@@ -50,12 +50,12 @@ struct FusedConv {
     reshape: Option<Vec<graph::Dim>>,
     /// A `MaxPool2d(2)` (2×2, stride 2, no padding) after the convolution and its ReLU, pooled
     /// in the same step: in the tiles' store for a float convolution without a residual where
-    /// the CPU has the tile for it (x86-64 with AVX-512), else after the convolution.
+    /// the CPU has the tile for it (x86-64 with AVX-512 or AVX2), else after the convolution.
     pool: bool,
 }
 
 /// The kernel a fused convolution runs: float, or integer for a QDQ convolution, or integer for a
-/// QDQ Linear layer (a 1×1 convolution over the rows), or (x86-64 with AVX-512) a float Linear
+/// QDQ Linear layer (a 1×1 convolution over the rows), or (x86-64 with AVX-512 or AVX2) a float Linear
 /// layer on the channel tile.
 enum Kernel {
     F32(PackedConv),
@@ -458,7 +458,7 @@ fn fuse_conv(
             }
         }
         // a QDQ Linear layer on integers; a float one on the channel tile where the CPU has one
-        // (x86-64 with AVX-512), else as its node
+        // (x86-64 with AVX-512 or AVX2), else as its node
         Op::Linear => {
             let (kernel, flat) = match integer_linear(graph, weights, quantized, node) {
                 Some((q, fq)) => {
@@ -622,7 +622,7 @@ fn linear_bias(
 }
 
 /// A float Linear layer (weight `[o, k]` and bias `[o]` the model's own) packed for the
-/// channel tile, on x86-64 with AVX-512; None elsewhere (the tape's Linear runs it).
+/// channel tile, on x86-64 with AVX-512 or AVX2; None elsewhere (the tape's Linear runs it).
 fn float_linear(
     graph: &Graph,
     weights: &HashMap<String, Tensor>,
