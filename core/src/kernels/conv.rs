@@ -536,12 +536,15 @@ impl PackedConv {
     }
 
     /// Whether the channel-vector tile runs an output of `oh × ow`: when this kernel's own tiles
-    /// would compute padding columns (rows not a whole number of runs), and, with AVX-512's
-    /// tiles, read a strided window or pack input panels. Measured at batch 64 on ResNet-8 and
-    /// the digits CNN: with AVX-512 the channel tile took 0.6-0.8x the time on 4×4 and 8×8 maps
-    /// and stride-2 windows, 1.05x on a 16×16 map of 32 channels and 1.3x on a 32×32 map of 16
-    /// (its transposed store costs more than this kernel's padding-free tiles there); AVX2's
-    /// 8×8 channel tile took 0.55x on a 4×4 map but 1.1-1.4x on the stride-2 windows.
+    /// would compute padding columns (rows not a whole number of runs), or (AVX-512's tiles)
+    /// read a strided window. Measured at batch 64 on ResNet-8 and the
+    /// digits CNN: with AVX-512 the channel tile took 0.6-0.8x the time on 4×4 and 8×8 maps and
+    /// stride-2 windows, 1.05x on a 16×16 map of 32 channels and 1.3x on a 32×32 map of 16 (its
+    /// transposed store costs more than this kernel's padding-free tiles there); with AVX2 the
+    /// 4×16 channel tile took 0.5x on a 4×4 map and 1.1-1.6x on every stride-1 map whose rows
+    /// are whole runs of 8; on the stride-2 windows `conv_kernels` (whole batch) read 0.9-0.97x
+    /// for the 3×3s and 1.23x for the 1×1, but the engine's run in chunks of 8 samples 1.2x for
+    /// the first 3×3 (a noisy host): not taken.
     #[cfg(target_arch = "x86_64")]
     fn channels_suit(&self, tile: super::ChannelTile, [_oh, ow]: [usize; 2]) -> bool {
         let strided = self.win.stride != [1, 1] && tile.tier > 1;
