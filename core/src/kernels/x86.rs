@@ -833,7 +833,7 @@ mod avx2_channels_16 {
                 // transposed: channel `ch`'s four positions are a run of `out` at `ch · stride`
                 let zero = _mm_setzero_ps();
                 for q in 0..NV {
-                    let cols = transpose4x8(core::array::from_fn(|i| c[i][q]));
+                    let cols = transpose4x8(c.map(|ci| ci[q]));
                     for (j, &col) in cols.iter().enumerate() {
                         let ch = q * LANES + j;
                         if ch >= chans {
