@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import statistics
 from pathlib import Path
 
 NOT_MEASURED = "not measured yet"
@@ -29,7 +30,9 @@ METHOD = """\
   kiln's declines it: the tables name the one that ran) vs onnxruntime-web's wasm backend (SIMD, **1 thread**, no
   proxy worker: threads need a cross-origin-isolated page; in a page its wasm-only build
   `ort.wasm.bundle.min.mjs`, i.e. `import "onnxruntime-web/wasm"`); natively kiln.InferenceSession
-  (tract, one thread) vs onnxruntime's Python API with 1 and with 2 intra-op threads.
+  (kiln's engine, or tract where it declines, one thread) vs onnxruntime's Python API with 1 and with
+  2 intra-op threads, in **three rounds** of one process per engine, the engines alternating: each
+  native figure is the median over the rounds (the VM's speed swings 1.5-2x within minutes).
 - **Same calls everywhere**: bench/infer/measure.mjs runs in Node and in the page alike; the input is the
   same deterministic batch ((i·7919 mod 17)/16); a call includes copying the input in and the output out.
 - **Latency**: after a warm-up of ≥ 1 s and ≥ 10 calls (V8 swaps its baseline wasm code for optimised
@@ -56,10 +59,42 @@ def load(results: Path) -> dict:
     index = results.parent / "models" / "models.json"
     if index.exists():
         out["models"] = json.loads(index.read_text())
+    rounds: dict[tuple, list] = {}
     for p in sorted(results.glob("inference_*.json")):
         r = json.loads(p.read_text() or "{}")
         if "error" not in r and "env" in r:
-            out[(r["env"], r["engine"], r["model"])] = r
+            rounds.setdefault((r["env"], r["engine"], r["model"]), []).append(r)
+    for key, rs in rounds.items():
+        out[key] = merge_rounds(rs)
+    return out
+
+
+def merge_rounds(rs: list) -> dict:
+    """One result from several rounds of the same case (bench/run.sh runs the native ones three
+    times, the engines alternating): each latency's and the cold start's median over the rounds,
+    the round whose cold start is that median for its phases, the most memory, the busiest host's
+    share of other processes (a ⚠ if any round was loaded)."""
+    if len(rs) == 1:
+        return rs[0]
+    med = statistics.median
+    out = dict(rs[0], rounds=len(rs))
+    out["latency"] = {}
+    for b, first in rs[0].get("latency", {}).items():
+        got = [r["latency"][b] for r in rs if b in r.get("latency", {})]
+        out["latency"][b] = dict(
+            first,
+            median_ms=med(g["median_ms"] for g in got),
+            min_ms=min(g["min_ms"] for g in got),
+            max_ms=max(g["max_ms"] for g in got),
+            round_medians_ms=[g["median_ms"] for g in got],
+        )
+    colds = sorted((r for r in rs if "cold" in r), key=lambda r: r["cold"]["total_ms"])
+    if colds:
+        out["cold"] = dict(colds[len(colds) // 2]["cold"],
+                           round_totals_ms=[r["cold"]["total_ms"] for r in rs if "cold" in r])
+    if all("memory" in r for r in rs):
+        out["memory"] = max((r["memory"] for r in rs), key=lambda m: m.get("peak_rss_mb", 0))
+    out["other_cpu_share"] = max(r.get("other_cpu_share", 0) for r in rs)
     return out
 
 
