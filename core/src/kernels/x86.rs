@@ -338,6 +338,67 @@ fn check_channel_tile(
     last
 }
 
+/// A channel tile's microkernel: `tile(k, w, bias, x, bases, offsets, last, dst)`.
+type ChannelTileBody<const MR: usize> = unsafe fn(
+    usize,
+    *const f32,
+    *const f32,
+    *const f32,
+    &[usize; MR],
+    *const usize,
+    usize,
+    super::channels::ChannelStore,
+);
+
+/// A channel tile's `run` ([`super::ChannelTile`]): the checks, then `tile`. Panics unless the
+/// slices fit.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn run_channel_tile<const MR: usize>(
+    tile: ChannelTileBody<MR>,
+    nc: usize,
+    w: &[f32],
+    bias: &[f32],
+    x: &[f32],
+    bases: &[usize],
+    offsets: &[usize],
+    dst: super::channels::ChannelStore,
+) {
+    let last = check_channel_tile(w, bias, x, bases, offsets, &dst, [MR, nc]);
+    let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
+    let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
+    // SAFETY: each tile's module hands its TILE out only on a CPU with the tile's features; the
+    // checks above and the clamp in `tile` keep every access inside the slices.
+    unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), last, dst) }
+}
+
+/// One channel's run of eight positions stored at `out[at..]`, the residual's at the same place
+/// added, then ReLU (max(v, 0) gives 0 for NaN, as Tape::relu): a transposed (NCHW) store.
+///
+/// # Safety
+/// The CPU has AVX2; `out` (and `residual`) hold eight values from `at`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_column8(
+    out: &mut [f32],
+    at: usize,
+    residual: Option<&[f32]>,
+    relu: bool,
+    v: __m256,
+) {
+    let mut v = v;
+    // SAFETY: the caller's.
+    unsafe {
+        if let Some(r) = residual {
+            v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
+        }
+        if relu {
+            v = _mm256_max_ps(v, _mm256_setzero_ps());
+        }
+        _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
+    }
+}
+
 macro_rules! x86_channel_tile {
     ($module:ident, $name:literal, nv = $nv:literal) => {
         mod $module {
@@ -479,7 +540,6 @@ macro_rules! x86_channel_tile {
                     } => (out, stride, residual, relu, chans),
                 };
                 // Transposed: channel `ch`'s eight positions are a run of `out` at `ch · stride`.
-                let zero = _mm256_setzero_ps();
                 for q in 0..2 * NV {
                     // eight channels of the eight positions, from the low or high half of a vector
                     let rows: [__m256; 8] = core::array::from_fn(|i| {
@@ -495,20 +555,9 @@ macro_rules! x86_channel_tile {
                         if ch >= chans {
                             return;
                         }
-                        let at = ch * stride;
-                        let mut v = col;
                         // SAFETY: `run` checked `chans` rows of MR at the stride in `out` and
                         // the residual.
-                        unsafe {
-                            if let Some(r) = residual {
-                                v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
-                            }
-                            if relu {
-                                // max(v, 0) gives 0 for NaN, as Tape::relu
-                                v = _mm256_max_ps(v, zero);
-                            }
-                            _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
-                        }
+                        unsafe { store_column8(out, ch * stride, residual, relu, col) };
                     }
                 }
             }
@@ -522,12 +571,7 @@ macro_rules! x86_channel_tile {
                 offsets: &[usize],
                 dst: ChannelStore,
             ) {
-                let last = check_channel_tile(w, bias, x, bases, offsets, &dst, [MR, NC]);
-                let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
-                let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
-                // SAFETY: TILE is only handed out on a CPU with AVX-512F; the checks above
-                // and the clamp in `tile` keep every access inside the slices.
-                unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), last, dst) }
+                run_channel_tile::<MR>(tile, NC, w, bias, x, bases, offsets, dst)
             }
         }
     };
@@ -651,20 +695,9 @@ mod avx2_channels_8 {
             } => {
                 // transposed: channel `j`'s eight positions are a run of `out` at `j · stride`
                 for (j, &col) in transpose8(c).iter().enumerate().take(chans) {
-                    let at = j * stride;
-                    let mut v = col;
                     // SAFETY: checked: `chans` rows of MR at the stride in `out` and the
                     // residual.
-                    unsafe {
-                        if let Some(r) = residual {
-                            v = _mm256_add_ps(v, _mm256_loadu_ps(r.as_ptr().add(at)));
-                        }
-                        if relu {
-                            // max(v, 0) gives 0 for NaN, as Tape::relu
-                            v = _mm256_max_ps(v, zero);
-                        }
-                        _mm256_storeu_ps(out.as_mut_ptr().add(at), v);
-                    }
+                    unsafe { store_column8(out, j * stride, residual, relu, col) };
                 }
             }
         }
@@ -679,12 +712,7 @@ mod avx2_channels_8 {
         offsets: &[usize],
         dst: ChannelStore,
     ) {
-        let last = check_channel_tile(w, bias, x, bases, offsets, &dst, [MR, NC]);
-        let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
-        let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
-        // SAFETY: TILE is only handed out on a CPU with AVX2 and FMA; the checks above and the
-        // clamp in `tile` keep every access inside the slices.
-        unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), last, dst) }
+        run_channel_tile::<MR>(tile, NC, w, bias, x, bases, offsets, dst)
     }
 }
 
@@ -868,11 +896,6 @@ mod avx2_channels_16 {
         offsets: &[usize],
         dst: ChannelStore,
     ) {
-        let last = check_channel_tile(w, bias, x, bases, offsets, &dst, [MR, NC]);
-        let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
-        let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
-        // SAFETY: TILE is only handed out on a CPU with AVX2 and FMA; the checks above and the
-        // clamp in `tile` keep every access inside the slices.
-        unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), last, dst) }
+        run_channel_tile::<MR>(tile, NC, w, bias, x, bases, offsets, dst)
     }
 }
