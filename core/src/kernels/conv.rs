@@ -687,6 +687,11 @@ fn split_phases(
     let sh = row_rank.len();
     let plane = hq * wq;
     let (mut yq, mut yr) = (ph / sh, ph % sh);
+    // how many values each column phase takes from a row (no division per row)
+    let counts: Vec<usize> = cols
+        .iter()
+        .map(|&(_, x0, _)| (w - x0).div_ceil(sw))
+        .collect();
     for row in src.chunks_exact(w).take(h) {
         if let Some(a) = row_rank[yr] {
             let at = |b: usize, col: usize| (a * cols_kept + b) * plane + yq * wq + col;
@@ -705,33 +710,9 @@ fn split_phases(
                     }
                 };
                 deinterleave(row, even, odd);
-                yr += 1;
-                if yr == sh {
-                    (yq, yr) = (yq + 1, 0);
-                }
-                continue;
-            }
-            for &(b, x0, col) in cols {
-                let dst = &mut planes[(a * cols_kept + b) * plane + yq * wq + col..];
-                let src = &row[x0..];
-                match sw {
-                    1 => dst[..w].copy_from_slice(row),
-                    2 => {
-                        // pairs rather than step_by(2): LLVM vectorises a loop over pairs (a
-                        // stride-2 3x3 conv took 8-15% less time natively at batch 64, AVX2)
-                        let pairs = src.chunks_exact(2);
-                        if let [v] = pairs.remainder() {
-                            dst[src.len() / 2] = *v;
-                        }
-                        for (d, pair) in dst.iter_mut().zip(pairs) {
-                            *d = pair[0];
-                        }
-                    }
-                    _ => {
-                        for (d, &v) in dst.iter_mut().zip(src.iter().step_by(sw)) {
-                            *d = v;
-                        }
-                    }
+            } else {
+                for (&(b, x0, col), &count) in cols.iter().zip(&counts) {
+                    strided_copy(&mut planes[at(b, col)..][..count], &row[x0..], sw);
                 }
             }
         }
@@ -745,8 +726,8 @@ fn split_phases(
 /// `dst[i] = src[i · step]` for every `i` (`src` must hold them). Stride 2 as a loop over
 /// pairs, which LLVM vectorises (with a scalar tail), where indexing by `i · step` stays
 /// scalar: the ResNet-8's 1x1 stride-2 convs (packed panels) took 8-20% less time natively at
-/// batch 64 on AVX2. (`split_phases` has the same loop inline: a call per row cost its stride-2
-/// 3x3s 3-5%.)
+/// batch 64 on AVX2. `split_phases` uses it for a lone column phase (a stride-2 window that
+/// reads both goes through [`deinterleave`]).
 #[inline]
 fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
     let n = dst.len();

@@ -338,6 +338,21 @@ fn check_channel_tile(
     last
 }
 
+/// The maximum of a 2×2 pooling window's four positions (each vector: one position's channels),
+/// ReLU first (max(v, 0) gives 0 for NaN, as Tape::relu); max(v, best) = v > best ? v : best, so
+/// a later position wins only when greater and ties and NaN resolve as in max_pool_2x2.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn window_max8(win: [__m256; 4], relu: bool) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    let act = |v| if relu { _mm256_max_ps(v, zero) } else { v };
+    let mut best = act(win[0]);
+    for &v in &win[1..] {
+        best = _mm256_max_ps(act(v), best);
+    }
+    best
+}
+
 /// A channel tile's microkernel: `tile(k, w, bias, x, bases, offsets, last, dst)`.
 type ChannelTileBody<const MR: usize> = unsafe fn(
     usize,
@@ -607,17 +622,9 @@ mod avx2_channels_8 {
     /// The tile's windows pooled (see [`ChannelStore::Pooled`]): `WINDOWS` rows of `NC`.
     #[target_feature(enable = "avx2,fma")]
     fn pool(c: &[__m256; MR], relu: bool) -> [f32; WINDOWS * NC] {
-        let zero = _mm256_setzero_ps();
-        // max(v, 0) gives 0 for NaN, as Tape::relu
-        let act = |v| if relu { _mm256_max_ps(v, zero) } else { v };
         let mut out = [0f32; WINDOWS * NC];
         for (win, dst) in c.chunks_exact(4).zip(out.chunks_exact_mut(NC)) {
-            // max(v, best) = v > best ? v : best: a later position wins only when greater, so
-            // ties and NaN resolve as in max_pool_2x2
-            let mut best = act(win[0]);
-            for &ci in &win[1..] {
-                best = _mm256_max_ps(act(ci), best);
-            }
+            let best = window_max8(win.try_into().expect("4 positions"), relu);
             // SAFETY: `dst` holds NC values.
             unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), best) };
         }
@@ -742,17 +749,9 @@ mod avx2_channels_16 {
     /// The tile's one 2×2 pooling window (its four positions, see [`ChannelStore::Pooled`]).
     #[target_feature(enable = "avx2,fma")]
     fn pool(c: &[[__m256; NV]; MR], relu: bool) -> [f32; NC] {
-        let zero = _mm256_setzero_ps();
-        // max(v, 0) gives 0 for NaN, as Tape::relu
-        let act = |v| if relu { _mm256_max_ps(v, zero) } else { v };
         let mut out = [0f32; NC];
         for j in 0..NV {
-            // max(v, best) = v > best ? v : best: a later position wins only when greater, so
-            // ties and NaN resolve as in max_pool_2x2
-            let mut best = act(c[0][j]);
-            for ci in &c[1..] {
-                best = _mm256_max_ps(act(ci[j]), best);
-            }
+            let best = window_max8(c.map(|ci| ci[j]), relu);
             // SAFETY: `out` holds NC values.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(j * LANES), best) };
         }
