@@ -71,7 +71,7 @@ impl std::fmt::Debug for ChannelTile {
 
 impl ChannelTile {
     /// The channel tiles this CPU runs, fastest instruction set first (AVX-512: 8×32 and 8×16;
-    /// AVX2 with FMA: 8×8; none without them).
+    /// AVX2 with FMA: 4×16 and 8×8; none without them).
     pub fn available() -> &'static [ChannelTile] {
         static ALL: std::sync::OnceLock<Vec<ChannelTile>> = std::sync::OnceLock::new();
         ALL.get_or_init(super::x86::channel_tiles)
