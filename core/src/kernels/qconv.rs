@@ -265,19 +265,51 @@ impl QConv {
     ) -> Result<()> {
         let [n, _, oh, ow] =
             super::conv::checked_buffers(self.output_shape(shape)?, shape, x, residual, out)?;
-        let (c, h, w) = (shape[1], shape[2], shape[3]);
-        let p = oh * ow;
+        let (c, win) = (shape[1], self.win);
+        if win.kernel == [1, 1] && win.padding == [0, 0] && win.stride != [1, 1] {
+            // A strided 1×1 window (a ResNet's shortcut) reads one pixel in `sh · sw`: those
+            // pixels, gathered, are a stride-1 image, so only they are quantized and the tiles
+            // read it in place (quantizing the whole image and packing each tile's panel took
+            // 1.1-1.2x the float shortcut's time in wasm).
+            let ([h, w], [sh, sw]) = ([shape[2], shape[3]], win.stride);
+            let mut xs = Vec::with_capacity(n * c * oh * ow);
+            for plane in x.chunks_exact(h * w) {
+                for y in 0..oh {
+                    xs.extend(plane[y * sh * w..][..(ow - 1) * sw + 1].iter().step_by(sw));
+                }
+            }
+            let unit = Window {
+                stride: [1, 1],
+                ..win
+            };
+            return self.run_window(&xs, [n, c, oh, ow], unit, residual, relu, out);
+        }
+        self.run_window(x, [n, c, shape[2], shape[3]], win, residual, relu, out)
+    }
+
+    /// [`QConv::run`] on an input `[n, c, h, w]` (checked) through window `win`: the weights'
+    /// own, or a strided 1×1 one's as stride 1 on the pixels it reads.
+    fn run_window(
+        &self,
+        x: &[f32],
+        [n, c, h, w]: [usize; 4],
+        win: Window,
+        residual: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+    ) -> Result<()> {
         let Window {
             kernel: [kh, kw],
             stride: [sh, sw],
             padding: [ph, pw],
             dilation: [dh, dw],
-        } = self.win;
+        } = win;
+        let [_, _, oh, ow] =
+            super::conv::output_shape(win, self.cg, self.groups, self.o, &[n, c, h, w])?;
+        let p = oh * ow;
         let (cg, cg2) = (self.cg, self.cg.div_ceil(2));
         let mut part = [0f32; MR * NR];
-        // a strided 1×1 window packs: its split is a quarter of the image, and the packed
-        // tiles measured faster there (the ResNet-8's int8 shortcuts in wasm: 1.84 vs 2.26 ms)
-        if ow % 4 == 0 && (sw == 1 || (self.taps.is_none() && kh * kw > 1)) {
+        if ow % 4 == 0 && (sw == 1 || self.taps.is_none()) {
             // NR positions of an output row read NR contiguous inputs: tiles read the quantized,
             // zero-padded image in place, row (pair, ki, kj) at a fixed offset from the tile's
             // first input. A horizontal stride splits each padded row into `sw` phases of `wq`
@@ -367,7 +399,7 @@ impl QConv {
                 quantize_pairs(xg, [cg, h, w], [0, 0, w], self.grid, &mut xq);
                 for p0 in (0..p).step_by(NR) {
                     let nr = NR.min(p - p0);
-                    pack(self.win, cg2, &xq, [h, w, ow], p0, nr, NR, None, &mut bt);
+                    pack(win, cg2, &xq, [h, w, ow], p0, nr, NR, None, &mut bt);
                     let at = [img, g, p0, nr];
                     let weights = (self.kp, &self.panels[..]);
                     self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
@@ -711,6 +743,10 @@ mod tests {
             (1, 3, 10, 10, 4, 3, 3, 1, 1, 1),
             (2, 1, 16, 16, 4, 3, 2, 1, 1, 1),
             (2, 8, 16, 16, 8, 3, 2, 1, 1, 4),
+            // strided 1x1 windows run on the pixels they read, gathered: odd sizes and groups
+            // (rows not runs of four: packed), stride 3 (in place)
+            (2, 6, 17, 15, 8, 1, 2, 0, 1, 2),
+            (1, 4, 12, 12, 4, 1, 3, 0, 1, 1),
         ];
         for &(n, c, h, w, o, kk, s, p, d, groups) in cases {
             let win = Window {
