@@ -6,7 +6,7 @@
 //! input panel packed per tile (`k × nr` values, a few KB that stay in L1 while every panel of
 //! the group passes over them); bias, residual add and ReLU applied in the tile's store.
 
-use super::tile::{tile_direct, tile_packed, Store, MR, NR};
+use super::tile::{tile_direct, tile_packed, Store, Taps, MR, NR};
 use crate::autograd::Window;
 use crate::{shape_err, Result};
 
@@ -27,13 +27,13 @@ pub(super) fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
 /// `packed(a, b, bias, store)`: see [`Kernel`].
 pub(super) type PackedTile = fn(&[f32], &[f32], &[f32], Store);
 /// `direct(a, x, bases, offsets, bias, store)`: see [`Kernel`].
-pub(super) type DirectTile = fn(&[f32], &[f32], [usize; 2], &[usize], &[f32], Store);
+pub(super) type DirectTile = fn(&[f32], &[f32], [usize; 2], Taps, &[f32], Store);
 
 /// A microkernel and its tile: `packed(a, b, bias, store)` computes one `mr × nr` tile from a
 /// weight panel `a` (`k × mr`) and a packed input panel `b` (`k × nr`);
-/// `direct(a, x, bases, offsets, bias, store)` reads row `r` of its input in place as two runs of
-/// `nr / 2` positions, `x[bases[0] + offsets[r]..]` and `x[bases[1] + offsets[r]..]` (`offsets`
-/// increasing). Both check their slices' lengths, so a kernel is safe to call with any.
+/// `direct(a, x, bases, taps, bias, store)` reads row `r` of its input in place as two runs of
+/// `nr / 2` positions, `x[bases[0] + offsets[r]..]` and `x[bases[1] + offsets[r]..]` (the
+/// [`Taps`]' offsets). Both check their slices' lengths, so a kernel is safe to call with any.
 #[derive(Clone, Copy)]
 pub struct Kernel {
     pub(super) mr: usize,
@@ -424,6 +424,7 @@ impl PackedConv {
                     }
                 }
             }
+            let taps = Taps::new(&offsets);
             // the first input of run `q`
             let run_at = |q: usize| match rows {
                 true => (q * run / ow) * wq + q * run % ow,
@@ -445,9 +446,8 @@ impl PackedConv {
                         let q = p0 / run;
                         // a last run alone reads its own inputs twice
                         let bases = [run_at(q), run_at(if len > run { q + 1 } else { q })];
-                        let tile = |a: &[f32], b: &[f32], st: Store| {
-                            direct(a, &xp, bases, &offsets, b, st)
-                        };
+                        let tile =
+                            |a: &[f32], b: &[f32], st: Store| direct(a, &xp, bases, taps, b, st);
                         if rows {
                             let at = [img, g, p0, len];
                             self.blocks(at, p, residual, relu, out, &mut part, tile);

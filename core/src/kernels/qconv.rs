@@ -17,7 +17,7 @@
 
 use super::conv::pack;
 use super::qtile::{qdot_channels, qtile_direct, qtile_packed, QStore};
-use super::tile::{MR, NR};
+use super::tile::{Taps, MR, NR};
 use crate::autograd::{QuantGrid, Window};
 use crate::{shape_err, value_err, Result};
 
@@ -227,7 +227,7 @@ impl QConv {
         let mut xp = vec![0u32; self.kp * np];
         quantize_rows(x, [n, k, np], self.grid, &mut xp);
         let offsets: Vec<usize> = (0..self.kp).map(|c| c * np).collect();
-        let reach = offsets.last().copied().unwrap_or(0);
+        let taps = Taps::new(&offsets);
         // the tiles write channel-major ([o, n]); the rows are transposed back after
         let mut t = vec![0f32; o * n];
         let mut part = [0f32; MR * NR];
@@ -241,7 +241,7 @@ impl QConv {
                 relu,
                 &mut t,
                 &mut part,
-                &|a, st| qtile_direct(a, &xp, [p0, p0 + 4], (&offsets, reach), st),
+                &|a, st| qtile_direct(a, &xp, [p0, p0 + 4], taps, st),
             );
         }
         for (ch, col) in t.chunks_exact(n.max(1)).enumerate().take(o) {
@@ -353,7 +353,7 @@ impl QConv {
                 }
             };
             // with a stride the offsets of a row's taps go by phase, not in order
-            let reach = offsets.iter().copied().max().unwrap_or(0);
+            let taps = Taps::new(&offsets);
             let run_at = |q: usize| (q * 4 / ow) * sh * wr + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {
@@ -384,7 +384,7 @@ impl QConv {
                         let bases = [run_at(q), run_at(if nr > 4 { q + 1 } else { q })];
                         let at = [img, g, p0, nr];
                         self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
-                            qtile_direct(a, &xp, bases, (&offsets, reach), st)
+                            qtile_direct(a, &xp, bases, taps, st)
                         });
                     }
                 }

@@ -13,7 +13,7 @@
 //! quantization, so no zero-point terms remain, and `|A|, |B| ≤ 255` keep each pair's sum far
 //! inside i32; [`super::qconv::QConv`] checks that a whole reduction fits.
 
-use super::tile::{MR, NR};
+use super::tile::{Taps, MR, NR};
 
 /// Where a tile goes, and how it is dequantized: `MR` rows of `NR` values, `stride` apart in `out`
 /// (and in `residual`).
@@ -216,18 +216,10 @@ pub fn qtile_packed(a: &[u32], b: &[u32], st: QStore) {
 /// A tile reading its input rows in place, as two runs of four positions: row `r` is
 /// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded image
 /// of channel pairs, where four positions of an output row read contiguous inputs). No offset
-/// passes `reach` (the caller's contract: the largest of them), so the reads are checked once per
-/// tile against it, and each offset is clamped to it: a caller that broke the contract gets wrong
-/// values, never a read out of bounds.
+/// passes `taps.reach()` ([`Taps`]), so the reads are checked once per tile, against it.
 #[inline(never)]
-pub fn qtile_direct(
-    a: &[u32],
-    x: &[u32],
-    bases: [usize; 2],
-    (offsets, reach): (&[usize], usize),
-    st: QStore,
-) {
-    let last = reach;
+pub fn qtile_direct(a: &[u32], x: &[u32], bases: [usize; 2], taps: Taps, st: QStore) {
+    let (offsets, last) = (taps.offsets(), taps.reach());
     // Every read below lies in x[base..base + last + 4] for its base (the runs meet when
     // bases[1] is bases[0] + 4): checked once, here.
     assert!(
@@ -238,8 +230,7 @@ pub fn qtile_direct(
         // both runs in one row: eight contiguous values per row
         let x = &x[bases[0]..];
         let rows = offsets.iter().map(|&o| {
-            let o = o.min(last);
-            // SAFETY: o + NR <= last + NR and bases[0] + last + NR = bases[1] + last + 4 <= the
+            // SAFETY: o <= last (Taps) and bases[0] + last + NR = bases[1] + last + 4 <= the
             // image's length (asserted above), so the NR values at o are inside `x`; [u32; NR] has
             // u32's alignment.
             let r: &[u32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[u32; NR]>() };
@@ -249,8 +240,7 @@ pub fn qtile_direct(
     }
     let (x0, x1) = (&x[bases[0]..], &x[bases[1]..]);
     let rows = offsets.iter().map(|&o| {
-        let o = o.min(last);
-        // SAFETY: o + 4 <= last + 4 and each base + last + 4 <= the image's length (asserted above).
+        // SAFETY: o <= last (Taps) and each base + last + 4 <= the image's length (asserted above).
         unsafe {
             [
                 &*x0.as_ptr().add(o).cast::<[u32; 4]>(),

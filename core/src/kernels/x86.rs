@@ -9,7 +9,7 @@
 //! two vector loads, `mr` broadcasts from memory and `2·mr` fused multiply-adds.
 
 use super::conv::Kernel;
-use super::tile::Store;
+use super::tile::{Store, Taps};
 use core::arch::x86_64::*;
 
 /// The kernels this CPU runs, fastest first.
@@ -167,28 +167,26 @@ macro_rules! x86_kernel {
                 a: &[f32],
                 x: &[f32],
                 bases: [usize; 2],
-                offsets: &[usize],
+                taps: Taps,
                 bias: &[f32],
                 st: Store,
             ) {
                 let k = check(a, bias, &st, MR, NR);
+                let (offsets, last) = (taps.offsets(), taps.reach());
                 assert!(offsets.len() == k, "a tile's row offsets");
-                // `offsets` increase (the kernel's contract), so the last row reads furthest;
-                // each offset is clamped to it, so a caller that broke the contract gets wrong
-                // values, never a read out of bounds
-                let last = offsets.last().copied().unwrap_or(0);
                 assert!(
                     k == 0 || bases[0].max(bases[1]) + last + RUN <= x.len(),
                     "a tile's input"
                 );
                 let x = x.as_ptr();
-                // SAFETY: as `packed`'s; every row lies in `x` by the assert and the clamp.
+                // SAFETY: as `packed`'s; every row lies in `x` by the assert, as no offset passes
+                // `last` (Taps).
                 unsafe {
                     rows(
                         k,
                         a.as_ptr(),
                         |r| {
-                            let o = (*offsets.get_unchecked(r)).min(last);
+                            let o = *offsets.get_unchecked(r);
                             (x.add(bases[0] + o), x.add(bases[1] + o))
                         },
                         bias,
