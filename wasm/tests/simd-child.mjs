@@ -4,7 +4,7 @@ import { loadModel, relaxedSimd } from '../pkg/index.js';
 import { cases, modelPath, typed } from './helpers.mjs';
 
 const results = [];
-for (const c of cases.filter((c) => c.tool === 'kiln' && !c.model.includes('int8') && c.inputs.length === 1)) {
+for (const c of cases.filter((c) => c.tool === 'kiln' && c.inputs.length === 1)) {
   const model = await loadModel(modelPath(c.model));
   const [input] = c.inputs;
   const out = model.run(typed(input), input.dims);
