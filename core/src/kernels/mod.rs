@@ -309,7 +309,14 @@ mod tests {
     #[test]
     fn max_pool_2x2_matches_the_tapes_pooling_with_ties_and_nan() {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for (n, c, h, w) in [(2, 3, 8, 8), (1, 2, 5, 11), (3, 1, 4, 18), (1, 1, 2, 2)] {
+        for (n, c, h, w) in [
+            (2, 3, 8, 8),
+            (1, 2, 5, 11),
+            (3, 1, 4, 18),
+            (1, 1, 2, 2),
+            (2, 2, 4, 4),
+            (1, 3, 6, 13),
+        ] {
             let mut x = random(&[n, c, h, w], &mut rng);
             // ties (rounded values) and a NaN in some windows
             x.mapv_inplace(|v| (v * 2.0).round());

@@ -1,6 +1,6 @@
 //! 2×2 max pooling with stride 2 and no padding (`MaxPool2d(2)`, the pooling CNNs use most), for
 //! inference: no argmax kept. In wasm four outputs at a time: two rows of eight inputs, their even
-//! and odd lanes split by shuffles, three `pmax`es.
+//! and odd lanes split by shuffles, three `pmax`es (and two at a time from two rows of four).
 
 /// `out[p, oy, ox] = max(x[p, 2oy..2oy+2, 2ox..2ox+2])` over `planes` planes of `h × w`; `out` is
 /// `planes × (h/2) × (w/2)`. The window's values are taken in row order and a later one wins only
@@ -43,11 +43,11 @@ fn row4(r0: &[f32], r1: &[f32], dst: &mut [f32]) -> usize {
         unsafe { v128_load(s.as_ptr().cast()) }
     };
     let quads = dst.len() / 4;
+    let even = |u, v| i32x4_shuffle::<0, 2, 4, 6>(u, v);
+    let odd = |u, v| i32x4_shuffle::<1, 3, 5, 7>(u, v);
     for q in 0..quads {
         let (a0, a1) = (load(&r0[8 * q..]), load(&r0[8 * q + 4..]));
         let (b0, b1) = (load(&r1[8 * q..]), load(&r1[8 * q + 4..]));
-        let even = |u, v| i32x4_shuffle::<0, 2, 4, 6>(u, v);
-        let odd = |u, v| i32x4_shuffle::<1, 3, 5, 7>(u, v);
         // pmax(best, v) = best < v ? v : best: the later value wins only when greater
         let m = f32x4_pmax(even(a0, a1), odd(a0, a1));
         let m = f32x4_pmax(f32x4_pmax(m, even(b0, b1)), odd(b0, b1));
@@ -55,7 +55,16 @@ fn row4(r0: &[f32], r1: &[f32], dst: &mut [f32]) -> usize {
         // SAFETY: `d` is 4 writable f32s, borrowed uniquely; unaligned is fine.
         unsafe { v128_store(d.as_mut_ptr().cast(), m) }
     }
-    quads * 4
+    if dst.len() - 4 * quads < 2 {
+        return quads * 4;
+    }
+    // two more outputs (a 4×4 plane's rows: the digits CNN's second pool): one vector per row
+    let (a, b) = (load(&r0[8 * quads..]), load(&r1[8 * quads..]));
+    let m = f32x4_pmax(even(a, a), odd(a, a));
+    let m = f32x4_pmax(f32x4_pmax(m, even(b, b)), odd(b, b));
+    dst[4 * quads] = f32x4_extract_lane::<0>(m);
+    dst[4 * quads + 1] = f32x4_extract_lane::<1>(m);
+    quads * 4 + 2
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
