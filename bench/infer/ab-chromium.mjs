@@ -4,10 +4,9 @@
 //
 //   node bench/infer/ab-chromium.mjs A.wasm B.wasm MODEL.onnx [--batch 1,64]
 //
-// Both harnesses load the model in the same page; after a 2 s warm-up (V8 tiers up) they run it in
-// 15 alternating groups (A B, B A, ...; 400 runs at batch 1, 6 at larger batches) and the line
-// printed per batch has both medians and the median of the groups' ratios A / B. A page that is not
-// cross-origin isolated gets performance.now() in 0.1 ms steps, hence groups, not single runs.
+// Both harnesses load the model in the same page and are timed as alternate.mjs times them (2 s of
+// warm-up); the line printed per batch has both medians and the median of the groups' ratios A / B.
+// Needs Chromium and playwright-core, which `make test` and `make bench` install.
 // Chromium as bench/infer/browser.mjs runs it: Debian's /usr/bin/chromium, a fresh profile,
 // playwright-core from tests/node_modules, no traffic off the machine.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -15,6 +14,8 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { alternate } from './alternate.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const { chromium } = createRequire(join(ROOT, 'tests/package.json'))('playwright-core');
@@ -37,7 +38,8 @@ try {
   const page = await context.newPage();
   page.on('console', (m) => console.log(m.text()));
   const base64 = (f) => readFileSync(f).toString('base64');
-  await page.evaluate(async ([a, b, m, batches, name]) => {
+  await page.evaluate(async ([a, b, m, batches, name, source]) => {
+    const alternate = new Function(`return (${source})`)();
     const bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
     const modelBytes = bytes(m);
     async function harness(wasm) {
@@ -50,21 +52,11 @@ try {
       return h;
     }
     const [A, B] = [await harness(a), await harness(b)];
-    const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
     for (const n of batches) {
-      const reps = n === 1 ? 400 : 6;
-      const until = performance.now() + 2000;
-      while (performance.now() < until) { A.run(n, 1); B.run(n, 1); }
-      const group = (h) => { const t0 = performance.now(); h.run(n, reps); return (performance.now() - t0) / reps; };
-      const ta = [], tb = [], ratios = [];
-      for (let round = 0; round < 15; round++) {
-        let x, y;
-        if (round % 2) { y = group(B); x = group(A); } else { x = group(A); y = group(B); }
-        ta.push(x); tb.push(y); ratios.push(x / y);
-      }
-      console.log(`${name} batch ${n}: A ${median(ta).toFixed(4)} ms, B ${median(tb).toFixed(4)} ms, A / B ${median(ratios).toFixed(3)} (median of 15 alternating groups of ${reps} runs)`);
+      const r = alternate(A, B, n, 2000);
+      console.log(`${name} batch ${n}: A ${r.a.toFixed(4)} ms, B ${r.b.toFixed(4)} ms, A / B ${r.ratio.toFixed(3)} (median of ${r.rounds} alternating groups of ${r.reps} runs)`);
     }
-  }, [base64(wasmA), base64(wasmB), base64(model), batches, model]);
+  }, [base64(wasmA), base64(wasmB), base64(model), batches, model, alternate.toString()]);
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

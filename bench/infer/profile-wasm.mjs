@@ -12,6 +12,7 @@
 // Loads bench/wasm-profile's module (build it first: see bench/README.md), runs the model's plan
 // with the engine's timer per step (median of the runs after a warm-up) and prints ms per step.
 import { readFileSync } from 'node:fs';
+import { alternate } from './alternate.mjs';
 
 const args = process.argv.slice(2);
 const model = args.find((a, i) => !a.startsWith('--') && a.endsWith('.onnx') && args[i - 1] !== '--twin');
@@ -35,7 +36,6 @@ function loadInto(h, bytes) {
   new Uint8Array(h.memory.buffer, ptr, bytes.length).set(bytes);
   if (h.load(ptr, bytes.length) !== 0) process.exit(1);
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const k = await harness(wasmPath);
 
 if (args.includes('--conv')) {
@@ -59,18 +59,9 @@ if (model) {
     const old = await harness(opt('--against', wasmPath));
     loadInto(old, args.includes('--twin') ? readFileSync(opt('--twin')) : bytes);
     for (const b of batches) {
-      const reps = b === 1 ? 400 : 6;
-      const until = performance.now() + 1500;
-      while (performance.now() < until) { k.run(b, 1); old.run(b, 1); }
-      // `run`: the session's own run, without the profile's timer and names per step
-      const group = (h) => { const t0 = performance.now(); h.run(b, reps); return (performance.now() - t0) / reps; };
-      const mine = [], theirs = [], ratios = [];
-      for (let round = 0; round < 15; round++) {
-        let x, y;
-        if (round % 2) { y = group(old); x = group(k); } else { x = group(k); y = group(old); }
-        mine.push(x); theirs.push(y); ratios.push(y / x);
-      }
-      console.log(`== ${model} batch ${b}: this build ${median(mine).toFixed(4)} ms, --against ${median(theirs).toFixed(4)} ms, against / this ${median(ratios).toFixed(3)} (median of 15 alternating rounds of ${reps} runs)`);
+      // an odd number of rounds: the median of the ratios' reciprocals is the median's reciprocal
+      const r = alternate(k, old, b, 1500);
+      console.log(`== ${model} batch ${b}: this build ${r.a.toFixed(4)} ms, --against ${r.b.toFixed(4)} ms, against / this ${(1 / r.ratio).toFixed(3)} (median of ${r.rounds} alternating rounds of ${r.reps} runs)`);
     }
     process.exit(0);
   }

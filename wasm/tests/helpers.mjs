@@ -11,6 +11,8 @@ if (!modelsDir) {
 export const modelPath = (name) => join(modelsDir, name);
 export const modelBytes = (name) => new Uint8Array(readFileSync(modelPath(name)));
 export const cases = JSON.parse(readFileSync(join(modelsDir, 'cases.json'), 'utf8')).cases;
+/** The cases simd.test.mjs runs on both small modules: kiln's exports (int8 too) with one input. */
+export const simdCases = cases.filter((c) => c.tool === 'kiln' && c.inputs.length === 1);
 
 // float16 travels as float32 (exact: every float16 is a float32).
 const arrays = { float16: Float32Array, float32: Float32Array, float64: Float64Array, int32: Int32Array, int8: Int8Array, uint8: Uint8Array, bool: Uint8Array };

@@ -1,10 +1,10 @@
 // Run by simd.test.mjs in a Node started with or without relaxed SIMD: loads kiln's exports from
 // cases.json with loadModel, as a user would, and prints which module ran them and their outputs.
 import { loadModel, relaxedSimd } from '../pkg/index.js';
-import { cases, modelPath, typed } from './helpers.mjs';
+import { modelPath, simdCases, typed } from './helpers.mjs';
 
 const results = [];
-for (const c of cases.filter((c) => c.tool === 'kiln' && c.inputs.length === 1)) {
+for (const c of simdCases) {
   const model = await loadModel(modelPath(c.model));
   const [input] = c.inputs;
   const out = model.run(typed(input), input.dims);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-import { cases, maxAbsDiff } from './helpers.mjs';
+import { maxAbsDiff, simdCases as wanted } from './helpers.mjs';
 
 const child = fileURLToPath(new URL('./simd-child.mjs', import.meta.url));
 const run = (flag) => JSON.parse(execFileSync(process.execPath, [flag, child], { encoding: 'utf8', env: process.env }).trim().split('\n').pop());
@@ -20,7 +20,6 @@ test('this Node can switch relaxed SIMD on and off', () => {
   assert.ok(hasFlag, `node ${process.version} has no --experimental-wasm-relaxed-simd`);
 });
 
-const wanted = cases.filter((c) => c.tool === 'kiln' && c.inputs.length === 1);
 // int8 files: against kiln natively (the same integer sums; onnxruntime may round an inner value on a
 // rounding boundary the other way), as conformance.test.mjs checks them. The two modules' integer
 // tiles add in different orders (qtile.rs `rows2`): the same i32 sums, so the same outputs.

@@ -10,6 +10,7 @@
 //! the residual added and ReLU applied on the way.
 
 use super::conv::finish;
+use super::tile::Taps;
 use crate::autograd::Window;
 
 /// Where a channel tile goes.
@@ -46,10 +47,10 @@ pub(super) enum ChannelStore<'a> {
     PooledTile { out: &'a mut [f32], relu: bool },
 }
 
-/// `run(w, bias, x, bases, offsets, dst)`: `c[i][j] = bias[j] + Σ_r x[bases[i] + offsets[r]] ·
-/// w[r · nc + j]` for `i < mr`, `j < nc` (`offsets` increasing), stored into `dst`. Checks its
+/// `run(w, bias, x, bases, taps, dst)`: `c[i][j] = bias[j] + Σ_r x[bases[i] + offsets[r]] ·
+/// w[r · nc + j]` for `i < mr`, `j < nc` (the [`Taps`]' offsets), stored into `dst`. Checks its
 /// slices.
-pub(super) type ChannelTileFn = fn(&[f32], &[f32], &[f32], &[usize], &[usize], ChannelStore);
+pub(super) type ChannelTileFn = fn(&[f32], &[f32], &[f32], &[usize], Taps, ChannelStore);
 
 /// A channel-vector microkernel: `mr` positions × `nc` channels.
 #[derive(Clone, Copy)]
@@ -291,6 +292,7 @@ impl ChannelPanels {
         let ChannelTile { mr, nc, run, .. } = self.tile;
         let (og, p) = (self.og, oh * ow);
         let offsets = Self::offsets(win, chw[0] / groups, [chw[1], chw[2]]);
+        let taps = Taps::new(&offsets);
         let mut bases = vec![0usize; mr];
         let mut scratch = vec![0f32; mr * nc];
         Self::chunks(win, groups, x, chw, n, |g, img0, imgs, im| {
@@ -328,11 +330,11 @@ impl ChannelPanels {
                             relu,
                             chans,
                         };
-                        run(panel, bias, im.src, &bases, &offsets, dst);
+                        run(panel, bias, im.src, &bases, taps, dst);
                         continue;
                     }
                     let dst = ChannelStore::Tile(&mut scratch);
-                    run(panel, bias, im.src, &bases, &offsets, dst);
+                    run(panel, bias, im.src, &bases, taps, dst);
                     let at = [im0, pos, len];
                     self.store(&scratch, at, [o0, chans], [o, p], residual, relu, out);
                 }
@@ -360,6 +362,7 @@ impl ChannelPanels {
         let (og, qh, qw) = (self.og, oh / 2, ow / 2);
         let (p, per) = (qh * qw, mr / 4);
         let offsets = Self::offsets(win, chw[0] / groups, [chw[1], chw[2]]);
+        let taps = Taps::new(&offsets);
         let mut bases = vec![0usize; mr];
         let mut scratch = vec![0f32; per * nc];
         Self::chunks(win, groups, x, chw, n, |g, img0, imgs, im| {
@@ -399,14 +402,14 @@ impl ChannelPanels {
                             relu,
                             chans,
                         };
-                        run(panel, bias, im.src, &bases, &offsets, dst);
+                        run(panel, bias, im.src, &bases, taps, dst);
                         continue;
                     }
                     let dst = ChannelStore::PooledTile {
                         out: &mut scratch,
                         relu,
                     };
-                    run(panel, bias, im.src, &bases, &offsets, dst);
+                    run(panel, bias, im.src, &bases, taps, dst);
                     for i in 0..len {
                         let (img_i, ps) = (im0 + (pos + i) / p, (pos + i) % p);
                         for j in 0..chans {
@@ -489,6 +492,7 @@ impl PackedLinear {
         let p = &self.panels;
         let ChannelTile { mr, nc, run, .. } = p.tile;
         let offsets: Vec<usize> = (0..k).collect();
+        let taps = Taps::new(&offsets);
         let mut bases = vec![0usize; mr];
         let mut scratch = vec![0f32; mr * nc];
         for r0 in (0..rows).step_by(mr) {
@@ -505,7 +509,7 @@ impl PackedLinear {
                         stride: o,
                         relu,
                     };
-                    run(panel, bias, x, &bases, &offsets, dst);
+                    run(panel, bias, x, &bases, taps, dst);
                     continue;
                 }
                 run(
@@ -513,7 +517,7 @@ impl PackedLinear {
                     bias,
                     x,
                     &bases,
-                    &offsets,
+                    taps,
                     ChannelStore::Tile(&mut scratch),
                 );
                 for i in 0..len {

@@ -190,7 +190,7 @@ impl PackedConv {
         let og = o / groups;
         let blocks = og.div_ceil(mr);
         let mut panels = vec![0f32; groups * blocks * k * mr];
-        let slots = taps(win);
+        let slots = tap_slots(win);
         let kk = kh * kw;
         for (ch, w) in weight.chunks_exact(k.max(1)).enumerate() {
             let (g, j) = (ch / og, ch % og);
@@ -411,7 +411,7 @@ impl PackedConv {
                 .collect();
             let mut xp = vec![0f32; cg * phases * plane + nr + 2 * wq];
             let mut offsets = vec![0; self.k];
-            let slots = taps(self.win);
+            let slots = tap_slots(self.win);
             for ci in 0..cg {
                 for ki in 0..kh {
                     for kj in 0..kw {
@@ -473,7 +473,7 @@ impl PackedConv {
             return Ok(());
         }
         let mut bt = vec![0f32; self.k * nr];
-        let slots = taps(self.win);
+        let slots = tap_slots(self.win);
         for img in 0..n {
             for g in 0..self.groups {
                 let xg = &x[(img * c + g * cg) * h * w..][..cg * h * w];
@@ -640,9 +640,10 @@ impl PackedConv {
 
 /// Where each tap `ki · kw + kj` of a window goes in a channel's rows of the reduction: ordered
 /// by the offset it reads at in the phase-split image ([`split_phases`]): by phase (row mod
-/// stride, column mod stride), then by row and column within the phase. So a direct tile's row
-/// offsets increase, as the kernels require. Stride 1 keeps the taps in order.
-fn taps(win: Window) -> Vec<usize> {
+/// stride, column mod stride), then by row and column within the phase. So a direct tile reads
+/// its rows in memory order, one phase plane after another (the tiles take any order: [`Taps`]),
+/// and the weights are packed in the same order. Stride 1 keeps the taps in order.
+fn tap_slots(win: Window) -> Vec<usize> {
     let Window {
         kernel: [kh, kw],
         stride: [sh, sw],
@@ -727,9 +728,10 @@ fn split_phases(
 /// pairs, which LLVM vectorises (with a scalar tail), where indexing by `i · step` stays
 /// scalar: the ResNet-8's 1x1 stride-2 convs (packed panels) took 8-20% less time natively at
 /// batch 64 on AVX2. `split_phases` uses it for a lone column phase (a stride-2 window that
-/// reads both goes through [`deinterleave`]).
+/// reads both goes through [`deinterleave`]), and [`super::QConv`] to gather a strided 1×1
+/// window's pixels.
 #[inline]
-fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
+pub(super) fn strided_copy<T: Copy>(dst: &mut [T], src: &[T], step: usize) {
     let n = dst.len();
     if n == 0 {
         return;

@@ -43,14 +43,19 @@ fn row4(r0: &[f32], r1: &[f32], dst: &mut [f32]) -> usize {
         unsafe { v128_load(s.as_ptr().cast()) }
     };
     let quads = dst.len() / 4;
-    let even = |u, v| i32x4_shuffle::<0, 2, 4, 6>(u, v);
-    let odd = |u, v| i32x4_shuffle::<1, 3, 5, 7>(u, v);
+    // the 2x2 windows over rows (a0 a1) and (b0 b1): lane i holds window i's maximum, taken in
+    // the window's row order (pmax(best, v) = best < v ? v : best: a later value wins only when
+    // greater)
+    let windows = |a0, a1, b0, b1| {
+        let even = |u, v| i32x4_shuffle::<0, 2, 4, 6>(u, v);
+        let odd = |u, v| i32x4_shuffle::<1, 3, 5, 7>(u, v);
+        let m = f32x4_pmax(even(a0, a1), odd(a0, a1));
+        f32x4_pmax(f32x4_pmax(m, even(b0, b1)), odd(b0, b1))
+    };
     for q in 0..quads {
         let (a0, a1) = (load(&r0[8 * q..]), load(&r0[8 * q + 4..]));
         let (b0, b1) = (load(&r1[8 * q..]), load(&r1[8 * q + 4..]));
-        // pmax(best, v) = best < v ? v : best: the later value wins only when greater
-        let m = f32x4_pmax(even(a0, a1), odd(a0, a1));
-        let m = f32x4_pmax(f32x4_pmax(m, even(b0, b1)), odd(b0, b1));
+        let m = windows(a0, a1, b0, b1);
         let d: &mut [f32; 4] = (&mut dst[4 * q..4 * q + 4]).try_into().expect("4 values");
         // SAFETY: `d` is 4 writable f32s, borrowed uniquely; unaligned is fine.
         unsafe { v128_store(d.as_mut_ptr().cast(), m) }
@@ -60,8 +65,7 @@ fn row4(r0: &[f32], r1: &[f32], dst: &mut [f32]) -> usize {
     }
     // two more outputs (a 4×4 plane's rows: the digits CNN's second pool): one vector per row
     let (a, b) = (load(&r0[8 * quads..]), load(&r1[8 * quads..]));
-    let m = f32x4_pmax(even(a, a), odd(a, a));
-    let m = f32x4_pmax(f32x4_pmax(m, even(b, b)), odd(b, b));
+    let m = windows(a, a, b, b);
     dst[4 * quads] = f32x4_extract_lane::<0>(m);
     dst[4 * quads + 1] = f32x4_extract_lane::<1>(m);
     quads * 4 + 2

@@ -15,7 +15,7 @@
 //! rounding in the store (one multiply and one add per output, where the float graph rounds each
 //! of its `k` multiply-adds).
 
-use super::conv::pack;
+use super::conv::{pack, strided_copy};
 use super::qtile::{qdot_channels, qtile_direct, qtile_packed, QStore};
 use super::tile::{Taps, MR, NR};
 use crate::autograd::{QuantGrid, Window};
@@ -227,7 +227,7 @@ impl QConv {
         let mut xp = vec![0u32; self.kp * np];
         quantize_rows(x, [n, k, np], self.grid, &mut xp);
         let offsets: Vec<usize> = (0..self.kp).map(|c| c * np).collect();
-        let taps = Taps::new(&offsets);
+        let reads = Taps::new(&offsets);
         // the tiles write channel-major ([o, n]); the rows are transposed back after
         let mut t = vec![0f32; o * n];
         let mut part = [0f32; MR * NR];
@@ -241,7 +241,7 @@ impl QConv {
                 relu,
                 &mut t,
                 &mut part,
-                &|a, st| qtile_direct(a, &xp, [p0, p0 + 4], taps, st),
+                &|a, st| qtile_direct(a, &xp, [p0, p0 + 4], reads, st),
             );
         }
         for (ch, col) in t.chunks_exact(n.max(1)).enumerate().take(o) {
@@ -272,10 +272,10 @@ impl QConv {
             // read it in place (quantizing the whole image and packing each tile's panel took
             // 1.1-1.2x the float shortcut's time in wasm).
             let ([h, w], [sh, sw]) = ([shape[2], shape[3]], win.stride);
-            let mut xs = Vec::with_capacity(n * c * oh * ow);
-            for plane in x.chunks_exact(h * w) {
-                for y in 0..oh {
-                    xs.extend(plane[y * sh * w..][..(ow - 1) * sw + 1].iter().step_by(sw));
+            let mut xs = vec![0f32; n * c * oh * ow];
+            for (plane, dst) in x.chunks_exact(h * w).zip(xs.chunks_exact_mut(oh * ow)) {
+                for (y, row) in dst.chunks_exact_mut(ow).enumerate() {
+                    strided_copy(row, &plane[y * sh * w..], sw);
                 }
             }
             let unit = Window {
@@ -309,7 +309,9 @@ impl QConv {
         let p = oh * ow;
         let (cg, cg2) = (self.cg, self.cg.div_ceil(2));
         let mut part = [0f32; MR * NR];
-        if ow % 4 == 0 && (sw == 1 || self.taps.is_none()) {
+        // a strided 1×1 window with padding (the gathered ones above have stride 1) packs, as it
+        // did before the gather
+        if ow % 4 == 0 && (sw == 1 || (self.taps.is_none() && kh * kw > 1)) {
             // NR positions of an output row read NR contiguous inputs: tiles read the quantized,
             // zero-padded image in place, row (pair, ki, kj) at a fixed offset from the tile's
             // first input. A horizontal stride splits each padded row into `sw` phases of `wq`
@@ -353,7 +355,7 @@ impl QConv {
                 }
             };
             // with a stride the offsets of a row's taps go by phase, not in order
-            let taps = Taps::new(&offsets);
+            let reads = Taps::new(&offsets);
             let run_at = |q: usize| (q * 4 / ow) * sh * wr + q * 4 % ow;
             for img in 0..n {
                 for g in 0..self.groups {
@@ -384,7 +386,7 @@ impl QConv {
                         let bases = [run_at(q), run_at(if nr > 4 { q + 1 } else { q })];
                         let at = [img, g, p0, nr];
                         self.blocks(weights, at, p, residual, relu, out, &mut part, &|a, st| {
-                            qtile_direct(a, &xp, bases, taps, st)
+                            qtile_direct(a, &xp, bases, reads, st)
                         });
                     }
                 }

@@ -279,19 +279,19 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 }
 
 /// The checks that keep a channel tile's raw-pointer loop (`mr` positions × `nc` channels) in
-/// bounds, whatever its store; returns the largest offset (each is clamped to it). Panics
+/// bounds, whatever its store: every base plus the largest offset ([`Taps`]) inside `x`. Panics
 /// unless the slices fit.
 fn check_channel_tile(
     w: &[f32],
     bias: &[f32],
     x: &[f32],
     bases: &[usize],
-    offsets: &[usize],
+    taps: Taps,
     dst: &super::channels::ChannelStore,
     [mr, nc]: [usize; 2],
-) -> usize {
+) {
     use super::channels::ChannelStore;
-    let k = offsets.len();
+    let k = taps.offsets().len();
     let windows = mr / 4;
     assert!(bases.len() == mr, "a tile's bases");
     assert!(
@@ -330,10 +330,11 @@ fn check_channel_tile(
             );
         }
     }
-    let last = offsets.last().copied().unwrap_or(0);
     let far = bases.iter().copied().max().unwrap_or(0);
-    assert!(k == 0 || far + last < x.len(), "a channel tile's input");
-    last
+    assert!(
+        k == 0 || far + taps.reach() < x.len(),
+        "a channel tile's input"
+    );
 }
 
 /// The maximum of a 2×2 pooling window's four positions (each vector: one position's channels),
@@ -351,7 +352,7 @@ fn window_max8(win: [__m256; 4], relu: bool) -> __m256 {
     best
 }
 
-/// A channel tile's microkernel: `tile(k, w, bias, x, bases, offsets, last, dst)`.
+/// A channel tile's microkernel: `tile(k, w, bias, x, bases, offsets, dst)`.
 type ChannelTileBody<const MR: usize> = unsafe fn(
     usize,
     *const f32,
@@ -359,7 +360,6 @@ type ChannelTileBody<const MR: usize> = unsafe fn(
     *const f32,
     &[usize; MR],
     *const usize,
-    usize,
     super::channels::ChannelStore,
 );
 
@@ -374,15 +374,15 @@ fn run_channel_tile<const MR: usize>(
     bias: &[f32],
     x: &[f32],
     bases: &[usize],
-    offsets: &[usize],
+    taps: Taps,
     dst: super::channels::ChannelStore,
 ) {
-    let last = check_channel_tile(w, bias, x, bases, offsets, &dst, [MR, nc]);
+    check_channel_tile(w, bias, x, bases, taps, &dst, [MR, nc]);
     let bases: &[usize; MR] = bases.try_into().expect("a tile's bases");
-    let (w, b, xp) = (w.as_ptr(), bias.as_ptr(), x.as_ptr());
+    let (w, b, xp, offsets) = (w.as_ptr(), bias.as_ptr(), x.as_ptr(), taps.offsets());
     // SAFETY: each tile's module hands its TILE out only on a CPU with the tile's features; the
-    // checks above and the clamp in `tile` keep every access inside the slices.
-    unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), last, dst) }
+    // checks above (every base plus the largest offset, Taps) keep every access inside the slices.
+    unsafe { tile(offsets.len(), w, b, xp, bases, offsets.as_ptr(), dst) }
 }
 
 /// One channel's run of eight positions stored at `out[at..]`, the residual's at the same place
@@ -459,7 +459,7 @@ macro_rules! x86_channel_tile {
 
             /// # Safety
             /// The CPU has AVX-512F; `w` holds `k` rows of `NC`, `bias` `NC` values; every
-            /// `x + bases[i] + min(offsets[r], last)` (`r < k`) is readable; `dst` passed `run`'s checks.
+            /// `x + bases[i] + offsets[r]` (`r < k`) is readable; `dst` passed `run`'s checks.
             #[target_feature(enable = "avx512f,avx2")]
             #[allow(clippy::too_many_arguments)]
             unsafe fn tile(
@@ -469,7 +469,6 @@ macro_rules! x86_channel_tile {
                 x: *const f32,
                 bases: &[usize; MR],
                 offsets: *const usize,
-                last: usize,
                 dst: ChannelStore,
             ) {
                 let mut c = [[_mm512_setzero_ps(); NV]; MR];
@@ -483,10 +482,10 @@ macro_rules! x86_channel_tile {
                 // (wrapping: with k = 0 nothing is read through them)
                 let p: [*const f32; MR] = core::array::from_fn(|i| x.wrapping_add(bases[i]));
                 for r in 0..k {
-                    // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; the offset is
-                    // clamped to the largest, which the caller checked for every base.
+                    // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; no offset passes
+                    // the largest (Taps), which the caller checked for every base.
                     unsafe {
-                        let off = (*offsets.add(r)).min(last);
+                        let off = *offsets.add(r);
                         let wr = w.add(r * NC);
                         let wv: [_; NV] =
                             core::array::from_fn(|j| _mm512_loadu_ps(wr.add(j * LANES)));
@@ -581,10 +580,10 @@ macro_rules! x86_channel_tile {
                 bias: &[f32],
                 x: &[f32],
                 bases: &[usize],
-                offsets: &[usize],
+                taps: Taps,
                 dst: ChannelStore,
             ) {
-                run_channel_tile::<MR>(tile, NC, w, bias, x, bases, offsets, dst)
+                run_channel_tile::<MR>(tile, NC, w, bias, x, bases, taps, dst)
             }
         }
     };
@@ -631,7 +630,7 @@ mod avx2_channels_8 {
 
     /// # Safety
     /// The CPU has AVX2 and FMA; `w` holds `k` rows of `NC`, `bias` `NC` values; every
-    /// `x + bases[i] + min(offsets[r], last)` (`r < k`) is readable; `dst` passed
+    /// `x + bases[i] + offsets[r]` (`r < k`) is readable; `dst` passed
     /// [`check_channel_tile`].
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
@@ -642,7 +641,6 @@ mod avx2_channels_8 {
         x: *const f32,
         bases: &[usize; MR],
         offsets: *const usize,
-        last: usize,
         dst: ChannelStore,
     ) {
         // SAFETY: `bias` holds NC values.
@@ -650,10 +648,10 @@ mod avx2_channels_8 {
         // (wrapping: with k = 0 nothing is read through them)
         let p: [*const f32; MR] = core::array::from_fn(|i| x.wrapping_add(bases[i]));
         for r in 0..k {
-            // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; the offset is clamped
-            // to the largest, which the caller checked for every base.
+            // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; no offset passes the
+            // largest (Taps), which the caller checked for every base.
             unsafe {
-                let off = (*offsets.add(r)).min(last);
+                let off = *offsets.add(r);
                 let wv = _mm256_loadu_ps(w.add(r * NC));
                 for (ci, pi) in c.iter_mut().zip(&p) {
                     *ci = _mm256_fmadd_ps(_mm256_set1_ps(*pi.add(off)), wv, *ci);
@@ -709,15 +707,8 @@ mod avx2_channels_8 {
     }
 
     /// See [`ChannelTile`]; panics unless the slices fit.
-    fn run(
-        w: &[f32],
-        bias: &[f32],
-        x: &[f32],
-        bases: &[usize],
-        offsets: &[usize],
-        dst: ChannelStore,
-    ) {
-        run_channel_tile::<MR>(tile, NC, w, bias, x, bases, offsets, dst)
+    fn run(w: &[f32], bias: &[f32], x: &[f32], bases: &[usize], taps: Taps, dst: ChannelStore) {
+        run_channel_tile::<MR>(tile, NC, w, bias, x, bases, taps, dst)
     }
 }
 
@@ -778,7 +769,7 @@ mod avx2_channels_16 {
 
     /// # Safety
     /// The CPU has AVX2 and FMA; `w` holds `k` rows of `NC`, `bias` `NC` values; every
-    /// `x + bases[i] + min(offsets[r], last)` (`r < k`) is readable; `dst` passed
+    /// `x + bases[i] + offsets[r]` (`r < k`) is readable; `dst` passed
     /// [`check_channel_tile`].
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
@@ -789,7 +780,6 @@ mod avx2_channels_16 {
         x: *const f32,
         bases: &[usize; MR],
         offsets: *const usize,
-        last: usize,
         dst: ChannelStore,
     ) {
         // SAFETY: `bias` holds NC values.
@@ -799,10 +789,10 @@ mod avx2_channels_16 {
         // (wrapping: with k = 0 nothing is read through them)
         let p: [*const f32; MR] = core::array::from_fn(|i| x.wrapping_add(bases[i]));
         for r in 0..k {
-            // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; the offset is clamped
-            // to the largest, which the caller checked for every base.
+            // SAFETY: `offsets` holds `k` values and `w` `k` rows of NC; no offset passes the
+            // largest (Taps), which the caller checked for every base.
             unsafe {
-                let off = (*offsets.add(r)).min(last);
+                let off = *offsets.add(r);
                 let wr = w.add(r * NC);
                 let wv: [__m256; NV] = core::array::from_fn(|j| _mm256_loadu_ps(wr.add(j * LANES)));
                 for (ci, pi) in c.iter_mut().zip(&p) {
@@ -885,14 +875,7 @@ mod avx2_channels_16 {
     }
 
     /// See [`ChannelTile`]; panics unless the slices fit.
-    fn run(
-        w: &[f32],
-        bias: &[f32],
-        x: &[f32],
-        bases: &[usize],
-        offsets: &[usize],
-        dst: ChannelStore,
-    ) {
-        run_channel_tile::<MR>(tile, NC, w, bias, x, bases, offsets, dst)
+    fn run(w: &[f32], bias: &[f32], x: &[f32], bases: &[usize], taps: Taps, dst: ChannelStore) {
+        run_channel_tile::<MR>(tile, NC, w, bias, x, bases, taps, dst)
     }
 }
