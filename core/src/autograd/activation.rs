@@ -1,7 +1,6 @@
 //! Activations, softmax and dropout.
 
-use ndarray::{ArrayD, Axis, Zip};
-use rand::Rng;
+use ndarray::{Axis, Zip};
 
 use super::tape::{Tape, Tensor, Var};
 use crate::{shape_err, value_err, Result};
@@ -185,6 +184,17 @@ impl Tape {
         if !self.training || p == 0.0 {
             return Ok(x);
         }
+        // a predict-only build (kiln-wasm's small module) has no tape that trains: no mask code
+        #[cfg(not(feature = "train"))]
+        value_err!("Dropout: training needs kiln-core's `train` feature");
+        #[cfg(feature = "train")]
+        self.dropout_mask(x, p)
+    }
+
+    #[cfg(feature = "train")]
+    fn dropout_mask(&mut self, x: Var, p: f32) -> Result<Var> {
+        use ndarray::ArrayD;
+        use rand::Rng;
         let keep = 1.0 / (1.0 - p);
         let shape = self.value(x).raw_dim();
         let rng = self.rng();
@@ -239,7 +249,7 @@ mod tests {
 
     #[test]
     fn dropout_masks_and_scales_in_training_only() {
-        let x = ArrayD::ones(vec![1000]);
+        let x = ndarray::ArrayD::ones(vec![1000]);
         let mut t = Tape::new(true, 1);
         let v = t.leaf(x.clone(), true);
         let y = t.dropout(v, 0.25).unwrap();
