@@ -20,16 +20,62 @@ pub fn max_pool_2x2(x: &[f32], planes: usize, [h, w]: [usize; 2], out: &mut [f32
             let done = row4(r0, r1, dst);
             for ox in done..ow {
                 let (a, b) = (&r0[2 * ox..2 * ox + 2], &r1[2 * ox..2 * ox + 2]);
-                let mut best = a[0];
-                for &v in [a[1], b[0], b[1]].iter() {
-                    if v > best {
-                        best = v;
-                    }
-                }
-                dst[ox] = best;
+                dst[ox] = window_max([a[0], a[1], b[0], b[1]]);
             }
         }
     }
+}
+
+/// One 2×2 window's maximum, its values in row order (`[a0, a1, b0, b1]`): a later value wins
+/// only when greater, so ties and NaN resolve as in the tape's general pooling walk.
+#[inline(always)]
+pub(super) fn window_max([first, rest @ ..]: [f32; 4]) -> f32 {
+    let mut best = first;
+    for v in rest {
+        if v > best {
+            best = v;
+        }
+    }
+    best
+}
+
+/// The 2×2 windows over rows (a0 a1) and (b0 b1), each row two vectors of four: lane i holds
+/// window i's maximum, taken in the window's row order as [`window_max`] does
+/// (`pmax(best, v) = best < v ? v : best`: a later value wins only when greater).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub(super) fn windows(
+    a0: core::arch::wasm32::v128,
+    a1: core::arch::wasm32::v128,
+    b0: core::arch::wasm32::v128,
+    b1: core::arch::wasm32::v128,
+) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let even = |u, v| i32x4_shuffle::<0, 2, 4, 6>(u, v);
+    let odd = |u, v| i32x4_shuffle::<1, 3, 5, 7>(u, v);
+    let m = f32x4_pmax(even(a0, a1), odd(a0, a1));
+    f32x4_pmax(f32x4_pmax(m, even(b0, b1)), odd(b0, b1))
+}
+
+/// The two 2×2 windows of two runs of four, `v[..4]` a row's and `v[4..]` the next row's (the
+/// same columns; an integer tile's rows: [`super::QConv::run_pooled`]).
+#[inline(always)]
+pub(super) fn pool_runs(v: &[f32; 8]) -> [f32; 2] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        use core::arch::wasm32::*;
+        // SAFETY: `v` is 8 readable f32s; v128.load takes unaligned addresses.
+        let (a, b) = unsafe {
+            (
+                v128_load(v.as_ptr().cast()),
+                v128_load(v[4..].as_ptr().cast()),
+            )
+        };
+        let m = windows(a, a, b, b);
+        [f32x4_extract_lane::<0>(m), f32x4_extract_lane::<1>(m)]
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    std::array::from_fn(|j| window_max([v[2 * j], v[2 * j + 1], v[4 + 2 * j], v[5 + 2 * j]]))
 }
 
 /// The outputs of one row four at a time; returns how many it wrote.
@@ -43,15 +89,6 @@ fn row4(r0: &[f32], r1: &[f32], dst: &mut [f32]) -> usize {
         unsafe { v128_load(s.as_ptr().cast()) }
     };
     let quads = dst.len() / 4;
-    // the 2x2 windows over rows (a0 a1) and (b0 b1): lane i holds window i's maximum, taken in
-    // the window's row order (pmax(best, v) = best < v ? v : best: a later value wins only when
-    // greater)
-    let windows = |a0, a1, b0, b1| {
-        let even = |u, v| i32x4_shuffle::<0, 2, 4, 6>(u, v);
-        let odd = |u, v| i32x4_shuffle::<1, 3, 5, 7>(u, v);
-        let m = f32x4_pmax(even(a0, a1), odd(a0, a1));
-        f32x4_pmax(f32x4_pmax(m, even(b0, b1)), odd(b0, b1))
-    };
     for q in 0..quads {
         let (a0, a1) = (load(&r0[8 * q..]), load(&r0[8 * q + 4..]));
         let (b0, b1) = (load(&r1[8 * q..]), load(&r1[8 * q + 4..]));

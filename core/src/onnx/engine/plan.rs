@@ -49,8 +49,9 @@ struct FusedConv {
     /// The absorbed `Reshape`'s target: the input is read as that shape.
     reshape: Option<Vec<graph::Dim>>,
     /// A `MaxPool2d(2)` (2×2, stride 2, no padding) after the convolution and its ReLU, pooled
-    /// in the same step: in the tiles' store for a float convolution without a residual where
-    /// the CPU has the tile for it (x86-64 with AVX-512 or AVX2), else after the convolution.
+    /// in the same step: without a residual in the tiles' store for an integer convolution
+    /// ([`QConv::run_pooled`]) and for a float one where the CPU has the tile for it (x86-64
+    /// with AVX-512 or AVX2), else after the convolution.
     pool: bool,
 }
 
@@ -131,6 +132,23 @@ impl Kernel {
             Kernel::I8Rows(c) => c.run_rows(x, x.len() / c.in_features().max(1), relu, out),
             #[cfg(target_arch = "x86_64")]
             Kernel::F32Rows(l) => l.run(x, x.len() / l.in_features().max(1), relu, out),
+        }
+    }
+    /// Whether a `MaxPool2d(2)` after this kernel is taken in its tiles' store
+    /// ([`Kernel::run_pooled`]): an integer convolution's always, a float one's where the CPU
+    /// has the tile for it.
+    fn pools_in_store(&self) -> bool {
+        match self {
+            Kernel::F32(c) => c.pools_in_store(),
+            Kernel::I8(_) => true,
+            _ => false,
+        }
+    }
+    fn run_pooled(&self, x: &[f32], shape: &[usize], relu: bool, out: &mut [f32]) -> Result<()> {
+        match self {
+            Kernel::F32(c) => c.run_pooled(x, shape, relu, out),
+            Kernel::I8(c) => c.run_pooled(x, shape, relu, out),
+            _ => Err(KilnError::shape("MaxPool2d: pooled after a Linear layer")),
         }
     }
 }
@@ -673,20 +691,15 @@ impl FusedConv {
             None => t.shape(x).to_vec(),
         };
         let shape = self.conv.output_shape(&x_shape)?;
-        if let (Kernel::F32(c), true, &[n, o, oh, ow]) = (&self.conv, self.pool, &shape[..]) {
-            // pooled in the tiles' store (a map smaller than the window: the tape's error)
-            if oh >= 2 && ow >= 2 && c.pools_in_store() && residual.is_none() {
-                let xv = t.value(x).as_standard_layout();
-                let xs = xv.as_slice().expect("standard layout");
-                let pooled = [n, o, oh / 2, ow / 2];
-                let mut buf = pool.take(pooled.iter().product());
-                c.run_pooled(xs, &x_shape, self.relu, &mut buf)?;
-                drop(xv);
-                let y = ArrayD::from_shape_vec(IxDyn(&pooled), buf).expect("the output's size");
-                return Ok(t.constant(y));
+        // pooled in the tiles' store (a map smaller than the window: the tape's error)
+        let pooled = match shape[..] {
+            [n, o, oh, ow] if self.pool && oh >= 2 && ow >= 2 && residual.is_none() => {
+                Some([n, o, oh / 2, ow / 2]).filter(|_| self.conv.pools_in_store())
             }
-        }
-        let mut buf = pool.take(shape.iter().product());
+            _ => None,
+        };
+        let out_shape = pooled.map_or_else(|| shape.clone(), Vec::from);
+        let mut buf = pool.take(out_shape.iter().product());
         let fits = residual.is_none_or(|r| t.shape(r) == shape);
         {
             let xv = t.value(x).as_standard_layout();
@@ -696,9 +709,16 @@ impl FusedConv {
                 .map(|r| t.value(r).as_standard_layout());
             let rs = rv.as_ref().map(|r| r.as_slice().expect("standard layout"));
             let relu = self.relu && fits;
-            self.conv.run(xs, &x_shape, rs, relu, &mut buf)?;
+            match pooled {
+                Some(_) => self.conv.run_pooled(xs, &x_shape, relu, &mut buf)?,
+                None => self.conv.run(xs, &x_shape, rs, relu, &mut buf)?,
+            }
         }
-        let y = t.constant(ArrayD::from_shape_vec(IxDyn(&shape), buf).expect("the output's size"));
+        let y =
+            t.constant(ArrayD::from_shape_vec(IxDyn(&out_shape), buf).expect("the output's size"));
+        if pooled.is_some() {
+            return Ok(y);
+        }
         let y = match fits {
             true => y,
             // a residual that broadcasts: the add and the ReLU on their own
