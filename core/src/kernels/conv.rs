@@ -26,7 +26,7 @@ pub(super) fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
 
 /// `packed(a, b, bias, store)`: see [`Kernel`].
 pub(super) type PackedTile = fn(&[f32], &[f32], &[f32], Store);
-/// `direct(a, x, bases, offsets, bias, store)`: see [`Kernel`].
+/// `direct(a, x, bases, taps, bias, store)`: see [`Kernel`].
 pub(super) type DirectTile = fn(&[f32], &[f32], [usize; 2], Taps, &[f32], Store);
 
 /// A microkernel and its tile: `packed(a, b, bias, store)` computes one `mr × nr` tile from a

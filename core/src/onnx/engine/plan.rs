@@ -134,13 +134,14 @@ impl Kernel {
             Kernel::F32Rows(l) => l.run(x, x.len() / l.in_features().max(1), relu, out),
         }
     }
-    /// Whether a `MaxPool2d(2)` after this kernel is taken in its tiles' store
-    /// ([`Kernel::run_pooled`]): an integer convolution's always, a float one's where the CPU
-    /// has the tile for it.
-    fn pools_in_store(&self) -> bool {
+    /// Whether a `MaxPool2d(2)` after this kernel, on an output `ow` wide, is taken in its
+    /// tiles' store ([`Kernel::run_pooled`]): an integer convolution's where its tiles read in
+    /// place, a float one's where the CPU has the tile for it. Otherwise the plan pools after
+    /// the convolution, in buffers of its pool.
+    fn pools_in_store(&self, ow: usize) -> bool {
         match self {
             Kernel::F32(c) => c.pools_in_store(),
-            Kernel::I8(_) => true,
+            Kernel::I8(c) => c.pools_in_store(ow),
             _ => false,
         }
     }
@@ -694,7 +695,7 @@ impl FusedConv {
         // pooled in the tiles' store (a map smaller than the window: the tape's error)
         let pooled = match shape[..] {
             [n, o, oh, ow] if self.pool && oh >= 2 && ow >= 2 && residual.is_none() => {
-                Some([n, o, oh / 2, ow / 2]).filter(|_| self.conv.pools_in_store())
+                Some([n, o, oh / 2, ow / 2]).filter(|_| self.conv.pools_in_store(ow))
             }
             _ => None,
         };
