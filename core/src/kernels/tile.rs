@@ -190,39 +190,73 @@ pub fn tile_packed(a: &[f32], b: &[f32], bias: &[f32], st: Store) {
     tile(a, rows, bias, st)
 }
 
-/// A tile reading its input rows in place, as two runs of four positions: row `r` is
+/// Tiles reading their input rows in place, as two runs of four positions: row `r` is
 /// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded
-/// image, where four positions of an output row read contiguous inputs). No offset passes
-/// `taps.reach()` ([`Taps`]), so the reads are checked once per tile, against it.
+/// image, where four positions of an output row read contiguous inputs), for every block of a
+/// group at once: `a` holds `bias.len() / MR` panels of `k × MR` (`k` the taps' rows) one after
+/// another, and block `b`'s `MR` rows go to `st.out[b · MR · st.stride..]` (its residual at the
+/// same place); one block is one tile. No offset passes `taps.reach()` ([`Taps`]), so the reads
+/// are checked once per call, against it, and the choice of reads is made once for the blocks.
 #[inline(never)]
 pub fn tile_direct(a: &[f32], x: &[f32], bases: [usize; 2], taps: Taps, bias: &[f32], st: Store) {
-    let bias: &[f32; MR] = bias.try_into().expect("MR biases");
     let (offsets, last) = (taps.offsets(), taps.reach());
+    let panel = offsets.len() * MR;
+    assert!(
+        bias.len().is_multiple_of(MR) && a.len() == bias.len() / MR * panel,
+        "tile_direct: a panel per block"
+    );
     // Every read below lies in x[base..base + last + NR] for its base: checked once, here.
     assert!(
         bases[0].max(bases[1]) + last + NR <= x.len(),
         "tile_direct: rows reach past the image"
     );
+    let Store {
+        out,
+        stride,
+        residual,
+        relu,
+    } = st;
+    let block = MR * stride;
+    let blocks = a.chunks_exact(panel.max(1)).zip(bias.chunks_exact(MR));
     if bases[1] == bases[0] + 4 {
         // both runs in one row: eight contiguous values per row
         let x = &x[bases[0]..];
-        let rows = offsets.iter().map(|&o| {
-            // SAFETY: o <= last (Taps), and bases[0] + last + NR <= the image's length (asserted
-            // above), so the NR values at o are inside `x`; [f32; NR] has f32's alignment.
-            let r: &[f32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[f32; NR]>() };
-            [quad(r, 0), quad(r, 4)]
-        });
-        return tile(a, rows, bias, st);
+        for (b, (ab, bb)) in blocks.enumerate() {
+            let rows = offsets.iter().map(|&o| {
+                // SAFETY: o <= last (Taps), and bases[0] + last + NR <= the image's length (asserted
+                // above), so the NR values at o are inside `x`; [f32; NR] has f32's alignment.
+                let r: &[f32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[f32; NR]>() };
+                [quad(r, 0), quad(r, 4)]
+            });
+            let at = b * block;
+            let st = Store {
+                out: &mut out[at..],
+                stride,
+                residual: residual.map(|r| &r[at..]),
+                relu,
+            };
+            tile(ab, rows, bb.try_into().expect("MR biases"), st);
+        }
+        return;
     }
     let (x0, x1) = (&x[bases[0]..], &x[bases[1]..]);
-    let rows = offsets.iter().map(|&o| {
-        // SAFETY: o <= last (Taps) and each base + last + NR <= the image's length (asserted above).
-        unsafe {
-            [
-                &*x0.as_ptr().add(o).cast::<[f32; 4]>(),
-                &*x1.as_ptr().add(o).cast::<[f32; 4]>(),
-            ]
-        }
-    });
-    tile(a, rows, bias, st)
+    for (b, (ab, bb)) in blocks.enumerate() {
+        let rows = offsets.iter().map(|&o| {
+            // SAFETY: o <= last (Taps) and each base + last + NR <= the image's length (asserted above).
+            unsafe {
+                [
+                    &*x0.as_ptr().add(o).cast::<[f32; 4]>(),
+                    &*x1.as_ptr().add(o).cast::<[f32; 4]>(),
+                ]
+            }
+        });
+        let at = b * block;
+        let st = Store {
+            out: &mut out[at..],
+            stride,
+            residual: residual.map(|r| &r[at..]),
+            relu,
+        };
+        tile(ab, rows, bb.try_into().expect("MR biases"), st);
+    }
 }

@@ -62,6 +62,7 @@ macro_rules! x86_kernel {
                 nr: NR,
                 packed,
                 direct,
+                direct_blocks: false,
                 name: $name,
                 strided_1x1_in_place: false,
                 partial_rows: true,
