@@ -28,6 +28,9 @@ pub(super) fn finish(v: f32, residual: Option<f32>, relu: bool) -> f32 {
 pub(super) type PackedTile = fn(&[f32], &[f32], &[f32], Store);
 /// `direct(a, x, bases, taps, bias, store)`: see [`Kernel`].
 pub(super) type DirectTile = fn(&[f32], &[f32], [usize; 2], Taps, &[f32], Store);
+/// `tile(panel, bias, store)`, one block over an input tile ([`PackedConv::blocks`]: one
+/// instance for the packed and the direct tiles, where a closure per caller was two copies).
+type BlockTile<'a> = dyn Fn(&[f32], &[f32], Store) + 'a;
 
 /// A microkernel and its tile: `packed(a, b, bias, store)` computes one `mr × nr` tile from a
 /// weight panel `a` (`k × mr`) and a packed input panel `b` (`k × nr`);
@@ -507,7 +510,7 @@ impl PackedConv {
                     let len = nr.min(p - p0);
                     self.pack(xg, [h, w, ow], p0, len, &slots, &mut bt);
                     let at = [img, g, p0, len];
-                    self.blocks(at, p, residual, relu, out, &mut part, |a, b, st| {
+                    self.blocks(at, p, residual, relu, out, &mut part, &|a, b, st| {
                         packed(a, &bt, b, st)
                     });
                 }
@@ -586,7 +589,7 @@ impl PackedConv {
     ) {
         let Kernel { mr, nr: full, .. } = self.kernel;
         let og = self.o / self.groups;
-        if self.kernel.direct_blocks && nr == full && og % mr == 0 {
+        if self.kernel.direct_blocks && nr == full && og.is_multiple_of(mr) {
             let a = &self.panels[g * og * self.k..][..og * self.k];
             let at = (img * self.o + g * og) * p + p0;
             let st = Store {
@@ -600,7 +603,7 @@ impl PackedConv {
         }
         let tile =
             |a: &[f32], b: &[f32], st: Store| self.kernel.direct_tile(a, x, bases, taps, b, st);
-        self.blocks([img, g, p0, nr], p, residual, relu, out, part, tile);
+        self.blocks([img, g, p0, nr], p, residual, relu, out, part, &tile);
     }
 
     /// Every panel of group `g` over one tile of input (`tile(panel, bias, store)` computes
@@ -614,7 +617,7 @@ impl PackedConv {
         relu: bool,
         out: &mut [f32],
         part: &mut [f32],
-        tile: impl Fn(&[f32], &[f32], Store),
+        tile: &BlockTile,
     ) {
         let (full_mr, full_nr) = (self.kernel.mr, self.kernel.nr);
         let og = self.o / self.groups;

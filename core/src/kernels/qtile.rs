@@ -15,21 +15,72 @@
 
 use super::tile::{Taps, MR, NR};
 
-/// Where a tile goes, and how it is dequantized: `MR` rows of `NR` values, `stride` apart in `out`
-/// (and in `residual`).
+/// Where a call's tiles go, and how they are dequantized: `scale.len() / MR` blocks (one tile
+/// each, its panel the next `kp × MR` of the call's weights) of `MR` rows of `NR` values, row `i`
+/// of block `b` at `out[(b · MR + i) · stride..]` (and so in `residual`). A call per position
+/// tile rather than per block: the checks, the store's setup and the choice of reads made once
+/// (int8 ResNet-8 in wasm: see `QConv::blocks`).
 pub struct QStore<'a> {
     pub out: &'a mut [f32],
     pub stride: usize,
     pub residual: Option<&'a [f32]>,
     pub relu: bool,
-    /// Per row: the product of the two scales (times any folded BatchNorm scale).
-    pub scale: &'a [f32; MR],
-    pub bias: &'a [f32; MR],
+    /// Per row: the product of the two scales (times any folded BatchNorm scale); `MR` a block.
+    pub scale: &'a [f32],
+    /// Per row, as `scale`.
+    pub bias: &'a [f32],
+}
+
+/// One block of a [`QStore`]: `MR` rows of `NR` values.
+struct Block<'a> {
+    out: &'a mut [f32],
+    stride: usize,
+    residual: Option<&'a [f32]>,
+    relu: bool,
+    scale: &'a [f32; MR],
+    bias: &'a [f32; MR],
+}
+
+/// `tile(panel, block)` for each block of `st`, in order, its panel the next `a.len() / blocks`
+/// values of `a`.
+#[inline(always)]
+fn each_block(a: &[u32], st: QStore, mut tile: impl FnMut(&[u32], Block)) {
+    let QStore {
+        out,
+        stride,
+        residual,
+        relu,
+        scale,
+        bias,
+    } = st;
+    let (scales, biases) = (scale.as_chunks::<MR>().0, bias.as_chunks::<MR>().0);
+    let blocks = scales.len();
+    assert!(
+        blocks > 0
+            && !a.is_empty()
+            && scale.len() == blocks * MR
+            && bias.len() == scale.len()
+            && a.len().is_multiple_of(blocks * MR),
+        "an integer tile: MR scales and a panel per block"
+    );
+    let panel = a.len() / blocks;
+    for (b, ((a, scale), bias)) in a.chunks_exact(panel).zip(scales).zip(biases).enumerate() {
+        let at = b * MR * stride;
+        let block = Block {
+            out: &mut out[at..],
+            stride,
+            residual: residual.map(|r| &r[at..]),
+            relu,
+            scale,
+            bias,
+        };
+        tile(a, block);
+    }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd {
-    use super::{QStore, MR, NR};
+    use super::{Block, MR, NR};
     use core::arch::wasm32::*;
 
     #[inline(always)]
@@ -127,7 +178,7 @@ mod simd {
     /// Two rows per turn of the loop: V8 puts a stack check and the loop's own counting in
     /// every turn, a third of a row's instructions.
     #[inline(always)]
-    pub fn tile<'a>(a: &[u32], mut rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: QStore) {
+    pub fn tile<'a>(a: &[u32], mut rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: Block) {
         let mut c = [[i32x4_splat(0); 2]; MR];
         let mut two = a.chunks_exact(2 * MR);
         for ak in &mut two {
@@ -163,7 +214,7 @@ mod simd {
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 mod portable {
-    use super::{QStore, MR, NR};
+    use super::{Block, MR, NR};
 
     /// The two i16 of a channel pair.
     #[inline(always)]
@@ -187,7 +238,7 @@ mod portable {
 
     /// `a`: `kp × MR` channel pairs, `rows`: `kp` rows of `NR` pairs, as two runs of four.
     #[inline(always)]
-    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: QStore) {
+    pub fn tile<'a>(a: &[u32], rows: impl Iterator<Item = [&'a [u32; 4]; 2]>, st: Block) {
         let mut c = [[0i32; NR]; MR];
         for (ak, [r0, r1]) in a.chunks_exact(MR).zip(rows) {
             let mut r = [[0; 2]; NR];
@@ -239,17 +290,20 @@ fn quad(x: &[u32], at: usize) -> &[u32; 4] {
     x[at..at + 4].try_into().expect("4 values")
 }
 
-/// A tile over a packed input panel `b` (`kp × NR` channel pairs).
+/// Tiles over a packed input panel `b` (`kp × NR` channel pairs), one per block of `st`.
 #[inline(never)]
 pub fn qtile_packed(a: &[u32], b: &[u32], st: QStore) {
-    let rows = b.chunks_exact(NR).map(|r| [quad(r, 0), quad(r, 4)]);
-    qtile(a, rows, st)
+    each_block(a, st, |a, block| {
+        let rows = b.chunks_exact(NR).map(|r| [quad(r, 0), quad(r, 4)]);
+        qtile(a, rows, block)
+    })
 }
 
-/// A tile reading its input rows in place, as two runs of four positions: row `r` is
-/// `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a zero-padded image
-/// of channel pairs, where four positions of an output row read contiguous inputs). No offset
-/// passes `taps.reach()` ([`Taps`]), so the reads are checked once per tile, against it.
+/// Tiles reading their input rows in place, one per block of `st`, as two runs of four positions:
+/// row `r` is `x[bases[0] + offsets[r]..][..4]` then `x[bases[1] + offsets[r]..][..4]` (a
+/// zero-padded image of channel pairs, where four positions of an output row read contiguous
+/// inputs). No offset passes `taps.reach()` ([`Taps`]), so the reads are checked once per call,
+/// against it.
 #[inline(never)]
 pub fn qtile_direct(a: &[u32], x: &[u32], bases: [usize; 2], taps: Taps, st: QStore) {
     let (offsets, last) = (taps.offsets(), taps.reach());
@@ -262,24 +316,29 @@ pub fn qtile_direct(a: &[u32], x: &[u32], bases: [usize; 2], taps: Taps, st: QSt
     if bases[1] == bases[0] + 4 {
         // both runs in one row: eight contiguous values per row
         let x = &x[bases[0]..];
-        let rows = offsets.iter().map(|&o| {
-            // SAFETY: o <= last (Taps) and bases[0] + last + NR = bases[1] + last + 4 <= the
-            // image's length (asserted above), so the NR values at o are inside `x`; [u32; NR] has
-            // u32's alignment.
-            let r: &[u32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[u32; NR]>() };
-            [quad(r, 0), quad(r, 4)]
+        return each_block(a, st, |a, block| {
+            let rows = offsets.iter().map(|&o| {
+                // SAFETY: o <= last (Taps) and bases[0] + last + NR = bases[1] + last + 4 <= the
+                // image's length (asserted above), so the NR values at o are inside `x`;
+                // [u32; NR] has u32's alignment.
+                let r: &[u32; NR] = unsafe { &*x.as_ptr().add(o).cast::<[u32; NR]>() };
+                [quad(r, 0), quad(r, 4)]
+            });
+            qtile(a, rows, block)
         });
-        return qtile(a, rows, st);
     }
     let (x0, x1) = (&x[bases[0]..], &x[bases[1]..]);
-    let rows = offsets.iter().map(|&o| {
-        // SAFETY: o <= last (Taps) and each base + last + 4 <= the image's length (asserted above).
-        unsafe {
-            [
-                &*x0.as_ptr().add(o).cast::<[u32; 4]>(),
-                &*x1.as_ptr().add(o).cast::<[u32; 4]>(),
-            ]
-        }
-    });
-    qtile(a, rows, st)
+    each_block(a, st, |a, block| {
+        let rows = offsets.iter().map(|&o| {
+            // SAFETY: o <= last (Taps) and each base + last + 4 <= the image's length (asserted
+            // above).
+            unsafe {
+                [
+                    &*x0.as_ptr().add(o).cast::<[u32; 4]>(),
+                    &*x1.as_ptr().add(o).cast::<[u32; 4]>(),
+                ]
+            }
+        });
+        qtile(a, rows, block)
+    })
 }
