@@ -575,7 +575,11 @@ impl PackedConv {
     /// group's blocks when the kernel's direct tile takes them ([`Kernel`]'s `direct_blocks`)
     /// and every block is whole (a position tile of `nr`, the group's channels a whole number of
     /// `mr`). Against a call per block, in wasm (relaxed module, float ResNet-8, alternating,
-    /// 2026-12-06): Node 20 0.96x / 0.95x the time at batch 1 / 64, Chromium about 0.96x / 0.98x.
+    /// 2026-12-06): Node 20 0.95x / 0.91-0.95x the time at batch 1 / 64, Chromium about 0.96x /
+    /// 0.98x. Kept beside [`PackedConv::blocks`] rather than folded into it (a span of blocks per
+    /// call there, as `QConv::blocks` does): that took the float ResNet-8 2% longer in Node (its
+    /// direct tile then called through `&dyn` per position tile); so did a shared per-block
+    /// helper in `tile_direct` in place of its two loops.
     #[allow(clippy::too_many_arguments)]
     fn blocks_direct(
         &self,

@@ -543,7 +543,7 @@ impl QConv {
         let panel = kp * MR;
         // One call for all of the group's blocks when every one is whole (the checks, the
         // store's setup and the choice of reads made once per position tile: against a call per
-        // block, int8 in wasm, relaxed module, alternating: ResNet-8 Node 20 1.07x / 1.08x
+        // block, int8 in wasm, relaxed module, alternating: ResNet-8 Node 20 1.07x / 1.07-1.08x
         // faster at batch 1 / 64, Chromium 156 1.015x / 1.025x); otherwise a call per block.
         let span = if og.is_multiple_of(MR) { blocks } else { 1 };
         for blk in (0..blocks).step_by(span) {
